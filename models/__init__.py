@@ -1,0 +1,27 @@
+"""SQLAlchemy 2 typed models. The schema itself is built only by Alembic migrations."""
+
+from models.base import Base, UtcDateTime
+from models.conversations import Conversation
+from models.experiments import Experiment, ExperimentAnalysis, ExperimentArm
+from models.insights import PatternInsight
+from models.jobs import FINISHED_STATUSES, JOB_STATUSES, JOB_TYPES, OptimizationJob
+from models.llm_calls import LlmCall
+from models.prompts import Prompt, PromptActivation, PromptVersion
+
+__all__ = [
+    "Base",
+    "Conversation",
+    "Experiment",
+    "ExperimentAnalysis",
+    "ExperimentArm",
+    "FINISHED_STATUSES",
+    "JOB_STATUSES",
+    "JOB_TYPES",
+    "LlmCall",
+    "OptimizationJob",
+    "PatternInsight",
+    "Prompt",
+    "PromptActivation",
+    "PromptVersion",
+    "UtcDateTime",
+]

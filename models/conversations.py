@@ -1,0 +1,54 @@
+"""Conversations the host application logged, one row each."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import NOW, Base, UtcDateTime
+
+ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (
+        CheckConstraint("rating IS NULL OR rating BETWEEN 1 AND 5", name="rating"),
+        Index("ix_conversations_experiment_arm", "experiment_id", "arm_id"),
+        Index("ix_conversations_version_time", "version_id", "occurred_at"),
+        Index("ix_conversations_prompt_time", "prompt_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("ai_prompt_versions.id", ondelete="CASCADE"))
+    experiment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ai_ab_experiments.id", ondelete="SET NULL"))
+    arm_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ai_ab_experiment_arms.id", ondelete="SET NULL"))
+    unit_id: Mapped[str] = mapped_column(String(200))
+    success: Mapped[bool | None] = mapped_column(Boolean)
+    rating: Mapped[int | None] = mapped_column(SmallInteger)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    segment: Mapped[str | None] = mapped_column(String(200))
+    tags: Mapped[str | None] = mapped_column(Text)  # JSON list of strings
+    transcript: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=NOW)
+    ingested_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=NOW)

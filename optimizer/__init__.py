@@ -1,0 +1,1 @@
+"""prompt-worker: an autonomous prompt optimizer service."""

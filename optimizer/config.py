@@ -1,0 +1,111 @@
+"""Settings read from the environment, validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from apscheduler.triggers.cron import CronTrigger
+
+from optimizer.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///prompt_worker.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 8081
+    admin_token: str | None = None
+    ingest_token: str | None = None
+    anthropic_api_key: str | None = None
+    worker_concurrency: int = 1
+    poll_interval_seconds: float = 5.0
+    job_timeout_seconds: float = 2700.0
+    max_attempts: int = 3
+    lease_seconds: float = 60.0
+    retry_base_seconds: float = 30.0
+    shutdown_grace_seconds: float = 30.0
+    pattern_analysis_cron: str = "0 * * * *"
+    monitoring_cron: str = "*/15 * * * *"
+    promotion_confidence: float = 0.90
+    min_conversations_per_arm: int = 100
+    job_retention_days: float = 7.0
+    max_body_bytes: int = 1_048_576
+    log_level: str = "INFO"
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return max(self.lease_seconds / 3.0, 0.2)
+
+
+def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float,
+            maximum: float | None = None, integer: bool = False) -> float:
+    raw = _text(env, name, None)
+    if raw is None:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise ConfigError(f"{name} must be {bound}, got {raw!r}")
+    return value
+
+
+def _cron(env: Mapping[str, str], name: str, default: str) -> str:
+    expr = _text(env, name, default) or default
+    try:
+        CronTrigger.from_crontab(expr, timezone="UTC")
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not a valid 5-field cron expression ({expr!r}): {exc}") from None
+    return expr
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from `env` (default: the process environment)."""
+    env = os.environ if env is None else env
+    d = Settings()
+    return Settings(
+        database_url=_text(env, "DATABASE_URL", d.database_url) or d.database_url,
+        host=_text(env, "HOST", d.host) or d.host,
+        port=int(_number(env, "PORT", d.port, minimum=0, maximum=65535, integer=True)),
+        admin_token=_text(env, "ADMIN_TOKEN", None),
+        ingest_token=_text(env, "INGEST_TOKEN", None),
+        anthropic_api_key=_text(env, "ANTHROPIC_API_KEY", None),
+        worker_concurrency=int(
+            _number(env, "WORKER_CONCURRENCY", d.worker_concurrency, minimum=1, maximum=64,
+                    integer=True)),
+        poll_interval_seconds=_number(env, "POLL_INTERVAL_SECONDS", d.poll_interval_seconds,
+                                      minimum=0.05, maximum=3600),
+        job_timeout_seconds=_number(env, "JOB_TIMEOUT_SECONDS", d.job_timeout_seconds,
+                                    minimum=1),
+        max_attempts=int(_number(env, "MAX_ATTEMPTS", d.max_attempts, minimum=1, maximum=100,
+                                 integer=True)),
+        lease_seconds=_number(env, "LEASE_SECONDS", d.lease_seconds, minimum=0.5),
+        retry_base_seconds=_number(env, "RETRY_BASE_SECONDS", d.retry_base_seconds, minimum=0),
+        shutdown_grace_seconds=_number(env, "SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds,
+                                       minimum=0),
+        pattern_analysis_cron=_cron(env, "PATTERN_ANALYSIS_CRON", d.pattern_analysis_cron),
+        monitoring_cron=_cron(env, "MONITORING_CRON", d.monitoring_cron),
+        promotion_confidence=_number(env, "PROMOTION_CONFIDENCE", d.promotion_confidence,
+                                     minimum=0.5, maximum=0.9999),
+        min_conversations_per_arm=int(
+            _number(env, "MIN_CONVERSATIONS_PER_ARM", d.min_conversations_per_arm, minimum=1,
+                    integer=True)),
+        job_retention_days=_number(env, "JOB_RETENTION_DAYS", d.job_retention_days, minimum=0),
+        max_body_bytes=int(_number(env, "MAX_BODY_BYTES", d.max_body_bytes, minimum=1024,
+                                   integer=True)),
+        log_level=(_text(env, "LOG_LEVEL", d.log_level) or d.log_level).upper(),
+    )

@@ -1,0 +1,102 @@
+"""Engine creation, the SQLite settings that let several writers share a file, and migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+
+from optimizer.errors import ConfigError
+
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+def _enable_sqlite_concurrency(engine: Engine) -> None:
+    """WAL lets readers run beside a writer; BEGIN IMMEDIATE takes the write lock up front,
+    so a transaction never has to upgrade a read lock and fail with SQLITE_BUSY; the busy
+    timeout makes the CLI, the HTTP API and the worker wait for each other instead of erroring."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" hook issue BEGIN
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"DATABASE_URL is not a valid database URL: {url!r}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        engine = create_engine(
+            parsed, connect_args={"check_same_thread": False,
+                                  "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        _enable_sqlite_concurrency(engine)
+        return engine
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(
+            parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size,
+            pool_timeout=10, connect_args={"connect_timeout": 5})
+    raise ConfigError(
+        f"DATABASE_URL must point at sqlite or postgresql, got {parsed.drivername!r}")
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _alembic_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent / "alembic"
+    if here.is_dir():
+        return here
+    cwd = Path.cwd() / "alembic"
+    if cwd.is_dir():
+        return cwd
+    raise ConfigError("cannot find the alembic/ migrations folder; run from the project root")
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_alembic_dir()))
+    cfg.attributes["configure_logging"] = False
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to head. Safe to run on every start and from several replicas:
+    on PostgreSQL an advisory lock serialises concurrent runs."""
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7217001)")
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

@@ -1,0 +1,33 @@
+"""The project's exception hierarchy: one root, messages that say what to do."""
+
+
+class PromptWorkerError(Exception):
+    """Root of every error prompt-worker raises on purpose."""
+
+
+class ConfigError(PromptWorkerError):
+    """An environment variable is missing or malformed."""
+
+
+class InvalidInput(PromptWorkerError):
+    """Input from a user (HTTP, CLI, a row written by hand) is not acceptable."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(PromptWorkerError):
+    """The thing asked for does not exist."""
+
+
+class Conflict(PromptWorkerError):
+    """The request is valid but clashes with the current state."""
+
+
+class PermanentJobError(PromptWorkerError):
+    """A job failed in a way that retrying cannot fix; it goes straight to `failed`."""
+
+
+class DatabaseUnavailable(PromptWorkerError):
+    """The database could not be reached."""

@@ -1,0 +1,114 @@
+"""Validation of a new job as an admin describes it (HTTP body or CLI flags)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from models.jobs import JOB_TYPES
+from optimizer.errors import InvalidInput, PermanentJobError
+
+MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
+MAX_PROMPT_NAME = 200
+
+
+@dataclass(frozen=True)
+class NewJob:
+    type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    run_at: datetime | None = None
+
+
+def parse_job_type(value: Any) -> str:
+    if not isinstance(value, str) or value not in JOB_TYPES:
+        raise InvalidInput(
+            f"type must be one of {', '.join(JOB_TYPES)}; got {value!r}", field="type")
+    return value
+
+
+def parse_priority(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        else:
+            raise InvalidInput(f"priority must be a whole number; got {value!r}",
+                               field="priority")
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise InvalidInput(
+            f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}; got {value}",
+            field="priority")
+    return value
+
+
+def parse_timestamp(value: Any, field_name: str) -> datetime:
+    """ISO 8601; a time without an offset is taken as UTC."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field_name} must be an ISO 8601 date-time string; got {value!r}",
+                           field=field_name)
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"{field_name} is not an ISO 8601 date-time (e.g. 2026-11-22T09:00:00Z): {value!r}",
+            field=field_name) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def parse_payload_object(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"payload is not valid JSON: {exc.msg} at position {exc.pos}",
+                               field="payload") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"payload must be a JSON object; got {type(value).__name__}",
+                           field="payload")
+    return value
+
+
+def parse_prompt_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PROMPT_NAME:
+        raise InvalidInput(
+            f"prompt must be a non-empty name of at most {MAX_PROMPT_NAME} characters",
+            field="prompt")
+    return value.strip()
+
+
+def parse_new_job(type_: Any, *, prompt: Any = None, payload: Any = None, priority: Any = 0,
+                  run_at: Any = None) -> NewJob:
+    job_type = parse_job_type(type_)
+    body = parse_payload_object(payload)
+    if prompt is not None:
+        body = {**body, "prompt": parse_prompt_name(prompt)}
+    return NewJob(
+        type=job_type,
+        payload=body,
+        priority=parse_priority(priority if priority is not None else 0),
+        run_at=parse_timestamp(run_at, "run_at") if run_at is not None else None,
+    )
+
+
+def decode_stored_payload(raw: str | None) -> dict[str, Any]:
+    """The payload column as the worker reads it; a row written by hand may be anything."""
+    if raw is None or raw.strip() == "":
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise PermanentJobError(
+            f"payload is not valid JSON ({exc.msg} at position {exc.pos}); "
+            "fix the row or insert a new job with a JSON object payload") from None
+    if not isinstance(value, dict):
+        raise PermanentJobError(
+            f"payload must be a JSON object, got {type(value).__name__}; "
+            "insert a new job with a JSON object payload")
+    return value
