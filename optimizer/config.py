@@ -69,7 +69,8 @@ def _cron(env: Mapping[str, str], name: str, default: str) -> str:
     try:
         CronTrigger.from_crontab(expr, timezone="UTC")
     except ValueError as exc:
-        raise ConfigError(f"{name} is not a valid 5-field cron expression ({expr!r}): {exc}") from None
+        raise ConfigError(
+            f"{name} is not a valid 5-field cron expression ({expr!r}): {exc}") from None
     return expr
 
 

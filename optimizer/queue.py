@@ -7,6 +7,7 @@ taken over can never overwrite the new owner's work.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -63,10 +64,8 @@ class Job:
         for key in ("payload", "result"):
             raw = out[key]
             if isinstance(raw, str):
-                try:
+                with contextlib.suppress(json.JSONDecodeError):
                     out[key] = json.loads(raw)
-                except json.JSONDecodeError:
-                    pass
         for key, value in out.items():
             if isinstance(value, datetime):
                 out[key] = value.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,1 @@
+"""Job handlers, registered by job type."""

@@ -1,0 +1,36 @@
+"""What a handler receives: the service's shared parts, and the job it is running."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from optimizer.config import Settings
+from optimizer.run_stats import RunStats
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    stats: RunStats
+    clock: Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class ActiveJob:
+    id: int
+    type: str
+    attempt: int
+    payload: dict[str, Any]
+    # Handlers call this as they go; it is fenced on the job's lease.
+    report_progress: Callable[[int, str | None], Awaitable[None]]
+
+
+Handler = Callable[[ServiceContext, ActiveJob], Awaitable[dict[str, Any]]]

@@ -1,0 +1,122 @@
+"""Cron ticks that only enqueue, plus the reaper and retention pruning.
+
+APScheduler keeps no shared state here (its job stores cannot be shared between
+processes). Each tick inserts a job whose dedupe key names the type, the scope and the
+tick's scheduled fire time, so any number of replicas make exactly one job per tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy.exc import SQLAlchemyError
+
+from optimizer import queue
+from optimizer.job_input import NewJob
+from optimizer.jobs.context import ServiceContext
+
+log = logging.getLogger("prompt_worker.schedule")
+
+# A tick that fires late (process paused, event loop busy) still runs within this window;
+# later than that it is skipped, and the next tick does the work. Coalescing turns a
+# backlog of missed ticks into one.
+MISFIRE_GRACE_SECONDS = {"pattern_analysis": 900, "experiment_monitoring": 300}
+GLOBAL_SCOPE = "all"
+PRUNE_INTERVAL_HOURS = 1
+
+
+def cron_trigger(expression: str) -> CronTrigger:
+    return CronTrigger.from_crontab(expression, timezone="UTC")
+
+
+def latest_fire_time(trigger: CronTrigger, now: datetime, lookback: timedelta) -> datetime | None:
+    """The last time at or before `now` that `trigger` fires, looking back `lookback`.
+
+    APScheduler does not hand the scheduled time to the job, and `now` differs between
+    replicas; the scheduled time does not, so it goes into the dedupe key."""
+    fire = trigger.get_next_fire_time(None, now - lookback)
+    latest = None
+    while fire is not None and fire <= now:
+        latest = fire
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+    return latest
+
+
+def tick_dedupe_key(job_type: str, scope: str, fire_time: datetime) -> str:
+    return f"{job_type}:{scope}:{fire_time.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+
+
+async def enqueue_tick(ctx: ServiceContext, job_type: str, trigger: CronTrigger) -> None:
+    grace = MISFIRE_GRACE_SECONDS[job_type]
+    now = ctx.clock()
+    fire_time = latest_fire_time(trigger, now, timedelta(seconds=grace))
+    if fire_time is None:
+        log.warning("tick outside its grace window; skipped", extra={"job_type": job_type})
+        return
+    key = tick_dedupe_key(job_type, GLOBAL_SCOPE, fire_time)
+    job = NewJob(type=job_type, payload={"scope": GLOBAL_SCOPE,
+                                         "scheduled_for": fire_time.isoformat()})
+    # Retry through a short database outage, but only while the tick is still current.
+    delay = 1.0
+    while True:
+        try:
+            created_job, created = await asyncio.to_thread(
+                queue.enqueue, ctx.engine, job, max_attempts=ctx.settings.max_attempts,
+                now=ctx.clock(), dedupe_key=key)
+            log.info("tick enqueued" if created else "tick already enqueued by another replica",
+                     extra={"job_type": job_type, "dedupe_key": key, "job_id": created_job.id})
+            return
+        except SQLAlchemyError as exc:
+            if (ctx.clock() - fire_time).total_seconds() + delay > grace:
+                log.error("tick lost: database unavailable for its whole grace window",
+                          extra={"job_type": job_type, "dedupe_key": key})
+                return
+            log.warning("tick enqueue failed; retrying",
+                        extra={"job_type": job_type, "error": str(exc).splitlines()[0][:200]})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def reap(ctx: ServiceContext) -> None:
+    try:
+        result = await asyncio.to_thread(queue.reap_expired, ctx.engine, now=ctx.clock())
+    except SQLAlchemyError as exc:
+        log.warning("reaper skipped: database unavailable", extra={"error": str(exc)[:200]})
+        return
+    if result.requeued or result.failed or result.cancelled:
+        log.warning("expired leases reaped", extra={"requeued": result.requeued,
+                                                    "failed": result.failed,
+                                                    "cancelled": result.cancelled})
+
+
+async def prune(ctx: ServiceContext) -> None:
+    cutoff = ctx.clock() - timedelta(days=ctx.settings.job_retention_days)
+    try:
+        deleted = await asyncio.to_thread(queue.prune_finished, ctx.engine, older_than=cutoff)
+    except SQLAlchemyError as exc:
+        log.warning("pruning skipped: database unavailable", extra={"error": str(exc)[:200]})
+        return
+    if deleted:
+        log.info("finished jobs pruned", extra={"deleted": deleted})
+
+
+def build_scheduler(ctx: ServiceContext) -> AsyncIOScheduler:
+    settings = ctx.settings
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    for job_type, expression in (("pattern_analysis", settings.pattern_analysis_cron),
+                                 ("experiment_monitoring", settings.monitoring_cron)):
+        trigger = cron_trigger(expression)
+        scheduler.add_job(enqueue_tick, trigger, args=[ctx, job_type, trigger],
+                          id=f"tick:{job_type}", misfire_grace_time=MISFIRE_GRACE_SECONDS[job_type],
+                          coalesce=True, max_instances=1)
+    scheduler.add_job(reap, "interval", args=[ctx], id="reaper",
+                      seconds=max(1.0, settings.lease_seconds / 2), coalesce=True,
+                      max_instances=1, misfire_grace_time=None)
+    scheduler.add_job(prune, "interval", args=[ctx], id="prune", hours=PRUNE_INTERVAL_HOURS,
+                      coalesce=True, max_instances=1, misfire_grace_time=None,
+                      next_run_time=ctx.clock() + timedelta(seconds=30))
+    return scheduler

@@ -1,0 +1,109 @@
+"""`prompt-worker run`: the HTTP server, the scheduler, the worker and the LISTEN loop in
+one asyncio process, with a clean shutdown on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from optimizer import db
+from optimizer.clock import utcnow
+from optimizer.config import Settings
+from optimizer.errors import ConfigError, PromptWorkerError
+from optimizer.health import HealthMonitor
+from optimizer.http.app import create_app
+from optimizer.jobs.context import ServiceContext
+from optimizer.jobs.registry import default_handlers
+from optimizer.logs import setup_logging
+from optimizer.notify import listen_for_jobs
+from optimizer.run_stats import RunStats
+from optimizer.schedule import build_scheduler
+from optimizer.worker import Worker
+
+log = logging.getLogger("prompt_worker.service")
+
+
+def run_service(settings: Settings) -> int:
+    setup_logging(settings.log_level)
+    try:
+        return asyncio.run(serve(settings))
+    except PromptWorkerError as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return 1
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse to start on a database that is reachable but not migrated. An unreachable one
+    is fine: the service starts degraded and catches up when the database returns."""
+    try:
+        current = db.current_revision(engine)
+    except SQLAlchemyError as exc:
+        log.warning("database unreachable at start; running degraded until it answers",
+                    extra={"error": str(exc).splitlines()[0][:200]})
+        return
+    head = db.head_revision()
+    if current != head:
+        raise ConfigError(f"database schema is at {current or 'nothing'}, code needs {head}: "
+                          "run `prompt-worker migrate` first")
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
+    engine = db.create_db_engine(settings.database_url,
+                                 pool_size=settings.worker_concurrency + 4)
+    try:
+        await asyncio.to_thread(check_schema, engine)
+        return await _serve(settings, engine, stop or asyncio.Event())
+    finally:
+        engine.dispose()
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def _serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> int:
+    stats = RunStats()
+    ctx = ServiceContext(settings=settings, engine=engine, sessions=db.session_factory(engine),
+                         stats=stats, clock=utcnow)
+    health = HealthMonitor(engine, stats, started_at=utcnow())
+    runner = web.AppRunner(create_app(settings, engine, stats, health), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: "
+                          f"{exc.strerror or exc}") from None
+    _install_signal_handlers(stop)
+    wake = asyncio.Event()
+    background = [asyncio.create_task(health.refresh_forever(), name="health")]
+    if engine.dialect.name == "postgresql":
+        background.append(asyncio.create_task(listen_for_jobs(settings.database_url, wake),
+                                              name="listen"))
+    worker = Worker(ctx, default_handlers(), wake=wake)
+    worker.start()
+    scheduler = build_scheduler(ctx)
+    scheduler.start()
+    log.info("prompt-worker running", extra={"host": settings.host, "port": settings.port,
+                                             "database": engine.dialect.name,
+                                             "worker_id": worker.worker_id})
+    await stop.wait()
+    log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace_seconds})
+    scheduler.shutdown(wait=False)
+    await worker.stop(settings.shutdown_grace_seconds)
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    await runner.cleanup()
+    log.info("stopped")
+    return 0

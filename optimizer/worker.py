@@ -1,0 +1,278 @@
+"""Worker slots: claim a job, run its handler under a heartbeat, finish it (fenced).
+
+One asyncio process runs WORKER_CONCURRENCY slots. Database calls go through threads so a
+slow query never stalls the heartbeats of other slots or the HTTP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from optimizer import queue
+from optimizer.backoff import retry_delay
+from optimizer.errors import PermanentJobError, PromptWorkerError
+from optimizer.job_input import decode_stored_payload
+from optimizer.jobs.context import ActiveJob, Handler, ServiceContext
+
+log = logging.getLogger("prompt_worker.worker")
+T = TypeVar("T")
+DB_RETRY_MAX_SECONDS = 30.0
+CANCEL_WAIT_SECONDS = 10.0
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Outcome(Enum):
+    COMPLETED = "completed"
+    FAILED = "failed"          # the handler raised or timed out
+    CANCELLED = "cancelled"    # an admin cancelled it while running
+    LOST = "lost"              # our lease was lost: someone else may own the job now
+    RELEASED = "released"      # shutdown grace ran out: give it back
+
+
+@dataclass
+class _Run:
+    outcome: Outcome
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    permanent: bool = False
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, PromptWorkerError):
+        return str(exc)
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Worker:
+    def __init__(self, ctx: ServiceContext, handlers: Mapping[str, Handler], *,
+                 worker_id: str | None = None, wake: asyncio.Event | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.ctx = ctx
+        self.handlers = dict(handlers)
+        self.worker_id = worker_id or new_worker_id()
+        self.wake = wake or asyncio.Event()
+        self.rng = rng or random.Random()
+        self._stopping = asyncio.Event()
+        self._grace_over = asyncio.Event()
+        self._slots: list[asyncio.Task[None]] = []
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        n = self.ctx.settings.worker_concurrency
+        self._slots = [asyncio.create_task(self._slot(i), name=f"slot-{i}") for i in range(n)]
+        log.info("worker started", extra={"worker_id": self.worker_id, "slots": n})
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop claiming; give running jobs `grace_seconds`, then hand them back."""
+        self._stopping.set()
+        self.wake.set()
+        if not self._slots:
+            return
+        _, pending = await asyncio.wait(self._slots, timeout=grace_seconds)
+        if pending:
+            log.warning("shutdown grace over; releasing running jobs",
+                        extra={"running": len(pending)})
+            self._grace_over.set()
+            await asyncio.wait(pending, timeout=CANCEL_WAIT_SECONDS + 5)
+        for task in self._slots:
+            if not task.done():
+                task.cancel()
+
+    # ---- the slot loop ---------------------------------------------------------------
+
+    async def _slot(self, index: int) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                job = await self._db(queue.claim, self.ctx.engine, self.worker_id,
+                                     lease_seconds=self.ctx.settings.lease_seconds,
+                                     now=self.ctx.clock())
+                failures = 0
+            except SQLAlchemyError as exc:
+                failures += 1
+                delay = min(DB_RETRY_MAX_SECONDS, 0.5 * 2 ** min(failures, 6))
+                log.warning("cannot claim jobs: database unavailable",
+                            extra={"error": describe(exc).splitlines()[0], "retry_in": delay})
+                await self._pause(delay)
+                continue
+            if job is None:
+                await self._pause(self.ctx.settings.poll_interval_seconds, wakeable=True)
+                continue
+            await self._execute(job)
+
+    async def _pause(self, seconds: float, *, wakeable: bool = False) -> None:
+        waiters = [asyncio.ensure_future(self._stopping.wait())]
+        if wakeable:
+            waiters.append(asyncio.ensure_future(self.wake.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        if wakeable and self.wake.is_set() and not self._stopping.is_set():
+            self.wake.clear()
+
+    @staticmethod
+    async def _db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    # ---- running one job -------------------------------------------------------------
+
+    async def _execute(self, job: queue.Job) -> None:
+        lease = job.lease
+        extra = {"job_id": job.id, "job_type": job.type, "attempt": job.attempts}
+        log.info("job started", extra=extra)
+        started = time.monotonic()
+        try:
+            payload = decode_stored_payload(job.payload)
+            handler = self.handlers.get(job.type)
+            if handler is None:
+                raise PermanentJobError(
+                    f"no handler for job type {job.type!r} in this build of prompt-worker")
+        except PermanentJobError as exc:
+            run = _Run(Outcome.FAILED, error=str(exc), permanent=True)
+        else:
+            active = ActiveJob(job.id, job.type, job.attempts, payload,
+                               self._progress_reporter(lease))
+            run = await self._supervise(handler(self.ctx, active), lease)
+        await self._record(job, run)
+        log.info("job finished", extra={**extra, "outcome": run.outcome.value,
+                                        "seconds": round(time.monotonic() - started, 3),
+                                        **({"error": run.error} if run.error else {})})
+
+    def _progress_reporter(self, lease: queue.Lease) -> Callable[[int, str | None],
+                                                               Awaitable[None]]:
+        async def report(progress: int, step: str | None = None) -> None:
+            try:
+                await self._db(queue.report_progress, self.ctx.engine, lease, progress, step)
+            except SQLAlchemyError as exc:  # progress is advisory; never fail a job over it
+                log.warning("could not record progress", extra={"job_id": lease.job_id,
+                                                                "error": describe(exc)[:200]})
+        return report
+
+    async def _supervise(self, work: Awaitable[dict[str, Any]], lease: queue.Lease) -> _Run:
+        settings = self.ctx.settings
+        task: asyncio.Task[dict[str, Any]] = asyncio.ensure_future(work)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.job_timeout_seconds
+        lease_valid_until = loop.time() + settings.lease_seconds
+        grace = asyncio.ensure_future(self._grace_over.wait())
+        try:
+            while True:
+                timeout = max(0.0, min(settings.heartbeat_seconds, deadline - loop.time()))
+                await asyncio.wait({task, grace}, timeout=timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if task.done():
+                    return self._result_of(task)
+                if grace.done():
+                    return await self._abandon(task, _Run(Outcome.RELEASED))
+                if loop.time() >= deadline:
+                    return await self._abandon(task, _Run(
+                        Outcome.FAILED,
+                        error=f"timed out after {settings.job_timeout_seconds:g} s "
+                              "(JOB_TIMEOUT_SECONDS)"))
+                beat_at = loop.time()
+                try:
+                    beat = await self._db(queue.heartbeat, self.ctx.engine, lease,
+                                          lease_seconds=settings.lease_seconds,
+                                          now=self.ctx.clock())
+                except SQLAlchemyError as exc:
+                    log.warning("heartbeat failed", extra={"job_id": lease.job_id,
+                                                           "error": describe(exc)[:200]})
+                    if loop.time() >= lease_valid_until:
+                        return await self._abandon(task, _Run(Outcome.LOST))
+                    continue
+                if not beat.held:
+                    return await self._abandon(task, _Run(Outcome.LOST))
+                lease_valid_until = beat_at + settings.lease_seconds
+                if beat.cancel_requested:
+                    return await self._abandon(task, _Run(Outcome.CANCELLED))
+        finally:
+            grace.cancel()
+
+    @staticmethod
+    def _result_of(task: asyncio.Task[dict[str, Any]]) -> _Run:
+        if task.cancelled():
+            return _Run(Outcome.FAILED, error="handler was cancelled")
+        exc = task.exception()
+        if exc is None:
+            result = task.result()
+            if not isinstance(result, dict):
+                return _Run(Outcome.FAILED, permanent=True,
+                            error=f"handler returned {type(result).__name__}, not a dict")
+            return _Run(Outcome.COMPLETED, result=result)
+        if not isinstance(exc, PromptWorkerError):
+            log.error("handler raised", exc_info=exc)
+        return _Run(Outcome.FAILED, error=describe(exc),
+                    permanent=isinstance(exc, PermanentJobError))
+
+    @staticmethod
+    async def _abandon(task: asyncio.Task[dict[str, Any]], run: _Run) -> _Run:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, Exception):
+            await asyncio.wait_for(task, CANCEL_WAIT_SECONDS)
+        return run
+
+    # ---- writing the outcome ---------------------------------------------------------
+
+    async def _record(self, job: queue.Job, run: _Run) -> None:
+        lease, now, engine = job.lease, self.ctx.clock(), self.ctx.engine
+        if run.outcome is Outcome.LOST:
+            log.warning("lease lost; result discarded", extra={"job_id": job.id})
+            return
+        write: Callable[[], bool]
+        if run.outcome is Outcome.COMPLETED:
+            write = partial(queue.complete, engine, lease, run.result or {}, now=now)
+        elif run.outcome is Outcome.CANCELLED:
+            write = partial(queue.mark_cancelled, engine, lease, now=now)
+        elif run.outcome is Outcome.RELEASED:
+            write = partial(queue.release, engine, lease, now=now)
+        else:
+            final = run.permanent or job.attempts >= job.max_attempts
+            delay = None if final else retry_delay(
+                job.attempts, self.ctx.settings.retry_base_seconds, self.rng)
+            write = partial(queue.fail, engine, lease, run.error or "failed", now=now,
+                            retry_in_seconds=delay)
+        if not await self._write_until_lease_ends(write, job.id):
+            log.warning("job outcome not recorded: lease no longer ours",
+                        extra={"job_id": job.id, "outcome": run.outcome.value})
+            return
+        if run.outcome is Outcome.COMPLETED:
+            self.ctx.stats.add("jobsCompleted")
+        elif run.outcome is Outcome.FAILED and (run.permanent or job.attempts >= job.max_attempts):
+            self.ctx.stats.add("jobsFailed")
+
+    async def _write_until_lease_ends(self, write: Callable[[], bool], job_id: int) -> bool:
+        """Retry a finishing write through a short database outage. Past our lease the
+        reaper owns the job, so the write would be fenced out anyway."""
+        give_up = time.monotonic() + self.ctx.settings.lease_seconds
+        delay = 0.5
+        while True:
+            try:
+                return await asyncio.to_thread(write)
+            except SQLAlchemyError as exc:
+                if time.monotonic() + delay > give_up:
+                    log.error("could not record job outcome; the reaper will return it",
+                              extra={"job_id": job_id, "error": describe(exc)[:200]})
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
