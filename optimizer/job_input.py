@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from models.jobs import JOB_TYPES
+from optimizer import strict_json
 from optimizer.errors import InvalidInput, PermanentJobError
 
 MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
+_PRIORITY_TEXT = re.compile(r"-?[0-9]{1,6}")  # ASCII digits only: int() accepts more
 MAX_PROMPT_NAME = 200
 
 
@@ -30,12 +33,12 @@ def parse_job_type(value: Any) -> str:
 
 
 def parse_priority(value: Any) -> int:
+    if isinstance(value, str) and _PRIORITY_TEXT.fullmatch(value.strip()):
+        value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
-        else:
-            raise InvalidInput(f"priority must be a whole number; got {value!r}",
-                               field="priority")
+        shown = value if not isinstance(value, str) else value[:40]
+        raise InvalidInput(f"priority must be a whole number; got {shown!r}",
+                           field="priority")
     if not MIN_PRIORITY <= value <= MAX_PRIORITY:
         raise InvalidInput(
             f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}; got {value}",
@@ -53,22 +56,23 @@ def parse_timestamp(value: Any, field_name: str) -> datetime:
         text = text[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
         raise InvalidInput(
-            f"{field_name} is not an ISO 8601 date-time (e.g. 2026-11-22T09:00:00Z): {value!r}",
-            field=field_name) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+            f"{field_name} is not an ISO 8601 date-time (e.g. 2026-11-22T09:00:00Z): "
+            f"{value[:60]!r}", field=field_name) from None
 
 
 def parse_payload_object(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"payload is not valid JSON: {exc.msg} at position {exc.pos}",
-                               field="payload") from None
+    try:
+        if isinstance(value, str):
+            value = strict_json.loads(value)
+        else:
+            strict_json.check(value)
+    except strict_json.JsonRejected as exc:
+        raise InvalidInput(f"payload is {exc}", field="payload") from None
     if not isinstance(value, dict):
         raise InvalidInput(f"payload must be a JSON object; got {type(value).__name__}",
                            field="payload")
@@ -107,6 +111,10 @@ def decode_stored_payload(raw: str | None) -> dict[str, Any]:
         raise PermanentJobError(
             f"payload is not valid JSON ({exc.msg} at position {exc.pos}); "
             "fix the row or insert a new job with a JSON object payload") from None
+    except (ValueError, RecursionError):
+        raise PermanentJobError(
+            "payload is JSON this worker cannot read (a number too long or nesting too "
+            "deep); insert a new job with a plain JSON object payload") from None
     if not isinstance(value, dict):
         raise PermanentJobError(
             f"payload must be a JSON object, got {type(value).__name__}; "

@@ -34,5 +34,5 @@ def setup_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries are quiet unless something is wrong.
-    for noisy in ("apscheduler", "aiohttp.access", "httpx", "anthropic"):
+    for noisy in ("apscheduler", "aiohttp.access", "httpx", "anthropic", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

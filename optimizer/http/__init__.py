@@ -1,0 +1,1 @@
+"""The aiohttp server: probes, the admin API and (later) the application API."""

@@ -1,0 +1,28 @@
+"""Assembles the aiohttp application from the route modules."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy.engine import Engine
+
+from optimizer.config import Settings
+from optimizer.health import HealthMonitor
+from optimizer.http import admin_jobs, probes
+from optimizer.http.errors import error_middleware
+from optimizer.http.keys import ENGINE, HEALTH, SETTINGS, STATS
+from optimizer.run_stats import RunStats
+
+
+def create_app(settings: Settings, engine: Engine, stats: RunStats,
+               health: HealthMonitor) -> web.Application:
+    # client_max_size makes request.read() refuse bodies over the limit (answered as 413)
+    # before they are held in memory in full.
+    app = web.Application(client_max_size=settings.max_body_bytes,
+                          middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[ENGINE] = engine
+    app[STATS] = stats
+    app[HEALTH] = health
+    probes.add_routes(app)
+    admin_jobs.add_routes(app)
+    return app

@@ -1,0 +1,81 @@
+"""Reading request bodies and query strings into plain values, or a 400 that says why."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from optimizer import strict_json
+from optimizer.errors import InvalidInput
+
+
+def parse_json_document(raw: bytes) -> Any:
+    if not raw.strip():
+        raise InvalidInput("request body is empty; send a JSON object")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"request body is not UTF-8 (byte {exc.start}); send UTF-8 JSON"
+                           ) from None
+    try:
+        return strict_json.loads(text)
+    except strict_json.JsonRejected as exc:
+        raise InvalidInput(f"request body is {exc}") from None
+
+
+async def read_json_object(request: web.Request, allowed: Iterable[str]) -> dict[str, Any]:
+    """The body as a JSON object whose keys are all in `allowed`.
+
+    An oversized body raises aiohttp's HTTPRequestEntityTooLarge, which the error
+    middleware answers as a 413."""
+    value = parse_json_document(await request.read())
+    if not isinstance(value, dict):
+        raise InvalidInput(f"request body must be a JSON object, got {_json_kind(value)}")
+    reject_unknown(value, allowed, what="field")
+    return value
+
+
+def reject_unknown(given: Iterable[str], allowed: Iterable[str], *, what: str) -> None:
+    """A misspelt name silently ignored is worse than a 400 that names it."""
+    known = tuple(allowed)
+    for name in given:
+        if name not in known:
+            raise InvalidInput(f"unknown {what} {name!r}; allowed: {', '.join(known)}",
+                               field=name)
+
+
+def query_int(query: Mapping[str, str], name: str, *, default: int, minimum: int,
+              maximum: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    text = raw.strip()
+    # isascii: str.isdigit also accepts digits such as "²" that int() refuses.
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(maximum)) \
+            or not minimum <= int(text) <= maximum:
+        raise InvalidInput(f"{name} must be a whole number from {minimum} to {maximum}; "
+                           f"got {raw!r}", field=name)
+    return int(text)
+
+
+def path_id(request: web.Request, name: str = "id") -> int:
+    """A positive 64-bit id from the URL; anything else is a 400, never a database error."""
+    raw = request.match_info[name]
+    max_id = 2**63 - 1
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 1 <= int(raw) <= max_id:
+        raise InvalidInput(f"{name} must be a positive whole number; got {raw!r}", field=name)
+    return int(raw)
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"
