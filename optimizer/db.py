@@ -10,7 +10,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,9 +41,17 @@ def _enable_sqlite_concurrency(engine: Engine) -> None:
 
 def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
     try:
-        parsed = make_url(url)
+        return _create_engine(make_url(url), pool_size)
     except ArgumentError:
-        raise ConfigError(f"DATABASE_URL is not a valid database URL: {url!r}") from None
+        raise ConfigError("DATABASE_URL is not a valid database URL (expected e.g. "
+                          "sqlite:///prompt_worker.db or postgresql://user:pass@host/db)"
+                          ) from None
+    except (ValueError, ImportError) as exc:  # a bad port, a driver that is not installed
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"DATABASE_URL is not usable: {first}") from None
+
+
+def _create_engine(parsed: URL, pool_size: int) -> Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         engine = create_engine(

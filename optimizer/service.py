@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 from sqlalchemy.engine import Engine
@@ -27,15 +31,43 @@ from optimizer.schedule import build_scheduler
 from optimizer.worker import Worker
 
 log = logging.getLogger("prompt_worker.service")
+STUCK_THREAD_WAIT_SECONDS = 2.0
 
 
 def run_service(settings: Settings) -> int:
     setup_logging(settings.log_level)
+    loop = asyncio.new_event_loop()
+    # Our own executor, because asyncio.run() joins the default one's threads on exit.
+    executor = ThreadPoolExecutor(thread_name_prefix="db")
+    loop.set_default_executor(executor)
     try:
-        return asyncio.run(serve(settings))
+        code = loop.run_until_complete(serve(settings))
     except PromptWorkerError as exc:
         log.error("cannot start", extra={"error": str(exc)})
-        return 1
+        code = 1
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        loop.close()
+    _exit_past_stuck_threads(code)
+    return code
+
+
+def _exit_past_stuck_threads(code: int) -> None:
+    """A handler released at shutdown may leave a thread blocked in a database call (a
+    lock wait, a dead server). Its job is already back in the queue; waiting for that
+    thread would turn a graceful stop into a hang, so leave without it."""
+    deadline = time.monotonic() + STUCK_THREAD_WAIT_SECONDS
+    while True:
+        stuck = [t for t in threading.enumerate()
+                 if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+        if not stuck or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if stuck:
+        log.warning("exiting with threads still blocked in database calls",
+                    extra={"threads": len(stuck)})
+        logging.shutdown()
+        os._exit(code)
 
 
 def check_schema(engine: Engine) -> None:

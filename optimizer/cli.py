@@ -1,0 +1,235 @@
+"""`prompt-worker`: run the service, migrate the database, and manage jobs from a shell.
+
+User mistakes (bad input, unknown ids, an unusable DATABASE_URL, an unmigrated or unreachable
+database) end with one `error: ...` line on stderr and exit status 1, never a traceback.
+Usage mistakes are argparse's: exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from alembic.util.exc import CommandError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from models.jobs import JOB_STATUSES, JOB_TYPES
+from optimizer import db, queue
+from optimizer.clock import utcnow
+from optimizer.config import Settings, load_settings
+from optimizer.errors import ConfigError, InvalidInput, PromptWorkerError
+from optimizer.job_input import parse_job_type, parse_new_job
+
+DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+MAX_ID = 2**63 - 1
+ERROR_COLUMN_CHARS = 48
+MIGRATE_HINT = "run `prompt-worker migrate`"
+
+Command = Callable[[argparse.Namespace, Settings, Engine], int]
+
+
+# --- argument parsing --------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prompt-worker",
+        description="Optimize LLM system prompts with safe A/B experiments. "
+                    "Settings come from the environment (DATABASE_URL, ...).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # func=None: `run` needs no engine of ours; the service builds its own pool.
+    commands.add_parser("run", help="run the service (HTTP, scheduler, worker)").set_defaults(
+        func=None)
+    commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(
+        func=cmd_migrate)
+    _add_jobs_parser(commands)
+    return parser
+
+
+def _add_jobs_parser(commands: Any) -> None:
+    jobs = commands.add_parser("jobs", help="add, list, show, cancel and retry jobs")
+    actions = jobs.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    add = actions.add_parser("add", help="queue a new job and print it as JSON")
+    add.add_argument("type", metavar="TYPE", help=f"one of: {', '.join(JOB_TYPES)}")
+    add.add_argument("--prompt", metavar="NAME", help="the prompt the job works on")
+    add.add_argument("--payload", metavar="JSON", help="a JSON object passed to the job")
+    add.add_argument("--priority", metavar="N", default="0",
+                     help="higher runs first (default 0)")
+    add.add_argument("--run-at", metavar="ISO", help="not before this time (ISO 8601)")
+    add.set_defaults(func=cmd_jobs_add)
+
+    listing = actions.add_parser("list", help="list the newest jobs")
+    listing.add_argument("--status", metavar="S", help=f"one of: {', '.join(JOB_STATUSES)}")
+    listing.add_argument("--type", metavar="T", help="only jobs of this type")
+    listing.add_argument("--limit", metavar="N", default=str(DEFAULT_LIMIT),
+                         help=f"at most N jobs, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT})")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(func=cmd_jobs_list)
+
+    for name, func, text in (("show", cmd_jobs_show, "print one job as JSON"),
+                             ("cancel", cmd_jobs_cancel, "cancel a pending or running job"),
+                             ("retry", cmd_jobs_retry, "requeue a failed or cancelled job")):
+        one = actions.add_parser(name, help=text)
+        one.add_argument("id", metavar="ID", help="the job id")
+        one.set_defaults(func=func)
+
+
+def parse_id(raw: str) -> int:
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not 1 <= int(text) <= MAX_ID:
+        raise InvalidInput(f"id must be a positive whole number; got {raw[:40]!r}", field="id")
+    return int(text)
+
+
+def parse_limit(raw: str) -> int:
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 6 or not (
+            1 <= int(text) <= MAX_LIMIT):
+        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIMIT}; "
+                           f"got {raw[:40]!r}", field="limit")
+    return int(text)
+
+
+def parse_status(raw: str | None) -> str | None:
+    if raw is not None and raw not in JOB_STATUSES:
+        raise InvalidInput(f"status must be one of {', '.join(JOB_STATUSES)}; got {raw[:40]!r}",
+                           field="status")
+    return raw
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def cmd_run(settings: Settings) -> int:
+    # Imported here so the admin commands work (and start fast) without the service stack.
+    from optimizer.service import run_service
+
+    return run_service(settings)
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    try:
+        db.migrate(engine)
+    except CommandError as exc:
+        raise ConfigError(f"cannot migrate the database: {exc}") from None
+    print(f"database at {db.current_revision(engine)}")
+    return 0
+
+
+def cmd_jobs_add(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    new_job = parse_new_job(args.type, prompt=args.prompt, payload=args.payload,
+                            priority=args.priority, run_at=args.run_at)
+    job, _ = queue.enqueue(engine, new_job, max_attempts=settings.max_attempts, now=utcnow())
+    return _print_job(job)
+
+
+def cmd_jobs_list(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    jobs = queue.list_jobs(
+        engine, status=parse_status(args.status),
+        job_type=parse_job_type(args.type) if args.type is not None else None,
+        limit=parse_limit(args.limit))
+    if args.json:
+        print(json.dumps({"jobs": [job.to_dict() for job in jobs]}, indent=2))
+    else:
+        print(format_table(jobs))
+    return 0
+
+
+def cmd_jobs_show(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    return _print_job(queue.get_job(engine, parse_id(args.id)))
+
+
+def cmd_jobs_cancel(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    return _print_job(queue.cancel(engine, parse_id(args.id), now=utcnow()))
+
+
+def cmd_jobs_retry(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    return _print_job(queue.retry(engine, parse_id(args.id), now=utcnow()))
+
+
+def _print_job(job: queue.Job) -> int:
+    print(json.dumps(job.to_dict(), indent=2))
+    return 0
+
+
+# --- table output ------------------------------------------------------------------------
+
+TABLE_HEADER = ("ID", "TYPE", "STATUS", "PRIO", "ATTEMPTS", "PROGRESS", "CREATED", "ERROR")
+
+
+def _table_row(job: queue.Job) -> tuple[str, ...]:
+    status = f"{job.status} (cancel requested)" if (
+        job.cancel_requested and job.status == "running") else job.status
+    error = " ".join((job.error or "").split())
+    if len(error) > ERROR_COLUMN_CHARS:
+        error = error[:ERROR_COLUMN_CHARS - 3] + "..."
+    return (str(job.id), job.type, status, str(job.priority),
+            f"{job.attempts}/{job.max_attempts}", f"{job.progress}%",
+            job.created_at.strftime("%Y-%m-%d %H:%M:%SZ"), error)
+
+
+def format_table(jobs: Sequence[queue.Job]) -> str:
+    if not jobs:
+        return "no jobs match"
+    rows = [TABLE_HEADER, *(_table_row(job) for job in jobs)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                     .rstrip() for row in rows)
+
+
+# --- errors and the entry point ----------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "unknown error"
+
+
+def database_problem(engine: Engine, exc: SQLAlchemyError) -> str:
+    """Say what to do: an unmigrated schema gets the migrate hint, anything else the
+    database's own first line (SQLAlchemy appends the SQL and a link on later lines)."""
+    source = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    first = (str(source).strip().splitlines() or [type(source).__name__])[0][:300]
+    try:
+        current, head = db.current_revision(engine), db.head_revision()
+    except (SQLAlchemyError, PromptWorkerError):
+        return f"cannot reach the database: {first}"
+    if current != head:
+        return (f"database schema is at {current or 'nothing'}, code needs {head}: "
+                f"{MIGRATE_HINT} first")
+    return f"database error: {first}"
+
+
+def run_with_engine(func: Command, args: argparse.Namespace, settings: Settings) -> int:
+    engine = db.create_db_engine(settings.database_url)
+    try:
+        return func(args, settings, engine)
+    except SQLAlchemyError as exc:
+        raise ConfigError(database_problem(engine, exc)) from None
+    finally:
+        engine.dispose()
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if args.func is None:
+        return cmd_run(settings)
+    return run_with_engine(args.func, args, settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except PromptWorkerError as exc:
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`prompt-worker jobs list | head`): not an error worth a trace.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

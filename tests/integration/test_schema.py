@@ -1,0 +1,137 @@
+"""The migrated schema as admins see it: plain SQL against optimization_jobs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from optimizer import queue
+from optimizer.db import current_revision, head_revision, migrate
+
+
+def insert_sql(engine: Engine, sql: str, **params: object) -> int:
+    with engine.begin() as conn:
+        conn.execute(text(sql), params)
+        return int(conn.execute(text("SELECT max(id) FROM optimization_jobs")).scalar_one())
+
+
+def test_plain_sql_insert_gets_every_default(engine):
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    job_id = insert_sql(engine, "INSERT INTO optimization_jobs (type) VALUES ('full_cycle')")
+    after = datetime.now(UTC) + timedelta(seconds=5)
+    job = queue.get_job(engine, job_id)
+    assert job.type == "full_cycle"
+    assert job.status == "pending"
+    assert job.priority == 0
+    assert job.payload == "{}"
+    assert job.attempts == 0
+    assert job.max_attempts == 3
+    assert job.progress == 0
+    assert job.cancel_requested is False
+    assert job.result is None and job.error is None and job.dedupe_key is None
+    assert job.locked_by is None and job.lease_expires_at is None
+    assert job.started_at is None and job.finished_at is None
+    assert before <= job.run_after <= after
+    assert before <= job.created_at <= after
+    assert job.run_after.tzinfo is not None
+
+
+def test_plain_sql_job_is_claimable(engine):
+    job_id = insert_sql(
+        engine, "INSERT INTO optimization_jobs (type, payload) "
+                "VALUES ('pattern_analysis', '{\"prompt\": \"support\"}')")
+    # The default run_after is the database's clock; claim a little after it.
+    claimed = queue.claim(engine, "w1", lease_seconds=60,
+                          now=datetime.now(UTC) + timedelta(seconds=2))
+    assert claimed is not None
+    assert claimed.id == job_id
+    assert claimed.status == "running"
+    assert claimed.attempts == 1
+    assert claimed.to_dict()["payload"] == {"prompt": "support"}
+
+
+def test_unknown_type_is_rejected(engine):
+    with pytest.raises(IntegrityError, match="(?i)check"):
+        insert_sql(engine, "INSERT INTO optimization_jobs (type) VALUES ('full_cylce')")
+    assert queue.count_by_status(engine) == {}
+
+
+@pytest.mark.parametrize("sql", [
+    "INSERT INTO optimization_jobs (type, status) VALUES ('full_cycle', 'done')",
+    "INSERT INTO optimization_jobs (type, progress) VALUES ('full_cycle', 101)",
+    "INSERT INTO optimization_jobs (type, attempts) VALUES ('full_cycle', -1)",
+    "INSERT INTO optimization_jobs (type, max_attempts) VALUES ('full_cycle', 0)",
+])
+def test_other_check_constraints(engine, sql):
+    with pytest.raises(IntegrityError):
+        insert_sql(engine, sql)
+
+
+def test_missing_type_is_rejected(engine):
+    with pytest.raises(IntegrityError):
+        insert_sql(engine, "INSERT INTO optimization_jobs (priority) VALUES (1)")
+
+
+def test_duplicate_dedupe_key_is_rejected(engine):
+    sql = "INSERT INTO optimization_jobs (type, dedupe_key) VALUES ('full_cycle', :key)"
+    insert_sql(engine, sql, key="tick:1")
+    with pytest.raises(IntegrityError, match="(?i)unique|duplicate"):
+        insert_sql(engine, sql, key="tick:1")
+    insert_sql(engine, sql, key="tick:2")
+    # NULL keys never collide.
+    insert_sql(engine, "INSERT INTO optimization_jobs (type) VALUES ('full_cycle')")
+    insert_sql(engine, "INSERT INTO optimization_jobs (type) VALUES ('full_cycle')")
+    assert queue.count_by_status(engine) == {"pending": 4}
+
+
+def test_sqlite_file_is_in_wal_mode(sqlite_engine):
+    with sqlite_engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar()) > 0
+
+
+def test_migrating_twice_is_a_no_op(engine):
+    job_id = insert_sql(engine, "INSERT INTO optimization_jobs (type) VALUES ('full_cycle')")
+    tables_before = set(inspect(engine).get_table_names())
+    assert current_revision(engine) == head_revision()
+    migrate(engine)
+    assert current_revision(engine) == head_revision()
+    assert set(inspect(engine).get_table_names()) == tables_before
+    assert "optimization_jobs" in tables_before
+    assert queue.get_job(engine, job_id).status == "pending"
+
+
+def _psycopg_conninfo(engine: Engine) -> str:
+    url = engine.url.render_as_string(hide_password=False)
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+@pytest.mark.postgres
+def test_plain_sql_insert_notifies_workers(pg_engine):
+    with psycopg.connect(_psycopg_conninfo(pg_engine), autocommit=True) as listener:
+        listener.execute("LISTEN optimization_jobs")
+        job_id = insert_sql(pg_engine,
+                            "INSERT INTO optimization_jobs (type) VALUES ('full_cycle')")
+        received = list(listener.notifies(timeout=5, stop_after=1))
+    assert len(received) == 1
+    assert received[0].channel == "optimization_jobs"
+    assert received[0].payload == str(job_id)
+
+
+@pytest.mark.postgres
+def test_requeue_notifies_workers(pg_engine):
+    job_id = insert_sql(pg_engine, "INSERT INTO optimization_jobs (type) VALUES ('full_cycle')")
+    claimed = queue.claim(pg_engine, "w1", lease_seconds=60,
+                          now=datetime.now(UTC) + timedelta(seconds=2))
+    assert claimed is not None
+    with psycopg.connect(_psycopg_conninfo(pg_engine), autocommit=True) as listener:
+        listener.execute("LISTEN optimization_jobs")
+        queue.fail(pg_engine, claimed.lease, "transient", now=datetime.now(UTC),
+                   retry_in_seconds=1)
+        received = list(listener.notifies(timeout=5, stop_after=1))
+    assert [n.payload for n in received] == [str(job_id)]

@@ -1,0 +1,88 @@
+"""Settings from the environment: documented defaults and clear errors for bad values."""
+
+from __future__ import annotations
+
+import pytest
+
+from optimizer.config import DEFAULT_DATABASE_URL, Settings, load_settings
+from optimizer.errors import ConfigError, PromptWorkerError
+
+
+def test_defaults_match_the_design():
+    s = load_settings({})
+    assert s.database_url == DEFAULT_DATABASE_URL
+    assert s.database_url.startswith("sqlite:///")
+    assert s.host == "127.0.0.1"
+    assert s.port == 8081
+    assert s.admin_token is None
+    assert s.ingest_token is None
+    assert s.anthropic_api_key is None
+    assert s.job_timeout_seconds == 2700
+    assert s.max_attempts == 3
+    assert s.pattern_analysis_cron == "0 * * * *"
+    assert s.monitoring_cron == "*/15 * * * *"
+    assert s.promotion_confidence == pytest.approx(0.90)
+    assert s.min_conversations_per_arm == 100
+    assert s.job_retention_days == 7
+    assert s.worker_concurrency >= 1
+    assert s.poll_interval_seconds > 0
+
+
+def test_blank_values_fall_back_to_defaults():
+    s = load_settings({"PORT": "  ", "ADMIN_TOKEN": "", "MONITORING_CRON": ""})
+    assert s.port == 8081
+    assert s.admin_token is None
+    assert s.monitoring_cron == "*/15 * * * *"
+
+
+def test_values_are_read_and_converted():
+    s = load_settings({
+        "DATABASE_URL": "postgresql://u@db/pw", "HOST": "0.0.0.0", "PORT": "9000",
+        "ADMIN_TOKEN": " secret ", "INGEST_TOKEN": "ingest", "ANTHROPIC_API_KEY": "sk-x",
+        "WORKER_CONCURRENCY": "4", "POLL_INTERVAL_SECONDS": "0.5",
+        "JOB_TIMEOUT_SECONDS": "60", "MAX_ATTEMPTS": "5",
+        "PATTERN_ANALYSIS_CRON": "30 2 * * *", "MONITORING_CRON": "*/5 * * * *",
+        "PROMOTION_CONFIDENCE": "0.95", "MIN_CONVERSATIONS_PER_ARM": "250",
+        "JOB_RETENTION_DAYS": "30", "LOG_LEVEL": "debug",
+    })
+    assert s == Settings(
+        database_url="postgresql://u@db/pw", host="0.0.0.0", port=9000, admin_token="secret",
+        ingest_token="ingest", anthropic_api_key="sk-x", worker_concurrency=4,
+        poll_interval_seconds=0.5, job_timeout_seconds=60.0, max_attempts=5,
+        pattern_analysis_cron="30 2 * * *", monitoring_cron="*/5 * * * *",
+        promotion_confidence=0.95, min_conversations_per_arm=250, job_retention_days=30.0,
+        log_level="DEBUG")
+    assert isinstance(s.port, int) and isinstance(s.max_attempts, int)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("PORT", "abc"),
+    ("PORT", "70000"),
+    ("PORT", "-1"),
+    ("PORT", "80.5"),
+    ("WORKER_CONCURRENCY", "0"),
+    ("WORKER_CONCURRENCY", "many"),
+    ("MAX_ATTEMPTS", "0"),
+    ("JOB_TIMEOUT_SECONDS", "0"),
+    ("JOB_TIMEOUT_SECONDS", "soon"),
+    ("POLL_INTERVAL_SECONDS", "0"),
+    ("PROMOTION_CONFIDENCE", "1.5"),
+    ("PROMOTION_CONFIDENCE", "90%"),
+    ("MIN_CONVERSATIONS_PER_ARM", "0"),
+    ("JOB_RETENTION_DAYS", "-1"),
+    ("MONITORING_CRON", "every minute"),
+    ("MONITORING_CRON", "* * * *"),
+    ("PATTERN_ANALYSIS_CRON", "61 * * * *"),
+])
+def test_bad_value_raises_config_error_naming_the_variable(name, value):
+    with pytest.raises(ConfigError) as info:
+        load_settings({name: value})
+    message = str(info.value)
+    assert name in message
+    assert value.strip() in message
+    assert isinstance(info.value, PromptWorkerError)
+
+
+def test_heartbeat_is_a_fraction_of_the_lease():
+    assert load_settings({"LEASE_SECONDS": "30"}).heartbeat_seconds == pytest.approx(10.0)
+    assert load_settings({"LEASE_SECONDS": "0.5"}).heartbeat_seconds == pytest.approx(0.2)

@@ -1,0 +1,194 @@
+"""Validation of new jobs (HTTP/CLI input) and decoding of stored payloads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from models.jobs import JOB_TYPES
+from optimizer.errors import InvalidInput, PermanentJobError
+from optimizer.job_input import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    NewJob,
+    decode_stored_payload,
+    parse_new_job,
+    parse_timestamp,
+)
+
+
+def rejected(field: str, **kwargs: object) -> InvalidInput:
+    kwargs.setdefault("type_", "full_cycle")
+    type_ = kwargs.pop("type_")
+    with pytest.raises(InvalidInput) as info:
+        parse_new_job(type_, **kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert field in str(info.value)
+    return info.value
+
+
+# --- type ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("job_type", JOB_TYPES)
+def test_every_job_type_is_accepted(job_type):
+    assert parse_new_job(job_type) == NewJob(type=job_type)
+
+
+@pytest.mark.parametrize("job_type", ["", "FULL_CYCLE", "full-cycle", "cleanup", None, 3,
+                                      ["full_cycle"]])
+def test_unknown_type_is_rejected(job_type):
+    err = rejected("type", type_=job_type)
+    assert "full_cycle" in str(err)  # the message lists the valid choices
+
+
+# --- priority --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("given", "expected"), [
+    (0, 0), (MIN_PRIORITY, MIN_PRIORITY), (MAX_PRIORITY, MAX_PRIORITY), (-7, -7),
+    ("12", 12), (" -3 ", -3), (None, 0),
+])
+def test_priority_accepted(given, expected):
+    assert parse_new_job("full_cycle", priority=given).priority == expected
+
+
+@pytest.mark.parametrize("given", [MIN_PRIORITY - 1, MAX_PRIORITY + 1, "1001", 10**9])
+def test_priority_out_of_bounds(given):
+    err = rejected("priority", priority=given)
+    assert str(MIN_PRIORITY) in str(err) and str(MAX_PRIORITY) in str(err)
+
+
+@pytest.mark.parametrize("given", [True, False, 1.5, 2.0, "high", "", "1e3", "\uff15",
+                                   "1_000", [1], {"p": 1}])
+def test_priority_must_be_a_whole_number(given):
+    err = rejected("priority", priority=given)
+    assert "whole number" in str(err)
+
+
+def test_long_priority_text_is_shortened_in_the_message():
+    err = rejected("priority", priority="x" * 5000)
+    assert len(str(err)) < 200
+
+
+# --- run_at ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "2026-11-22T09:00:00Z",
+    "2026-11-22T09:00:00z",
+    "2026-11-22T10:00:00+01:00",
+    "2026-11-22T04:00:00-05:00",
+    "2026-11-22T09:00:00",          # naive: taken as UTC
+    "2026-11-22 09:00:00",
+    " 2026-11-22T09:00:00.000Z ",
+])
+def test_run_at_is_normalised_to_utc(text):
+    job = parse_new_job("full_cycle", run_at=text)
+    assert job.run_at == datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+    assert job.run_at is not None and job.run_at.utcoffset().total_seconds() == 0
+
+
+def test_run_at_absent_means_now():
+    assert parse_new_job("full_cycle").run_at is None
+
+
+@pytest.mark.parametrize("text", ["tomorrow", "2026-13-01T00:00:00Z", "2026-11-22T25:00",
+                                  "", "Z", "0001-01-01T00:00:00+01:00"])
+def test_bad_run_at_is_rejected(text):
+    err = rejected("run_at", run_at=text)
+    assert "ISO 8601" in str(err)
+
+
+@pytest.mark.parametrize("value", [1764000000, 1.5, ["2026-11-22"], {"at": "x"}, True])
+def test_run_at_must_be_a_string(value):
+    rejected("run_at", run_at=value)
+
+
+def test_parse_timestamp_names_the_field():
+    with pytest.raises(InvalidInput) as info:
+        parse_timestamp("nope", "since")
+    assert info.value.field == "since"
+
+
+# --- payload and prompt ----------------------------------------------------------------
+
+def test_payload_as_json_text():
+    job = parse_new_job("full_cycle", payload='{"prompt": "support", "limit": 5}')
+    assert job.payload == {"prompt": "support", "limit": 5}
+
+
+def test_payload_as_object():
+    job = parse_new_job("full_cycle", payload={"nested": {"a": [1, 2]}})
+    assert job.payload == {"nested": {"a": [1, 2]}}
+
+
+def test_payload_absent_is_empty_object():
+    assert parse_new_job("full_cycle", payload=None).payload == {}
+
+
+@pytest.mark.parametrize("payload", ["[1, 2]", [1, 2], '"text"', "42", "null", 42])
+def test_payload_must_be_an_object(payload):
+    err = rejected("payload", payload=payload)
+    assert "object" in str(err)
+
+
+@pytest.mark.parametrize("payload", ["{not json", '{"a": 1', "", '{"a": NaN}',
+                                     {"a": float("nan")}, {"a": float("inf")},
+                                     "[" * 100 + "]" * 100])
+def test_invalid_payload_is_rejected(payload):
+    rejected("payload", payload=payload)
+
+
+def test_prompt_is_added_to_payload():
+    job = parse_new_job("pattern_analysis", prompt="  support-bot  ", payload={"limit": 3})
+    assert job.payload == {"limit": 3, "prompt": "support-bot"}
+
+
+def test_prompt_overrides_payload_prompt():
+    job = parse_new_job("pattern_analysis", prompt="b", payload='{"prompt": "a"}')
+    assert job.payload == {"prompt": "b"}
+
+
+def test_prompt_does_not_mutate_caller_payload():
+    given = {"limit": 3}
+    parse_new_job("pattern_analysis", prompt="x", payload=given)
+    assert given == {"limit": 3}
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "x" * 201, 5, ["a"]])
+def test_bad_prompt_is_rejected(prompt):
+    rejected("prompt", prompt=prompt)
+
+
+def test_first_problem_reported_is_the_type():
+    rejected("type", type_="nope", priority="bad", payload="[")
+
+
+# --- stored payloads -------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw", [None, "", "   \n"])
+def test_empty_stored_payload_is_empty_object(raw):
+    assert decode_stored_payload(raw) == {}
+
+
+def test_stored_object_is_decoded():
+    assert decode_stored_payload('{"prompt": "support"}') == {"prompt": "support"}
+
+
+@pytest.mark.parametrize("raw", ["{not json", '{"prompt": "supp', "{'a': 1}"])
+def test_corrupt_or_truncated_payload_is_permanent_error(raw):
+    with pytest.raises(PermanentJobError, match="not valid JSON"):
+        decode_stored_payload(raw)
+
+
+@pytest.mark.parametrize(("raw", "kind"), [("[1, 2]", "list"), ('"x"', "str"), ("7", "int"),
+                                           ("null", "NoneType")])
+def test_non_object_payload_is_permanent_error(raw, kind):
+    with pytest.raises(PermanentJobError, match=f"JSON object, got {kind}"):
+        decode_stored_payload(raw)
+
+
+def test_unreadable_payload_is_permanent_error_not_crash():
+    with pytest.raises(PermanentJobError):
+        decode_stored_payload("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(PermanentJobError):
+        decode_stored_payload('{"n": ' + "9" * 100_000 + "}")
