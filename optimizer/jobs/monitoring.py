@@ -1,33 +1,86 @@
-"""experiment_monitoring: check every running experiment."""
+"""experiment_monitoring: check every running experiment.
+
+Each experiment is checked in its own transaction: one that fails (a row edited into
+nonsense, a bug in one arm's numbers) is recorded in the result and the rest are still
+checked. Only when every check fails does the job fail, so that it is retried and counted.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
-from sqlalchemy import select
-
-from models.experiments import Experiment
-from optimizer.errors import PermanentJobError
+from optimizer.errors import PromptWorkerError
+from optimizer.experiments.monitor import CheckOutcome, check_experiment, running_experiment_ids
 from optimizer.jobs.context import ActiveJob, ServiceContext
 
+log = logging.getLogger("prompt_worker.jobs.monitoring")
+PROGRESS_EVERY_SECONDS = 1.0
 
-def _running_experiment_ids(ctx: ServiceContext) -> list[int]:
+
+def _running(ctx: ServiceContext) -> list[int]:
     with ctx.sessions() as session:
-        stmt = select(Experiment.id).where(Experiment.status == "running").order_by(Experiment.id)
-        return list(session.scalars(stmt))
+        return running_experiment_ids(session)
+
+
+def _check(ctx: ServiceContext, experiment_id: int, job_id: int) -> CheckOutcome | None:
+    with ctx.sessions.begin() as session:
+        return check_experiment(session, experiment_id, now=ctx.clock(), job_id=job_id)
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:500]
+    if isinstance(exc, PromptWorkerError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def monitor_experiments(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any]:
-    await job.report_progress(10, "loading running experiments")
-    running = await asyncio.to_thread(_running_experiment_ids, ctx)
+    await job.report_progress(5, "loading running experiments")
+    running = await asyncio.to_thread(_running, ctx)
     if not running:
         await job.report_progress(100, "nothing to monitor")
         return {"experiments_checked": 0, "decisions": [],
                 "message": "no running experiments"}
-    # The sequential analysis that decides these arrives with the experiments issue;
-    # failing loudly beats reporting experiments as checked when they were not.
-    raise PermanentJobError(
-        f"{len(running)} running experiment(s) ({', '.join(map(str, running))}) need the "
-        "experiment analysis, which is not in this build")
+    decisions: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    reported = loop.time()
+    for done, experiment_id in enumerate(running, start=1):
+        try:
+            outcome = await asyncio.to_thread(_check, ctx, experiment_id, job.id)
+        except Exception as exc:  # one broken experiment must not hide the others
+            log.error("experiment check failed", exc_info=exc,
+                      extra={"experiment_id": experiment_id, "job_id": job.id})
+            errors.append({"experiment_id": experiment_id, "error": _describe(exc)})
+        else:
+            if outcome is not None:
+                decisions.append(outcome.to_dict())
+                if outcome.completed:
+                    ctx.stats.add("experimentsCompleted")
+                if outcome.decision != "continue":
+                    log.info("experiment decision", extra={
+                        "experiment_id": experiment_id, "decision": outcome.decision,
+                        "status": outcome.status, "job_id": job.id})
+        # At most about once a second: progress is a write of its own.
+        if done == len(running) or loop.time() - reported >= PROGRESS_EVERY_SECONDS:
+            reported = loop.time()
+            await job.report_progress(5 + 95 * done // len(running),
+                                      f"checked {done} of {len(running)} experiments")
+    if errors and not decisions:
+        raise PromptWorkerError(
+            f"all {len(errors)} experiment checks failed; first: experiment "
+            f"{errors[0]['experiment_id']}: {errors[0]['error']}")
+    return {"experiments_checked": len(decisions), "decisions": decisions, "errors": errors,
+            "message": _summary(decisions, errors)}
 
+
+def _summary(decisions: list[dict[str, Any]], errors: list[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for d in decisions:
+        counts[d["decision"]] = counts.get(d["decision"], 0) + 1
+    parts = [f"{n} {kind}" for kind, n in sorted(counts.items())]
+    if errors:
+        parts.append(f"{len(errors)} failed")
+    return f"checked {len(decisions)} experiment(s): " + (", ".join(parts) or "none")

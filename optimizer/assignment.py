@@ -1,0 +1,44 @@
+"""Sticky assignment of a unit (a user, a session) to one arm of an experiment.
+
+Pure and deterministic: sha256 of "<experiment_id>:<unit_id>" maps the unit to a point in
+[0, 1); the arms' cumulative weights cut that interval into slices. The same unit gets the
+same arm on every call, in every process and on every Python version (hash() is salted per
+process, so it is never used here), and different experiments split units independently.
+
+Only active arms take part: the caller passes them and nothing else. When an arm stops, its
+slice disappears and the remaining arms (control among them, which never stops) share the
+interval in proportion to their weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+
+_SCALE = float(2**64)
+
+
+def unit_point(experiment_id: int, unit_id: str) -> float:
+    """The unit's place in [0, 1) for this experiment: the first 8 bytes of the digest."""
+    digest = hashlib.sha256(f"{experiment_id}:{unit_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / _SCALE
+
+
+def pick_arm(experiment_id: int, unit_id: str, arms: Sequence[tuple[int, float]]) -> int:
+    """The id of the arm this unit gets. `arms` are (arm_id, weight) pairs of the active arms;
+    they are ordered by arm_id here so the caller's order cannot change an assignment."""
+    if not arms:
+        raise ValueError("pick_arm needs at least one arm")
+    ordered = sorted(arms)
+    for arm_id, weight in ordered:
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"arm {arm_id} has weight {weight!r}; weights must be > 0")
+    total = math.fsum(weight for _, weight in ordered)
+    target = unit_point(experiment_id, unit_id) * total
+    cumulative = 0.0
+    for arm_id, weight in ordered:
+        cumulative += weight
+        if target < cumulative:
+            return arm_id
+    return ordered[-1][0]  # rounding at the very top of the interval

@@ -1,0 +1,148 @@
+"""`prompt-worker prompts add|list|show|diff|rollback`: manage prompts from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from optimizer import prompts
+from optimizer.clock import utcnow
+from optimizer.config import Settings
+from optimizer.db import session_factory
+from optimizer.errors import InvalidInput, NotFound
+
+CLI_ACTOR = "cli"
+DEFAULT_ROLLBACK_REASON = "rollback via the CLI"
+TABLE_HEADER = ("NAME", "ACTIVE", "VERSIONS", "CREATED")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    group = subparsers.add_parser("prompts", help="add, list, show, diff and roll back prompts")
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    add = actions.add_parser("add", help="create a prompt from a file, or add a new version "
+                                         "when it exists; prints JSON")
+    add.add_argument("name", metavar="NAME", help="the prompt's name")
+    add.add_argument("--file", metavar="F", required=True, help="UTF-8 text of the prompt")
+    add.add_argument("--notes", metavar="TEXT", help="change notes for the new version")
+    add.set_defaults(func=cmd_prompts_add, needs_engine=True)
+
+    listing = actions.add_parser("list", help="list prompts and their active versions")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(func=cmd_prompts_list, needs_engine=True)
+
+    show = actions.add_parser("show", help="print a prompt, its versions and history as JSON")
+    show.add_argument("name", metavar="NAME", help="the prompt's name")
+    show.set_defaults(func=cmd_prompts_show, needs_engine=True)
+
+    diff = actions.add_parser("diff", help="unified diff between two versions")
+    diff.add_argument("name", metavar="NAME", help="the prompt's name")
+    diff.add_argument("a", metavar="A", help="the older version number")
+    diff.add_argument("b", metavar="B", help="the newer version number")
+    diff.set_defaults(func=cmd_prompts_diff, needs_engine=True)
+
+    back = actions.add_parser("rollback", help="make an earlier version active again")
+    back.add_argument("name", metavar="NAME", help="the prompt's name")
+    back.add_argument("--to", metavar="N", required=True, help="the version to activate")
+    back.add_argument("--reason", metavar="TEXT", default=DEFAULT_ROLLBACK_REASON,
+                      help="why (recorded with the change)")
+    back.set_defaults(func=cmd_prompts_rollback, needs_engine=True)
+
+
+def parse_version(raw: str, field: str) -> int:
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
+        raise InvalidInput(f"{field} must be a version number (a positive whole number); "
+                           f"got {raw[:40]!r}", field=field)
+    return prompts.validate_version_number(int(text), field)
+
+
+def read_text_file(path: str) -> str:
+    """The file's exact text; any problem becomes one line naming the file."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}", field="file") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8",
+                           field="file") from None
+
+
+def _print_json(value: object) -> int:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_prompts_add(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    name = prompts.validate_name(args.name)
+    content = prompts.validate_content(read_text_file(args.file))
+    with session_factory(engine).begin() as session:
+        try:
+            prompts.get_prompt(session, name)
+        except NotFound:
+            prompts.create_prompt(session, name, content, actor=CLI_ACTOR, now=utcnow(),
+                                  change_notes=args.notes)
+            document: object = prompts.prompt_document(session, name)
+        else:
+            document = prompts.add_version(session, name, content, change_notes=args.notes,
+                                           now=utcnow()).to_dict()
+    return _print_json(document)
+
+
+def cmd_prompts_list(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    with session_factory(engine).begin() as session:
+        summaries = prompts.prompt_summaries(session)
+    if args.json:
+        return _print_json({"prompts": [s.to_dict() for s in summaries]})
+    print(format_table(summaries))
+    return 0
+
+
+def format_table(summaries: list[prompts.PromptSummary]) -> str:
+    if not summaries:
+        return "no prompts yet; add one with `prompt-worker prompts add NAME --file F`"
+    rows = [TABLE_HEADER, *((s.name, "-" if s.active_version is None else str(s.active_version),
+                             str(s.versions_count),
+                             s.created_at.strftime("%Y-%m-%d %H:%M:%SZ")) for s in summaries)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                     .rstrip() for row in rows)
+
+
+def cmd_prompts_show(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    with session_factory(engine).begin() as session:
+        document = prompts.prompt_document(session, prompts.validate_name(args.name))
+    return _print_json(document)
+
+
+def cmd_prompts_diff(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    name = prompts.validate_name(args.name)
+    a, b = parse_version(args.a, "A"), parse_version(args.b, "B")
+    with session_factory(engine).begin() as session:
+        old, new = prompts.get_version(session, name, a), prompts.get_version(session, name, b)
+    sys.stdout.write(unified_diff(name, old, new))
+    return 0
+
+
+def unified_diff(name: str, old: prompts.VersionView, new: prompts.VersionView) -> str:
+    lines = difflib.unified_diff(old.content.splitlines(), new.content.splitlines(),
+                                 fromfile=f"{name}@v{old.number}",
+                                 tofile=f"{name}@v{new.number}", lineterm="")
+    return "".join(line + "\n" for line in lines)
+
+
+def cmd_prompts_rollback(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    name = prompts.validate_name(args.name)
+    number = parse_version(args.to, "to")
+    with session_factory(engine).begin() as session:
+        prompts.rollback(session, name, number, actor=CLI_ACTOR, reason=args.reason,
+                         now=utcnow())
+        document = prompts.prompt_document(session, name)
+    return _print_json(document)

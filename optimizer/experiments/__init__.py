@@ -1,0 +1,1 @@
+"""Experiments: storing them, aggregating their conversations, deciding, monitoring."""

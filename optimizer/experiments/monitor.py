@@ -1,0 +1,126 @@
+"""One check of one experiment: aggregate in SQL, analyse, decide, act, and record.
+
+Everything happens in the caller's transaction, so the decision, its effects (a new active
+version, stopped arms, a paused experiment) and the analysis row land together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.experiments import Experiment, ExperimentAnalysis, ExperimentArm
+from models.prompts import Prompt, PromptVersion
+from optimizer.errors import NotFound
+from optimizer.experiments import store
+from optimizer.experiments.aggregate import arm_data
+from optimizer.experiments.decide import DecisionSettings, decide
+from optimizer.experiments.validation import guardrails_from_json
+from optimizer.stats import AnalysisSettings, ArmData, analyze
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    experiment_id: int
+    prompt: str
+    decision: str
+    reason: str
+    status: str  # the experiment's status after the check
+    winner_version: int | None
+    stopped_versions: tuple[int, ...]
+    srm_detected: bool
+    analysis_id: int
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"experiment_id": self.experiment_id, "prompt": self.prompt,
+                "decision": self.decision, "reason": self.reason, "status": self.status,
+                "winner_version": self.winner_version,
+                "stopped_versions": list(self.stopped_versions),
+                "srm_detected": self.srm_detected, "analysis_id": self.analysis_id}
+
+
+def running_experiment_ids(session: Session) -> list[int]:
+    return list(session.scalars(select(Experiment.id).where(Experiment.status == "running")
+                                .order_by(Experiment.id)))
+
+
+def analysis_settings(experiment: Experiment) -> AnalysisSettings:
+    return AnalysisSettings(primary_metric=experiment.primary_metric,
+                            confidence=experiment.confidence,
+                            guardrails=guardrails_from_json(experiment.guardrails))
+
+
+def decision_settings(experiment: Experiment) -> DecisionSettings:
+    return DecisionSettings(min_conversations_per_arm=experiment.min_conversations_per_arm,
+                            min_runtime_hours=experiment.min_runtime_hours,
+                            max_runtime_hours=experiment.max_runtime_hours)
+
+
+def check_experiment(session: Session, experiment_id: int, *, now: datetime,
+                     job_id: int | None = None) -> CheckOutcome | None:
+    """None when the experiment is no longer running (stopped or paused meanwhile)."""
+    locked = session.execute(
+        select(Experiment, Prompt.name).join(Prompt, Prompt.id == Experiment.prompt_id)
+        .where(Experiment.id == experiment_id).with_for_update(of=Experiment)).first()
+    if locked is None:
+        raise NotFound(f"no experiment with id {experiment_id}")
+    experiment, prompt_name = locked
+    if experiment.status != "running":
+        return None
+    rows = session.execute(
+        select(ExperimentArm, PromptVersion.version)
+        .join(PromptVersion, PromptVersion.id == ExperimentArm.version_id)
+        .where(ExperimentArm.experiment_id == experiment_id).order_by(ExperimentArm.id)).all()
+    arms = [arm for arm, _ in rows]
+    numbers = {arm.version_id: number for arm, number in rows}
+    data = arm_data(session, experiment_id, arms)
+    analysis = analyze(data, analysis_settings(experiment))
+    decision = decide(analysis, data, decision_settings(experiment), experiment.started_at, now)
+    store.apply_decision(session, experiment, arms, decision, now=now)
+    srm = bool(analysis.srm.detected)
+    row = ExperimentAnalysis(
+        experiment_id=experiment_id, job_id=job_id, decision=decision.kind,
+        reason=decision.reason, srm_detected=srm,
+        statistics=json.dumps(_finite({**analysis.to_dict(), "sums": _sums(data)}),
+                              allow_nan=False),
+        checked_at=now)
+    session.add(row)
+    session.flush()
+    stopped = set(decision.stopped_arm_ids)
+    return CheckOutcome(
+        experiment_id=experiment_id, prompt=prompt_name, decision=decision.kind,
+        reason=decision.reason, status=experiment.status,
+        winner_version=numbers.get(experiment.winner_version_id)
+        if experiment.winner_version_id is not None else None,
+        stopped_versions=tuple(numbers[a.version_id] for a in arms if a.id in stopped),
+        srm_detected=srm, analysis_id=row.id)
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no infinity or NaN; an unbounded interval is stored as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _sums(data: list[ArmData]) -> list[dict[str, Any]]:
+    """The sufficient statistics the analysis saw, so a check can be recomputed later."""
+    return [{"arm_id": a.arm_id, "is_control": a.is_control, "weight": a.weight,
+             "active": a.active, "conversations": a.conversations,
+             "metrics": {name: {"n": m.n, "sum": m.total, "sum_sq": m.total_sq}
+                         for name, m in a.metrics.items()}} for a in data]
+

@@ -1,0 +1,385 @@
+"""Experiments as stored: create, list, show and stop them, and carry out a decision.
+
+Functions take a Session and flush; callers own the transaction (`with sessions.begin()`).
+Settings are validated by optimizer.experiments.validation; references to prompts and
+versions are checked here against the database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from models.conversations import Conversation
+from models.experiments import EXPERIMENT_STATUSES, Experiment, ExperimentAnalysis, ExperimentArm
+from models.prompts import Prompt, PromptVersion
+from optimizer import prompts
+from optimizer.errors import Conflict, InvalidInput, NotFound, PromptWorkerError
+from optimizer.experiments.decide import Decision
+from optimizer.experiments.validation import (
+    ExperimentSettings,
+    guardrails_to_json,
+    parse_settings,
+    parse_variants,
+    parse_weights,
+    shown,
+)
+
+LIVE_STATUSES = ("running", "paused")
+DEFAULT_CANDIDATES = 3
+
+
+# --- views ---------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class ArmView:
+    id: int
+    version: int
+    version_id: int
+    is_control: bool
+    weight: float
+    status: str
+    stopped_reason: str | None
+    conversations: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, "version_id": self.version_id,
+                "is_control": self.is_control, "weight": self.weight, "status": self.status,
+                "stopped_reason": self.stopped_reason, "conversations": self.conversations}
+
+
+@dataclass(frozen=True)
+class AnalysisView:
+    id: int
+    decision: str
+    reason: str
+    srm_detected: bool
+    statistics: Any
+    checked_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "decision": self.decision, "reason": self.reason,
+                "srm_detected": self.srm_detected, "statistics": self.statistics,
+                "checked_at": _iso(self.checked_at)}
+
+
+@dataclass(frozen=True)
+class ExperimentView:
+    id: int
+    prompt: str
+    status: str
+    primary_metric: str
+    guardrails: Any
+    confidence: float
+    min_conversations_per_arm: int
+    min_runtime_hours: float
+    max_runtime_hours: float
+    winner_version: int | None
+    decision_reason: str | None
+    created_by: str
+    started_at: datetime
+    ended_at: datetime | None
+    arms: tuple[ArmView, ...]
+    latest_analysis: AnalysisView | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "prompt": self.prompt, "status": self.status,
+            "arms": [arm.to_dict() for arm in self.arms],
+            "winner_version": self.winner_version, "decision_reason": self.decision_reason,
+            "started_at": _iso(self.started_at), "ended_at": _iso(self.ended_at),
+            "primary_metric": self.primary_metric, "guardrails": self.guardrails,
+            "confidence": self.confidence,
+            "min_conversations_per_arm": self.min_conversations_per_arm,
+            "min_runtime_hours": self.min_runtime_hours,
+            "max_runtime_hours": self.max_runtime_hours, "created_by": self.created_by,
+            "latest_analysis": (self.latest_analysis.to_dict()
+                                if self.latest_analysis is not None else None),
+        }
+
+
+# --- create --------------------------------------------------------------------------------
+
+
+def create_experiment(session: Session, prompt_name: Any, variants: Any, *,
+                      weights: Any = None, settings: ExperimentSettings | None = None,
+                      created_by: str = "system", now: datetime) -> ExperimentView:
+    """Control is the prompt's active version; each variant must be a candidate."""
+    numbers = parse_variants(variants)
+    arm_weights = parse_weights(weights, len(numbers) + 1)
+    settings = settings or parse_settings()
+    prompt = _prompt_by_name(session, prompt_name)
+    _refuse_second_live(session, prompt)
+    control = session.scalar(select(PromptVersion).where(
+        PromptVersion.prompt_id == prompt.id, PromptVersion.status == "active"))
+    if control is None:
+        raise Conflict(f"prompt {prompt.name!r} has no active version to serve as control; "
+                       "activate one (rollback) first")
+    chosen = _variant_versions(session, prompt, numbers)
+    experiment = Experiment(
+        prompt_id=prompt.id, status="running", primary_metric=settings.primary_metric,
+        guardrails=guardrails_to_json(settings.guardrails), confidence=settings.confidence,
+        min_conversations_per_arm=settings.min_conversations_per_arm,
+        min_runtime_hours=settings.min_runtime_hours,
+        max_runtime_hours=settings.max_runtime_hours, created_by=created_by[:200],
+        started_at=now)
+    session.add(experiment)
+    name = prompt.name  # the failed flush below expires every loaded object
+    try:
+        session.flush()
+    except IntegrityError:
+        # Another writer started one between our check and this insert; the partial
+        # unique index (one live experiment per prompt) stopped it.
+        raise Conflict(f"prompt {name!r} already has a running experiment (started "
+                       "at the same moment); stop it first") from None
+    session.add(ExperimentArm(experiment_id=experiment.id, version_id=control.id,
+                              is_control=True, weight=arm_weights[0], status="active"))
+    for version, weight in zip(chosen, arm_weights[1:], strict=True):
+        session.add(ExperimentArm(experiment_id=experiment.id, version_id=version.id,
+                                  is_control=False, weight=weight, status="active"))
+        version.status = "testing"
+    session.flush()
+    return get_experiment(session, experiment.id)
+
+
+def newest_candidates(session: Session, prompt_name: Any,
+                      limit: int = DEFAULT_CANDIDATES) -> list[int]:
+    prompt = _prompt_by_name(session, prompt_name)
+    return list(session.scalars(
+        select(PromptVersion.version)
+        .where(PromptVersion.prompt_id == prompt.id, PromptVersion.status == "candidate")
+        .order_by(PromptVersion.version.desc()).limit(limit)))
+
+
+def _prompt_by_name(session: Session, name: Any) -> Prompt:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput(f"prompt must be a prompt name; got {shown(name)}", field="prompt")
+    prompt = session.scalar(select(Prompt).where(Prompt.name == name.strip()))
+    if prompt is None:
+        raise InvalidInput(f"no prompt named {name.strip()[:200]!r}; create it first "
+                           "(POST /prompts)", field="prompt")
+    return prompt
+
+
+def _refuse_second_live(session: Session, prompt: Prompt) -> None:
+    live = session.scalar(select(Experiment).where(
+        Experiment.prompt_id == prompt.id, Experiment.status.in_(LIVE_STATUSES)))
+    if live is not None:
+        raise Conflict(f"prompt {prompt.name!r} already has {live.status} experiment "
+                       f"{live.id}; stop it first (POST /experiments/{live.id}/stop)")
+
+
+def _variant_versions(session: Session, prompt: Prompt,
+                      numbers: list[int]) -> list[PromptVersion]:
+    rows = {v.version: v for v in session.scalars(select(PromptVersion).where(
+        PromptVersion.prompt_id == prompt.id, PromptVersion.version.in_(numbers)))}
+    for number in numbers:
+        version = rows.get(number)
+        if version is None:
+            raise InvalidInput(f"prompt {prompt.name!r} has no version {number}",
+                               field="variants")
+        if version.status != "candidate":
+            raise InvalidInput(
+                f"version {number} of {prompt.name!r} is {version.status}; only candidate "
+                "versions can be tested (add the text again as a new version)",
+                field="variants")
+    return [rows[n] for n in numbers]
+
+
+# --- read ----------------------------------------------------------------------------------
+
+
+def get_experiment(session: Session, experiment_id: int, *,
+                   with_analysis: bool = True) -> ExperimentView:
+    experiment = session.get(Experiment, experiment_id)
+    if experiment is None:
+        raise NotFound(f"no experiment with id {experiment_id}")
+    return _views(session, [experiment], with_analysis=with_analysis)[0]
+
+
+def list_experiments(session: Session, *, status: str | None = None, prompt: str | None = None,
+                     limit: int = 50) -> list[ExperimentView]:
+    if status is not None and status not in EXPERIMENT_STATUSES:
+        raise InvalidInput(f"status must be one of {', '.join(EXPERIMENT_STATUSES)}; got "
+                           f"{shown(status)}", field="status")
+    stmt = select(Experiment).order_by(Experiment.id.desc()).limit(limit)
+    if status is not None:
+        stmt = stmt.where(Experiment.status == status)
+    if prompt is not None:
+        stmt = stmt.join(Prompt, Prompt.id == Experiment.prompt_id).where(Prompt.name == prompt)
+    return _views(session, list(session.scalars(stmt)), with_analysis=False)
+
+
+def _views(session: Session, experiments: list[Experiment], *,
+           with_analysis: bool) -> list[ExperimentView]:
+    if not experiments:
+        return []
+    ids = [e.id for e in experiments]
+    arm_rows = session.execute(
+        select(ExperimentArm, PromptVersion.version)
+        .join(PromptVersion, PromptVersion.id == ExperimentArm.version_id)
+        .where(ExperimentArm.experiment_id.in_(ids)).order_by(ExperimentArm.id)).all()
+    counts = dict(session.execute(
+        select(Conversation.arm_id, func.count())
+        .where(Conversation.experiment_id.in_(ids)).group_by(Conversation.arm_id)).all())
+    names = dict(session.execute(select(Prompt.id, Prompt.name).where(
+        Prompt.id.in_({e.prompt_id for e in experiments}))).all())
+    version_numbers = {arm.version_id: number for arm, number in arm_rows}
+    out = []
+    for e in experiments:
+        arms = tuple(ArmView(arm.id, number, arm.version_id, arm.is_control, arm.weight,
+                             arm.status, arm.stopped_reason, int(counts.get(arm.id, 0)))
+                     for arm, number in arm_rows if arm.experiment_id == e.id)
+        out.append(ExperimentView(
+            id=e.id, prompt=names.get(e.prompt_id, "?"), status=e.status,
+            primary_metric=e.primary_metric, guardrails=_loads_or_text(e.guardrails),
+            confidence=e.confidence, min_conversations_per_arm=e.min_conversations_per_arm,
+            min_runtime_hours=e.min_runtime_hours, max_runtime_hours=e.max_runtime_hours,
+            winner_version=(version_numbers.get(e.winner_version_id)
+                            or _version_number(session, e.winner_version_id)),
+            decision_reason=e.decision_reason, created_by=e.created_by,
+            started_at=e.started_at, ended_at=e.ended_at, arms=arms,
+            latest_analysis=latest_analysis(session, e.id) if with_analysis else None))
+    return out
+
+
+def _version_number(session: Session, version_id: int | None) -> int | None:
+    if version_id is None:
+        return None
+    return session.scalar(select(PromptVersion.version).where(PromptVersion.id == version_id))
+
+
+def _loads_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def latest_analysis(session: Session, experiment_id: int) -> AnalysisView | None:
+    row = session.scalar(select(ExperimentAnalysis)
+                         .where(ExperimentAnalysis.experiment_id == experiment_id)
+                         .order_by(ExperimentAnalysis.id.desc()).limit(1))
+    if row is None:
+        return None
+    return AnalysisView(row.id, row.decision, row.reason, row.srm_detected,
+                        _loads_or_text(row.statistics), row.checked_at)
+
+
+# --- stop and decisions --------------------------------------------------------------------
+
+
+def lock_experiment(session: Session, experiment_id: int) -> Experiment:
+    """The row, locked against a concurrent stop or check (PostgreSQL; SQLite transactions
+    already hold the write lock from BEGIN IMMEDIATE)."""
+    experiment = session.scalar(select(Experiment).where(Experiment.id == experiment_id)
+                                .with_for_update())
+    if experiment is None:
+        raise NotFound(f"no experiment with id {experiment_id}")
+    return experiment
+
+
+def arms_of(session: Session, experiment_id: int) -> list[ExperimentArm]:
+    return list(session.scalars(select(ExperimentArm)
+                                .where(ExperimentArm.experiment_id == experiment_id)
+                                .order_by(ExperimentArm.id)))
+
+
+def stop_experiment(session: Session, experiment_id: int, *, actor: str,
+                    reason: str | None = None, now: datetime) -> ExperimentView:
+    experiment = lock_experiment(session, experiment_id)
+    if experiment.status not in LIVE_STATUSES:
+        raise Conflict(f"experiment {experiment_id} is already {experiment.status}; only a "
+                       "running or paused experiment can be stopped")
+    arms = arms_of(session, experiment_id)
+    control = _control_number(session, arms)
+    why = f": {reason.strip()[:500]}" if reason and reason.strip() else ""
+    _end(session, experiment, arms, status="stopped", now=now,
+         reason=f"stopped by {actor}{why}; control version {control} stays active")
+    session.flush()
+    return get_experiment(session, experiment_id)
+
+
+def apply_decision(session: Session, experiment: Experiment, arms: Sequence[ExperimentArm],
+                   decision: Decision, *, now: datetime) -> None:
+    """Carry out one monitoring decision; the caller's transaction makes it atomic."""
+    if decision.kind == "continue":
+        return
+    if decision.kind == "promote":
+        _promote(session, experiment, arms, decision, now=now)
+    elif decision.kind == "stop_arms":
+        _stop_arms(session, experiment, arms, decision, now=now)
+    elif decision.kind == "pause_srm":
+        experiment.status = "paused"
+        experiment.decision_reason = (
+            f"{decision.reason} Paused for a sample ratio mismatch: the arms' traffic does "
+            "not match their weights, so the comparison cannot be trusted and everyone gets "
+            "the active version meanwhile. Check how units are assigned and how conversations "
+            f"are logged, then stop this experiment (POST /experiments/{experiment.id}/stop) "
+            "and start a new one.")
+    elif decision.kind == "inconclusive":
+        control = _control_number(session, arms)
+        _end(session, experiment, arms, status="completed", now=now,
+             reason=f"{decision.reason} Inconclusive; control version {control} stays active.")
+    else:
+        raise PromptWorkerError(f"unknown decision {decision.kind!r}")
+    session.flush()
+
+
+def _promote(session: Session, experiment: Experiment, arms: Sequence[ExperimentArm],
+             decision: Decision, *, now: datetime) -> None:
+    winner = next((a for a in arms if a.id == decision.winner_arm_id), None)
+    if winner is None or winner.is_control:
+        raise PromptWorkerError(f"decision names arm {decision.winner_arm_id}, which is not a "
+                                f"variant arm of experiment {experiment.id}")
+    prompts.set_active_version(session, experiment.prompt_id, winner.version_id,
+                               actor=f"experiment {experiment.id}", reason=decision.reason,
+                               now=now)
+    experiment.winner_version_id = winner.version_id
+    _end(session, experiment, [a for a in arms if a.id != winner.id], status="completed",
+         now=now, reason=decision.reason)
+
+
+def _stop_arms(session: Session, experiment: Experiment, arms: Sequence[ExperimentArm],
+               decision: Decision, *, now: datetime) -> None:
+    stopping = [a for a in arms if a.id in set(decision.stopped_arm_ids) and not a.is_control]
+    for arm in stopping:
+        arm.status, arm.stopped_reason, arm.stopped_at = "stopped", decision.reason, now
+    _set_version_status(session, [a.version_id for a in stopping], "rejected")
+    if not any(a.status == "active" and not a.is_control for a in arms):
+        control = _control_number(session, arms)
+        _end(session, experiment, arms, status="completed", now=now,
+             reason=f"{decision.reason} No variant arm remains; control version {control} "
+                    "stays active.")
+
+
+def _end(session: Session, experiment: Experiment, arms: Sequence[ExperimentArm], *,
+         status: str, reason: str, now: datetime) -> None:
+    experiment.status, experiment.decision_reason, experiment.ended_at = status, reason, now
+    _set_version_status(session, [a.version_id for a in arms if not a.is_control], "retired")
+
+
+def _set_version_status(session: Session, version_ids: list[int], status: str) -> None:
+    # Only versions still under test: one activated by hand meanwhile is left alone.
+    if version_ids:
+        session.execute(update(PromptVersion)
+                        .where(PromptVersion.id.in_(version_ids),
+                               PromptVersion.status == "testing")
+                        .values(status=status))
+
+
+def _control_number(session: Session, arms: Sequence[ExperimentArm]) -> int | None:
+    control = next((a for a in arms if a.is_control), None)
+    return _version_number(session, control.version_id if control else None)

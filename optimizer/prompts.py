@@ -1,0 +1,397 @@
+"""Prompts and their versions: create, add a version, roll back, and record every change of
+the active version (who or what, when, why).
+
+Functions take a Session, flush and never commit: the caller owns the transaction, so a
+failed call inside `session_factory(engine).begin()` writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from models.experiments import Experiment
+from models.prompts import Prompt, PromptActivation, PromptVersion
+from optimizer.errors import Conflict, InvalidInput, NotFound
+
+NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
+MAX_NAME_CHARS = 200
+MAX_CONTENT_CHARS = 100_000
+MAX_NOTES_CHARS = 5_000
+MAX_ACTOR_CHARS = 200
+MAX_REASON_CHARS = 5_000
+MAX_VERSION = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
+SOURCES = ("manual", "llm", "offline", "rollback")
+LIVE_EXPERIMENT_STATUSES = ("running", "paused")
+
+
+def content_hash(content: str) -> str:
+    """sha256 hex of the exact text (no normalisation: whitespace changes are changes)."""
+    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class VersionView:
+    number: int
+    status: str
+    content: str
+    change_notes: str | None
+    parent: int | None
+    source: str
+    created_at: datetime
+    id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "status": self.status, "content": self.content,
+                "change_notes": self.change_notes, "parent": self.parent,
+                "source": self.source, "created_at": iso(self.created_at)}
+
+
+@dataclass(frozen=True)
+class PromptView:
+    id: int
+    name: str
+    active_version: int | None
+    versions: tuple[VersionView, ...]
+    created_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "active_version": self.active_version,
+                "created_at": iso(self.created_at),
+                "versions": [v.to_dict() for v in self.versions]}
+
+
+@dataclass(frozen=True)
+class PromptSummary:
+    name: str
+    active_version: int | None
+    versions_count: int
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "active_version": self.active_version,
+                "versions_count": self.versions_count, "created_at": iso(self.created_at)}
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+def validate_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise InvalidInput(f"name must be a string, got {_kind(name)}", field="name")
+    if not NAME_RE.fullmatch(name):
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        raise InvalidInput(f"name must be 1 to {MAX_NAME_CHARS} characters of letters, digits, "
+                           f"'.', '_' or '-'; got {shown!r}", field="name")
+    return name
+
+
+def validate_content(content: Any) -> str:
+    if not isinstance(content, str):
+        raise InvalidInput(f"content must be a string, got {_kind(content)}", field="content")
+    if not content.strip():
+        raise InvalidInput("content is empty; send the prompt text", field="content")
+    if len(content) > MAX_CONTENT_CHARS:
+        raise InvalidInput(f"content is {len(content)} characters; at most "
+                           f"{MAX_CONTENT_CHARS} are allowed", field="content")
+    _refuse_unstorable(content, "content")
+    return content
+
+
+def validate_notes(notes: Any) -> str | None:
+    if notes is None:
+        return None
+    if not isinstance(notes, str):
+        raise InvalidInput(f"change_notes must be a string or null, got {_kind(notes)}",
+                           field="change_notes")
+    if len(notes) > MAX_NOTES_CHARS:
+        raise InvalidInput(f"change_notes is {len(notes)} characters; at most "
+                           f"{MAX_NOTES_CHARS} are allowed", field="change_notes")
+    _refuse_unstorable(notes, "change_notes")
+    return notes
+
+
+def validate_version_number(value: Any, field: str = "version") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VERSION:
+        raise InvalidInput(f"{field} must be a positive whole number (a version number); "
+                           f"got {_shown(value)}", field=field)
+    return value
+
+
+def _text(value: str, field: str, limit: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{field} must be a non-empty string", field=field)
+    if len(value) > limit:
+        raise InvalidInput(f"{field} is {len(value)} characters; at most {limit} are allowed",
+                           field=field)
+    _refuse_unstorable(value, field)
+    return value
+
+
+def _refuse_unstorable(text: str, field: str) -> None:
+    # PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded as UTF-8:
+    # refuse both here rather than let the database fail with a 500.
+    if "\x00" in text:
+        raise InvalidInput(f"{field} contains a NUL character (\\u0000); remove it",
+                           field=field)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{field} contains an unpaired surrogate; send valid Unicode text",
+                           field=field) from None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def _prompt_row(session: Session, name: Any, *, lock: bool = False) -> Prompt:
+    name = validate_name(name)
+    query = select(Prompt).where(Prompt.name == name)
+    if lock:
+        # Serialises version numbering and activation changes per prompt on PostgreSQL;
+        # SQLite's BEGIN IMMEDIATE already serialises writers.
+        query = query.with_for_update()
+    prompt = session.scalars(query).one_or_none()
+    if prompt is None:
+        raise NotFound(f"no prompt named {name!r}; create it with POST /prompts or "
+                       "`prompt-worker prompts add NAME --file F`")
+    return prompt
+
+
+def _versions(session: Session, prompt_id: int) -> list[PromptVersion]:
+    return list(session.scalars(
+        select(PromptVersion).where(PromptVersion.prompt_id == prompt_id)
+        .order_by(PromptVersion.version).execution_options(populate_existing=True)))
+
+
+def _views(rows: Sequence[PromptVersion]) -> tuple[VersionView, ...]:
+    numbers = {row.id: row.version for row in rows}
+    return tuple(VersionView(number=row.version, status=row.status, content=row.content,
+                             change_notes=row.change_notes,
+                             parent=numbers.get(row.parent_version_id)
+                             if row.parent_version_id is not None else None,
+                             source=row.source, created_at=row.created_at, id=row.id)
+                 for row in rows)
+
+
+def _prompt_view(session: Session, prompt: Prompt) -> PromptView:
+    versions = _views(_versions(session, prompt.id))
+    active = next((v.number for v in versions if v.status == "active"), None)
+    return PromptView(id=prompt.id, name=prompt.name, active_version=active,
+                      versions=versions, created_at=prompt.created_at)
+
+
+def get_prompt(session: Session, name: Any) -> PromptView:
+    return _prompt_view(session, _prompt_row(session, name))
+
+
+def list_prompts(session: Session) -> list[PromptView]:
+    prompts = session.scalars(select(Prompt).order_by(Prompt.name)).all()
+    return [_prompt_view(session, prompt) for prompt in prompts]
+
+
+def prompt_summaries(session: Session) -> list[PromptSummary]:
+    """The list view without loading any version's text."""
+    counts = (select(PromptVersion.prompt_id, func.count().label("n"))
+              .group_by(PromptVersion.prompt_id).subquery())
+    active = (select(PromptVersion.prompt_id, PromptVersion.version)
+              .where(PromptVersion.status == "active").subquery())
+    rows = session.execute(
+        select(Prompt.name, Prompt.created_at, counts.c.n, active.c.version)
+        .outerjoin(counts, counts.c.prompt_id == Prompt.id)
+        .outerjoin(active, active.c.prompt_id == Prompt.id)
+        .order_by(Prompt.name))
+    return [PromptSummary(name=name, active_version=version, versions_count=int(n or 0),
+                          created_at=created_at)
+            for name, created_at, n, version in rows]
+
+
+def get_version(session: Session, name: Any, number: Any) -> VersionView:
+    prompt = _prompt_row(session, name)
+    number = validate_version_number(number)
+    for view in _views(_versions(session, prompt.id)):
+        if view.number == number:
+            return view
+    raise NotFound(f"prompt {prompt.name!r} has no version {number}")
+
+
+def prompt_document(session: Session, name: Any) -> dict[str, Any]:
+    """The prompt as GET /prompts/{name} and `prompts show` print it: every version and
+    every change of the active one."""
+    document = get_prompt(session, name).to_dict()
+    document["activations"] = activation_history(session, name)
+    return document
+
+
+def activation_history(session: Session, name: Any) -> list[dict[str, Any]]:
+    """Every change of the prompt's active version, oldest first."""
+    prompt = _prompt_row(session, name)
+    numbers = {version_id: number for version_id, number in session.execute(
+        select(PromptVersion.id, PromptVersion.version)
+        .where(PromptVersion.prompt_id == prompt.id))}
+    rows = session.scalars(select(PromptActivation)
+                           .where(PromptActivation.prompt_id == prompt.id)
+                           .order_by(PromptActivation.created_at, PromptActivation.id))
+    return [{"from_version": numbers.get(row.from_version_id)
+             if row.from_version_id is not None else None,
+             "to_version": numbers.get(row.to_version_id),
+             "actor": row.actor, "reason": row.reason, "at": iso(row.created_at)}
+            for row in rows]
+
+
+# --- writing -----------------------------------------------------------------------------
+
+
+def create_prompt(session: Session, name: Any, content: Any, *, actor: str, now: datetime,
+                  change_notes: Any = None) -> PromptView:
+    """A new prompt whose version 1 is active from the start."""
+    name, content = validate_name(name), validate_content(content)
+    notes = validate_notes(change_notes)
+    actor = _text(actor, "actor", MAX_ACTOR_CHARS)
+    if session.scalars(select(Prompt.id).where(Prompt.name == name)).first() is not None:
+        raise Conflict(f"prompt {name!r} already exists; add a version with "
+                       f"POST /prompts/{name}/versions")
+    try:
+        with session.begin_nested():
+            prompt = Prompt(name=name, created_at=now)
+            session.add(prompt)
+            session.flush()
+    except IntegrityError:  # created concurrently since the check above
+        raise Conflict(f"prompt {name!r} already exists; add a version with "
+                       f"POST /prompts/{name}/versions") from None
+    version = PromptVersion(prompt_id=prompt.id, version=1, content=content,
+                            content_hash=content_hash(content), status="active",
+                            change_notes=notes, source="manual", created_at=now)
+    session.add(version)
+    session.flush()
+    session.add(PromptActivation(prompt_id=prompt.id, from_version_id=None,
+                                 to_version_id=version.id, actor=actor, reason="created",
+                                 created_at=now))
+    session.flush()
+    return _prompt_view(session, prompt)
+
+
+def add_version(session: Session, name: Any, content: Any, *, change_notes: Any = None,
+                parent_version: int | None = None, source: str = "manual",
+                model: str | None = None, insight_ids: Sequence[int] | None = None,
+                llm_call_id: int | None = None, now: datetime) -> VersionView:
+    """A new `candidate` version numbered one past the highest so far."""
+    content, notes = validate_content(content), validate_notes(change_notes)
+    if source not in SOURCES:
+        raise InvalidInput(f"source must be one of {', '.join(SOURCES)}; got {source!r}",
+                           field="source")
+    prompt = _prompt_row(session, name, lock=True)
+    rows = _versions(session, prompt.id)
+    digest = content_hash(content)
+    duplicate = next((row for row in rows if row.content_hash == digest), None)
+    if duplicate is not None:
+        raise Conflict(f"prompt {prompt.name!r} version {duplicate.version} already has "
+                       "exactly this content; change the text or use that version")
+    parent = _parent_row(prompt.name, rows, parent_version)
+    version = PromptVersion(
+        prompt_id=prompt.id, version=max((row.version for row in rows), default=0) + 1,
+        content=content, content_hash=digest, status="candidate", change_notes=notes,
+        parent_version_id=parent.id if parent is not None else None, source=source,
+        model=model, insight_ids=json.dumps(list(insight_ids)) if insight_ids else None,
+        llm_call_id=llm_call_id, created_at=now)
+    session.add(version)
+    session.flush()
+    return _views([*rows, version])[-1]
+
+
+def _parent_row(name: str, rows: Sequence[PromptVersion],
+                parent_version: int | None) -> PromptVersion | None:
+    if parent_version is None:
+        return next((row for row in rows if row.status == "active"), None)
+    number = validate_version_number(parent_version, "parent_version")
+    parent = next((row for row in rows if row.version == number), None)
+    if parent is None:
+        raise NotFound(f"prompt {name!r} has no version {number} to use as the parent")
+    return parent
+
+
+def set_active_version(session: Session, prompt_id: int, version_id: int, *, actor: str,
+                       reason: str, now: datetime) -> None:
+    """Make `version_id` the prompt's active version: the previous active one is retired
+    and one PromptActivation row records the change. The caller commits."""
+    actor = _text(actor, "actor", MAX_ACTOR_CHARS)
+    reason = _text(reason, "reason", MAX_REASON_CHARS)
+    prompt = session.scalars(select(Prompt).where(Prompt.id == prompt_id)
+                             .with_for_update()).one_or_none()
+    if prompt is None:
+        raise NotFound(f"no prompt with id {prompt_id}")
+    rows = _versions(session, prompt_id)
+    target = next((row for row in rows if row.id == version_id), None)
+    if target is None:
+        raise NotFound(f"prompt {prompt.name!r} has no version with id {version_id}")
+    if target.status == "active":
+        raise Conflict(f"version {target.version} of prompt {prompt.name!r} is already active")
+    previous = next((row for row in rows if row.status == "active"), None)
+    if previous is not None:
+        previous.status = "retired"
+        # Flushed on its own: the one-active index is checked per statement, and a single
+        # flush may order the two updates either way.
+        session.flush()
+    target.status = "active"
+    session.flush()
+    session.add(PromptActivation(prompt_id=prompt_id,
+                                 from_version_id=previous.id if previous else None,
+                                 to_version_id=target.id, actor=actor, reason=reason,
+                                 created_at=now))
+    session.flush()
+
+
+def rollback(session: Session, name: Any, version: Any, *, actor: str, reason: str,
+             now: datetime) -> PromptView:
+    """Make an earlier (or any non-active) version active again, by hand."""
+    prompt = _prompt_row(session, name, lock=True)
+    number = validate_version_number(version)
+    reason = _text(reason, "reason", MAX_REASON_CHARS)
+    live = session.scalars(select(Experiment)
+                           .where(Experiment.prompt_id == prompt.id,
+                                  Experiment.status.in_(LIVE_EXPERIMENT_STATUSES))).first()
+    if live is not None:
+        raise Conflict(f"prompt {prompt.name!r} has experiment {live.id} {live.status}; "
+                       f"stop it first (POST /experiments/{live.id}/stop or "
+                       f"`prompt-worker experiments stop {live.id}`), then roll back")
+    rows = _versions(session, prompt.id)
+    target = next((row for row in rows if row.version == number), None)
+    if target is None:
+        raise NotFound(f"prompt {prompt.name!r} has no version {number}; versions are "
+                       f"{', '.join(str(row.version) for row in rows)}")
+    if target.status == "active":
+        raise Conflict(f"version {number} of prompt {prompt.name!r} is already active")
+    set_active_version(session, prompt.id, target.id, actor=actor, reason=reason, now=now)
+    return _prompt_view(session, prompt)

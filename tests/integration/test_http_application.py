@@ -1,0 +1,240 @@
+"""The application API over real HTTP on SQLite and PostgreSQL: resolve (sticky, paused,
+stopped arms, read-only), conversation ingest (202, all-or-nothing 400s), and its token."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from optimizer.assignment import pick_arm
+from optimizer.clock import utcnow
+from optimizer.config import Settings
+from optimizer.errors import Conflict, InvalidInput, NotFound
+from optimizer.health import HealthMonitor
+from optimizer.http import application
+from optimizer.http.app import create_app
+from optimizer.resolve import resolve
+from optimizer.run_stats import RunStats
+from tests.integration.test_ingest import conversation_count, record, seed
+
+INGEST = "ingest-token-1"
+ADMIN = "admin-token-1"
+AUTH = {"Authorization": f"Bearer {INGEST}"}
+SETTINGS = Settings(admin_token=ADMIN, ingest_token=INGEST)
+
+MakeClient = Callable[..., Awaitable[TestClient]]
+
+
+def build_app(settings: Settings, engine: Engine) -> Any:
+    stats = RunStats()
+    app = create_app(settings, engine, stats, HealthMonitor(engine, stats, utcnow()))
+    if not any(r.resource and r.resource.canonical == "/v1/conversations"
+               for r in app.router.routes()):
+        application.add_routes(app)
+    return app
+
+
+@pytest.fixture
+async def make_client(engine: Engine) -> AsyncIterator[MakeClient]:
+    clients: list[TestClient] = []
+
+    async def make(**overrides: Any) -> TestClient:
+        client = TestClient(TestServer(build_app(dataclasses.replace(SETTINGS, **overrides),
+                                                 engine)))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> TestClient:
+    return await make_client()
+
+
+async def post(client: TestClient, body: Any, headers: dict[str, str] = AUTH
+               ) -> ClientResponse:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return await client.post("/v1/conversations", data=data, headers=headers)
+
+
+# --- resolve, called directly --------------------------------------------------------------
+
+
+def test_resolve_without_experiment(engine: Engine) -> None:
+    world = seed(engine, active=2)
+    assert resolve(engine, "support-bot", "u1") == {
+        "prompt": "support-bot", "version": 2, "version_id": world.versions[2],
+        "content": "support-bot prompt v2", "experiment_id": None, "arm": None}
+
+
+def test_resolve_running_experiment_is_sticky_and_weighted(engine: Engine) -> None:
+    world = seed(engine, experiment=[(1, 1.0), (2, 3.0)])
+    arms = [(world.arms[1], 1.0), (world.arms[2], 3.0)]
+    seen: Counter[int] = Counter()
+    for i in range(400):
+        answer = resolve(engine, "support-bot", f"unit-{i}")
+        assert answer == resolve(engine, "support-bot", f"unit-{i}")  # sticky
+        assert answer["experiment_id"] == world.experiment_id
+        arm_id = pick_arm(world.experiment_id or 0, f"unit-{i}", arms)
+        assert answer["arm"]["id"] == arm_id
+        number = 1 if arm_id == world.arms[1] else 2
+        assert answer["version"] == number and answer["version_id"] == world.versions[number]
+        assert answer["arm"]["role"] == ("control" if number == 1 else "variant")
+        seen[number] += 1
+    assert 0.15 < seen[1] / 400 < 0.35
+
+
+def test_resolve_paused_experiment_serves_control(engine: Engine) -> None:
+    world = seed(engine, experiment=[(1, 1.0), (2, 1.0)], status="paused")
+    for i in range(50):
+        answer = resolve(engine, "support-bot", f"u{i}")
+        assert (answer["version"], answer["experiment_id"], answer["arm"]) == (1, None, None)
+        assert answer["version_id"] == world.versions[1]
+
+
+def test_resolve_stopped_arm_gets_no_traffic(engine: Engine) -> None:
+    world = seed(engine, experiment=[(1, 1.0), (2, 1.0), (3, 1.0)], stopped=[3])
+    versions = {resolve(engine, "support-bot", f"u{i}")["version"] for i in range(200)}
+    assert versions == {1, 2}
+    assert world.arms[3]
+
+
+def test_resolve_completed_experiment_is_ignored(engine: Engine) -> None:
+    seed(engine, experiment=[(1, 1.0), (2, 1.0)], status="completed")
+    answer = resolve(engine, "support-bot", "u1")
+    assert (answer["version"], answer["experiment_id"]) == (1, None)
+
+
+def test_resolve_errors(engine: Engine) -> None:
+    seed(engine, active=None)
+    with pytest.raises(NotFound):
+        resolve(engine, "nope", "u1")
+    with pytest.raises(Conflict, match="no active version"):
+        resolve(engine, "support-bot", "u1")
+    for unit in ("", " ", "x" * 201):
+        with pytest.raises(InvalidInput) as caught:
+            resolve(engine, "support-bot", unit)
+        assert caught.value.field == "unit_id"
+
+
+def test_resolve_writes_nothing(engine: Engine) -> None:
+    seed(engine, experiment=[(1, 1.0), (2, 1.0)])
+    statements: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement.lstrip().split()[0].upper())
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        for i in range(5):
+            resolve(engine, "support-bot", f"u{i}")
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    # BEGIN: on SQLite the engine opens every transaction with BEGIN IMMEDIATE (optimizer.db).
+    assert statements.count("SELECT") >= 5 and set(statements) <= {"SELECT", "BEGIN"}
+
+
+# --- HTTP --------------------------------------------------------------------------------
+
+
+async def test_http_resolve(client: TestClient, engine: Engine) -> None:
+    world = seed(engine, experiment=[(1, 1.0), (2, 1.0)])
+    resp = await client.get("/v1/prompts/support-bot/resolve", params={"unit_id": "u 1/é"},
+                            headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body == resolve(engine, "support-bot", "u 1/é")
+    assert body["experiment_id"] == world.experiment_id
+
+
+@pytest.mark.parametrize(("path", "params", "status", "field"), [
+    ("/v1/prompts/support-bot/resolve", {}, 400, "unit_id"),
+    ("/v1/prompts/support-bot/resolve", {"unit_id": ""}, 400, "unit_id"),
+    ("/v1/prompts/support-bot/resolve", {"unit_id": "u", "x": "1"}, 400, "x"),
+    ("/v1/prompts/nope/resolve", {"unit_id": "u"}, 404, None),
+])
+async def test_http_resolve_errors(client: TestClient, engine: Engine, path: str,
+                                   params: dict[str, str], status: int,
+                                   field: str | None) -> None:
+    seed(engine)
+    resp = await client.get(path, params=params, headers=AUTH)
+    assert resp.status == status
+    assert (await resp.json())["field"] == field
+
+
+async def test_http_ingest_single_and_batch(client: TestClient, engine: Engine) -> None:
+    seed(engine)
+    resp = await post(client, record(success=True))
+    assert resp.status == 202 and await resp.json() == {"accepted": 1}
+    resp = await post(client, {"conversations": [record(unit_id=f"u{i}") for i in range(10)]})
+    assert resp.status == 202 and await resp.json() == {"accepted": 10}
+    assert conversation_count(engine) == 11
+
+
+async def test_http_ingest_bad_rows_listed(client: TestClient, engine: Engine) -> None:
+    seed(engine)
+    batch = [record(), record(rating="5"), record(), record(prompt="nope"), record()]
+    resp = await post(client, {"conversations": batch})
+    assert resp.status == 400
+    body = await resp.json()
+    assert set(body) == {"error", "field", "errors"} and body["field"] is None
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "rating"), (3, "prompt")]
+    assert all(e["problem"] for e in body["errors"])
+    assert conversation_count(engine) == 0
+
+
+async def test_http_ingest_limit_and_malformed(client: TestClient, engine: Engine) -> None:
+    seed(engine)
+    resp = await post(client, {"conversations": [record()] * 1001})
+    assert resp.status == 400 and "1000" in (await resp.json())["error"]
+    for raw in (b"", b"{", b"[1]", b'{"rating": NaN}', b"\xff"):
+        resp = await post(client, raw)
+        assert resp.status == 400, raw
+    assert conversation_count(engine) == 0
+
+
+async def test_http_ingest_body_limit(make_client: MakeClient, engine: Engine) -> None:
+    seed(engine)
+    client = await make_client(max_body_bytes=2048)
+    resp = await post(client, record(transcript="x" * 4096))
+    assert resp.status == 413
+    assert conversation_count(engine) == 0
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {ADMIN}"},
+    {"Authorization": INGEST},
+])
+async def test_http_auth_refused(client: TestClient, engine: Engine,
+                                 headers: dict[str, str]) -> None:
+    seed(engine)
+    resp = await post(client, record(), headers=headers)
+    assert resp.status == 401
+    resp = await client.get("/v1/prompts/support-bot/resolve", params={"unit_id": "u"},
+                            headers=headers)
+    assert resp.status == 401
+    assert conversation_count(engine) == 0
+
+
+async def test_http_disabled_without_ingest_token(make_client: MakeClient,
+                                                  engine: Engine) -> None:
+    seed(engine)
+    client = await make_client(ingest_token=None)
+    resp = await post(client, record())
+    assert resp.status == 503 and "INGEST_TOKEN" in (await resp.json())["error"]
+    resp = await client.get("/v1/prompts/support-bot/resolve", params={"unit_id": "u"},
+                            headers=AUTH)
+    assert resp.status == 503

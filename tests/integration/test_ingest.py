@@ -1,0 +1,280 @@
+"""Conversation ingest on real SQLite and PostgreSQL: every field check, reference lookups,
+all-or-nothing batches, and the JSONL import command."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from models.conversations import Conversation
+from models.experiments import Experiment, ExperimentArm
+from models.prompts import Prompt, PromptVersion
+from optimizer.cli_conversations import cmd_conversations_import, register
+from optimizer.config import Settings
+from optimizer.errors import InvalidInput
+from optimizer.ingest import MAX_BATCH, RowsInvalid, ingest
+
+NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+
+# --- seeding (direct model rows; no dependency on optimizer.prompts) ---------------------
+
+
+@dataclass
+class World:
+    prompt_id: int
+    name: str
+    versions: dict[int, int]  # number -> version id
+    experiment_id: int | None = None
+    arms: dict[int, int] = field(default_factory=dict)  # version number -> arm id
+
+
+def seed(engine: Engine, name: str = "support-bot", numbers: Sequence[int] = (1, 2, 3),
+         active: int | None = 1, experiment: Sequence[tuple[int, float]] | None = None,
+         status: str = "running", stopped: Sequence[int] = ()) -> World:
+    """A prompt with versions; `experiment` = [(version number, weight)], first is control."""
+    with Session(engine) as session, session.begin():
+        prompt = Prompt(name=name)
+        session.add(prompt)
+        session.flush()
+        versions = {}
+        for number in numbers:
+            content = f"{name} prompt v{number}"
+            version = PromptVersion(
+                prompt_id=prompt.id, version=number, content=content,
+                content_hash=hashlib.sha256(content.encode()).hexdigest(),
+                status="active" if number == active else "candidate")
+            session.add(version)
+            session.flush()
+            versions[number] = version.id
+        world = World(prompt.id, name, versions)
+        if experiment is not None:
+            exp = Experiment(prompt_id=prompt.id, status=status)
+            session.add(exp)
+            session.flush()
+            world.experiment_id = exp.id
+            for position, (number, weight) in enumerate(experiment):
+                arm = ExperimentArm(experiment_id=exp.id, version_id=versions[number],
+                                    is_control=position == 0, weight=weight,
+                                    status="stopped" if number in stopped else "active")
+                session.add(arm)
+                session.flush()
+                world.arms[number] = arm.id
+        return world
+
+
+def conversation_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(Conversation)).scalar_one())
+
+
+def stored(engine: Engine) -> list[Conversation]:
+    with Session(engine) as session:
+        return list(session.scalars(select(Conversation).order_by(Conversation.id)))
+
+
+def record(**overrides: Any) -> dict[str, Any]:
+    return {"prompt": "support-bot", "version": 1, "unit_id": "user-1", **overrides}
+
+
+# --- ingest ------------------------------------------------------------------------------
+
+
+def test_single_record_with_every_field(engine: Engine) -> None:
+    world = seed(engine, experiment=[(1, 1.0), (2, 1.0)])
+    full = record(version=2, experiment_id=world.experiment_id, success=True, rating=4,
+                  latency_ms=812.5, input_tokens=1200, output_tokens=300, cost_usd=0.0042,
+                  segment="enterprise", tags=["billing", "refund"], transcript="hi\nthere",
+                  occurred_at="2026-11-21T08:30:00+01:00")
+    assert ingest(engine, full, now=NOW) == 1
+    [row] = stored(engine)
+    assert (row.prompt_id, row.version_id) == (world.prompt_id, world.versions[2])
+    assert (row.experiment_id, row.arm_id) == (world.experiment_id, world.arms[2])
+    assert (row.success, row.rating, row.latency_ms, row.cost_usd) == (True, 4, 812.5, 0.0042)
+    assert (row.input_tokens, row.output_tokens, row.segment) == (1200, 300, "enterprise")
+    assert json.loads(row.tags or "") == ["billing", "refund"]
+    assert row.transcript == "hi\nthere"
+    assert row.occurred_at == datetime(2026, 11, 21, 7, 30, tzinfo=UTC)
+
+
+def test_minimal_record_defaults(engine: Engine) -> None:
+    seed(engine)
+    assert ingest(engine, record(success=None), now=NOW) == 1
+    [row] = stored(engine)
+    assert row.experiment_id is None and row.arm_id is None and row.success is None
+    assert row.tags is None and row.occurred_at == NOW
+
+
+def test_batch_is_stored_whole(engine: Engine) -> None:
+    seed(engine)
+    batch = {"conversations": [record(unit_id=f"u{i}", success=i % 2 == 0)
+                               for i in range(MAX_BATCH)]}
+    assert ingest(engine, batch, now=NOW) == MAX_BATCH
+    assert conversation_count(engine) == MAX_BATCH
+
+
+def test_more_than_the_limit_is_refused(engine: Engine) -> None:
+    seed(engine)
+    with pytest.raises(InvalidInput, match="at most 1000") as caught:
+        ingest(engine, {"conversations": [record()] * (MAX_BATCH + 1)}, now=NOW)
+    assert caught.value.field == "conversations"
+    assert conversation_count(engine) == 0
+
+
+def test_bad_rows_are_all_listed_and_nothing_is_written(engine: Engine) -> None:
+    seed(engine)
+    batch = [record(unit_id="a"), record(rating=6), record(), record(version=9, tags="x")]
+    with pytest.raises(RowsInvalid) as caught:
+        ingest(engine, {"conversations": batch}, now=NOW)
+    found = {(e.index, e.field) for e in caught.value.errors}
+    assert found == {(1, "rating"), (3, "tags")}  # field errors come before lookups
+    assert "2 of 4" in str(caught.value)
+    assert conversation_count(engine) == 0
+
+
+def test_reference_errors_per_row(engine: Engine) -> None:
+    world = seed(engine, experiment=[(1, 1.0), (2, 1.0)])
+    other = seed(engine, name="other", experiment=[(1, 1.0), (2, 1.0)])
+    batch = [record(), record(prompt="nope"), record(version=7),
+             record(version=3, experiment_id=world.experiment_id),
+             record(version=1, experiment_id=other.experiment_id),
+             record(experiment_id=999_999), record(version=2, experiment_id=world.experiment_id)]
+    with pytest.raises(RowsInvalid) as caught:
+        ingest(engine, {"conversations": batch}, now=NOW)
+    by_index = {e.index: (e.field, e.problem) for e in caught.value.errors}
+    assert set(by_index) == {1, 2, 3, 4, 5}
+    assert by_index[1] == ("prompt", "no prompt named 'nope'")
+    assert by_index[2][0] == "version" and "no version 7" in by_index[2][1]
+    assert by_index[3][0] == "experiment_id" and "not an arm" in by_index[3][1]
+    assert by_index[4][0] == "experiment_id" and "another prompt" in by_index[4][1]
+    assert by_index[5][0] == "experiment_id" and "does not exist" in by_index[5][1]
+    assert conversation_count(engine) == 0
+
+
+BAD_FIELDS = [
+    ("prompt", None), ("prompt", ""), ("prompt", 5), ("prompt", "x" * 201),
+    ("version", None), ("version", 0), ("version", "1"), ("version", 1.0), ("version", True),
+    ("version", 2**40), ("unit_id", None), ("unit_id", " "), ("unit_id", "u" * 201),
+    ("unit_id", "a\x00b"), ("unit_id", "\ud800"),
+    ("experiment_id", 0), ("experiment_id", "1"), ("experiment_id", 2**63),
+    ("success", 1), ("success", "true"), ("rating", 0), ("rating", 6), ("rating", 4.0),
+    ("rating", True), ("latency_ms", -1), ("latency_ms", "5"), ("latency_ms", 10**400),
+    ("latency_ms", False), ("cost_usd", -0.01), ("input_tokens", -1), ("input_tokens", 1.5),
+    ("output_tokens", 2**31), ("segment", "s" * 201), ("segment", ["a"]), ("tags", "a"),
+    ("tags", ["a"] * 51), ("tags", [1]), ("tags", ["t" * 101]), ("tags", [{"a": 1}]),
+    ("transcript", "t" * 100_001), ("transcript", 5), ("occurred_at", "yesterday"),
+    ("occurred_at", 1700000000), ("bogus", 1),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_FIELDS)
+def test_each_bad_field_is_named(sqlite_engine: Engine, name: str, value: Any) -> None:
+    seed(sqlite_engine)
+    raw = record(**{name: value})
+    with pytest.raises(RowsInvalid) as caught:
+        ingest(sqlite_engine, raw, now=NOW)
+    [error] = caught.value.errors
+    assert (error.index, error.field) == (0, name)
+    assert error.problem
+    assert conversation_count(sqlite_engine) == 0
+
+
+@pytest.mark.parametrize("body", [[record()], "x", 5, None, {"conversations": []},
+                                  {"conversations": {}}, {"conversations": [record()], "x": 1}])
+def test_bad_body_shapes(sqlite_engine: Engine, body: Any) -> None:
+    seed(sqlite_engine)
+    with pytest.raises(InvalidInput):
+        ingest(sqlite_engine, body, now=NOW)
+    assert conversation_count(sqlite_engine) == 0
+
+
+def test_non_object_items_and_error_cap(sqlite_engine: Engine) -> None:
+    seed(sqlite_engine)
+    batch = [5, *[{f"junk{i}": 1 for i in range(30)}] * 10]
+    with pytest.raises(RowsInvalid) as caught:
+        ingest(sqlite_engine, {"conversations": batch}, now=NOW)
+    assert caught.value.errors[0].index == 0 and caught.value.errors[0].field is None
+    assert len(caught.value.errors) == 100 and caught.value.omitted > 0
+
+
+def test_nul_and_limits_are_accepted_at_the_edge_on_both_databases(engine: Engine) -> None:
+    seed(engine)
+    edge = record(unit_id="u" * 200, segment="s" * 200, tags=["t" * 100] * 50,
+                  transcript="é" * 100_000, input_tokens=2**31 - 1, rating=5,
+                  occurred_at="2026-01-01T00:00:00")
+    assert ingest(engine, edge, now=NOW) == 1
+    with pytest.raises(RowsInvalid):
+        ingest(engine, record(transcript="a\x00b"), now=NOW)
+    assert conversation_count(engine) == 1
+
+
+# --- CLI import --------------------------------------------------------------------------
+
+
+def run_import(engine: Engine, path: Path, *extra: str) -> int:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["conversations", "import", str(path), *extra])
+    assert args.func is cmd_conversations_import and args.needs_engine
+    return int(args.func(args, Settings(), engine))
+
+
+def write_lines(path: Path, lines: Sequence[Any]) -> Path:
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n"
+                            for line in lines), encoding="utf-8")
+    return path
+
+
+def test_import_in_chunks(engine: Engine, tmp_path: Path, capsys) -> None:
+    world = seed(engine, experiment=[(1, 1.0), (2, 3.0)])
+    lines = [record(unit_id=f"u{i}", version=1 + i % 2, experiment_id=world.experiment_id,
+                    success=i % 3 == 0) for i in range(250)]
+    path = write_lines(tmp_path / "c.jsonl", [*lines[:100], "", *lines[100:]])
+    assert run_import(engine, path, "--batch", "60") == 0
+    assert capsys.readouterr().out.strip() == "imported 250 conversations"
+    assert conversation_count(engine) == 250
+    arms = {row.arm_id for row in stored(engine)}
+    assert arms == {world.arms[1], world.arms[2]}
+
+
+def test_import_with_bad_lines_writes_nothing(engine: Engine, tmp_path: Path, capsys) -> None:
+    seed(engine)
+    lines: list[Any] = [record(unit_id=f"u{i}") for i in range(20)]
+    lines[6] = record(rating=9)            # line 7
+    lines[14] = "{not json"                # line 15
+    lines[17] = record(prompt="missing")   # line 18
+    path = write_lines(tmp_path / "c.jsonl", lines)
+    assert run_import(engine, path, "--batch", "5") == 1
+    err = capsys.readouterr().err
+    assert "line 7: rating: must be 1..5" in err
+    assert "line 15: not valid JSON" in err
+    assert "line 18: prompt: no prompt named 'missing'" in err
+    assert conversation_count(engine) == 0
+
+
+def test_import_bad_utf8_and_missing_file(sqlite_engine: Engine, tmp_path: Path,
+                                          capsys) -> None:
+    seed(sqlite_engine)
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(json.dumps(record()).encode() + b"\n\xff\xfe\n")
+    assert run_import(sqlite_engine, path) == 1
+    assert "line 2: not UTF-8" in capsys.readouterr().err
+    with pytest.raises(InvalidInput, match="cannot read"):
+        run_import(sqlite_engine, tmp_path / "absent.jsonl")
+    with pytest.raises(InvalidInput, match="batch"):
+        run_import(sqlite_engine, path, "--batch", "0")
+    empty = write_lines(tmp_path / "empty.jsonl", [""])
+    with pytest.raises(InvalidInput, match="no conversations"):
+        run_import(sqlite_engine, empty)
+    assert conversation_count(sqlite_engine) == 0

@@ -1,0 +1,117 @@
+"""Test helpers for experiments: prompts with versions, conversations in bulk, and a job
+context whose clock the test sets."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Engine
+
+from models.conversations import Conversation
+from models.experiments import ExperimentArm
+from models.prompts import Prompt, PromptVersion
+from optimizer import queue
+from optimizer.clock import utcnow
+from optimizer.config import Settings
+from optimizer.db import session_factory
+from optimizer.job_input import NewJob
+from optimizer.jobs.context import ActiveJob, ServiceContext
+from optimizer.run_stats import RunStats
+
+
+def seed_prompt(engine: Engine, name: str = "support-bot", candidates: int = 2) -> dict[int, int]:
+    """Version 1 active and `candidates` candidate versions after it: number -> version id."""
+    with session_factory(engine).begin() as session:
+        prompt = Prompt(name=name)
+        session.add(prompt)
+        session.flush()
+        ids = {}
+        for number in range(1, candidates + 2):
+            content = f"You are {name}, take {number}."
+            version = PromptVersion(
+                prompt_id=prompt.id, version=number, content=content,
+                content_hash=hashlib.sha256(content.encode()).hexdigest(),
+                status="active" if number == 1 else "candidate")
+            session.add(version)
+            session.flush()
+            ids[number] = version.id
+        return ids
+
+
+def version_statuses(engine: Engine, name: str = "support-bot") -> dict[int, str]:
+    with session_factory(engine)() as session:
+        rows = session.execute(select(PromptVersion.version, PromptVersion.status)
+                               .join(Prompt, Prompt.id == PromptVersion.prompt_id)
+                               .where(Prompt.name == name)).all()
+        return {number: status for number, status in rows}
+
+
+def arm_ids(engine: Engine, experiment_id: int) -> list[int]:
+    """Arm ids, control first."""
+    with session_factory(engine)() as session:
+        arms = session.scalars(select(ExperimentArm)
+                               .where(ExperimentArm.experiment_id == experiment_id)
+                               .order_by(ExperimentArm.is_control.desc(), ExperimentArm.id))
+        return [arm.id for arm in arms]
+
+
+def conversation_rows(n: int, successes: int, **extra: Any) -> Iterator[dict[str, Any]]:
+    """n conversations, exactly `successes` of them successful; ratings, latency and cost
+    cycle through the same values in every arm so guardrails see no difference."""
+    for i in range(n):
+        yield {"unit_id": f"u{i}", "success": i < successes, "rating": 1 + (i * 7) % 5,
+               "latency_ms": 100.0 + (i * 3) % 11 * 10.0,
+               "cost_usd": 0.001 * (1 + (i * 5) % 4), **extra}
+
+
+def add_conversations(engine: Engine, experiment_id: int, arm_id: int, n: int,
+                      successes: int) -> None:
+    with session_factory(engine).begin() as session:
+        arm = session.get(ExperimentArm, arm_id)
+        assert arm is not None
+        version = session.get(PromptVersion, arm.version_id)
+        assert version is not None
+        rows = list(conversation_rows(n, successes, prompt_id=version.prompt_id,
+                                      version_id=version.id, experiment_id=experiment_id,
+                                      arm_id=arm_id))
+        session.execute(insert(Conversation), rows)
+
+
+def add_job_row(engine: Engine, job_type: str = "experiment_monitoring",
+                payload: dict[str, Any] | None = None) -> int:
+    job, _ = queue.enqueue(engine, NewJob(type=job_type, payload=payload or {}),
+                           max_attempts=3, now=utcnow())
+    return job.id
+
+
+@dataclass
+class Clock:
+    now: datetime = field(default_factory=utcnow)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def make_ctx(engine: Engine, clock: Callable[[], datetime] | None = None,
+             settings: Settings | None = None) -> ServiceContext:
+    return ServiceContext(settings=settings or Settings(), engine=engine,
+                          sessions=session_factory(engine), stats=RunStats(),
+                          clock=clock or utcnow)
+
+
+def make_job(engine: Engine, job_type: str = "experiment_monitoring",
+             payload: dict[str, Any] | None = None) -> tuple[ActiveJob, list[tuple[int, Any]]]:
+    """An ActiveJob backed by a real job row (analysis rows reference it); the list
+    collects the progress it reports."""
+    job_id = add_job_row(engine, job_type, payload)
+    progress: list[tuple[int, Any]] = []
+
+    async def report(value: int, step: str | None = None) -> None:
+        progress.append((value, step))
+
+    return ActiveJob(job_id, job_type, 1, dict(payload or {}), report), progress
