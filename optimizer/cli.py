@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from models.jobs import JOB_STATUSES, JOB_TYPES
-from optimizer import db, queue
+from optimizer import cli_conversations, cli_experiments, cli_prompts, db, queue
 from optimizer.clock import utcnow
 from optimizer.config import Settings, load_settings
 from optimizer.errors import ConfigError, InvalidInput, PromptWorkerError
@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(
         func=cmd_migrate)
     _add_jobs_parser(commands)
+    cli_prompts.register(commands)
+    cli_experiments.register(commands)
+    cli_conversations.register(commands)
     return parser
 
 

@@ -75,10 +75,10 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 def _alembic_dir() -> Path:
     here = Path(__file__).resolve().parent.parent / "alembic"
-    if here.is_dir():
+    if (here / "env.py").is_file():
         return here
     cwd = Path.cwd() / "alembic"
-    if cwd.is_dir():
+    if (cwd / "env.py").is_file():
         return cwd
     raise ConfigError("cannot find the alembic/ migrations folder; run from the project root")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from models.experiments import Experiment
 from models.prompts import Prompt, PromptActivation, PromptVersion
-from optimizer import cli, cli_prompts
+from optimizer import cli
 from optimizer.db import session_factory
 
 
@@ -28,22 +27,9 @@ class Outcome:
         return json.loads(self.out)
 
 
-_BUILD_PARSER = cli.build_parser
-
-
-def _parser_with_prompts() -> argparse.ArgumentParser:
-    """cli.build_parser(), plus our group if the lead has not wired it into cli.py yet."""
-    parser = _BUILD_PARSER()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "prompts" not in commands.choices:
-        cli_prompts.register(commands)
-    return parser
-
-
 @pytest.fixture
 def run(engine: Engine, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", engine.url.render_as_string(hide_password=False))
-    monkeypatch.setattr(cli, "build_parser", _parser_with_prompts)
 
     def call(*argv: str) -> Outcome:
         capsys.readouterr()

@@ -30,7 +30,6 @@ from optimizer.errors import Conflict, InvalidInput
 from optimizer.experiments import store, validation
 from optimizer.experiments.aggregate import arm_sums
 from optimizer.health import HealthMonitor
-from optimizer.http import admin_experiments
 from optimizer.http.app import create_app
 from optimizer.jobs.monitoring import monitor_experiments
 from optimizer.run_stats import RunStats
@@ -226,11 +225,7 @@ class Api:
 
 
 def build_app(engine: Engine, stats: RunStats) -> web.Application:
-    app = create_app(SETTINGS, engine, stats, HealthMonitor(engine, stats, utcnow()))
-    if not any(r.resource and r.resource.canonical == "/experiments"
-               for r in app.router.routes()):
-        admin_experiments.add_routes(app)
-    return app
+    return create_app(SETTINGS, engine, stats, HealthMonitor(engine, stats, utcnow()))
 
 
 @pytest.fixture

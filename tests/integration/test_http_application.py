@@ -20,7 +20,6 @@ from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.errors import Conflict, InvalidInput, NotFound
 from optimizer.health import HealthMonitor
-from optimizer.http import application
 from optimizer.http.app import create_app
 from optimizer.resolve import resolve
 from optimizer.run_stats import RunStats
@@ -36,11 +35,7 @@ MakeClient = Callable[..., Awaitable[TestClient]]
 
 def build_app(settings: Settings, engine: Engine) -> Any:
     stats = RunStats()
-    app = create_app(settings, engine, stats, HealthMonitor(engine, stats, utcnow()))
-    if not any(r.resource and r.resource.canonical == "/v1/conversations"
-               for r in app.router.routes()):
-        application.add_routes(app)
-    return app
+    return create_app(settings, engine, stats, HealthMonitor(engine, stats, utcnow()))
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.health import HealthMonitor
-from optimizer.http import admin_prompts
 from optimizer.http.app import create_app
 from optimizer.run_stats import RunStats
 
@@ -30,12 +29,8 @@ TABLES = ("prompts", "ai_prompt_versions", "prompt_activations")
 
 def build_app(engine: Engine) -> web.Application:
     stats = RunStats()
-    app = create_app(Settings(admin_token=TOKEN), engine, stats,
-                     HealthMonitor(engine, stats, utcnow()))
-    # create_app may already include these routes once the lead wires them.
-    if not any(r.resource and r.resource.canonical == "/prompts" for r in app.router.routes()):
-        admin_prompts.add_routes(app)
-    return app
+    return create_app(Settings(admin_token=TOKEN), engine, stats,
+                      HealthMonitor(engine, stats, utcnow()))
 
 
 @pytest.fixture
