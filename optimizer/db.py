@@ -17,6 +17,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from optimizer.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+READ_ONLY = "prompt_worker_read_only"
+
+
+def read_only(engine: Engine) -> Engine:
+    """The engine for transactions that only read. On SQLite they begin DEFERRED, so they
+    never wait for the write lock; on PostgreSQL nothing changes."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def _enable_sqlite_concurrency(engine: Engine) -> None:
@@ -36,7 +43,12 @@ def _enable_sqlite_concurrency(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only work (see `read_only`) takes no write lock: under WAL it reads a
+        # snapshot while a writer runs, instead of queueing behind it.
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN DEFERRED")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from optimizer import ingest
 from optimizer.clock import utcnow
+from optimizer.db import read_only
 from optimizer.errors import InvalidInput
 from optimizer.http.auth import ingest_only
 from optimizer.http.body import parse_json_document, reject_unknown
@@ -34,7 +35,7 @@ async def resolve_prompt(request: web.Request) -> web.Response:
     if unit_id is None:
         raise InvalidInput("unit_id is required: ?unit_id=<the user or session id>",
                            field="unit_id")
-    answer = await asyncio.to_thread(resolve, request.app[ENGINE],
+    answer = await asyncio.to_thread(resolve, read_only(request.app[ENGINE]),
                                      request.match_info["name"], unit_id)
     return web.json_response(answer)
 

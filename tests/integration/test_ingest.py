@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,8 +23,10 @@ from models.experiments import Experiment, ExperimentArm
 from models.prompts import Prompt, PromptVersion
 from optimizer.cli_conversations import cmd_conversations_import, register
 from optimizer.config import Settings
+from optimizer.db import read_only
 from optimizer.errors import InvalidInput
 from optimizer.ingest import MAX_BATCH, RowsInvalid, ingest
+from optimizer.resolve import resolve
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -278,3 +281,24 @@ def test_import_bad_utf8_and_missing_file(sqlite_engine: Engine, tmp_path: Path,
     with pytest.raises(InvalidInput, match="no conversations"):
         run_import(sqlite_engine, empty)
     assert conversation_count(sqlite_engine) == 0
+
+
+# --- resolve beside a writer ---------------------------------------------------------------
+
+
+def test_resolve_reads_while_another_connection_holds_the_write_lock(sqlite_engine: Engine,
+                                                                    tmp_path) -> None:
+    """On SQLite every ordinary transaction takes the write lock first; resolve must not.
+    With the lock held elsewhere, a resolve that asked for it would wait out the busy
+    timeout and fail with "database is locked"."""
+    world = seed(sqlite_engine, experiment=[(1, 1.0), (2, 1.0)])
+    path = sqlite_engine.url.database
+    writer = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE prompts SET name = name")
+        answer = resolve(read_only(sqlite_engine), "support-bot", "user-7")
+        assert answer["experiment_id"] == world.experiment_id
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
