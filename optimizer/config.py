@@ -11,6 +11,8 @@ from apscheduler.triggers.cron import CronTrigger
 from optimizer.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///prompt_worker.db"
+# `offline` is the deterministic stand-in for Claude, for the demo and tests only.
+LLM_PROVIDERS = ("anthropic", "offline")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,17 @@ class Settings:
     job_retention_days: float = 7.0
     max_body_bytes: int = 1_048_576
     log_level: str = "INFO"
+    # The LLM: which client, which models the aliases mean, and the limits on its use.
+    llm_provider: str = "anthropic"
+    llm_model_sonnet: str = "claude-sonnet-5-5"
+    llm_model_opus: str = "claude-opus-5-5"
+    llm_calls_per_hour: int = 100
+    llm_daily_budget_usd: float = 20.0
+    llm_max_retries: int = 4
+    # Pattern analysis: when a finding is worth acting on.
+    insight_min_conversations: int = 50
+    insight_min_effect: float = 0.05
+    insight_fdr: float = 0.05
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -61,6 +74,13 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
         raise ConfigError(f"{name} must be {bound}, got {raw!r}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (_text(env, name, default) or default).lower()
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     return value
 
 
@@ -109,4 +129,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=int(_number(env, "MAX_BODY_BYTES", d.max_body_bytes, minimum=1024,
                                    integer=True)),
         log_level=(_text(env, "LOG_LEVEL", d.log_level) or d.log_level).upper(),
+        llm_provider=_choice(env, "LLM_PROVIDER", d.llm_provider, LLM_PROVIDERS),
+        llm_model_sonnet=_text(env, "LLM_MODEL_SONNET", d.llm_model_sonnet) or d.llm_model_sonnet,
+        llm_model_opus=_text(env, "LLM_MODEL_OPUS", d.llm_model_opus) or d.llm_model_opus,
+        llm_calls_per_hour=int(_number(env, "LLM_CALLS_PER_HOUR", d.llm_calls_per_hour,
+                                       minimum=1, maximum=100_000, integer=True)),
+        llm_daily_budget_usd=_number(env, "LLM_DAILY_BUDGET_USD", d.llm_daily_budget_usd,
+                                     minimum=0.01),
+        llm_max_retries=int(_number(env, "LLM_MAX_RETRIES", d.llm_max_retries, minimum=0,
+                                    maximum=10, integer=True)),
+        insight_min_conversations=int(
+            _number(env, "INSIGHT_MIN_CONVERSATIONS", d.insight_min_conversations, minimum=2,
+                    integer=True)),
+        insight_min_effect=_number(env, "INSIGHT_MIN_EFFECT", d.insight_min_effect,
+                                   minimum=0.0, maximum=1.0),
+        insight_fdr=_number(env, "INSIGHT_FDR", d.insight_fdr, minimum=0.0001, maximum=0.5),
     )

@@ -1,5 +1,7 @@
 """The project's exception hierarchy: one root, messages that say what to do."""
 
+from datetime import datetime
+
 
 class PromptWorkerError(Exception):
     """Root of every error prompt-worker raises on purpose."""
@@ -31,3 +33,12 @@ class PermanentJobError(PromptWorkerError):
 
 class DatabaseUnavailable(PromptWorkerError):
     """The database could not be reached."""
+
+
+class JobDeferred(PromptWorkerError):
+    """The job cannot run yet (an LLM call limit or the budget is used up): it goes back to
+    `pending` until `until`, and the attempt does not count."""
+
+    def __init__(self, message: str, until: datetime) -> None:
+        super().__init__(message)
+        self.until = until

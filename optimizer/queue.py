@@ -194,6 +194,13 @@ def mark_cancelled(engine: Engine, lease: Lease, *, now: datetime) -> bool:
                    error="cancelled by an admin while running")
 
 
+def defer(engine: Engine, lease: Lease, reason: str, *, until: datetime) -> bool:
+    """Put a job back until `until` because it cannot run yet (a limit is used up); the
+    attempt does not count, and `error` says why it waits."""
+    return _finish(engine, lease, status="pending", run_after=until,
+                   attempts=J.attempts - 1, error=reason[:MAX_ERROR_CHARS], current_step=None)
+
+
 def release(engine: Engine, lease: Lease, *, now: datetime) -> bool:
     """Give a job back at shutdown; the interrupted attempt does not count."""
     return _finish(engine, lease, status="pending", run_after=now, attempts=J.attempts - 1,

@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from functools import partial
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from optimizer import queue
 from optimizer.backoff import retry_delay
-from optimizer.errors import PermanentJobError, PromptWorkerError
+from optimizer.errors import JobDeferred, PermanentJobError, PromptWorkerError
 from optimizer.job_input import decode_stored_payload
 from optimizer.jobs.context import ActiveJob, Handler, ServiceContext
 
@@ -44,6 +45,7 @@ class Outcome(Enum):
     CANCELLED = "cancelled"    # an admin cancelled it while running
     LOST = "lost"              # our lease was lost: someone else may own the job now
     RELEASED = "released"      # shutdown grace ran out: give it back
+    DEFERRED = "deferred"      # a limit is used up: back to pending until it fits
 
 
 @dataclass
@@ -52,6 +54,7 @@ class _Run:
     result: dict[str, Any] | None = None
     error: str | None = None
     permanent: bool = False
+    until: datetime | None = None
 
 
 def describe(exc: BaseException) -> str:
@@ -220,6 +223,8 @@ class Worker:
                 return _Run(Outcome.FAILED, permanent=True,
                             error=f"handler returned {type(result).__name__}, not a dict")
             return _Run(Outcome.COMPLETED, result=result)
+        if isinstance(exc, JobDeferred):
+            return _Run(Outcome.DEFERRED, error=str(exc), until=exc.until)
         if not isinstance(exc, PromptWorkerError):
             log.error("handler raised", exc_info=exc)
         return _Run(Outcome.FAILED, error=describe(exc),
@@ -246,6 +251,9 @@ class Worker:
             write = partial(queue.mark_cancelled, engine, lease, now=now)
         elif run.outcome is Outcome.RELEASED:
             write = partial(queue.release, engine, lease, now=now)
+        elif run.outcome is Outcome.DEFERRED and run.until is not None:
+            write = partial(queue.defer, engine, lease, run.error or "deferred",
+                            until=run.until)
         else:
             final = run.permanent or job.attempts >= job.max_attempts
             delay = None if final else retry_delay(

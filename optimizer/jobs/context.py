@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from optimizer.config import Settings
+from optimizer.llm.client import LlmClient
 from optimizer.run_stats import RunStats
 
 
@@ -21,6 +22,8 @@ class ServiceContext:
     sessions: sessionmaker[Session]
     stats: RunStats
     clock: Callable[[], datetime]
+    # None only in tests of handlers that make no LLM call.
+    llm: LlmClient | None = None
 
 
 @dataclass(frozen=True)

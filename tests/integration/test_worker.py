@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import random
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from optimizer import queue
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
-from optimizer.errors import PermanentJobError
+from optimizer.errors import JobDeferred, PermanentJobError
 from optimizer.job_input import NewJob
 from optimizer.jobs.context import ActiveJob, Handler, ServiceContext
 from optimizer.jobs.registry import default_handlers
@@ -109,6 +110,29 @@ async def test_failures_retry_with_backoff_then_fail_with_error_kept(engine):
     assert calls == 3 and job.attempts == 3
     assert job.error == "RuntimeError: upstream broke on try 3"
     assert worker.ctx.stats.snapshot()["jobsFailed"] == 1
+
+
+async def test_deferred_job_waits_without_spending_an_attempt(engine):
+    until = utcnow() + timedelta(hours=1)
+    calls = 0
+
+    async def handler(ctx: ServiceContext, job: ActiveJob) -> dict:
+        nonlocal calls
+        calls += 1
+        raise JobDeferred("LLM_CALLS_PER_HOUR (100) is used up", until)
+
+    worker = make_worker(engine, {"full_cycle": handler})
+    job_id = add_job(engine, max_attempts=1)
+    worker.start()
+    await wait_for(lambda: calls == 1 and queue.get_job(engine, job_id).status == "pending")
+    await asyncio.sleep(0.3)  # several polls: a deferred job is not due again
+    await worker.stop(1)
+    job = queue.get_job(engine, job_id)
+    assert calls == 1
+    assert (job.status, job.attempts, job.locked_by) == ("pending", 0, None)
+    assert job.run_after == until
+    assert job.error == "LLM_CALLS_PER_HOUR (100) is used up"
+    assert worker.ctx.stats.snapshot()["jobsFailed"] == 0
 
 
 async def test_retry_waits_for_backoff_delay(engine):
