@@ -5,9 +5,10 @@ Pure and deterministic: sha256 of "<experiment_id>:<unit_id>" maps the unit to a
 same arm on every call, in every process and on every Python version (hash() is salted per
 process, so it is never used here), and different experiments split units independently.
 
-Only active arms take part: the caller passes them and nothing else. When an arm stops, its
-slice disappears and the remaining arms (control among them, which never stops) share the
-interval in proportion to their weights.
+The caller passes every arm of the experiment, stopped ones included, so slices never move:
+when an arm stops, the caller sends the units of its slice to control and every other unit
+keeps its arm. (Dropping the stopped arm from the list would shift the slices and move units
+between the arms still running, mixing their samples.)
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ def unit_point(experiment_id: int, unit_id: str) -> float:
 
 
 def pick_arm(experiment_id: int, unit_id: str, arms: Sequence[tuple[int, float]]) -> int:
-    """The id of the arm this unit gets. `arms` are (arm_id, weight) pairs of the active arms;
-    they are ordered by arm_id here so the caller's order cannot change an assignment."""
+    """The id of the arm whose slice holds this unit. `arms` are (arm_id, weight) pairs of all
+    the experiment's arms; they are ordered by arm_id here so the caller's order cannot change
+    an assignment."""
     if not arms:
         raise ValueError("pick_arm needs at least one arm")
     ordered = sorted(arms)

@@ -81,20 +81,22 @@ def _from_experiment(session: Session, prompt_name: str, experiment_id: int, run
                      unit_id: str) -> dict[str, Any] | None:
     arms = session.execute(
         select(ExperimentArm.id, ExperimentArm.is_control, ExperimentArm.weight,
-               PromptVersion.id.label("version_id"), PromptVersion.version,
-               PromptVersion.content)
+               ExperimentArm.status, PromptVersion.id.label("version_id"),
+               PromptVersion.version, PromptVersion.content)
         .join(PromptVersion, PromptVersion.id == ExperimentArm.version_id)
-        .where(ExperimentArm.experiment_id == experiment_id,
-               ExperimentArm.status == "active")
+        .where(ExperimentArm.experiment_id == experiment_id)
         .order_by(ExperimentArm.id)).all()
-    if not arms:
+    control = next((arm for arm in arms if arm.is_control and arm.status == "active"), None)
+    if control is None:
         return None
     if not running:
-        control = next((arm for arm in arms if arm.is_control), None)
-        return None if control is None else _answer(
-            prompt_name, control.version, control.version_id, control.content, None, None)
+        return _answer(prompt_name, control.version, control.version_id, control.content,
+                       None, None)
+    # Every arm keeps its slice; a stopped arm's units go to control.
     chosen_id = pick_arm(experiment_id, unit_id, [(arm.id, arm.weight) for arm in arms])
     chosen = next(arm for arm in arms if arm.id == chosen_id)
+    if chosen.status != "active":
+        chosen = control
     return _answer(prompt_name, chosen.version, chosen.version_id, chosen.content,
                    experiment_id,
                    {"id": chosen.id, "role": "control" if chosen.is_control else "variant"})

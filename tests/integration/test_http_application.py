@@ -14,7 +14,9 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
+from models.experiments import ExperimentArm
 from optimizer.assignment import pick_arm
 from optimizer.clock import utcnow
 from optimizer.config import Settings
@@ -100,11 +102,20 @@ def test_resolve_paused_experiment_serves_control(engine: Engine) -> None:
         assert answer["version_id"] == world.versions[1]
 
 
-def test_resolve_stopped_arm_gets_no_traffic(engine: Engine) -> None:
-    world = seed(engine, experiment=[(1, 1.0), (2, 1.0), (3, 1.0)], stopped=[3])
-    versions = {resolve(engine, "support-bot", f"u{i}")["version"] for i in range(200)}
-    assert versions == {1, 2}
-    assert world.arms[3]
+def test_stopped_arm_sends_its_units_to_control_and_moves_nobody_else(engine: Engine
+                                                                         ) -> None:
+    world = seed(engine, experiment=[(1, 1.0), (2, 1.0), (3, 1.0)])
+    units = [f"u{i}" for i in range(600)]
+    before = {u: resolve(engine, "support-bot", u)["version"] for u in units}
+    assert set(before.values()) == {1, 2, 3}
+    with Session(engine) as session, session.begin():
+        session.get(ExperimentArm, world.arms[3]).status = "stopped"
+    after = {u: resolve(engine, "support-bot", u) for u in units}
+    for unit in units:
+        expected = 1 if before[unit] == 3 else before[unit]
+        assert after[unit]["version"] == expected, unit
+        role = "control" if expected == 1 else "variant"
+        assert after[unit]["arm"] == {"id": world.arms[expected], "role": role}
 
 
 def test_resolve_completed_experiment_is_ignored(engine: Engine) -> None:

@@ -56,15 +56,6 @@ def test_experiments_split_independently() -> None:
     assert 0.45 < same / 4000 < 0.55
 
 
-def test_stopping_an_arm_keeps_remaining_units_on_active_arms() -> None:
-    before = [(1, 1.0), (2, 1.0), (3, 1.0)]
-    after = [(1, 1.0), (2, 1.0)]  # arm 3 stopped: only active arms are passed
-    picks = {pick_arm(5, f"u{i}", after) for i in range(1000)}
-    assert picks == {1, 2}
-    moved_from_3 = [i for i in range(1000) if pick_arm(5, f"u{i}", before) == 3]
-    assert moved_from_3 and all(pick_arm(5, f"u{i}", after) in (1, 2) for i in moved_from_3)
-
-
 @pytest.mark.parametrize("arms", [[], [(1, 0.0)], [(1, -1.0)], [(1, float("nan"))]])
 def test_bad_arms_are_refused(arms: list[tuple[int, float]]) -> None:
     with pytest.raises(ValueError):
