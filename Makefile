@@ -18,11 +18,12 @@ PYTHON_CANDIDATES := $(if $(PYTHON),$(PYTHON),python3 python3.13 python3.12 pyth
 # variables already set in the shell.
 LOAD_ENV := if [ -f .env ]; then set -a; . ./.env; set +a; fi
 
-.PHONY: help run migrate test lint bench clean
+.PHONY: help run migrate test demo lint bench clean
 
 help:
 	@echo "make run      create .venv, install, migrate the database, start the service"
 	@echo "make test     create .venv, install test dependencies, run all tests (PostgreSQL included)"
+	@echo "make demo     simulate days of traffic on a fresh SQLite file and show the whole loop"
 	@echo "make migrate  bring the database at DATABASE_URL to the latest schema"
 	@echo "make lint     ruff check ."
 	@echo "make bench    run the scripts in benchmarks/"
@@ -37,6 +38,9 @@ migrate: $(STAMP_RUN)
 
 test: $(STAMP_TEST)
 	$(VENV)/bin/pytest -q
+
+demo: $(STAMP_RUN)
+	@$(LOAD_ENV); exec $(VENV)/bin/prompt-worker demo
 
 lint: $(STAMP_TEST)
 	$(VENV)/bin/ruff check .

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from models.jobs import JOB_STATUSES, JOB_TYPES
-from optimizer import cli_conversations, cli_experiments, cli_prompts, db, queue
+from optimizer import cli_conversations, cli_demo, cli_experiments, cli_prompts, db, queue
 from optimizer.clock import utcnow
 from optimizer.config import Settings, load_settings
 from optimizer.errors import ConfigError, InvalidInput, PromptWorkerError
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_prompts.register(commands)
     cli_experiments.register(commands)
     cli_conversations.register(commands)
+    cli_demo.register(commands)
     return parser
 
 
@@ -222,6 +223,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.func is None:
         return cmd_run(settings)
+    if getattr(args, "standalone", False):  # commands that open no DATABASE_URL
+        return int(args.func(args, settings))
     return run_with_engine(args.func, args, settings)
 
 
