@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "runs hourly pattern analysis and 15-minute monitoring in accelerated "
                     "time. Uses Claude when ANTHROPIC_API_KEY is set, otherwise the "
                     "deterministic offline generator. DATABASE_URL is not used.")
-    demo.add_argument("--days", type=float, default=4.0,
-                      help="simulated days (default 4, at most 14)")
+    demo.add_argument("--days", type=float, default=3.0,
+                      help="simulated days (default 3, at most 14)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.add_argument("--per-tick", type=int, default=60, metavar="N",
                       help="conversations per simulated 15 minutes (default 60)")

@@ -24,6 +24,7 @@ from optimizer.health import HealthMonitor
 from optimizer.http.app import create_app
 from optimizer.jobs.context import ServiceContext
 from optimizer.jobs.registry import default_handlers
+from optimizer.llm import build_llm_client
 from optimizer.logs import setup_logging
 from optimizer.notify import listen_for_jobs
 from optimizer.run_stats import RunStats
@@ -104,8 +105,9 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
 
 async def _serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> int:
     stats = RunStats()
-    ctx = ServiceContext(settings=settings, engine=engine, sessions=db.session_factory(engine),
-                         stats=stats, clock=utcnow)
+    sessions = db.session_factory(engine)
+    ctx = ServiceContext(settings=settings, engine=engine, sessions=sessions, stats=stats,
+                         clock=utcnow, llm=build_llm_client(settings, sessions, utcnow))
     health = HealthMonitor(engine, stats, started_at=utcnow())
     runner = web.AppRunner(create_app(settings, engine, stats, health), access_log=None)
     await runner.setup()
@@ -136,6 +138,10 @@ async def _serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> int
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
+    close_llm = getattr(ctx.llm, "aclose", None)
+    if close_llm is not None:  # the SDK's HTTP connections
+        with contextlib.suppress(Exception):
+            await close_llm()
     await runner.cleanup()
     log.info("stopped")
     return 0

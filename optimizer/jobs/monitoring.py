@@ -29,6 +29,21 @@ def _check(ctx: ServiceContext, experiment_id: int, job_id: int) -> CheckOutcome
         return check_experiment(session, experiment_id, now=ctx.clock(), job_id=job_id)
 
 
+async def check_one(ctx: ServiceContext, experiment_id: int, job_id: int
+                    ) -> CheckOutcome | None:
+    """Check one experiment in its own transaction, count a completion and log a decision.
+    None when the experiment is no longer running."""
+    outcome = await asyncio.to_thread(_check, ctx, experiment_id, job_id)
+    if outcome is not None:
+        if outcome.completed:
+            ctx.stats.add("experimentsCompleted")
+        if outcome.decision != "continue":
+            log.info("experiment decision", extra={
+                "experiment_id": experiment_id, "decision": outcome.decision,
+                "status": outcome.status, "job_id": job_id})
+    return outcome
+
+
 def _describe(exc: BaseException) -> str:
     text = " ".join(str(exc).split())[:500]
     if isinstance(exc, PromptWorkerError):
@@ -49,7 +64,7 @@ async def monitor_experiments(ctx: ServiceContext, job: ActiveJob) -> dict[str, 
     reported = loop.time()
     for done, experiment_id in enumerate(running, start=1):
         try:
-            outcome = await asyncio.to_thread(_check, ctx, experiment_id, job.id)
+            outcome = await check_one(ctx, experiment_id, job.id)
         except Exception as exc:  # one broken experiment must not hide the others
             log.error("experiment check failed", exc_info=exc,
                       extra={"experiment_id": experiment_id, "job_id": job.id})
@@ -57,12 +72,6 @@ async def monitor_experiments(ctx: ServiceContext, job: ActiveJob) -> dict[str, 
         else:
             if outcome is not None:
                 decisions.append(outcome.to_dict())
-                if outcome.completed:
-                    ctx.stats.add("experimentsCompleted")
-                if outcome.decision != "continue":
-                    log.info("experiment decision", extra={
-                        "experiment_id": experiment_id, "decision": outcome.decision,
-                        "status": outcome.status, "job_id": job.id})
         # At most about once a second: progress is a write of its own.
         if done == len(running) or loop.time() - reported >= PROGRESS_EVERY_SECONDS:
             reported = loop.time()

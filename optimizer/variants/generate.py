@@ -41,8 +41,14 @@ class Chained:
     note: str
 
 
-async def generate_variants(ctx: ServiceContext, job: ActiveJob,
-                            spec: GenerationSpec) -> dict[str, Any]:
+NOT_CHAINED = Chained(None, "no experiment_creation job queued: the caller starts the "
+                            "experiment itself")
+
+
+async def generate_variants(ctx: ServiceContext, job: ActiveJob, spec: GenerationSpec,
+                            *, chain: bool = True) -> dict[str, Any]:
+    """Store the valid variants; with `chain`, queue an experiment_creation job for them
+    (full_cycle passes False and starts the experiment itself)."""
     llm = ctx.llm
     if llm is None:
         raise PermanentJobError("no LLM client is configured in this worker; set "
@@ -50,7 +56,7 @@ async def generate_variants(ctx: ServiceContext, job: ActiveJob,
     await job.report_progress(5, "reading prompt, insights and failing conversations")
     inputs, earlier = await asyncio.to_thread(_load, ctx, spec, job.id)
     if earlier is not None:
-        return await _resume(ctx, job, inputs, earlier)
+        return await _resume(ctx, job, inputs, earlier, chain)
     request = build_request(model=spec.model, active_prompt=inputs.active_content,
                             active_version=inputs.active_version, insights=inputs.insights,
                             transcripts=inputs.transcripts, n=spec.n, job_id=job.id)
@@ -75,7 +81,8 @@ async def generate_variants(ctx: ServiceContext, job: ActiveJob,
     log.info("variants stored", extra={"job_id": job.id, "prompt": spec.prompt,
                                        "versions": [s.version for s in stored],
                                        "dropped": len(dropped), "model": reply.model})
-    chained = await asyncio.to_thread(_chain, ctx, job, spec.prompt, stored, live)
+    chained = (await asyncio.to_thread(_chain, ctx, job, spec.prompt, stored, live) if chain
+               else NOT_CHAINED)
     await job.report_progress(100, f"stored {len(stored)} candidate(s)")
     return _result(spec.prompt, reply, len(parsed), stored, dropped, insight_ids,
                    inputs.active_version, chained)
@@ -133,14 +140,17 @@ def _chain(ctx: ServiceContext, job: ActiveJob, name: str,
 
 
 async def _resume(ctx: ServiceContext, job: ActiveJob, inputs: store.GenerationInputs,
-                  earlier: store.EarlierAttempt) -> dict[str, Any]:
+                  earlier: store.EarlierAttempt, chain: bool) -> dict[str, Any]:
     """An earlier attempt stored its candidates and then stopped (crash, lost lease): finish
     its work instead of asking the model again."""
     log.info("variants already stored by an earlier attempt",
              extra={"job_id": job.id, "prompt": inputs.prompt,
                     "versions": [s.version for s in earlier.stored]})
-    live = await asyncio.to_thread(_live, ctx, inputs.prompt_id)
-    chained = await asyncio.to_thread(_chain, ctx, job, inputs.prompt, earlier.stored, live)
+    chained = NOT_CHAINED
+    if chain:
+        live = await asyncio.to_thread(_live, ctx, inputs.prompt_id)
+        chained = await asyncio.to_thread(_chain, ctx, job, inputs.prompt, earlier.stored,
+                                          live)
     await job.report_progress(100, "candidates were stored by an earlier attempt")
     return {"prompt": inputs.prompt, "provider": earlier.provider,
             "requested_model": earlier.requested_model, "model": earlier.model,
