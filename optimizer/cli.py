@@ -19,7 +19,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from models.jobs import JOB_STATUSES, JOB_TYPES
-from optimizer import cli_conversations, cli_demo, cli_experiments, cli_prompts, db, queue
+from optimizer import (
+    cli_conversations,
+    cli_demo,
+    cli_experiments,
+    cli_insights,
+    cli_prompts,
+    db,
+    queue,
+)
 from optimizer.clock import utcnow
 from optimizer.config import Settings, load_settings
 from optimizer.errors import ConfigError, InvalidInput, PromptWorkerError
@@ -50,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_jobs_parser(commands)
     cli_prompts.register(commands)
     cli_experiments.register(commands)
+    cli_insights.register(commands)
     cli_conversations.register(commands)
     cli_demo.register(commands)
     return parser

@@ -7,7 +7,14 @@ from sqlalchemy.engine import Engine
 
 from optimizer.config import Settings
 from optimizer.health import HealthMonitor
-from optimizer.http import admin_experiments, admin_jobs, admin_prompts, application, probes
+from optimizer.http import (
+    admin_experiments,
+    admin_insights,
+    admin_jobs,
+    admin_prompts,
+    application,
+    probes,
+)
 from optimizer.http.errors import error_middleware
 from optimizer.http.keys import ENGINE, HEALTH, SETTINGS, STATS
 from optimizer.run_stats import RunStats
@@ -27,5 +34,6 @@ def create_app(settings: Settings, engine: Engine, stats: RunStats,
     admin_jobs.add_routes(app)
     admin_prompts.add_routes(app)
     admin_experiments.add_routes(app)
+    admin_insights.add_routes(app)
     application.add_routes(app)
     return app

@@ -1,0 +1,65 @@
+"""`prompt-worker insights list [--prompt NAME] [--actionable] [--kind K] [--limit N] [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+from sqlalchemy.engine import Engine
+
+from optimizer.config import Settings
+from optimizer.db import read_only, session_factory
+from optimizer.patterns import views
+
+TABLE_HEADER = ("ID", "PROMPT", "VER", "KIND", "ACTIONABLE", "EFFECT", "SEEN", "LAST SEEN",
+                "TITLE")
+TITLE_COLUMN_CHARS = 80
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    group = subparsers.add_parser("insights", help="list what pattern analysis found")
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="list insights, most recently seen first")
+    listing.add_argument("--prompt", metavar="NAME", help="only this prompt's insights")
+    listing.add_argument("--actionable", action="store_true",
+                         help="only insights worth acting on")
+    listing.add_argument("--kind", metavar="K", help=f"one of: {', '.join(views.KINDS)}")
+    listing.add_argument("--limit", metavar="N", default=str(views.DEFAULT_LIMIT),
+                         help=f"at most N, 1..{views.MAX_LIMIT} (default {views.DEFAULT_LIMIT})")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(func=cmd_insights_list, needs_engine=True)
+
+
+def cmd_insights_list(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    limit = views.parse_limit(args.limit)
+    kind = views.parse_kind(args.kind) if args.kind is not None else None
+    prompt = views.parse_prompt(args.prompt) if args.prompt is not None else None
+    with session_factory(read_only(engine))() as session:
+        found = views.list_insights(session, prompt=prompt,
+                                    actionable=True if args.actionable else None, kind=kind,
+                                    limit=limit)
+    if args.json:
+        print(json.dumps({"insights": [v.to_dict() for v in found]}, indent=2))
+    else:
+        print(format_table(found))
+    return 0
+
+
+def _row(view: views.InsightView) -> tuple[str, ...]:
+    title = " ".join(view.title.split())
+    if len(title) > TITLE_COLUMN_CHARS:
+        title = title[:TITLE_COLUMN_CHARS - 3] + "..."
+    effect = "-" if view.effect_size is None else f"{view.effect_size:+.3f}"
+    return (str(view.id), view.prompt, "-" if view.version is None else str(view.version),
+            view.kind, "yes" if view.is_actionable else "no", effect, str(view.occurrences),
+            view.last_seen_at.strftime("%Y-%m-%d %H:%M:%SZ"), title)
+
+
+def format_table(found: Sequence[views.InsightView]) -> str:
+    if not found:
+        return "no insights match"
+    rows = [TABLE_HEADER, *(_row(v) for v in found)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                     .rstrip() for row in rows)

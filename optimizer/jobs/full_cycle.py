@@ -1,0 +1,145 @@
+"""full_cycle: the whole loop for one prompt in one job, for admins.
+
+Payload: {"prompt": NAME (required), "model"?: "sonnet" | "opus" | a full model id,
+"n"?: 1..10 variants (default 3), "always_generate"?: bool (default false: variants are
+only asked for when the prompt has actionable insights)}.
+
+Steps, each reported as `current_step` with progress in its share of 0-100:
+analysis (0-30) -> generation (30-70) -> creation (70-85) -> monitoring (85-100).
+Nothing is chained through the queue: the job does each step itself. Generation and
+creation are skipped, with the reason in the result, while the prompt already has a running
+or paused experiment (its candidates would wait for it anyway), and generation when there
+is nothing actionable to fix. A retry after a crash repeats analysis (its writes are
+upserts), reuses variants an earlier attempt stored (no second LLM call) and finds the
+experiment it started still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from sqlalchemy import func, select
+
+from models.insights import PatternInsight
+from models.prompts import Prompt
+from optimizer.errors import PermanentJobError
+from optimizer.experiments.validation import MAX_VARIANTS
+from optimizer.jobs import creation, monitoring, variant_generation
+from optimizer.jobs.context import ActiveJob, ServiceContext
+from optimizer.jobs.pattern_analysis import analyze_prompt
+from optimizer.variants import generate, store
+
+PAYLOAD_KEYS = ("prompt", "model", "n", "always_generate", "scope")
+
+
+@dataclasses.dataclass(frozen=True)
+class CycleSpec:
+    prompt: str
+    generation: generate.GenerationSpec
+    always_generate: bool
+
+
+def parse_payload(payload: dict[str, Any]) -> CycleSpec:
+    unknown = [key for key in payload if key not in PAYLOAD_KEYS]
+    if unknown:
+        raise PermanentJobError(f"payload field {unknown[0]!r} is not known; allowed: "
+                                f"{', '.join(PAYLOAD_KEYS)}")
+    always = payload.get("always_generate", False)
+    if not isinstance(always, bool):
+        raise PermanentJobError("payload field 'always_generate' must be true or false; "
+                                f"got {always!r:.60}")
+    spec = variant_generation.parse_payload(
+        {key: payload[key] for key in ("prompt", "model", "n") if key in payload})
+    return CycleSpec(prompt=spec.prompt, generation=spec, always_generate=always)
+
+
+def _step(job: ActiveJob, low: int, high: int, name: str) -> ActiveJob:
+    """The job as a step sees it: its progress 0-100 lands in [low, high] of the whole, and
+    its message is prefixed with the step's name."""
+    async def report(percent: int, message: str | None) -> None:
+        scaled = low + (high - low) * max(0, min(100, percent)) // 100
+        await job.report_progress(scaled, f"{name}: {message}" if message else name)
+
+    return dataclasses.replace(job, report_progress=report)
+
+
+def _state(ctx: ServiceContext, name: str) -> tuple[tuple[int, str] | None, int]:
+    """The prompt's live experiment (id, status) if any, and its number of actionable
+    insights."""
+    with ctx.sessions() as session:
+        prompt_id = session.scalar(select(Prompt.id).where(Prompt.name == name))
+        if prompt_id is None:
+            raise PermanentJobError(f"prompt {name!r} does not exist")
+        actionable = session.scalar(
+            select(func.count()).select_from(PatternInsight)
+            .where(PatternInsight.prompt_id == prompt_id,
+                   PatternInsight.is_actionable.is_(True))) or 0
+        return store.live_experiment(session, prompt_id), int(actionable)
+
+
+async def run_full_cycle(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any]:
+    spec = parse_payload(job.payload)
+    name = spec.prompt
+    await asyncio.to_thread(_state, ctx, name)  # an unknown prompt fails before any work
+    result: dict[str, Any] = {"prompt": name}
+    analysing = _step(job, 0, 30, "analysis")
+    await analysing.report_progress(0, "analysing conversations")
+    analysis = await analyze_prompt(ctx, analysing, name, chain=False)
+    ctx.stats.add("patternsAnalyzed")
+    await analysing.report_progress(100, f"{analysis['actionable']} actionable finding(s)")
+    result["analysis"] = {**analysis, "message": (
+        f"{analysis['actionable']} actionable of {analysis['tests']} tests, "
+        f"{analysis['new']} new")}
+    live, actionable = await asyncio.to_thread(_state, ctx, name)
+    result["generation"], result["creation"] = await _generate_and_create(
+        ctx, job, spec, live, actionable)
+    live, _ = await asyncio.to_thread(_state, ctx, name)
+    result["monitoring"] = await _monitor(ctx, _step(job, 85, 100, "monitoring"), live)
+    result["message"] = "; ".join(
+        f"{step}: {result[step]['message']}" for step in
+        ("analysis", "generation", "creation", "monitoring") if result[step].get("message"))
+    await job.report_progress(100, "done")
+    return result
+
+
+async def _generate_and_create(ctx: ServiceContext, job: ActiveJob, spec: CycleSpec,
+                               live: tuple[int, str] | None, actionable: int
+                               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    if live is not None:
+        why = (f"skipped: prompt {spec.prompt!r} has experiment {live[0]} {live[1]}; "
+               "new variants would wait for it")
+        return _skipped(why), _skipped(why)
+    if actionable == 0 and not spec.always_generate:
+        why = ("skipped: no actionable insights for this prompt (set always_generate to "
+               "ask for variants anyway)")
+        return _skipped(why), _skipped("skipped: no new variants")
+    generated = await generate.generate_variants(
+        ctx, _step(job, 30, 70, "generation"), spec.generation, chain=False)
+    versions = [item["version"] for item in generated["stored"]]
+    creator = _step(job, 70, 85, "creation")
+    created = await creation.create_experiment_job(
+        ctx, dataclasses.replace(creator, payload={
+            "prompt": spec.prompt,
+            "variants": versions[:MAX_VARIANTS]}))
+    return generated, created
+
+
+async def _monitor(ctx: ServiceContext, job: ActiveJob,
+                   live: tuple[int, str] | None) -> dict[str, Any]:
+    if live is None or live[1] != "running":
+        await job.report_progress(100, "no running experiment")
+        return _skipped("skipped: the prompt has no running experiment")
+    await job.report_progress(10, f"checking experiment {live[0]}")
+    outcome = await monitoring.check_one(ctx, live[0], job.id)
+    await job.report_progress(100, f"experiment {live[0]} checked")
+    if outcome is None:
+        return _skipped(f"experiment {live[0]} ended meanwhile")
+    decision = outcome.to_dict()
+    return {"skipped": False, "decision": decision,
+            "message": f"experiment {live[0]}: {decision['decision']}"}
+
+
+def _skipped(why: str) -> dict[str, Any]:
+    return {"skipped": True, "message": why}

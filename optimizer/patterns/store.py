@@ -1,0 +1,163 @@
+"""Database side of pattern analysis: which prompts to analyse, insert-or-update of
+insights, and what chaining needs to know. Functions take a Session and never commit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, exists, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from models.conversations import Conversation
+from models.experiments import Experiment
+from models.insights import PatternInsight
+from models.jobs import OptimizationJob
+from models.prompts import Prompt, PromptVersion
+from optimizer.errors import PermanentJobError, PromptWorkerError
+from optimizer.patterns import fingerprints
+from optimizer.patterns.describe import InsightDraft
+from optimizer.prompts import LIVE_EXPERIMENT_STATUSES
+
+INSIGHTS: Table = PatternInsight.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A prompt and its active version: what one analysis looks at."""
+
+    prompt_id: int
+    name: str
+    version_id: int
+    version: int
+
+
+def _targets() -> Any:
+    return (select(Prompt.id, Prompt.name, PromptVersion.id, PromptVersion.version)
+            .join(PromptVersion, (PromptVersion.prompt_id == Prompt.id)
+                  & (PromptVersion.status == "active")))
+
+
+def target_named(session: Session, name: str) -> Target:
+    if session.scalar(select(Prompt.id).where(Prompt.name == name)) is None:
+        raise PermanentJobError(f"payload field 'prompt': no prompt named {name!r}; create it "
+                                "(POST /prompts) or fix the name")
+    row = session.execute(_targets().where(Prompt.name == name)).first()
+    if row is None:
+        raise PermanentJobError(f"prompt {name!r} has no active version to analyse; activate "
+                                f"one (POST /prompts/{name}/rollback), then retry")
+    return Target(*row)
+
+
+def recent_targets(session: Session, since: datetime, until: datetime) -> list[Target]:
+    """Prompts whose active version has conversations in (since, until]."""
+    c = Conversation
+    recent = exists().where(c.version_id == PromptVersion.id, c.occurred_at > since,
+                            c.occurred_at <= until)
+    return [Target(*row) for row in session.execute(_targets().where(recent)
+                                                    .order_by(Prompt.name))]
+
+
+def llm_themes_refreshed_at(session: Session, target: Target) -> datetime | None:
+    """When the LLM last named themes for this version, if it did."""
+    row = session.execute(select(PatternInsight.last_seen_at, PatternInsight.version_id)
+                          .where(PatternInsight.prompt_id == target.prompt_id,
+                                 PatternInsight.fingerprint == fingerprints.THEME_LLM)).first()
+    return row[0] if row is not None and row[1] == target.version_id else None
+
+
+# --- writing -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Saved:
+    id: int
+    fingerprint: str
+    created: bool
+    is_actionable: bool
+    # Actionable now and not before: a new row, a row that was not actionable, or one
+    # established for an earlier active version (for this version the finding is new).
+    newly_actionable: bool
+
+
+def _upsert(session: Session, values: dict[str, Any]) -> int:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        insert: Any = postgresql.insert(INSIGHTS)
+    elif dialect == "sqlite":
+        insert = sqlite.insert(INSIGHTS)
+    else:
+        raise PromptWorkerError(f"storing insights needs PostgreSQL or SQLite, not {dialect}")
+    stmt = insert.values(**values)
+    new = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["prompt_id", "fingerprint"],
+        set_={"version_id": new.version_id, "kind": new.kind, "title": new.title,
+              "detail": new.detail, "evidence": new.evidence,
+              "is_actionable": new.is_actionable, "effect_size": new.effect_size,
+              "last_seen_at": new.last_seen_at,
+              "occurrences": INSIGHTS.c.occurrences + 1}).returning(INSIGHTS.c.id)
+    return int(session.execute(stmt).scalar_one())
+
+
+def save_insights(session: Session, target: Target, drafts: Sequence[InsightDraft], *,
+                  now: datetime) -> list[Saved]:
+    """Insert each draft, or update the row with its fingerprint: last_seen_at, occurrences
+    + 1, evidence, actionability. The prompt row is locked first (PostgreSQL; SQLite holds
+    the write lock already), so two runs for one prompt cannot both see a finding as new."""
+    if not drafts:
+        return []
+    session.execute(select(Prompt.id).where(Prompt.id == target.prompt_id).with_for_update())
+    before = {row.fingerprint: row for row in session.execute(
+        select(PatternInsight.fingerprint, PatternInsight.is_actionable,
+               PatternInsight.version_id)
+        .where(PatternInsight.prompt_id == target.prompt_id,
+               PatternInsight.fingerprint.in_([d.fingerprint for d in drafts])))}
+    saved = []
+    for draft in drafts:
+        insight_id = _upsert(session, {
+            "prompt_id": target.prompt_id, "version_id": target.version_id,
+            "kind": draft.kind, "fingerprint": draft.fingerprint, "title": draft.title,
+            "detail": draft.detail,
+            "evidence": json.dumps(draft.evidence, allow_nan=False, separators=(",", ":")),
+            "is_actionable": draft.is_actionable, "effect_size": draft.effect_size,
+            "occurrences": 1, "first_seen_at": now, "last_seen_at": now})
+        old = before.get(draft.fingerprint)
+        was = old is not None and old.is_actionable and old.version_id == target.version_id
+        saved.append(Saved(insight_id, draft.fingerprint, old is None, draft.is_actionable,
+                           draft.is_actionable and not was))
+    session.flush()
+    return saved
+
+
+# --- chaining ----------------------------------------------------------------------------
+
+
+def live_experiment(session: Session, prompt_id: int) -> tuple[int, str] | None:
+    row = session.execute(select(Experiment.id, Experiment.status)
+                          .where(Experiment.prompt_id == prompt_id,
+                                 Experiment.status.in_(LIVE_EXPERIMENT_STATUSES))
+                          .order_by(Experiment.id)).first()
+    return (int(row[0]), str(row[1])) if row is not None else None
+
+
+def queued_generation(session: Session, name: str) -> int | None:
+    """A pending or running variant_generation job for the prompt, whoever queued it. The
+    payload is read in Python: jobs inserted by hand need not use our JSON layout."""
+    rows = session.execute(select(OptimizationJob.id, OptimizationJob.payload)
+                           .where(OptimizationJob.type == "variant_generation",
+                                  OptimizationJob.status.in_(("pending", "running")))
+                           .order_by(OptimizationJob.id))
+    for job_id, payload in rows:
+        try:
+            decoded = json.loads(payload or "{}")
+        except ValueError:
+            continue
+        if isinstance(decoded, dict) and decoded.get("prompt") == name:
+            return int(job_id)
+    return None
