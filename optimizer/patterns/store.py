@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, exists, select
+from sqlalchemy import Table, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -110,9 +110,10 @@ def save_insights(session: Session, target: Target, drafts: Sequence[InsightDraf
     """Insert each draft, or update the row with its fingerprint: last_seen_at, occurrences
     + 1, evidence, actionability. The prompt row is locked first (PostgreSQL; SQLite holds
     the write lock already), so two runs for one prompt cannot both see a finding as new."""
+    session.execute(select(Prompt.id).where(Prompt.id == target.prompt_id).with_for_update())
+    _retire_unconfirmed(session, target, [d.fingerprint for d in drafts if d.is_actionable])
     if not drafts:
         return []
-    session.execute(select(Prompt.id).where(Prompt.id == target.prompt_id).with_for_update())
     before = {row.fingerprint: row for row in session.execute(
         select(PatternInsight.fingerprint, PatternInsight.is_actionable,
                PatternInsight.version_id)
@@ -133,6 +134,19 @@ def save_insights(session: Session, target: Target, drafts: Sequence[InsightDraf
                            draft.is_actionable and not was))
     session.flush()
     return saved
+
+
+def _retire_unconfirmed(session: Session, target: Target, confirmed: list[str]) -> None:
+    """`is_actionable` says what the latest analysis holds: a finding this run did not
+    confirm (fixed by a new version, or gone from the data) stops being actionable, so
+    variant generation and full_cycle do not act on it. Its row and history stay."""
+    session.execute(
+        update(PatternInsight)
+        .where(PatternInsight.prompt_id == target.prompt_id,
+               PatternInsight.is_actionable.is_(True),
+               PatternInsight.fingerprint.not_in(confirmed))
+        .values(is_actionable=False)
+        .execution_options(synchronize_session=False))
 
 
 # --- chaining ----------------------------------------------------------------------------

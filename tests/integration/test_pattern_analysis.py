@@ -29,6 +29,7 @@ from optimizer.health import HealthMonitor
 from optimizer.http.app import create_app
 from optimizer.jobs.pattern_analysis import analyze_patterns, analyze_prompt
 from optimizer.llm.client import LlmError, LlmNotConfigured, LlmReply, LlmRequest
+from optimizer.prompts import set_active_version
 from optimizer.run_stats import RunStats
 from tests.support.experiments import Clock, make_ctx, make_job, seed_prompt
 
@@ -227,6 +228,30 @@ async def test_second_run_updates_instead_of_duplicating(engine: Engine) -> None
     assert second["new"] == 0 and second["updated"] == first["new"] > 0
     assert second["new_actionable_insight_ids"] == []
     assert len(generation_jobs(engine)) == 1
+
+
+async def test_a_finding_the_next_version_fixed_stops_being_actionable(engine: Engine) -> None:
+    seed(engine, rows(15, 3000, billing_rate, segments=SEGMENTS))
+    await run(engine)
+    billing = {fp for fp, i in insights(engine).items() if i.is_actionable}
+    assert billing and all("billing" in fp for fp in billing)
+    with session_factory(engine).begin() as session:
+        v1 = session.scalars(select(PromptVersion).where(PromptVersion.version == 1)).one()
+        v2 = session.scalars(select(PromptVersion).where(PromptVersion.version == 2)).one()
+        set_active_version(session, v2.prompt_id, v2.id, actor="test", reason="fixed",
+                           now=NOW)
+        session.execute(insert(Conversation), [
+            {**row, "prompt_id": v2.prompt_id, "version_id": v2.id}
+            for row in rows(16, 3000, lambda s, t, h: 0.72, segments=SEGMENTS)])
+    assert v1.id != v2.id
+
+    second = (await run(engine))["prompts"][0]
+
+    after = insights(engine)
+    assert second["version"] == 2 and second["actionable"] == 0
+    assert set(after) >= billing  # the history stays
+    assert not any(i.is_actionable for i in after.values())
+    assert all(after[fp].occurrences == 1 for fp in billing)
 
 
 async def test_no_chaining_while_an_experiment_runs(engine: Engine) -> None:
