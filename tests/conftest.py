@@ -18,6 +18,14 @@ from sqlalchemy.engine import Engine, make_url
 from optimizer.db import create_db_engine, migrate
 from tests.support.pg import PgCluster, PostgresUnavailable, start_cluster
 
+# No test reaches the network: a key in the developer's shell must not send anything to the
+# real API (services started by the tests inherit this environment), and a client built
+# with a key by mistake talks to a closed local port. Tests that want Claude use
+# tests/support/fake_anthropic.py.
+for _name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "LLM_PROVIDER"):
+    os.environ.pop(_name, None)
+os.environ["ANTHROPIC_BASE_URL"] = "http://127.0.0.1:9"
+
 
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
