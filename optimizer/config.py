@@ -13,6 +13,7 @@ from optimizer.errors import ConfigError
 DEFAULT_DATABASE_URL = "sqlite:///prompt_worker.db"
 # `offline` is the deterministic stand-in for Claude, for the demo and tests only.
 LLM_PROVIDERS = ("anthropic", "offline")
+LOG_FORMATS = ("kv", "json")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,14 @@ class Settings:
     insight_min_conversations: int = 50
     insight_min_effect: float = 0.05
     insight_fdr: float = 0.05
+    # Unattended operation: logs, webhooks, signed admin requests, application rate limit.
+    log_format: str = "kv"
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    admin_hmac_secret: str | None = None
+    admin_signature_window_seconds: float = 300.0
+    app_rate_limit_per_second: float = 200.0
+    app_rate_limit_burst: int = 400
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -98,7 +107,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
     d = Settings()
-    return Settings(
+    settings = Settings(
         database_url=_text(env, "DATABASE_URL", d.database_url) or d.database_url,
         host=_text(env, "HOST", d.host) or d.host,
         port=int(_number(env, "PORT", d.port, minimum=0, maximum=65535, integer=True)),
@@ -144,4 +153,34 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         insight_min_effect=_number(env, "INSIGHT_MIN_EFFECT", d.insight_min_effect,
                                    minimum=0.0, maximum=1.0),
         insight_fdr=_number(env, "INSIGHT_FDR", d.insight_fdr, minimum=0.0001, maximum=0.5),
+        log_format=_choice(env, "LOG_FORMAT", d.log_format, LOG_FORMATS),
+        webhook_url=_webhook_url(env),
+        webhook_secret=_text(env, "WEBHOOK_SECRET", None),
+        admin_hmac_secret=_text(env, "ADMIN_HMAC_SECRET", None),
+        admin_signature_window_seconds=_number(
+            env, "ADMIN_SIGNATURE_WINDOW_SECONDS", d.admin_signature_window_seconds,
+            minimum=1, maximum=3600),
+        app_rate_limit_per_second=_number(env, "APP_RATE_LIMIT_PER_SECOND",
+                                          d.app_rate_limit_per_second, minimum=0),
+        app_rate_limit_burst=int(_number(env, "APP_RATE_LIMIT_BURST", d.app_rate_limit_burst,
+                                         minimum=1, integer=True)),
     )
+    _check_together(settings)
+    return settings
+
+
+def _webhook_url(env: Mapping[str, str]) -> str | None:
+    url = _text(env, "WEBHOOK_URL", None)
+    if url is not None and not url.lower().startswith(("http://", "https://")):
+        raise ConfigError(f"WEBHOOK_URL must start with http:// or https://; got {url[:60]!r}")
+    return url
+
+
+def _check_together(settings: Settings) -> None:
+    """Settings that are each valid but wrong together."""
+    if settings.webhook_url and not settings.webhook_secret:
+        raise ConfigError("WEBHOOK_URL is set but WEBHOOK_SECRET is not: every webhook is "
+                          "signed with it; set WEBHOOK_SECRET to a long random string")
+    if settings.admin_token and settings.admin_token == settings.ingest_token:
+        raise ConfigError("ADMIN_TOKEN and INGEST_TOKEN must differ: the application's token "
+                          "must not open the admin API")

@@ -73,6 +73,11 @@ def test_values_are_read_and_converted():
     ("MONITORING_CRON", "every minute"),
     ("MONITORING_CRON", "* * * *"),
     ("PATTERN_ANALYSIS_CRON", "61 * * * *"),
+    ("LOG_FORMAT", "xml"),
+    ("WEBHOOK_URL", "ftp://hooks.example"),
+    ("ADMIN_SIGNATURE_WINDOW_SECONDS", "0"),
+    ("APP_RATE_LIMIT_PER_SECOND", "-1"),
+    ("APP_RATE_LIMIT_BURST", "0"),
 ])
 def test_bad_value_raises_config_error_naming_the_variable(name, value):
     with pytest.raises(ConfigError) as info:
@@ -86,3 +91,24 @@ def test_bad_value_raises_config_error_naming_the_variable(name, value):
 def test_heartbeat_is_a_fraction_of_the_lease():
     assert load_settings({"LEASE_SECONDS": "30"}).heartbeat_seconds == pytest.approx(10.0)
     assert load_settings({"LEASE_SECONDS": "0.5"}).heartbeat_seconds == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("env, names", [
+    ({"WEBHOOK_URL": "https://hooks.example/x"}, ("WEBHOOK_URL", "WEBHOOK_SECRET")),
+    ({"ADMIN_TOKEN": "same", "INGEST_TOKEN": "same"}, ("ADMIN_TOKEN", "INGEST_TOKEN")),
+])
+def test_settings_wrong_together_are_refused(env, names):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert all(name in str(info.value) for name in names)
+    assert "same" not in str(info.value)  # a token is never echoed
+
+
+def test_unattended_settings_are_read():
+    settings = load_settings({"LOG_FORMAT": "json", "WEBHOOK_URL": "https://hooks.example/x",
+                              "WEBHOOK_SECRET": "s3", "ADMIN_HMAC_SECRET": "h",
+                              "APP_RATE_LIMIT_PER_SECOND": "0", "APP_RATE_LIMIT_BURST": "5"})
+    assert (settings.log_format, settings.webhook_url, settings.webhook_secret,
+            settings.admin_hmac_secret, settings.app_rate_limit_per_second,
+            settings.app_rate_limit_burst) == ("json", "https://hooks.example/x", "s3", "h",
+                                               0.0, 5)
