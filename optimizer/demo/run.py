@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import case, func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from models.conversations import Conversation
 from models.experiments import Experiment
@@ -122,11 +123,13 @@ def _printer(out: TextIO) -> Callable[[datetime, str], None]:
 def _serve_traffic(engine: Engine, world: World, start: datetime, count: int) -> None:
     """The application at work: resolve each visitor's version, log how it went."""
     rows = []
-    for visit in world.visits(start, TICK.total_seconds() / 60, count):
-        answer = resolve(db.read_only(engine), PROMPT_NAME, visit.unit_id)
-        rows.append({"prompt": PROMPT_NAME, "version": answer["version"],
-                     "experiment_id": answer["experiment_id"],
-                     **world.outcome(visit, answer["content"])})
+    # One read-only session per 15 minutes: the versions cannot change within a tick.
+    with Session(db.read_only(engine)) as session:
+        for visit in world.visits(start, TICK.total_seconds() / 60, count):
+            answer = resolve(session, PROMPT_NAME, visit.unit_id)
+            rows.append({"prompt": PROMPT_NAME, "version": answer["version"],
+                         "experiment_id": answer["experiment_id"],
+                         **world.outcome(visit, answer["content"])})
     ingest(engine, {"conversations": rows}, now=start + TICK)
 
 
