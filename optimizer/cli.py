@@ -25,6 +25,7 @@ from optimizer import (
     cli_experiments,
     cli_insights,
     cli_prompts,
+    cli_status,
     db,
     queue,
 )
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_experiments.register(commands)
     cli_insights.register(commands)
     cli_conversations.register(commands)
+    cli_status.register(commands)
     cli_demo.register(commands)
     return parser
 

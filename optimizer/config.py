@@ -55,8 +55,8 @@ class Settings:
     webhook_secret: str | None = None
     admin_hmac_secret: str | None = None
     admin_signature_window_seconds: float = 300.0
-    app_rate_limit_per_second: float = 200.0
-    app_rate_limit_burst: int = 400
+    app_rate_limit_per_second: float = 1000.0
+    app_rate_limit_burst: int = 2000
 
     @property
     def heartbeat_seconds(self) -> float:

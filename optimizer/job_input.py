@@ -15,6 +15,9 @@ from optimizer.errors import InvalidInput, PermanentJobError
 MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
 _PRIORITY_TEXT = re.compile(r"-?[0-9]{1,6}")  # ASCII digits only: int() accepts more
 MAX_PROMPT_NAME = 200
+# A payload holds a few small fields; the HTTP API cannot send one past MAX_BODY_BYTES
+# (1 MiB by default). A row written by hand may hold anything, so the worker caps it too.
+MAX_STORED_PAYLOAD_CHARS = 1_048_576
 
 
 @dataclass(frozen=True)
@@ -105,11 +108,16 @@ def decode_stored_payload(raw: str | None) -> dict[str, Any]:
     """The payload column as the worker reads it; a row written by hand may be anything."""
     if raw is None or raw.strip() == "":
         return {}
+    if len(raw) > MAX_STORED_PAYLOAD_CHARS:
+        raise PermanentJobError(
+            f"payload is too large: {len(raw):,} characters, at most "
+            f"{MAX_STORED_PAYLOAD_CHARS:,}; a job payload holds a few small fields, fix the "
+            "row or insert a new job with a small JSON object payload")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise PermanentJobError(
-            f"payload is not valid JSON ({exc.msg} at position {exc.pos}); "
+            f"payload is not valid JSON ({exc}); "
             "fix the row or insert a new job with a JSON object payload") from None
     except (ValueError, RecursionError):
         raise PermanentJobError(

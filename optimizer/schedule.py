@@ -58,8 +58,9 @@ async def enqueue_tick(ctx: ServiceContext, job_type: str, trigger: CronTrigger)
         log.warning("tick outside its grace window; skipped", extra={"job_type": job_type})
         return
     key = tick_dedupe_key(job_type, GLOBAL_SCOPE, fire_time)
-    job = NewJob(type=job_type, payload={"scope": GLOBAL_SCOPE,
-                                         "scheduled_for": fire_time.isoformat()})
+    # Only keys every handler accepts: pattern_analysis fails a payload with any other
+    # field. The fire time is already in the dedupe key.
+    job = NewJob(type=job_type, payload={"scope": GLOBAL_SCOPE})
     # Retry through a short database outage, but only while the tick is still current.
     delay = 1.0
     while True:

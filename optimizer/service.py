@@ -26,17 +26,20 @@ from optimizer.jobs.context import ServiceContext
 from optimizer.jobs.registry import default_handlers
 from optimizer.llm import build_llm_client
 from optimizer.logs import setup_logging
+from optimizer.metrics import Metrics
 from optimizer.notify import listen_for_jobs
 from optimizer.run_stats import RunStats
 from optimizer.schedule import build_scheduler
+from optimizer.webhooks import WebhookSender
 from optimizer.worker import Worker
 
 log = logging.getLogger("prompt_worker.service")
 STUCK_THREAD_WAIT_SECONDS = 2.0
+WEBHOOK_DRAIN_SECONDS = 5.0
 
 
 def run_service(settings: Settings) -> int:
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     loop = asyncio.new_event_loop()
     # Our own executor, because asyncio.run() joins the default one's threads on exit.
     executor = ThreadPoolExecutor(thread_name_prefix="db")
@@ -105,11 +108,15 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
 
 async def _serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> int:
     stats = RunStats()
+    metrics = Metrics()
+    webhooks = WebhookSender.from_settings(settings)
     sessions = db.session_factory(engine)
     ctx = ServiceContext(settings=settings, engine=engine, sessions=sessions, stats=stats,
-                         clock=utcnow, llm=build_llm_client(settings, sessions, utcnow))
+                         clock=utcnow, llm=build_llm_client(settings, sessions, utcnow),
+                         metrics=metrics, webhooks=webhooks)
     health = HealthMonitor(engine, stats, started_at=utcnow())
-    runner = web.AppRunner(create_app(settings, engine, stats, health), access_log=None)
+    runner = web.AppRunner(create_app(settings, engine, stats, health, metrics),
+                           access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     try:
@@ -124,6 +131,8 @@ async def _serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> int
     if engine.dialect.name == "postgresql":
         background.append(asyncio.create_task(listen_for_jobs(settings.database_url, wake),
                                               name="listen"))
+    if webhooks is not None:
+        webhooks.start()
     worker = Worker(ctx, default_handlers(), wake=wake)
     worker.start()
     scheduler = build_scheduler(ctx)
@@ -135,6 +144,8 @@ async def _serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> int
     log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace_seconds})
     scheduler.shutdown(wait=False)
     await worker.stop(settings.shutdown_grace_seconds)
+    if webhooks is not None:  # after the worker: its last jobs' events are queued by now
+        await webhooks.stop(WEBHOOK_DRAIN_SECONDS)
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from optimizer import queue
+from optimizer import logs, metrics, queue, webhooks
 from optimizer.backoff import retry_delay
 from optimizer.errors import JobDeferred, PermanentJobError, PromptWorkerError
 from optimizer.job_input import decode_stored_payload
@@ -31,7 +31,9 @@ from optimizer.jobs.context import ActiveJob, Handler, ServiceContext
 
 log = logging.getLogger("prompt_worker.worker")
 T = TypeVar("T")
-DB_RETRY_MAX_SECONDS = 30.0
+# A claim that fails costs one refused connection; a longer cap left every slot asleep for
+# up to 30 s after the database came back.
+DB_RETRY_MAX_SECONDS = 5.0
 CANCEL_WAIT_SECONDS = 10.0
 
 
@@ -55,6 +57,19 @@ class _Run:
     error: str | None = None
     permanent: bool = False
     until: datetime | None = None
+
+
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+def _status_label(run: _Run, job: queue.Job) -> str:
+    """How a recorded attempt ended: completed, cancelled, released, deferred, failed (for
+    good) or retried (back to pending after a backoff)."""
+    if run.outcome is Outcome.DEFERRED and run.until is not None:
+        return "deferred"
+    if run.outcome in (Outcome.COMPLETED, Outcome.CANCELLED, Outcome.RELEASED):
+        return run.outcome.value
+    return "failed" if run.permanent or job.attempts >= job.max_attempts else "retried"
 
 
 def describe(exc: BaseException) -> str:
@@ -141,6 +156,14 @@ class Worker:
     # ---- running one job -------------------------------------------------------------
 
     async def _execute(self, job: queue.Job) -> None:
+        # Bound here, before the handler's task exists: the task copies the context, so
+        # its log lines carry the job and its LLM calls reach this service's metrics.
+        with logs.job_context(job.id, job.type, job.attempts), metrics.bound(self.ctx.metrics):
+            if self.ctx.metrics is not None:
+                self.ctx.metrics.job_claimed(job)
+            await self._run_job(job)
+
+    async def _run_job(self, job: queue.Job) -> None:
         lease = job.lease
         extra = {"job_id": job.id, "job_type": job.type, "attempt": job.attempts}
         log.info("job started", extra=extra)
@@ -157,7 +180,8 @@ class Worker:
             active = ActiveJob(job.id, job.type, job.attempts, payload,
                                self._progress_reporter(lease))
             run = await self._supervise(handler(self.ctx, active), lease)
-        await self._record(job, run)
+        ran_for = time.monotonic() - started
+        self._observe(job, run, await self._record(job, run), ran_for)
         log.info("job finished", extra={**extra, "outcome": run.outcome.value,
                                         "seconds": round(time.monotonic() - started, 3),
                                         **({"error": run.error} if run.error else {})})
@@ -239,11 +263,12 @@ class Worker:
 
     # ---- writing the outcome ---------------------------------------------------------
 
-    async def _record(self, job: queue.Job, run: _Run) -> None:
+    async def _record(self, job: queue.Job, run: _Run) -> str:
+        """Write the outcome; return what was recorded (see _status_label), or "lost"."""
         lease, now, engine = job.lease, self.ctx.clock(), self.ctx.engine
         if run.outcome is Outcome.LOST:
             log.warning("lease lost; result discarded", extra={"job_id": job.id})
-            return
+            return "lost"
         write: Callable[[], bool]
         if run.outcome is Outcome.COMPLETED:
             write = partial(queue.complete, engine, lease, run.result or {}, now=now)
@@ -263,11 +288,23 @@ class Worker:
         if not await self._write_until_lease_ends(write, job.id):
             log.warning("job outcome not recorded: lease no longer ours",
                         extra={"job_id": job.id, "outcome": run.outcome.value})
-            return
+            return "lost"
         if run.outcome is Outcome.COMPLETED:
             self.ctx.stats.add("jobsCompleted")
         elif run.outcome is Outcome.FAILED and (run.permanent or job.attempts >= job.max_attempts):
             self.ctx.stats.add("jobsFailed")
+        return _status_label(run, job)
+
+    def _observe(self, job: queue.Job, run: _Run, status: str, seconds: float) -> None:
+        """Count the attempt and announce a final outcome. Never raises into the slot."""
+        try:
+            if self.ctx.metrics is not None:
+                self.ctx.metrics.job_finished(job.type, status, seconds)
+            if self.ctx.webhooks is not None and status in FINAL_STATUSES:
+                self.ctx.webhooks.publish(webhooks.JOB_FINISHED, webhooks.job_finished_data(
+                    job.id, job.type, status, job.attempts, run.error, seconds, run.result))
+        except Exception as exc:  # observability must never cost a job slot
+            log.error("could not record job metrics or webhook", exc_info=exc)
 
     async def _write_until_lease_ends(self, write: Callable[[], bool], job_id: int) -> bool:
         """Retry a finishing write through a short database outage. Past our lease the

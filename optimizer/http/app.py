@@ -14,14 +14,18 @@ from optimizer.http import (
     admin_prompts,
     application,
     probes,
+    rate_limit,
+    signing,
 )
+from optimizer.http import metrics as http_metrics
 from optimizer.http.errors import error_middleware
 from optimizer.http.keys import ENGINE, HEALTH, SETTINGS, STATS
+from optimizer.metrics import Metrics
 from optimizer.run_stats import RunStats
 
 
 def create_app(settings: Settings, engine: Engine, stats: RunStats,
-               health: HealthMonitor) -> web.Application:
+               health: HealthMonitor, metrics: Metrics | None = None) -> web.Application:
     # client_max_size makes request.read() refuse bodies over the limit (answered as 413)
     # before they are held in memory in full.
     app = web.Application(client_max_size=settings.max_body_bytes,
@@ -30,7 +34,13 @@ def create_app(settings: Settings, engine: Engine, stats: RunStats,
     app[ENGINE] = engine
     app[STATS] = stats
     app[HEALTH] = health
+    signing.install(app, settings)
+    rate_limit.install(app, settings)
     probes.add_routes(app)
+    # Tests build many apps: each gets its own registry unless the service passes its own.
+    metrics = metrics or Metrics()
+    metrics.track_queue(health)
+    http_metrics.add_routes(app, metrics)
     admin_jobs.add_routes(app)
     admin_prompts.add_routes(app)
     admin_experiments.add_routes(app)

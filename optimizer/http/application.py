@@ -4,7 +4,8 @@ GET  /v1/prompts/{name}/resolve?unit_id=U   which version this unit gets (sticky
 POST /v1/conversations                      one record or {"conversations": [...]}; 202
 
 A batch with bad rows answers 400 {"error", "field": null, "errors": [{index, field,
-problem}, ...]} and stores nothing.
+problem}, ...]} and stores nothing. Each token is rate limited (optimizer.http.rate_limit):
+over the limit answers 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from optimizer.errors import InvalidInput
 from optimizer.http.auth import ingest_only
 from optimizer.http.body import parse_json_document, reject_unknown
 from optimizer.http.keys import ENGINE
+from optimizer.http.rate_limit import rate_limited
 from optimizer.resolve import resolve
 
 log = logging.getLogger("prompt_worker.http.application")
@@ -29,6 +31,7 @@ RESOLVE_PARAMS = ("unit_id",)
 
 
 @ingest_only
+@rate_limited
 async def resolve_prompt(request: web.Request) -> web.Response:
     reject_unknown(request.query.keys(), RESOLVE_PARAMS, what="query parameter")
     unit_id = request.query.get("unit_id")
@@ -41,6 +44,7 @@ async def resolve_prompt(request: web.Request) -> web.Response:
 
 
 @ingest_only
+@rate_limited
 async def post_conversations(request: web.Request) -> web.Response:
     body = parse_json_document(await request.read())
     try:

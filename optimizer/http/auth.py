@@ -13,6 +13,7 @@ from aiohttp import web
 
 from optimizer.http.errors import ApiError
 from optimizer.http.keys import SETTINGS
+from optimizer.http.signing import check_admin_signature
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="prompt-worker"'}
 
@@ -49,12 +50,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def admin_only(handler: Handler) -> Handler:
-    """Guard a route with ADMIN_TOKEN."""
+    """Guard a route with ADMIN_TOKEN, and with a signature when ADMIN_HMAC_SECRET is set."""
 
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
         require_token(request, request.app[SETTINGS].admin_token, env_name="ADMIN_TOKEN",
                       api_name="admin API")
+        await check_admin_signature(request)
         return await handler(request)
 
     return guarded

@@ -78,6 +78,16 @@ def _from_exception(request: web.Request, exc: Exception) -> web.Response:
         return json_error(404, str(exc))
     if isinstance(exc, Conflict):
         return json_error(409, str(exc))
+    if isinstance(exc, web.RequestPayloadError):
+        # A body that does not match its Content-Encoding (or broken chunking) is the
+        # caller's mistake; it used to surface as a 500.
+        detail = getattr(exc.__cause__, "message", None) or str(exc).splitlines()[-1].strip()
+        response = json_error(400, f"request body could not be read ({detail}); send it "
+                                   "uncompressed or encoded as its Content-Encoding header says")
+        # The rest of the body cannot be skipped reliably: aiohttp drops the connection, so
+        # tell the client not to reuse it.
+        response.force_close()
+        return response
     if is_database_outage(exc):
         log.warning("database unavailable during request",
                     extra={"method": request.method, "path": request.path,

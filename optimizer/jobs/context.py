@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from optimizer.config import Settings
 from optimizer.llm.client import LlmClient
+from optimizer.metrics import Metrics
 from optimizer.run_stats import RunStats
+from optimizer.webhooks import WebhookSender
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class ServiceContext:
     clock: Callable[[], datetime]
     # None only in tests of handlers that make no LLM call.
     llm: LlmClient | None = None
+    # Observability; None (tests, or no WEBHOOK_URL) means nothing is counted or sent.
+    metrics: Metrics | None = None
+    webhooks: WebhookSender | None = None
 
 
 @dataclass(frozen=True)

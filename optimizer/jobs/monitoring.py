@@ -14,6 +14,7 @@ from typing import Any
 from optimizer.errors import PromptWorkerError
 from optimizer.experiments.monitor import CheckOutcome, check_experiment, running_experiment_ids
 from optimizer.jobs.context import ActiveJob, ServiceContext
+from optimizer.webhooks import EXPERIMENT_DECISION
 
 log = logging.getLogger("prompt_worker.jobs.monitoring")
 PROGRESS_EVERY_SECONDS = 1.0
@@ -37,6 +38,10 @@ async def check_one(ctx: ServiceContext, experiment_id: int, job_id: int
     if outcome is not None:
         if outcome.completed:
             ctx.stats.add("experimentsCompleted")
+        if ctx.metrics is not None:
+            ctx.metrics.experiment_decision(outcome.decision)
+        if ctx.webhooks is not None and outcome.decision != "continue":
+            ctx.webhooks.publish(EXPERIMENT_DECISION, {**outcome.to_dict(), "job_id": job_id})
         if outcome.decision != "continue":
             log.info("experiment decision", extra={
                 "experiment_id": experiment_id, "decision": outcome.decision,

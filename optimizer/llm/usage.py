@@ -30,6 +30,7 @@ from models.llm_calls import LlmCall
 from optimizer.config import Settings
 from optimizer.db import READ_ONLY
 from optimizer.errors import JobDeferred, PermanentJobError
+from optimizer.metrics import observe_llm_call
 
 WINDOW = timedelta(hours=1)
 MAX_ERROR_CHARS = 500
@@ -114,6 +115,8 @@ def record_call(sessions: sessionmaker[Session], record: CallRecord) -> int:
     """Insert one `llm_calls` row and return its id."""
     if record.outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {record.outcome!r}")
+    # Counted before the insert: the call was made (and paid for) even if the row is lost.
+    observe_llm_call(record)
     row = LlmCall(
         job_id=record.job_id, purpose=record.purpose[:64],
         requested_model=record.requested_model[:100], model=record.model[:100],

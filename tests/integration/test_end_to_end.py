@@ -74,8 +74,9 @@ def run_monitoring(svc: ServiceProcess) -> dict[str, Any]:
 
 def test_winner_promoted_and_aa_pair_kept_running(engine: Engine, tmp_path):
     url = engine.url.render_as_string(hide_password=False)
+    # Rate limits are tested on their own; this test sends its traffic as fast as it can.
     svc = start_service(url, tmp_path, ADMIN_TOKEN=ADMIN, INGEST_TOKEN=INGEST,
-                        POLL_INTERVAL_SECONDS="0.2")
+                        POLL_INTERVAL_SECONDS="0.2", APP_RATE_LIMIT_PER_SECOND="0")
     try:
         svc.wait_healthy()
         better = start_experiment(svc, "better-bot")

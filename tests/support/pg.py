@@ -71,6 +71,17 @@ class PgCluster:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir / "data"), "-m", mode,
                   "-w", "stop")
 
+    def is_running(self) -> bool:
+        res = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir / "data"), "status")
+        return res.returncode == 0
+
+    def outage_stop(self) -> None:
+        """Stop the server (fast: sessions are cut off, as in a crash or failover) and make
+        sure it is down; `start()` brings it back on the same port and data directory."""
+        self.stop("fast")
+        if self.is_running():
+            raise PostgresUnavailable("pg_ctl stop did not stop the server")
+
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.datadir, ignore_errors=True)
