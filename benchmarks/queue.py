@@ -1,12 +1,16 @@
 """Queue benchmark on a throwaway PostgreSQL: throughput and pickup latency.
 
-Prints, for 1 and 4 worker processes:
+Prints, for 1 and 4 worker processes (1 and N with --replicas N):
 - trivial jobs per second: each process loops claim + finish on the real queue functions;
 - pickup latency (insert to start) p50/p99 through real `prompt-worker run` processes, for
   jobs inserted through the admin API and by a plain SQL INSERT (woken by LISTEN/NOTIFY).
+With --replicas N it also prints jobs per second through 1 and N real `prompt-worker run`
+replicas on the one database: a burst of experiment_monitoring jobs (no experiments, so each
+is the whole claim, lease, heartbeat, handler and fenced finish around an empty check),
+timed from the insert to the last finish.
 Ratios are against the 1-process figures of the same run.
 
-Usage: python benchmarks/queue.py [--jobs 3000] [--pickups 100]
+Usage: python -m benchmarks.queue [--jobs 3000] [--pickups 100] [--replicas 3]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 import argparse
 import multiprocessing as mp
+import os
 import statistics
 import tempfile
 import time
@@ -31,6 +36,7 @@ if str(REPO) not in sys.path:
 
 from sqlalchemy import text  # noqa: E402
 
+from benchmarks._replicas import start_replicas, stop_replicas  # noqa: E402
 from optimizer import queue  # noqa: E402
 from optimizer.clock import utcnow  # noqa: E402
 from optimizer.db import create_db_engine, migrate  # noqa: E402
@@ -38,6 +44,7 @@ from tests.support.pg import start_cluster  # noqa: E402
 from tests.support.procs import start_service  # noqa: E402
 
 TOKEN = "bench-token"
+NEVER = "0 0 1 1 *"  # a cron tick that cannot fire during a run
 
 
 def _drain(url: str, worker: str, start: mp.Event, done: mp.Queue) -> None:  # type: ignore[type-arg]
@@ -121,36 +128,84 @@ def pickup_latencies(url: str, engine, processes: int, count: int,  # type: igno
     return out
 
 
+def service_throughput(url: str, engine, replicas: int, jobs: int,  # type: ignore[no-untyped-def]
+                       tmp: Path) -> float:
+    """Jobs per second through `replicas` real services: insert a burst, time to last finish."""
+    reset(engine)
+    svcs = start_replicas(url, replicas, tmp, ADMIN_TOKEN=TOKEN, POLL_INTERVAL_SECONDS="30",
+                          PATTERN_ANALYSIS_CRON=NEVER, MONITORING_CRON=NEVER,
+                          LOG_LEVEL="WARNING")
+    try:
+        time.sleep(1.0)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO optimization_jobs (type) SELECT "
+                              "'experiment_monitoring' FROM generate_series(1, :n)"),
+                         {"n": jobs})
+        deadline = time.monotonic() + 600
+        while queue.count_by_status(engine).get("completed", 0) < jobs:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{jobs} jobs did not complete on {replicas} replicas")
+            time.sleep(0.2)
+    finally:
+        stop_replicas(svcs)
+    with engine.connect() as conn:
+        seconds = conn.execute(text(
+            "SELECT extract(epoch FROM max(finished_at) - min(created_at)) "
+            "FROM optimization_jobs")).scalar()
+    return jobs / float(seconds)
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=3000)
-    parser.add_argument("--pickups", type=int, default=100)
+    parser.add_argument("--jobs", type=int, default=3000,
+                        help="trivial jobs per claim + finish throughput run (default 3000)")
+    parser.add_argument("--pickups", type=int, default=100,
+                        help="jobs whose pickup latency is measured per row (default 100)")
+    parser.add_argument("--replicas", type=int, default=None, metavar="N",
+                        help="compare 1 and N processes instead of 1 and 4, and add jobs/s "
+                             "through 1 and N real `prompt-worker run` replicas")
+    parser.add_argument("--service-jobs", type=int, default=600,
+                        help="jobs in the burst per replica count, with --replicas "
+                             "(default 600)")
     args = parser.parse_args()
+    if args.replicas is not None and args.replicas < 2:
+        parser.error("--replicas must be at least 2 (1 is always measured)")
+    counts = (1, args.replicas or 4)
     cluster = start_cluster()
     try:
         url = cluster.url
         engine = create_db_engine(url)
         migrate(engine)
         tmp = Path(tempfile.mkdtemp(prefix="pw-bench-"))
-        rates = {n: throughput(url, engine, n, args.jobs) for n in (1, 4)}
-        pickups = {n: pickup_latencies(url, engine, n, args.pickups, tmp) for n in (1, 4)}
+        rates = {n: throughput(url, engine, n, args.jobs) for n in counts}
+        pickups = {n: pickup_latencies(url, engine, n, args.pickups, tmp) for n in counts}
+        served = {n: service_throughput(url, engine, n, args.service_jobs, tmp)
+                  for n in counts} if args.replicas else {}
         engine.dispose()
     finally:
         cluster.destroy()
-    print(f"PostgreSQL queue benchmark ({args.jobs} trivial jobs; {args.pickups} pickups)")
+    print(f"PostgreSQL queue benchmark ({args.jobs} trivial jobs; {args.pickups} pickups"
+          + (f"; {args.service_jobs} jobs through real replicas" if served else "") + ")")
     print(f"{'processes':>9}  {'jobs/s':>8}  {'vs 1':>5}  "
-          f"{'API p50':>8}  {'API p99':>8}  {'SQL p50':>8}  {'SQL p99':>8}  (ms)")
-    for n in (1, 4):
+          f"{'API p50':>8}  {'API p99':>8}  {'SQL p50':>8}  {'SQL p99':>8}  (ms)"
+          + (f"  {'replica jobs/s':>14}  {'vs 1':>5}" if served else ""))
+    for n in counts:
         lat = pickups[n]
+        extra = f"  {served[n]:>14.0f}  {served[n] / served[1]:>5.2f}" if served else ""
         print(f"{n:>9}  {rates[n]:>8.0f}  {rates[n] / rates[1]:>5.2f}  "
               f"{pct(lat['api'], 50):>8.1f}  {pct(lat['api'], 99):>8.1f}  "
-              f"{pct(lat['sql'], 50):>8.1f}  {pct(lat['sql'], 99):>8.1f}")
+              f"{pct(lat['sql'], 50):>8.1f}  {pct(lat['sql'], 99):>8.1f}" + extra)
     print("pickup = started_at - created_at, idle workers woken by LISTEN/NOTIFY "
           "(poll interval set to 30 s, so polling cannot explain it)")
+    if served:
+        print(f"replica jobs/s = {args.service_jobs} experiment_monitoring jobs (no "
+              "experiments) inserted at once, / (last finished_at - first created_at); "
+              "WORKER_CONCURRENCY=1 per replica; on a "
+              f"{os.cpu_count()}-core machine shared with PostgreSQL")
 
 
 if __name__ == "__main__":
