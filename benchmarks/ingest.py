@@ -26,6 +26,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -45,7 +46,7 @@ from sqlalchemy import text  # noqa: E402
 from benchmarks._replicas import CpuMeter, postmaster_pid  # noqa: E402
 from optimizer.db import create_db_engine, migrate  # noqa: E402
 from optimizer.ingest import MAX_BATCH  # noqa: E402
-from tests.support.pg import start_cluster  # noqa: E402
+from tests.support.pg import PgCluster, start_cluster  # noqa: E402
 from tests.support.procs import ServiceProcess, start_service  # noqa: E402
 
 ADMIN, INGEST = "bench-admin-token", "bench-ingest-token"
@@ -298,33 +299,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--batch must be 1..{MAX_BATCH}: the API refuses larger batches")
     if args.concurrency < 1 or args.seconds <= 0 or args.resolve_seconds <= 0:
         parser.error("--concurrency, --seconds and --resolve-seconds must be positive")
+    if args.warmup < 0:
+        parser.error("--warmup must be 0 or more")
+    if args.skip_ingest and args.skip_resolve:
+        parser.error("--skip-ingest and --skip-resolve together leave nothing to measure")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    load_before = os.getloadavg()[0]
+def run_phases(args: argparse.Namespace, cluster: PgCluster,
+               tmp: Path) -> tuple[list[Phase], int, str]:
+    """The phases against one fresh service; returns them, the rows stored and the server."""
     probe = Load("ingest", "", AB, 1, 0, 1, batch=args.batch,
                  transcript_chars=args.transcript_chars)
     max_body = max(DEFAULT_MAX_BODY, max(len(b) for b in batch_bodies(probe)) + 4096)
-    cluster = start_cluster()
-    tmp = Path(tempfile.mkdtemp(prefix="pw-bench-ingest-"))
-    service: ServiceProcess | None = None
+    engine = create_db_engine(cluster.url)
+    migrate(engine)
+    with engine.connect() as conn:
+        server = " ".join(str(conn.execute(text("SELECT version()")).scalar()).split()[:2])
+    service = start_service(
+        cluster.url, tmp, ADMIN_TOKEN=ADMIN, INGEST_TOKEN=INGEST,
+        APP_RATE_LIMIT_PER_SECOND="0", MAX_BODY_BYTES=str(max_body),
+        PATTERN_ANALYSIS_CRON=NEVER, MONITORING_CRON=NEVER, LOG_LEVEL=args.log_level)
     try:
-        engine = create_db_engine(cluster.url)
-        migrate(engine)
-        with engine.connect() as conn:
-            server = " ".join(str(conn.execute(text("SELECT version()")).scalar()).split()[:2])
-        service = start_service(
-            cluster.url, tmp, ADMIN_TOKEN=ADMIN, INGEST_TOKEN=INGEST,
-            APP_RATE_LIMIT_PER_SECOND="0", MAX_BODY_BYTES=str(max_body),
-            PATTERN_ANALYSIS_CRON=NEVER, MONITORING_CRON=NEVER, LOG_LEVEL=args.log_level)
         service.wait_healthy(timeout=60)
         experiment_id = set_up_prompts(service)
         meter = CpuMeter({"service": [service.proc.pid]},
                          trees={"postgres": postmaster_pid(cluster.datadir)})
-        common: dict[str, Any] = {"base_url": service.base_url, "concurrency": args.concurrency,
-                  "warmup": args.warmup}
+        common: dict[str, Any] = {"base_url": service.base_url,
+                                  "concurrency": args.concurrency, "warmup": args.warmup}
         phases = []
         if not args.skip_ingest:
             phases.append(run_phase(
@@ -338,13 +340,27 @@ def main(argv: list[str] | None = None) -> int:
                 phases.append(run_phase(label, Load("resolve", prompt=prompt,
                                                     seconds=args.resolve_seconds,
                                                     **common), meter))
-        with engine.connect() as conn:
-            stored = int(conn.execute(text("SELECT count(*) FROM conversations")).scalar() or 0)
-        engine.dispose()
     finally:
-        if service is not None:
-            service.terminate()
+        service.terminate()
+    with engine.connect() as conn:
+        stored = int(conn.execute(text("SELECT count(*) FROM conversations")).scalar() or 0)
+    engine.dispose()
+    return phases, stored, server
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    load_before = os.getloadavg()[0]
+    cluster = start_cluster()
+    tmp = Path(tempfile.mkdtemp(prefix="pw-bench-ingest-"))
+    try:
+        phases, stored, server = run_phases(args, cluster, tmp)
+    except BaseException:
+        print(f"the service's log is kept in {tmp}", file=sys.stderr)
+        raise
+    finally:
         cluster.destroy()
+    shutil.rmtree(tmp, ignore_errors=True)
     print_report(phases, args, stored, sum(p.result.rows_accepted for p in phases), server,
                  load_before)
     return 0
