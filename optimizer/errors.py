@@ -42,3 +42,12 @@ class JobDeferred(PromptWorkerError):
     def __init__(self, message: str, until: datetime) -> None:
         super().__init__(message)
         self.until = until
+
+
+def one_line(exc: BaseException) -> str:
+    """A failure as one bounded line for a job's result: our own errors by their message,
+    anything else with its type name in front."""
+    text = " ".join(str(exc).split())[:500]
+    if isinstance(exc, PromptWorkerError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from optimizer.errors import PromptWorkerError
+from optimizer.errors import PromptWorkerError, one_line
 from optimizer.experiments.monitor import CheckOutcome, check_experiment, running_experiment_ids
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.webhooks import EXPERIMENT_DECISION
@@ -49,13 +49,6 @@ async def check_one(ctx: ServiceContext, experiment_id: int, job_id: int
     return outcome
 
 
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())[:500]
-    if isinstance(exc, PromptWorkerError):
-        return text or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 async def monitor_experiments(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any]:
     await job.report_progress(5, "loading running experiments")
     running = await asyncio.to_thread(_running, ctx)
@@ -73,7 +66,7 @@ async def monitor_experiments(ctx: ServiceContext, job: ActiveJob) -> dict[str, 
         except Exception as exc:  # one broken experiment must not hide the others
             log.error("experiment check failed", exc_info=exc,
                       extra={"experiment_id": experiment_id, "job_id": job.id})
-            errors.append({"experiment_id": experiment_id, "error": _describe(exc)})
+            errors.append({"experiment_id": experiment_id, "error": one_line(exc)})
         else:
             if outcome is not None:
                 decisions.append(outcome.to_dict())

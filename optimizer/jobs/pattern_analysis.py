@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from optimizer import queue
 from optimizer.db import read_only, session_factory
-from optimizer.errors import InvalidInput, PermanentJobError, PromptWorkerError
+from optimizer.errors import InvalidInput, PermanentJobError, PromptWorkerError, one_line
 from optimizer.job_input import NewJob
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.patterns import aggregate, llm_themes, store
@@ -230,13 +230,6 @@ def _recent(ctx: ServiceContext, now: datetime) -> list[store.Target]:
         return store.recent_targets(session, Bounds(now).since_24h, now)
 
 
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())[:500]
-    if isinstance(exc, PromptWorkerError):
-        return text or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 async def analyze_patterns(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any]:
     name = parse_payload(job.payload)
     await job.report_progress(5, "finding prompts to analyse")
@@ -252,7 +245,7 @@ async def analyze_patterns(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any
             except Exception as exc:  # one prompt's failure must not hide the others
                 log.error("pattern analysis failed", exc_info=exc,
                           extra={"job_id": job.id, "prompt": target.name})
-                errors.append({"prompt": target.name, "error": _describe(exc)})
+                errors.append({"prompt": target.name, "error": one_line(exc)})
             await job.report_progress(5 + 95 * done // len(targets),
                                       f"analysed {done} of {len(targets)} prompts")
         if errors and not results:
