@@ -40,6 +40,10 @@ class Conversation(Base):
         ForeignKey("ai_ab_experiments.id", ondelete="SET NULL"))
     arm_id: Mapped[int | None] = mapped_column(
         ForeignKey("ai_ab_experiment_arms.id", ondelete="SET NULL"))
+    # The arm whose slice the unit falls in; differs from arm_id (the arm served) only for
+    # units of a stopped arm, which get control. NULL on rows stored before revision 0002.
+    assigned_arm_id: Mapped[int | None] = mapped_column(
+        ID, ForeignKey("ai_ab_experiment_arms.id", ondelete="SET NULL"))
     unit_id: Mapped[str] = mapped_column(String(200))
     success: Mapped[bool | None] = mapped_column(Boolean)
     rating: Mapped[int | None] = mapped_column(SmallInteger)

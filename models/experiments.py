@@ -49,6 +49,8 @@ class Experiment(Base):
     winner_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("ai_prompt_versions.id", ondelete="SET NULL"))
     decision_reason: Mapped[str | None] = mapped_column(Text)
+    # JSON {metric: cap}: heavy-tailed metrics are capped at these values in every check.
+    metric_caps: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(200), server_default=text("'system'"))
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=NOW)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
