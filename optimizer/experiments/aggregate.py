@@ -1,8 +1,22 @@
-"""Sufficient statistics per arm, computed by the database in one GROUP BY.
+"""Sufficient statistics per arm and unit segment, computed by the database.
 
-Conversation rows never travel into Python: per arm the query returns the row count and,
-for each metric, the count of non-null values, their sum and their sum of squares. That is
-all the statistics need, and it costs the same memory for a hundred rows or ten million.
+Users come back many times, so the unit (`unit_id`), not the conversation, is the
+independent observation. One statement groups the experiment's conversations by
+(assignment slice, unit) and then by (slice, the unit's segment): per group the number of
+units, and per metric the sums over units of the unit's total y, its count m, y^2, m^2 and
+y*m (optimizer.stats.ratio turns them into per-conversation means with delta-method
+variances). Conversation rows never travel into Python.
+
+A unit's slice is the arm the deterministic assignment gives it (`assigned_arm_id`, or
+`arm_id` on rows stored before it existed). Units are counted per slice for the
+sample-ratio test; metrics count only conversations served the slice's own arm, so the
+units of a stopped arm, now served control, stay out of the control's numbers. A unit's
+segment is the smallest segment its conversations carry (segments describe the user and
+come before assignment).
+
+Values outside the ingest bounds (stored before the bounds existed, or by hand) count as
+missing, and heavy-tailed metrics are capped at the experiment's caps, inside the query:
+no stored value can overflow a sum or dominate a check.
 """
 
 from __future__ import annotations
@@ -14,68 +28,87 @@ from sqlalchemy import Float, Select, bindparam, case, cast, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from models.conversations import Conversation
+from models.conversations import Conversation as C
 from models.experiments import ExperimentArm
-from optimizer.stats import ArmData, MetricSums
+from optimizer.stats import EMPTY_RATIO, METRICS, VALUE_BOUNDS, ArmData, RatioSums
 
-METRICS = ("success", "rating", "latency_ms", "cost_usd")
+SLICE = func.coalesce(C.assigned_arm_id, C.arm_id)
+OWN = C.arm_id == SLICE
 
 
 def _value(metric: str) -> ColumnElement[Any]:
-    """The metric as a float, NULL where the conversation did not report it."""
+    """The metric as a float; NULL where not reported or outside its bounds; capped."""
     if metric == "success":
-        # A boolean as 1.0/0.0; squares equal the values, but the sum of squares is still
-        # computed the same way as for every other metric to keep one code path.
-        return case((Conversation.success.is_(None), None),
-                    (Conversation.success, 1.0), else_=0.0)
-    return cast(getattr(Conversation, metric), Float)
+        return case((C.success.is_(None), None), (C.success, 1.0), else_=0.0)
+    value = cast(getattr(C, metric), Float)
+    if metric not in VALUE_BOUNDS:
+        return value
+    low, high = VALUE_BOUNDS[metric]
+    cap = bindparam(f"cap_{metric}", type_=Float())
+    # NaN (PostgreSQL sorts it above every number) fails `<= high` and counts as missing.
+    return case((value < low, None), (value > high, None), (value > cap, cap), else_=value)
 
 
-def _columns() -> list[ColumnElement[Any]]:
-    columns: list[ColumnElement[Any]] = [func.count().label("conversations")]
-    for metric in METRICS:
-        value = _value(metric)
-        columns += [func.count(value).label(f"{metric}_n"),
-                    func.sum(value).label(f"{metric}_sum"),
-                    func.sum(value * value).label(f"{metric}_sq")]
-    return columns
+def _statement() -> Select[Any]:
+    per_unit = [SLICE.label("slice"), func.min(C.segment).label("stratum"),
+                func.count(case((OWN, 1))).label("conversations")]
+    for m in METRICS:
+        value = case((OWN, _value(m)))
+        per_unit += [func.coalesce(func.sum(value), 0.0).label(f"{m}_y"),
+                     func.count(value).label(f"{m}_m")]
+    u = (select(*per_unit).where(C.experiment_id == bindparam("experiment_id"),
+                                 SLICE.is_not(None))
+         .group_by(SLICE, C.unit_id).subquery("u"))
+    columns: list[ColumnElement[Any]] = [
+        u.c.slice, u.c.stratum, func.count().label("units"),
+        func.sum(u.c.conversations).label("conversations")]
+    for m in METRICS:
+        y, n = u.c[f"{m}_y"], cast(u.c[f"{m}_m"], Float)
+        columns += [func.count(case((u.c[f"{m}_m"] > 0, 1))).label(f"{m}_units"),
+                    func.sum(y).label(f"{m}_sy"), func.sum(n).label(f"{m}_sm"),
+                    func.sum(y * y).label(f"{m}_syy"), func.sum(n * n).label(f"{m}_smm"),
+                    func.sum(y * n).label(f"{m}_sym")]
+    return select(*columns).group_by(u.c.slice, u.c.stratum)
 
 
 # Built once: constructing this many expressions costs more than running the statement on
 # a small experiment.
-AGGREGATE: Select[Any] = (
-    select(Conversation.arm_id, *_columns())
-    .where(Conversation.experiment_id == bindparam("experiment_id"),
-           Conversation.arm_id.is_not(None))
-    .group_by(Conversation.arm_id))
+AGGREGATE: Select[Any] = _statement()
 
 
-def arm_sums(session: Session, experiment_id: int) -> dict[int, tuple[int, dict[str, MetricSums]]]:
-    """arm_id -> (conversations, metric -> MetricSums) for arms that have conversations."""
-    out: dict[int, tuple[int, dict[str, MetricSums]]] = {}
-    for row in session.execute(AGGREGATE, {"experiment_id": experiment_id}).mappings():
-        out[int(row["arm_id"])] = (int(row["conversations"]), _metrics(row))
-    return out
+def _ratio(row: Mapping[str, Any], m: str) -> RatioSums:
+    return RatioSums(int(row[f"{m}_units"] or 0), *(float(row[f"{m}_{k}"] or 0.0)
+                                                    for k in ("sy", "sm", "syy", "smm", "sym")))
 
 
-def _metrics(row: Mapping[str, Any]) -> dict[str, MetricSums]:
-    return {m: MetricSums(n=int(row[f"{m}_n"] or 0), total=float(row[f"{m}_sum"] or 0.0),
-                          total_sq=float(row[f"{m}_sq"] or 0.0)) for m in METRICS}
+def bind_caps(experiment_id: int, caps: Mapping[str, float]) -> dict[str, Any]:
+    params: dict[str, Any] = {"experiment_id": experiment_id}
+    for metric, (_, high) in VALUE_BOUNDS.items():
+        params[f"cap_{metric}"] = float(caps.get(metric, high))
+    return params
 
 
-EMPTY = {m: MetricSums(n=0, total=0.0, total_sq=0.0) for m in METRICS}
-
-
-def arm_data(session: Session, experiment_id: int,
-             arms: Sequence[ExperimentArm]) -> list[ArmData]:
-    """One ArmData per arm of the experiment (arms without conversations get zeros),
-    ordered by arm id."""
-    sums = arm_sums(session, experiment_id)
-    out = []
-    for arm in sorted(arms, key=lambda a: a.id):
-        conversations, metrics = sums.get(arm.id, (0, EMPTY))
-        out.append(ArmData(arm_id=arm.id, is_control=arm.is_control, weight=float(arm.weight),
-                           active=arm.status == "active", conversations=conversations,
-                           metrics=dict(metrics)))
-    return out
-
+def arm_data(session: Session, experiment_id: int, arms: Sequence[ExperimentArm],
+             versions: Mapping[int, int], primary_metric: str,
+             caps: Mapping[str, float]) -> list[ArmData]:
+    """One ArmData per arm (arms without conversations get zeros), ordered by arm id.
+    `versions`: version_id -> version number."""
+    units: dict[int, int] = {}
+    conversations: dict[int, int] = {}
+    metrics: dict[int, dict[str, RatioSums]] = {}
+    strata: dict[int, dict[str | None, RatioSums]] = {}
+    for row in session.execute(AGGREGATE, bind_caps(experiment_id, caps)).mappings():
+        arm = int(row["slice"])
+        units[arm] = units.get(arm, 0) + int(row["units"])
+        conversations[arm] = conversations.get(arm, 0) + int(row["conversations"] or 0)
+        sums = metrics.setdefault(arm, dict.fromkeys(METRICS, EMPTY_RATIO))
+        for m in METRICS:
+            sums[m] = sums[m] + _ratio(row, m)
+        strata.setdefault(arm, {})[row["stratum"]] = _ratio(row, primary_metric)
+    return [ArmData(arm_id=a.id, version=versions.get(a.version_id, 0),
+                    is_control=a.is_control, weight=float(a.weight),
+                    active=a.status == "active", units=units.get(a.id, 0),
+                    conversations=conversations.get(a.id, 0),
+                    metrics=metrics.get(a.id, dict.fromkeys(METRICS, EMPTY_RATIO)),
+                    strata=strata.get(a.id, {}))
+            for a in sorted(arms, key=lambda a: a.id)]

@@ -7,7 +7,6 @@ version, stopped arms, a paused experiment) and the analysis row land together o
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,9 +19,10 @@ from models.prompts import Prompt, PromptVersion
 from optimizer.errors import NotFound
 from optimizer.experiments import store
 from optimizer.experiments.aggregate import arm_data
+from optimizer.experiments.caps import caps_in_force, fix_missing_caps
 from optimizer.experiments.decide import DecisionSettings, decide
 from optimizer.experiments.validation import guardrails_from_json
-from optimizer.stats import AnalysisSettings, ArmData, analyze
+from optimizer.stats import AnalysisSettings, ArmData, RatioSums, analyze, json_safe, per_unit_mean
 
 
 @dataclass(frozen=True)
@@ -83,16 +83,22 @@ def check_experiment(session: Session, experiment_id: int, *, now: datetime,
         .where(ExperimentArm.experiment_id == experiment_id).order_by(ExperimentArm.id)).all()
     arms = [arm for arm, _ in rows]
     numbers = {arm.version_id: number for arm, number in rows}
-    data = arm_data(session, experiment_id, arms)
-    analysis = analyze(data, analysis_settings(experiment))
+    settings = analysis_settings(experiment)
+    caps = caps_in_force(experiment, settings.guardrails)
+    data = arm_data(session, experiment_id, arms, numbers, settings.primary_metric, caps)
+    control = next((a for a in data if a.is_control), None)
+    if fixed := fix_missing_caps(session, experiment, control, caps):
+        caps = {**caps, **fixed}
+        data = arm_data(session, experiment_id, arms, numbers, settings.primary_metric, caps)
+    analysis = analyze(data, settings, caps)
     decision = decide(analysis, data, decision_settings(experiment), experiment.started_at, now)
     store.apply_decision(session, experiment, arms, decision, now=now)
     srm = bool(analysis.srm.detected)
     row = ExperimentAnalysis(
         experiment_id=experiment_id, job_id=job_id, decision=decision.kind,
         reason=decision.reason, srm_detected=srm,
-        statistics=json.dumps(_finite({**analysis.to_dict(), "sums": _sums(data)}),
-                              allow_nan=False),
+        statistics=json.dumps(json_safe({**analysis.to_dict(), "caps": caps,
+                                         "sums": _sums(data)}), allow_nan=False),
         checked_at=now)
     session.add(row)
     session.flush()
@@ -106,21 +112,17 @@ def check_experiment(session: Session, experiment_id: int, *, now: datetime,
         srm_detected=srm, analysis_id=row.id)
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no infinity or NaN; an unbounded interval is stored as null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+def _ratio(m: RatioSums) -> dict[str, Any]:
+    return {"units": m.units, "sum_y": m.sum_y, "sum_m": m.sum_m, "sum_yy": m.sum_yy,
+            "sum_mm": m.sum_mm, "sum_ym": m.sum_ym, "per_unit": per_unit_mean(m)}
 
 
 def _sums(data: list[ArmData]) -> list[dict[str, Any]]:
-    """The sufficient statistics the analysis saw, so a check can be recomputed later."""
-    return [{"arm_id": a.arm_id, "is_control": a.is_control, "weight": a.weight,
-             "active": a.active, "conversations": a.conversations,
-             "metrics": {name: {"n": m.n, "sum": m.total, "sum_sq": m.total_sq}
-                         for name, m in a.metrics.items()}} for a in data]
-
+    """The sufficient statistics the analysis saw (per unit, per metric, and the primary
+    metric per segment stratum), so a check can be recomputed later."""
+    return [{"arm_id": a.arm_id, "version": a.version, "is_control": a.is_control,
+             "weight": a.weight, "active": a.active, "units": a.units,
+             "conversations": a.conversations,
+             "metrics": {name: _ratio(m) for name, m in a.metrics.items()},
+             "strata": [{"segment": k, **_ratio(m)} for k, m in a.strata.items()]}
+            for a in data]

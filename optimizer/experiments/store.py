@@ -22,6 +22,7 @@ from models.experiments import EXPERIMENT_STATUSES, Experiment, ExperimentAnalys
 from models.prompts import Prompt, PromptVersion
 from optimizer import prompts
 from optimizer.errors import Conflict, InvalidInput, NotFound, PromptWorkerError
+from optimizer.experiments.aggregate import SLICE
 from optimizer.experiments.decide import Decision
 from optimizer.experiments.validation import (
     ExperimentSettings,
@@ -52,12 +53,14 @@ class ArmView:
     weight: float
     status: str
     stopped_reason: str | None
-    conversations: int
+    conversations: int  # served this arm's version
+    units: int  # assigned to this arm's slice
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "version_id": self.version_id,
                 "is_control": self.is_control, "weight": self.weight, "status": self.status,
-                "stopped_reason": self.stopped_reason, "conversations": self.conversations}
+                "stopped_reason": self.stopped_reason, "conversations": self.conversations,
+                "units": self.units}
 
 
 @dataclass(frozen=True)
@@ -234,13 +237,17 @@ def _views(session: Session, experiments: list[Experiment], *,
     counts = dict(session.execute(
         select(Conversation.arm_id, func.count())
         .where(Conversation.experiment_id.in_(ids)).group_by(Conversation.arm_id)).all())
+    units = dict(session.execute(
+        select(SLICE, func.count(Conversation.unit_id.distinct()))
+        .where(Conversation.experiment_id.in_(ids)).group_by(SLICE)).all())
     names = dict(session.execute(select(Prompt.id, Prompt.name).where(
         Prompt.id.in_({e.prompt_id for e in experiments}))).all())
     version_numbers = {arm.version_id: number for arm, number in arm_rows}
     out = []
     for e in experiments:
         arms = tuple(ArmView(arm.id, number, arm.version_id, arm.is_control, arm.weight,
-                             arm.status, arm.stopped_reason, int(counts.get(arm.id, 0)))
+                             arm.status, arm.stopped_reason, int(counts.get(arm.id, 0)),
+                             int(units.get(arm.id, 0)))
                      for arm, number in arm_rows if arm.experiment_id == e.id)
         out.append(ExperimentView(
             id=e.id, prompt=names.get(e.prompt_id, "?"), status=e.status,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from optimizer.errors import InvalidInput, PromptWorkerError
-from optimizer.stats import DEFAULT_GUARDRAILS, Guardrail
+from optimizer.stats import DEFAULT_GUARDRAILS, HEAVY_TAILED, VALUE_BOUNDS, Guardrail
 
 PRIMARY_METRICS = ("success", "rating")
 # Which way is better for each metric; the default direction of a guardrail on it.
@@ -21,7 +21,7 @@ MAX_WEIGHT = 1_000_000.0
 MAX_HOURS = 24.0 * 366 * 5
 MAX_TOLERANCE = 100.0
 MAX_MIN_CONVERSATIONS = 1_000_000_000
-GUARDRAIL_KEYS = ("metric", "higher_is_better", "tolerance")
+GUARDRAIL_KEYS = ("metric", "higher_is_better", "tolerance", "required", "cap")
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,21 @@ def _guardrail(item: Any, where: str) -> Guardrail:
                            f"{shown(higher)}", field=f"{where}.higher_is_better")
     tolerance = _number(item.get("tolerance", 0.0), f"{where}.tolerance", low=0.0,
                         high=MAX_TOLERANCE)
-    return Guardrail(metric, higher, tolerance)
+    required = item.get("required", False)
+    if not isinstance(required, bool):
+        raise InvalidInput(f"{where}.required must be true or false; got {shown(required)}",
+                           field=f"{where}.required")
+    return Guardrail(metric, higher, tolerance, required, _cap(item.get("cap"), metric, where))
+
+
+def _cap(value: Any, metric: str, where: str) -> float | None:
+    if value is None:
+        return None
+    if metric not in HEAVY_TAILED:
+        raise InvalidInput(f"{where}.cap applies only to {', '.join(HEAVY_TAILED)}; "
+                           f"{metric} is bounded already", field=f"{where}.cap")
+    return _number(value, f"{where}.cap", low=0.0, high=VALUE_BOUNDS[metric][1],
+                   low_open=True)
 
 
 def parse_settings(*, primary_metric: Any = "success", guardrails: Any = None,
@@ -140,7 +154,8 @@ def parse_settings(*, primary_metric: Any = "success", guardrails: Any = None,
 
 def guardrails_to_json(guardrails: Sequence[Guardrail]) -> str:
     return json.dumps([{"metric": g.metric, "higher_is_better": g.higher_is_better,
-                        "tolerance": g.tolerance} for g in guardrails])
+                        "tolerance": g.tolerance, "required": g.required, "cap": g.cap}
+                       for g in guardrails])
 
 
 def guardrails_from_json(text: str) -> tuple[Guardrail, ...]:

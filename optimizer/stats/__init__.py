@@ -1,9 +1,11 @@
 """Statistics for experiments: pure functions of sufficient statistics (numpy/scipy only).
 
 analyze() gives, per variant arm, an always-valid (confidence-sequence) interval for the
-difference from control on the primary metric, absolute and relative, Bonferroni-corrected
-across arms; one-sided sequential guardrail tests of harm; an anytime-valid SRM test; and a
-Bayesian probability to beat control with its expected loss, for people to read.
+difference from control on the primary metric (a per-conversation mean over randomised
+units, post-stratified by segment), absolute and relative, Bonferroni-corrected across
+every variant arm the experiment has had; one-sided sequential non-inferiority and harm
+tests per guardrail; an anytime-valid SRM test on units; and a Bayesian probability to
+beat control with its expected loss, for people to read.
 """
 
 from optimizer.stats.analysis import (
@@ -12,14 +14,19 @@ from optimizer.stats.analysis import (
     check_guardrail,
     check_srm,
     compare,
-    difference_stats,
+    contrast_stats,
 )
+from optimizer.stats.ratio import moments_of, per_unit_mean, ratio_moments
 from optimizer.stats.sequential import CS_TARGET_N
 from optimizer.stats.srm import SRM_ALPHA, SRM_PRIOR_CONCENTRATION
+from optimizer.stats.stratify import MIN_STRATUM_UNITS, post_stratify
 from optimizer.stats.types import (
     DEFAULT_GUARDRAILS,
+    EMPTY_RATIO,
+    HEAVY_TAILED,
     LOWER_IS_BETTER,
     METRICS,
+    VALUE_BOUNDS,
     AnalysisSettings,
     ArmData,
     Comparison,
@@ -27,14 +34,42 @@ from optimizer.stats.types import (
     Guardrail,
     GuardrailCheck,
     MetricSums,
+    RatioSums,
     SrmCheck,
     higher_is_better,
+    json_safe,
 )
 
 __all__ = [
-    "CS_TARGET_N", "DEFAULT_GUARDRAILS", "LOWER_IS_BETTER", "METRICS", "SRM_ALPHA",
-    "SRM_PRIOR_CONCENTRATION", "AnalysisSettings", "ArmData", "Comparison",
-    "ExperimentAnalysis", "Guardrail", "GuardrailCheck", "MetricSums", "SrmCheck",
-    "alpha_per_arm", "analyze", "check_guardrail", "check_srm", "compare",
-    "difference_stats", "higher_is_better",
+    "CS_TARGET_N",
+    "DEFAULT_GUARDRAILS",
+    "EMPTY_RATIO",
+    "HEAVY_TAILED",
+    "LOWER_IS_BETTER",
+    "METRICS",
+    "MIN_STRATUM_UNITS",
+    "SRM_ALPHA",
+    "SRM_PRIOR_CONCENTRATION",
+    "AnalysisSettings",
+    "ArmData",
+    "Comparison",
+    "ExperimentAnalysis",
+    "Guardrail",
+    "GuardrailCheck",
+    "MetricSums",
+    "RatioSums",
+    "SrmCheck",
+    "VALUE_BOUNDS",
+    "alpha_per_arm",
+    "analyze",
+    "check_guardrail",
+    "check_srm",
+    "compare",
+    "contrast_stats",
+    "higher_is_better",
+    "json_safe",
+    "moments_of",
+    "per_unit_mean",
+    "post_stratify",
+    "ratio_moments",
 ]

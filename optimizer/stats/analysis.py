@@ -1,7 +1,8 @@
 """analyze(): every comparison, guardrail and the SRM check of one experiment check.
 
-Pure: sufficient statistics in, an ExperimentAnalysis out. Degenerate input (no control,
-no data, zero variance, bad settings) gives results with an error code, never an exception.
+Pure: sufficient statistics per unit in, an ExperimentAnalysis out. Degenerate input (no
+control, no data, zero variance, bad settings) gives results with an error code, never an
+exception.
 """
 
 from __future__ import annotations
@@ -13,49 +14,53 @@ from typing import Any
 import numpy as np
 
 from optimizer.stats.bayes import expected_loss, prob_beat_control
+from optimizer.stats.ratio import moments_of
 from optimizer.stats.sequential import (
     CS_TARGET_N,
-    difference,
     mixture_eta,
-    moments,
     one_sided_halfwidth,
     relative_difference,
     two_sided_halfwidth,
 )
 from optimizer.stats.srm import SRM_ALPHA, SRM_PRIOR_CONCENTRATION, srm_log_bayes_factor
+from optimizer.stats.stratify import post_stratify
 from optimizer.stats.types import (
+    HARMED,
+    NO_DATA,
+    NON_INFERIOR,
+    NOT_COMPUTABLE,
+    UNDECIDED,
     AnalysisSettings,
     ArmData,
     Comparison,
     ExperimentAnalysis,
     Guardrail,
     GuardrailCheck,
-    MetricSums,
+    RatioSums,
     SrmCheck,
     higher_is_better,
 )
 
 
 def alpha_per_arm(confidence: float, variant_arms: int) -> float:
-    """Bonferroni: the error budget 1 - confidence split evenly over the variant arms."""
+    """Bonferroni: the error budget 1 - confidence split evenly over every variant arm the
+    experiment has had (stopped ones included: each had its chances to be picked)."""
     return (1.0 - confidence) / max(1, variant_arms)
 
 
-def difference_stats(n_c, total_c, sq_c, n_t, total_t, sq_t, alpha,
-                     target_n: float = CS_TARGET_N) -> dict[str, Any]:
-    """Vectorised core shared by analyze() and the benchmark: means, variances, the
-    difference arm - control, its variance, the mixture's eta and the two-sided
-    always-valid half-width at `alpha`."""
-    mean_c, var_c = moments(n_c, total_c, sq_c)
-    mean_t, var_t = moments(n_t, total_t, sq_t)
-    n_c = np.asarray(n_c, dtype=float)
-    n_t = np.asarray(n_t, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        diff, var = difference(mean_c, var_c, n_c, mean_t, var_t, n_t)
+def contrast_stats(mean_c, var_c, n_c, mean_t, var_t, n_t, alpha, factor=1.0,
+                   target_n: float = CS_TARGET_N) -> dict[str, Any]:
+    """Vectorised core shared by analyze() and the benchmark: the contrast
+    arm - factor * control of two estimates (var_*: variances of the estimates, n_*: units),
+    its variance, the mixture's eta and the two- and one-sided always-valid half-widths."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        factor = np.asarray(factor, dtype=float)
+        diff = np.asarray(mean_t, dtype=float) - factor * np.asarray(mean_c, dtype=float)
+        var = np.asarray(var_t, dtype=float) + factor * factor * np.asarray(var_c, dtype=float)
         eta = mixture_eta(n_c, n_t, alpha, target_n)
         half = two_sided_halfwidth(var, eta, alpha)
-    return {"mean_c": mean_c, "var_c": var_c, "mean_t": mean_t, "var_t": var_t,
-            "n_c": n_c, "n_t": n_t, "diff": diff, "var": var, "eta": eta, "half": half}
+        half1 = one_sided_halfwidth(var, eta, alpha)
+    return {"diff": diff, "var": var, "eta": eta, "half": half, "half1": half1}
 
 
 def _f(value: Any) -> float | None:
@@ -63,96 +68,108 @@ def _f(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _error(control: MetricSums | None, arm: MetricSums | None) -> str | None:
+def _error(control: RatioSums | None, arm: RatioSums | None) -> str | None:
     if control is None or arm is None:
         return "missing_metric"
-    if control.n < 2 or arm.n < 2:
-        return "too_few_observations"
+    if control.units < 2 or arm.units < 2:
+        return "too_few_units"
     return None
 
 
-def compare(arm_id: int, metric: str, control: MetricSums | None, arm: MetricSums | None,
-            alpha: float, target_n: float = CS_TARGET_N) -> Comparison:
+def _estimates(control: RatioSums, arm: RatioSums, control_strata: Mapping[Any, RatioSums],
+               arm_strata: Mapping[Any, RatioSums]) -> tuple[float, float, float, float, int]:
+    """(mean_c, var_c, mean_t, var_t, strata): post-stratified when two or more strata
+    are big enough, else the plain per-conversation means."""
+    stratified = post_stratify(control_strata, arm_strata) if control_strata else None
+    if stratified is not None:
+        return (stratified.mean_control, stratified.var_control, stratified.mean_arm,
+                stratified.var_arm, stratified.strata)
+    return (*moments_of(control), *moments_of(arm), 1)
+
+
+def compare(arm_id: int, metric: str, control: RatioSums | None, arm: RatioSums | None,
+            alpha: float, control_strata: Mapping[Any, RatioSums] | None = None,
+            arm_strata: Mapping[Any, RatioSums] | None = None,
+            target_n: float = CS_TARGET_N) -> Comparison:
     hib = higher_is_better(metric)
     level = 1.0 - alpha
-    n_c = control.n if control is not None else 0
-    n_t = arm.n if arm is not None else 0
+    n_c = control.units if control is not None else 0
+    n_t = arm.units if arm is not None else 0
     error = _error(control, arm)
     empty = dict(diff=None, diff_low=None, diff_high=None, relative=None, relative_low=None,
                  relative_high=None, prob_beat_control=None, expected_loss=None)
     if error is not None:
-        mean_c = control.total / control.n if control is not None and control.n else None
-        mean_t = arm.total / arm.n if arm is not None and arm.n else None
+        mean_c = _f(moments_of(control)[0]) if control is not None else None
+        mean_t = _f(moments_of(arm)[0]) if arm is not None else None
         return Comparison(arm_id, metric, n_c, n_t, mean_c, mean_t, **empty, error=error,
                           higher_is_better=hib, level=level)
-    s = difference_stats(control.n, control.total, control.total_sq,
-                         arm.n, arm.total, arm.total_sq, alpha, target_n)
-    mean_c, mean_t = _f(s["mean_c"]), _f(s["mean_t"])
+    assert control is not None and arm is not None
+    mc, vc, mt, vt, strata = _estimates(control, arm, control_strata or {}, arm_strata or {})
+    s = contrast_stats(mc, vc, n_c, mt, vt, n_t, alpha, target_n=target_n)
     var = float(s["var"])
-    if not (math.isfinite(var) and var > 0.0) or mean_c is None or mean_t is None:
-        return Comparison(arm_id, metric, n_c, n_t, mean_c, mean_t, **empty,
-                          error="zero_variance", higher_is_better=hib, level=level)
+    if not (math.isfinite(var) and var > 0.0) or _f(mc) is None or _f(mt) is None:
+        return Comparison(arm_id, metric, n_c, n_t, _f(mc), _f(mt), **empty,
+                          error="zero_variance", higher_is_better=hib, level=level,
+                          strata=strata)
     diff, half = float(s["diff"]), float(s["half"])
     rel = rel_low = rel_high = None
-    if mean_c != 0.0:
-        r, rvar = relative_difference(s["mean_c"], s["var_c"], s["n_c"], s["mean_t"],
-                                      s["var_t"], s["n_t"])
+    if mc != 0.0:
+        r, rvar = relative_difference(mc, vc, mt, vt)
         rhalf = two_sided_halfwidth(rvar, s["eta"], alpha)
         rel, rel_low, rel_high = _f(r), _f(r - rhalf), _f(r + rhalf)
     return Comparison(
-        arm_id, metric, n_c, n_t, mean_c, mean_t, diff, diff - half, diff + half,
+        arm_id, metric, n_c, n_t, mc, mt, diff, diff - half, diff + half,
         rel, rel_low, rel_high,
         _f(prob_beat_control(diff, var, hib)), _f(expected_loss(diff, var, hib)), None,
-        higher_is_better=hib, level=level)
+        higher_is_better=hib, level=level, strata=strata)
 
 
-def check_guardrail(arm_id: int, guardrail: Guardrail, control: MetricSums | None,
-                    arm: MetricSums | None, alpha: float,
-                    target_n: float = CS_TARGET_N) -> GuardrailCheck:
-    """One-sided sequential test of harm at `alpha` (not split over two sides)."""
-    hib = guardrail.higher_is_better
-    level = 1.0 - alpha
+def check_guardrail(arm_id: int, guardrail: Guardrail, control: RatioSums | None,
+                    arm: RatioSums | None, alpha: float, *, any_data: bool = True,
+                    cap: float | None = None, target_n: float = CS_TARGET_N) -> GuardrailCheck:
+    """Non-inferiority and harm, each a one-sided always-valid test at `alpha`, on the
+    margin contrast gain = sign * (arm - (1 - sign * tolerance) * control), sign = +1 when
+    higher is better: the control's own uncertainty counts (factor^2 * Var(control))."""
+    hib, tol = guardrail.higher_is_better, guardrail.tolerance
+    base = dict(tolerance=tol, required=guardrail.required, higher_is_better=hib,
+                level=1.0 - alpha, cap=cap)
+    if not any_data:
+        return GuardrailCheck(arm_id, guardrail.metric, NO_DATA, **base)
     error = _error(control, arm)
-    if error is None and not (math.isfinite(guardrail.tolerance) and guardrail.tolerance >= 0):
+    if error is None and not (math.isfinite(tol) and tol >= 0):
         error = "invalid_tolerance"
     if error is not None:
-        return GuardrailCheck(arm_id, guardrail.metric, False, None, None, error,
-                              higher_is_better=hib, level=level)
-    s = difference_stats(control.n, control.total, control.total_sq,
-                         arm.n, arm.total, arm.total_sq, alpha, target_n)
-    var, diff, mean_c = float(s["var"]), _f(s["diff"]), _f(s["mean_c"])
-    if not (math.isfinite(var) and var > 0.0) or diff is None or mean_c is None:
-        return GuardrailCheck(arm_id, guardrail.metric, False, diff, None, "zero_variance",
-                              higher_is_better=hib, level=level)
-    half = float(one_sided_halfwidth(var, s["eta"], alpha))
-    limit = guardrail.tolerance * abs(mean_c)
-    if hib:
-        bound, threshold = diff + half, -limit
-        harmed = bound < threshold
-    else:
-        bound, threshold = diff - half, limit
-        harmed = bound > threshold
-    return GuardrailCheck(arm_id, guardrail.metric, bool(harmed), diff, bound, None,
-                          threshold=threshold, higher_is_better=hib, level=level)
+        return GuardrailCheck(arm_id, guardrail.metric, NOT_COMPUTABLE, error=error, **base)
+    assert control is not None and arm is not None
+    mc, vc = moments_of(control)
+    mt, vt = moments_of(arm)
+    sign = 1.0 if hib else -1.0
+    factor = 1.0 - sign * tol
+    s = contrast_stats(mc, vc, control.units, mt, vt, arm.units, alpha, factor, target_n)
+    var, gain, half = float(s["var"]), sign * float(s["diff"]), float(s["half1"])
+    relative = _f(mt / mc - 1.0) if mc else None
+    means = dict(mean_control=_f(mc), mean_arm=_f(mt), relative=relative)
+    if not (math.isfinite(var) and var >= 0.0 and math.isfinite(gain)):
+        return GuardrailCheck(arm_id, guardrail.metric, NOT_COMPUTABLE, error="zero_variance",
+                              **means, **base)
+    # Zero variance (every unit reported the same value): the gain is known exactly.
+    low, high = (gain, gain) if var == 0.0 else (gain - half, gain + half)
+    status = NON_INFERIOR if low > 0 else HARMED if high < 0 else UNDECIDED
+    return GuardrailCheck(arm_id, guardrail.metric, status, gain_low=low, gain_high=high,
+                          **means, **base)
 
 
 def check_srm(arms: Sequence[ArmData], alpha: float = SRM_ALPHA,
               concentration: float = SRM_PRIOR_CONCENTRATION) -> SrmCheck:
-    """All arms against their weights while every arm is active. Once an arm is stopped its
-    traffic goes to control, so only the remaining variant arms keep their ratio: they are
-    tested among themselves (when there are two or more)."""
+    """Units per assignment slice against the configured weights, every arm included: a
+    stopped arm's slice still receives its share of units (served control), so the test
+    neither goes blind nor raises a false alarm after a stop."""
     threshold = 1.0 / alpha
-    if all(a.active for a in arms):
-        tested = list(arms)
-    else:
-        tested = [a for a in arms if a.active and not a.is_control]
-        if len(tested) < 2:
-            return SrmCheck(False, None, "not_testable_after_arm_stop", threshold=threshold)
-    if len(tested) < 2:
+    if len(arms) < 2:
         return SrmCheck(False, None, "no_arms", threshold=threshold)
-    weights = [float(a.weight) for a in tested]
-    ids = tuple(a.arm_id for a in tested)
-    counts = tuple(int(a.conversations) for a in tested)
+    weights = [float(a.weight) for a in arms]
+    ids = tuple(a.arm_id for a in arms)
+    counts = tuple(int(a.units) for a in arms)
     if not all(math.isfinite(w) and w > 0 for w in weights) or any(c < 0 for c in counts):
         return SrmCheck(False, None, "invalid_weights", threshold=threshold, arm_ids=ids,
                         counts=counts)
@@ -164,41 +181,60 @@ def check_srm(arms: Sequence[ArmData], alpha: float = SRM_ALPHA,
                     counts=counts, expected_shares=tuple(float(p) for p in shares))
 
 
-def analyze(arms: Sequence[ArmData], settings: AnalysisSettings) -> ExperimentAnalysis:
+def analyze(arms: Sequence[ArmData], settings: AnalysisSettings,
+            caps: Mapping[str, float] | None = None) -> ExperimentAnalysis:
+    """`caps`: the metric caps the sums were computed with (recorded in the checks)."""
     controls = [a for a in arms if a.is_control]
     variants = [a for a in arms if not a.is_control and a.active]
+    ever = sum(1 for a in arms if not a.is_control)
     confidence = settings.confidence
-    srm = check_srm(arms)
     valid_conf = isinstance(confidence, int | float) and 0.0 < confidence < 1.0
-    alpha = alpha_per_arm(confidence, len(variants)) if valid_conf else None
+    alpha = alpha_per_arm(confidence, ever) if valid_conf else None
     control = controls[0] if len(controls) == 1 else None
     comparisons: list[Comparison] = []
     checks: list[GuardrailCheck] = []
     for arm in variants:
-        metric = settings.primary_metric
         if alpha is None or control is None:
             code = "invalid_confidence" if alpha is None else "no_control"
-            comparisons.append(Comparison(arm.arm_id, metric, 0, 0, None, None, None, None,
-                                          None, None, None, None, None, None, code,
-                                          higher_is_better=higher_is_better(metric)))
-            checks.extend(GuardrailCheck(arm.arm_id, g.metric, False, None, None, code,
-                                         higher_is_better=g.higher_is_better)
+            comparisons.append(_failed(arm.arm_id, settings.primary_metric, code))
+            checks.extend(GuardrailCheck(arm.arm_id, g.metric, NOT_COMPUTABLE, g.tolerance,
+                                         g.required, g.higher_is_better, error=code)
                           for g in settings.guardrails)
             continue
-        comparisons.append(compare(arm.arm_id, metric, _get(control.metrics, metric),
-                                   _get(arm.metrics, metric), alpha))
-        checks.extend(check_guardrail(arm.arm_id, g, _get(control.metrics, g.metric),
-                                      _get(arm.metrics, g.metric), alpha)
-                      for g in settings.guardrails)
-    return ExperimentAnalysis(tuple(comparisons), tuple(checks), srm,
+        comparisons.append(_primary(control, arm, settings, alpha))
+        checks.extend(
+            check_guardrail(arm.arm_id, g, _get(control.metrics, g.metric),
+                            _get(arm.metrics, g.metric), alpha,
+                            any_data=any(_get(a.metrics, g.metric) for a in arms),
+                            cap=(caps or {}).get(g.metric))
+            for g in settings.guardrails)
+    return ExperimentAnalysis(tuple(comparisons), tuple(checks), check_srm(arms),
                               confidence=float(confidence) if valid_conf else float("nan"),
                               alpha_per_arm=alpha)
 
 
-def _get(metrics: Mapping[str, MetricSums] | None, name: str) -> MetricSums | None:
+def _primary(control: ArmData, arm: ArmData, settings: AnalysisSettings,
+             alpha: float) -> Comparison:
+    metric = settings.primary_metric
+    strata = settings.stratify and bool(control.strata) and bool(arm.strata)
+    return compare(arm.arm_id, metric, _get(control.metrics, metric),
+                   _get(arm.metrics, metric), alpha,
+                   control.strata if strata else None, arm.strata if strata else None)
+
+
+def _failed(arm_id: int, metric: str, code: str) -> Comparison:
+    return Comparison(arm_id, metric, 0, 0, None, None, None, None, None, None, None, None,
+                      None, None, code, higher_is_better=higher_is_better(metric))
+
+
+def _get(metrics: Mapping[str, RatioSums] | None, name: str) -> RatioSums | None:
     if not metrics:
         return None
     m = metrics.get(name)
-    if m is None or m.n <= 0:
+    if m is None or m.units <= 0 or m.sum_m <= 0:
         return None
     return m
+
+
+
+

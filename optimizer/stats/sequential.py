@@ -3,10 +3,13 @@
 Always-valid means: with probability at least 1 - alpha the interval covers the true
 difference at every check at once, however often it is looked at.
 
+The inputs are estimates and the variances of those estimates (for the per-conversation
+means of unit-randomised experiments, from optimizer.stats.ratio), and the counts of units.
+
 Derivation (Robbins' normal mixture; Howard et al. 2021, "Time-uniform, nonparametric,
 nonasymptotic confidence sequences"; Waudby-Smith et al. 2021, "Time-uniform central limit
 theory and asymptotic confidence sequences"). Let d be the estimated difference with
-variance V = s_c^2/n_c + s_t^2/n_t, I = 1/V the information and S = (d - delta) * I, which
+variance V = Var(m_c) + Var(m_t), I = 1/V the information and S = (d - delta) * I, which
 behaves like a Brownian motion in intrinsic time I. For each lambda, exp(lambda*S -
 lambda^2*I/2) is a (asymptotic) martingale; mixing lambda over N(0, rho^2) gives
 
@@ -38,9 +41,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_ndtr
 
-# Conversations per arm at which the interval is tightest. Decisions wait for
+# Units per arm at which the interval is tightest. Decisions wait for
 # min_runtime_hours (24 h by default) and typical experiments reach a few thousand
-# conversations per arm by then; see benchmarks/aa_ab_simulation.py for the tuning.
+# units per arm by then; see benchmarks/aa_ab_simulation.py for the tuning.
 CS_TARGET_N = 2500.0
 
 
@@ -83,27 +86,11 @@ def one_sided_halfwidth(var, eta, alpha) -> np.ndarray:
     return one_sided_u(eta, alpha) * np.sqrt(var * (1.0 + 1.0 / eta))
 
 
-def moments(n, total, total_sq) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and unbiased sample variance from sufficient statistics (variance >= 0;
-    NaN where n < 2)."""
-    n = np.asarray(n, dtype=float)
-    total = np.asarray(total, dtype=float)
-    total_sq = np.asarray(total_sq, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = total / n
-        var = np.maximum(total_sq - total * mean, 0.0) / (n - 1.0)
-    return mean, np.where(n >= 2, var, np.nan)
-
-
-def difference(mean_c, var_c, n_c, mean_t, var_t, n_t) -> tuple[np.ndarray, np.ndarray]:
-    """Arm minus control and its variance."""
-    return mean_t - mean_c, var_t / n_t + var_c / n_c
-
-
-def relative_difference(mean_c, var_c, n_c, mean_t, var_t, n_t):
-    """arm/control - 1 and its first-order delta-method variance:
-    Var(m_t/m_c) ~ Var(m_t)/m_c^2 + m_t^2 Var(m_c)/m_c^4 (independent arms)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+def relative_difference(mean_c, var_c, mean_t, var_t):
+    """arm/control - 1 and its first-order delta-method variance, from the two estimates
+    and the variances of those estimates (independent arms):
+    Var(m_t/m_c) ~ Var(m_t)/m_c^2 + m_t^2 Var(m_c)/m_c^4."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         rel = mean_t / mean_c - 1.0
-        var = (var_t / n_t) / mean_c**2 + mean_t**2 * (var_c / n_c) / mean_c**4
+        var = var_t / mean_c**2 + mean_t**2 * var_c / mean_c**4
     return rel, var

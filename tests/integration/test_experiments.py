@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import math
 import random
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -20,7 +21,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 
 from models.conversations import Conversation
-from models.experiments import Experiment, ExperimentAnalysis
+from models.experiments import Experiment, ExperimentAnalysis, ExperimentArm
 from models.prompts import PromptActivation, PromptVersion
 from optimizer import cli_experiments
 from optimizer.clock import utcnow
@@ -28,11 +29,12 @@ from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.errors import Conflict, InvalidInput
 from optimizer.experiments import store, validation
-from optimizer.experiments.aggregate import arm_sums
+from optimizer.experiments.aggregate import arm_data
 from optimizer.health import HealthMonitor
 from optimizer.http.app import create_app
 from optimizer.jobs.monitoring import monitor_experiments
 from optimizer.run_stats import RunStats
+from optimizer.stats import RatioSums
 from tests.support.experiments import (
     Clock,
     add_conversations,
@@ -116,7 +118,7 @@ def test_creation_makes_arms_and_marks_variants_testing(engine):
         (1, True, 2.0, "active"), (3, False, 1.0, "active"), (2, False, 1.0, "active")]
     assert view.confidence == 0.95
     assert view.guardrails == [{"metric": "latency_ms", "higher_is_better": False,
-                                "tolerance": 0.2}]
+                                "tolerance": 0.2, "required": False, "cap": None}]
     assert version_statuses(engine) == {1: "active", 2: "testing", 3: "testing"}
     default = validation.parse_settings()
     assert {g["metric"] for g in json.loads(validation.guardrails_to_json(default.guardrails))} \
@@ -159,38 +161,77 @@ def test_no_active_version_is_a_conflict(engine):
 # --- aggregation ---------------------------------------------------------------------------
 
 
-def test_aggregation_equals_a_python_recomputation(engine):
+def _python_sums(rows: list[dict[str, Any]], experiment_id: int, caps: dict[str, float],
+                 ) -> dict[int, tuple[int, int, dict[str, RatioSums]]]:
+    """slice -> (units, conversations served the slice, metric -> RatioSums), the slow way."""
+    bounds = {"latency_ms": 86_400_000.0, "cost_usd": 1000.0}
+    per_unit: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["experiment_id"] != experiment_id or r["arm_id"] is None:
+            continue
+        slice_ = r["assigned_arm_id"] if r["assigned_arm_id"] is not None else r["arm_id"]
+        per_unit.setdefault((slice_, r["unit_id"]), []).append(r)
+    out: dict[int, tuple[int, int, dict[str, RatioSums]]] = {}
+    for (slice_, _), mine in per_unit.items():
+        own = [r for r in mine if r["arm_id"] == slice_]
+        units, convs, metrics = out.get(slice_, (0, 0, {}))
+        for metric in ("success", "rating", "latency_ms", "cost_usd"):
+            values = []
+            for r in own:
+                v = r[metric]
+                if v is None or (metric in bounds and not 0 <= v <= bounds[metric]):
+                    continue
+                values.append(min(float(v), caps.get(metric, math.inf)))
+            y, m = sum(values), float(len(values))
+            add = RatioSums(1 if values else 0, y, m, y * y, m * m, y * m)
+            metrics[metric] = metrics.get(metric, RatioSums(0, 0, 0, 0, 0, 0)) + add
+        out[slice_] = (units + 1, convs + len(own), metrics)
+    return out
+
+
+@pytest.mark.parametrize("caps", [{}, {"cost_usd": 0.01, "latency_ms": 500.0}])
+def test_aggregation_per_unit_equals_a_python_recomputation(engine, caps):
     ids = seed_prompt(engine, candidates=2)
     view = create(engine, [2, 3])
     arms = [a.id for a in view.arms]
     rng = random.Random(7)
     rows = []
-    for i in range(300):
+    for _ in range(400):
         arm = rng.choice(arms + [None])
         maybe = rng.random
         rows.append({
-            "prompt_id": 1, "version_id": ids[1], "unit_id": f"u{i}",
+            "prompt_id": 1, "version_id": ids[1], "unit_id": f"u{rng.randint(0, 60)}",
             "experiment_id": view.id if arm is not None or maybe() < 0.5 else None,
             "arm_id": arm,
+            # some units of a stopped slice served control; old rows without a slice
+            "assigned_arm_id": None if maybe() < 0.3 else (
+                arms[2] if arm == arms[0] and maybe() < 0.2 else arm),
+            "segment": rng.choice([None, "free", "pro"]),
             "success": None if maybe() < 0.2 else maybe() < 0.4,
             "rating": None if maybe() < 0.3 else rng.randint(1, 5),
-            "latency_ms": None if maybe() < 0.1 else rng.uniform(50, 900),
-            "cost_usd": None if maybe() < 0.1 else rng.uniform(0, 0.02),
+            "latency_ms": None if maybe() < 0.1 else rng.choice(
+                [rng.uniform(50, 900), 1e200, 86_400_000.0]),
+            "cost_usd": None if maybe() < 0.1 else rng.choice([rng.uniform(0, 0.02), 5e3]),
         })
     with session_factory(engine).begin() as session:
         session.execute(insert(Conversation), rows)
-        got = arm_sums(session, view.id)
+        arm_rows = session.scalars(select(ExperimentArm)
+                                   .where(ExperimentArm.experiment_id == view.id)).all()
+        got = {a.arm_id: a for a in arm_data(session, view.id, arm_rows, {}, "success", caps)}
+    want = _python_sums(rows, view.id, caps)
     assert set(got) == set(arms)
     for arm in arms:
-        mine = [r for r in rows if r["arm_id"] == arm and r["experiment_id"] == view.id]
-        conversations, metrics = got[arm]
-        assert conversations == len(mine)
-        for metric in ("success", "rating", "latency_ms", "cost_usd"):
-            values = [float(r[metric]) for r in mine if r[metric] is not None]
-            sums = metrics[metric]
-            assert sums.n == len(values)
-            assert sums.total == pytest.approx(sum(values), rel=1e-9)
-            assert sums.total_sq == pytest.approx(sum(v * v for v in values), rel=1e-9)
+        units, conversations, metrics = want.get(arm, (0, 0, {}))
+        assert (got[arm].units, got[arm].conversations) == (units, conversations)
+        for metric, sums in metrics.items():
+            have = got[arm].metrics[metric]
+            assert have.units == sums.units
+            for name in ("sum_y", "sum_m", "sum_yy", "sum_mm", "sum_ym"):
+                assert getattr(have, name) == pytest.approx(getattr(sums, name), rel=1e-9)
+        # the strata of the primary metric add up to the arm's total
+        total = sum(got[arm].strata.values(), RatioSums(0, 0, 0, 0, 0, 0))
+        assert total.units == got[arm].metrics["success"].units
+        assert total.sum_y == pytest.approx(got[arm].metrics["success"].sum_y)
 
 
 # --- end to end through HTTP ---------------------------------------------------------------

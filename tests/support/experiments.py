@@ -61,12 +61,13 @@ def arm_ids(engine: Engine, experiment_id: int) -> list[int]:
 
 
 def conversation_rows(n: int, successes: int, **extra: Any) -> Iterator[dict[str, Any]]:
-    """n conversations, exactly `successes` of them successful; ratings, latency and cost
-    cycle through the same values in every arm so guardrails see no difference."""
+    """n conversations of n units, exactly `successes` of them successful; ratings, latency
+    and cost cycle through the same narrow ranges in every arm, so every guardrail is shown
+    within its tolerance once there are a few hundred units per arm."""
     for i in range(n):
-        yield {"unit_id": f"u{i}", "success": i < successes, "rating": 1 + (i * 7) % 5,
-               "latency_ms": 100.0 + (i * 3) % 11 * 10.0,
-               "cost_usd": 0.001 * (1 + (i * 5) % 4), **extra}
+        yield {"unit_id": f"u{i}", "success": i < successes, "rating": 4 + i % 2,
+               "latency_ms": 100.0 + (i * 3) % 11, "cost_usd": 0.002 + 0.0001 * (i % 4),
+               **extra}
 
 
 def add_conversations(engine: Engine, experiment_id: int, arm_id: int, n: int,
