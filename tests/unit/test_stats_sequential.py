@@ -8,21 +8,26 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize
 
+from optimizer.stats.ratio import ratio_moments
 from optimizer.stats.sequential import (
     mixture_eta,
     mixture_k,
-    moments,
     one_sided_halfwidth,
     relative_difference,
     two_sided_halfwidth,
 )
 
 
-def test_moments_match_numpy():
+def moments(n, total, total_sq):
+    """Mean and variance of the mean, one observation per unit."""
+    return ratio_moments(n, total, n, total_sq, n, total)
+
+
+def test_one_value_per_unit_moments_match_numpy():
     x = np.random.default_rng(3).normal(5.0, 2.0, size=57)
     mean, var = moments(len(x), x.sum(), (x * x).sum())
     assert mean == pytest.approx(np.mean(x))
-    assert var == pytest.approx(np.var(x, ddof=1))
+    assert var == pytest.approx(np.var(x, ddof=1) / len(x))
     assert np.isnan(moments(1, 2.0, 4.0)[1])
 
 
@@ -75,7 +80,7 @@ def test_one_sided_is_narrower_and_eta_is_tuned_at_the_target():
 
 def test_relative_difference_delta_method():
     m_c, v_c, n_c, m_t, v_t, n_t = 0.3, 0.21, 900.0, 0.36, 0.2304, 1100.0
-    rel, var = relative_difference(m_c, v_c, n_c, m_t, v_t, n_t)
+    rel, var = relative_difference(m_c, v_c / n_c, m_t, v_t / n_t)
     grad = np.array([-m_t / m_c**2, 1 / m_c])  # d(m_t/m_c)/d(m_c, m_t)
     cov = np.diag([v_c / n_c, v_t / n_t])
     assert rel == pytest.approx(m_t / m_c - 1)
@@ -94,7 +99,7 @@ def _coverage_failures(rng, draws_c, draws_t, true_diff, alpha, checks):
     mc, vc = moments(n_c[:, ic], c1[:, ic], c2[:, ic])
     mt, vt = moments(n_t[:, it], t1[:, it], t2[:, it])
     nc, nt = n_c[:, ic].astype(float), n_t[:, it].astype(float)
-    var = vc / nc + vt / nt
+    var = vc + vt
     half = two_sided_halfwidth(var, mixture_eta(nc, nt, alpha, 2500.0), alpha)
     with np.errstate(invalid="ignore"):
         miss = np.abs(mt - mc - true_diff) > half

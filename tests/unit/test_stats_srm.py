@@ -14,7 +14,7 @@ from optimizer.stats.srm import SRM_PRIOR_CONCENTRATION, srm_log_bayes_factor
 
 def _arms(counts, weights, active=None):
     active = active or [True] * len(counts)
-    return [ArmData(i + 1, i == 0, w, a, c, {}) for i, (c, w, a)
+    return [ArmData(i + 1, i + 1, i == 0, w, a, c, c, {}) for i, (c, w, a)
             in enumerate(zip(counts, weights, active, strict=True))]
 
 
@@ -43,11 +43,12 @@ def test_degenerate_inputs_give_error_codes():
     assert check_srm(_arms([10], [1])).error == "no_arms"
     assert check_srm(_arms([10, 10], [1, 0])).error == "invalid_weights"
     assert check_srm(_arms([10, 10], [1, float("nan")])).error == "invalid_weights"
-    stopped = check_srm(_arms([900, 100], [1, 1], active=[True, False]))
-    assert stopped.error == "not_testable_after_arm_stop" and not stopped.detected
-    # after a stop the remaining variants are compared among themselves
-    three = check_srm(_arms([5000, 100, 1000, 1020], [1, 1, 1, 1], [True, False, True, True]))
-    assert three.error is None and three.arm_ids == (3, 4) and not three.detected
+    # Units are counted by assignment slice, so a stopped arm's slice keeps its share:
+    # every arm stays in the test, stopped or not.
+    stopped = check_srm(_arms([1010, 990], [1, 1], active=[True, False]))
+    assert stopped.error is None and stopped.arm_ids == (1, 2) and not stopped.detected
+    skewed = check_srm(_arms([900, 100], [1, 1], active=[True, False]))
+    assert skewed.detected
 
 
 def test_false_alarms_checked_every_15_minutes_for_14_days():
