@@ -1,12 +1,14 @@
-"""Monitoring benchmark: one experiment_monitoring pass against the bare aggregate queries.
+"""Monitoring benchmark: one experiment_monitoring pass against the bare per-unit query.
 
 Builds 50 running experiments (control and one variant each) and spreads conversations
-evenly and interleaved across their 100 arms, the way live traffic arrives: 1M rows in
-SQLite and 5M in a throwaway PostgreSQL cluster. At 1/5 of the rows and at the full count
-it prints:
-- the time of one monitoring pass (the real handler: per experiment a transaction, the SQL
-  aggregate, the statistics, the decision, an analysis row) and of the 50 aggregate
-  queries alone, and their ratio (aim: at most 1.5x);
+evenly and interleaved across their 100 arms, the way live traffic arrives, from users
+with three conversations each in one of four segments: 1M rows in SQLite and 5M in a
+throwaway PostgreSQL cluster. At 1/5 of the rows and at the full count it prints:
+- the time of one monitoring pass (the real handler: per experiment a transaction, the
+  per-unit SQL aggregate, the statistics, the decision, an analysis row), of the 50
+  per-unit aggregate statements alone, and of the 50 bare per-unit queries (group by arm
+  and unit, then count per arm: the least any per-unit analysis must do), and the ratio of
+  the pass to the bare queries (aim: at most 1.5x);
 - peak Python memory during the pass (tracemalloc) and the growth of the process's peak
   RSS, which must not grow with the number of conversations.
 
@@ -51,7 +53,7 @@ from optimizer import queue  # noqa: E402
 from optimizer.clock import utcnow  # noqa: E402
 from optimizer.db import create_db_engine, migrate, session_factory  # noqa: E402
 from optimizer.experiments import store  # noqa: E402
-from optimizer.experiments.aggregate import AGGREGATE  # noqa: E402
+from optimizer.experiments.aggregate import AGGREGATE, bind_caps  # noqa: E402
 from optimizer.job_input import NewJob  # noqa: E402
 from optimizer.jobs.context import ActiveJob  # noqa: E402
 from optimizer.jobs.monitoring import monitor_experiments  # noqa: E402
@@ -72,17 +74,19 @@ FROM ai_ab_experiment_arms a JOIN ai_prompt_versions v ON v.id = a.version_id"""
 SQLITE_FILL = """WITH RECURSIVE seq(i) AS (
   SELECT :start UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < :stop)
 INSERT INTO conversations (prompt_id, version_id, experiment_id, arm_id, unit_id, success,
-                           rating, latency_ms, cost_usd)
-SELECT m.prompt_id, m.version_id, m.experiment_id, m.arm_id, 'u' || i,
+                           rating, latency_ms, cost_usd, segment)
+SELECT m.prompt_id, m.version_id, m.experiment_id, m.arm_id,
+       'u' || (i % :arms) || '-' || (i / :arms / 3),
        (i / :arms) % 10 < 3, 1 + (i / :arms) % 5, 100 + ((i / :arms) * 37) % 900,
-       ((i / :arms) % 7) / 1000.0
+       ((i / :arms) % 7) / 1000.0, 'seg' || ((i / :arms / 3) % 4)
 FROM seq JOIN arm_map m ON m.idx = i % :arms"""
 
 PG_FILL = """INSERT INTO conversations (prompt_id, version_id, experiment_id, arm_id, unit_id,
-                           success, rating, latency_ms, cost_usd)
-SELECT m.prompt_id, m.version_id, m.experiment_id, m.arm_id, 'u' || g,
+                           success, rating, latency_ms, cost_usd, segment)
+SELECT m.prompt_id, m.version_id, m.experiment_id, m.arm_id,
+       'u' || (g % :arms) || '-' || (g / :arms / 3),
        (g / :arms) % 10 < 3, 1 + (g / :arms) % 5, 100 + ((g / :arms) * 37) % 900,
-       ((g / :arms) % 7) / 1000.0
+       ((g / :arms) % 7) / 1000.0, 'seg' || ((g / :arms / 3) % 4)
 FROM generate_series(:start, :stop - 1) g JOIN arm_map m ON m.idx = g % :arms"""
 
 def setup_experiments(engine: Engine) -> list[int]:
@@ -111,10 +115,21 @@ def fill(engine: Engine, start: int, stop: int) -> float:
     return time.perf_counter() - t0
 
 
+BARE_PER_UNIT = text("""SELECT arm_id, count(*) FROM (
+  SELECT arm_id, unit_id, count(*) AS n FROM conversations
+  WHERE experiment_id = :experiment_id GROUP BY arm_id, unit_id) AS u GROUP BY arm_id""")
+
+
 def bare_aggregates(engine: Engine, ids: list[int]) -> None:
     with engine.connect() as conn:
         for experiment_id in ids:
-            conn.execute(AGGREGATE, {"experiment_id": experiment_id}).all()
+            conn.execute(BARE_PER_UNIT, {"experiment_id": experiment_id}).all()
+
+
+def our_aggregates(engine: Engine, ids: list[int]) -> None:
+    with engine.connect() as conn:
+        for experiment_id in ids:
+            conn.execute(AGGREGATE, bind_caps(experiment_id, {})).all()
 
 
 def monitoring_pass(engine: Engine) -> dict[str, object]:
@@ -215,14 +230,16 @@ def measure_here(engine: Engine, ids: list[int], rows: int, label: str) -> float
     kinds = {d["decision"] for d in result["decisions"]}  # type: ignore[attr-defined]
     assert kinds == {"continue"}, f"every experiment must stay running; got {kinds}"
     bare = best_of(lambda: bare_aggregates(engine, ids))
+    ours = best_of(lambda: our_aggregates(engine, ids))
     full = best_of(lambda: monitoring_pass(engine))
     rss_before = max_rss_mb()
     tracemalloc.start()
     monitoring_pass(engine)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    print(f"  {label:>10} {rows:>10,} rows: pass {full * 1000:8.1f} ms | aggregates alone "
-          f"{bare * 1000:8.1f} ms | ratio {full / bare:5.2f}x | python peak "
+    print(f"  {label:>10} {rows:>10,} rows: pass {full * 1000:8.1f} ms | per-unit aggregates "
+          f"{ours * 1000:8.1f} ms | bare per-unit queries {bare * 1000:8.1f} ms | ratio pass/"
+          f"bare {full / bare:5.2f}x | python peak "
           f"{peak / 1e6:6.2f} MB | peak RSS growth {max_rss_mb() - rss_before:5.1f} MB",
           flush=True)
     return bare
