@@ -32,6 +32,7 @@ from models.conversations import Conversation as C
 from models.experiments import ExperimentArm
 from optimizer.stats import EMPTY_RATIO, METRICS, VALUE_BOUNDS, ArmData, RatioSums
 
+TINY = 1e-150
 SLICE = func.coalesce(C.assigned_arm_id, C.arm_id)
 # Served the slice's own version (always so for every arm but a stopped one's routed units).
 OWN = or_(C.assigned_arm_id.is_(None), C.assigned_arm_id == C.arm_id)
@@ -47,7 +48,9 @@ def _value(metric: str) -> ColumnElement[Any]:
     low, high = VALUE_BOUNDS[metric]
     cap = bindparam(f"cap_{metric}", type_=Float())
     # NaN (PostgreSQL sorts it above every number) fails `<= high` and counts as missing.
-    return case((value < low, None), (value > high, None), (value > cap, cap), else_=value)
+    # Values too small to square in float8 count as 0: PostgreSQL raises on underflow.
+    return case((value < low, None), (value > high, None), (value > cap, cap),
+                (value < TINY, 0.0), else_=value)
 
 
 def _count(metric: str) -> ColumnElement[Any]:
