@@ -44,6 +44,7 @@ import aiohttp  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from benchmarks._replicas import CpuMeter, postmaster_pid  # noqa: E402
+from optimizer.assignment import pick_arm  # noqa: E402
 from optimizer.db import create_db_engine, migrate  # noqa: E402
 from optimizer.ingest import MAX_BATCH  # noqa: E402
 from tests.support.pg import PgCluster, start_cluster  # noqa: E402
@@ -71,6 +72,7 @@ class Load:
     seconds: float
     batch: int = 500
     experiment_id: int | None = None
+    arms: tuple[tuple[int, float, int], ...] = ()  # (arm id, weight, version number)
     transcript_chars: int = 200
     seed: int = 1
 
@@ -93,12 +95,17 @@ def batch_bodies(load: Load) -> list[bytes]:
     transcript = (TRANSCRIPT * (load.transcript_chars // len(TRANSCRIPT) + 1))
     transcript = transcript[:load.transcript_chars]
     bodies = []
+    slices = [(arm_id, weight) for arm_id, weight, _ in load.arms]
+    versions = {arm_id: number for arm_id, _, number in load.arms}
     for b in range(BODIES):
         rows = []
         for i in range(load.batch):
             n = b * load.batch + i
+            # the version resolve serves this unit, as the application sends it
+            version = versions[pick_arm(load.experiment_id, f"user-{n:08d}", slices)] \
+                if load.experiment_id is not None else 1
             rows.append({
-                "prompt": load.prompt, "version": 1 + n % 2,
+                "prompt": load.prompt, "version": version,
                 "experiment_id": load.experiment_id, "unit_id": f"user-{n:08d}",
                 "success": n % 10 < 3, "rating": 1 + n % 5, "latency_ms": 200.0 + n % 900,
                 "cost_usd": 0.0004 + (n % 7) / 10_000, "input_tokens": 800 + n % 300,
@@ -215,14 +222,17 @@ def admin(service: ServiceProcess, method: str, path: str, body: Any) -> Any:
     return answer
 
 
-def set_up_prompts(service: ServiceProcess) -> int:
-    """The two prompts, and the running experiment on AB (control v1 against v2)."""
+def set_up_prompts(service: ServiceProcess) -> tuple[int, tuple[tuple[int, float, int], ...]]:
+    """The two prompts, and the running experiment on AB (control v1 against v2): its id and
+    arms."""
     admin(service, "POST", "/prompts", {"name": PLAIN, "content": "You are a support bot."})
     admin(service, "POST", "/prompts", {"name": AB, "content": "You are a support bot."})
     admin(service, "POST", f"/prompts/{AB}/versions",
           {"content": "You are a concise, friendly support bot."})
     experiment = admin(service, "POST", "/experiments", {"prompt": AB, "variants": [2]})
-    return int(experiment["id"])
+    arms = tuple((int(a["id"]), float(a["weight"]), int(a["version"]))
+                 for a in experiment["arms"])
+    return int(experiment["id"]), arms
 
 
 def pct(values: list[float], q: int) -> float:
@@ -322,7 +332,7 @@ def run_phases(args: argparse.Namespace, cluster: PgCluster,
         PATTERN_ANALYSIS_CRON=NEVER, MONITORING_CRON=NEVER, LOG_LEVEL=args.log_level)
     try:
         service.wait_healthy(timeout=60)
-        experiment_id = set_up_prompts(service)
+        experiment_id, arms = set_up_prompts(service)
         meter = CpuMeter({"service": [service.proc.pid]},
                          trees={"postgres": postmaster_pid(cluster.datadir)})
         common: dict[str, Any] = {"base_url": service.base_url,
@@ -332,7 +342,8 @@ def run_phases(args: argparse.Namespace, cluster: PgCluster,
             phases.append(run_phase(
                 f"POST /v1/conversations (batch {args.batch})",
                 Load("ingest", prompt=AB, seconds=args.seconds, batch=args.batch,
-                     experiment_id=experiment_id, transcript_chars=args.transcript_chars,
+                     experiment_id=experiment_id, arms=arms,
+                     transcript_chars=args.transcript_chars,
                      **common), meter))
         if not args.skip_resolve:
             for label, prompt in (("GET resolve, no experiment", PLAIN),

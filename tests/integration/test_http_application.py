@@ -7,15 +7,17 @@ import dataclasses
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from models.conversations import Conversation
 from models.experiments import ExperimentArm
 from optimizer.assignment import pick_arm
 from optimizer.clock import utcnow
@@ -244,3 +246,116 @@ async def test_http_disabled_without_ingest_token(make_client: MakeClient,
     resp = await client.get("/v1/prompts/support-bot/resolve", params={"unit_id": "u"},
                             headers=AUTH)
     assert resp.status == 503
+
+
+# --- ingest: the unit's slice, bounds, the future -------------------------------------------
+
+
+async def test_http_rows_as_resolve_answered_are_accepted_before_and_after_a_stop(
+    client: TestClient, engine: Engine
+) -> None:
+    world = seed(engine, experiment=[(1, 1.0), (2, 1.0), (3, 1.0)])
+
+    async def log_as_resolved(units: list[str]) -> None:
+        rows = []
+        for unit in units:
+            resp = await client.get(
+                "/v1/prompts/support-bot/resolve", params={"unit_id": unit}, headers=AUTH
+            )
+            answer = await resp.json()
+            rows.append(
+                record(
+                    unit_id=unit, version=answer["version"], experiment_id=answer["experiment_id"]
+                )
+            )
+        resp = await post(client, {"conversations": rows})
+        assert resp.status == 202, await resp.text()
+
+    units = [f"u{i}" for i in range(90)]
+    await log_as_resolved(units)
+    with Session(engine) as session, session.begin():
+        session.get(ExperimentArm, world.arms[3]).status = "stopped"
+    await log_as_resolved(units)
+    with Session(engine) as session:
+        rows = session.execute(
+            select(
+                Conversation.unit_id, Conversation.arm_id, Conversation.assigned_arm_id
+            ).order_by(Conversation.id)
+        ).all()
+    assert len(rows) == 2 * len(units)
+    for position, (unit, served, assigned) in enumerate(rows):
+        assert assigned == world.arms[world.assigned(unit)]
+        after_stop = position >= len(units)
+        if after_stop and assigned == world.arms[3]:
+            assert served == world.arms[1]
+        else:
+            assert served == assigned
+
+
+async def test_http_row_for_another_arm_is_a_400_naming_index_and_version(
+    client: TestClient, engine: Engine
+) -> None:
+    world = seed(engine, experiment=[(1, 1.0), (2, 1.0)])
+    [unit] = world.units_of(1, prefix="user-")
+    batch = [
+        record(unit_id=unit, version=1, experiment_id=world.experiment_id),
+        record(unit_id=unit, version=2, experiment_id=world.experiment_id),
+    ]
+    resp = await post(client, {"conversations": batch})
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["errors"] == [
+        {
+            "index": 1,
+            "field": "version",
+            "problem": (
+                f"unit {unit!r} is assigned to version 1 (arm {world.arms[1]}) of experiment "
+                f"{world.experiment_id}, not version 2; send the version and experiment_id that "
+                "resolve returned"
+            ),
+        }
+    ]
+    assert conversation_count(engine) == 0
+
+
+async def test_http_bounds_and_future_dates(client: TestClient, engine: Engine) -> None:
+    seed(engine)
+    resp = await post(
+        client,
+        {
+            "conversations": [
+                record(),
+                record(latency_ms=1e200),
+                record(cost_usd=1000.01),
+                record(output_tokens=10**400),
+            ]
+        },
+    )
+    assert resp.status == 400
+    errors = (await resp.json())["errors"]
+    assert [(e["index"], e["field"]) for e in errors] == [
+        (1, "latency_ms"),
+        (2, "cost_usd"),
+        (3, "output_tokens"),
+    ]
+    assert errors[0]["problem"] == (
+        "must be a finite number from 0 to 86,400,000 (one day); got 1e+200"
+    )
+    ahead = utcnow() + timedelta(minutes=10)
+    resp = await post(client, record(occurred_at=ahead.isoformat()))
+    assert resp.status == 400
+    [error] = (await resp.json())["errors"]
+    assert error["field"] == "occurred_at" and "after the server's time" in error["problem"]
+    assert conversation_count(engine) == 0
+    soon = utcnow() + timedelta(minutes=4)
+    resp = await post(
+        client,
+        record(
+            occurred_at=soon.isoformat(),
+            latency_ms=86_400_000,
+            cost_usd=1000,
+            input_tokens=10_000_000,
+        ),
+    )
+    assert resp.status == 202, await resp.text()
+    assert conversation_count(engine) == 1

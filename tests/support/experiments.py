@@ -60,12 +60,13 @@ def arm_ids(engine: Engine, experiment_id: int) -> list[int]:
         return [arm.id for arm in arms]
 
 
-def conversation_rows(n: int, successes: int, **extra: Any) -> Iterator[dict[str, Any]]:
+def conversation_rows(n: int, successes: int, unit_prefix: str = "u",
+                      **extra: Any) -> Iterator[dict[str, Any]]:
     """n conversations of n units, exactly `successes` of them successful; ratings, latency
     and cost cycle through the same narrow ranges in every arm, so every guardrail is shown
     within its tolerance once there are a few hundred units per arm."""
     for i in range(n):
-        yield {"unit_id": f"u{i}", "success": i < successes, "rating": 4 + i % 2,
+        yield {"unit_id": f"{unit_prefix}{i}", "success": i < successes, "rating": 4 + i % 2,
                "latency_ms": 100.0 + (i * 3) % 11, "cost_usd": 0.002 + 0.0001 * (i % 4),
                **extra}
 
@@ -77,9 +78,11 @@ def add_conversations(engine: Engine, experiment_id: int, arm_id: int, n: int,
         assert arm is not None
         version = session.get(PromptVersion, arm.version_id)
         assert version is not None
-        rows = list(conversation_rows(n, successes, prompt_id=version.prompt_id,
-                                      version_id=version.id, experiment_id=experiment_id,
-                                      arm_id=arm_id))
+        # Each arm its own users, as the assignment would have it.
+        rows = list(conversation_rows(n, successes, f"arm{arm_id}-u",
+                                      prompt_id=version.prompt_id, version_id=version.id,
+                                      experiment_id=experiment_id, arm_id=arm_id,
+                                      assigned_arm_id=arm_id))
         session.execute(insert(Conversation), rows)
 
 
