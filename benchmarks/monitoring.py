@@ -53,7 +53,11 @@ from optimizer import queue  # noqa: E402
 from optimizer.clock import utcnow  # noqa: E402
 from optimizer.db import create_db_engine, migrate, session_factory  # noqa: E402
 from optimizer.experiments import store  # noqa: E402
-from optimizer.experiments.aggregate import AGGREGATE, bind_caps  # noqa: E402
+from optimizer.experiments.aggregate import (  # noqa: E402
+    AGGREGATE,
+    AGGREGATE_WORK_MEM,
+    bind_caps,
+)
 from optimizer.job_input import NewJob  # noqa: E402
 from optimizer.jobs.context import ActiveJob  # noqa: E402
 from optimizer.jobs.monitoring import monitor_experiments  # noqa: E402
@@ -128,6 +132,8 @@ def minimal_per_unit_queries(engine: Engine, ids: list[int]) -> None:
 
 def our_aggregates(engine: Engine, ids: list[int]) -> None:
     with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":  # as a check sets it for its transaction
+            conn.execute(text(f"SET work_mem = '{AGGREGATE_WORK_MEM}'"))
         for experiment_id in ids:
             conn.execute(AGGREGATE, bind_caps(experiment_id, {})).all()
 
