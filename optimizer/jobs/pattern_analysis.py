@@ -8,9 +8,11 @@ over a 24-hour window re-checks every finding each hour, which is what keeps las
 and occurrences meaningful. {"prompt": NAME} analyses that prompt only. "scope" (added by
 the scheduler) is ignored; any other key fails the job.
 
-Per prompt the result holds: tests, significant, actionable, new, updated, themes,
-llm_themes, tags, insight_ids, variant_generation_job_id and chain_note. One prompt's
-failure does not stop the others; only when every prompt fails does the job fail.
+Per prompt the result holds: conversations and units per window, tests, significant,
+actionable, untested_metrics (each metric no conversation reports, with the reason), new,
+updated, themes, llm_themes, tags, insight_ids, variant_generation_job_id and chain_note.
+One prompt's failure does not stop the others; only when every prompt fails does the job
+fail.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from optimizer.patterns.segments import (
     Rules,
     build_tests,
     evaluate,
+    untested_metrics,
 )
 from optimizer.patterns.themes import ThemeResult, containing, failure_terms
 from optimizer.prompts import validate_name
@@ -52,8 +55,9 @@ MAX_CHAINED_INSIGHTS = 10  # what one variant-generation request can address wel
 def parse_payload(payload: dict[str, Any]) -> str | None:
     for key in payload:
         if key not in PAYLOAD_KEYS:
-            raise PermanentJobError(f"payload field {key!r} is not known; allowed: "
-                                    f"{', '.join(PAYLOAD_KEYS)}")
+            raise PermanentJobError(
+                f"payload field {key!r} is not known; allowed: {', '.join(PAYLOAD_KEYS)}"
+            )
     if "prompt" not in payload:
         return None
     try:
@@ -71,12 +75,17 @@ class Analysis:
     llm_refreshed_at: datetime | None
     tags_note: str
     conversations: dict[str, int]
+    units: dict[str, int]
+    untested: dict[str, str]
 
 
 def _rules(ctx: ServiceContext) -> Rules:
     s = ctx.settings
-    return Rules(fdr=s.insight_fdr, min_effect=s.insight_min_effect,
-                 min_conversations=s.insight_min_conversations)
+    return Rules(
+        fdr=s.insight_fdr,
+        min_effect=s.insight_min_effect,
+        min_conversations=s.insight_min_conversations,
+    )
 
 
 def _tags(session: Session, target: store.Target, bounds: Bounds) -> tuple[list[GroupSums], str]:
@@ -88,9 +97,15 @@ def _tags(session: Session, target: store.Target, bounds: Bounds) -> tuple[list[
         return [], f"skipped: a conversation's tags is not valid JSON ({first})"
 
 
-def _finding_drafts(conn: Connection, target: store.Target, bounds: Bounds,
-                    findings: list[Finding], rules: Rules, *,
-                    with_transcripts: bool) -> list[InsightDraft]:
+def _finding_drafts(
+    conn: Connection,
+    target: store.Target,
+    bounds: Bounds,
+    findings: list[Finding],
+    rules: Rules,
+    *,
+    with_transcripts: bool,
+) -> list[InsightDraft]:
     """One draft per reportable finding, with the ids of failed conversations behind it."""
     family = sum(1 for f in findings if f.q_value is not None)
     drafts = []
@@ -102,11 +117,20 @@ def _finding_drafts(conn: Connection, target: store.Target, bounds: Bounds,
         # one group share their sample.
         key = (test.dimension, test.value, "24h" if test.kind == "regression" else test.window)
         if key not in samples:
-            samples[key] = aggregate.sample_of(conn, target.version_id, bounds, *key,
-                                               with_transcripts=with_transcripts)
-        drafts.append(finding_draft(finding, rules=rules, family_size=family,
-                                    version_id=target.version_id, window_start=start,
-                                    window_end=bounds.until, sample_ids=samples[key]))
+            samples[key] = aggregate.sample_of(
+                conn, target.version_id, bounds, *key, with_transcripts=with_transcripts
+            )
+        drafts.append(
+            finding_draft(
+                finding,
+                rules=rules,
+                family_size=family,
+                version_id=target.version_id,
+                window_start=start,
+                window_end=bounds.until,
+                sample_ids=samples[key],
+            )
+        )
     return drafts
 
 
@@ -120,17 +144,34 @@ def _analyse(ctx: ServiceContext, target: store.Target, now: datetime) -> Analys
         findings = evaluate(build_tests([*sums.segments, *tags], sums.totals), rules)
         failed = aggregate.transcripts(conn, target.version_id, bounds, success=False)
         succeeded = aggregate.transcripts(conn, target.version_id, bounds, success=True)
-        drafts = _finding_drafts(conn, target, bounds, findings, rules,
-                                 with_transcripts=bool(failed))
+        drafts = _finding_drafts(
+            conn, target, bounds, findings, rules, with_transcripts=bool(failed)
+        )
         refreshed = store.llm_themes_refreshed_at(session, target)
     themes = failure_terms([t for _, t in failed], [t for _, t in succeeded])
     if themes.terms:
         ids = containing(failed, [t.term for t in themes.terms[:3]], aggregate.SAMPLE_IDS)
-        drafts.append(theme_draft(themes, version_id=target.version_id,
-                                  window_start=bounds.since_7d, window_end=now,
-                                  sample_ids=ids))
-    counts = {w: sums.totals[w].conversations for w in sums.totals}
-    return Analysis(findings, drafts, themes, failed, refreshed, tags_note, counts)
+        drafts.append(
+            theme_draft(
+                themes,
+                version_id=target.version_id,
+                window_start=bounds.since_7d,
+                window_end=now,
+                sample_ids=ids,
+            )
+        )
+    windows = [sums.totals.window(w) for w in ("24h", "7d")]
+    return Analysis(
+        findings,
+        drafts,
+        themes,
+        failed,
+        refreshed,
+        tags_note,
+        {"24h": windows[0].conversations, "7d": windows[1].conversations},
+        {"24h": windows[0].units, "7d": windows[1].units},
+        untested_metrics(sums.totals),
+    )
 
 
 @dataclass(frozen=True)
@@ -139,14 +180,16 @@ class Chained:
     note: str
 
 
-def _save(ctx: ServiceContext, target: store.Target, drafts: list[InsightDraft],
-          now: datetime) -> list[store.Saved]:
+def _save(
+    ctx: ServiceContext, target: store.Target, drafts: list[InsightDraft], now: datetime
+) -> list[store.Saved]:
     with ctx.sessions.begin() as session:
         return store.save_insights(session, target, drafts, now=now)
 
 
-def _chain(ctx: ServiceContext, job: ActiveJob, target: store.Target, insight_ids: list[int],
-           now: datetime) -> Chained:
+def _chain(
+    ctx: ServiceContext, job: ActiveJob, target: store.Target, insight_ids: list[int], now: datetime
+) -> Chained:
     name = target.name
     if not insight_ids:
         return Chained(None, "not queued: no new actionable insights")
@@ -154,21 +197,33 @@ def _chain(ctx: ServiceContext, job: ActiveJob, target: store.Target, insight_id
         live = store.live_experiment(session, target.prompt_id)
         waiting = store.queued_generation(session, name)
     if live is not None:
-        return Chained(None, f"not queued: prompt {name!r} has experiment {live[0]} "
-                             f"{live[1]}; new variants wait until it ends")
+        return Chained(
+            None,
+            f"not queued: prompt {name!r} has experiment {live[0]} "
+            f"{live[1]}; new variants wait until it ends",
+        )
     if waiting is not None:
-        return Chained(None, f"not queued: variant_generation job {waiting} for prompt "
-                             f"{name!r} is already pending or running")
+        return Chained(
+            None,
+            f"not queued: variant_generation job {waiting} for prompt "
+            f"{name!r} is already pending or running",
+        )
     queued, created = queue.enqueue(
-        ctx.engine, NewJob(type="variant_generation",
-                           payload={"prompt": name, "insight_ids": insight_ids}),
-        max_attempts=ctx.settings.max_attempts, now=now,
-        dedupe_key=f"variant_generation:{name}:after-analysis-{job.id}")
+        ctx.engine,
+        NewJob(type="variant_generation", payload={"prompt": name, "insight_ids": insight_ids}),
+        max_attempts=ctx.settings.max_attempts,
+        now=now,
+        dedupe_key=f"variant_generation:{name}:after-analysis-{job.id}",
+    )
     if not created:
-        return Chained(queued.id, f"variant_generation job {queued.id} was already queued "
-                                  "by this job")
-    return Chained(queued.id, f"variant_generation job {queued.id} queued for insights "
-                              f"{', '.join(map(str, insight_ids))}")
+        return Chained(
+            queued.id, f"variant_generation job {queued.id} was already queued by this job"
+        )
+    return Chained(
+        queued.id,
+        f"variant_generation job {queued.id} queued for insights "
+        f"{', '.join(map(str, insight_ids))}",
+    )
 
 
 def _load_target(ctx: ServiceContext, name: str) -> store.Target:
@@ -176,53 +231,86 @@ def _load_target(ctx: ServiceContext, name: str) -> store.Target:
         return store.target_named(session, name)
 
 
-async def analyze_prompt(ctx: ServiceContext, job: ActiveJob, name: str, *,
-                         chain: bool = True) -> dict[str, Any]:
+async def analyze_prompt(
+    ctx: ServiceContext, job: ActiveJob, name: str, *, chain: bool = True
+) -> dict[str, Any]:
     """Analyse one prompt (a full_cycle job calls this with chain=False and queues the next
     step itself). Does not add to patternsAnalyzed: the caller counts its run once."""
     target = await asyncio.to_thread(_load_target, ctx, name)
     return await _analyse_target(ctx, job, target, chain=chain)
 
 
-async def _analyse_target(ctx: ServiceContext, job: ActiveJob, target: store.Target, *,
-                          chain: bool) -> dict[str, Any]:
+async def _analyse_target(
+    ctx: ServiceContext, job: ActiveJob, target: store.Target, *, chain: bool
+) -> dict[str, Any]:
     now = ctx.clock()
     analysis = await asyncio.to_thread(_analyse, ctx, target, now)
-    named = await llm_themes.name_themes(ctx.settings, ctx.llm, analysis.failed,
-                                         refreshed_at=analysis.llm_refreshed_at, now=now,
-                                         job_id=job.id)
+    named = await llm_themes.name_themes(
+        ctx.settings,
+        ctx.llm,
+        analysis.failed,
+        refreshed_at=analysis.llm_refreshed_at,
+        now=now,
+        job_id=job.id,
+    )
     drafts = list(analysis.drafts)
     if named.status == "ok":
-        drafts.append(llm_themes.draft(named, version_id=target.version_id,
-                                       window_start=Bounds(now).since_7d, window_end=now))
+        drafts.append(
+            llm_themes.draft(
+                named,
+                version_id=target.version_id,
+                window_start=Bounds(now).since_7d,
+                window_end=now,
+            )
+        )
     saved = await asyncio.to_thread(_save, ctx, target, drafts, now)
     effect = {d.fingerprint: abs(d.effect_size or 0.0) for d in drafts}
-    fresh = sorted((s for s in saved if s.newly_actionable),
-                   key=lambda s: (-effect.get(s.fingerprint, 0.0), s.id))
+    fresh = sorted(
+        (s for s in saved if s.newly_actionable),
+        key=lambda s: (-effect.get(s.fingerprint, 0.0), s.id),
+    )
     fresh_ids = [s.id for s in fresh][:MAX_CHAINED_INSIGHTS]
     if chain:
         chained = await asyncio.to_thread(_chain, ctx, job, target, fresh_ids, now)
     else:
         chained = Chained(None, "not queued: chaining is left to the caller")
     findings = analysis.findings
-    log.info("patterns analysed", extra={
-        "job_id": job.id, "prompt": target.name, "tests": len(findings),
-        "actionable": sum(f.actionable for f in findings), "new": sum(s.created for s in saved),
-        "llm_themes": named.status, "variant_generation_job_id": chained.job_id})
+    log.info(
+        "patterns analysed",
+        extra={
+            "job_id": job.id,
+            "prompt": target.name,
+            "tests": len(findings),
+            "actionable": sum(f.actionable for f in findings),
+            "new": sum(s.created for s in saved),
+            "llm_themes": named.status,
+            "variant_generation_job_id": chained.job_id,
+        },
+    )
     return {
-        "prompt": target.name, "version": target.version, "window_end": iso(now),
+        "prompt": target.name,
+        "version": target.version,
+        "window_end": iso(now),
         "conversations_24h": analysis.conversations.get("24h", 0),
         "conversations_7d": analysis.conversations.get("7d", 0),
+        "units_24h": analysis.units.get("24h", 0),
+        "units_7d": analysis.units.get("7d", 0),
         "tests": sum(1 for f in findings if f.q_value is not None),
         "significant": sum(f.significant for f in findings),
         "actionable": sum(f.actionable for f in findings),
-        "new": sum(s.created for s in saved), "updated": sum(not s.created for s in saved),
+        "untested_metrics": analysis.untested,
+        "new": sum(s.created for s in saved),
+        "updated": sum(not s.created for s in saved),
         "themes": len(analysis.themes.terms),
         "theme_terms": [t.term for t in analysis.themes.terms],
-        "themes_note": analysis.themes.skipped, "llm_themes": named.summary(),
-        "tags": analysis.tags_note, "insight_ids": [s.id for s in saved],
+        "themes_note": analysis.themes.skipped,
+        "llm_themes": named.summary(),
+        "tags": analysis.tags_note,
+        "insight_ids": [s.id for s in saved],
         "new_actionable_insight_ids": [s.id for s in fresh],
-        "variant_generation_job_id": chained.job_id, "chain_note": chained.note}
+        "variant_generation_job_id": chained.job_id,
+        "chain_note": chained.note,
+    }
 
 
 def _recent(ctx: ServiceContext, now: datetime) -> list[store.Target]:
@@ -243,14 +331,20 @@ async def analyze_patterns(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any
             try:
                 results.append(await _analyse_target(ctx, job, target, chain=True))
             except Exception as exc:  # one prompt's failure must not hide the others
-                log.error("pattern analysis failed", exc_info=exc,
-                          extra={"job_id": job.id, "prompt": target.name})
+                log.error(
+                    "pattern analysis failed",
+                    exc_info=exc,
+                    extra={"job_id": job.id, "prompt": target.name},
+                )
                 errors.append({"prompt": target.name, "error": one_line(exc)})
-            await job.report_progress(5 + 95 * done // len(targets),
-                                      f"analysed {done} of {len(targets)} prompts")
+            await job.report_progress(
+                5 + 95 * done // len(targets), f"analysed {done} of {len(targets)} prompts"
+            )
         if errors and not results:
-            raise PromptWorkerError(f"pattern analysis failed for all {len(errors)} prompts; "
-                                    f"first: {errors[0]['prompt']}: {errors[0]['error']}")
+            raise PromptWorkerError(
+                f"pattern analysis failed for all {len(errors)} prompts; "
+                f"first: {errors[0]['prompt']}: {errors[0]['error']}"
+            )
     ctx.stats.add("patternsAnalyzed", 1)
     await job.report_progress(100, f"analysed {len(results)} prompt(s)")
     return {"prompts": results, "errors": errors, "message": _summary(results, errors)}
@@ -259,7 +353,9 @@ async def analyze_patterns(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any
 def _summary(results: list[dict[str, Any]], errors: list[dict[str, Any]]) -> str:
     if not results and not errors:
         return "no prompt has conversations of its active version in the last 24 h"
-    parts = [f"{r['prompt']}: {r['actionable']} actionable of {r['tests']} tests, "
-             f"{r['new']} new" for r in results]
+    parts = [
+        f"{r['prompt']}: {r['actionable']} actionable of {r['tests']} tests, {r['new']} new"
+        for r in results
+    ]
     parts += [f"{e['prompt']}: failed" for e in errors]
     return "; ".join(parts)

@@ -1,8 +1,15 @@
 """The SQL side of pattern analysis. Conversation rows never travel into Python to be
-counted: per group the database returns the conversation count and, per metric, the count
-of non-null values, their sum and their sum of squares, for the last 24 hours and the last
-7 days in one pass (conditional aggregates over the 7-day range, which the
-(version_id, occurred_at) index serves).
+counted, and neither do per-unit rows: the database returns sums over units per group.
+
+Units (`unit_id`) are the independent observations (see significance). Per unit the
+database forms its conversations and, per metric, the sum Y and count M of the values, for
+the last 24 hours and the last 7 days in one pass (conditional aggregates over the 7-day
+range, which the (version_id, occurred_at) index serves); per (group value, unit) the same
+for the unit's part in the group. Each part is paired with its unit's totals, and per group
+value the database sums the products the delta-method variance and the effective degrees
+of freedom need. The window totals, and the regression test (the last 24 hours as a group
+of the 7 days), come from the per-unit rows alone. Per-unit values are cast to floating
+point first, so sums of squares and fourth powers cannot overflow an integer.
 
 Tags are a JSON list in a text column. They are unnested in SQL (json_each on SQLite,
 jsonb_array_elements on PostgreSQL, via a text cast so a json or jsonb column works too),
@@ -15,7 +22,6 @@ surrogate escape), the caller skips the tag dimension with the reason.
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,21 +36,33 @@ from sqlalchemy import (
     case,
     cast,
     func,
+    literal_column,
+    null,
     select,
     text,
+    union_all,
 )
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import Subquery
 
 from models.base import UtcDateTime
 from models.conversations import Conversation
-from optimizer.patterns.segments import MIN_GROUP_N, WINDOWS, GroupSums, WindowSums
-from optimizer.stats import MetricSums
+from optimizer.patterns.segments import (
+    METRICS,
+    MIN_GROUP_N,
+    WINDOWS,
+    GroupSums,
+    GroupWindow,
+    VersionTotals,
+    WindowSums,
+)
+from optimizer.patterns.significance import GroupMoments, WindowMoments
 
 C = Conversation
-MAX_VALUES_PER_DIMENSION = 200   # the largest groups of a dimension, by 7-day count
-TRANSCRIPT_SAMPLE = 2000         # most recent transcripts per side (failed, successful)
-TRANSCRIPT_CHARS = 2000          # each cut in SQL, so a huge one never travels whole
+MAX_VALUES_PER_DIMENSION = 200  # the largest groups of a dimension, by 7-day count
+TRANSCRIPT_SAMPLE = 2000  # most recent transcripts per side (failed, successful)
+TRANSCRIPT_CHARS = 2000  # each cut in SQL, so a huge one never travels whole
 SAMPLE_IDS = 10
 
 
@@ -63,41 +81,202 @@ class Bounds:
         return self.until - timedelta(days=7)
 
     def params(self, version_id: int) -> dict[str, Any]:
-        return {"version_id": version_id, "since_24h": self.since_24h,
-                "since_7d": self.since_7d, "until": self.until}
+        return {
+            "version_id": version_id,
+            "since_24h": self.since_24h,
+            "since_7d": self.since_7d,
+            "until": self.until,
+        }
 
 
 def _at(name: str) -> Any:
     return bindparam(name, type_=UtcDateTime())
 
 
-def _columns(occurred_at: Any, success: Any, rating: Any) -> list[ColumnElement[Any]]:
-    """Sums for the whole 7-day range (the WHERE clause) and, through CASE, the last 24 h."""
+def _in_range(occurred_at: Any) -> list[ColumnElement[bool]]:
+    return [occurred_at > _at("since_7d"), occurred_at <= _at("until")]
+
+
+def _float_sum(expr: Any) -> Any:
+    return func.coalesce(cast(func.sum(expr), Float), 0.0)
+
+
+def _per_unit(occurred_at: Any, success: Any, rating: Any, *, squares: bool = False) -> list[Any]:
+    """A unit's (or a unit's part in a group's) figures for both windows: conversations n,
+    and per metric the sum y, the count m and, with `squares`, the ratings' sum of squares
+    q (only the window totals need it; narrow rows keep the sorts small)."""
     recent = occurred_at > _at("since_24h")
     value = case((success.is_(None), None), (success, 1.0), else_=0.0)
     stars = cast(rating, Float)
-    out: list[ColumnElement[Any]] = []
+    out: list[Any] = []
     for window, keep in (("7d", None), ("24h", recent)):
+
         def w(expr: Any, keep: Any = keep) -> Any:
             return expr if keep is None else case((keep, expr), else_=None)
-        out += [(func.count() if keep is None else func.count(w(1))).label(f"n_{window}"),
-                func.count(w(value)).label(f"success_n_{window}"),
-                func.sum(w(value)).label(f"success_sum_{window}"),
-                func.count(w(stars)).label(f"rating_n_{window}"),
-                func.sum(w(stars)).label(f"rating_sum_{window}"),
-                func.sum(w(stars * stars)).label(f"rating_sq_{window}")]
+
+        every = func.count() if keep is None else func.count(w(1))
+        out += [
+            cast(every, Float).label(f"n_{window}"),
+            _float_sum(w(value)).label(f"success_y_{window}"),
+            cast(func.count(w(value)), Float).label(f"success_m_{window}"),
+            _float_sum(w(stars)).label(f"rating_y_{window}"),
+            cast(func.count(w(stars)), Float).label(f"rating_m_{window}"),
+        ]
+        if squares:
+            out.append(_float_sum(w(stars * stars)).label(f"rating_q_{window}"))
     return out
 
 
-SEGMENTS: Select[Any] = (
-    select(C.segment.label("value"), *_columns(C.occurred_at, C.success, C.rating))
-    .where(C.version_id == bindparam("version_id"), C.occurred_at > _at("since_7d"),
-           C.occurred_at <= _at("until"))
-    .group_by(C.segment))
+def _units(*extra: Any, squares: bool = False) -> Select[Any]:
+    """One row per unit of the version in the 7-day range: its figures (see _per_unit)."""
+    return (
+        select(*extra, C.unit_id, *_per_unit(C.occurred_at, C.success, C.rating, squares=squares))
+        .where(C.version_id == bindparam("version_id"), *_in_range(C.occurred_at))
+        .group_by(C.unit_id)
+    )
+
+
+def _count_if(condition: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+def _moment_columns(prefix: str, y: Any, m: Any) -> list[Any]:
+    """Sums over units of y, m and their powers (WindowMoments' and GroupMoments' own)."""
+    return [
+        _float_sum(y).label(f"{prefix}_y"),
+        _float_sum(m).label(f"{prefix}_m"),
+        _float_sum(y * y).label(f"{prefix}_yy"),
+        _float_sum(m * m).label(f"{prefix}_mm"),
+        _float_sum(y * m).label(f"{prefix}_ym"),
+        _float_sum(m * m * m).label(f"{prefix}_m3"),
+        _float_sum(m * m * m * m).label(f"{prefix}_m4"),
+        _count_if(m > 0).label(f"{prefix}_units"),
+    ]
+
+
+def _cross_columns(prefix: str, yg: Any, mg: Any, y: Any, m: Any) -> list[Any]:
+    """Sums over units of the group part (yg, mg) times the unit's window totals (y, m), and
+    the outside part's corrections (see GroupMoments)."""
+    out = m - mg
+    return [
+        _float_sum(yg * y).label(f"{prefix}_y_y"),
+        _float_sum(yg * m).label(f"{prefix}_y_m"),
+        _float_sum(mg * y).label(f"{prefix}_m_y"),
+        _float_sum(mg * m).label(f"{prefix}_m_m"),
+        func.coalesce(func.sum(case((out > 0, 1), else_=0) - case((m > 0, 1), else_=0)), 0).label(
+            f"{prefix}_out_units_adj"
+        ),
+        _float_sum(out * out * out - m * m * m).label(f"{prefix}_out_m3_adj"),
+        _float_sum(out * out * out * out - m * m * m * m).label(f"{prefix}_out_m4_adj"),
+    ]
+
+
+def _totals_statement() -> Select[Any]:
+    u = _units(squares=True).subquery("u")
+    columns: list[Any] = []
+    for window in WINDOWS:
+        columns += [
+            _float_sum(u.c[f"n_{window}"]).label(f"n_{window}"),
+            _count_if(u.c[f"n_{window}"] > 0).label(f"units_{window}"),
+            _float_sum(u.c[f"rating_q_{window}"]).label(f"rating_q_{window}"),
+        ]
+        for metric in METRICS:
+            columns += _moment_columns(
+                f"{metric}_{window}", u.c[f"{metric}_y_{window}"], u.c[f"{metric}_m_{window}"]
+            )
+    for metric in METRICS:
+        columns += _cross_columns(
+            f"{metric}_recent",
+            u.c[f"{metric}_y_24h"],
+            u.c[f"{metric}_m_24h"],
+            u.c[f"{metric}_y_7d"],
+            u.c[f"{metric}_m_7d"],
+        )
+    return select(*columns)
+
+
+# The unit totals the group statements need beside each unit's part in a group.
+UNIT_TOTALS = [
+    f"{metric}_{stat}_{window}" for window in WINDOWS for metric in METRICS for stat in ("y", "m")
+]
+
+
+def _segments_with_unit_totals() -> tuple[Subquery, ColumnElement[bool]]:
+    """Per (segment, unit) figures, each row with its unit's window totals (unit_*). The
+    NULL segment is grouped too, so a unit's rows cover all its conversations and a window
+    sum over the unit gives its totals: one grouped scan, no join (see _tags_with...)."""
+    parts = (
+        select(C.segment.label("value"), C.unit_id, *_per_unit(C.occurred_at, C.success, C.rating))
+        .where(C.version_id == bindparam("version_id"), *_in_range(C.occurred_at))
+        .group_by(C.unit_id, C.segment)
+        .subquery("parts")
+    )
+    totals = [
+        func.sum(parts.c[name]).over(partition_by=parts.c.unit_id).label(f"unit_{name}")
+        for name in UNIT_TOTALS
+    ]
+    joined = select(parts, *totals).subquery("joined")
+    return joined, joined.c.value.is_not(None)
+
+
+def _tags_with_unit_totals(parts: Subquery) -> tuple[Subquery, ColumnElement[bool]]:
+    """The per-(tag, unit) rows of `parts`, each with its unit's window totals (unit_*).
+
+    Logically a join of `parts` to the per-unit subquery on unit_id. It is written as one
+    stream of both kinds of row, partitioned by unit_id, because a join of two aggregates
+    is where PostgreSQL goes wrong on a stale estimate (the index leads with version_id, so
+    the planner cannot look up where occurred_at really ends): expecting one unit, it may
+    pick a nested loop that re-aggregates the units for every group row, which is
+    quadratic. A window partition is a sort, whatever the estimate."""
+    names = [c.name for c in parts.c if c.name not in ("value", "unit_id")]
+    unit_rows = _units(cast(null(), String).label("value"), literal_column("1").label("is_unit"))
+    group_rows = select(
+        parts.c.value,
+        literal_column("0").label("is_unit"),
+        parts.c.unit_id,
+        *[parts.c[name] for name in names],
+    )
+    both = union_all(unit_rows, group_rows).subquery("both")
+    totals = [
+        func.max(case((both.c.is_unit == 1, both.c[name]), else_=None))
+        .over(partition_by=both.c.unit_id)
+        .label(f"unit_{name}")
+        for name in UNIT_TOTALS
+    ]
+    joined = select(both, *totals).subquery("joined")
+    return joined, joined.c.is_unit == 0
+
+
+def _groups_statement(g: Subquery, keep: ColumnElement[bool]) -> Select[Any]:
+    """Per group value, over the rows of `g` that `keep` selects (value, a unit's part in
+    the group, and its unit_* totals): the sums over units the tests need; the largest
+    groups by 7-day conversations."""
+    columns: list[Any] = [g.c.value]
+    for window in WINDOWS:
+        columns.append(_float_sum(g.c[f"n_{window}"]).label(f"n_{window}"))
+        for metric in METRICS:
+            names = (f"{metric}_y_{window}", f"{metric}_m_{window}")
+            yg, mg = (g.c[name] for name in names)
+            y, m = (g.c[f"unit_{name}"] for name in names)
+            prefix = f"{metric}_{window}"
+            columns += _moment_columns(prefix, yg, mg) + _cross_columns(prefix, yg, mg, y, m)
+    size = func.sum(g.c.n_7d)
+    return (
+        select(*columns)
+        .where(keep)
+        .group_by(g.c.value)
+        .having(size >= MIN_GROUP_N)
+        .order_by(size.desc(), g.c.value)
+        .limit(MAX_VALUES_PER_DIMENSION)
+    )
+
+
+TOTALS: Select[Any] = _totals_statement()
+SEGMENTS: Select[Any] = _groups_statement(*_segments_with_unit_totals())
 
 _SQLITE_TAGGED = """
-SELECT c.id AS id, j.value AS value, c.success AS success, c.rating AS rating,
-       c.occurred_at AS occurred_at
+SELECT c.id AS id, c.unit_id AS unit_id, j.value AS value, c.success AS success,
+       c.rating AS rating, c.occurred_at AS occurred_at
 FROM conversations AS c,
      json_each(CASE WHEN json_valid(c.tags) THEN
                CASE WHEN json_type(c.tags) = 'array' THEN c.tags END END) AS j
@@ -107,8 +286,8 @@ WHERE c.version_id = :version_id AND c.occurred_at > :since_7d AND c.occurred_at
                   WHERE k.key < j.key AND k.type = 'text' AND k.value = j.value)"""
 
 _PG_TAGGED = """
-SELECT c.id AS id, t.value AS value, c.success AS success, c.rating AS rating,
-       c.occurred_at AS occurred_at
+SELECT c.id AS id, c.unit_id AS unit_id, t.value AS value, c.success AS success,
+       c.rating AS rating, c.occurred_at AS occurred_at
 FROM conversations AS c
 CROSS JOIN LATERAL (SELECT DISTINCT e.value #>> '{{}}' AS value
                     FROM jsonb_array_elements({array}) AS e
@@ -123,15 +302,16 @@ _STRING = r'"(\\(["\\/bfnrt]|u(?!0000)[0-9a-fA-F]{4})|[^"\\\x01-\x1f])*"'
 TAGS_ARRAY_RE = rf"^\s*\[\s*({_STRING}\s*(,\s*{_STRING}\s*)*)?\]\s*$"
 
 
-def pg_tags_array(server_version: tuple[int | str, ...] | None,
-                  column: str = "c.tags") -> str:
+def pg_tags_array(server_version: tuple[int | str, ...] | None, column: str = "c.tags") -> str:
     """The tags as a jsonb array, or NULL when they are not one. Binds :tags_array_re
     before PostgreSQL 16 (see tags_bind)."""
     major = server_version[0] if server_version else None
     if isinstance(major, int) and major >= 16:
-        return (f"CASE WHEN pg_input_is_valid({column}::text, 'jsonb') THEN CASE WHEN "
-                f"jsonb_typeof({column}::text::jsonb) = 'array' THEN {column}::text::jsonb "
-                "END END")
+        return (
+            f"CASE WHEN pg_input_is_valid({column}::text, 'jsonb') THEN CASE WHEN "
+            f"jsonb_typeof({column}::text::jsonb) = 'array' THEN {column}::text::jsonb "
+            "END END"
+        )
     return f"CASE WHEN {column}::text ~ :tags_array_re THEN {column}::text::jsonb END"
 
 
@@ -147,73 +327,149 @@ def _tags_statement(conn: Connection) -> Select[Any]:
     binds = [bindparam("version_id"), _at("since_7d"), _at("until")]
     if ":tags_array_re" in sql:
         binds.append(tags_bind())
-    tagged = (text(sql).bindparams(*binds)
-              .columns(id=Integer(), value=String(), success=Boolean(), rating=Integer(),
-                       occurred_at=UtcDateTime())
-              .subquery("tagged"))
-    count = func.count()
-    return (select(tagged.c.value, *_columns(tagged.c.occurred_at, tagged.c.success,
-                                             tagged.c.rating))
-            .group_by(tagged.c.value).having(count >= MIN_GROUP_N)
-            .order_by(count.desc(), tagged.c.value).limit(MAX_VALUES_PER_DIMENSION))
+    tagged = (
+        text(sql)
+        .bindparams(*binds)
+        .columns(
+            id=Integer(),
+            unit_id=String(),
+            value=String(),
+            success=Boolean(),
+            rating=Integer(),
+            occurred_at=UtcDateTime(),
+        )
+        .subquery("tagged")
+    )
+    parts = (
+        select(
+            tagged.c.value,
+            tagged.c.unit_id,
+            *_per_unit(tagged.c.occurred_at, tagged.c.success, tagged.c.rating),
+        )
+        .group_by(tagged.c.value, tagged.c.unit_id)
+        .subquery("parts")
+    )
+    return _groups_statement(*_tags_with_unit_totals(parts))
 
 
-def _window(row: RowMapping, window: str) -> WindowSums:
-    def sums(metric: str, squares: bool) -> MetricSums:
-        total = float(row[f"{metric}_sum_{window}"] or 0.0)
-        sq = float(row[f"rating_sq_{window}"] or 0.0) if squares else total
-        return MetricSums(int(row[f"{metric}_n_{window}"] or 0), total, sq)
-    return WindowSums(int(row[f"n_{window}"] or 0), sums("success", False), sums("rating", True))
+def _window_moments(row: RowMapping, prefix: str, q: float) -> WindowMoments:
+    def f(name: str) -> float:
+        return float(row[f"{prefix}_{name}"] or 0.0)
+
+    return WindowMoments(
+        int(row[f"{prefix}_units"] or 0),
+        f("y"),
+        f("m"),
+        f("yy"),
+        f("mm"),
+        f("ym"),
+        f("m3"),
+        f("m4"),
+        q,
+    )
 
 
-def _add(a: WindowSums, b: WindowSums) -> WindowSums:
-    return WindowSums(a.conversations + b.conversations,
-                      MetricSums(a.success.n + b.success.n, a.success.total + b.success.total,
-                                 a.success.total_sq + b.success.total_sq),
-                      MetricSums(a.rating.n + b.rating.n, a.rating.total + b.rating.total,
-                                 a.rating.total_sq + b.rating.total_sq))
+def _group_moments(row: RowMapping, inside: str, cross: str) -> GroupMoments:
+    """`inside`: the prefix of the group part's own sums; `cross`: of its products with
+    the unit totals."""
+
+    def f(prefix: str, name: str) -> float:
+        return float(row[f"{prefix}_{name}"] or 0.0)
+
+    return GroupMoments(
+        int(row[f"{inside}_units"] or 0),
+        f(inside, "y"),
+        f(inside, "m"),
+        f(inside, "yy"),
+        f(inside, "mm"),
+        f(inside, "ym"),
+        f(cross, "y_y"),
+        f(cross, "y_m"),
+        f(cross, "m_y"),
+        f(cross, "m_m"),
+        f(inside, "m3"),
+        f(inside, "m4"),
+        int(row[f"{cross}_out_units_adj"] or 0),
+        f(cross, "out_m3_adj"),
+        f(cross, "out_m4_adj"),
+    )
+
+
+def _group_window(row: RowMapping, window: str) -> GroupWindow:
+    return GroupWindow(
+        round(row[f"n_{window}"] or 0),
+        {
+            metric: _group_moments(row, f"{metric}_{window}", f"{metric}_{window}")
+            for metric in METRICS
+        },
+    )
+
+
+def _totals(row: RowMapping) -> VersionTotals:
+    windows = {}
+    for window in WINDOWS:
+        # For success, a value squared is the value: q is the sum of successes.
+        q = {
+            "success": float(row[f"success_{window}_y"] or 0.0),
+            "rating": float(row[f"rating_q_{window}"] or 0.0),
+        }
+        windows[window] = WindowSums(
+            round(row[f"n_{window}"] or 0),
+            int(row[f"units_{window}"] or 0),
+            {m: _window_moments(row, f"{m}_{window}", q[m]) for m in METRICS},
+        )
+    recent = GroupWindow(
+        round(row["n_24h"] or 0),
+        {metric: _group_moments(row, f"{metric}_24h", f"{metric}_recent") for metric in METRICS},
+    )
+    return VersionTotals(windows, recent)
 
 
 @dataclass(frozen=True)
 class VersionSums:
-    totals: dict[str, WindowSums]      # the whole version, per window
-    segments: list[GroupSums]          # the largest MAX_VALUES_PER_DIMENSION segments
+    totals: VersionTotals  # the whole version, per window
+    segments: list[GroupSums]  # the largest MAX_VALUES_PER_DIMENSION segments
+
+
+def _groups(rows: Any, dimension: str) -> list[GroupSums]:
+    return [
+        GroupSums(dimension, str(row["value"]), {w: _group_window(row, w) for w in WINDOWS})
+        for row in rows
+    ]
 
 
 def segment_sums(conn: Connection, version_id: int, bounds: Bounds) -> VersionSums:
-    """Sums per segment; their sum over every group (NULL included) is the version's total."""
-    empty = WindowSums(0, MetricSums(0, 0.0, 0.0), MetricSums(0, 0.0, 0.0))
-    totals = dict.fromkeys(WINDOWS, empty)
-    largest: list[tuple[int, str, GroupSums]] = []
-    for row in conn.execute(SEGMENTS, bounds.params(version_id)).mappings():
-        windows = {w: _window(row, w) for w in WINDOWS}
-        totals = {w: _add(totals[w], windows[w]) for w in WINDOWS}
-        if row["value"] is not None and windows["7d"].conversations >= MIN_GROUP_N:
-            item = (windows["7d"].conversations, str(row["value"]),
-                    GroupSums("segment", str(row["value"]), windows))
-            # A min-heap of the largest groups: memory stays bounded however many there are.
-            if len(largest) < MAX_VALUES_PER_DIMENSION:
-                heapq.heappush(largest, item)
-            elif item[:2] > largest[0][:2]:
-                heapq.heapreplace(largest, item)
-    groups = [g for _, _, g in sorted(largest, key=lambda i: (-i[0], i[1]))]
-    return VersionSums(totals, groups)
+    params = bounds.params(version_id)
+    totals = _totals(conn.execute(TOTALS, params).mappings().one())
+    return VersionSums(totals, _groups(conn.execute(SEGMENTS, params).mappings(), "segment"))
 
 
 def tag_sums(conn: Connection, version_id: int, bounds: Bounds) -> list[GroupSums]:
     rows = conn.execute(_tags_statement(conn), bounds.params(version_id)).mappings()
-    return [GroupSums("tag", str(row["value"]), {w: _window(row, w) for w in WINDOWS})
-            for row in rows]
+    return _groups(rows, "tag")
 
 
-def transcripts(conn: Connection, version_id: int, bounds: Bounds, *, success: bool,
-                limit: int = TRANSCRIPT_SAMPLE) -> list[tuple[int, str]]:
+def transcripts(
+    conn: Connection,
+    version_id: int,
+    bounds: Bounds,
+    *,
+    success: bool,
+    limit: int = TRANSCRIPT_SAMPLE,
+) -> list[tuple[int, str]]:
     """(id, first TRANSCRIPT_CHARS characters) of the most recent transcripts on one side."""
     rows = conn.execute(
         select(C.id, func.substr(C.transcript, 1, TRANSCRIPT_CHARS))
-        .where(C.version_id == version_id, C.success.is_(success), C.transcript.is_not(None),
-               C.occurred_at > bounds.since_7d, C.occurred_at <= bounds.until)
-        .order_by(C.occurred_at.desc(), C.id.desc()).limit(limit))
+        .where(
+            C.version_id == version_id,
+            C.success.is_(success),
+            C.transcript.is_not(None),
+            C.occurred_at > bounds.since_7d,
+            C.occurred_at <= bounds.until,
+        )
+        .order_by(C.occurred_at.desc(), C.id.desc())
+        .limit(limit)
+    )
     return [(int(i), t or "") for i, t in rows]
 
 
@@ -224,22 +480,36 @@ def _has_tag(conn: Connection, tag: str) -> ColumnElement[bool]:
         if ":tags_array_re" in array:
             clause = clause.bindparams(tags_bind())
     else:
-        clause = text("EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(conversations.tags)"
-                      " THEN CASE WHEN json_type(conversations.tags) = 'array' THEN "
-                      "conversations.tags END END) AS k WHERE k.type = 'text' AND "
-                      "k.value = :tag)")
+        clause = text(
+            "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(conversations.tags)"
+            " THEN CASE WHEN json_type(conversations.tags) = 'array' THEN "
+            "conversations.tags END END) AS k WHERE k.type = 'text' AND "
+            "k.value = :tag)"
+        )
     return clause.bindparams(tag=tag)  # type: ignore[return-value]
 
 
-def failing_ids(conn: Connection, version_id: int, since: datetime, until: datetime, *,
-                dimension: str | None = None, value: str | None = None,
-                with_transcripts: bool = True, limit: int = SAMPLE_IDS) -> list[int]:
+def failing_ids(
+    conn: Connection,
+    version_id: int,
+    since: datetime,
+    until: datetime,
+    *,
+    dimension: str | None = None,
+    value: str | None = None,
+    with_transcripts: bool = True,
+    limit: int = SAMPLE_IDS,
+) -> list[int]:
     """Ids of the most recent failed conversations in the group and window. Those with a
     transcript come first (variant generation shows transcripts, not ids); without
     `with_transcripts` (the version logs none) that pass is skipped, since it would scan
     the whole window for nothing."""
-    query = select(C.id).where(C.version_id == version_id, C.success.is_(False),
-                               C.occurred_at > since, C.occurred_at <= until)
+    query = select(C.id).where(
+        C.version_id == version_id,
+        C.success.is_(False),
+        C.occurred_at > since,
+        C.occurred_at <= until,
+    )
     if dimension == "segment":
         query = query.where(C.segment == value)
     elif dimension == "tag" and value is not None:
@@ -248,18 +518,35 @@ def failing_ids(conn: Connection, version_id: int, since: datetime, until: datet
     newest = (C.occurred_at.desc(), C.id.desc())
     found: list[int] = []
     if with_transcripts:
-        found = [int(i) for i in conn.scalars(
-            query.where(C.transcript.is_not(None)).order_by(*newest).limit(limit))]
+        found = [
+            int(i)
+            for i in conn.scalars(
+                query.where(C.transcript.is_not(None)).order_by(*newest).limit(limit)
+            )
+        ]
     if len(found) < limit:
         if found:
             query = query.where(C.id.not_in(found))
-        found += [int(i) for i in conn.scalars(query.order_by(*newest)
-                                               .limit(limit - len(found)))]
+        found += [int(i) for i in conn.scalars(query.order_by(*newest).limit(limit - len(found)))]
     return found
 
 
-def sample_of(conn: Connection, version_id: int, bounds: Bounds, dimension: str | None,
-              value: str | None, window: str, with_transcripts: bool = True) -> list[int]:
+def sample_of(
+    conn: Connection,
+    version_id: int,
+    bounds: Bounds,
+    dimension: str | None,
+    value: str | None,
+    window: str,
+    with_transcripts: bool = True,
+) -> list[int]:
     since = bounds.since_7d if window == "7d" else bounds.since_24h
-    return failing_ids(conn, version_id, since, bounds.until, dimension=dimension,
-                       value=value, with_transcripts=with_transcripts)
+    return failing_ids(
+        conn,
+        version_id,
+        since,
+        bounds.until,
+        dimension=dimension,
+        value=value,
+        with_transcripts=with_transcripts,
+    )

@@ -2,7 +2,8 @@
 
 The evidence is the record a person (or variant generation) reads later: every number the
 decision used, the window, the group, and `sample_conversation_ids` (failed conversations
-in the group; variant generation reads exactly that key to pick transcripts).
+in the group; variant generation reads exactly that key to pick transcripts). A number that
+could not be computed is null, never NaN or infinite; the reasons say why.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from optimizer.patterns.significance import CI_LEVEL
 from optimizer.patterns.themes import Z_THRESHOLD, ThemeResult
 
 MAX_TITLE_CHARS = 500
-WINDOW_TEXT = {"24h": "last 24 h", "7d": "last 7 days",
-               REGRESSION_WINDOW: "last 24 h vs the 6 days before"}
+WINDOW_TEXT = {
+    "24h": "last 24 h",
+    "7d": "last 7 days",
+    REGRESSION_WINDOW: "last 24 h vs the 6 days before",
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,10 @@ def _r(value: float | None, digits: int = 6) -> float | None:
     return round(value, digits)
 
 
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
 def _shown(metric: str, value: float | None) -> str:
     if value is None:
         return "n/a"
@@ -53,7 +61,7 @@ def _shown(metric: str, value: float | None) -> str:
 
 
 def _cut(text: str) -> str:
-    return text if len(text) <= MAX_TITLE_CHARS else text[:MAX_TITLE_CHARS - 3] + "..."
+    return text if len(text) <= MAX_TITLE_CHARS else text[: MAX_TITLE_CHARS - 3] + "..."
 
 
 def _title(finding: Finding) -> str:
@@ -61,19 +69,23 @@ def _title(finding: Finding) -> str:
     what = "success rate" if test.metric == "success" else "mean rating"
     inside, outside = _shown(test.metric, result.inside), _shown(test.metric, result.outside)
     if test.kind == "regression":
-        return (f"Regression: {what} {inside} in the last 24 h vs {outside} in the 6 days "
-                "before")
-    return _cut(f"{test.dimension} {test.value!r}: {what} {inside} vs {outside} in other "
-                f"conversations ({WINDOW_TEXT[test.window]})")
+        return f"Regression: {what} {inside} in the last 24 h vs {outside} in the 6 days before"
+    return _cut(
+        f"{test.dimension} {test.value!r}: {what} {inside} vs {outside} in other "
+        f"conversations ({WINDOW_TEXT[test.window]})"
+    )
 
 
 def _detail(finding: Finding, rules: Rules) -> str:
     result = finding.test.result
     metric = finding.test.metric
-    text = (f"{result.n_inside} vs {result.n_outside} observations; difference "
-            f"{_shown(metric, result.difference) if metric == 'rating' else _pp(result)} "
-            f"({100 * CI_LEVEL:g}% CI {_ci(finding)}), p = {_p(result.p_value)}, "
-            f"BH q = {_p(finding.q_value)} (FDR {rules.fdr:g}). ")
+    text = (
+        f"{result.n_inside} vs {result.n_outside} observations from "
+        f"{result.units_inside} vs {result.units_outside} users; difference "
+        f"{_shown(metric, result.difference) if metric == 'rating' else _pp(result)} "
+        f"({100 * CI_LEVEL:g}% CI {_ci(finding)}), p = {_p(result.p_value)}, "
+        f"BH q = {_p(finding.q_value)} (FDR {rules.fdr:g}). "
+    )
     if finding.actionable:
         return text + "Actionable: significant, worse, large enough and well sampled."
     return text + "Not actionable: " + "; ".join(finding.reasons) + "."
@@ -95,61 +107,114 @@ def _p(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3g}"
 
 
-def _side(metric: str, value: float | None, n: int) -> dict[str, Any]:
+def _side(metric: str, value: float | None, n: int, units: int) -> dict[str, Any]:
     key = "rate" if metric == "success" else "mean"
-    return {"n": n, key: _r(value)}
+    return {"n": n, "units": units, key: _r(value)}
 
 
-def finding_draft(finding: Finding, *, rules: Rules, family_size: int, version_id: int,
-                  window_start: datetime, window_end: datetime,
-                  sample_ids: list[int]) -> InsightDraft:
+def finding_draft(
+    finding: Finding,
+    *,
+    rules: Rules,
+    family_size: int,
+    version_id: int,
+    window_start: datetime,
+    window_end: datetime,
+    sample_ids: list[int],
+) -> InsightDraft:
     test, result = finding.test, finding.test.result
     evidence: dict[str, Any] = {
-        "kind": test.kind, "dimension": test.dimension, "value": test.value,
-        "metric": test.metric, "window": test.window, "window_start": iso(window_start),
-        "window_end": iso(window_end), "version_id": version_id,
-        "test": result.test, "conversations": test.conversations,
-        "group" if test.kind == "segment" else "recent": _side(test.metric, result.inside,
-                                                               result.n_inside),
-        "rest" if test.kind == "segment" else "before": _side(test.metric, result.outside,
-                                                              result.n_outside),
-        "difference": _r(result.difference), "effect": _r(finding.effect),
-        "effect_scale": ("success-rate difference" if test.metric == "success"
-                         else "rating difference / 4 (range of the 1-5 scale)"),
-        "ci_level": CI_LEVEL, "ci_low": _r(result.ci_low), "ci_high": _r(result.ci_high),
-        "statistic": _r(result.statistic), "df": _r(result.df, 2),
-        "p_value": result.p_value, "q_value": finding.q_value, "fdr": rules.fdr,
-        "tests_in_family": family_size, "min_effect": rules.min_effect,
+        "kind": test.kind,
+        "dimension": test.dimension,
+        "value": test.value,
+        "metric": test.metric,
+        "window": test.window,
+        "window_start": iso(window_start),
+        "window_end": iso(window_end),
+        "version_id": version_id,
+        "test": result.test,
+        "conversations": test.conversations,
+        "units_inside": result.units_inside,
+        "units_outside": result.units_outside,
+        "group" if test.kind == "segment" else "recent": _side(
+            test.metric, result.inside, result.n_inside, result.units_inside
+        ),
+        "rest" if test.kind == "segment" else "before": _side(
+            test.metric, result.outside, result.n_outside, result.units_outside
+        ),
+        "difference": _r(result.difference),
+        "effect": _r(finding.effect),
+        "effect_scale": (
+            "success-rate difference"
+            if test.metric == "success"
+            else "rating difference / 4 (range of the 1-5 scale)"
+        ),
+        "ci_level": CI_LEVEL,
+        "ci_low": _r(result.ci_low),
+        "ci_high": _r(result.ci_high),
+        "statistic": _r(result.statistic),
+        "df": _r(result.df, 2),
+        "within_unit_correlation": _r(result.icc, 4),
+        "p_value": _finite(result.p_value),
+        "q_value": _finite(finding.q_value),
+        "fdr": rules.fdr,
+        "tests_in_family": family_size,
+        "min_effect": rules.min_effect,
         "min_conversations": rules.min_conversations,
         "not_actionable_because": list(finding.reasons),
         "sample_conversation_ids": sample_ids,
     }
-    return InsightDraft(kind=test.kind, fingerprint=fingerprints.of_test(test),
-                        title=_title(finding), detail=_detail(finding, rules),
-                        evidence=evidence, is_actionable=finding.actionable,
-                        effect_size=_r(finding.effect))
+    return InsightDraft(
+        kind=test.kind,
+        fingerprint=fingerprints.of_test(test),
+        title=_title(finding),
+        detail=_detail(finding, rules),
+        evidence=evidence,
+        is_actionable=finding.actionable,
+        effect_size=_r(finding.effect),
+    )
 
 
-def theme_draft(themes: ThemeResult, *, version_id: int, window_start: datetime,
-                window_end: datetime, sample_ids: list[int]) -> InsightDraft:
+def theme_draft(
+    themes: ThemeResult,
+    *,
+    version_id: int,
+    window_start: datetime,
+    window_end: datetime,
+    sample_ids: list[int],
+) -> InsightDraft:
     """The statistical failure themes as one insight. Not actionable on its own: the terms
     describe failed conversations but no group that does worse, and there is no error rate
     control across the vocabulary; variant generation still sees them with the segments."""
     terms = [t.to_dict(themes.n_failed, themes.n_succeeded) for t in themes.terms]
-    listed = ", ".join(f"{t.term!r} (z {t.z:.1f}, {t.failed}/{themes.n_failed} failed vs "
-                       f"{t.succeeded}/{themes.n_succeeded} successful)"
-                       for t in themes.terms[:3])
+    listed = ", ".join(
+        f"{t.term!r} (z {t.z:.1f}, {t.failed}/{themes.n_failed} failed vs "
+        f"{t.succeeded}/{themes.n_succeeded} successful)"
+        for t in themes.terms[:3]
+    )
     return InsightDraft(
-        kind="theme", fingerprint=fingerprints.THEME_STATISTICAL,
-        title=_cut("Terms that mark failed conversations: " + ", ".join(
-            repr(t.term) for t in themes.terms)),
-        detail=(f"Log-odds with an informative Dirichlet prior over {themes.n_failed} failed "
-                f"and {themes.n_succeeded} successful transcripts (last 7 days, each cut to "
-                f"its first {TRANSCRIPT_CHARS} characters); terms with z > {Z_THRESHOLD}. "
-                f"Strongest: {listed}."),
-        evidence={"kind": "theme", "method": "log-odds, informative Dirichlet prior",
-                  "window_start": iso(window_start), "window_end": iso(window_end),
-                  "version_id": version_id, "failed_transcripts": themes.n_failed,
-                  "successful_transcripts": themes.n_succeeded, "terms": terms,
-                  "sample_conversation_ids": sample_ids},
-        is_actionable=False, effect_size=None)
+        kind="theme",
+        fingerprint=fingerprints.THEME_STATISTICAL,
+        title=_cut(
+            "Terms that mark failed conversations: " + ", ".join(repr(t.term) for t in themes.terms)
+        ),
+        detail=(
+            f"Log-odds with an informative Dirichlet prior over {themes.n_failed} failed "
+            f"and {themes.n_succeeded} successful transcripts (last 7 days, each cut to "
+            f"its first {TRANSCRIPT_CHARS} characters); terms with z > {Z_THRESHOLD}. "
+            f"Strongest: {listed}."
+        ),
+        evidence={
+            "kind": "theme",
+            "method": "log-odds, informative Dirichlet prior",
+            "window_start": iso(window_start),
+            "window_end": iso(window_end),
+            "version_id": version_id,
+            "failed_transcripts": themes.n_failed,
+            "successful_transcripts": themes.n_succeeded,
+            "terms": terms,
+            "sample_conversation_ids": sample_ids,
+        },
+        is_actionable=False,
+        effect_size=None,
+    )

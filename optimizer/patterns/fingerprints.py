@@ -23,7 +23,7 @@ def _value(value: str) -> str:
     if len(value) <= MAX_VALUE_CHARS:
         return value
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"{value[:MAX_VALUE_CHARS - 18]}~{digest}"
+    return f"{value[: MAX_VALUE_CHARS - 18]}~{digest}"
 
 
 def segment(dimension: str, value: str, metric: str, window: str) -> str:

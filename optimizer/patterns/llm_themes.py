@@ -71,7 +71,7 @@ class Theme:
 
 @dataclass(frozen=True)
 class LlmThemes:
-    status: str                      # ok, disabled, skipped, failed
+    status: str  # ok, disabled, skipped, failed
     reason: str | None = None
     themes: tuple[Theme, ...] = ()
     transcripts_sent: int = 0
@@ -80,8 +80,12 @@ class LlmThemes:
     sample_ids: list[int] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {"status": self.status, "reason": self.reason, "themes": len(self.themes),
-                "model": self.model}
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "themes": len(self.themes),
+            "model": self.model,
+        }
 
 
 def disabled_because(settings: Settings, llm: LlmClient | None) -> str | None:
@@ -99,21 +103,30 @@ def escape_data(text: str) -> str:
 
 
 def build_request(samples: Sequence[tuple[int, str]], job_id: int | None) -> LlmRequest:
-    blocks = [f'<transcript n="{n}">\n{escape_data(body[:MAX_TRANSCRIPT_CHARS])}\n</transcript>'
-              for n, (_, body) in enumerate(samples, start=1)]
-    user = (f"{len(samples)} failed conversations, most recent first:\n\n"
-            + "\n\n".join(blocks)
-            + "\n\nName the failure themes as the JSON object described above.")
-    return LlmRequest(purpose=PURPOSE, model=MODEL, system=SYSTEM, user=user,
-                      max_tokens=MAX_OUTPUT_TOKENS, job_id=job_id,
-                      context={"transcripts": len(samples)})
+    blocks = [
+        f'<transcript n="{n}">\n{escape_data(body[:MAX_TRANSCRIPT_CHARS])}\n</transcript>'
+        for n, (_, body) in enumerate(samples, start=1)
+    ]
+    user = (
+        f"{len(samples)} failed conversations, most recent first:\n\n"
+        + "\n\n".join(blocks)
+        + "\n\nName the failure themes as the JSON object described above."
+    )
+    return LlmRequest(
+        purpose=PURPOSE,
+        model=MODEL,
+        system=SYSTEM,
+        user=user,
+        max_tokens=MAX_OUTPUT_TOKENS,
+        job_id=job_id,
+        context={"transcripts": len(samples)},
+    )
 
 
 def _text(item: dict[str, Any], key: str, where: str, limit: int) -> str:
     value = item[key]
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
-        raise ThemesRejected(f"{where}.{key} must be non-empty text of at most {limit} "
-                             "characters")
+        raise ThemesRejected(f"{where}.{key} must be non-empty text of at most {limit} characters")
     return " ".join(value.split())
 
 
@@ -137,58 +150,96 @@ def parse_reply(text: str, sent: int) -> tuple[Theme, ...]:
     for i, item in enumerate(items):
         where = f"themes[{i}]"
         if not isinstance(item, dict) or set(item) != set(THEME_KEYS):
-            raise ThemesRejected(f"{where} must be an object with exactly the keys "
-                                 f"{', '.join(THEME_KEYS)}")
+            raise ThemesRejected(
+                f"{where} must be an object with exactly the keys {', '.join(THEME_KEYS)}"
+            )
         count = item["count"]
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= sent:
-            raise ThemesRejected(f"{where}.count must be a whole number from 0 to {sent} "
-                                 "(the conversations sent)")
-        themes.append(Theme(_text(item, "name", where, MAX_NAME_CHARS), count,
-                            _text(item, "description", where, MAX_DESCRIPTION_CHARS)))
+            raise ThemesRejected(
+                f"{where}.count must be a whole number from 0 to {sent} (the conversations sent)"
+            )
+        themes.append(
+            Theme(
+                _text(item, "name", where, MAX_NAME_CHARS),
+                count,
+                _text(item, "description", where, MAX_DESCRIPTION_CHARS),
+            )
+        )
     return tuple(themes)
 
 
-async def name_themes(settings: Settings, llm: LlmClient | None,
-                      failed: Sequence[tuple[int, str]], *, refreshed_at: datetime | None,
-                      now: datetime, job_id: int | None) -> LlmThemes:
+async def name_themes(
+    settings: Settings,
+    llm: LlmClient | None,
+    failed: Sequence[tuple[int, str]],
+    *,
+    refreshed_at: datetime | None,
+    now: datetime,
+    job_id: int | None,
+) -> LlmThemes:
     reason = disabled_because(settings, llm)
     if reason is not None or llm is None:
         return LlmThemes("disabled", reason)
     if refreshed_at is not None and now - refreshed_at < timedelta(hours=REFRESH_HOURS):
-        return LlmThemes("skipped", f"named for this version at {iso(refreshed_at)}; "
-                                    f"refreshed at most every {REFRESH_HOURS:g} h")
+        return LlmThemes(
+            "skipped",
+            f"named for this version at {iso(refreshed_at)}; "
+            f"refreshed at most every {REFRESH_HOURS:g} h",
+        )
     samples = list(failed[:MAX_TRANSCRIPTS])
     if len(samples) < MIN_TRANSCRIPTS:
-        return LlmThemes("skipped", f"{len(samples)} failed transcripts; needs "
-                                    f"{MIN_TRANSCRIPTS}")
+        return LlmThemes("skipped", f"{len(samples)} failed transcripts; needs {MIN_TRANSCRIPTS}")
     try:
         reply = await llm.complete(build_request(samples, job_id))
         themes = parse_reply(reply.text, len(samples))
     except Exception as exc:  # noqa: BLE001 - any failure degrades to the statistics
         detail = " ".join(str(exc).split())[:300]
-        return LlmThemes("failed", f"{type(exc).__name__}: {detail}" if detail
-                         else type(exc).__name__, transcripts_sent=len(samples))
-    return LlmThemes("ok", None, themes, len(samples), reply.model, reply.call_id,
-                     [cid for cid, _ in samples[:10]])
+        return LlmThemes(
+            "failed",
+            f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__,
+            transcripts_sent=len(samples),
+        )
+    return LlmThemes(
+        "ok",
+        None,
+        themes,
+        len(samples),
+        reply.model,
+        reply.call_id,
+        [cid for cid, _ in samples[:10]],
+    )
 
 
-def draft(result: LlmThemes, *, version_id: int, window_start: datetime,
-          window_end: datetime) -> InsightDraft:
+def draft(
+    result: LlmThemes, *, version_id: int, window_start: datetime, window_end: datetime
+) -> InsightDraft:
     """The themes as one insight; their text comes from untrusted data, so it is stored as
     data and never makes the insight actionable."""
     # Stored even when empty: the row is also what spaces the calls REFRESH_HOURS apart.
     listed = ", ".join(f"{t.name} ({t.count})" for t in result.themes) or "none found"
     title = f"Failure themes named by the LLM: {listed}"
     if len(title) > MAX_TITLE_CHARS:
-        title = title[:MAX_TITLE_CHARS - 3] + "..."
+        title = title[: MAX_TITLE_CHARS - 3] + "..."
     return InsightDraft(
-        kind="theme", fingerprint=fingerprints.THEME_LLM, title=title,
-        detail=(f"{result.model} grouped {result.transcripts_sent} recent failed "
-                "transcripts into themes; counts are the model's, not measured."),
-        evidence={"kind": "theme", "method": "llm", "model": result.model,
-                  "llm_call_id": result.call_id, "transcripts_sent": result.transcripts_sent,
-                  "window_start": iso(window_start), "window_end": iso(window_end),
-                  "version_id": version_id,
-                  "themes": [t.to_dict() for t in result.themes],
-                  "sample_conversation_ids": result.sample_ids},
-        is_actionable=False, effect_size=None)
+        kind="theme",
+        fingerprint=fingerprints.THEME_LLM,
+        title=title,
+        detail=(
+            f"{result.model} grouped {result.transcripts_sent} recent failed "
+            "transcripts into themes; counts are the model's, not measured."
+        ),
+        evidence={
+            "kind": "theme",
+            "method": "llm",
+            "model": result.model,
+            "llm_call_id": result.call_id,
+            "transcripts_sent": result.transcripts_sent,
+            "window_start": iso(window_start),
+            "window_end": iso(window_end),
+            "version_id": version_id,
+            "themes": [t.to_dict() for t in result.themes],
+            "sample_conversation_ids": result.sample_ids,
+        },
+        is_actionable=False,
+        effect_size=None,
+    )

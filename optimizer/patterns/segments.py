@@ -2,10 +2,11 @@
 
 For every value of every dimension (the `segment` column, each tag) and each window (last
 24 hours, last 7 days), the active version's conversations inside the group are compared
-with the rest of its conversations in the same window: success rate by the two-proportion
-z test, mean rating by Welch's t test. The regression check compares the last 24 hours
-with the 6 days before. Every test of the run forms one family whose false discovery rate
-is held at `Rules.fdr` by Benjamini-Hochberg.
+with the rest of its conversations in the same window, for the success rate and the mean
+rating, with users (units) as the independent observations (see significance). The
+regression check compares the last 24 hours with the 6 days before in the same way: there
+the "group" is each unit's last 24 hours within its 7 days. Every test of the run forms one
+family whose false discovery rate is held at `Rules.fdr` by Benjamini-Hochberg.
 
 A finding is actionable when it is BH-significant, the group is worse than the rest, the
 size of the gap is at least `Rules.min_effect` and the group has at least
@@ -13,10 +14,10 @@ size of the gap is at least `Rules.min_effect` and the group has at least
 metrics: a success-rate difference as is, a rating difference divided by the range of the
 1-5 scale (4 points), so 0.05 means five points of success rate or a fifth of a star.
 
-A group enters the family only with MIN_GROUP_N observations on both sides: below that the
-normal approximations behind both tests say little, and leaving such groups out (a choice
-made on counts alone, which say nothing about the outcome under the null) keeps BH valid
-without spending its power on tests that could never be acted on.
+A group enters the family only with MIN_GROUP_N observations and MIN_GROUP_UNITS units on
+both sides. Leaving the others out (a choice made on counts alone, which say nothing about
+the outcome under the null) keeps BH valid without spending its power on tests that could
+never be acted on.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from optimizer.patterns.significance import (
+    GroupMoments,
     Significance,
+    WindowMoments,
     benjamini_hochberg,
-    two_proportion_z,
-    welch_t,
+    compare,
+    outside_units,
 )
-from optimizer.stats import MetricSums
 
 METRICS = ("success", "rating")
 WINDOWS = ("24h", "7d")
@@ -38,36 +40,60 @@ REGRESSION_WINDOW = "24h_vs_prior_6d"
 WINDOW_HOURS = {"24h": 24, "7d": 168}
 RATING_RANGE = 4.0
 MIN_GROUP_N = 10
+# The variance of a difference of rates rests on the units on each side. With fewer than
+# about ten, its estimate is so noisy (a t with a handful of df at best) that no test could
+# pass the BH correction of a run of dozens of tests, and the working model behind the df
+# is least trustworthy; so such groups are not tested at all.
+MIN_GROUP_UNITS = 10
+
+NO_WINDOW = WindowMoments(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+NO_GROUP = GroupMoments(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
 class WindowSums:
-    """One group's conversations in one window, with both metrics' sufficient statistics."""
+    """The active version in one window: conversations, units and each metric's moments."""
 
     conversations: int
-    success: MetricSums
-    rating: MetricSums
+    units: int
+    metrics: Mapping[str, WindowMoments]
 
-    def metric(self, name: str) -> MetricSums:
-        return self.success if name == "success" else self.rating
-
-    def minus(self, other: WindowSums) -> WindowSums:
-        return WindowSums(self.conversations - other.conversations,
-                          _minus(self.success, other.success), _minus(self.rating, other.rating))
+    def metric(self, name: str) -> WindowMoments:
+        return self.metrics.get(name, NO_WINDOW)
 
 
-EMPTY = WindowSums(0, MetricSums(0, 0.0, 0.0), MetricSums(0, 0.0, 0.0))
+@dataclass(frozen=True)
+class GroupWindow:
+    """One group in one window: its conversations and each metric's moments."""
+
+    conversations: int
+    metrics: Mapping[str, GroupMoments]
+
+    def metric(self, name: str) -> GroupMoments:
+        return self.metrics.get(name, NO_GROUP)
 
 
-def _minus(a: MetricSums, b: MetricSums) -> MetricSums:
-    return MetricSums(a.n - b.n, a.total - b.total, a.total_sq - b.total_sq)
+EMPTY_WINDOW = WindowSums(0, 0, {})
+EMPTY_GROUP = GroupWindow(0, {})
 
 
 @dataclass(frozen=True)
 class GroupSums:
-    dimension: str                       # "segment" or "tag"
+    dimension: str  # "segment" or "tag"
     value: str
-    windows: Mapping[str, WindowSums]    # by window name: "24h", "7d"
+    windows: Mapping[str, GroupWindow]  # by window name: "24h", "7d"
+
+
+@dataclass(frozen=True)
+class VersionTotals:
+    """The whole active version per window, and its last 24 hours as a group of the 7-day
+    window (what the regression test compares with the 6 days before)."""
+
+    windows: Mapping[str, WindowSums]
+    recent: GroupWindow
+
+    def window(self, name: str) -> WindowSums:
+        return self.windows.get(name, EMPTY_WINDOW)
 
 
 @dataclass(frozen=True)
@@ -79,12 +105,12 @@ class Rules:
 
 @dataclass(frozen=True)
 class GroupTest:
-    kind: str                 # "segment" or "regression"
-    dimension: str | None     # "segment", "tag"; None for a regression
+    kind: str  # "segment" or "regression"
+    dimension: str | None  # "segment", "tag"; None for a regression
     value: str | None
-    metric: str               # "success" or "rating"
-    window: str               # "24h", "7d" or REGRESSION_WINDOW
-    conversations: int        # conversations inside the group in the window
+    metric: str  # "success" or "rating"
+    window: str  # "24h", "7d" or REGRESSION_WINDOW
+    conversations: int  # conversations inside the group in the window
     result: Significance
 
 
@@ -94,7 +120,7 @@ class Finding:
     q_value: float | None
     significant: bool
     worse: bool
-    effect: float | None      # normalised (see the module docstring); inside minus outside
+    effect: float | None  # normalised (see the module docstring); inside minus outside
     actionable: bool
     reasons: tuple[str, ...]  # why it is not actionable; empty when it is
 
@@ -104,40 +130,60 @@ class Finding:
         return self.significant and self.worse
 
 
-def run_test(metric: str, inside: MetricSums, outside: MetricSums) -> Significance:
-    if metric == "success":
-        return two_proportion_z(inside.total, inside.n, outside.total, outside.n)
-    return welch_t(inside.n, inside.total, inside.total_sq,
-                   outside.n, outside.total, outside.total_sq)
+def testable(group: GroupMoments, window: WindowMoments) -> bool:
+    return (
+        group.m >= MIN_GROUP_N
+        and window.m - group.m >= MIN_GROUP_N
+        and group.units >= MIN_GROUP_UNITS
+        and outside_units(group, window) >= MIN_GROUP_UNITS
+    )
 
 
-def _testable(inside: MetricSums, outside: MetricSums) -> bool:
-    return inside.n >= MIN_GROUP_N and outside.n >= MIN_GROUP_N
-
-
-def build_tests(groups: Sequence[GroupSums],
-                totals: Mapping[str, WindowSums]) -> list[GroupTest]:
-    """Segment tests for every group and window, then the two regression tests.
-    `totals`: the whole active version per window."""
+def build_tests(groups: Sequence[GroupSums], totals: VersionTotals) -> list[GroupTest]:
+    """Segment tests for every group and window, then the two regression tests."""
     tests: list[GroupTest] = []
     for group in groups:
         for window in WINDOWS:
-            inside = group.windows.get(window, EMPTY)
-            outside = totals.get(window, EMPTY).minus(inside)
+            part = group.windows.get(window, EMPTY_GROUP)
             for metric in METRICS:
-                a, b = inside.metric(metric), outside.metric(metric)
-                if _testable(a, b):
-                    tests.append(GroupTest("segment", group.dimension, group.value, metric,
-                                           window, inside.conversations,
-                                           run_test(metric, a, b)))
-    recent = totals.get("24h", EMPTY)
-    before = totals.get("7d", EMPTY).minus(recent)
+                inside, whole = part.metric(metric), totals.window(window).metric(metric)
+                if testable(inside, whole):
+                    tests.append(
+                        GroupTest(
+                            "segment",
+                            group.dimension,
+                            group.value,
+                            metric,
+                            window,
+                            part.conversations,
+                            compare(inside, whole),
+                        )
+                    )
     for metric in METRICS:
-        a, b = recent.metric(metric), before.metric(metric)
-        if _testable(a, b):
-            tests.append(GroupTest("regression", None, None, metric, REGRESSION_WINDOW,
-                                   recent.conversations, run_test(metric, a, b)))
+        inside, whole = totals.recent.metric(metric), totals.window("7d").metric(metric)
+        if testable(inside, whole):
+            tests.append(
+                GroupTest(
+                    "regression",
+                    None,
+                    None,
+                    metric,
+                    REGRESSION_WINDOW,
+                    totals.recent.conversations,
+                    compare(inside, whole),
+                )
+            )
     return tests
+
+
+def untested_metrics(totals: VersionTotals) -> dict[str, str]:
+    """Metrics no test could look at, with the reason (a log without ratings is normal)."""
+    week = totals.window("7d")
+    return {
+        metric: f"no conversation of the active version reports {metric} in the last 7 days"
+        for metric in METRICS
+        if week.metric(metric).m <= 0
+    }
 
 
 def normalised_effect(metric: str, difference: float | None) -> float | None:
@@ -163,8 +209,9 @@ def assess(test: GroupTest, q_value: float | None, rules: Rules) -> Finding:
     if effect is not None and abs(effect) < rules.min_effect:
         reasons.append(f"effect {abs(effect):.3f} is below the minimum {rules.min_effect:g}")
     if result.n_inside < rules.min_conversations:
-        reasons.append(f"{result.n_inside} observations, fewer than the minimum "
-                       f"{rules.min_conversations}")
+        reasons.append(
+            f"{result.n_inside} observations, fewer than the minimum {rules.min_conversations}"
+        )
     return Finding(test, q_value, significant, worse, effect, not reasons, tuple(reasons))
 
 

@@ -5,6 +5,8 @@ insights, and what chaining needs to know. Functions take a Session and never co
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +27,7 @@ from optimizer.patterns.describe import InsightDraft
 from optimizer.prompts import LIVE_EXPERIMENT_STATUSES
 
 INSIGHTS: Table = PatternInsight.__table__  # type: ignore[assignment]
+log = logging.getLogger("prompt_worker.patterns.store")
 
 
 @dataclass(frozen=True)
@@ -38,36 +41,43 @@ class Target:
 
 
 def _targets() -> Any:
-    return (select(Prompt.id, Prompt.name, PromptVersion.id, PromptVersion.version)
-            .join(PromptVersion, (PromptVersion.prompt_id == Prompt.id)
-                  & (PromptVersion.status == "active")))
+    return select(Prompt.id, Prompt.name, PromptVersion.id, PromptVersion.version).join(
+        PromptVersion, (PromptVersion.prompt_id == Prompt.id) & (PromptVersion.status == "active")
+    )
 
 
 def target_named(session: Session, name: str) -> Target:
     if session.scalar(select(Prompt.id).where(Prompt.name == name)) is None:
-        raise PermanentJobError(f"payload field 'prompt': no prompt named {name!r}; create it "
-                                "(POST /prompts) or fix the name")
+        raise PermanentJobError(
+            f"payload field 'prompt': no prompt named {name!r}; create it "
+            "(POST /prompts) or fix the name"
+        )
     row = session.execute(_targets().where(Prompt.name == name)).first()
     if row is None:
-        raise PermanentJobError(f"prompt {name!r} has no active version to analyse; activate "
-                                f"one (POST /prompts/{name}/rollback), then retry")
+        raise PermanentJobError(
+            f"prompt {name!r} has no active version to analyse; activate "
+            f"one (POST /prompts/{name}/rollback), then retry"
+        )
     return Target(*row)
 
 
 def recent_targets(session: Session, since: datetime, until: datetime) -> list[Target]:
     """Prompts whose active version has conversations in (since, until]."""
     c = Conversation
-    recent = exists().where(c.version_id == PromptVersion.id, c.occurred_at > since,
-                            c.occurred_at <= until)
-    return [Target(*row) for row in session.execute(_targets().where(recent)
-                                                    .order_by(Prompt.name))]
+    recent = exists().where(
+        c.version_id == PromptVersion.id, c.occurred_at > since, c.occurred_at <= until
+    )
+    return [Target(*row) for row in session.execute(_targets().where(recent).order_by(Prompt.name))]
 
 
 def llm_themes_refreshed_at(session: Session, target: Target) -> datetime | None:
     """When the LLM last named themes for this version, if it did."""
-    row = session.execute(select(PatternInsight.last_seen_at, PatternInsight.version_id)
-                          .where(PatternInsight.prompt_id == target.prompt_id,
-                                 PatternInsight.fingerprint == fingerprints.THEME_LLM)).first()
+    row = session.execute(
+        select(PatternInsight.last_seen_at, PatternInsight.version_id).where(
+            PatternInsight.prompt_id == target.prompt_id,
+            PatternInsight.fingerprint == fingerprints.THEME_LLM,
+        )
+    ).first()
     return row[0] if row is not None and row[1] == target.version_id else None
 
 
@@ -85,6 +95,38 @@ class Saved:
     newly_actionable: bool
 
 
+def finite_only(value: Any, path: str = "", bad: list[str] | None = None) -> Any:
+    """`value` with every NaN or infinite float replaced by None; the paths replaced are
+    appended to `bad`. Nothing upstream should produce one: this is the last guard, so one
+    slip costs a null, not the whole run (JSON has no NaN, and PostgreSQL's json refuses it)."""
+    bad = [] if bad is None else bad
+    if isinstance(value, float) and not math.isfinite(value):
+        bad.append(path or "(value)")
+        return None
+    if isinstance(value, dict):
+        return {k: finite_only(v, f"{path}.{k}" if path else str(k), bad) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_only(v, f"{path}[{i}]", bad) for i, v in enumerate(value)]
+    return value
+
+
+def evidence_json(evidence: dict[str, Any], fingerprint: str) -> str:
+    """Strict JSON of the evidence. A value that is not finite is stored as null, listed
+    under `not_finite` (the reason it is null) and logged as the bug it is."""
+    bad: list[str] = []
+    clean = finite_only(evidence, "", bad)
+    if bad:
+        log.error(
+            "non-finite evidence replaced by null",
+            extra={"fingerprint": fingerprint, "fields": bad[:20]},
+        )
+        clean["not_finite"] = {
+            "fields": bad[:100],
+            "reason": "could not be computed (not a finite number)",
+        }
+    return json.dumps(clean, allow_nan=False, separators=(",", ":"))
+
+
 def _upsert(session: Session, values: dict[str, Any]) -> int:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
@@ -97,16 +139,24 @@ def _upsert(session: Session, values: dict[str, Any]) -> int:
     new = stmt.excluded
     stmt = stmt.on_conflict_do_update(
         index_elements=["prompt_id", "fingerprint"],
-        set_={"version_id": new.version_id, "kind": new.kind, "title": new.title,
-              "detail": new.detail, "evidence": new.evidence,
-              "is_actionable": new.is_actionable, "effect_size": new.effect_size,
-              "last_seen_at": new.last_seen_at,
-              "occurrences": INSIGHTS.c.occurrences + 1}).returning(INSIGHTS.c.id)
+        set_={
+            "version_id": new.version_id,
+            "kind": new.kind,
+            "title": new.title,
+            "detail": new.detail,
+            "evidence": new.evidence,
+            "is_actionable": new.is_actionable,
+            "effect_size": new.effect_size,
+            "last_seen_at": new.last_seen_at,
+            "occurrences": INSIGHTS.c.occurrences + 1,
+        },
+    ).returning(INSIGHTS.c.id)
     return int(session.execute(stmt).scalar_one())
 
 
-def save_insights(session: Session, target: Target, drafts: Sequence[InsightDraft], *,
-                  now: datetime) -> list[Saved]:
+def save_insights(
+    session: Session, target: Target, drafts: Sequence[InsightDraft], *, now: datetime
+) -> list[Saved]:
     """Insert each draft, or update the row with its fingerprint: last_seen_at, occurrences
     + 1, evidence, actionability. The prompt row is locked first (PostgreSQL; SQLite holds
     the write lock already), so two runs for one prompt cannot both see a finding as new."""
@@ -114,24 +164,47 @@ def save_insights(session: Session, target: Target, drafts: Sequence[InsightDraf
     _retire_unconfirmed(session, target, [d.fingerprint for d in drafts if d.is_actionable])
     if not drafts:
         return []
-    before = {row.fingerprint: row for row in session.execute(
-        select(PatternInsight.fingerprint, PatternInsight.is_actionable,
-               PatternInsight.version_id)
-        .where(PatternInsight.prompt_id == target.prompt_id,
-               PatternInsight.fingerprint.in_([d.fingerprint for d in drafts])))}
+    before = {
+        row.fingerprint: row
+        for row in session.execute(
+            select(
+                PatternInsight.fingerprint, PatternInsight.is_actionable, PatternInsight.version_id
+            ).where(
+                PatternInsight.prompt_id == target.prompt_id,
+                PatternInsight.fingerprint.in_([d.fingerprint for d in drafts]),
+            )
+        )
+    }
     saved = []
     for draft in drafts:
-        insight_id = _upsert(session, {
-            "prompt_id": target.prompt_id, "version_id": target.version_id,
-            "kind": draft.kind, "fingerprint": draft.fingerprint, "title": draft.title,
-            "detail": draft.detail,
-            "evidence": json.dumps(draft.evidence, allow_nan=False, separators=(",", ":")),
-            "is_actionable": draft.is_actionable, "effect_size": draft.effect_size,
-            "occurrences": 1, "first_seen_at": now, "last_seen_at": now})
+        insight_id = _upsert(
+            session,
+            {
+                "prompt_id": target.prompt_id,
+                "version_id": target.version_id,
+                "kind": draft.kind,
+                "fingerprint": draft.fingerprint,
+                "title": draft.title,
+                "detail": draft.detail,
+                "evidence": evidence_json(draft.evidence, draft.fingerprint),
+                "is_actionable": draft.is_actionable,
+                "effect_size": finite_only(draft.effect_size),
+                "occurrences": 1,
+                "first_seen_at": now,
+                "last_seen_at": now,
+            },
+        )
         old = before.get(draft.fingerprint)
         was = old is not None and old.is_actionable and old.version_id == target.version_id
-        saved.append(Saved(insight_id, draft.fingerprint, old is None, draft.is_actionable,
-                           draft.is_actionable and not was))
+        saved.append(
+            Saved(
+                insight_id,
+                draft.fingerprint,
+                old is None,
+                draft.is_actionable,
+                draft.is_actionable and not was,
+            )
+        )
     session.flush()
     return saved
 
@@ -142,31 +215,39 @@ def _retire_unconfirmed(session: Session, target: Target, confirmed: list[str]) 
     variant generation and full_cycle do not act on it. Its row and history stay."""
     session.execute(
         update(PatternInsight)
-        .where(PatternInsight.prompt_id == target.prompt_id,
-               PatternInsight.is_actionable.is_(True),
-               PatternInsight.fingerprint.not_in(confirmed))
+        .where(
+            PatternInsight.prompt_id == target.prompt_id,
+            PatternInsight.is_actionable.is_(True),
+            PatternInsight.fingerprint.not_in(confirmed),
+        )
         .values(is_actionable=False)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
 
 
 # --- chaining ----------------------------------------------------------------------------
 
 
 def live_experiment(session: Session, prompt_id: int) -> tuple[int, str] | None:
-    row = session.execute(select(Experiment.id, Experiment.status)
-                          .where(Experiment.prompt_id == prompt_id,
-                                 Experiment.status.in_(LIVE_EXPERIMENT_STATUSES))
-                          .order_by(Experiment.id)).first()
+    row = session.execute(
+        select(Experiment.id, Experiment.status)
+        .where(Experiment.prompt_id == prompt_id, Experiment.status.in_(LIVE_EXPERIMENT_STATUSES))
+        .order_by(Experiment.id)
+    ).first()
     return (int(row[0]), str(row[1])) if row is not None else None
 
 
 def queued_generation(session: Session, name: str) -> int | None:
     """A pending or running variant_generation job for the prompt, whoever queued it. The
     payload is read in Python: jobs inserted by hand need not use our JSON layout."""
-    rows = session.execute(select(OptimizationJob.id, OptimizationJob.payload)
-                           .where(OptimizationJob.type == "variant_generation",
-                                  OptimizationJob.status.in_(("pending", "running")))
-                           .order_by(OptimizationJob.id))
+    rows = session.execute(
+        select(OptimizationJob.id, OptimizationJob.payload)
+        .where(
+            OptimizationJob.type == "variant_generation",
+            OptimizationJob.status.in_(("pending", "running")),
+        )
+        .order_by(OptimizationJob.id)
+    )
     for job_id, payload in rows:
         try:
             decoded = json.loads(payload or "{}")

@@ -36,43 +36,58 @@ class InsightView:
     last_seen_at: datetime
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "prompt": self.prompt, "version": self.version,
-                "kind": self.kind, "title": self.title, "detail": self.detail,
-                "evidence": self.evidence, "is_actionable": self.is_actionable,
-                "effect_size": self.effect_size, "occurrences": self.occurrences,
-                "first_seen_at": iso(self.first_seen_at),
-                "last_seen_at": iso(self.last_seen_at)}
+        return {
+            "id": self.id,
+            "prompt": self.prompt,
+            "version": self.version,
+            "kind": self.kind,
+            "title": self.title,
+            "detail": self.detail,
+            "evidence": self.evidence,
+            "is_actionable": self.is_actionable,
+            "effect_size": self.effect_size,
+            "occurrences": self.occurrences,
+            "first_seen_at": iso(self.first_seen_at),
+            "last_seen_at": iso(self.last_seen_at),
+        }
 
 
 def parse_prompt(value: Any) -> str:
     try:
         return validate_name(value)
     except InvalidInput as exc:
-        raise InvalidInput(str(exc).replace("name must", "prompt must", 1),
-                           field="prompt") from None
+        raise InvalidInput(
+            str(exc).replace("name must", "prompt must", 1), field="prompt"
+        ) from None
 
 
 def parse_kind(value: Any) -> str:
     if value not in KINDS:
-        raise InvalidInput(f"kind must be one of {', '.join(KINDS)}; got {str(value)[:40]!r}",
-                           field="kind")
+        raise InvalidInput(
+            f"kind must be one of {', '.join(KINDS)}; got {str(value)[:40]!r}", field="kind"
+        )
     return str(value)
 
 
 def parse_actionable(value: str) -> bool:
     text = value.strip().lower()
     if text not in ("true", "false"):
-        raise InvalidInput(f"actionable must be true or false; got {value[:40]!r}",
-                           field="actionable")
+        raise InvalidInput(
+            f"actionable must be true or false; got {value[:40]!r}", field="actionable"
+        )
     return text == "true"
 
 
 def parse_limit(value: str) -> int:
     text = value.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 6 or not (
-            1 <= int(text) <= MAX_LIMIT):
-        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIMIT}; "
-                           f"got {value[:40]!r}", field="limit")
+    if (
+        not (text.isascii() and text.isdigit())
+        or len(text) > 6
+        or not (1 <= int(text) <= MAX_LIMIT)
+    ):
+        raise InvalidInput(
+            f"limit must be a whole number from 1 to {MAX_LIMIT}; got {value[:40]!r}", field="limit"
+        )
     return int(text)
 
 
@@ -86,14 +101,21 @@ def _evidence(raw: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"unreadable": (raw or "")[:2000]}
 
 
-def list_insights(session: Session, *, prompt: str | None = None,
-                  actionable: bool | None = None, kind: str | None = None,
-                  limit: int = DEFAULT_LIMIT) -> list[InsightView]:
+def list_insights(
+    session: Session,
+    *,
+    prompt: str | None = None,
+    actionable: bool | None = None,
+    kind: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> list[InsightView]:
     """Newest last_seen_at first. An unknown prompt is NotFound, not an empty list."""
     i = PatternInsight
-    query = (select(i, Prompt.name, PromptVersion.version)
-             .join(Prompt, Prompt.id == i.prompt_id)
-             .outerjoin(PromptVersion, PromptVersion.id == i.version_id))
+    query = (
+        select(i, Prompt.name, PromptVersion.version)
+        .join(Prompt, Prompt.id == i.prompt_id)
+        .outerjoin(PromptVersion, PromptVersion.id == i.version_id)
+    )
     if prompt is not None:
         name = parse_prompt(prompt)
         if session.scalar(select(Prompt.id).where(Prompt.name == name)) is None:
@@ -104,9 +126,20 @@ def list_insights(session: Session, *, prompt: str | None = None,
     if kind is not None:
         query = query.where(i.kind == parse_kind(kind))
     rows = session.execute(query.order_by(i.last_seen_at.desc(), i.id.desc()).limit(limit))
-    return [InsightView(id=row.id, prompt=name_, version=version, kind=row.kind,
-                        title=row.title, detail=row.detail, evidence=_evidence(row.evidence),
-                        is_actionable=bool(row.is_actionable), effect_size=row.effect_size,
-                        occurrences=int(row.occurrences), first_seen_at=row.first_seen_at,
-                        last_seen_at=row.last_seen_at)
-            for row, name_, version in rows]
+    return [
+        InsightView(
+            id=row.id,
+            prompt=name_,
+            version=version,
+            kind=row.kind,
+            title=row.title,
+            detail=row.detail,
+            evidence=_evidence(row.evidence),
+            is_actionable=bool(row.is_actionable),
+            effect_size=row.effect_size,
+            occurrences=int(row.occurrences),
+            first_seen_at=row.first_seen_at,
+            last_seen_at=row.last_seen_at,
+        )
+        for row, name_, version in rows
+    ]

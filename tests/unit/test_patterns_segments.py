@@ -1,9 +1,8 @@
-"""The statistics of pattern analysis against scipy, BH against an independent step-up
-computation, and every actionability rule on its own."""
+"""Pattern analysis's family of tests: which groups are tested, BH against an independent
+step-up computation, and every actionability rule on its own. The statistic itself is in
+test_patterns_significance.py."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
@@ -11,80 +10,34 @@ from scipy import stats
 
 from optimizer.patterns.segments import (
     MIN_GROUP_N,
+    MIN_GROUP_UNITS,
     REGRESSION_WINDOW,
     GroupSums,
     GroupTest,
+    GroupWindow,
     Rules,
+    VersionTotals,
     WindowSums,
     assess,
     build_tests,
     evaluate,
+    untested_metrics,
 )
 from optimizer.patterns.significance import (
-    CI_LEVEL,
     Significance,
     benjamini_hochberg,
-    two_proportion_z,
-    welch_t,
+    compare,
+    moments_of_units,
 )
-from optimizer.stats import MetricSums
 
 RULES = Rules(fdr=0.05, min_effect=0.05, min_conversations=50)
-
-
-@pytest.mark.parametrize("x1,n1,x2,n2", [(38, 100, 720, 1000), (5, 40, 9, 41),
-                                         (500, 1000, 480, 1000), (0, 30, 12, 60)])
-def test_two_proportion_z_matches_the_chi_square(x1: int, n1: int, x2: int, n2: int) -> None:
-    result = two_proportion_z(x1, n1, x2, n2)
-    chi2, p, _, _ = stats.chi2_contingency([[x1, n1 - x1], [x2, n2 - x2]], correction=False)
-    assert result.p_value == pytest.approx(p, rel=1e-9)
-    assert result.statistic is not None and result.statistic ** 2 == pytest.approx(chi2)
-    assert math.copysign(1, result.statistic) == math.copysign(1, x1 / n1 - x2 / n2)
-    p1, p2 = x1 / n1, x2 / n2
-    half = stats.norm.ppf(0.975) * math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
-    assert (result.ci_low, result.ci_high) == pytest.approx((p1 - p2 - half, p1 - p2 + half))
-    assert CI_LEVEL == 0.95
-
-
-def test_welch_from_sums_matches_scipy_on_raw_data() -> None:
-    rng = np.random.default_rng(7)
-    a = rng.integers(1, 6, 80).astype(float)
-    b = rng.integers(2, 6, 300).astype(float)
-    result = welch_t(len(a), a.sum(), (a * a).sum(), len(b), b.sum(), (b * b).sum())
-    expected = stats.ttest_ind(a, b, equal_var=False)
-    assert result.statistic == pytest.approx(expected.statistic, rel=1e-9)
-    assert result.p_value == pytest.approx(expected.pvalue, rel=1e-9)
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    assert result.df == pytest.approx(df)
-    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
-    diff = a.mean() - b.mean()
-    assert (result.ci_low, result.ci_high) == pytest.approx((diff - half, diff + half))
-
-
-def test_welch_matches_ttest_ind_from_stats() -> None:
-    result = welch_t(50, 50 * 3.1, 49 * 1.2 ** 2 + 50 * 3.1 ** 2,
-                     400, 400 * 3.6, 399 * 0.9 ** 2 + 400 * 3.6 ** 2)
-    expected = stats.ttest_ind_from_stats(3.1, 1.2, 50, 3.6, 0.9, 400, equal_var=False)
-    assert result.p_value == pytest.approx(expected.pvalue, rel=1e-9)
-    assert result.difference == pytest.approx(-0.5)
-
-
-def test_degenerate_input_gives_an_error_code_not_an_exception() -> None:
-    assert two_proportion_z(1, 1, 5, 10).error == "too_few_observations"
-    assert two_proportion_z(10, 10, 20, 20).error == "no_variation"
-    assert two_proportion_z(0, 0, 5, 10).p_value is None
-    assert welch_t(1, 3.0, 9.0, 10, 30.0, 100.0).error == "too_few_observations"
-    flat = welch_t(10, 30.0, 90.0, 10, 40.0, 160.0)
-    assert flat.error == "no_variation" and flat.difference == pytest.approx(-1.0)
 
 
 def _step_up(p: list[float], alpha: float) -> set[int]:
     """BH written out as the textbook step-up rule: reject the k smallest p-values for the
     largest k with p_(k) <= k alpha / m."""
     order = sorted(range(len(p)), key=lambda i: p[i])
-    k = max((r for r in range(1, len(p) + 1) if p[order[r - 1]] <= r * alpha / len(p)),
-            default=0)
+    k = max((r for r in range(1, len(p) + 1) if p[order[r - 1]] <= r * alpha / len(p)), default=0)
     return set(order[:k])
 
 
@@ -107,9 +60,21 @@ def test_bh_by_hand() -> None:
 
 
 def _test(metric: str, difference: float, n_inside: int = 200, p: float = 1e-6) -> GroupTest:
-    result = Significance("two_proportion_z" if metric == "success" else "welch_t", n_inside,
-                            1000, 0.4, 0.4 - difference, difference, difference - 0.01,
-                            difference + 0.01, -5.0, p)
+    result = Significance(
+        "unit_delta_t",
+        n_inside,
+        1000,
+        40,
+        300,
+        0.4,
+        0.4 - difference,
+        difference,
+        difference - 0.01,
+        difference + 0.01,
+        -5.0,
+        p,
+        df=39.0,
+    )
     return GroupTest("segment", "segment", "billing", metric, "7d", n_inside, result)
 
 
@@ -119,13 +84,16 @@ def test_actionable_when_every_rule_holds() -> None:
     assert finding.reasons == () and finding.effect == pytest.approx(-0.2)
 
 
-@pytest.mark.parametrize("test,q,reason", [
-    (_test("success", -0.2), 0.2, "not significant at FDR 0.05"),
-    (_test("success", 0.2), 0.001, "not worse"),
-    (_test("success", -0.03), 0.001, "below the minimum 0.05"),
-    (_test("success", -0.2, n_inside=49), 0.001, "fewer than the minimum 50"),
-    (_test("rating", -0.16), 0.001, "effect 0.040 is below"),  # 0.16 stars / 4 = 0.04
-])
+@pytest.mark.parametrize(
+    "test,q,reason",
+    [
+        (_test("success", -0.2), 0.2, "not significant at FDR 0.05"),
+        (_test("success", 0.2), 0.001, "not worse"),
+        (_test("success", -0.03), 0.001, "below the minimum 0.05"),
+        (_test("success", -0.2, n_inside=49), 0.001, "fewer than the minimum 50"),
+        (_test("rating", -0.16), 0.001, "effect 0.040 is below"),  # 0.16 stars / 4 = 0.04
+    ],
+)
 def test_each_rule_alone_blocks_actionability(test: GroupTest, q: float, reason: str) -> None:
     finding = assess(test, q, RULES)
     assert not finding.actionable
@@ -142,39 +110,83 @@ def test_significant_but_better_is_not_reportable() -> None:
     assert finding.significant and not finding.reportable
 
 
-def _window(n: int, successes: int, ratings: list[int]) -> WindowSums:
-    return WindowSums(n, MetricSums(n, float(successes), float(successes)),
-                      MetricSums(len(ratings), float(sum(ratings)),
-                                 float(sum(r * r for r in ratings))))
+def _version(
+    per_unit: dict[str, tuple[np.ndarray, np.ndarray]], groups: dict[str, np.ndarray]
+) -> tuple[list[GroupSums], VersionTotals]:
+    """Success sums per window from per-unit (y, m) arrays; a group is a mask of its units."""
+    windows = {
+        w: WindowSums(
+            int(m.sum()), int((m > 0).sum()), {"success": moments_of_units(y, m, y, m)[1]}
+        )
+        for w, (y, m) in per_unit.items()
+    }
+    recent = moments_of_units(*per_unit["24h"], *per_unit["7d"])[0]
+    totals = VersionTotals(windows, GroupWindow(round(recent.m), {"success": recent}))
+    sums = []
+    for value, mask in groups.items():
+        parts = {}
+        for w, (y, m) in per_unit.items():
+            part = moments_of_units(y * mask, m * mask, y, m)[0]
+            parts[w] = GroupWindow(round(part.m), {"success": part})
+        sums.append(GroupSums("segment", value, parts))
+    return sums, totals
 
 
 def test_build_tests_compares_with_the_rest_and_checks_regressions() -> None:
-    ratings = [1, 2, 3, 4, 5] * 40
-    totals = {"24h": _window(300, 200, ratings), "7d": _window(1000, 700, ratings * 3)}
-    billing = GroupSums("segment", "billing", {"24h": _window(100, 40, ratings[:100]),
-                                               "7d": _window(300, 120, ratings[:300])})
-    tiny = GroupSums("tag", "rare", {"24h": _window(MIN_GROUP_N - 1, 1, []),
-                                     "7d": _window(MIN_GROUP_N, 2, [])})
-    tests = build_tests([billing, tiny], totals)
-    keys = [(t.kind, t.value, t.metric, t.window) for t in tests]
-    assert ("segment", "billing", "success", "24h") in keys
-    assert ("segment", "rare", "success", "7d") in keys          # exactly at the floor
-    assert ("segment", "rare", "success", "24h") not in keys      # below it
-    assert ("segment", "rare", "rating", "7d") not in keys        # no ratings at all
-    by_key = {(t.kind, t.value, t.metric, t.window): t for t in tests}
-    seven = by_key[("segment", "billing", "success", "7d")].result
-    assert (seven.n_inside, seven.n_outside) == (300, 700)
-    assert seven.outside == pytest.approx((700 - 120) / 700)
-    regression = by_key[("regression", None, "success", REGRESSION_WINDOW)].result
-    assert (regression.n_inside, regression.n_outside) == (300, 700)
-    assert regression.inside == pytest.approx(200 / 300)
-    assert regression.outside == pytest.approx(500 / 700)
+    rng = np.random.default_rng(3)
+    m7 = rng.integers(1, 6, 100).astype(float)
+    y7 = rng.binomial(m7.astype(int), 0.6).astype(float)
+    m24 = np.minimum(m7, 1.0)
+    y24 = np.minimum(y7, m24)
+    units = np.arange(100)
+    billing = (units < 30).astype(float)
+    per_unit = {"24h": (y24, m24), "7d": (y7, m7)}
+    groups, totals = _version(per_unit, {"billing": billing})
+    tests = build_tests(groups, totals)
+    keys = {(t.kind, t.value, t.metric, t.window) for t in tests}
+    assert keys == {
+        ("segment", "billing", "success", "24h"),
+        ("segment", "billing", "success", "7d"),
+        ("regression", None, "success", REGRESSION_WINDOW),
+    }  # no ratings logged
+    seven = next(t for t in tests if t.window == "7d").result
+    assert (seven.units_inside, seven.units_outside) == (30, 70)
+    assert seven.n_inside == m7[:30].sum() and seven.outside == pytest.approx(
+        y7[30:].sum() / m7[30:].sum()
+    )
+    regression = next(t for t in tests if t.kind == "regression").result
+    assert regression.n_inside == 100 and regression.n_outside == m7.sum() - 100
+    assert regression.units_inside == 100  # every unit has a part on both sides
+
+
+def test_a_group_needs_enough_units_on_both_sides() -> None:
+    """However many conversations they have: 30 users with 40 conversations each."""
+    y, m = np.full(30, 20.0), np.full(30, 40.0)
+    for inside, expected in (
+        (MIN_GROUP_UNITS, True),
+        (MIN_GROUP_UNITS - 1, False),
+        (30 - MIN_GROUP_UNITS, True),
+        (30 - MIN_GROUP_UNITS + 1, False),
+    ):
+        mask = (np.arange(30) < inside).astype(float)
+        groups, totals = _version({"24h": (y, m), "7d": (y, m)}, {"g": mask})
+        tested = [t for t in build_tests(groups, totals) if t.kind == "segment"]
+        assert bool(tested) is expected, inside
+    assert MIN_GROUP_N <= 2 * MIN_GROUP_UNITS
+
+
+def test_untested_metrics_name_the_reason() -> None:
+    y, m = np.ones(20), np.ones(20)
+    _, totals = _version({"24h": (y, m), "7d": (y, m)}, {})
+    assert untested_metrics(totals) == {
+        "rating": "no conversation of the active version reports rating in the last 7 days"
+    }
 
 
 def test_evaluate_adjusts_across_the_whole_family() -> None:
     tests = [_test("success", -0.2, p=p) for p in (0.001, 0.02, 0.03, 0.04, 0.5)]
-    broken = GroupTest("segment", "segment", "x", "success", "7d", 0,
-                  two_proportion_z(0, 0, 0, 0))
+    empty = moments_of_units(np.zeros(3), np.zeros(3), np.zeros(3), np.zeros(3))
+    broken = GroupTest("segment", "segment", "x", "success", "7d", 0, compare(*empty))
     findings = evaluate([*tests, broken], RULES)
     expected = stats.false_discovery_control([0.001, 0.02, 0.03, 0.04, 0.5])
     assert [f.q_value for f in findings[:5]] == pytest.approx(list(expected))

@@ -26,9 +26,28 @@ from optimizer.patterns.themes import (
     terms_of,
 )
 
-WORDS = ("order", "account", "password", "delivery", "shipping", "product", "price", "help",
-         "question", "login", "email", "app", "update", "screen", "setting", "plan", "team",
-         "export", "report", "invoice")
+WORDS = (
+    "order",
+    "account",
+    "password",
+    "delivery",
+    "shipping",
+    "product",
+    "price",
+    "help",
+    "question",
+    "login",
+    "email",
+    "app",
+    "update",
+    "screen",
+    "setting",
+    "plan",
+    "team",
+    "export",
+    "report",
+    "invoice",
+)
 
 
 def corpus(seed: int, n: int, planted: str | None = None, share: float = 0.0) -> list[str]:
@@ -66,8 +85,9 @@ def test_statistic_matches_the_formula_by_hand() -> None:
     a = {w: PRIOR_WEIGHT * (failed[w] + succeeded[w]) for w in failed}
     a0, nf, ns = sum(a.values()), sum(failed.values()), sum(succeeded.values())
     w = "refund"
-    delta = (math.log((30 + a[w]) / (nf + a0 - 30 - a[w]))
-             - math.log((5 + a[w]) / (ns + a0 - 5 - a[w])))
+    delta = math.log((30 + a[w]) / (nf + a0 - 30 - a[w])) - math.log(
+        (5 + a[w]) / (ns + a0 - 5 - a[w])
+    )
     z = delta / math.sqrt(1 / (30 + a[w]) + 1 / (5 + a[w]))
     assert scores[w].log_odds == pytest.approx(delta)
     assert scores[w].z == pytest.approx(z)
@@ -83,6 +103,17 @@ def test_counts_are_per_transcript_and_skip_common_words() -> None:
 def test_too_few_transcripts_is_skipped_with_the_reason() -> None:
     result = failure_terms(corpus(5, MIN_TRANSCRIPTS_PER_SIDE - 1), corpus(6, 100))
     assert result.terms == () and "found 19 and 100" in (result.skipped or "")
+
+
+def test_a_one_word_vocabulary_gives_no_terms_and_no_nan() -> None:
+    """Transcripts that share a single non-common word: the word has no rest of the
+    vocabulary to be compared with (log of x / 0); this once ranked a NaN as a theme."""
+    failed, succeeded = ["hello world"] * 30, ["hello world"] * 25
+    assert log_odds(Counter({"world": 30}), Counter({"world": 25})) == []
+    result = failure_terms(failed, succeeded)
+    assert result.terms == () and result.n_failed == 30
+    scores = log_odds(Counter({"world": 30, "refund": 12}), Counter({"world": 25, "app": 9}))
+    assert scores and all(math.isfinite(s.z) and math.isfinite(s.log_odds) for s in scores)
 
 
 def test_redundant_bigrams_are_not_listed_twice() -> None:
@@ -103,18 +134,21 @@ def test_reply_parses_plain_and_fenced_json() -> None:
     assert parse_reply('{"themes": []}', sent=5) == ()
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("Here are the themes: refunds", "not valid JSON"),
-    ("[]", "exactly one key"),
-    ('{"themes": [], "note": "x"}', "exactly one key"),
-    ('{"themes": {"name": "x"}}', "must be a list"),
-    ('{"themes": [{"name": "x", "count": 1}]}', "exactly the keys"),
-    ('{"themes": [{"name": "x", "count": 9, "description": "d"}]}', "from 0 to 5"),
-    ('{"themes": [{"name": "x", "count": true, "description": "d"}]}', "count must be"),
-    ('{"themes": [{"name": " ", "count": 1, "description": "d"}]}', "name must be"),
-    ('{"themes": [{"name": "x", "count": NaN, "description": "d"}]}', "NaN"),
-    ('Sure! ```json\n{"themes": []}\n```', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("Here are the themes: refunds", "not valid JSON"),
+        ("[]", "exactly one key"),
+        ('{"themes": [], "note": "x"}', "exactly one key"),
+        ('{"themes": {"name": "x"}}', "must be a list"),
+        ('{"themes": [{"name": "x", "count": 1}]}', "exactly the keys"),
+        ('{"themes": [{"name": "x", "count": 9, "description": "d"}]}', "from 0 to 5"),
+        ('{"themes": [{"name": "x", "count": true, "description": "d"}]}', "count must be"),
+        ('{"themes": [{"name": " ", "count": 1, "description": "d"}]}', "name must be"),
+        ('{"themes": [{"name": "x", "count": NaN, "description": "d"}]}', "NaN"),
+        ('Sure! ```json\n{"themes": []}\n```', "not valid JSON"),
+    ],
+)
 def test_reply_is_rejected_unless_exactly_right(text: str, needle: str) -> None:
     with pytest.raises(ThemesRejected, match=needle):
         parse_reply(text, sent=5)
