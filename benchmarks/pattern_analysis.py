@@ -1,6 +1,6 @@
 """Pattern-analysis benchmark: false findings from heavy users, and the cost of one run.
 
-Accuracy (--skip-accuracy leaves it out; about a minute). 20 segments of 15 users each;
+Accuracy (--skip-accuracy leaves it out; about a minute). 20 segments of 15 users (or 60);
 a user's conversations (geometric, mean 30, spread over 7 days) succeed with the user's own
 probability, drawn from a Beta around a 30% base rate with intra-class correlation 0.3
 (also 0.05 and 0 for comparison). Only success is logged: no ratings, no tags. Two
@@ -11,14 +11,15 @@ finding (a) or with seg-03 found (b), under
   two-proportion z test (every conversation an independent observation);
 - the new rule: the real build_tests/evaluate on the sums the SQL returns, computed here
   with numpy from per-user arrays (significance.moments_of_units).
-The first --e2e-runs runs of each scenario also go through the real handler on SQLite
-(rows inserted, pattern_analysis run, insights read back), which must find the same
-actionable findings as the numpy path.
+The first --e2e-runs runs of the first two rows also go through the real handler on SQLite
+(rows inserted, pattern_analysis run, insights read back); the SQL's sums and the stored
+actionable findings must equal the numpy path's.
 
 Timing (--skip-timing leaves it out). One prompt with one active version; conversations
 spread evenly over the last 7 days, in 20 segments (one of them, seg-03, planted worse),
 with a few tags (refund, vip, web, mobile) and a short transcript each, one conversation
-per user (the most units a table can have: the worst case for per-unit sums): 1M rows in
+per user by default (the most units a table can have: the costliest case for per-unit
+sums; --per-user K for K, a user then spanning several segments): 1M rows in
 SQLite and 5M in PostgreSQL (a throwaway cluster, as benchmarks/monitoring.py starts one,
 or --postgres URL). At 1/5 of the rows and at the full count it prints:
 - the time of one run of the real handler (segment and tag aggregates, the tests, BH, the
@@ -30,7 +31,7 @@ or --postgres URL). At 1/5 of the rows and at the full count it prints:
 
 Usage: python -m benchmarks.pattern_analysis [--runs 500] [--e2e-runs 10] [--seed 1]
        [--skip-accuracy] [--skip-timing] [--n 1000000] [--pg-n 5000000]
-       [--postgres URL] [--skip-sqlite] [--skip-postgres]
+       [--postgres URL] [--per-user 1] [--skip-sqlite] [--skip-postgres]
 """
 
 from __future__ import annotations
