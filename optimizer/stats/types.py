@@ -28,15 +28,6 @@ def higher_is_better(metric: str) -> bool:
 
 
 @dataclass(frozen=True)
-class MetricSums:
-    """n non-null values of one metric in one group, their sum and their sum of squares."""
-
-    n: int
-    total: float
-    total_sq: float
-
-
-@dataclass(frozen=True)
 class RatioSums:
     """One metric in one arm, summed over the units (users) that reported it.
 
