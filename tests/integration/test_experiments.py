@@ -468,3 +468,34 @@ def test_cli_list_show_stop(engine, capsys):
         run_cli(engine, "experiments", "list", "--status", "bogus")
     with pytest.raises(Conflict, match="already stopped"):
         run_cli(engine, "experiments", "stop", str(experiment.id))
+
+
+def test_cap_is_fixed_once_from_the_controls_early_values(engine):
+    from optimizer.experiments.caps import caps_in_force, fix_missing_caps
+
+    seed_prompt(engine)
+    view = create(engine, [2])
+    control, variant = (a.id for a in view.arms)
+    start = utcnow() - timedelta(hours=5)
+    rows = [{"prompt_id": 1, "version_id": 1, "experiment_id": view.id, "arm_id": control,
+             "assigned_arm_id": control, "unit_id": f"u{i % 40}", "cost_usd": float(i + 1),
+             "occurred_at": start + timedelta(seconds=i)} for i in range(300)]
+    with session_factory(engine).begin() as session:
+        session.execute(insert(Conversation), rows)
+        experiment = session.get(Experiment, view.id)
+        arms = session.scalars(select(ExperimentArm)
+                               .where(ExperimentArm.experiment_id == view.id)).all()
+        data = arm_data(session, view.id, arms, {}, "success", {})
+        fixed = fix_missing_caps(session, experiment, data[0], {})
+        # 99th percentile of the first 300 values 1..300 by time (the 297th smallest)
+        assert fixed == {"cost_usd": 297.0}
+        # a later, larger value does not move it: a fixed cap is never computed again
+        session.execute(insert(Conversation), [{**rows[0], "cost_usd": 999.0,
+                                                "occurred_at": start + timedelta(hours=1)}])
+        caps = caps_in_force(experiment, ())
+        assert caps == {"cost_usd": 297.0}
+        assert fix_missing_caps(session, experiment, data[0], caps) == {}
+        capped = arm_data(session, view.id, arms, {}, "success", caps)
+    total = capped[0].metrics["cost_usd"].sum_y
+    assert total == pytest.approx(sum(min(v, 297.0) for v in range(1, 301)) + 297.0)
+    assert variant not in {a.arm_id for a in capped if a.metrics["cost_usd"].units}
