@@ -176,14 +176,22 @@ def _shown(value: Any) -> str:
 # --- reading -----------------------------------------------------------------------------
 
 
+def lock_prompt(session: Session, prompt_id: int) -> Prompt | None:
+    """Take the prompt's lock for the rest of the transaction: its row, FOR UPDATE.
+
+    Every change to a prompt's versions or experiments (add a version, roll back, create,
+    stop or pause an experiment, carry out a monitoring decision) takes this lock first, so
+    they run one after another per prompt and each sees what the previous one committed.
+    On SQLite, BEGIN IMMEDIATE already serialises all writers; the statement is harmless."""
+    return session.scalars(select(Prompt).where(Prompt.id == prompt_id).with_for_update()
+                           .execution_options(populate_existing=True)).one_or_none()
+
+
 def _prompt_row(session: Session, name: Any, *, lock: bool = False) -> Prompt:
     name = validate_name(name)
-    query = select(Prompt).where(Prompt.name == name)
-    if lock:
-        # Serialises version numbering and activation changes per prompt on PostgreSQL;
-        # SQLite's BEGIN IMMEDIATE already serialises writers.
-        query = query.with_for_update()
-    prompt = session.scalars(query).one_or_none()
+    prompt = session.scalars(select(Prompt).where(Prompt.name == name)).one_or_none()
+    if prompt is not None and lock:
+        prompt = lock_prompt(session, prompt.id)
     if prompt is None:
         raise NotFound(f"no prompt named {name!r}; create it with POST /prompts or "
                        "`prompt-worker prompts add NAME --file F`")
@@ -348,8 +356,7 @@ def set_active_version(session: Session, prompt_id: int, version_id: int, *, act
     and one PromptActivation row records the change. The caller commits."""
     actor = _text(actor, "actor", MAX_ACTOR_CHARS)
     reason = _text(reason, "reason", MAX_REASON_CHARS)
-    prompt = session.scalars(select(Prompt).where(Prompt.id == prompt_id)
-                             .with_for_update()).one_or_none()
+    prompt = lock_prompt(session, prompt_id)
     if prompt is None:
         raise NotFound(f"no prompt with id {prompt_id}")
     rows = _versions(session, prompt_id)

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 
 from models.experiments import Experiment, ExperimentAnalysis, ExperimentArm
 from models.prompts import Prompt, PromptVersion
-from optimizer.errors import NotFound
 from optimizer.experiments import store
 from optimizer.experiments.aggregate import arm_data
 from optimizer.experiments.caps import caps_in_force, fix_missing_caps
@@ -69,12 +68,8 @@ def decision_settings(experiment: Experiment) -> DecisionSettings:
 def check_experiment(session: Session, experiment_id: int, *, now: datetime,
                      job_id: int | None = None) -> CheckOutcome | None:
     """None when the experiment is no longer running (stopped or paused meanwhile)."""
-    locked = session.execute(
-        select(Experiment, Prompt.name).join(Prompt, Prompt.id == Experiment.prompt_id)
-        .where(Experiment.id == experiment_id).with_for_update(of=Experiment)).first()
-    if locked is None:
-        raise NotFound(f"no experiment with id {experiment_id}")
-    experiment, prompt_name = locked
+    experiment = store.lock_experiment(session, experiment_id)
+    prompt_name = session.scalar(select(Prompt.name).where(Prompt.id == experiment.prompt_id))
     if experiment.status != "running":
         return None
     rows = session.execute(

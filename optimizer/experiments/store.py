@@ -124,6 +124,7 @@ def create_experiment(session: Session, prompt_name: Any, variants: Any, *,
     arm_weights = parse_weights(weights, len(numbers) + 1)
     settings = settings or parse_settings()
     prompt = _prompt_by_name(session, prompt_name)
+    prompts.lock_prompt(session, prompt.id)
     _refuse_second_live(session, prompt)
     control = session.scalar(select(PromptVersion).where(
         PromptVersion.prompt_id == prompt.id, PromptVersion.status == "active"))
@@ -289,10 +290,14 @@ def latest_analysis(session: Session, experiment_id: int) -> AnalysisView | None
 
 
 def lock_experiment(session: Session, experiment_id: int) -> Experiment:
-    """The row, locked against a concurrent stop or check (PostgreSQL; SQLite transactions
-    already hold the write lock from BEGIN IMMEDIATE)."""
+    """The experiment, read under its prompt's lock (`prompts.lock_prompt`), so no stop,
+    check, rollback or new experiment of the same prompt runs meanwhile."""
+    prompt_id = session.scalar(select(Experiment.prompt_id).where(Experiment.id == experiment_id))
+    if prompt_id is None:
+        raise NotFound(f"no experiment with id {experiment_id}")
+    prompts.lock_prompt(session, prompt_id)
     experiment = session.scalar(select(Experiment).where(Experiment.id == experiment_id)
-                                .with_for_update())
+                                .execution_options(populate_existing=True))
     if experiment is None:
         raise NotFound(f"no experiment with id {experiment_id}")
     return experiment

@@ -24,7 +24,7 @@ from models.prompts import Prompt, PromptVersion
 from optimizer.errors import PermanentJobError, PromptWorkerError
 from optimizer.patterns import fingerprints
 from optimizer.patterns.describe import InsightDraft
-from optimizer.prompts import LIVE_EXPERIMENT_STATUSES
+from optimizer.prompts import LIVE_EXPERIMENT_STATUSES, lock_prompt
 
 INSIGHTS: Table = PatternInsight.__table__  # type: ignore[assignment]
 log = logging.getLogger("prompt_worker.patterns.store")
@@ -160,7 +160,7 @@ def save_insights(
     """Insert each draft, or update the row with its fingerprint: last_seen_at, occurrences
     + 1, evidence, actionability. The prompt row is locked first (PostgreSQL; SQLite holds
     the write lock already), so two runs for one prompt cannot both see a finding as new."""
-    session.execute(select(Prompt.id).where(Prompt.id == target.prompt_id).with_for_update())
+    lock_prompt(session, target.prompt_id)
     _retire_unconfirmed(session, target, [d.fingerprint for d in drafts if d.is_actionable])
     if not drafts:
         return []
