@@ -1,0 +1,188 @@
+"""docker-compose.yml: the service with PostgreSQL.
+
+With Docker Compose installed (the docker CLI's compose plugin, or docker-compose), the file
+is validated by `docker compose config` itself; otherwise that test is skipped, saying so.
+The structural checks below need no docker and no YAML library: they read the small subset
+of YAML the file uses."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.docs import ROOT, settings_read_by_code
+
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile.prompt-worker"
+SERVICE = "prompt-worker"
+TOKENS = ("ADMIN_TOKEN", "INGEST_TOKEN")
+
+
+# --- a reader for the YAML subset docker-compose.yml uses ---------------------------------
+
+
+def _scalar(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
+def read_compose(text: str) -> dict[str, Any]:
+    """Block mappings, block lists of scalars, and scalars (flow lists stay text). Enough
+    for this file; anything else raises, so the file cannot drift out of what is checked."""
+    root: dict[str, Any] = {}
+    # Each open container with the indentation of its keys (or list items).
+    stack: list[tuple[int, Any]] = [(0, root)]
+    pending: tuple[int, dict[str, Any], str] | None = None  # "key:" awaiting its block
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        indent = len(raw) - len(raw.lstrip(" "))
+        line = raw.strip()
+        if pending is not None:
+            parent_indent, parent, key = pending
+            if indent > parent_indent:
+                parent[key] = [] if line.startswith("- ") else {}
+                stack.append((indent, parent[key]))
+            else:
+                parent[key] = None
+            pending = None
+        while stack[-1][0] > indent:
+            stack.pop()
+        level, container = stack[-1]
+        if level != indent:
+            raise ValueError(f"line {number}: unexpected indentation: {raw!r}")
+        if line.startswith("- "):
+            if not isinstance(container, list):
+                raise ValueError(f"line {number}: a list item where a key was expected")
+            container.append(_scalar(line[2:]))
+            continue
+        key, colon, value = line.partition(":")
+        if not colon or not isinstance(container, dict) or not re.fullmatch(r"[\w.-]+", key):
+            raise ValueError(f"line {number}: not a 'key: value' line: {raw!r}")
+        if value.strip():
+            container[key] = _scalar(value)
+        else:
+            pending = (indent, container, key)
+    if pending is not None:
+        pending[1][pending[2]] = None
+    return root
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return read_compose(COMPOSE_FILE.read_text(encoding="utf-8"))
+
+
+def test_the_reader_reads_nested_blocks_and_lists():
+    assert read_compose("a:\n  b: 1\n  c:\n    - x\n    - 'y'\nd: \"z\"\ne:\n") == {
+        "a": {"b": "1", "c": ["x", "y"]}, "d": "z", "e": None}
+    with pytest.raises(ValueError, match="line 3"):
+        read_compose("a:\n    b: 1\n  c: 2\n")
+
+
+# --- the file, without docker ---------------------------------------------------------------
+
+
+def test_every_variable_the_service_gets_is_a_setting_the_code_reads(compose):
+    environment = compose["services"][SERVICE]["environment"]
+    assert isinstance(environment, dict)
+    unknown = set(environment) - settings_read_by_code()
+    assert not unknown, f"docker-compose.yml sets variables nothing reads: {sorted(unknown)}"
+
+
+def test_both_tokens_are_required_with_a_message(compose):
+    environment = compose["services"][SERVICE]["environment"]
+    for token in TOKENS:
+        assert re.fullmatch(rf"\$\{{{token}:\?[^}}]*{token}[^}}]*\}}", environment[token]), (
+            f"{token} must be required from the environment with a message naming it "
+            f"(${{{token}:?...}}); got {environment[token]!r}")
+
+
+def test_the_service_uses_postgresql_through_psycopg_once_it_is_healthy(compose):
+    services = compose["services"]
+    service = services[SERVICE]
+    url = service["environment"]["DATABASE_URL"]
+    assert url.startswith("postgresql+psycopg://")
+    database_service = re.search(r"@([\w.-]+):5432/", url).group(1)
+    assert services[database_service]["image"] == "postgres:15"
+    assert services[database_service]["healthcheck"]["test"]
+    assert service["depends_on"][database_service]["condition"] == "service_healthy"
+
+
+def test_the_service_is_built_from_the_dockerfile_that_migrates_before_it_runs(compose):
+    build = compose["services"][SERVICE]["build"]
+    assert (ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
+    assert "command" not in compose["services"][SERVICE], (
+        "the image's CMD migrates before it runs; a command here would replace it")
+    cmd = re.search(r"^CMD (.*)$", DOCKERFILE.read_text(encoding="utf-8"), re.MULTILINE)
+    assert cmd is not None and "prompt-worker migrate && exec prompt-worker run" in cmd.group(1)
+
+
+def test_the_published_port_is_the_one_the_image_listens_on(compose):
+    dockerfile = DOCKERFILE.read_text(encoding="utf-8")
+    image_port = re.search(r"\bPORT=(\d+)", dockerfile).group(1)
+    ports = compose["services"][SERVICE]["ports"]
+    assert any(mapping.rsplit(":", 1)[-1] == image_port for mapping in ports), ports
+
+
+# --- the file, validated by Docker Compose ------------------------------------------------
+
+
+def _compose_command() -> list[str] | None:
+    docker = shutil.which("docker")
+    if docker is not None:
+        probe = subprocess.run([docker, "compose", "version"], capture_output=True,
+                               timeout=60, check=False)
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    standalone = shutil.which("docker-compose")
+    return [standalone] if standalone is not None else None
+
+
+@pytest.fixture(scope="module")
+def compose_command() -> list[str]:
+    command = _compose_command()
+    if command is None:
+        pytest.skip("docker compose is not installed (neither the docker CLI with its "
+                    "compose plugin nor docker-compose): docker-compose.yml was not validated "
+                    "by Docker Compose")
+    return command
+
+
+def _config(command: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    # An empty env file, so that a developer's .env does not fill in what is being tested.
+    empty = tmp_path / "empty.env"
+    empty.write_text("", encoding="utf-8")
+    environ = {key: value for key, value in os.environ.items()
+               if key not in (*TOKENS, "POSTGRES_PASSWORD", "ANTHROPIC_API_KEY",
+                              "PROMPT_WORKER_PORT", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME")}
+    return subprocess.run(
+        [*command, "--env-file", str(empty), "-f", str(COMPOSE_FILE), "config"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+        env={**environ, **env})
+
+
+def test_docker_compose_accepts_the_file(compose_command, tmp_path):
+    result = _config(compose_command, tmp_path, ADMIN_TOKEN="admin-token-for-config",
+                     INGEST_TOKEN="ingest-token-for-config")
+    assert result.returncode == 0, result.stderr
+    assert "postgresql+psycopg://prompt_worker:prompt_worker@db:5432/prompt_worker" in (
+        result.stdout)
+    assert "admin-token-for-config" in result.stdout
+    assert "service_healthy" in result.stdout
+
+
+@pytest.mark.parametrize("missing", TOKENS)
+def test_docker_compose_refuses_to_start_without_a_token(compose_command, tmp_path, missing):
+    given = {token: f"{token.lower()}-value" for token in TOKENS if token != missing}
+    result = _config(compose_command, tmp_path, **given)
+    assert result.returncode != 0
+    assert f"set {missing}" in result.stderr
