@@ -7,6 +7,7 @@ from models.insights import PatternInsight
 from models.jobs import FINISHED_STATUSES, JOB_STATUSES, JOB_TYPES, OptimizationJob
 from models.llm_calls import LlmCall
 from models.prompts import Prompt, PromptActivation, PromptVersion
+from models.signatures import UsedSignature
 
 __all__ = [
     "Base",
@@ -23,5 +24,6 @@ __all__ = [
     "Prompt",
     "PromptActivation",
     "PromptVersion",
+    "UsedSignature",
     "UtcDateTime",
 ]

@@ -8,6 +8,11 @@ passing them along.
 
 Lines never carry secrets: anything shaped like an Anthropic key or a bearer token is
 replaced, and long values (a transcript passed by mistake) are cut.
+
+Each record is exactly one line whatever text it carries (a request path, a database error):
+characters that are not printable (controls, line separators, format characters, lone
+surrogates) are written as escapes in both formats, and a kv value that is not plain is
+quoted, so no value can end the line or start a `key=` pair of its own.
 """
 
 from __future__ import annotations
@@ -90,18 +95,44 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
             for k, v in vars(record).items() if k not in _STANDARD}
 
 
+_KV_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_KV_BARE_FORBIDDEN = frozenset(' "=\\')
+_UNSAFE_KEY_CHAR = re.compile(r"[^A-Za-z0-9_]")
+
+
+def _code_point(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _kv_escape(text: str) -> str:
+    # Everything str.isprintable() rejects (C0, DEL, C1, line and paragraph separators,
+    # bidi and other format characters, lone surrogates) becomes a visible escape, so a
+    # value can neither end the line nor rewrite it on a terminal.
+    return "".join(_KV_ESCAPES.get(c) or (c if c.isprintable() else _code_point(c))
+                   for c in text)
+
+
 def _quote(value: object, limit: int = MAX_VALUE_CHARS) -> str:
     text = scrub(str(value), limit)
-    if text == "" or any(c in text for c in ' "=\n\t'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return text
+    if text and text.isprintable() and _KV_BARE_FORBIDDEN.isdisjoint(text):
+        return text
+    return f'"{_kv_escape(text)}"'
+
+
+def _key(name: object) -> str:
+    # Names come from `extra`, which may hold any string: keep keys to one token of word
+    # characters, so no key can carry a space, an "=" or a line break.
+    return _UNSAFE_KEY_CHAR.sub("_", str(name)) or "_"
 
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        parts = [f"ts={_timestamp(record)}", f"level={record.levelname.lower()}",
-                 f"logger={record.name}", f"msg={_quote(record.getMessage())}"]
-        parts += [f"{k}={_quote(v)}" for k, v in _fields(record).items()]
+        parts = [f"ts={_timestamp(record)}", f"level={_quote(record.levelname.lower())}",
+                 f"logger={_quote(record.name)}", f"msg={_quote(record.getMessage())}"]
+        parts += [f"{_key(k)}={_quote(v)}" for k, v in _fields(record).items()]
         if record.exc_info and record.exc_info[1] is not None:
             exc = self.formatException(record.exc_info)
             parts.append(f"exc={_quote(exc, MAX_EXC_CHARS)}")
@@ -118,16 +149,32 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {"ts": _timestamp(record), "level": record.levelname.lower(),
                                 "logger": record.name, "msg": scrub(record.getMessage())}
-        line.update((key, _json_value(value)) for key, value in _fields(record).items())
+        line.update((str(key), _json_value(value)) for key, value in _fields(record).items())
         if record.exc_info and record.exc_info[1] is not None:
             line["exc"] = scrub(self.formatException(record.exc_info), MAX_EXC_CHARS)
         # allow_nan=False would raise on a float('nan') field; NaN is rare and not worth a
         # lost line, so non-finite numbers are written as strings instead.
         try:
-            return json.dumps(line, ensure_ascii=False, allow_nan=False)
+            text = json.dumps(line, ensure_ascii=False, allow_nan=False)
         except ValueError:
-            return json.dumps({k: (str(v) if isinstance(v, float) else v)
+            text = json.dumps({k: (str(v) if isinstance(v, float) else v)
                                for k, v in line.items()}, ensure_ascii=False)
+        return text if text.isprintable() else _json_escape(text)
+
+
+def _json_escape(text: str) -> str:
+    # json.dumps escapes only C0 controls; DEL, C1, U+2028/U+2029 (line breaks to many
+    # readers), format characters and lone surrogates (unwritable as UTF-8) would pass
+    # through. They can occur only inside strings, where a \u escape means the same.
+    return "".join(c if c.isprintable() else _json_code_units(c) for c in text)
+
+
+def _json_code_units(char: str) -> str:
+    code = ord(char)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 FORMATTERS: dict[str, type[logging.Formatter]] = {"kv": KeyValueFormatter,

@@ -11,38 +11,45 @@ A signed request carries two headers:
 when there is one, percent-encoded as on the wire (for example `/jobs?status=pending`). A
 proxy that rewrites paths must be configured to keep them, or signatures will not match.
 
-A signature is accepted once. Accepted signatures are remembered in memory until their
-timestamp leaves the window, so replay protection is per process: replicas behind a load
-balancer each keep their own memory, and a signed request could be replayed once to every
-other replica within the window. Deployments that need more should pin admin traffic to
-one replica. Two identical requests in the same second carry the same signature, so the
-second is refused as a replay: send it again with a new timestamp.
+A signature is accepted once, across restarts and across replicas sharing the database:
+each accepted signature is recorded in the used_signatures table, where the primary key
+refuses a second copy. The insert is atomic on SQLite and PostgreSQL, so of two requests
+carrying one signature, to the same replica or to two, exactly one goes through. Rows are
+kept one window past the last moment their timestamp is accepted (replicas' clocks may
+disagree by that much) and deleted by a later signed request. When the database does not
+answer, signed requests are refused with 503 (fail closed), never let through unchecked.
+Two identical requests in the same second carry the same signature, so the second is
+refused as a replay: send it again with a new timestamp.
 
-`SignatureVerifier` is the pure logic (clock injected); `check_admin_signature` is the
-aiohttp glue called by the admin guard in optimizer.http.auth.
+`SignatureVerifier` is the pure logic (clock injected), `remember_signature` the database
+write, and `check_admin_signature` the aiohttp glue called by the admin guard in
+optimizer.http.auth.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import heapq
 import hmac
-import math
-import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from aiohttp import web
+from sqlalchemy import delete, insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
+from models.signatures import UsedSignature
+from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.http.errors import ApiError
+from optimizer.http.keys import ENGINE
 
 TIMESTAMP_HEADER = "X-Timestamp"
 SIGNATURE_HEADER = "X-Signature"
 SCHEME = "sha256="
-# Enough for ~160 signed admin requests a second over the default 300 s window; the admin
-# API is not a hot path. Only requests signed with the secret can fill it.
-MAX_REMEMBERED = 50_000
 _HEX_DIGITS = frozenset("0123456789abcdef")
 # Ten digits cover unix time until the year 2286; more is garbage, not a clock.
 _MAX_TIMESTAMP_DIGITS = 12
@@ -69,46 +76,39 @@ def sign(secret: str | bytes, method: str, path_qs: str, body: bytes = b"",
 
 
 class SignatureRejected(Exception):
-    """Why a request's signature was refused; `header` names the header at fault."""
+    """Why a request's signature was refused (401); `header` names the header at fault."""
 
-    def __init__(self, header: str, message: str, *, status: int = 401,
-                 retry_after: int | None = None) -> None:
+    def __init__(self, header: str, message: str) -> None:
         super().__init__(message)
         self.header = header
-        self.status = status
-        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class FreshSignature:
+    """A correctly signed, fresh request's signature, still to be recorded as used."""
+
+    digest: str
+    expires_at: datetime  # from then on no replica accepts its timestamp
 
 
 class SignatureVerifier:
-    """Checks signed requests and refuses each accepted signature a second time."""
+    """Checks that a request is correctly signed and fresh; the database says whether new."""
 
     def __init__(self, secret: str | bytes, window_seconds: float, *,
-                 clock: Callable[[], float] = time.time,
-                 max_remembered: int = MAX_REMEMBERED) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         if not secret:
             raise ValueError("an HMAC secret is required")
         self._secret = secret.encode() if isinstance(secret, str) else secret
         self._window = window_seconds
         self._clock = clock
-        self._max = max_remembered
-        self._seen: dict[str, float] = {}
-        self._expiries: list[tuple[float, str]] = []
-        # aiohttp calls this from one event loop, but a lock keeps the class honest if the
-        # admin guard ever runs in threads.
-        self._lock = threading.Lock()
-
-    @property
-    def remembered(self) -> int:
-        return len(self._seen)
 
     def verify(self, method: str, path_qs: str, body: bytes, timestamp: str | None,
-               signature: str | None) -> None:
-        """Return when the request is correctly signed, fresh and new; else raise
+               signature: str | None) -> FreshSignature:
+        """The signature when the request is correctly signed and fresh; else raise
         SignatureRejected. The expected signature is never part of a message."""
         stamp = self._parse_timestamp(timestamp)
         given = self._parse_signature(signature)
-        now = self._clock()
-        skew = now - stamp
+        skew = self._clock() - stamp
         if abs(skew) > self._window:
             side = "old" if skew > 0 else "in the future"
             raise SignatureRejected(
@@ -125,32 +125,9 @@ class SignatureVerifier:
                 f"{SIGNATURE_HEADER} does not match this request: sign "
                 f"'<{TIMESTAMP_HEADER}>.<METHOD>.<path?query>.' followed by the raw body "
                 "with HMAC-SHA256 and ADMIN_HMAC_SECRET")
-        self._remember(given, stamp + self._window, now)
-
-    def _remember(self, digest: str, expires_at: float, now: float) -> None:
-        with self._lock:
-            self._forget_expired(now)
-            if digest in self._seen:
-                raise SignatureRejected(
-                    SIGNATURE_HEADER,
-                    f"{SIGNATURE_HEADER} was already used: a signed request is accepted "
-                    f"once; send it again with a new {TIMESTAMP_HEADER} and signature")
-            if len(self._seen) >= self._max:
-                # Forgetting an unexpired signature would let it be replayed: refuse
-                # instead until the oldest one expires.
-                wait = max(1, math.ceil(self._expiries[0][0] - now))
-                raise SignatureRejected(
-                    SIGNATURE_HEADER,
-                    f"too many signed admin requests in the last {self._window:g} s "
-                    f"(at most {self._max} are remembered for replay protection); "
-                    f"retry after {wait} s", status=429, retry_after=wait)
-            self._seen[digest] = expires_at
-            heapq.heappush(self._expiries, (expires_at, digest))
-
-    def _forget_expired(self, now: float) -> None:
-        while self._expiries and self._expiries[0][0] < now:
-            _, digest = heapq.heappop(self._expiries)
-            self._seen.pop(digest, None)
+        # One window past the last accepted moment: a replica whose clock runs up to a
+        # window behind this one still finds the row.
+        return FreshSignature(given, datetime.fromtimestamp(stamp + 2 * self._window, UTC))
 
     @staticmethod
     def _parse_timestamp(raw: str | None) -> int:
@@ -185,18 +162,32 @@ class SignatureVerifier:
         return digest
 
 
+def remember_signature(engine: Engine, signature: FreshSignature, *, now: datetime) -> bool:
+    """Record `signature` as used; False when it already was (a replay). Also deletes the
+    rows whose time has passed, so the table holds only the last few windows' signatures."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(delete(UsedSignature).where(UsedSignature.expires_at < now))
+            conn.execute(insert(UsedSignature).values(digest=signature.digest,
+                                                      expires_at=signature.expires_at))
+    except IntegrityError:  # the primary key: recorded before, here or on another replica
+        return False
+    return True
+
+
 ADMIN_SIGNATURES = web.AppKey("admin_signatures", SignatureVerifier)
 
 
 def install(app: web.Application, settings: Settings) -> None:
-    """Create the per-process verifier when ADMIN_HMAC_SECRET is set."""
+    """Create the verifier when ADMIN_HMAC_SECRET is set."""
     if settings.admin_hmac_secret:
         app[ADMIN_SIGNATURES] = SignatureVerifier(settings.admin_hmac_secret,
                                                   settings.admin_signature_window_seconds)
 
 
 async def check_admin_signature(request: web.Request) -> None:
-    """Raise ApiError unless the request is signed, when signing is configured."""
+    """Raise ApiError unless the request is signed, when signing is configured. A database
+    that does not answer propagates as such: the error middleware answers 503."""
     verifier = request.app.get(ADMIN_SIGNATURES)
     if verifier is None:
         return
@@ -204,9 +195,13 @@ async def check_admin_signature(request: web.Request) -> None:
     # body raises here and is answered as a 413.
     body = await request.read()
     try:
-        verifier.verify(request.method, request.raw_path, body,
-                        request.headers.get(TIMESTAMP_HEADER),
-                        request.headers.get(SIGNATURE_HEADER))
+        fresh = verifier.verify(request.method, request.raw_path, body,
+                                request.headers.get(TIMESTAMP_HEADER),
+                                request.headers.get(SIGNATURE_HEADER))
     except SignatureRejected as exc:
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        raise ApiError(exc.status, str(exc), field=exc.header, headers=headers) from None
+        raise ApiError(401, str(exc), field=exc.header) from None
+    if not await asyncio.to_thread(remember_signature, request.app[ENGINE], fresh,
+                                   now=utcnow()):
+        raise ApiError(401, f"{SIGNATURE_HEADER} was already used: a signed request is "
+                            f"accepted once; send it again with a new {TIMESTAMP_HEADER} "
+                            "and signature", field=SIGNATURE_HEADER)

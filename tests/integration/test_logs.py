@@ -12,17 +12,22 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.engine import Engine
+from yarl import URL
 
 from optimizer import queue
 from optimizer.clock import utcnow
 from optimizer.config import Settings
-from optimizer.db import session_factory
+from optimizer.db import create_db_engine, session_factory
+from optimizer.health import HealthMonitor
+from optimizer.http.app import create_app
 from optimizer.job_input import NewJob
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.logs import make_handler, setup_logging
 from optimizer.run_stats import RunStats
 from optimizer.worker import Worker
+from tests.support.kv import parse_kv_strictly
 from tests.support.procs import LOG_FIELD
 
 FAST = Settings(poll_interval_seconds=0.05, lease_seconds=1.0, retry_base_seconds=0.0,
@@ -153,3 +158,37 @@ def test_setup_logging_picks_the_format():
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
+
+
+async def test_request_path_cannot_forge_a_kv_line(tmp_path):
+    """A resolve whose path holds CR, ESC, LF, U+2028 and a fake `ts=` pair, answered while
+    the database is down: the request's log line keeps the path inside its own value. (A NUL
+    in a name is refused with a 400 before any query, so it never reaches this line.)"""
+    down = create_db_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'db.sqlite'}")
+    stream = io.StringIO()
+    handler = make_handler("kv", stream)
+    logging.getLogger().addHandler(handler)
+    stats = RunStats()
+    settings = Settings(ingest_token="ingest-token")
+    client = TestClient(TestServer(create_app(settings, down, stats,
+                                              HealthMonitor(down, stats, utcnow()))))
+    await client.start_server()
+    forged = "x%0d%1b%5b2Kts=FAKE%20level=error%0a%e2%80%a8msg=%22pwned%22%7f%c2%9b"
+    try:
+        resp = await client.get(URL(f"/v1/prompts/{forged}/resolve?unit_id=u", encoded=True),
+                                headers={"Authorization": "Bearer ingest-token"})
+        assert resp.status == 503, await resp.text()
+    finally:
+        await client.close()
+        logging.getLogger().removeHandler(handler)
+        down.dispose()
+    lines = stream.getvalue().splitlines()
+    request_lines = [line for line in lines if "database unavailable during request" in line]
+    assert len(request_lines) == 1, lines
+    [line] = request_lines
+    assert line.isprintable(), ascii(line)
+    fields = parse_kv_strictly(line)
+    assert [key for key, _ in fields] == ["ts", "level", "logger", "msg", "method", "path",
+                                          "error"]
+    assert dict(fields)["path"] == (
+        '/v1/prompts/x\r\x1b[2Kts=FAKE level=error\n\u2028msg="pwned"\x7f\x9b/resolve')

@@ -14,22 +14,35 @@ import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import inspect, text
+from sqlalchemy import insert, inspect, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
+from models import Conversation
 from optimizer.clock import utcnow
 from optimizer.config import Settings
+from optimizer.db import create_db_engine, migrate
 from optimizer.health import HealthMonitor
-from optimizer.http import auth
+from optimizer.http import admin_jobs, auth
 from optimizer.http.app import create_app
+from optimizer.http.keys import ENGINE
 from optimizer.http.rate_limit import APP_RATE_LIMIT, TokenBuckets, token_key
-from optimizer.http.signing import SignatureRejected, SignatureVerifier, compute_signature, sign
-from optimizer.logs import KeyValueFormatter
+from optimizer.http.signing import (
+    FreshSignature,
+    SignatureRejected,
+    SignatureVerifier,
+    compute_signature,
+    remember_signature,
+    sign,
+)
+from optimizer.logs import JsonFormatter, KeyValueFormatter
 from optimizer.run_stats import RunStats
 from tests.integration.test_ingest import record, seed
 
@@ -295,26 +308,114 @@ async def test_bearer_token_still_required_when_signed(signed_client: TestClient
         assert "ADMIN_TOKEN" in await error_of(resp, 401)
 
 
-def test_verifier_window_memory_and_capacity() -> None:
+def test_verifier_window() -> None:
     now = [1_000_000.0]
-    verifier = SignatureVerifier(SECRET, 300, clock=lambda: now[0], max_remembered=2)
+    verifier = SignatureVerifier(SECRET, 300, clock=lambda: now[0])
 
-    def check(stamp: int, path: str = "/jobs") -> None:
+    def check(stamp: int, path: str = "/jobs") -> FreshSignature:
         headers = sign(SECRET, "GET", path, b"", timestamp=stamp)
-        verifier.verify("GET", path, b"", headers["X-Timestamp"], headers["X-Signature"])
+        return verifier.verify("GET", path, b"", headers["X-Timestamp"],
+                               headers["X-Signature"])
 
-    check(1_000_000 - 300)  # exactly at the window's edge is still fresh
-    check(1_000_000 + 300)
-    with pytest.raises(SignatureRejected) as full:
-        check(1_000_000)
-    assert full.value.status == 429 and full.value.retry_after == 1
-    with pytest.raises(SignatureRejected, match="already used"):
-        check(1_000_000 - 300)
-    now[0] += 1  # the first signature's timestamp leaves the window: it is forgotten
-    check(1_000_000)
-    assert verifier.remembered == 2
+    # Exactly at the window's edges is still fresh.
+    for stamp in (1_000_000 - 300, 1_000_000 + 300):
+        fresh = check(stamp)
+        assert fresh.digest == sign(SECRET, "GET", "/jobs", timestamp=stamp)[
+            "X-Signature"].removeprefix("sha256=")
+        # Kept one window past the last moment it is accepted (replicas' clocks differ).
+        assert fresh.expires_at == datetime.fromtimestamp(stamp + 600, UTC)
+    now[0] += 1
     with pytest.raises(SignatureRejected, match="outside the allowed window"):
         check(1_000_000 - 300)
+
+
+@pytest.fixture
+async def replicas(db_url: str) -> AsyncIterator[Callable[[], Awaitable[TestClient]]]:
+    """Make service instances on one migrated database (SQLite file or PostgreSQL), each with
+    its own engine and connection pool, as separate processes would have."""
+    migrated = create_db_engine(db_url)
+    migrate(migrated)
+    migrated.dispose()
+    clients: list[TestClient] = []
+
+    async def make() -> TestClient:
+        engine = create_db_engine(db_url)
+        client = TestClient(TestServer(build_app(engine, admin_hmac_secret=SECRET)))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+        client.app[ENGINE].dispose()
+
+
+async def test_replay_refused_after_restart(replicas: Callable[[], Awaitable[TestClient]]
+                                            ) -> None:
+    body = b'{"type": "pattern_analysis"}'
+    headers = {**ADMIN_AUTH, **sign(SECRET, "POST", "/jobs", body)}
+    first = await replicas()
+    assert (await first.post("/jobs", data=body, headers=headers)).status == 201
+    await first.close()
+    restarted = await replicas()
+    resp = await restarted.post("/jobs", data=body, headers=headers)
+    assert "already used" in await error_of(resp, 401, "X-Signature")
+    assert (await table_counts(restarted.app[ENGINE]))["optimization_jobs"] == 1
+
+
+async def test_replay_refused_across_replicas(replicas: Callable[[], Awaitable[TestClient]]
+                                              ) -> None:
+    one, two = await replicas(), await replicas()
+    bodies = [json.dumps({"type": "pattern_analysis", "priority": i}).encode()
+              for i in range(8)]
+    for body in bodies:
+        headers = {**ADMIN_AUTH, **sign(SECRET, "POST", "/jobs", body)}
+        # The same signed request reaches both replicas at once: exactly one runs it.
+        answers = await asyncio.gather(one.post("/jobs", data=body, headers=headers),
+                                       two.post("/jobs", data=body, headers=headers))
+        assert sorted(resp.status for resp in answers) == [201, 401]
+        for resp in answers:
+            if resp.status == 401:
+                assert "already used" in await error_of(resp, 401, "X-Signature")
+        # And later, to either of them.
+        for client in (one, two):
+            resp = await client.post("/jobs", data=body, headers=headers)
+            assert "already used" in await error_of(resp, 401, "X-Signature")
+    assert (await table_counts(one.app[ENGINE]))["optimization_jobs"] == len(bodies)
+
+
+def test_used_signatures_are_pruned(engine: Engine) -> None:
+    t0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    for i in range(3):  # forgotten after t0 + 0, 1 and 2 minutes
+        assert remember_signature(engine, FreshSignature(f"{i:064x}",
+                                                         t0 + timedelta(minutes=i)), now=t0)
+    assert not remember_signature(engine, FreshSignature(f"{0:064x}", t0), now=t0)
+    # A minute and a half later the next signature prunes the two rows past their time.
+    later = t0 + timedelta(minutes=1, seconds=30)
+    assert remember_signature(engine, FreshSignature("f" * 64, later + timedelta(minutes=9)),
+                              now=later)
+    with engine.connect() as conn:
+        left = conn.execute(text("SELECT digest FROM used_signatures ORDER BY digest"))
+        assert left.scalars().all() == [f"{2:064x}", "f" * 64]
+
+
+async def test_signed_request_fails_closed_without_database(
+        make_client: MakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    down = create_db_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'db.sqlite'}")
+
+    def never(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the handler ran though the signature could not be checked")
+
+    monkeypatch.setattr(admin_jobs.queue, "enqueue", never)
+    try:
+        client = await make_client(build_app(down, admin_hmac_secret=SECRET))
+        resp = await send(client, "POST", "/jobs", b'{"type": "pattern_analysis"}')
+        assert resp.status == 503, await resp.text()
+        assert "database unavailable" in (await resp.json())["error"]
+        assert resp.headers["Retry-After"]
+    finally:
+        down.dispose()
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
@@ -468,3 +569,26 @@ async def test_batch_limit(make_client: MakeClient, sqlite_engine: Engine) -> No
     resp = await client.post("/v1/conversations", data=json.dumps(rows).encode(),
                              headers=INGEST_AUTH)
     assert resp.status == 202 and await resp.json() == {"accepted": 1000}
+
+
+# --- SQL parameters ------------------------------------------------------------------------
+
+
+TRANSCRIPT = "user: my card is 4111 1111 1111 1111 and I want a refund"
+
+
+def test_failing_statement_never_shows_its_parameters(engine: Engine) -> None:
+    """A statement's bound values (here a conversation's transcript and unit) are left out of
+    the error it raises and of the traceback a log line carries, on both databases."""
+    unknown_prompt = 987_654_321
+    stmt = insert(Conversation).values(prompt_id=unknown_prompt, version_id=unknown_prompt,
+                                       unit_id="unit-private-7c1d", transcript=TRANSCRIPT)
+    with pytest.raises(IntegrityError) as failed, engine.begin() as conn:
+        conn.execute(stmt)
+    record = logging.LogRecord("prompt_worker.test", logging.ERROR, __file__, 1, "failed",
+                               None, (failed.type, failed.value, failed.tb))
+    texts = [str(failed.value), repr(failed.value), KeyValueFormatter().format(record),
+             JsonFormatter().format(record)]
+    assert "INSERT INTO conversations" in texts[0]  # the statement itself is still shown
+    for text_ in texts:
+        assert TRANSCRIPT not in text_ and "unit-private-7c1d" not in text_
