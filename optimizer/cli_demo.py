@@ -19,8 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "demo", help="simulate days of traffic on a fresh SQLite file and show the loop",
         description="Simulates an application whose prompt does badly on one segment, then "
                     "runs hourly pattern analysis and 15-minute monitoring in accelerated "
-                    "time. Uses Claude when ANTHROPIC_API_KEY is set, otherwise the "
-                    "deterministic offline generator. DATABASE_URL is not used.")
+                    "time. Uses Claude when ANTHROPIC_API_KEY is set (it first checks with one "
+                    "tiny request that the API answers and stops with one line if not, as "
+                    "it does at the first failed call), otherwise, or with "
+                    "LLM_PROVIDER=offline, the deterministic offline generator. "
+                    "DATABASE_URL is not used.")
     demo.add_argument("--days", type=float, default=3.0,
                       help="simulated days (default 3, at most 14)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
@@ -37,23 +40,37 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         raise InvalidInput("--days must be more than 0 and at most 14", field="days")
     if not 1 <= args.per_tick <= 1000:
         raise InvalidInput("--per-tick must be between 1 and 1000", field="per_tick")
-    database = args.database
-    if database is None:
-        database = Path(tempfile.mkdtemp(prefix="prompt-worker-demo-")) / "demo.db"
-    elif database.exists():
-        raise InvalidInput(f"{database} already exists; the demo needs a fresh file "
-                           "(pick another --database or delete it)", field="database")
-    elif not database.parent.is_dir():
-        raise InvalidInput(f"folder {database.parent} does not exist", field="database")
     provider = settings.llm_provider
     if provider == "anthropic" and not settings.anthropic_api_key:
         provider = "offline"
     settings = dataclasses.replace(settings, llm_provider=provider)
-    from optimizer.demo.run import print_summary, run_demo  # needs the LLM client
+    database = _database(args.database)
+    from optimizer.demo.run import DemoStopped, print_summary, run_demo  # needs the LLM client
 
+    if provider == "anthropic":
+        # Before anything is created: a demo that cannot reach Claude stops in seconds.
+        from optimizer.demo.probe import probe_anthropic
+
+        problem = asyncio.run(probe_anthropic(settings))
+        if problem is not None:
+            raise DemoStopped(problem)
+    if database is None:
+        database = Path(tempfile.mkdtemp(prefix="prompt-worker-demo-")) / "demo.db"
     started = time.monotonic()
     summary = asyncio.run(run_demo(database.resolve(), days=args.days, seed=args.seed,
                                    per_tick=args.per_tick, settings=settings,
                                    out=sys.stdout))
     print_summary(summary, database.resolve(), time.monotonic() - started, sys.stdout)
     return 0
+
+
+def _database(database: Path | None) -> Path | None:
+    """The --database path, checked; None: a new temporary directory, made later."""
+    if database is None:
+        return None
+    if database.exists():
+        raise InvalidInput(f"{database} already exists; the demo needs a fresh file "
+                           "(pick another --database or delete it)", field="database")
+    if not database.parent.is_dir():
+        raise InvalidInput(f"folder {database.parent} does not exist", field="database")
+    return database

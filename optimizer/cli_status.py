@@ -1,5 +1,5 @@
-"""`prompt-worker status`: queue, recent jobs, running experiments and LLM spend on one
-screen, or as JSON with --json."""
+"""`prompt-worker status`: queue, recent jobs, unfinished (running or paused) experiments
+and LLM spend on one screen, or as JSON with --json."""
 
 from __future__ import annotations
 
@@ -12,12 +12,22 @@ from sqlalchemy.engine import Engine
 
 from optimizer.clock import utcnow
 from optimizer.config import Settings
-from optimizer.status import ArmLine, ExperimentLine, JobLine, LlmSpend, Status, read_status
+from optimizer.status import (
+    ArmLine,
+    ExperimentLine,
+    JobLine,
+    LlmSpend,
+    Status,
+    excerpt,
+    read_status,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     status = subparsers.add_parser(
-        "status", help="queue depth, recent jobs, running experiments and LLM spend today")
+        "status",
+        help="configuration problems, queue depth, recent jobs, running and paused "
+             "experiments and LLM spend today")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
     status.set_defaults(func=cmd_status)
 
@@ -75,11 +85,17 @@ def _interval(arm: ArmLine) -> str:
     return f"{level}[{_number(arm.low)}, {_number(arm.high)}]"
 
 
+REASON_CHARS = 400
+
+
 def _experiment(e: ExperimentLine) -> str:
     checked = (f"last check {_stamp(e.checked_at)}: {e.decision}" if e.checked_at
                else "not checked yet")
-    head = (f"  #{e.id} {e.prompt} (metric {e.primary_metric}, "
+    head = (f"  #{e.id} {e.prompt} {e.status.upper()} (metric {e.primary_metric}, "
             f"since {_stamp(e.started_at)}), {checked}")
+    if e.status != "running":
+        # Not running means waiting for a person: say why, since that says what to do.
+        head += f"\n    {e.status}: {excerpt(e.reason, REASON_CHARS) or 'no reason recorded'}"
     rows = [(str(a.version), "control" if a.is_control else "variant", a.status,
              str(a.conversations), _number(None if a.is_control else a.diff), _interval(a))
             for a in e.arms]
@@ -100,16 +116,20 @@ def _llm(s: LlmSpend) -> str:
 def format_status(report: Status) -> str:
     queue = "  ".join(f"{status} {n}" for status, n in report.queue.items())
     experiments = ("\n".join(_experiment(e) for e in report.experiments)
-                   or "  no running experiments")
+                   or "  no running or paused experiments")
+    problems = (["Configuration problems", *(f"  - {p.message}" for p in report.problems), ""]
+                if report.problems else [])
     return "\n".join([
         f"prompt-worker status at {_stamp(report.generated_at)}",
         "",
+        *problems,
         f"Queue: {queue}",
         "",
         f"Recent jobs (newest {len(report.recent_jobs)})",
         _jobs(report.recent_jobs),
         "",
-        "Running experiments (interval: arm minus control on the metric, always valid)",
+        "Experiments not finished, paused first (interval: arm minus control on the "
+        "metric, always valid)",
         experiments,
         "",
         "LLM spend today (UTC)",

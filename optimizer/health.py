@@ -30,6 +30,9 @@ log = logging.getLogger("prompt_worker.health")
 
 STALE_AFTER_REFRESHES = 3
 MAX_ERROR_CHARS = 200
+# What anyone may read when the database fails: the driver's text names the host and
+# port (and sometimes the user), which only admins and the log get.
+DATABASE_UNAVAILABLE = "database unavailable"
 TOTAL_NAMES = ("jobsCompleted", "jobsFailed", "experimentsCreated", "experimentsCompleted",
                "insights", "promptVersions")
 
@@ -57,7 +60,7 @@ class _State:
     counts: DbCounts | None = None       # last successful read, kept through outages
     checked_at: datetime | None = None   # last attempt, successful or not
     ok_at: datetime | None = None        # last successful attempt
-    error: str | None = None             # None when the last attempt succeeded
+    error: str | None = None             # driver text; None when the last attempt succeeded
 
 
 def _count(conn: Connection, model: Any, *where: Any) -> int:
@@ -131,10 +134,12 @@ class HealthMonitor:
         age = (now - self._state.ok_at).total_seconds()
         return age > STALE_AFTER_REFRESHES * self._refresh_seconds
 
-    def _database(self, now: datetime) -> dict[str, Any]:
+    def _database(self, now: datetime, detailed: bool) -> dict[str, Any]:
         state = self._state
         error = state.error
-        if error is None and state.checked_at is None:
+        if error is not None and not detailed:
+            error = DATABASE_UNAVAILABLE
+        elif error is None and state.checked_at is None:
             error = "not checked yet"
         elif error is None and self._is_stale(now):
             # A refresh that hangs never records a failure; its silence is the failure.
@@ -144,9 +149,10 @@ class HealthMonitor:
                 "checkedAt": iso_seconds(state.checked_at) if state.checked_at else None,
                 "error": error}
 
-    def report(self, now: datetime) -> dict[str, Any]:
-        """The /health body. Reads only memory: safe when the database is down."""
-        database = self._database(now)
+    def report(self, now: datetime, *, detailed: bool = False) -> dict[str, Any]:
+        """The /health body. Reads only memory: safe when the database is down. The
+        database error is generic unless `detailed` (an admin asked)."""
+        database = self._database(now, detailed)
         counts = self._state.counts
         return {
             "status": "healthy" if database["ok"] else "degraded",

@@ -21,6 +21,7 @@ from optimizer import db, queue
 from optimizer.config import Settings
 from optimizer.experiments import store
 from optimizer.llm.usage import WINDOW, utc_midnight
+from optimizer.problems import Problem, configuration_problems
 
 RECENT_JOBS = 10
 MAX_EXPERIMENTS = 50
@@ -57,11 +58,13 @@ class ArmLine:
 class ExperimentLine:
     id: int
     prompt: str
+    status: str  # running or paused: a paused one waits for a person
     primary_metric: str
     started_at: datetime
     checked_at: datetime | None
     decision: str | None
     arms: tuple[ArmLine, ...]
+    reason: str | None = None  # why it paused (what to do is in the text)
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class Status:
     recent_jobs: tuple[JobLine, ...]
     experiments: tuple[ExperimentLine, ...]
     llm: LlmSpend
+    # Settings that leave part of the service off (same list as /health "problems").
+    problems: tuple[Problem, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))
@@ -115,23 +120,28 @@ def read_status(engine: Engine, settings: Settings, now: datetime) -> Status:
                 max(0, int((now - j.created_at).total_seconds())), excerpt(j.error))
         for j in queue.list_jobs(reader, limit=RECENT_JOBS))
     with db.session_factory(reader)() as session:
-        experiments = _running_experiments(session)
+        experiments = _live_experiments(session)
         llm = _llm_spend(session, settings, now)
-    return Status(now, {s: counts.get(s, 0) for s in JOB_STATUSES}, jobs, experiments, llm)
+    return Status(now, {s: counts.get(s, 0) for s in JOB_STATUSES}, jobs, experiments, llm,
+                  tuple(configuration_problems(settings)))
 
 
-def _running_experiments(session: Session) -> tuple[ExperimentLine, ...]:
+def _live_experiments(session: Session) -> tuple[ExperimentLine, ...]:
+    """Every experiment that has not ended, paused ones (waiting for a person) first."""
+    ordered = sorted(store.LIVE_STATUSES, key=lambda status: status != "paused")
+    views = [view for status in ordered
+             for view in store.list_experiments(session, status=status, limit=MAX_EXPERIMENTS)]
     lines = []
-    for view in store.list_experiments(session, status="running", limit=MAX_EXPERIMENTS):
+    for view in views[:MAX_EXPERIMENTS]:
         analysis = store.latest_analysis(session, view.id)
         intervals = _intervals(analysis.statistics if analysis else None, view.primary_metric)
         arms = tuple(ArmLine(a.version, a.is_control, a.status, a.conversations,
                              **intervals.get(a.id, {}))
                      for a in view.arms)
         lines.append(ExperimentLine(
-            view.id, view.prompt, view.primary_metric, view.started_at,
+            view.id, view.prompt, view.status, view.primary_metric, view.started_at,
             analysis.checked_at if analysis else None,
-            analysis.decision if analysis else None, arms))
+            analysis.decision if analysis else None, arms, view.decision_reason))
     return tuple(lines)
 
 

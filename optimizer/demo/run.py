@@ -5,6 +5,11 @@ through the real resolve and ingest code; the real handlers run from the real qu
 simulated clock: pattern analysis every hour, monitoring every 15 minutes, and whatever
 they chain (variant generation, experiment creation). What changed in the database after
 each step is printed as it happens.
+
+With Claude, the first failed LLM call stops the demo with one line saying what went wrong
+(the service would retry; a demo that fails every simulated hour shows nothing): calls use
+at most one SDK retry and a shorter timeout, and `prompt-worker demo` probes the API before
+it starts (optimizer/demo/probe.py).
 """
 
 from __future__ import annotations
@@ -27,17 +32,52 @@ from models.prompts import Prompt, PromptVersion
 from optimizer import db, prompts, queue
 from optimizer.config import Settings
 from optimizer.demo.world import FIRST_PROMPT, PROMPT_NAME, World, expected_success_rate
-from optimizer.errors import JobDeferred
+from optimizer.errors import JobDeferred, PromptWorkerError, one_line
 from optimizer.ingest import ingest
 from optimizer.job_input import NewJob, decode_stored_payload
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.jobs.registry import default_handlers
 from optimizer.llm import build_llm_client
+from optimizer.llm.client import LlmClient, LlmReply, LlmRequest
 from optimizer.resolve import resolve
 from optimizer.run_stats import RunStats
 
 TICK = timedelta(minutes=15)
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday; fixed so that runs repeat exactly
+# Claude in the demo: a stalled call must not hold the demo for the SDK's 10 minutes.
+CALL_TIMEOUT_SECONDS = 30.0
+MAX_RETRIES = 1
+OFFLINE_HINT = ("to run the demo without the API: LLM_PROVIDER=offline make demo "
+                "(or LLM_PROVIDER=offline prompt-worker demo)")
+
+
+class DemoStopped(PromptWorkerError):
+    """The demo cannot go on; the message is one line with what to do."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"demo stopped: {problem}; {OFFLINE_HINT}")
+
+
+class StopOnFailure:
+    """The demo's LLM client: remembers the first failed call, so the demo stops there.
+    (Pattern analysis turns a failed call into statistics-only themes and goes on, so the
+    failure has to be caught here rather than from the job.)"""
+
+    def __init__(self, inner: LlmClient) -> None:
+        self.inner, self.provider = inner, inner.provider
+        self.failure: str | None = None
+
+    async def complete(self, request: LlmRequest) -> LlmReply:
+        try:
+            return await self.inner.complete(request)
+        except Exception as exc:
+            self.failure = self.failure or one_line(exc)
+            raise
+
+    async def aclose(self) -> None:
+        close = getattr(self.inner, "aclose", None)
+        if close is not None:
+            await close()
 
 
 @dataclass
@@ -86,9 +126,29 @@ async def _simulate(engine: Engine, *, days: float, seed: int, per_tick: int,
                     settings: Settings, out: TextIO) -> DemoSummary:
     clock = SimClock(START)
     sessions = db.session_factory(engine)
-    llm = build_llm_client(settings, sessions, clock)
+    llm = _llm(settings, sessions, clock)
     ctx = ServiceContext(settings=settings, engine=engine, sessions=sessions,
                          stats=RunStats(), clock=clock, llm=llm)
+    try:
+        return await _loop(ctx, llm, clock, days=days, seed=seed, per_tick=per_tick, out=out)
+    finally:
+        await llm.aclose()
+
+
+def _llm(settings: Settings, sessions: Any, clock: SimClock) -> StopOnFailure:
+    if settings.llm_provider == "anthropic" and settings.anthropic_api_key:
+        from optimizer.llm.anthropic_client import AnthropicClient
+
+        limited = dataclasses.replace(
+            settings, llm_max_retries=min(settings.llm_max_retries, MAX_RETRIES))
+        return StopOnFailure(AnthropicClient(limited, sessions, clock,
+                                             timeout=CALL_TIMEOUT_SECONDS))
+    return StopOnFailure(build_llm_client(settings, sessions, clock))
+
+
+async def _loop(ctx: ServiceContext, llm: StopOnFailure, clock: SimClock, *, days: float,
+                seed: int, per_tick: int, out: TextIO) -> DemoSummary:
+    engine, sessions = ctx.engine, ctx.sessions
     summary = DemoSummary(provider=llm.provider)
     with sessions.begin() as session:
         prompts.create_prompt(session, PROMPT_NAME, FIRST_PROMPT, actor="demo",
@@ -105,7 +165,7 @@ async def _simulate(engine: Engine, *, days: float, seed: int, per_tick: int,
         if tick % 4 == 0:
             _enqueue(engine, "pattern_analysis", {"prompt": PROMPT_NAME}, clock.now)
         _enqueue(engine, "experiment_monitoring", {}, clock.now)
-        await _drain(ctx, summary, say)
+        await _drain(ctx, llm, summary, say)
         _report_changes(engine, seen, clock.now, out, summary)
     _finish_summary(engine, summary, clock.now)
     return summary
@@ -137,9 +197,10 @@ def _enqueue(engine: Engine, job_type: str, payload: dict[str, Any], now: dateti
     queue.enqueue(engine, NewJob(type=job_type, payload=payload), max_attempts=1, now=now)
 
 
-async def _drain(ctx: ServiceContext, summary: DemoSummary,
+async def _drain(ctx: ServiceContext, llm: StopOnFailure, summary: DemoSummary,
                  say: Callable[[datetime, str], None]) -> None:
-    """Run every job that is due now, including those the finished ones chain."""
+    """Run every job that is due now, including those the finished ones chain; stop the
+    demo at the first failed LLM call."""
     handlers = default_handlers()
 
     async def no_progress(_progress: int, _step: str | None = None) -> None:
@@ -161,6 +222,8 @@ async def _drain(ctx: ServiceContext, summary: DemoSummary,
             say(ctx.clock(), message)
         else:
             queue.complete(ctx.engine, job.lease, result, now=ctx.clock())
+        if llm.failure is not None:
+            raise DemoStopped(f"an LLM call failed: {llm.failure}")
 
 
 def _report_changes(engine: Engine, seen: _Seen, now: datetime, out: TextIO,

@@ -8,10 +8,11 @@ Steps, each reported as `current_step` with progress in its share of 0-100:
 analysis (0-30) -> generation (30-70) -> creation (70-85) -> monitoring (85-100).
 Nothing is chained through the queue: the job does each step itself. Generation and
 creation are skipped, with the reason in the result, while the prompt already has a running
-or paused experiment (its candidates would wait for it anyway), and generation when there
-is nothing actionable to fix. A retry after a crash repeats analysis (its writes are
-upserts), reuses variants an earlier attempt stored (no second LLM call) and finds the
-experiment it started still running.
+or paused experiment (its candidates would wait for it anyway), when there is nothing
+actionable to fix, or when no LLM is usable (no ANTHROPIC_API_KEY with the anthropic
+provider: the reason is in the result, and /health and `status` report the problem).
+A retry after a crash repeats analysis (its writes are upserts), reuses variants an earlier
+attempt stored (no second LLM call) and finds the experiment it started still running.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from optimizer.experiments.validation import MAX_VARIANTS
 from optimizer.jobs import creation, monitoring, variant_generation
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.jobs.pattern_analysis import analyze_prompt
+from optimizer.problems import llm_problem
 from optimizer.variants import generate, store
 
 PAYLOAD_KEYS = ("prompt", "model", "n", "always_generate", "scope")
@@ -115,6 +117,9 @@ async def _generate_and_create(ctx: ServiceContext, job: ActiveJob, spec: CycleS
         why = ("skipped: no actionable insights for this prompt (set always_generate to "
                "ask for variants anyway)")
         return _skipped(why), _skipped("skipped: no new variants")
+    if (problem := llm_problem(ctx.settings)) is not None:
+        # Analysis and monitoring still run; only the steps that need the LLM wait.
+        return _skipped(f"skipped: {problem}"), _skipped(f"skipped: {problem}")
     generated = await generate.generate_variants(
         ctx, _step(job, 30, 70, "generation"), spec.generation, chain=False)
     versions = [item["version"] for item in generated["stored"]]

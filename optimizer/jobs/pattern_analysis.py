@@ -11,6 +11,8 @@ the scheduler) is ignored; any other key fails the job.
 Per prompt the result holds: conversations and units per window, tests, significant,
 actionable, untested_metrics (each metric no conversation reports, with the reason), new,
 updated, themes, llm_themes, tags, insight_ids, variant_generation_job_id and chain_note.
+No variant_generation job is queued when no LLM is usable (the default provider without
+ANTHROPIC_API_KEY): chain_note says so, and /health and `status` report the problem.
 One prompt's failure does not stop the others; only when every prompt fails does the job
 fail.
 """
@@ -44,6 +46,7 @@ from optimizer.patterns.segments import (
     untested_metrics,
 )
 from optimizer.patterns.themes import ThemeResult, containing, failure_terms
+from optimizer.problems import llm_problem
 from optimizer.prompts import validate_name
 
 log = logging.getLogger("prompt_worker.jobs.pattern_analysis")
@@ -193,6 +196,9 @@ def _chain(
     name = target.name
     if not insight_ids:
         return Chained(None, "not queued: no new actionable insights")
+    if (problem := llm_problem(ctx.settings)) is not None:
+        # The job could only fail; /health and `status` report the problem instead.
+        return Chained(None, f"not queued: {problem}")
     with ctx.sessions() as session:
         live = store.live_experiment(session, target.prompt_id)
         waiting = store.queued_generation(session, name)

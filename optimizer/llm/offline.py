@@ -115,7 +115,9 @@ def _guidance(insights: list[dict[str, Any]], index: int) -> list[str]:
     opener = OPENERS[(index - 1) % len(OPENERS)]
     closer = CLOSERS[(index - 1) // len(OPENERS) % len(CLOSERS)]
     if insights:
-        lines = [_paragraph(insight, opener) for insight in insights]
+        # Several findings about one segment (success and rating, 24 h and 7 days) make
+        # the same paragraph; the prompt needs it once.
+        lines = list(dict.fromkeys(_paragraph(insight, opener) for insight in insights))
     else:
         lines = [NO_INSIGHT_GUIDANCE[(index - 1 + i) % len(NO_INSIGHT_GUIDANCE)]
                  for i in range(2)]

@@ -3,7 +3,12 @@ promoted, and the success rate goes up, all through the real handlers and queue.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import socket
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,10 @@ from models.llm_calls import LlmCall
 from models.prompts import PromptVersion
 from optimizer import db
 from optimizer.cli import main
+from optimizer.config import Settings
+from optimizer.demo.probe import probe_anthropic
+from tests.support.fake_anthropic import FakeAnthropic, Reply
+from tests.support.procs import REPO, free_port
 
 
 @pytest.fixture
@@ -93,3 +102,106 @@ def test_demo_will_not_overwrite_a_database(offline: None, tmp_path: Path,
     code, _, err = run_demo(capsys, "--database", str(existing))
     assert code != 0 and "already exists" in err
     assert existing.read_bytes() == b"precious"
+
+
+# --- with ANTHROPIC_API_KEY set and the API failing: one line, the offline hint, soon ------
+
+DEMO_KEY = "sk-ant-demo-test-key-0123456789"
+# A bound the issue sets on the demo ("under 60 seconds in every case"); here it only keeps
+# a hung demo from hanging the suite. Speed itself is not asserted.
+HANG_GUARD_SECONDS = 60
+
+
+async def run_demo_process(tmp_path: Path, base_url: str, *argv: str) -> tuple[int, str]:
+    """`prompt-worker demo` in its own process, with a key and the API at `base_url`.
+    Returns the exit status and everything it printed (stdout then stderr)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LLM_PROVIDER", "DATABASE_URL", "ANTHROPIC_AUTH_TOKEN")}
+    env.update(ANTHROPIC_API_KEY=DEMO_KEY, ANTHROPIC_BASE_URL=base_url)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "optimizer", "demo", "--database", str(tmp_path / "demo.db"),
+        *argv, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), HANG_GUARD_SECONDS)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"demo still running after {HANG_GUARD_SECONDS} s") from None
+    assert proc.returncode is not None
+    return proc.returncode, out.decode() + err.decode()
+
+
+def assert_one_line_stop(code: int, printed: str, *fragments: str) -> None:
+    assert code == 1, printed
+    assert "Traceback" not in printed and DEMO_KEY not in printed
+    errors = [line for line in printed.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, printed
+    [line] = errors
+    for fragment in fragments:
+        assert fragment in line, line
+    assert "LLM_PROVIDER=offline" in line  # how to run it without the API
+    assert len(printed.splitlines()) <= 8, printed
+
+
+async def test_demo_stops_at_once_when_the_api_is_unreachable(tmp_path: Path) -> None:
+    port = free_port()  # closed: nothing listens there
+    code, printed = await run_demo_process(tmp_path, f"http://127.0.0.1:{port}")
+    assert_one_line_stop(code, printed, f"cannot reach the Anthropic API at "
+                                        f"http://127.0.0.1:{port}")
+    assert not (tmp_path / "demo.db").exists()
+
+
+async def test_demo_stops_at_once_when_the_key_is_rejected(tmp_path: Path) -> None:
+    async with FakeAnthropic() as fake:
+        fake.script(*[Reply.error(401, message="invalid x-api-key")] * 20)
+        code, printed = await run_demo_process(tmp_path, fake.base_url)
+    assert_one_line_stop(code, printed, "rejected ANTHROPIC_API_KEY (HTTP 401)")
+    assert len(fake.requests) == 1  # one probe, no retries
+    assert not (tmp_path / "demo.db").exists()
+
+
+async def test_demo_stops_at_the_first_failed_call_after_a_good_start(tmp_path: Path) -> None:
+    """The key works for the first request, then is refused: the demo stops there instead
+    of failing every hour for the rest of the simulation."""
+    async with FakeAnthropic() as fake:
+        fake.script(Reply(), *[Reply.error(401, message="key revoked")] * 20)
+        code, printed = await run_demo_process(tmp_path, fake.base_url, "--days", "0.5")
+    assert_one_line_stop(code, printed, "rejected ANTHROPIC_API_KEY")
+    assert len(fake.requests) == 2  # the probe, then the first real call
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+    yield int(sock.getsockname()[1])
+    sock.close()
+
+
+async def test_probe_gives_up_on_an_api_that_never_answers(silent_port: int) -> None:
+    settings = Settings(anthropic_api_key=DEMO_KEY)
+    problem = await probe_anthropic(settings, base_url=f"http://127.0.0.1:{silent_port}",
+                                    timeout=0.5)
+    assert problem == (f"the Anthropic API at http://127.0.0.1:{silent_port} did not answer "
+                       "within 0.5 s")
+
+
+@pytest.mark.parametrize("status, fragment", [
+    (403, "may not use the Messages API or model claude-sonnet-5-5 (HTTP 403)"),
+    (404, "answered HTTP 404: check that model claude-sonnet-5-5 (LLM_MODEL_SONNET) exists"),
+    (429, "rate limiting this key (HTTP 429)"),
+    (500, "answered HTTP 500"),
+    (529, "overloaded (HTTP 529)"),
+])
+async def test_probe_names_each_refusal_in_one_line(status: int, fragment: str) -> None:
+    settings = Settings(anthropic_api_key=DEMO_KEY)
+    async with FakeAnthropic() as fake:
+        fake.script(Reply.error(status))
+        problem = await probe_anthropic(settings, base_url=fake.base_url)
+        assert problem is not None and fragment in problem and "\n" not in problem
+        assert len(fake.requests) == 1 and fake.requests[0].body["max_tokens"] == 1
+        fake.script(Reply())
+        assert await probe_anthropic(settings, base_url=fake.base_url) is None

@@ -52,9 +52,11 @@ def unmigrated_engine(tmp_path) -> Iterator[Engine]:
     engine.dispose()
 
 
-async def serve(engine: Engine, health: HealthMonitor | None = None) -> TestClient:
+async def serve(engine: Engine, health: HealthMonitor | None = None,
+                settings: Settings | None = None) -> TestClient:
     health = health or HealthMonitor(engine, RunStats(), started_at=utcnow())
-    client = TestClient(TestServer(create_app(Settings(), engine, RunStats(), health)))
+    client = TestClient(TestServer(create_app(settings or Settings(), engine, RunStats(),
+                                              health)))
     await client.start_server()
     return client
 
@@ -91,9 +93,11 @@ def add_rows(engine: Engine) -> None:
                                         fingerprint=f"f{i}", title=f"t{i}") for i in (1, 2)])
 
 
-def assert_shape(body: dict[str, Any]) -> None:
+def assert_shape(body: dict[str, Any], *, served: bool = True) -> None:
+    """`served`: the body as /health answers it, with the configuration problems that the
+    HTTP layer adds to the monitor's report."""
     assert set(body) == {"status", "uptime", "stats", "timestamp", "totals", "queue",
-                         "database"}
+                         "database"} | ({"problems"} if served else set())
     assert body["status"] in ("healthy", "degraded")
     assert isinstance(body["uptime"], int) and body["uptime"] >= 0
     assert set(body["stats"]) == set(STAT_NAMES)
@@ -102,6 +106,9 @@ def assert_shape(body: dict[str, Any]) -> None:
     assert set(body["totals"]) == TOTAL_KEYS
     assert set(body["queue"]) == QUEUE_KEYS
     assert set(body["database"]) == {"ok", "checkedAt", "error"}
+    if served:
+        assert isinstance(body["problems"], list)
+        assert all(set(p) == {"code", "message"} for p in body["problems"])
 
 
 # --- /health ----------------------------------------------------------------------------
@@ -131,7 +138,7 @@ async def test_counts_reflect_rows(engine):
     health = HealthMonitor(engine, RunStats(), started_at=utcnow())
     assert await health.refresh_once() is True
     body = health.report(utcnow())
-    assert_shape(body)
+    assert_shape(body, served=False)
     assert body["queue"] == {"pending": 3, "running": 1, "completed": 2, "failed": 1,
                              "cancelled": 1}
     assert body["totals"] == {"jobsCompleted": 2, "jobsFailed": 1, "experimentsCreated": 3,
@@ -256,7 +263,7 @@ async def test_not_ready_on_an_unreachable_database(unreachable_engine, clients)
     resp = await client.get("/ready")
     assert resp.status == 503
     body = await resp.json()
-    assert body["ready"] is False and body["reason"].startswith("database unreachable")
+    assert body["ready"] is False and body["reason"] == "database unavailable"
 
 
 @pytest.fixture
@@ -288,4 +295,71 @@ async def test_ready_gives_up_on_a_hanging_database(silent_server, clients, monk
         assert time.monotonic() - started < 0.5
     finally:
         await clients.pop().close()
+        engine.dispose()
+
+
+# --- configuration problems -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings, codes", [
+    (Settings(), ["no_llm_key"]),  # the default provider, no key
+    (Settings(anthropic_api_key="sk-ant-test"), []),
+    (Settings(llm_provider="offline"), []),
+])
+async def test_health_lists_configuration_problems(sqlite_engine, clients, settings, codes):
+    health = HealthMonitor(sqlite_engine, RunStats(), started_at=utcnow())
+    assert await health.refresh_once() is True
+    clients.append(client := await serve(sqlite_engine, health, settings))
+    body = await (await client.get("/health")).json()
+    assert_shape(body)
+    assert [p["code"] for p in body["problems"]] == codes
+    assert body["status"] == "healthy"  # liveness: a configuration problem is not an outage
+    for problem in body["problems"]:
+        assert problem["message"].startswith("no ANTHROPIC_API_KEY: variant generation is off")
+        assert "LLM_PROVIDER=offline" in problem["message"]
+
+
+# --- database details only for admins and logs -------------------------------------------
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+ADMIN = "admin-token-for-probes"
+
+
+async def test_probe_errors_do_not_name_the_database_to_anyone(closed_port, clients, caplog):
+    caplog.set_level(logging.INFO)
+    engine = create_db_engine(f"postgresql+psycopg://nobody@127.0.0.1:{closed_port}/x")
+    try:
+        health = HealthMonitor(engine, RunStats(), started_at=utcnow())
+        assert await health.refresh_once() is False
+        clients.append(client := await serve(engine, health, Settings(admin_token=ADMIN)))
+        wrong = {"Authorization": "Bearer not-the-admin-token"}
+        for headers in ({}, wrong):
+            ready = await client.get("/ready", headers=headers)
+            live = await client.get("/health", headers=headers)
+            assert ready.status == 503 and live.status == 200
+            for text in (await ready.text(), await live.text()):
+                assert "127.0.0.1" not in text and str(closed_port) not in text
+            assert (await ready.json())["reason"] == "database unavailable"
+            assert (await live.json())["database"]["error"] == "database unavailable"
+        # The log has the detail, for whoever runs the service.
+        [not_ready] = [r for r in caplog.records if r.getMessage() == "not ready"]
+        assert str(closed_port) in not_ready.reason  # type: ignore[attr-defined]
+        [refresh] = [r for r in caplog.records if r.name == "prompt_worker.health"]
+        assert str(closed_port) in refresh.error  # type: ignore[attr-defined]
+        # So does an admin, with the admin token.
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        ready_body = await (await client.get("/ready", headers=admin)).json()
+        live_body = await (await client.get("/health", headers=admin)).json()
+        assert ready_body["reason"].startswith("database unavailable: ")
+        assert str(closed_port) in ready_body["reason"]
+        assert str(closed_port) in live_body["database"]["error"]
+    finally:
         engine.dispose()

@@ -10,9 +10,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.engine import Engine
 
+from models.experiments import Experiment
 from optimizer import queue
 from optimizer.cli import main
 from optimizer.clock import utcnow
@@ -131,7 +132,7 @@ def test_status_text(cli, monkeypatch, sqlite_engine, sqlite_url):
                        if line.strip().startswith(f"{seeded['jobs'][0]} "))
     assert "pattern_analysis" in failed_line and "3/3" in failed_line
     assert excerpt(LONG_ERROR) in failed_line
-    assert f"#{seeded['experiment']} support-bot (metric success" in out
+    assert f"#{seeded['experiment']} support-bot RUNNING (metric success" in out
     assert ": continue" in out
     variant_line = next(line for line in out.splitlines()
                         if line.split()[:2] == ["2", "variant"])
@@ -145,18 +146,77 @@ def test_status_on_an_empty_database(cli, monkeypatch, sqlite_engine, sqlite_url
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
     result = cli("status")
     assert result.code == 0, result.err
-    assert "no jobs yet" in result.out and "no running experiments" in result.out
+    assert "no jobs yet" in result.out and "no running or paused experiments" in result.out
 
 
-@pytest.mark.parametrize("url", [
-    "postgresql+psycopg://nobody@127.0.0.1:1/x",  # nothing listens there
-    "sqlite:////nonexistent-dir/for/status/test.db",  # the directory does not exist
+@pytest.mark.parametrize("url, said", [
+    ("postgresql+psycopg://nobody@127.0.0.1:1/x",  # nothing listens there
+     "error: cannot reach the database"),
+    ("sqlite:////nonexistent-dir/for/status/test.db",  # the directory does not exist
+     "error: no database at /nonexistent-dir/for/status/test.db"),
 ])
-def test_unreachable_database_is_a_clear_error(cli, monkeypatch, url):
+def test_unreachable_database_is_a_clear_error(cli, monkeypatch, url, said):
     monkeypatch.setenv("DATABASE_URL", url)
     result = cli("status")
     assert result.code == 1
     assert result.out == ""
-    assert result.err.startswith("error: cannot reach the database")
+    assert result.err.startswith(said)
     assert "Traceback" not in result.err and len(result.err.splitlines()) == 1
     assert cli("status", "--json").code == 1
+
+
+def _experiment_in_state(engine: Engine, prompt: str, status: str, reason: str | None) -> int:
+    seed_prompt(engine, prompt)
+    with session_factory(engine).begin() as session:
+        experiment_id = store.create_experiment(session, prompt, [2], now=utcnow()).id
+    with engine.begin() as conn:
+        conn.execute(update(Experiment).where(Experiment.id == experiment_id)
+                     .values(status=status, decision_reason=reason))
+    return experiment_id
+
+
+def test_paused_experiments_are_shown_with_their_state(cli, monkeypatch, sqlite_engine,
+                                                       sqlite_url):
+    """A paused experiment waits for a person: status must show it, and why it paused."""
+    running = _experiment_in_state(sqlite_engine, "bot-running", "running", None)
+    paused = _experiment_in_state(sqlite_engine, "bot-paused", "paused",
+                                  "Paused for a sample ratio mismatch: check assignment.")
+    _experiment_in_state(sqlite_engine, "bot-done", "completed", "Inconclusive.")
+    _experiment_in_state(sqlite_engine, "bot-stopped", "stopped", "stopped by admin")
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+
+    body = json.loads(cli("status", "--json").out)
+    shown = {e["id"]: e for e in body["experiments"]}
+    assert set(shown) == {running, paused}
+    assert shown[paused]["status"] == "paused" and shown[running]["status"] == "running"
+    assert shown[paused]["reason"].startswith("Paused for a sample ratio mismatch")
+
+    out = cli("status").out
+    assert f"#{paused} bot-paused" in out and f"#{running} bot-running" in out
+    paused_head = next(line for line in out.splitlines() if f"#{paused} " in line)
+    assert "PAUSED" in paused_head
+    assert "Paused for a sample ratio mismatch: check assignment." in out
+    assert "bot-done" not in out and "bot-stopped" not in out
+
+
+@pytest.mark.parametrize("env, problem", [
+    ({}, True),  # the default provider and no key: variant generation cannot run
+    ({"ANTHROPIC_API_KEY": "sk-ant-test"}, False),
+    ({"LLM_PROVIDER": "offline"}, False),
+])
+def test_configuration_problems_are_shown(cli, monkeypatch, sqlite_engine, sqlite_url, env,
+                                          problem):
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    body = json.loads(cli("status", "--json").out)
+    out = cli("status").out
+    if problem:
+        [found] = body["problems"]
+        assert found["code"] == "no_llm_key"
+        assert found["message"].startswith("no ANTHROPIC_API_KEY: variant generation is off")
+        assert "LLM_PROVIDER=offline" in found["message"]
+        assert f"Configuration problems\n  - {found['message']}" in out
+    else:
+        assert body["problems"] == []
+        assert "Configuration problems" not in out

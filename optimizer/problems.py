@@ -1,0 +1,40 @@
+"""Configuration problems: settings that are each valid but leave part of the service off.
+
+The service still starts with them (analysis, experiments and the APIs work), so they are
+reported where people look (`/health` "problems", `prompt-worker status`) and the work
+they make impossible is not queued. Pure: settings in, problems out; no network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from optimizer.config import Settings
+
+NO_LLM_KEY = "no_llm_key"
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: str      # stable, for dashboards and alerts
+    message: str   # what is off and what to set
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+
+def llm_problem(settings: Settings) -> str | None:
+    """Why no LLM call can succeed with these settings (so variant generation cannot run),
+    or None when the configured provider can answer."""
+    if settings.llm_provider == "anthropic" and not settings.anthropic_api_key:
+        return ("no ANTHROPIC_API_KEY: variant generation is off; set ANTHROPIC_API_KEY, or "
+                "LLM_PROVIDER=offline for the demo")
+    return None
+
+
+def configuration_problems(settings: Settings) -> list[Problem]:
+    problems = []
+    if (message := llm_problem(settings)) is not None:
+        problems.append(Problem(NO_LLM_KEY, message))
+    return problems
