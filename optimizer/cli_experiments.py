@@ -1,29 +1,45 @@
-"""`prompt-worker experiments list | show ID | stop ID`."""
+"""`prompt-worker experiments start PROMPT --variants 2,3 [...] | list | show ID | stop ID`.
+
+`start` is POST /experiments from a shell: its options are that body's fields, turned from
+text into the values the API receives, then checked and stored by the same code.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from optimizer import prompts, strict_json
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.errors import InvalidInput
 from optimizer.experiments import store
+from optimizer.experiments.defaults import settings_with_defaults
+from optimizer.experiments.validation import PRIMARY_METRICS, parse_settings, shown
 
 MAX_ID = 2**63 - 1
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 CLI_ACTOR = "admin (CLI)"
 TABLE_HEADER = ("ID", "PROMPT", "STATUS", "ARMS (version:conversations)", "WINNER", "STARTED")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_WHOLE = re.compile(r"[0-9]+")
+MAX_WHOLE_DIGITS = 18  # past every bound validation allows; int() of more is wasted work
+_BUILT_IN = parse_settings()  # for the help text only; never copied into a request
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    group = subparsers.add_parser("experiments", help="list, show and stop A/B experiments")
+    group = subparsers.add_parser("experiments",
+                                  help="start, list, show and stop A/B experiments")
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _add_start_parser(actions)
 
     listing = actions.add_parser("list", help="list the newest experiments")
     listing.add_argument("--status", metavar="S",
@@ -44,6 +60,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     stop.set_defaults(func=cmd_experiments_stop, needs_engine=True)
 
 
+def _add_start_parser(actions: Any) -> None:
+    start = actions.add_parser(
+        "start", help="start an experiment: the active version against candidates",
+        description="Start an A/B experiment of PROMPT's active version (the control) "
+                    "against candidate versions, as POST /experiments does. Settings left "
+                    "out take the same defaults (PROMOTION_CONFIDENCE, "
+                    "MIN_CONVERSATIONS_PER_ARM, ...). Prints the experiment as JSON.")
+    start.add_argument("prompt", metavar="PROMPT", help="the prompt's name")
+    start.add_argument("--variants", metavar="N,N", required=True,
+                       help="candidate version numbers, comma-separated (e.g. 2,3)")
+    start.add_argument("--weights", metavar="W,W",
+                       help="traffic weights, control first then each variant "
+                            "(e.g. 2,1,1; default equal)")
+    start.add_argument("--primary-metric", metavar="M",
+                       help=f"one of: {', '.join(PRIMARY_METRICS)} "
+                            f"(default {_BUILT_IN.primary_metric})")
+    start.add_argument("--confidence", metavar="P",
+                       help="confidence needed to promote, 0.5..0.9999 "
+                            "(default PROMOTION_CONFIDENCE)")
+    start.add_argument("--min-conversations-per-arm", metavar="N",
+                       help="units per arm before any decision "
+                            "(default MIN_CONVERSATIONS_PER_ARM)")
+    start.add_argument("--min-runtime-hours", metavar="H",
+                       help="hours before any decision "
+                            f"(default {_BUILT_IN.min_runtime_hours:g})")
+    start.add_argument("--max-runtime-hours", metavar="H",
+                       help="hours after which it ends without a winner "
+                            f"(default {_BUILT_IN.max_runtime_hours:g})")
+    start.add_argument("--guardrails", metavar="JSON",
+                       help="a JSON list of guardrails, or @FILE to read one from a file "
+                            "(default: non-inferiority on "
+                            f"{', '.join(g.metric for g in _BUILT_IN.guardrails)})")
+    start.set_defaults(func=cmd_experiments_start, needs_engine=True)
+
+
 def _parse_id(raw: str) -> int:
     text = raw.strip()
     if not (text.isascii() and text.isdigit()) or len(text) > 19 or not 1 <= int(text) <= MAX_ID:
@@ -58,6 +109,82 @@ def _parse_limit(raw: str) -> int:
         raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIMIT}; "
                            f"got {raw[:40]!r}", field="limit")
     return int(text)
+
+
+def _whole(raw: str, field: str, usage: str) -> int:
+    text = raw.strip()
+    if not (_WHOLE.fullmatch(text) and text.isascii()):
+        raise InvalidInput(f"{field} must be {usage}; got {shown(raw)}", field=field)
+    if len(text.lstrip("0")) > MAX_WHOLE_DIGITS:
+        raise InvalidInput(f"{field} is too large; got {shown(raw)}", field=field)
+    return int(text)
+
+
+def _decimal(raw: str, field: str, usage: str) -> float:
+    text = raw.strip()
+    if not (_DECIMAL.fullmatch(text) and text.isascii()):
+        raise InvalidInput(f"{field} must be {usage}; got {shown(raw)}", field=field)
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidInput(f"{field} is too large; got {shown(raw)}", field=field)
+    return value
+
+
+def _guardrails(raw: str) -> Any:
+    """`--guardrails` as the JSON it holds, or that of the file `@FILE` names."""
+    text, where = raw, ""
+    if raw.startswith("@"):
+        source = raw[1:]
+        where = f" in {source}"
+        try:
+            text = Path(source).read_bytes().decode("utf-8")
+        except OSError as exc:
+            raise InvalidInput(f"guardrails: cannot read {source}: {exc.strerror or exc}",
+                               field="guardrails") from None
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"guardrails: {source} is not UTF-8 text (byte {exc.start})",
+                               field="guardrails") from None
+    try:
+        return strict_json.loads(text)
+    except strict_json.JsonRejected as exc:
+        raise InvalidInput(f"guardrails{where} is {exc}", field="guardrails") from None
+
+
+def start_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The options as the POST /experiments body they stand for (only those given)."""
+    try:
+        prompt = prompts.validate_name(args.prompt)
+    except InvalidInput as exc:
+        raise InvalidInput(f"prompt {exc}", field="prompt") from None
+    body: dict[str, Any] = {"prompt": prompt, "variants": [
+        _whole(part, "variants", "version numbers separated by commas, like 2,3")
+        for part in args.variants.split(",")]}
+    if args.weights is not None:
+        body["weights"] = [_decimal(part, "weights", "numbers separated by commas, control "
+                                                     "first, like 2,1,1")
+                           for part in args.weights.split(",")]
+    for field in ("confidence", "min_runtime_hours", "max_runtime_hours"):
+        if getattr(args, field) is not None:
+            body[field] = _decimal(getattr(args, field), field, "a number like 0.95 or 24")
+    if args.min_conversations_per_arm is not None:
+        body["min_conversations_per_arm"] = _whole(
+            args.min_conversations_per_arm, "min_conversations_per_arm", "a whole number")
+    if args.primary_metric is not None:
+        body["primary_metric"] = args.primary_metric
+    if args.guardrails is not None:
+        body["guardrails"] = _guardrails(args.guardrails)
+    return body
+
+
+def cmd_experiments_start(args: argparse.Namespace, settings: Settings,
+                          engine: Engine) -> int:
+    body = start_request(args)
+    experiment = settings_with_defaults(body, settings)
+    with session_factory(engine).begin() as session:
+        view = store.create_experiment(session, body["prompt"], body["variants"],
+                                       weights=body.get("weights"), settings=experiment,
+                                       created_by=CLI_ACTOR, now=utcnow())
+    return _print(view.to_dict())
 
 
 def cmd_experiments_list(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:

@@ -17,6 +17,7 @@ from optimizer.db import session_factory
 from optimizer.errors import InvalidInput, NotFound
 
 CLI_ACTOR = "cli"
+STDIN = "-"  # as a --file: read standard input
 DEFAULT_ROLLBACK_REASON = "rollback via the CLI"
 TABLE_HEADER = ("NAME", "ACTIVE", "VERSIONS", "CREATED")
 
@@ -28,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add = actions.add_parser("add", help="create a prompt from a file, or add a new version "
                                          "when it exists; prints JSON")
     add.add_argument("name", metavar="NAME", help="the prompt's name")
-    add.add_argument("--file", metavar="F", required=True, help="UTF-8 text of the prompt")
+    add.add_argument("--file", metavar="F", required=True,
+                     help="UTF-8 text of the prompt; - reads standard input")
     add.add_argument("--notes", metavar="TEXT", help="change notes for the new version")
     add.set_defaults(func=cmd_prompts_add, needs_engine=True)
 
@@ -62,16 +64,39 @@ def parse_version(raw: str, field: str) -> int:
     return prompts.validate_version_number(int(text), field)
 
 
-def read_text_file(path: str) -> str:
-    """The file's exact text; any problem becomes one line naming the file."""
+def _read_stdin() -> bytes:
+    if sys.stdin is None:
+        raise InvalidInput("standard input is closed; pipe the prompt's text in", field="file")
+    if sys.stdin.isatty():
+        # Someone typing the prompt by hand: without this they would face a silent wait.
+        print("reading the prompt from standard input; end it with Ctrl-D", file=sys.stderr)
     try:
-        raw = Path(path).read_bytes()
+        raw = sys.stdin.buffer.read()
     except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}", field="file") from None
+        raise InvalidInput(f"cannot read standard input: {exc.strerror or exc}",
+                           field="file") from None
+    if not raw:
+        raise InvalidInput("standard input is empty; pipe the prompt's text in, e.g. "
+                           "`prompt-worker prompts add NAME --file - < prompt.txt`",
+                           field="file")
+    return raw
+
+
+def read_text_file(path: str) -> str:
+    """The file's exact text (`-`: standard input); any problem becomes one line naming it."""
+    if path == STDIN:
+        source, raw = "standard input", _read_stdin()
+    else:
+        source = path
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}",
+                               field="file") from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8",
+        raise InvalidInput(f"{source} is not UTF-8 text (byte {exc.start}); save it as UTF-8",
                            field="file") from None
 
 

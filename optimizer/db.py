@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
@@ -51,9 +53,24 @@ def _enable_sqlite_concurrency(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
+def _refuse_to_create_sqlite_file(engine: Engine) -> None:
+    """Open the SQLite file read-write but never create it (SQLite's URI `mode=rw`): a
+    command that expects a database must not leave an empty one wherever it ran."""
+
+    @event.listens_for(engine, "do_connect")
+    def _on_do_connect(_dialect: Any, _record: Any, cargs: list[Any],
+                       cparams: dict[str, Any]) -> None:
+        if cparams.get("uri") or not cargs or cargs[0] == ":memory:":
+            return  # a URI filename says for itself whether to create
+        cargs[0] = f"file:{quote(str(cargs[0]), safe='/')}?mode=rw"
+        cparams["uri"] = True
+
+
+def create_db_engine(url: str, *, pool_size: int = 5, create_missing: bool = True) -> Engine:
+    """`create_missing=False`: a SQLite URL naming a missing file fails on connect instead
+    of creating the file (see `sqlite_file` to say which file)."""
     try:
-        return _create_engine(make_url(url), pool_size)
+        engine = _create_engine(make_url(url), pool_size)
     except ArgumentError:
         raise ConfigError("DATABASE_URL is not a valid database URL (expected e.g. "
                           "sqlite:///prompt_worker.db or postgresql://user:pass@host/db)"
@@ -61,22 +78,59 @@ def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
     except (ValueError, ImportError) as exc:  # a bad port, a driver that is not installed
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ConfigError(f"DATABASE_URL is not usable: {first}") from None
+    if not create_missing and engine.dialect.name == "sqlite":
+        _refuse_to_create_sqlite_file(engine)
+    return engine
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    """The absolute path of the file a SQLite DATABASE_URL names, so an error can say where
+    it looked. A relative path is taken from the working directory, as SQLite does. None for
+    other databases, in-memory ones and URI filenames (`?uri=true`; those choose with
+    `mode=` themselves)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.query.get("uri"):
+        return None
+    if parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(os.path.abspath(parsed.database))
+
+
+def describe(url: str | URL) -> str:
+    """The database as a person can find it, without credentials: a SQLite file's absolute
+    path, otherwise driver, host, port and database name (user, password and query left out,
+    as the query may carry a password too)."""
+    path = sqlite_file(url)
+    if path is not None:
+        return str(path)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return "at DATABASE_URL"
+    return URL.create(parsed.drivername, host=parsed.host, port=parsed.port,
+                      database=parsed.database).render_as_string()
 
 
 def _create_engine(parsed: URL, pool_size: int) -> Engine:
+    # hide_parameters: bound values (transcripts, unit ids) stay out of the text of every
+    # error SQLAlchemy raises, and so out of tracebacks in the logs.
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         engine = create_engine(
-            parsed, connect_args={"check_same_thread": False,
-                                  "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            parsed, hide_parameters=True,
+            connect_args={"check_same_thread": False,
+                          "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _enable_sqlite_concurrency(engine)
         return engine
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(
-            parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size,
-            pool_timeout=10, connect_args={"connect_timeout": 5})
+            parsed, hide_parameters=True, pool_pre_ping=True, pool_size=pool_size,
+            max_overflow=pool_size, pool_timeout=10, connect_args={"connect_timeout": 5})
     raise ConfigError(
         f"DATABASE_URL must point at sqlite or postgresql, got {parsed.drivername!r}")
 

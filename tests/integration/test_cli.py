@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -279,7 +280,11 @@ def test_usage_errors_exit_2(cli, use_db, capsys):
 @pytest.mark.parametrize("argv", [["jobs", "list"], ["jobs", "add", "full_cycle"],
                                   ["jobs", "show", "1"]])
 def test_unmigrated_database_says_run_migrate(cli, use_db, argv):
-    assert_user_error(cli(*argv), "run `prompt-worker migrate`")
+    where = db.sqlite_file(use_db)
+    if where is not None:  # an existing but empty file, as older versions left behind
+        sqlite3.connect(where).close()
+    assert_user_error(cli(*argv), f"database {db.describe(use_db)} has no prompt-worker "
+                                  "schema; run `prompt-worker migrate`")
 
 
 @pytest.mark.parametrize("url", ["mysql://x", "not a url", "postgresql://h:port/x"])
@@ -313,6 +318,7 @@ def test_run_hands_settings_to_the_service(cli, monkeypatch, sqlite_url):
 
     monkeypatch.setattr("optimizer.service.run_service", fake_run_service)
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    assert cli("migrate").code == 0
     assert cli("run").code == 3
     assert [s.database_url for s in seen] == [sqlite_url]
 
@@ -329,7 +335,7 @@ def test_run_with_bad_settings_does_not_start(cli, monkeypatch):
 
 @pytest.mark.parametrize(("argv", "needle"), [
     (["jobs", "add", "bogus"], "type must be one of"),
-    (["jobs", "list"], "run `prompt-worker migrate`"),
+    (["jobs", "list"], "run `prompt-worker migrate` first to create this one"),
 ])
 def test_real_process_reports_one_line(tmp_path, argv, needle):
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,3 +163,42 @@ def test_usage_errors_exit_2(run) -> None:
         with pytest.raises(SystemExit) as caught:
             run(*argv)
         assert caught.value.code == 2
+
+
+# --- --file - reads standard input ------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_process(engine: Engine, argv: list[str], stdin: bytes) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    return subprocess.run([sys.executable, "-m", "optimizer", "prompts", *argv], cwd=REPO,
+                          env=env, input=stdin, capture_output=True, timeout=60)
+
+
+def test_add_reads_standard_input(engine: Engine) -> None:
+    text = "Be helpful, café ✓.\n\nSecond paragraph.\n"
+    created = run_process(engine, ["add", "support", "--file", "-"], text.encode())
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["versions"][0]["content"] == text
+
+    added = run_process(engine, ["add", "support", "--file", "-", "--notes", "piped"],
+                        b"Be brief.")
+    assert added.returncode == 0, added.stderr
+    assert {k: json.loads(added.stdout)[k] for k in ("number", "content", "change_notes")} == {
+        "number": 2, "content": "Be brief.", "change_notes": "piped"}
+
+
+@pytest.mark.parametrize(("stdin", "needle"), [
+    (b"", "standard input is empty"),
+    (b"caf\xe9", "standard input is not UTF-8"),
+    (b" \n\t\n", "content is empty"),
+])
+def test_bad_standard_input_is_one_line_and_writes_nothing(engine: Engine, stdin: bytes,
+                                                            needle: str) -> None:
+    result = run_process(engine, ["add", "support", "--file", "-"], stdin)
+    err = result.stderr.decode()
+    assert result.returncode == 1 and result.stdout == b""
+    assert "Traceback" not in err and err.startswith("error: ") and err.count("\n") == 1, err
+    assert needle in err
+    assert count(engine, Prompt) == 0 and count(engine, PromptVersion) == 0
