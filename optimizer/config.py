@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +38,11 @@ class Settings:
     min_conversations_per_arm: int = 100
     job_retention_days: float = 7.0
     max_body_bytes: int = 1_048_576
+    # Longer than the idle timeout of the usual proxies and load balancers (60 s), so they
+    # drop an idle connection first and never reuse one the service is closing.
+    http_keepalive_timeout_seconds: float = 75.0
+    # From a request's first byte until its headers and body are all in.
+    http_request_timeout_seconds: float = 30.0
     log_level: str = "INFO"
     # The LLM: which client, which models the aliases mean, and the limits on its use.
     llm_provider: str = "anthropic"
@@ -80,6 +86,8 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     except ValueError:
         kind = "a whole number" if integer else "a number"
         raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
         raise ConfigError(f"{name} must be {bound}, got {raw!r}")
@@ -137,6 +145,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         job_retention_days=_number(env, "JOB_RETENTION_DAYS", d.job_retention_days, minimum=0),
         max_body_bytes=int(_number(env, "MAX_BODY_BYTES", d.max_body_bytes, minimum=1024,
                                    integer=True)),
+        http_keepalive_timeout_seconds=_number(
+            env, "HTTP_KEEPALIVE_TIMEOUT_SECONDS", d.http_keepalive_timeout_seconds,
+            minimum=0.1, maximum=86400),
+        http_request_timeout_seconds=_number(
+            env, "HTTP_REQUEST_TIMEOUT_SECONDS", d.http_request_timeout_seconds,
+            minimum=0.1, maximum=86400),
         log_level=(_text(env, "LOG_LEVEL", d.log_level) or d.log_level).upper(),
         llm_provider=_choice(env, "LLM_PROVIDER", d.llm_provider, LLM_PROVIDERS),
         llm_model_sonnet=_text(env, "LLM_MODEL_SONNET", d.llm_model_sonnet) or d.llm_model_sonnet,

@@ -21,7 +21,9 @@ from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.errors import ConfigError, PromptWorkerError
 from optimizer.health import HealthMonitor
+from optimizer.http.accept_errors import accept_errors_throttled
 from optimizer.http.app import create_app
+from optimizer.http.connections import GuardedAppRunner
 from optimizer.jobs.context import ServiceContext
 from optimizer.jobs.registry import default_handlers
 from optimizer.llm import build_llm_client
@@ -36,6 +38,9 @@ from optimizer.worker import Worker
 log = logging.getLogger("prompt_worker.service")
 STUCK_THREAD_WAIT_SECONDS = 2.0
 WEBHOOK_DRAIN_SECONDS = 5.0
+# What stays closed without each token (require_token in optimizer/http/auth.py).
+_CLOSED_WITHOUT = {"ADMIN_TOKEN": "the admin API (/jobs, /prompts, /experiments, /insights)",
+                   "INGEST_TOKEN": "the application API (/v1/...)"}
 
 
 def run_service(settings: Settings) -> int:
@@ -94,9 +99,28 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
                                  pool_size=settings.worker_concurrency + 4)
     try:
         await asyncio.to_thread(check_schema, engine)
-        return await _serve(settings, engine, stop or asyncio.Event())
+        with accept_errors_throttled(asyncio.get_running_loop()):
+            return await _serve(settings, engine, stop or asyncio.Event())
     finally:
         engine.dispose()
+
+
+def listen_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _announce(settings: Settings, runner: web.AppRunner, worker_id: str) -> None:
+    """One line that says where the service is and which database it uses, then a warning
+    for each API that stays closed for want of its token."""
+    port = runner.addresses[0][1] if runner.addresses else settings.port  # PORT=0: the real one
+    log.info("prompt-worker running",
+             extra={"url": listen_url(settings.host, port),
+                    "database": db.describe(settings.database_url), "worker_id": worker_id})
+    for env_name, token in (("ADMIN_TOKEN", settings.admin_token),
+                            ("INGEST_TOKEN", settings.ingest_token)):
+        if not token:
+            log.warning(f"{env_name} is not set: {_CLOSED_WITHOUT[env_name]} answers 503 to "
+                        f"every request; set {env_name} to open it")
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
@@ -115,8 +139,9 @@ async def _serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> int
                          clock=utcnow, llm=build_llm_client(settings, sessions, utcnow),
                          metrics=metrics, webhooks=webhooks)
     health = HealthMonitor(engine, stats, started_at=utcnow())
-    runner = web.AppRunner(create_app(settings, engine, stats, health, metrics),
-                           access_log=None)
+    runner = GuardedAppRunner(create_app(settings, engine, stats, health, metrics),
+                              keepalive_timeout=settings.http_keepalive_timeout_seconds,
+                              request_timeout=settings.http_request_timeout_seconds)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     try:
@@ -137,9 +162,7 @@ async def _serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> int
     worker.start()
     scheduler = build_scheduler(ctx)
     scheduler.start()
-    log.info("prompt-worker running", extra={"host": settings.host, "port": settings.port,
-                                             "database": engine.dialect.name,
-                                             "worker_id": worker.worker_id})
+    _announce(settings, runner, worker.worker_id)
     await stop.wait()
     log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace_seconds})
     scheduler.shutdown(wait=False)

@@ -18,6 +18,7 @@ from optimizer.http import (
     signing,
 )
 from optimizer.http import metrics as http_metrics
+from optimizer.http.connections import client_gone_middleware
 from optimizer.http.errors import error_middleware
 from optimizer.http.keys import ENGINE, HEALTH, SETTINGS, STATS
 from optimizer.metrics import Metrics
@@ -29,7 +30,7 @@ def create_app(settings: Settings, engine: Engine, stats: RunStats,
     # client_max_size makes request.read() refuse bodies over the limit (answered as 413)
     # before they are held in memory in full.
     app = web.Application(client_max_size=settings.max_body_bytes,
-                          middlewares=[error_middleware])
+                          middlewares=[error_middleware, client_gone_middleware])
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[STATS] = stats

@@ -112,3 +112,30 @@ def test_unattended_settings_are_read():
             settings.admin_hmac_secret, settings.app_rate_limit_per_second,
             settings.app_rate_limit_burst) == ("json", "https://hooks.example/x", "s3", "h",
                                                0.0, 5)
+
+
+def test_http_connection_timeouts_have_defaults_and_are_read():
+    defaults = load_settings({})
+    assert (defaults.http_keepalive_timeout_seconds,
+            defaults.http_request_timeout_seconds) == (75.0, 30.0)
+    settings = load_settings({"HTTP_KEEPALIVE_TIMEOUT_SECONDS": "5",
+                              "HTTP_REQUEST_TIMEOUT_SECONDS": "1.5"})
+    assert (settings.http_keepalive_timeout_seconds,
+            settings.http_request_timeout_seconds) == (5.0, 1.5)
+
+
+@pytest.mark.parametrize("name", ["HTTP_KEEPALIVE_TIMEOUT_SECONDS",
+                                  "HTTP_REQUEST_TIMEOUT_SECONDS"])
+@pytest.mark.parametrize("value", ["0", "-3", "soon", "nan", "inf", "100000"])
+def test_bad_http_connection_timeout_is_refused(name, value):
+    with pytest.raises(ConfigError) as info:
+        load_settings({name: value})
+    assert name in str(info.value) and value in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["JOB_TIMEOUT_SECONDS", "LEASE_SECONDS", "JOB_RETENTION_DAYS"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused(name, value):
+    with pytest.raises(ConfigError) as info:
+        load_settings({name: value})
+    assert name in str(info.value) and value in str(info.value)
