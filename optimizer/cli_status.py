@@ -85,7 +85,7 @@ def _interval(arm: ArmLine) -> str:
     return f"{level}[{_number(arm.low)}, {_number(arm.high)}]"
 
 
-REASON_CHARS = 400
+REASON_CHARS = 1000  # an SRM pause reason with its advice runs to ~520
 
 
 def _experiment(e: ExperimentLine) -> str:
