@@ -15,6 +15,9 @@ DEFAULT_DATABASE_URL = "sqlite:///prompt_worker.db"
 # `offline` is the deterministic stand-in for Claude, for the demo and tests only.
 LLM_PROVIDERS = ("anthropic", "offline")
 LOG_FORMATS = ("kv", "json")
+# The largest minimum an experiment may ask for (optimizer.experiments.validation uses it).
+MAX_MIN_CONVERSATIONS_PER_ARM = 1_000_000_000
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                      minimum=0.5, maximum=0.9999),
         min_conversations_per_arm=int(
             _number(env, "MIN_CONVERSATIONS_PER_ARM", d.min_conversations_per_arm, minimum=1,
-                    integer=True)),
+                    maximum=MAX_MIN_CONVERSATIONS_PER_ARM, integer=True)),
         job_retention_days=_number(env, "JOB_RETENTION_DAYS", d.job_retention_days, minimum=0),
         max_body_bytes=int(_number(env, "MAX_BODY_BYTES", d.max_body_bytes, minimum=1024,
                                    integer=True)),
@@ -151,7 +154,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         http_request_timeout_seconds=_number(
             env, "HTTP_REQUEST_TIMEOUT_SECONDS", d.http_request_timeout_seconds,
             minimum=0.1, maximum=86400),
-        log_level=(_text(env, "LOG_LEVEL", d.log_level) or d.log_level).upper(),
+        log_level=_choice(env, "LOG_LEVEL", d.log_level, LOG_LEVELS).upper(),
         llm_provider=_choice(env, "LLM_PROVIDER", d.llm_provider, LLM_PROVIDERS),
         llm_model_sonnet=_text(env, "LLM_MODEL_SONNET", d.llm_model_sonnet) or d.llm_model_sonnet,
         llm_model_opus=_text(env, "LLM_MODEL_OPUS", d.llm_model_opus) or d.llm_model_opus,

@@ -13,6 +13,8 @@ from typing import Any
 from optimizer.config import Settings
 
 NO_LLM_KEY = "no_llm_key"
+NO_ADMIN_TOKEN = "no_admin_token"
+NO_INGEST_TOKEN = "no_ingest_token"
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,18 @@ def llm_problem(settings: Settings) -> str | None:
     return None
 
 
-def configuration_problems(settings: Settings) -> list[Problem]:
+def configuration_problems(settings: Settings, *, apis: bool = True) -> list[Problem]:
+    """`apis=False` leaves out the tokens: `prompt-worker status` runs in a shell whose
+    environment need not hold the service's tokens, and it uses neither API."""
     problems = []
+    for code, env_name, token, api in (
+            (NO_ADMIN_TOKEN, "ADMIN_TOKEN", settings.admin_token,
+             "the admin API (/jobs, /prompts, /experiments, /insights)"),
+            (NO_INGEST_TOKEN, "INGEST_TOKEN", settings.ingest_token,
+             "the application API (/v1/...)")):
+        if apis and not token:
+            problems.append(Problem(code, f"{env_name} is not set: {api} answers 503 to every "
+                                          f"request; set {env_name} to open it"))
     if (message := llm_problem(settings)) is not None:
         problems.append(Problem(NO_LLM_KEY, message))
     return problems

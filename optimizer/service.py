@@ -30,6 +30,7 @@ from optimizer.llm import build_llm_client
 from optimizer.logs import setup_logging
 from optimizer.metrics import Metrics
 from optimizer.notify import listen_for_jobs
+from optimizer.problems import configuration_problems
 from optimizer.run_stats import RunStats
 from optimizer.schedule import build_scheduler
 from optimizer.webhooks import WebhookSender
@@ -38,9 +39,6 @@ from optimizer.worker import Worker
 log = logging.getLogger("prompt_worker.service")
 STUCK_THREAD_WAIT_SECONDS = 2.0
 WEBHOOK_DRAIN_SECONDS = 5.0
-# What stays closed without each token (require_token in optimizer/http/auth.py).
-_CLOSED_WITHOUT = {"ADMIN_TOKEN": "the admin API (/jobs, /prompts, /experiments, /insights)",
-                   "INGEST_TOKEN": "the application API (/v1/...)"}
 
 
 def run_service(settings: Settings) -> int:
@@ -111,16 +109,13 @@ def listen_url(host: str, port: int) -> str:
 
 def _announce(settings: Settings, runner: web.AppRunner, worker_id: str) -> None:
     """One line that says where the service is and which database it uses, then a warning
-    for each API that stays closed for want of its token."""
+    for each configuration problem (an API closed for want of its token, no LLM key)."""
     port = runner.addresses[0][1] if runner.addresses else settings.port  # PORT=0: the real one
     log.info("prompt-worker running",
              extra={"url": listen_url(settings.host, port),
                     "database": db.describe(settings.database_url), "worker_id": worker_id})
-    for env_name, token in (("ADMIN_TOKEN", settings.admin_token),
-                            ("INGEST_TOKEN", settings.ingest_token)):
-        if not token:
-            log.warning(f"{env_name} is not set: {_CLOSED_WITHOUT[env_name]} answers 503 to "
-                        f"every request; set {env_name} to open it")
+    for problem in configuration_problems(settings):
+        log.warning(problem.message, extra={"problem": problem.code})
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

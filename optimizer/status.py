@@ -123,7 +123,7 @@ def read_status(engine: Engine, settings: Settings, now: datetime) -> Status:
         experiments = _live_experiments(session)
         llm = _llm_spend(session, settings, now)
     return Status(now, {s: counts.get(s, 0) for s in JOB_STATUSES}, jobs, experiments, llm,
-                  tuple(configuration_problems(settings)))
+                  tuple(configuration_problems(settings, apis=False)))
 
 
 def _live_experiments(session: Session) -> tuple[ExperimentLine, ...]:

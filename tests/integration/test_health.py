@@ -9,6 +9,7 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -301,10 +302,15 @@ async def test_ready_gives_up_on_a_hanging_database(silent_server, clients, monk
 # --- configuration problems -------------------------------------------------------------
 
 
+TOKENS = Settings(admin_token="admin-token", ingest_token="ingest-token")
+
+
 @pytest.mark.parametrize("settings, codes", [
-    (Settings(), ["no_llm_key"]),  # the default provider, no key
-    (Settings(anthropic_api_key="sk-ant-test"), []),
-    (Settings(llm_provider="offline"), []),
+    (TOKENS, ["no_llm_key"]),  # the default provider, no key
+    (replace(TOKENS, anthropic_api_key="sk-ant-test"), []),
+    (replace(TOKENS, llm_provider="offline"), []),
+    (Settings(llm_provider="offline"), ["no_admin_token", "no_ingest_token"]),
+    (Settings(llm_provider="offline", admin_token="a"), ["no_ingest_token"]),
 ])
 async def test_health_lists_configuration_problems(sqlite_engine, clients, settings, codes):
     health = HealthMonitor(sqlite_engine, RunStats(), started_at=utcnow())
@@ -315,8 +321,14 @@ async def test_health_lists_configuration_problems(sqlite_engine, clients, setti
     assert [p["code"] for p in body["problems"]] == codes
     assert body["status"] == "healthy"  # liveness: a configuration problem is not an outage
     for problem in body["problems"]:
-        assert problem["message"].startswith("no ANTHROPIC_API_KEY: variant generation is off")
-        assert "LLM_PROVIDER=offline" in problem["message"]
+        if problem["code"] == "no_llm_key":
+            assert problem["message"].startswith("no ANTHROPIC_API_KEY: variant generation "
+                                                 "is off")
+            assert "LLM_PROVIDER=offline" in problem["message"]
+        else:
+            variable = problem["code"].removeprefix("no_").upper()
+            assert problem["message"].startswith(f"{variable} is not set: ")
+            assert f"set {variable} to open it" in problem["message"]
 
 
 # --- database details only for admins and logs -------------------------------------------

@@ -74,6 +74,8 @@ def test_values_are_read_and_converted():
     ("MONITORING_CRON", "* * * *"),
     ("PATTERN_ANALYSIS_CRON", "61 * * * *"),
     ("LOG_FORMAT", "xml"),
+    ("LOG_LEVEL", "verbose"),
+    ("MIN_CONVERSATIONS_PER_ARM", "2000000000"),
     ("WEBHOOK_URL", "ftp://hooks.example"),
     ("ADMIN_SIGNATURE_WINDOW_SECONDS", "0"),
     ("APP_RATE_LIMIT_PER_SECOND", "-1"),
