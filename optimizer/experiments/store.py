@@ -173,7 +173,8 @@ def _prompt_by_name(session: Session, name: Any) -> Prompt:
     prompt = session.scalar(select(Prompt).where(Prompt.name == name.strip()))
     if prompt is None:
         raise InvalidInput(f"no prompt named {name.strip()[:200]!r}; create it first "
-                           "(POST /prompts)", field="prompt")
+                           "(POST /prompts or `prompt-worker prompts add NAME --file F`)",
+                           field="prompt")
     return prompt
 
 
@@ -182,7 +183,8 @@ def _refuse_second_live(session: Session, prompt: Prompt) -> None:
         Experiment.prompt_id == prompt.id, Experiment.status.in_(LIVE_STATUSES)))
     if live is not None:
         raise Conflict(f"prompt {prompt.name!r} already has {live.status} experiment "
-                       f"{live.id}; stop it first (POST /experiments/{live.id}/stop)")
+                       f"{live.id}; stop it first (POST /experiments/{live.id}/stop or "
+                       f"`prompt-worker experiments stop {live.id}`)")
 
 
 def _variant_versions(session: Session, prompt: Prompt,
