@@ -38,6 +38,7 @@ from optimizer.assignment import pick_arm
 from optimizer.errors import Conflict, InvalidInput
 from optimizer.job_input import MAX_PROMPT_NAME, parse_timestamp
 from optimizer.stats import VALUE_BOUNDS
+from optimizer.text_input import text_problem
 
 FIELDS = (
     "prompt",
@@ -106,21 +107,11 @@ class _Bad(Exception):
 # --- field checks ------------------------------------------------------------------------
 
 
-def _text(value: Any, max_len: int, *, min_len: int = 1) -> str:
-    if not isinstance(value, str):
-        raise _Bad(f"must be a string; got {_kind(value)}")
-    if not min_len <= len(value) <= max_len or (min_len and not value.strip()):
-        raise _Bad(
-            f"must be {'a non-blank string of ' if min_len else ''}at most "
-            f"{max_len:,} characters; got {len(value):,}"
-        )
-    if "\x00" in value:
-        raise _Bad("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _Bad("is not valid Unicode (it holds a lone surrogate escape)") from None
-    return value
+def _text(value: Any, max_len: int, *, allow_blank: bool = False) -> str:
+    problem = text_problem(value, max_len, allow_blank=allow_blank)
+    if problem is not None:
+        raise _Bad(problem)
+    return str(value)
 
 
 def _whole(value: Any, low: int, high: int, what: str) -> int:
@@ -223,7 +214,7 @@ _OPTIONAL: dict[str, Callable[[Any], Any]] = {
     "output_tokens": lambda v: _whole(v, 0, MAX_TOKENS, f"a whole number from 0 to {MAX_TOKENS:,}"),
     "segment": lambda v: _text(v, MAX_SEGMENT),
     "tags": _tags,
-    "transcript": lambda v: _text(v, MAX_TRANSCRIPT, min_len=0),
+    "transcript": lambda v: _text(v, MAX_TRANSCRIPT, allow_blank=True),
 }
 _REQUIRED: dict[str, Callable[[Any], Any]] = {
     "prompt": lambda v: _text(v, MAX_PROMPT_NAME),

@@ -11,6 +11,8 @@ from typing import Any
 from models.jobs import JOB_TYPES
 from optimizer import strict_json
 from optimizer.errors import InvalidInput, PermanentJobError
+from optimizer.experiments.validation import shown as shown_value
+from optimizer.text_input import check_text, first_unstorable, refuse_unstorable_in
 
 MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
 _PRIORITY_TEXT = re.compile(r"-?[0-9]{1,6}")  # ASCII digits only: int() accepts more
@@ -31,7 +33,8 @@ class NewJob:
 def parse_job_type(value: Any) -> str:
     if not isinstance(value, str) or value not in JOB_TYPES:
         raise InvalidInput(
-            f"type must be one of {', '.join(JOB_TYPES)}; got {value!r}", field="type")
+            f"type must be one of {', '.join(JOB_TYPES)}; got {shown_value(value)}",
+            field="type")
     return value
 
 
@@ -39,12 +42,11 @@ def parse_priority(value: Any) -> int:
     if isinstance(value, str) and _PRIORITY_TEXT.fullmatch(value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
-        shown = value if not isinstance(value, str) else value[:40]
-        raise InvalidInput(f"priority must be a whole number; got {shown!r}",
+        raise InvalidInput(f"priority must be a whole number; got {shown_value(value)}",
                            field="priority")
     if not MIN_PRIORITY <= value <= MAX_PRIORITY:
         raise InvalidInput(
-            f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}; got {value}",
+            f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}; got {shown_value(value)}",
             field="priority")
     return value
 
@@ -79,15 +81,12 @@ def parse_payload_object(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInput(f"payload must be a JSON object; got {type(value).__name__}",
                            field="payload")
+    refuse_unstorable_in(value, "payload")
     return value
 
 
 def parse_prompt_name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PROMPT_NAME:
-        raise InvalidInput(
-            f"prompt must be a non-empty name of at most {MAX_PROMPT_NAME} characters",
-            field="prompt")
-    return value.strip()
+    return check_text(value, "prompt", MAX_PROMPT_NAME).strip()
 
 
 def parse_new_job(type_: Any, *, prompt: Any = None, payload: Any = None, priority: Any = 0,
@@ -127,4 +126,10 @@ def decode_stored_payload(raw: str | None) -> dict[str, Any]:
         raise PermanentJobError(
             f"payload must be a JSON object, got {type(value).__name__}; "
             "insert a new job with a JSON object payload")
+    # Refused here, once for every job type: a handler would otherwise pass the text to the
+    # database, whose error looks temporary and would be retried to no end.
+    found = first_unstorable(value)
+    if found is not None:
+        raise PermanentJobError(f"payload field {found[0]} {found[1]}; insert a new job "
+                                "without it")
     return value

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from models.experiments import Experiment
 from models.prompts import Prompt, PromptActivation, PromptVersion
 from optimizer.errors import Conflict, InvalidInput, NotFound
+from optimizer.text_input import check_text, refuse_unstorable
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
 MAX_NAME_CHARS = 200
@@ -107,7 +108,7 @@ def validate_content(content: Any) -> str:
     if len(content) > MAX_CONTENT_CHARS:
         raise InvalidInput(f"content is {len(content)} characters; at most "
                            f"{MAX_CONTENT_CHARS} are allowed", field="content")
-    _refuse_unstorable(content, "content")
+    refuse_unstorable(content, "content")
     return content
 
 
@@ -120,7 +121,7 @@ def validate_notes(notes: Any) -> str | None:
     if len(notes) > MAX_NOTES_CHARS:
         raise InvalidInput(f"change_notes is {len(notes)} characters; at most "
                            f"{MAX_NOTES_CHARS} are allowed", field="change_notes")
-    _refuse_unstorable(notes, "change_notes")
+    refuse_unstorable(notes, "change_notes")
     return notes
 
 
@@ -132,26 +133,7 @@ def validate_version_number(value: Any, field: str = "version") -> int:
 
 
 def _text(value: str, field: str, limit: int) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInput(f"{field} must be a non-empty string", field=field)
-    if len(value) > limit:
-        raise InvalidInput(f"{field} is {len(value)} characters; at most {limit} are allowed",
-                           field=field)
-    _refuse_unstorable(value, field)
-    return value
-
-
-def _refuse_unstorable(text: str, field: str) -> None:
-    # PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded as UTF-8:
-    # refuse both here rather than let the database fail with a 500.
-    if "\x00" in text:
-        raise InvalidInput(f"{field} contains a NUL character (\\u0000); remove it",
-                           field=field)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput(f"{field} contains an unpaired surrogate; send valid Unicode text",
-                           field=field) from None
+    return check_text(value, field, limit)
 
 
 def _kind(value: Any) -> str:

@@ -27,23 +27,23 @@ from models.prompts import Prompt, PromptVersion
 from optimizer.assignment import pick_arm
 from optimizer.errors import Conflict, InvalidInput, NotFound
 from optimizer.job_input import MAX_PROMPT_NAME
+from optimizer.text_input import check_text, text_problem
 
 MAX_UNIT_ID = 200
 
 
 def check_unit_id(value: Any, field: str = "unit_id") -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_UNIT_ID:
-        raise InvalidInput(f"{field} must be a non-empty string of at most {MAX_UNIT_ID} "
-                           "characters that identifies the user or session", field=field)
-    return value
+    problem = text_problem(value, MAX_UNIT_ID)
+    if problem is not None:
+        raise InvalidInput(f"{field} {problem}; send the id of the user or session",
+                           field=field)
+    return str(value)
 
 
 def check_prompt_name(value: Any, field: str = "prompt") -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PROMPT_NAME:
-        raise InvalidInput(
-            f"{field} must be a non-empty name of at most {MAX_PROMPT_NAME} characters",
-            field=field)
-    return value
+    # NUL and lone surrogates are refused by name (400) before the query: PostgreSQL cannot
+    # even compare with such text, so "no such prompt" (404) is not an answer it can give.
+    return check_text(value, field, MAX_PROMPT_NAME)
 
 
 def resolve(source: Engine | Session, prompt_name: str, unit_id: str) -> dict[str, Any]:

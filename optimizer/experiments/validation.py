@@ -12,6 +12,7 @@ from typing import Any
 
 from optimizer.errors import InvalidInput, PromptWorkerError
 from optimizer.stats import DEFAULT_GUARDRAILS, HEAVY_TAILED, VALUE_BOUNDS, Guardrail
+from optimizer.text_input import refuse_unstorable
 
 PRIMARY_METRICS = ("success", "rating")
 # Which way is better for each metric; the default direction of a guardrail on it.
@@ -35,12 +36,15 @@ class ExperimentSettings:
 
 
 def _number(value: Any, name: str, *, low: float, high: float, low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    # Only a float can be NaN or infinite. An integer is compared as it is: converting one
+    # of hundreds of digits to float (math.isfinite does) raises OverflowError.
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+            isinstance(value, float) and not math.isfinite(value)):
         raise InvalidInput(f"{name} must be a number; got {shown(value)}", field=name)
     if value < low or value > high or (low_open and value == low):
         low_text = f"more than {low:g}" if low_open else f"at least {low:g}"
-        raise InvalidInput(f"{name} must be {low_text} and at most {high:g}; got {value!r}",
-                           field=name)
+        raise InvalidInput(f"{name} must be {low_text} and at most {high:g}; got "
+                           f"{shown(value)}", field=name)
     return float(value)
 
 
@@ -48,12 +52,25 @@ def _whole(value: Any, name: str, *, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"{name} must be a whole number; got {shown(value)}", field=name)
     if not low <= value <= high:
-        raise InvalidInput(f"{name} must be from {low} to {high}; got {value}", field=name)
+        raise InvalidInput(f"{name} must be from {low} to {high}; got {shown(value)}",
+                           field=name)
     return value
 
 
 def shown(value: Any) -> str:
-    text = repr(value)
+    """A value as an error message shows it: short, and a huge integer by its size (repr
+    of one past Python's digit limit raises, and nobody wants 400 digits echoed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 99:
+        sign = "a negative" if value < 0 else "a"
+        try:
+            return f"{sign} whole number of {len(str(abs(value)))} digits"
+        except ValueError:  # past the digit limit: estimated from the bits
+            digits = round(value.bit_length() * math.log10(2))
+            return f"{sign} whole number of about {digits} digits"
+    try:
+        text = repr(value)
+    except ValueError:  # a container holding an integer past the digit limit
+        return f"a {type(value).__name__} holding a huge whole number"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -104,7 +121,8 @@ def _guardrail(item: Any, where: str) -> Guardrail:
             raise InvalidInput(f"{where} has unknown key {key!r}; allowed: "
                                f"{', '.join(GUARDRAIL_KEYS)}", field=f"{where}.{key}")
     metric = item.get("metric")
-    if metric not in METRIC_DIRECTIONS:
+    # isinstance first: a list or an object is not hashable, so `in` on the dict would raise.
+    if not isinstance(metric, str) or metric not in METRIC_DIRECTIONS:
         raise InvalidInput(f"{where}.metric must be one of {', '.join(METRIC_DIRECTIONS)}; "
                            f"got {shown(metric)}", field=f"{where}.metric")
     higher = item.get("higher_is_better", METRIC_DIRECTIONS[metric])
@@ -150,6 +168,15 @@ def parse_settings(*, primary_metric: Any = "success", guardrails: Any = None,
                                          "min_conversations_per_arm", low=1,
                                          high=MAX_MIN_CONVERSATIONS),
         min_runtime_hours=low_hours, max_runtime_hours=high_hours)
+
+
+def parse_stop_reason(value: Any) -> str | None:
+    """Why an experiment is stopped by hand: optional text."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"reason must be text; got {shown(value)}", field="reason")
+    return refuse_unstorable(value, "reason")
 
 
 def guardrails_to_json(guardrails: Sequence[Guardrail]) -> str:

@@ -14,12 +14,14 @@ from optimizer.clock import utcnow
 from optimizer.db import session_factory
 from optimizer.errors import InvalidInput
 from optimizer.experiments import store
-from optimizer.experiments.validation import ExperimentSettings, parse_settings
+from optimizer.experiments.defaults import SETTING_FIELDS, settings_with_defaults
+from optimizer.experiments.validation import ExperimentSettings, parse_stop_reason
 from optimizer.http.auth import admin_only
 from optimizer.http.body import (
     parse_json_document,
     path_id,
     query_int,
+    query_text,
     read_json_object,
     reject_unknown,
 )
@@ -27,8 +29,6 @@ from optimizer.http.keys import ENGINE, SETTINGS, STATS
 
 log = logging.getLogger("prompt_worker.http.experiments")
 
-SETTING_FIELDS = ("primary_metric", "guardrails", "confidence", "min_conversations_per_arm",
-                  "min_runtime_hours", "max_runtime_hours")
 NEW_EXPERIMENT_FIELDS = ("prompt", "variants", "weights", *SETTING_FIELDS)
 LIST_PARAMS = ("status", "prompt", "limit")
 STOP_FIELDS = ("reason",)
@@ -54,11 +54,7 @@ async def create_experiment(request: web.Request) -> web.Response:
         raise InvalidInput("variants is required: a list of candidate version numbers "
                            "(or queue an experiment_creation job to use the newest ones)",
                            field="variants")
-    defaults = request.app[SETTINGS]
-    given = {key: body[key] for key in SETTING_FIELDS if key in body}
-    given.setdefault("confidence", defaults.promotion_confidence)
-    given.setdefault("min_conversations_per_arm", defaults.min_conversations_per_arm)
-    settings = parse_settings(**given)
+    settings = settings_with_defaults(body, request.app[SETTINGS])
     view = await asyncio.to_thread(_create, request.app[ENGINE], body, settings)
     request.app[STATS].add("experimentsCreated")
     log.info("experiment created", extra={"experiment_id": view.id, "prompt": view.prompt,
@@ -78,8 +74,8 @@ async def list_experiments(request: web.Request) -> web.Response:
     query = request.query
     reject_unknown(query.keys(), LIST_PARAMS, what="query parameter")
     limit = query_int(query, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
-    views = await asyncio.to_thread(_list, request.app[ENGINE], query.get("status"),
-                                    query.get("prompt"), limit)
+    views = await asyncio.to_thread(_list, request.app[ENGINE], query_text(query, "status"),
+                                    query_text(query, "prompt"), limit)
     return web.json_response({"experiments": [v.to_dict() for v in views]})
 
 
@@ -110,10 +106,7 @@ async def _optional_reason(request: web.Request) -> str | None:
         raise InvalidInput("request body must be a JSON object like {\"reason\": \"...\"} "
                            "or empty")
     reject_unknown(body, STOP_FIELDS, what="field")
-    reason = body.get("reason")
-    if reason is not None and not isinstance(reason, str):
-        raise InvalidInput(f"reason must be text; got {type(reason).__name__}", field="reason")
-    return reason
+    return parse_stop_reason(body.get("reason"))
 
 
 @admin_only

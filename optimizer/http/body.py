@@ -9,6 +9,7 @@ from aiohttp import web
 
 from optimizer import strict_json
 from optimizer.errors import InvalidInput
+from optimizer.text_input import refuse_unstorable, refuse_unstorable_in
 
 
 def parse_json_document(raw: bytes) -> Any:
@@ -34,6 +35,9 @@ async def read_json_object(request: web.Request, allowed: Iterable[str]) -> dict
     if not isinstance(value, dict):
         raise InvalidInput(f"request body must be a JSON object, got {_json_kind(value)}")
     reject_unknown(value, allowed, what="field")
+    # Every string of the document, however deep (a job's payload, a guardrail), before any
+    # of it reaches a query: NUL and lone surrogates are a 400 naming where they are.
+    refuse_unstorable_in(value)
     return value
 
 
@@ -44,6 +48,12 @@ def reject_unknown(given: Iterable[str], allowed: Iterable[str], *, what: str) -
         if name not in known:
             raise InvalidInput(f"unknown {what} {name!r}; allowed: {', '.join(known)}",
                                field=name)
+
+
+def query_text(query: Mapping[str, str], name: str) -> str | None:
+    """A text query parameter, or None when absent; NUL (%00) is refused by name."""
+    raw = query.get(name)
+    return None if raw is None else refuse_unstorable(raw, name)
 
 
 def query_int(query: Mapping[str, str], name: str, *, default: int, minimum: int,

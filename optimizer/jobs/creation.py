@@ -14,23 +14,14 @@ from typing import Any
 
 from optimizer.errors import Conflict, InvalidInput, NotFound, PermanentJobError
 from optimizer.experiments import store
-from optimizer.experiments.validation import ExperimentSettings, parse_settings
+from optimizer.experiments.defaults import SETTING_FIELDS, settings_with_defaults
 from optimizer.jobs.context import ActiveJob, ServiceContext
 
 log = logging.getLogger("prompt_worker.jobs.creation")
 
-SETTING_KEYS = ("primary_metric", "guardrails", "confidence", "min_conversations_per_arm",
-                "min_runtime_hours", "max_runtime_hours")
 # Keys the scheduler or an admin may add that this handler does not use.
 IGNORED_KEYS = ("scope",)
-PAYLOAD_KEYS = ("prompt", "variants", "weights", *SETTING_KEYS, *IGNORED_KEYS)
-
-
-def _settings(ctx: ServiceContext, payload: dict[str, Any]) -> ExperimentSettings:
-    given = {key: payload[key] for key in SETTING_KEYS if key in payload}
-    given.setdefault("confidence", ctx.settings.promotion_confidence)
-    given.setdefault("min_conversations_per_arm", ctx.settings.min_conversations_per_arm)
-    return parse_settings(**given)
+PAYLOAD_KEYS = ("prompt", "variants", "weights", *SETTING_FIELDS, *IGNORED_KEYS)
 
 
 def _create(ctx: ServiceContext, job: ActiveJob) -> store.ExperimentView:
@@ -39,7 +30,7 @@ def _create(ctx: ServiceContext, job: ActiveJob) -> store.ExperimentView:
         if key not in PAYLOAD_KEYS:
             raise InvalidInput(f"unknown payload key {key!r}; allowed: "
                                f"{', '.join(PAYLOAD_KEYS)}", field=key)
-    settings = _settings(ctx, payload)
+    settings = settings_with_defaults(payload, ctx.settings)
     with ctx.sessions.begin() as session:
         prompt = payload.get("prompt")
         variants = payload.get("variants")

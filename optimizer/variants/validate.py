@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from optimizer.prompts import MAX_CONTENT_CHARS, MAX_NOTES_CHARS, content_hash
+from optimizer.text_input import unstorable
 from optimizer.variants.parse import ParsedVariant
 
 LENGTH_FACTOR = 2
@@ -57,12 +58,9 @@ def check_variant(content: str, active: str) -> str | None:
     """Why this text cannot replace `active`, or None when it can (duplicates aside)."""
     if not content.strip():
         return "empty: the block held no text"
-    if "\x00" in content:
-        return "contains a NUL character"
-    try:
-        content.encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains an unpaired surrogate"
+    problem = unstorable(content)
+    if problem is not None:
+        return problem
     limit = length_limit(active)
     if len(content) > limit:
         return f"too long: {len(content)} characters, at most {limit} allowed"

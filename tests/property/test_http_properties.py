@@ -1,13 +1,18 @@
-"""Hypothesis against every HTTP route: hostile bodies (random JSON, near-valid objects,
-random and invalid-UTF-8 bytes, deep nesting, oversized), hostile paths and query strings
-(unicode, percent-encoded bytes, huge), wrong content types and encodings, wrong methods,
-wrong tokens and signatures.
+"""Hypothesis against every HTTP route, on SQLite and PostgreSQL: hostile bodies (random
+JSON, valid bodies with any value, nested ones too, replaced by something hostile, bare
+number tokens such as NaN or 1e400, random and invalid-UTF-8 bytes, deep nesting,
+oversized), hostile path and query parameters, wrong content types and encodings, wrong
+methods, wrong tokens and signatures.
+
+Hostile values are what broke the server once or might: integers of hundreds of digits,
+float edges (1e308, 5e-324, -0.0), NaN and Infinity as text, lone surrogates, NUL and other
+control characters, in every string and number field and every path and query parameter.
 
 Properties: never a 5xx (but /ready's 503); every 4xx our handlers produce is a JSON
 {"error": ...}; a refused request leaves the row count of every table unchanged.
 
-One server on a real migrated SQLite file serves all examples; the event loop is driven from
-the synchronous test, so hypothesis runs each example as a plain function call.
+One server per database serves all examples; the event loop is driven from the synchronous
+test, so hypothesis runs each example as a plain function call.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,22 +31,37 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, currently_in_test_context, event, given, note, settings
 from hypothesis import strategies as st
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Engine
 from yarl import URL
 
-from optimizer import ingest, queue
+from models.experiments import Experiment
+from models.prompts import Prompt
+from optimizer import ingest, prompts, queue
 from optimizer.clock import utcnow
 from optimizer.config import Settings
-from optimizer.db import create_db_engine, migrate
+from optimizer.db import session_factory
+from optimizer.experiments import store
 from optimizer.health import HealthMonitor
 from optimizer.http import admin_experiments, admin_insights, admin_jobs, admin_prompts
 from optimizer.http.app import create_app
 from optimizer.http.application import RESOLVE_PARAMS
 from optimizer.http.signing import sign
 from optimizer.job_input import parse_new_job
+from optimizer.prompts import LIVE_EXPERIMENT_STATUSES
 from optimizer.run_stats import RunStats
 from tests.integration.test_ingest import seed
+from tests.property.strategies import (
+    ANY_CHAR,
+    EXPERIMENT_SETTINGS,
+    HOSTILE,
+    HOSTILE_STRINGS,
+    RAW_NUMBERS,
+    TEXT,
+    places,
+    replaced,
+    spoiled,
+)
 
 ADMIN, INGEST, SECRET = "prop-admin-token", "prop-ingest-token", "prop-hmac-secret"
 MAX_BODY = 4096
@@ -52,7 +73,7 @@ PARSER_ENCODINGS = ("br", "zstd", "gzip", "deflate")
 KNOWN_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD")
 METHODS = (*KNOWN_METHODS, "FOO")  # the parser refuses methods it does not know
 PROPERTY_SETTINGS = settings(
-    max_examples=60, deadline=None, database=None,
+    max_examples=80, deadline=None, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                            HealthCheck.large_base_example])
 
@@ -105,13 +126,12 @@ class Req:
 
 # --- strategies ----------------------------------------------------------------------------
 
-TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=40)
 # What a client can put in a header: no control characters (aiohttp refuses to send them).
 HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF,
                                              exclude_characters="\x7f"), max_size=80)
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=40))
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), TEXT, HOSTILE)
 JSON_VALUES = st.recursive(SCALARS, lambda kids: st.lists(kids, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                           | st.dictionaries(TEXT, kids, max_size=4),
                            max_leaves=12)
 INTERESTING = st.sampled_from([
     "support-bot", "pattern_analysis", "full_cycle", "running", "pending", "u1", "", " ",
@@ -122,38 +142,57 @@ INTERESTING = st.sampled_from([
 
 
 def near_valid(fields: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any]]:
-    known = st.dictionaries(st.sampled_from(fields), INTERESTING | JSON_VALUES,
+    known = st.dictionaries(st.sampled_from(fields), INTERESTING | HOSTILE | JSON_VALUES,
                             max_size=len(fields))
     extra = st.dictionaries(TEXT, SCALARS, max_size=1)
     return st.builds(lambda a, b: {**b, **a}, known, extra)
 
 
-# A valid body per route: mutating a field or two reaches the checks behind the first one.
+# A valid body per route, every field and nested field filled in: replacing any one value
+# reaches the check behind it.
 VALID: dict[str, dict[str, Any]] = {
-    "/jobs": {"type": "pattern_analysis", "prompt": "support-bot", "priority": 1},
+    "/jobs": {"type": "experiment_creation", "prompt": "support-bot", "priority": 1,
+              "run_at": "2026-01-01T00:00:00Z",
+              "payload": {"variants": [3], "weights": [1, 2.5], "scope": "global",
+                          **EXPERIMENT_SETTINGS}},
     "/prompts": {"name": "fuzzed", "content": "Be kind.", "change_notes": "n"},
     "/prompts/{name}/versions": {"content": "Be brief.", "change_notes": "n"},
     "/prompts/{name}/rollback": {"version": 1, "reason": "r"},
-    "/experiments": {"prompt": "support-bot", "variants": [3], "confidence": 0.9},
+    "/experiments": {"prompt": "support-bot", "variants": [3], "weights": [1, 2.5],
+                     **EXPERIMENT_SETTINGS},
     "/experiments/{id}/stop": {"reason": "r"},
     "/v1/conversations": {"prompt": "support-bot", "version": 1, "unit_id": "u1",
-                          "success": True, "rating": 4, "latency_ms": 10.0},
+                          "success": True, "rating": 4, "latency_ms": 10.0, "cost_usd": 0.01,
+                          "input_tokens": 10, "output_tokens": 5, "segment": "s",
+                          "tags": ["a", "b"], "transcript": "t",
+                          "occurred_at": "2026-01-01T00:00:00Z"},
 }
 
 
+# Mostly hostile values: the plainer ones are reached by near_valid and JSON_VALUES too.
+REPLACEMENTS = st.one_of(st.sampled_from(HOSTILE_STRINGS), HOSTILE, HOSTILE, INTERESTING,
+                         JSON_VALUES)
+
+
+def mutated(base: dict[str, Any]) -> st.SearchStrategy[Any]:
+    return spoiled(base, REPLACEMENTS)
+
+
+RAW_MARK = "__raw_number__"
+
+
 @st.composite
-def mutated(draw: st.DrawFn, base: dict[str, Any]) -> dict[str, Any]:
-    document = dict(base)
-    for key in draw(st.lists(st.sampled_from(sorted(base)), max_size=2, unique=True)):
-        if draw(st.booleans()):
-            del document[key]
-        else:
-            document[key] = draw(INTERESTING | JSON_VALUES)
-    return document
+def raw_number_bodies(draw: st.DrawFn, base: dict[str, Any]) -> bytes:
+    """`base` as JSON text with one value replaced by a bare number token, valid JSON or not
+    (NaN, Infinity, 1e400, a number of 4,302 digits)."""
+    at = draw(st.sampled_from(places(base)))
+    text = json.dumps(replaced(base, at, RAW_MARK))
+    return text.replace(f'"{RAW_MARK}"', draw(st.sampled_from(RAW_NUMBERS))).encode()
 
 
 def dumps(value: Any, ascii_only: bool) -> bytes:
-    # Lone surrogates survive as invalid UTF-8 when ascii_only is False: more hostile input.
+    # ascii_only: a lone surrogate travels as the escape \ud800 and reaches the handlers;
+    # otherwise it is sent as invalid UTF-8 (surrogatepass), for the body check to refuse.
     return json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
 
 
@@ -163,7 +202,8 @@ def documents_for(route: Route) -> st.SearchStrategy[Any]:
     if route.fields:
         documents = documents | near_valid(route.fields)
     if route.path in VALID:
-        documents = documents | mutated(VALID[route.path]) | mutated(VALID[route.path])
+        near = mutated(VALID[route.path])
+        documents = st.one_of(near, near, near, documents)  # the first is the simplest
     if route.path == "/v1/conversations":
         # Good rows around a bad one: the batch must be refused whole.
         row = VALID[route.path]
@@ -173,10 +213,19 @@ def documents_for(route: Route) -> st.SearchStrategy[Any]:
     return documents
 
 
+def body_bytes(route: Route) -> st.SearchStrategy[bytes]:
+    """A body for a request that is right but for the body."""
+    # Mostly ASCII-only, as JSON encoders send it: then a lone surrogate reaches the handlers.
+    encoded = st.builds(dumps, documents_for(route), st.sampled_from([True, True, True, False]))
+    if route.path not in VALID:
+        return encoded
+    return st.one_of(encoded, encoded, encoded, raw_number_bodies(VALID[route.path]))
+
+
 def bodies(route: Route) -> st.SearchStrategy[bytes]:
     return st.one_of(
         st.just(b""),
-        st.builds(dumps, documents_for(route), st.booleans()),
+        body_bytes(route),
         st.binary(max_size=200),
         st.integers(MAX_BODY + 1, MAX_BODY * 3).map(lambda n: b'{"a": "' + b"x" * n + b'"}'),
         st.integers(60, 1500).map(lambda n: b"[" * n + b"]" * n),
@@ -184,36 +233,79 @@ def bodies(route: Route) -> st.SearchStrategy[bytes]:
     )
 
 
+def pct(text: str) -> str:
+    """Percent-encoded as UTF-8; a lone surrogate becomes the bytes it would be (invalid)."""
+    return quote(text, safe="", errors="surrogatepass")
+
+
 def percent_bytes(raw: bytes) -> str:
     return "".join(f"%{b:02X}" for b in raw)
+
+
+HOSTILE_SEGMENTS = ["%00", "%ED%A0%80", "9" * 25, "9" * 400, "-" + "9" * 400, "1e308", "-0",
+                    "0x1", "NaN", "1.0", "%01", "%1B%5B2K", "%0D%0A", "%7F", "%C2%85", "%FF"]
+
+
+def hostile_segments(seeded: list[str]) -> st.SearchStrategy[str]:
+    """A path parameter close to a real one, with something wrong with it."""
+    real = st.sampled_from(seeded)
+    return st.one_of(
+        st.sampled_from(HOSTILE_SEGMENTS),
+        st.builds(lambda s, bad: s + bad, real, st.sampled_from(HOSTILE_SEGMENTS)),
+        st.builds(lambda s, bad: s + pct(bad), real, st.sampled_from(HOSTILE_STRINGS) | TEXT),
+        (HOSTILE | TEXT).map(lambda v: pct(str(v))).filter(bool),
+    )
 
 
 def segments(kind: str, seeded: dict[str, list[str]]) -> st.SearchStrategy[str]:
     return st.one_of(
         st.sampled_from(seeded[kind]),
-        st.sampled_from([*seeded[kind], "1", "0", "-1", "9" * 25, "1e3", "..", ".", "%2F"]),
-        TEXT.filter(bool).map(lambda s: quote(s, safe="")),
+        st.sampled_from([*seeded[kind], "1", "0", "-1", "..", ".", "%2F"]),
+        hostile_segments(seeded[kind]),
+        TEXT.filter(bool).map(pct),
         st.text(alphabet="abz-_.09", min_size=500, max_size=3000),
-        st.text(alphabet=st.characters(exclude_categories=("Cs",)), min_size=300,
-                max_size=1200).map(lambda s: quote(s, safe="")),
+        st.text(alphabet=ANY_CHAR, min_size=300, max_size=1200).map(pct),
         st.binary(min_size=1, max_size=30).map(percent_bytes),
     )
 
 
-VALID_QUERY = {"/jobs": "status=pending&limit=5", "/experiments": "status=running",
-               "/insights": "prompt=support-bot&actionable=true",
-               "/v1/prompts/{name}/resolve": "unit_id=u1"}
+VALID_QUERY = {"/jobs": {"status": "pending", "type": "full_cycle", "limit": "5"},
+               "/experiments": {"status": "running", "prompt": "support-bot", "limit": "5"},
+               "/insights": {"prompt": "support-bot", "actionable": "true", "kind": "theme",
+                             "limit": "5"},
+               "/v1/prompts/{name}/resolve": {"unit_id": "u1"}}
+QUERY_VALUES = st.one_of(INTERESTING.map(str), TEXT, st.text(min_size=300, max_size=2000),
+                         HOSTILE.map(str), st.sampled_from(HOSTILE_STRINGS))
+
+
+def query_string(pairs: list[tuple[str, str]]) -> str:
+    return "&".join(f"{pct(k)}={pct(v)}" for k, v in pairs)
+
+
+def near_queries(route: Route) -> st.SearchStrategy[str]:
+    """The route's valid query with one parameter's value made hostile."""
+    valid = VALID_QUERY.get(route.path, {})
+    if not valid:
+        return st.just("")
+    def spoil(name: str, bad: str, where: int) -> str:
+        value = (bad, valid[name] + bad, bad + valid[name])[where]
+        return query_string(list({**valid, name: value}.items()))
+
+    hostile = st.builds(spoil, st.sampled_from(sorted(valid)),
+                        st.sampled_from(HOSTILE_STRINGS), st.integers(0, 2))
+    return hostile | st.builds(
+        lambda name, value: query_string(list({**valid, name: value}.items())),
+        st.sampled_from(sorted(valid)), QUERY_VALUES)
 
 
 def queries(route: Route) -> st.SearchStrategy[str]:
     keys = st.sampled_from(route.params) | TEXT if route.params else TEXT
-    values = st.one_of(INTERESTING.map(str), TEXT, st.text(min_size=300, max_size=2000))
-    pairs = st.lists(st.tuples(keys, values), max_size=4).map(
-        lambda kv: "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in kv))
-    garbage = st.sampled_from(["%", "%%", "a=%ZZ", "=&&=", "&", "limit", "a=1=2", "%FF=%FE"])
-    valid = st.just(VALID_QUERY.get(route.path, ""))
-    return st.one_of(st.just(""), valid, pairs, garbage,
-                     st.binary(max_size=20).map(percent_bytes))
+    pairs = st.lists(st.tuples(keys, QUERY_VALUES), max_size=4).map(query_string)
+    garbage = st.sampled_from(["%", "%%", "a=%ZZ", "=&&=", "&", "limit", "a=1=2", "%FF=%FE",
+                               "prompt=%00", "unit_id=%00", "status=%ED%A0%80"])
+    valid = st.just(query_string(list(VALID_QUERY.get(route.path, {}).items())))
+    return st.one_of(near_queries(route), st.just(""), valid, near_queries(route), pairs,
+                     garbage, st.binary(max_size=20).map(percent_bytes))
 
 
 def authorization(token: str | None) -> st.SearchStrategy[dict[str, str]]:
@@ -239,18 +331,20 @@ def extra_headers() -> st.SearchStrategy[dict[str, str]]:
 def requests(draw: st.DrawFn, route: Route, seeded: dict[str, list[str]]) -> Req:
     # Half the examples get everything right but the body or query, so they reach the
     # validation and the transaction behind the guards; the rest are hostile throughout.
-    near = draw(st.booleans())
+    near = not draw(st.booleans())  # near first: hypothesis starts from the simplest
     path = route.path
     for kind in ("id", "name"):
         if "{" + kind + "}" in path:
-            segment = st.sampled_from(seeded[kind]) if near else segments(kind, seeded)
+            real = st.sampled_from(seeded[kind])
+            segment = (st.one_of(real, real, hostile_segments(seeded[kind]))
+                       if near else segments(kind, seeded))
             path = path.replace("{" + kind + "}", draw(segment))
     query = draw(queries(route))
     if near:
         method = route.method
         token = {"Authorization": f"Bearer {route.token}"} if route.token else {}
         headers = {**token, "Content-Type": "application/json"}
-        body = dumps(draw(documents_for(route)), draw(st.booleans()))
+        body = draw(body_bytes(route))
     else:
         method = draw(st.sampled_from((route.method,) * 12 + METHODS))
         headers = {**draw(authorization(route.token)), **draw(extra_headers())}
@@ -285,6 +379,21 @@ class Harness:
             return client
 
         return self.loop.run_until_complete(start())
+
+    def keep_an_experiment_running(self) -> None:
+        """A stop that succeeded ends the seeded experiment, and every later stop would be a
+        409 before its reason is read. Start another one, so each example gets that far."""
+        with session_factory(self.engine).begin() as session:
+            live = session.scalar(
+                select(Experiment.id).join(Prompt, Prompt.id == Experiment.prompt_id)
+                .where(Prompt.name == "support-bot",
+                       Experiment.status.in_(LIVE_EXPERIMENT_STATUSES)))
+            if live is None:
+                version = prompts.add_version(session, "support-bot",
+                                              f"Be helpful ({uuid.uuid4()}).", now=utcnow())
+                live = store.create_experiment(session, "support-bot", [version.number],
+                                               now=utcnow()).id
+        self.seeded["id"][0] = str(live)
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
@@ -321,9 +430,8 @@ class Harness:
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    engine = create_db_engine(f"sqlite:///{tmp_path_factory.mktemp('prop') / 'pw.db'}")
-    migrate(engine)
+def harness(module_engine: Engine) -> Iterator[Harness]:
+    engine = module_engine
     world = seed(engine, experiment=[(1, 1.0), (2, 1.0)])
     job, _ = queue.enqueue(engine, parse_new_job("pattern_analysis", prompt="support-bot"),
                            max_attempts=3, now=utcnow())
@@ -331,7 +439,6 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     h.seeded = {"id": [str(world.experiment_id), str(job.id)], "name": ["support-bot"]}
     yield h
     h.close()
-    engine.dispose()
 
 
 def check(route: Route, req: Req, status: int, content_type: str, body: bytes,
@@ -362,6 +469,8 @@ def test_every_route_is_fuzzed(harness: Harness) -> None:
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_hostile_requests(harness: Harness, route: Route, data: st.DataObject) -> None:
+    if route.path.startswith("/experiments/{id}"):
+        harness.keep_an_experiment_running()
     req = data.draw(requests(route, harness.seeded))
     check(route, req, *harness.exchange(req))
 

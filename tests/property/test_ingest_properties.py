@@ -9,8 +9,8 @@ surrogates and NUL, control characters included; unit ids repeat within a batch.
 
 Properties: a valid batch answers its row count and stores exactly those rows (every field,
 the served and the assigned arm, finite numbers); a batch with one bad row raises
-RowsInvalid naming that row (400 over HTTP) and stores nothing. Directly on SQLite and
-PostgreSQL; over HTTP on SQLite.
+RowsInvalid naming that row (400 over HTTP, never a 5xx) and stores nothing. Directly and
+over HTTP, on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from sqlalchemy.orm import Session
 from models.conversations import Conversation
 from optimizer.clock import utcnow
 from optimizer.config import Settings
-from optimizer.db import create_db_engine, migrate
 from optimizer.health import HealthMonitor
 from optimizer.http.app import create_app
 from optimizer.ingest import (
@@ -176,18 +175,24 @@ def valid_rows(
     return row
 
 
-# A bad value per field: just past a bound, not finite, too large to convert, the wrong
-# type, a NaN-like string, a lone surrogate, a NUL, a time too far ahead (set per call).
+# A bad value per field: just past a bound, not finite, an integer of hundreds of digits
+# (too large to convert to float), the wrong type, a NaN-like string, a lone surrogate, a NUL,
+# a time too far ahead (set per call). Control characters are valid: CHARS holds them.
+HUGE = int("9" * 400)
 BAD_VALUES: dict[str, list[Any]] = {
     "latency_ms": [
         math.nextafter(MAX_LATENCY_MS, math.inf),
         MAX_LATENCY_MS + 1,
         10**400,
         -(10**400),
+        HUGE,
+        1e308,
         float("nan"),
         float("inf"),
         -5e-324,
         "NaN",
+        "1e308",
+        "\x00",
         True,
         [1],
     ],
@@ -195,22 +200,31 @@ BAD_VALUES: dict[str, list[Any]] = {
         math.nextafter(MAX_COST_USD, math.inf),
         MAX_COST_USD + 1,
         1e308,
+        -1e308,
+        HUGE,
+        -HUGE,
+        float("nan"),
         "Infinity",
+        "-0.0",
         -0.001,
         {"usd": 1},
     ],
-    "input_tokens": [MAX_TOKENS + 1, 10**400, -1, 1.0, 5e-324, "10"],
-    "output_tokens": [MAX_TOKENS + 1, 2**63, float("nan"), False],
-    "rating": [0, 6, 4.5, True, "5", 10**400],
-    "success": [0, 1, "true", "NaN"],
-    "unit_id": ["", " \t", "a\x00b", "\ud800", "x" * 201, 7],
-    "segment": ["\udfff", "s\x00", " ", "s" * 201],
-    "transcript": ["a\x00", "\ud83d", "t" * 100_001],
-    "tags": [[" "], ["ok", "\x00"], ["t" * 101], ["t"] * 51, "tag", [1]],
-    "prompt": ["no-such-bot", "", "\ud800"],
-    "version": [9, 0, 1.0, "1", 10**400],
-    "experiment_id": [999_999, 0, -1, "1", 2**63],
-    "bogus": [1, None],
+    "input_tokens": [MAX_TOKENS + 1, 10**400, -HUGE, -1, 1.0, 1e308, 5e-324, "10", "\ud800"],
+    "output_tokens": [MAX_TOKENS + 1, 2**63, HUGE, -1e308, float("nan"), "NaN", False],
+    "rating": [0, 6, 4.5, True, "5", 10**400, -HUGE, 1e308, -0.0, float("nan")],
+    "success": [0, 1, "true", "NaN", HUGE, "\x00"],
+    "unit_id": ["", " \t", "a\x00b", "\x00", "\ud800", "u\udfff", "x" * 201, 7, HUGE, 1e308],
+    "segment": ["\udfff", "s\x00", "\x00", " ", "s" * 201, HUGE, -0.0],
+    "transcript": ["a\x00", "\ud83d", "\ud800\x00", "t" * 100_001, HUGE, 1e308],
+    "tags": [[" "], ["ok", "\x00"], ["\ud800"], ["t" * 101], ["t"] * 51, "tag", [1], [HUGE],
+             [None]],
+    "prompt": ["no-such-bot", "", "\ud800", "\x00", "support-bot\x00", "support-bot\ud800",
+               HUGE],
+    "version": [9, 0, 1.0, "1", 10**400, -HUGE, 1e308, float("nan"), "\x00"],
+    "experiment_id": [999_999, 0, -1, "1", 2**63, HUGE, -HUGE, 1e308, "\x00"],
+    "occurred_at": ["\x00", "2026-01-01T00:00:00\x00", "\ud800", "NaN", "9" * 400, HUGE,
+                    1e308, -0.0, "not a date"],
+    "bogus": [1, None, "\x00"],
 }
 
 
@@ -351,11 +365,11 @@ def test_batches_are_stored_exactly_or_not_at_all(
     assert count(engine) == before
 
 
-# --- over HTTP, on SQLite --------------------------------------------------------------------
+# --- over HTTP, on SQLite and PostgreSQL -----------------------------------------------------
 
 
 class Client:
-    """One real app on a migrated SQLite file, driven from the synchronous test."""
+    """One real app on a migrated database, driven from the synchronous test."""
 
     def __init__(self, engine: Engine) -> None:
         self.loop = asyncio.new_event_loop()
@@ -388,13 +402,10 @@ class Client:
 
 
 @pytest.fixture(scope="module")
-def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Worlds, Client]]:
-    engine = create_db_engine(f"sqlite:///{tmp_path_factory.mktemp('ingest') / 'pw.db'}")
-    migrate(engine)
-    client = Client(engine)
-    yield engine, seed_worlds(engine), client
+def http(module_engine: Engine) -> Iterator[tuple[Engine, Worlds, Client]]:
+    client = Client(module_engine)
+    yield module_engine, seed_worlds(module_engine), client
     client.close()
-    engine.dispose()
 
 
 INF = "__INF__"

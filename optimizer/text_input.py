@@ -1,0 +1,113 @@
+"""Text from outside (HTTP bodies, path and query parameters, CLI arguments, job payloads,
+imports): the one place that decides whether a string can be stored and queried, and how
+a bad one is described.
+
+PostgreSQL text cannot hold NUL, and a lone surrogate (the JSON escape "\\ud800" on its own)
+cannot be encoded as UTF-8 for either database. Both are refused before any query, on both
+databases alike, instead of surfacing as a database error: a 500 over HTTP, or a job retried
+as if the failure were temporary.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from optimizer.errors import InvalidInput
+
+NUL_PROBLEM = "contains a NUL character (\\u0000), which cannot be stored; remove it"
+SURROGATE_PROBLEM = ("contains a lone surrogate (invalid Unicode, such as \\ud800 without its "
+                     "pair); send valid UTF-8 text")
+# Keys shown as they are in a path; any other key is shown escaped (repr), so a path that
+# names a NUL or a surrogate can itself be stored and sent back safely.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,60}")
+
+
+def unstorable(text: str) -> str | None:
+    """Why `text` cannot be stored, worded to follow the field's name; None when it can."""
+    if "\x00" in text:
+        return NUL_PROBLEM
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return SURROGATE_PROBLEM
+    return None
+
+
+def refuse_unstorable(text: str, field: str) -> str:
+    problem = unstorable(text)
+    if problem is not None:
+        raise InvalidInput(f"{field} {problem}", field=field)
+    return text
+
+
+def text_problem(value: Any, max_chars: int, *, allow_blank: bool = False) -> str | None:
+    """Why `value` is not a usable string of at most `max_chars` characters, worded to follow
+    the field's name ("unit_id is empty"); None when it is."""
+    if not isinstance(value, str):
+        return f"must be a string; got {_kind(value)}"
+    if not allow_blank:
+        if not value:
+            return "is empty"
+        if not value.strip():
+            return "is blank (only white space)"
+    if len(value) > max_chars:
+        return f"is {len(value):,} characters; at most {max_chars:,}"
+    return unstorable(value)
+
+
+def check_text(value: Any, field: str, max_chars: int, *, allow_blank: bool = False) -> str:
+    problem = text_problem(value, max_chars, allow_blank=allow_blank)
+    if problem is not None:
+        raise InvalidInput(f"{field} {problem}", field=field)
+    return str(value)
+
+
+def first_unstorable(document: Any, root: str = "") -> tuple[str, str] | None:
+    """The first string in a JSON document (a key or a value, in document order) that cannot
+    be stored: (its path, such as payload.guardrails[0].metric, and the problem)."""
+    stack: list[tuple[str, Any]] = [(root, document)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            problem = unstorable(item)
+            if problem is not None:
+                return where or "value", problem
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                path = _key_path(where, key)
+                if isinstance(key, str) and (problem := unstorable(key)) is not None:
+                    return path, f"is a key that {problem}"
+                children.append((path, child))
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            stack.extend(reversed([(f"{where}[{i}]", child) for i, child in enumerate(item)]))
+    return None
+
+
+def refuse_unstorable_in(document: Any, root: str = "") -> None:
+    found = first_unstorable(document, root)
+    if found is not None:
+        raise InvalidInput(f"{found[0]} {found[1]}", field=found[0])
+
+
+def _key_path(where: str, key: Any) -> str:
+    if isinstance(key, str) and _PLAIN_KEY.fullmatch(key):
+        return f"{where}.{key}" if where else key
+    return f"{where}[{str(key)[:60]!r}]"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
