@@ -28,10 +28,12 @@ from optimizer.experiments.validation import (
     ExperimentSettings,
     guardrails_to_json,
     parse_settings,
+    parse_stop_reason,
     parse_variants,
     parse_weights,
     shown,
 )
+from optimizer.text_input import refuse_unstorable
 
 LIVE_STATUSES = ("running", "paused")
 DEFAULT_CANDIDATES = 3
@@ -170,6 +172,7 @@ def newest_candidates(session: Session, prompt_name: Any,
 def _prompt_by_name(session: Session, name: Any) -> Prompt:
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput(f"prompt must be a prompt name; got {shown(name)}", field="prompt")
+    refuse_unstorable(name, "prompt")
     prompt = session.scalar(select(Prompt).where(Prompt.name == name.strip()))
     if prompt is None:
         raise InvalidInput(f"no prompt named {name.strip()[:200]!r}; create it first "
@@ -224,6 +227,7 @@ def list_experiments(session: Session, *, status: str | None = None, prompt: str
     if status is not None:
         stmt = stmt.where(Experiment.status == status)
     if prompt is not None:
+        refuse_unstorable(prompt, "prompt")
         stmt = stmt.join(Prompt, Prompt.id == Experiment.prompt_id).where(Prompt.name == prompt)
     return _views(session, list(session.scalars(stmt)), with_analysis=False)
 
@@ -317,6 +321,7 @@ def stop_experiment(session: Session, experiment_id: int, *, actor: str,
     if experiment.status not in LIVE_STATUSES:
         raise Conflict(f"experiment {experiment_id} is already {experiment.status}; only a "
                        "running or paused experiment can be stopped")
+    reason = parse_stop_reason(reason)
     arms = arms_of(session, experiment_id)
     control = _control_number(session, arms)
     why = f": {reason.strip()[:500]}" if reason and reason.strip() else ""

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from optimizer.config import MAX_MIN_CONVERSATIONS_PER_ARM
 from optimizer.errors import InvalidInput, PromptWorkerError
 from optimizer.stats import DEFAULT_GUARDRAILS, HEAVY_TAILED, VALUE_BOUNDS, Guardrail
 from optimizer.text_input import refuse_unstorable
@@ -21,7 +22,6 @@ MAX_VARIANTS = 9
 MAX_WEIGHT = 1_000_000.0
 MAX_HOURS = 24.0 * 366 * 5
 MAX_TOLERANCE = 100.0
-MAX_MIN_CONVERSATIONS = 1_000_000_000
 GUARDRAIL_KEYS = ("metric", "higher_is_better", "tolerance", "required", "cap")
 
 
@@ -166,7 +166,7 @@ def parse_settings(*, primary_metric: Any = "success", guardrails: Any = None,
         confidence=_number(confidence, "confidence", low=0.5, high=0.9999),
         min_conversations_per_arm=_whole(min_conversations_per_arm,
                                          "min_conversations_per_arm", low=1,
-                                         high=MAX_MIN_CONVERSATIONS),
+                                         high=MAX_MIN_CONVERSATIONS_PER_ARM),
         min_runtime_hours=low_hours, max_runtime_hours=high_hours)
 
 

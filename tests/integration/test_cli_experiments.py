@@ -241,3 +241,19 @@ def test_guardrails_file_must_be_utf8(run, engine, tmp_path: Path):
     assert_user_error(run("start", "support-bot", "--variants", "2", "--guardrails",
                           f"@{path}"), "guardrails", "not UTF-8")
     assert experiment_count(engine) == 0
+
+
+# A command-line argument whose bytes are not UTF-8 reaches Python as a lone surrogate
+# (surrogateescape): "\udcff" for the byte 0xff.
+@pytest.mark.parametrize(("argv", "field"), [
+    (("stop", "1", "--reason", "tired \udcff"), "reason"),
+    (("list", "--prompt", "support\udcff"), "prompt"),
+    (("start", "support\udcff", "--variants", "2"), "prompt"),
+])
+def test_arguments_that_are_not_utf8_are_a_clear_error(run, engine, argv, field):
+    started = run("start", "support-bot", "--variants", "2")
+    assert started.code == 0, started
+    result = run(*argv)
+    assert_user_error(result, field)
+    shown = run("show", str(started.json()["id"])).json()
+    assert shown["status"] == "running" and experiment_count(engine) == 1
