@@ -38,7 +38,7 @@ from optimizer.assignment import pick_arm
 from optimizer.errors import Conflict, InvalidInput
 from optimizer.job_input import MAX_PROMPT_NAME, parse_timestamp
 from optimizer.stats import VALUE_BOUNDS
-from optimizer.text_input import text_problem
+from optimizer.text_input import kind_of, text_problem
 
 FIELDS = (
     "prompt",
@@ -117,7 +117,7 @@ def _text(value: Any, max_len: int, *, allow_blank: bool = False) -> str:
 def _whole(value: Any, low: int, high: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         shown = (
-            _kind(value)
+            kind_of(value)
             if not isinstance(value, int) or isinstance(value, bool)
             else _number(value)
         )
@@ -130,7 +130,7 @@ def _amount(high: int, shown_high: str) -> Callable[[Any], float]:
 
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Bad(f"{rule}; got {_kind(value)}")
+            raise _Bad(f"{rule}; got {kind_of(value)}")
         try:
             number = float(value)
         except OverflowError:
@@ -152,13 +152,13 @@ def _number(value: int | float) -> str:
 
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _Bad(f"must be true or false; got {_kind(value)}")
+        raise _Bad(f"must be true or false; got {kind_of(value)}")
     return value
 
 
 def _tags(value: Any) -> str:
     if not isinstance(value, list):
-        raise _Bad(f"must be a list of strings; got {_kind(value)}")
+        raise _Bad(f"must be a list of strings; got {kind_of(value)}")
     if len(value) > MAX_TAGS:
         raise _Bad(f"must hold at most {MAX_TAGS} tags; got {len(value)}")
     for position, tag in enumerate(value):
@@ -188,20 +188,6 @@ def _occurred_at(value: Any, now: datetime) -> datetime:
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
 
 
 # Optional fields: column name -> check. None (or absent) stores NULL.
@@ -239,7 +225,7 @@ class Draft:
 def check_record(raw: Any, index: int, now: datetime) -> tuple[Draft | None, list[RowError]]:
     """Field-level checks that need no database."""
     if not isinstance(raw, dict):
-        return None, [RowError(index, None, f"must be a JSON object; got {_kind(raw)}")]
+        return None, [RowError(index, None, f"must be a JSON object; got {kind_of(raw)}")]
     errors = [
         RowError(index, name, f"unknown field; allowed: {', '.join(FIELDS)}")
         for name in raw
@@ -536,7 +522,7 @@ def records_of(body: Any) -> list[Any]:
     if not isinstance(body, dict):
         raise InvalidInput(
             f"request body must be a JSON object: one conversation or "
-            f'{{"conversations": [...]}}; got {_kind(body)}'
+            f'{{"conversations": [...]}}; got {kind_of(body)}'
         )
     return [body]
 

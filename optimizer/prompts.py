@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from models.experiments import Experiment
 from models.prompts import Prompt, PromptActivation, PromptVersion
 from optimizer.errors import Conflict, InvalidInput, NotFound
-from optimizer.text_input import check_text, refuse_unstorable
+from optimizer.text_input import check_text, kind_of, refuse_unstorable
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
 MAX_NAME_CHARS = 200
@@ -92,7 +92,7 @@ class PromptSummary:
 
 def validate_name(name: Any) -> str:
     if not isinstance(name, str):
-        raise InvalidInput(f"name must be a string, got {_kind(name)}", field="name")
+        raise InvalidInput(f"name must be a string, got {kind_of(name)}", field="name")
     if not NAME_RE.fullmatch(name):
         shown = name if len(name) <= 60 else name[:57] + "..."
         raise InvalidInput(f"name must be 1 to {MAX_NAME_CHARS} characters of letters, digits, "
@@ -102,7 +102,7 @@ def validate_name(name: Any) -> str:
 
 def validate_content(content: Any) -> str:
     if not isinstance(content, str):
-        raise InvalidInput(f"content must be a string, got {_kind(content)}", field="content")
+        raise InvalidInput(f"content must be a string, got {kind_of(content)}", field="content")
     if not content.strip():
         raise InvalidInput("content is empty; send the prompt text", field="content")
     if len(content) > MAX_CONTENT_CHARS:
@@ -116,7 +116,7 @@ def validate_notes(notes: Any) -> str | None:
     if notes is None:
         return None
     if not isinstance(notes, str):
-        raise InvalidInput(f"change_notes must be a string or null, got {_kind(notes)}",
+        raise InvalidInput(f"change_notes must be a string or null, got {kind_of(notes)}",
                            field="change_notes")
     if len(notes) > MAX_NOTES_CHARS:
         raise InvalidInput(f"change_notes is {len(notes)} characters; at most "
@@ -134,20 +134,6 @@ def validate_version_number(value: Any, field: str = "version") -> int:
 
 def _text(value: str, field: str, limit: int) -> str:
     return check_text(value, field, limit)
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def _shown(value: Any) -> str:

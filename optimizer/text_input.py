@@ -46,7 +46,7 @@ def text_problem(value: Any, max_chars: int, *, allow_blank: bool = False) -> st
     """Why `value` is not a usable string of at most `max_chars` characters, worded to follow
     the field's name ("unit_id is empty"); None when it is."""
     if not isinstance(value, str):
-        return f"must be a string; got {_kind(value)}"
+        return f"must be a string; got {kind_of(value)}"
     if not allow_blank:
         if not value:
             return "is empty"
@@ -99,13 +99,16 @@ def _key_path(where: str, key: Any) -> str:
     return f"{where}[{str(key)[:60]!r}]"
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """What a decoded JSON value is, for messages: "got a number"."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, int | float):
         return "a number"
+    if isinstance(value, str):
+        return "a string"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from optimizer import strict_json
 from optimizer.errors import InvalidInput
-from optimizer.text_input import refuse_unstorable, refuse_unstorable_in
+from optimizer.text_input import kind_of, refuse_unstorable, refuse_unstorable_in
 
 
 def parse_json_document(raw: bytes) -> Any:
@@ -33,7 +33,7 @@ async def read_json_object(request: web.Request, allowed: Iterable[str]) -> dict
     middleware answers as a 413."""
     value = parse_json_document(await request.read())
     if not isinstance(value, dict):
-        raise InvalidInput(f"request body must be a JSON object, got {_json_kind(value)}")
+        raise InvalidInput(f"request body must be a JSON object, got {kind_of(value)}")
     reject_unknown(value, allowed, what="field")
     # Every string of the document, however deep (a job's payload, a guardrail), before any
     # of it reaches a query: NUL and lone surrogates are a 400 naming where they are.
@@ -78,14 +78,3 @@ def path_id(request: web.Request, name: str = "id") -> int:
         raise InvalidInput(f"{name} must be a positive whole number; got {raw!r}", field=name)
     return int(raw)
 
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if value is None:
-        return "null"
-    return "a number"
