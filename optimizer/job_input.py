@@ -60,6 +60,9 @@ def parse_timestamp(value: Any, field_name: str) -> datetime:
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
+        if not (text.isascii() and text.isprintable()):
+            # fromisoformat stops reading at a NUL: "...00:00\x00" would pass as a time.
+            raise ValueError("not printable ASCII")
         parsed = datetime.fromisoformat(text)
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999

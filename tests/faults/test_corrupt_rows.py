@@ -35,9 +35,11 @@ BAD_PAYLOADS = [
     ("absurd size", "experiment_monitoring",
      json.dumps({"scope": "x" * (8 * 1024 * 1024)}), "payload is too large: 8,388,621 characters"),
     ("NUL in a field", "full_cycle", '{"prompt": "support\\u0000bot"}',
-     "payload field 'prompt'"),
-    ("unknown field", "full_cycle", '{"prompt": "support-bot", "\\u0000": 1}',
-     "payload field '\\x00' is not known"),
+     "payload field prompt contains a NUL character"),
+    ("NUL in a key", "full_cycle", '{"prompt": "support-bot", "\\u0000": 1}',
+     "is a key that contains a NUL character"),
+    ("unknown field", "full_cycle", '{"prompt": "support-bot", "colour": 1}',
+     "payload field 'colour' is not known"),
 ]
 
 

@@ -109,6 +109,15 @@ def test_parse_timestamp_names_the_field():
     assert info.value.field == "since"
 
 
+# Python's fromisoformat stops at a NUL and would take what came before it.
+@pytest.mark.parametrize("value", ["2026-01-01T00:00:00\x00", "2026-01-01T00:00:00\x00junk",
+                                   "2026-01-01\x1bT00:00:00", "2026-01-01T00:00:00\ud800"])
+def test_parse_timestamp_refuses_control_characters_and_surrogates(value):
+    with pytest.raises(InvalidInput) as info:
+        parse_timestamp(value, "occurred_at")
+    assert info.value.field == "occurred_at"
+
+
 # --- payload and prompt ----------------------------------------------------------------
 
 def test_payload_as_json_text():
