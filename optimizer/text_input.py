@@ -110,7 +110,7 @@ def kind_of(value: Any) -> str:
     if isinstance(value, str):
         return "a string"
     if isinstance(value, list):
-        return "a list"
+        return "an array"
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__

@@ -38,7 +38,7 @@ def test_nul_and_lone_surrogates_are_refused_by_field(text: str, words: str) -> 
 @pytest.mark.parametrize(("value", "problem"), [
     ("", "is empty"), ("  \t", "is blank (only white space)"),
     ("u" * 201, "is 201 characters; at most 200"), (7, "must be a string; got a number"),
-    (None, "must be a string; got null"), (["u"], "must be a string; got a list"),
+    (None, "must be a string; got null"), (["u"], "must be a string; got an array"),
 ])
 def test_text_problem_says_what_is_wrong(value: object, problem: str) -> None:
     assert text_problem(value, 200) == problem
