@@ -49,9 +49,10 @@ def _value(metric: str) -> ColumnElement[Any]:
     low, high = VALUE_BOUNDS[metric]
     cap = bindparam(f"cap_{metric}", type_=Float())
     # NaN (PostgreSQL sorts it above every number) fails `<= high` and counts as missing.
-    # Values too small to square in float8 count as 0: PostgreSQL raises on underflow.
-    return case((value < low, None), (value > high, None), (value > cap, cap),
-                (value < TINY, 0.0), else_=value)
+    # Values too small to square in float8 count as 0: PostgreSQL raises on underflow. The
+    # cap is never below TINY either (bind_caps), so a capped value can be squared too.
+    return case((value < low, None), (value > high, None), (value < TINY, 0.0),
+                (value > cap, cap), else_=value)
 
 
 def _count(metric: str) -> ColumnElement[Any]:
@@ -105,7 +106,8 @@ def _ratio(row: Mapping[str, Any], m: str) -> RatioSums:
 def bind_caps(experiment_id: int, caps: Mapping[str, float]) -> dict[str, Any]:
     params: dict[str, Any] = {"experiment_id": experiment_id}
     for metric, (_, high) in VALUE_BOUNDS.items():
-        params[f"cap_{metric}"] = float(caps.get(metric, high))
+        # A cap from values near zero (or configured so) must not underflow when squared.
+        params[f"cap_{metric}"] = max(float(caps.get(metric, high)), TINY)
     return params
 
 

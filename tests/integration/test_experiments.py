@@ -30,6 +30,7 @@ from optimizer.db import session_factory
 from optimizer.errors import Conflict, InvalidInput
 from optimizer.experiments import store, validation
 from optimizer.experiments.aggregate import arm_data
+from optimizer.experiments.monitor import CheckOutcome, check_experiment
 from optimizer.health import HealthMonitor
 from optimizer.http.app import create_app
 from optimizer.jobs.monitoring import monitor_experiments
@@ -499,3 +500,38 @@ def test_cap_is_fixed_once_from_the_controls_early_values(engine):
     total = capped[0].metrics["cost_usd"].sum_y
     assert total == pytest.approx(sum(min(v, 297.0) for v in range(1, 301)) + 297.0)
     assert variant not in {a.arm_id for a in capped if a.metrics["cost_usd"].units}
+
+
+def check_now(engine: Engine, experiment_id: int) -> CheckOutcome | None:
+    with session_factory(engine).begin() as session:
+        return check_experiment(session, experiment_id, now=utcnow())
+
+
+def test_a_cap_from_values_near_zero_never_stops_the_checks(engine):
+    """An application (or anyone with the ingest token) that logs latencies of 1e-200 fixes
+    a cap of 1e-200; later values above it are capped, and squaring the cap must not
+    underflow PostgreSQL's float8 and fail every later check."""
+    seed_prompt(engine)
+    view = create(engine, [2])
+    control, variant = (a.id for a in view.arms)
+    start = utcnow() - timedelta(hours=5)
+    rows = [{"prompt_id": 1, "version_id": 1 + i % 2, "experiment_id": view.id,
+             "arm_id": (control, variant)[i % 2], "assigned_arm_id": (control, variant)[i % 2],
+             "unit_id": f"u{i}", "latency_ms": 1e-200, "occurred_at": start + timedelta(seconds=i)}
+            for i in range(500)]
+    with session_factory(engine).begin() as session:
+        session.execute(insert(Conversation), rows)
+    check = check_now(engine, view.id)
+    assert check is not None and check.decision == "continue"
+    with session_factory(engine)() as session:
+        assert json.loads(session.get(Experiment, view.id).metric_caps) == {
+            "latency_ms": pytest.approx(1e-200)}
+        session.execute(insert(Conversation), [
+            {**rows[0], "unit_id": f"late{i}", "latency_ms": 500.0,
+             "arm_id": arm, "assigned_arm_id": arm,
+             "version_id": 1 if arm == control else 2,
+             "occurred_at": start + timedelta(hours=1)} for i, arm in
+            enumerate([control, variant] * 50)])
+        session.commit()
+    again = check_now(engine, view.id)
+    assert again is not None and again.decision == "continue"
