@@ -33,7 +33,7 @@ from aiohttp.http_exceptions import (
 )
 from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Handler
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from optimizer.http.errors import json_error
 from optimizer.log_throttle import ThrottledLog
@@ -121,6 +121,18 @@ class GuardedRequestHandler(RequestHandler):
         if self._incoming is not None:
             self._incoming.set_exception(ConnectionResetError("request not received in time"))
         self.force_close()
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        # After the answer is sent, aiohttp reads and drops the rest of the body; a body that
+        # does not decode (a bad Content-Encoding) fails there. That is the client's fault:
+        # one throttled line, no traceback.
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, RequestPayloadError | HttpProcessingError):
+            self._logs.malformed.note(
+                status=int(HTTPStatus.BAD_REQUEST), problem="malformed HTTP request: body "
+                "does not match its Content-Length, Transfer-Encoding or Content-Encoding")
+            return
+        super().log_exception(*args, **kwargs)
 
     def handle_error(self, request: web.BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
