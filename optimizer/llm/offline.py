@@ -150,5 +150,7 @@ def segment_value(insight: dict[str, Any]) -> str | None:
 
 
 def _clean(text: str) -> str:
+    # Segment and tag names come from logged conversations: keep only what a reader sees.
+    text = "".join(char if char.isprintable() else " " for char in text)
     text = " ".join(_UNSAFE.sub("", text).split())
     return text if len(text) <= MAX_TITLE_CHARS else text[:MAX_TITLE_CHARS - 1] + "…"

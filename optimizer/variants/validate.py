@@ -17,6 +17,7 @@ A variant is dropped when it is
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -54,11 +55,28 @@ def placeholders(text: str) -> set[str]:
     return set(PLACEHOLDER_RE.findall(text))
 
 
+# Bidirectional embeddings, overrides and isolates reorder how text is shown, so a prompt
+# can read one way to a reviewer and another to the model.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def hidden_characters(content: str) -> str | None:
+    """Why the text holds a character nobody reviewing it would see (a control character
+    other than tab and line breaks, or a bidi control); None when it holds none. Text from
+    conversations reaches generated prompts, so this is where it is stopped."""
+    for char in content:
+        if (unicodedata.category(char) == "Cc" and char not in "\t\n\r") \
+                or char in _BIDI_CONTROLS:
+            return (f"contains the invisible character U+{ord(char):04X}; a prompt must "
+                    "show what it says")
+    return None
+
+
 def check_variant(content: str, active: str) -> str | None:
     """Why this text cannot replace `active`, or None when it can (duplicates aside)."""
     if not content.strip():
         return "empty: the block held no text"
-    problem = unstorable(content)
+    problem = unstorable(content) or hidden_characters(content)
     if problem is not None:
         return problem
     limit = length_limit(active)

@@ -43,3 +43,12 @@ def test_no_variant_repeats_a_line(values: list[str], n: int) -> None:
         # Every distinct segment among the first five insights is still addressed.
         for value in dict.fromkeys(values[:5]):
             assert re.search(rf"\b{value}\b", content)
+
+
+@given(st.text(min_size=1, max_size=30))
+def test_segment_names_from_conversations_reach_variants_only_as_visible_text(
+        value: str) -> None:
+    """A segment is whatever the application logged: control and bidi characters in it must
+    not end up in a prompt."""
+    [content] = _contents(variants_reply(PROMPT, [_insight(value, "finding")], 1))
+    assert all(char.isprintable() or char == "\n" for char in content), repr(content)

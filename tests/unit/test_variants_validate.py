@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from optimizer.prompts import MAX_CONTENT_CHARS, MAX_NOTES_CHARS, content_hash
 from optimizer.variants.parse import ParsedVariant
 from optimizer.variants.validate import (
@@ -67,6 +69,16 @@ def test_placeholder_regex() -> None:
 def test_unstorable_text_is_dropped() -> None:
     assert "NUL" in (check_variant("a\x00b", "ab") or "")
     assert "surrogate" in (check_variant("a\ud800b", "ab") or "")
+
+
+@pytest.mark.parametrize("char", ["\x1b", "\x07", "\x7f", "\x85", "\u202e", "\u2066"])
+def test_invisible_characters_are_dropped(char: str) -> None:
+    reason = check_variant(f"Be kind about z{char}[31mRED.", "Be kind.")
+    assert reason is not None and f"U+{ord(char):04X}" in reason
+
+
+def test_tabs_and_line_breaks_are_fine() -> None:
+    assert check_variant("Be kind.\n\tAlways.\r\nReally.", "Be kind.") is None
 
 
 def test_identical_to_existing_version_is_dropped() -> None:
