@@ -20,6 +20,9 @@ PRIMARY_METRICS = ("success", "rating")
 METRIC_DIRECTIONS = {"success": True, "rating": True, "latency_ms": False, "cost_usd": False}
 MAX_VARIANTS = 9
 MAX_WEIGHT = 1_000_000.0
+# Below this a weight's share can round away (a subnormal times the unit's point is a multiple
+# of 5e-324) and the split stops following the weights.
+MIN_WEIGHT = 1e-6
 MAX_HOURS = 24.0 * 366 * 5
 MAX_TOLERANCE = 100.0
 GUARDRAIL_KEYS = ("metric", "higher_is_better", "tolerance", "required", "cap")
@@ -45,7 +48,7 @@ def _number(value: Any, name: str, *, low: float, high: float, low_open: bool = 
         low_text = f"more than {low:g}" if low_open else f"at least {low:g}"
         raise InvalidInput(f"{name} must be {low_text} and at most {high:g}; got "
                            f"{shown(value)}", field=name)
-    return float(value)
+    return float(value) + 0.0  # -0.0 becomes 0.0
 
 
 def _whole(value: Any, name: str, *, low: int, high: int) -> int:
@@ -95,7 +98,7 @@ def parse_weights(value: Any, arms: int) -> list[float]:
         raise InvalidInput(
             f"weights must be a list of {arms} positive numbers, control first, then each "
             f"variant in order; got {shown(value)}", field="weights")
-    return [_number(w, "weights", low=0.0, high=MAX_WEIGHT, low_open=True) for w in value]
+    return [_number(w, "weights", low=MIN_WEIGHT, high=MAX_WEIGHT) for w in value]
 
 
 def parse_guardrails(value: Any) -> tuple[Guardrail, ...]:

@@ -79,6 +79,9 @@ BAD_CREATES = [
     ({"variants": [2], "weights": [1]}, "weights"),
     ({"variants": [2], "weights": [1, 0]}, "weights"),
     ({"variants": [2], "weights": [1, "2"]}, "weights"),
+    # Subnormal weights: the unit's point times their sum rounds, and the split drifts.
+    ({"variants": [2], "weights": [5e-324, 5e-324]}, "weights"),
+    ({"variants": [2], "weights": [1e-7, 1]}, "weights"),
     ({"variants": [2], "prompt": "nope"}, "prompt"),
     ({"variants": [2], "prompt": 7}, "prompt"),
     ({"variants": [2], "primary_metric": "latency_ms"}, "primary_metric"),
@@ -97,6 +100,15 @@ BAD_CREATES = [
     ({"variants": [2], "guardrails": [{"metric": "rating"}, {"metric": "rating"}]},
      "guardrails"),
 ]
+
+
+def test_negative_zero_is_stored_as_zero(engine):
+    seed_prompt(engine)
+    view = create(engine, [2], min_runtime_hours=-0.0,
+                  guardrails=[{"metric": "rating", "tolerance": -0.0}])
+    shown = json.dumps(view.to_dict())
+    assert "-0.0" not in shown
+    assert view.min_runtime_hours == 0.0
 
 
 @pytest.mark.parametrize(("kwargs", "field"), BAD_CREATES)
