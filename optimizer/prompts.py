@@ -150,8 +150,13 @@ def lock_prompt(session: Session, prompt_id: int) -> Prompt | None:
     Every change to a prompt's versions or experiments (add a version, roll back, create,
     stop or pause an experiment, carry out a monitoring decision) takes this lock first, so
     they run one after another per prompt and each sees what the previous one committed.
-    On SQLite, BEGIN IMMEDIATE already serialises all writers; the statement is harmless."""
-    return session.scalars(select(Prompt).where(Prompt.id == prompt_id).with_for_update()
+    On SQLite, BEGIN IMMEDIATE already serialises all writers; the statement is harmless.
+
+    FOR NO KEY UPDATE (key_share), not FOR UPDATE: it still excludes other holders of this
+    lock, but not the key-share lock a foreign-key check takes, so conversations for the
+    prompt are ingested while a monitoring check or a rollback holds it."""
+    return session.scalars(select(Prompt).where(Prompt.id == prompt_id)
+                           .with_for_update(key_share=True)
                            .execution_options(populate_existing=True)).one_or_none()
 
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
+from models.conversations import Conversation
 from models.experiments import Experiment, ExperimentArm
 from models.prompts import Prompt, PromptVersion
 from optimizer.clock import utcnow
@@ -27,6 +28,7 @@ from optimizer.db import session_factory
 from optimizer.experiments.monitor import check_experiment
 from optimizer.health import HealthMonitor
 from optimizer.http.app import create_app
+from optimizer.prompts import lock_prompt
 from optimizer.run_stats import RunStats
 from tests.support.experiments import add_conversations, arm_ids, seed_prompt
 
@@ -166,3 +168,21 @@ async def test_concurrent_changes_leave_the_prompt_consistent(client, engine, st
         await asyncio.gather(operations[first](trial), operations[second](trial))
         problems = await asyncio.to_thread(_violations, engine, name)
         assert not problems, f"{first} with {second} in trial {n}: {problems}"
+
+
+@pytest.mark.postgres
+def test_ingest_is_not_blocked_by_the_prompt_lock(pg_engine):
+    """A monitoring check holds the prompt's lock while it aggregates; conversations for the
+    prompt (whose foreign keys point at it) must still be accepted meanwhile."""
+    seed_prompt(pg_engine, "busy-bot", 1)
+    with session_factory(pg_engine)() as holder:
+        prompt_id = holder.scalar(select(Prompt.id).where(Prompt.name == "busy-bot"))
+        assert lock_prompt(holder, prompt_id) is not None
+        with pg_engine.connect() as conn:
+            conn.exec_driver_sql("SET lock_timeout = '2s'")
+            version_id = conn.execute(select(PromptVersion.id).where(
+                PromptVersion.prompt_id == prompt_id, PromptVersion.version == 1)).scalar_one()
+            conn.execute(insert(Conversation).values(prompt_id=prompt_id, version_id=version_id,
+                                                     unit_id="u1", success=True))
+            conn.commit()
+        holder.rollback()
