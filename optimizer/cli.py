@@ -4,7 +4,8 @@ User mistakes (bad input, unknown ids, an unusable DATABASE_URL, an unmigrated o
 database) end with one `error: ...` line on stderr and exit status 1, never a traceback.
 Usage mistakes are argparse's: exit status 2.
 
-Only `migrate` creates a SQLite database file. Every other command refuses a DATABASE_URL
+Only `migrate` creates a SQLite database file at DATABASE_URL (`demo` uses a file of its own
+in a temporary folder). Every other command refuses a DATABASE_URL
 that names a missing file and says where it looked: SQLite would otherwise create an empty,
 unmigrated file wherever the command happened to run.
 """

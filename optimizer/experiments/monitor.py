@@ -69,7 +69,8 @@ def check_experiment(session: Session, experiment_id: int, *, now: datetime,
                      job_id: int | None = None) -> CheckOutcome | None:
     """None when the experiment is no longer running (stopped or paused meanwhile)."""
     experiment = store.lock_experiment(session, experiment_id)
-    prompt_name = session.scalar(select(Prompt.name).where(Prompt.id == experiment.prompt_id))
+    prompt_name = session.scalars(select(Prompt.name)
+                                  .where(Prompt.id == experiment.prompt_id)).one()
     if experiment.status != "running":
         return None
     rows = session.execute(

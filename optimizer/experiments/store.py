@@ -146,8 +146,8 @@ def create_experiment(session: Session, prompt_name: Any, variants: Any, *,
     try:
         session.flush()
     except IntegrityError:
-        # Another writer started one between our check and this insert; the partial
-        # unique index (one live experiment per prompt) stopped it.
+        # Every writer takes the prompt's lock first, so only a row inserted by hand in SQL
+        # meanwhile gets here: the partial unique index (one live experiment per prompt).
         raise Conflict(f"prompt {name!r} already has a running experiment (started "
                        "at the same moment); stop it first") from None
     session.add(ExperimentArm(experiment_id=experiment.id, version_id=control.id,
@@ -317,11 +317,11 @@ def arms_of(session: Session, experiment_id: int) -> list[ExperimentArm]:
 
 def stop_experiment(session: Session, experiment_id: int, *, actor: str,
                     reason: str | None = None, now: datetime) -> ExperimentView:
+    reason = parse_stop_reason(reason)  # bad input is a 400 whatever the experiment's state
     experiment = lock_experiment(session, experiment_id)
     if experiment.status not in LIVE_STATUSES:
         raise Conflict(f"experiment {experiment_id} is already {experiment.status}; only a "
                        "running or paused experiment can be stopped")
-    reason = parse_stop_reason(reason)
     arms = arms_of(session, experiment_id)
     control = _control_number(session, arms)
     why = f": {reason.strip()[:500]}" if reason and reason.strip() else ""

@@ -4,7 +4,7 @@ this code needs).
 Both answer without authentication, so what goes wrong with the database is told in
 generic words: the driver's text names the host, port and user. A caller with the admin
 bearer token gets the detail, and the log always has it. Only the token is checked, not an
-ADMIN_HMAC_SECRET signature: the replay memory behind signatures may live in the database,
+ADMIN_HMAC_SECRET signature: the replay memory behind signatures lives in the database,
 and these probes must answer while it is down.
 """
 
