@@ -96,6 +96,11 @@ class GuardedRequestHandler(RequestHandler):
         if len(self._messages) > queued:
             # Earlier new messages are complete: the parser only moves on after a body.
             _, self._incoming = self._messages[-1]
+            if (self._deadline is None and not self._incoming.is_eof()
+                    and self.transport is not None):
+                # Pipelined requests held back in the parser are parsed later, from no new
+                # bytes (data_received(b"")): the clock must start for their body too.
+                self._deadline = self._loop.call_later(self._request_timeout, self._too_slow)
             self._incoming.on_eof(self._request_received)
 
     def connection_lost(self, exc: BaseException | None) -> None:

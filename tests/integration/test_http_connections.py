@@ -138,6 +138,17 @@ def test_connection_that_never_finishes_its_body_is_closed_without_an_error_log(
     assert "Traceback" not in logs
 
 
+def test_unfinished_body_behind_pipelined_requests_is_closed(slow_clients_service):
+    """aiohttp holds back requests beyond its queue of 32 and parses them later from no new
+    bytes; the body of one of those must be on the clock too."""
+    with connect(slow_clients_service) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 40
+                     + b"POST /v1/conversations HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer " + INGEST.encode() + b"\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a")
+        assert closed_by_server(sock)
+
+
 def test_deadline_is_per_request_not_per_connection(slow_clients_service):
     """Quick requests on one keep-alive connection, for longer than the request deadline."""
     conn = http.client.HTTPConnection("127.0.0.1", slow_clients_service.port, timeout=10)
