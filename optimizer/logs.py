@@ -195,6 +195,9 @@ def setup_logging(level: str, fmt: str = "kv", stream: IO[str] | None = None) ->
     root = logging.getLogger()
     root.handlers[:] = [make_handler(fmt, stream)]
     root.setLevel(level)
+    # Warnings (numpy's RuntimeWarning, deprecations) become log records in the same format,
+    # instead of raw multi-line text on stderr.
+    logging.captureWarnings(True)
     # Libraries are quiet unless something is wrong.
     for noisy in ("apscheduler", "aiohttp.access", "httpx", "anthropic", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -81,9 +81,10 @@ def _from_exception(request: web.Request, exc: Exception) -> web.Response:
     if isinstance(exc, web.RequestPayloadError):
         # A body that does not match its Content-Encoding (or broken chunking) is the
         # caller's mistake; it used to surface as a 500.
-        detail = getattr(exc.__cause__, "message", None) or str(exc).splitlines()[-1].strip()
-        response = json_error(400, f"request body could not be read ({detail}); send it "
-                                   "uncompressed or encoded as its Content-Encoding header says")
+        # The parser's own message is not passed on: for broken chunking it quotes the bytes.
+        response = json_error(400, "request body could not be read: it does not match its "
+                                   "Content-Encoding or chunked Transfer-Encoding; send it "
+                                   "uncompressed or encoded as the headers say")
         # The rest of the body cannot be skipped reliably: aiohttp drops the connection, so
         # tell the client not to reuse it.
         response.force_close()

@@ -222,6 +222,17 @@ def test_body_not_matching_its_encoding_logs_no_traceback(slow_clients_service, 
     assert added.count("\n") <= 3, added
 
 
+def test_broken_chunked_body_gets_a_400_that_quotes_nothing(slow_clients_service):
+    status, headers, body = raw_exchange(
+        slow_clients_service,
+        b"POST /v1/conversations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + INGEST.encode() + b"\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\n{\"\r\nzz-private-words\r\n\r\n")
+    assert status == 400
+    answer = json.loads(body)
+    assert "private-words" not in answer["error"], answer
+
+
 # --- idle connections and a low open-files limit ------------------------------------------
 
 

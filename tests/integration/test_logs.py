@@ -9,6 +9,7 @@ import json
 import logging
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -156,6 +157,27 @@ def test_setup_logging_picks_the_format():
         with pytest.raises(ValueError, match="kv, json"):
             setup_logging("INFO", "xml", stream)
     finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+
+
+def test_warnings_become_one_structured_line():
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        stream = io.StringIO()
+        # Another test's setup_logging may have captured warnings already, under a warnings
+        # state pytest has since restored: start from scratch, as a process does.
+        logging.captureWarnings(False)
+        setup_logging("INFO", "kv", stream)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("divide by zero\nencountered in log", RuntimeWarning, stacklevel=1)
+        lines = stream.getvalue().splitlines()
+        assert len(lines) == 1, lines
+        assert parse_kv(lines[0])["logger"] == "py.warnings"
+    finally:
+        logging.captureWarnings(False)
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
 
