@@ -170,7 +170,7 @@ BAD_STARTS = [
     (["support-bot", "--variants", "9"], "variants", "has no version 9"),
     (["support-bot", "--variants", "1"], "variants", "is active"),
     (["support-bot", "--variants", "2", "--weights", "1"], "weights", "list of 2"),
-    (["support-bot", "--variants", "2", "--weights", "1,0"], "weights", "more than 0"),
+    (["support-bot", "--variants", "2", "--weights", "1,0"], "weights", "at least 1e-06"),
     (["support-bot", "--variants", "2", "--weights", "1,x"], "weights", "numbers"),
     (["support-bot", "--variants", "2", "--weights", "1,nan"], "weights", "numbers"),
     (["support-bot", "--variants", "2", "--weights", f"1,{HUGE}"], "weights", "too large"),

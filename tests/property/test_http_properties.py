@@ -508,7 +508,7 @@ def test_body_not_matching_content_encoding_is_400(harness: Harness, encoding: s
         req = Req("POST", path, headers, b'{"type": "pattern_analysis"}')
         status, content_type, body, unchanged = harness.exchange(req)
         assert (status, content_type, unchanged) == (400, "application/json", True), body
-        assert f"content-encoding: {encoding}" in json.loads(body)["error"].lower()
+        assert "content-encoding" in json.loads(body)["error"].lower()
     ok = harness.exchange(Req("GET", "/health", {}, b""))  # the server is still serving
     assert ok[0] == 200
 
