@@ -140,7 +140,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings, engine: Engine) ->
         db.migrate(engine)
     except CommandError as exc:
         raise ConfigError(f"cannot migrate the database: {exc}") from None
-    print(f"database at {db.current_revision(engine)}")
+    print(f"database {db.describe(settings.database_url)} is at schema revision "
+          f"{db.current_revision(engine)} (the latest)")
     return 0
 
 
