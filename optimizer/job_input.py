@@ -11,8 +11,8 @@ from typing import Any
 from models.jobs import JOB_TYPES
 from optimizer import strict_json
 from optimizer.errors import InvalidInput, PermanentJobError
-from optimizer.experiments.validation import shown as shown_value
 from optimizer.text_input import check_text, first_unstorable, refuse_unstorable_in
+from optimizer.text_input import shown as shown_value
 
 MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
 _PRIORITY_TEXT = re.compile(r"-?[0-9]{1,6}")  # ASCII digits only: int() accepts more

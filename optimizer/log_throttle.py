@@ -13,6 +13,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+# One line per this many seconds for a repeating event, with the count of the rest.
+LOG_INTERVAL_SECONDS = 10.0
+
 
 @dataclass
 class BurstWindow:

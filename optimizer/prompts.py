@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from models.experiments import Experiment
 from models.prompts import Prompt, PromptActivation, PromptVersion
 from optimizer.errors import Conflict, InvalidInput, NotFound
-from optimizer.text_input import check_text, kind_of, refuse_unstorable
+from optimizer.text_input import check_text, kind_of, refuse_unstorable, shown
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
 MAX_NAME_CHARS = 200
@@ -128,17 +128,9 @@ def validate_notes(notes: Any) -> str | None:
 def validate_version_number(value: Any, field: str = "version") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VERSION:
         raise InvalidInput(f"{field} must be a positive whole number (a version number); "
-                           f"got {_shown(value)}", field=field)
+                           f"got {shown(value)}", field=field)
     return value
 
-
-def _text(value: str, field: str, limit: int) -> str:
-    return check_text(value, field, limit)
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -260,7 +252,7 @@ def create_prompt(session: Session, name: Any, content: Any, *, actor: str, now:
     """A new prompt whose version 1 is active from the start."""
     name, content = validate_name(name), validate_content(content)
     notes = validate_notes(change_notes)
-    actor = _text(actor, "actor", MAX_ACTOR_CHARS)
+    actor = check_text(actor, "actor", MAX_ACTOR_CHARS)
     if session.scalars(select(Prompt.id).where(Prompt.name == name)).first() is not None:
         raise Conflict(f"prompt {name!r} already exists; add a version with "
                        f"POST /prompts/{name}/versions")
@@ -327,8 +319,8 @@ def set_active_version(session: Session, prompt_id: int, version_id: int, *, act
                        reason: str, now: datetime) -> None:
     """Make `version_id` the prompt's active version: the previous active one is retired
     and one PromptActivation row records the change. The caller commits."""
-    actor = _text(actor, "actor", MAX_ACTOR_CHARS)
-    reason = _text(reason, "reason", MAX_REASON_CHARS)
+    actor = check_text(actor, "actor", MAX_ACTOR_CHARS)
+    reason = check_text(reason, "reason", MAX_REASON_CHARS)
     prompt = lock_prompt(session, prompt_id)
     if prompt is None:
         raise NotFound(f"no prompt with id {prompt_id}")
@@ -358,7 +350,7 @@ def rollback(session: Session, name: Any, version: Any, *, actor: str, reason: s
     """Make an earlier (or any non-active) version active again, by hand."""
     prompt = _prompt_row(session, name, lock=True)
     number = validate_version_number(version)
-    reason = _text(reason, "reason", MAX_REASON_CHARS)
+    reason = check_text(reason, "reason", MAX_REASON_CHARS)
     live = session.scalars(select(Experiment)
                            .where(Experiment.prompt_id == prompt.id,
                                   Experiment.status.in_(LIVE_EXPERIMENT_STATUSES))).first()

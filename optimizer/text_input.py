@@ -10,6 +10,7 @@ as if the failure were temporary.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -114,3 +115,20 @@ def kind_of(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+def shown(value: Any) -> str:
+    """A value as an error message shows it: short, and a huge integer by its size (repr
+    of one past Python's digit limit raises, and nobody wants 400 digits echoed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 99:
+        sign = "a negative" if value < 0 else "a"
+        try:
+            return f"{sign} whole number of {len(str(abs(value)))} digits"
+        except ValueError:  # past the digit limit: estimated from the bits
+            digits = round(value.bit_length() * math.log10(2))
+            return f"{sign} whole number of about {digits} digits"
+    try:
+        text = repr(value)
+    except ValueError:  # a container holding an integer past the digit limit
+        return f"a {type(value).__name__} holding a huge whole number"
+    return text if len(text) <= 60 else text[:57] + "..."

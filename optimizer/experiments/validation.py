@@ -13,7 +13,7 @@ from typing import Any
 from optimizer.config import MAX_MIN_CONVERSATIONS_PER_ARM
 from optimizer.errors import InvalidInput, PromptWorkerError
 from optimizer.stats import DEFAULT_GUARDRAILS, HEAVY_TAILED, VALUE_BOUNDS, Guardrail
-from optimizer.text_input import refuse_unstorable
+from optimizer.text_input import refuse_unstorable, shown
 
 PRIMARY_METRICS = ("success", "rating")
 # Which way is better for each metric; the default direction of a guardrail on it.
@@ -58,23 +58,6 @@ def _whole(value: Any, name: str, *, low: int, high: int) -> int:
         raise InvalidInput(f"{name} must be from {low} to {high}; got {shown(value)}",
                            field=name)
     return value
-
-
-def shown(value: Any) -> str:
-    """A value as an error message shows it: short, and a huge integer by its size (repr
-    of one past Python's digit limit raises, and nobody wants 400 digits echoed)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 99:
-        sign = "a negative" if value < 0 else "a"
-        try:
-            return f"{sign} whole number of {len(str(abs(value)))} digits"
-        except ValueError:  # past the digit limit: estimated from the bits
-            digits = round(value.bit_length() * math.log10(2))
-            return f"{sign} whole number of about {digits} digits"
-    try:
-        text = repr(value)
-    except ValueError:  # a container holding an integer past the digit limit
-        return f"a {type(value).__name__} holding a huge whole number"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_variants(value: Any) -> list[int]:

@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from optimizer.log_throttle import ThrottledLog
+from optimizer.log_throttle import LOG_INTERVAL_SECONDS, ThrottledLog
 
 log = logging.getLogger("prompt_worker.http")
 
-LOG_INTERVAL_SECONDS = 10.0
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _ACCEPT_MESSAGE = "socket.accept() out of system resource"
 # The retries asyncio schedules after such an error fail once more if they fire after the

@@ -36,11 +36,10 @@ from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from optimizer.http.errors import json_error
-from optimizer.log_throttle import ThrottledLog
+from optimizer.log_throttle import LOG_INTERVAL_SECONDS, ThrottledLog
 
 log = logging.getLogger("prompt_worker.http")
 
-LOG_INTERVAL_SECONDS = 10.0
 INTERNAL_ERROR_MESSAGE = "internal error; it has been logged"
 # Most specific first. Never the parser's own message: it quotes the bytes it choked on.
 _PARSE_PROBLEMS: tuple[tuple[type[HttpProcessingError], str], ...] = (

@@ -22,6 +22,7 @@ from optimizer.errors import InvalidInput, PermanentJobError
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.llm.client import MODEL_ALIASES
 from optimizer.prompts import validate_name
+from optimizer.text_input import shown
 from optimizer.variants import generate
 from optimizer.variants.generate import GenerationSpec
 
@@ -57,14 +58,14 @@ def _model(value: Any) -> str:
     if not isinstance(value, str) or not _MODEL_ID.fullmatch(value):
         raise PermanentJobError(
             f"payload field 'model' must be {' or '.join(map(repr, MODEL_ALIASES))} or a "
-            f"full model id (letters, digits, '.', '-', '_', at most 100); got {_shown(value)}")
+            f"full model id (letters, digits, '.', '-', '_', at most 100); got {shown(value)}")
     return value
 
 
 def _n(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_N:
         raise PermanentJobError(f"payload field 'n' must be a whole number from 1 to {MAX_N}; "
-                                f"got {_shown(value)}")
+                                f"got {shown(value)}")
     return value
 
 
@@ -76,13 +77,9 @@ def _insight_ids(value: Any) -> list[int] | None:
             for i in value):
         raise PermanentJobError(
             f"payload field 'insight_ids' must be a list of at most {MAX_INSIGHT_IDS} insight "
-            f"ids (positive whole numbers; [] for none), or left out; got {_shown(value)}")
+            f"ids (positive whole numbers; [] for none), or left out; got {shown(value)}")
     return list(dict.fromkeys(value))
 
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 async def generate_variants(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any]:

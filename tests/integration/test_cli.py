@@ -8,9 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
@@ -22,20 +20,10 @@ from optimizer.cli import main
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import create_db_engine
+from tests.support.cli import Outcome
 
 REPO = Path(__file__).resolve().parents[2]
 UNREACHABLE_URL = "postgresql+psycopg://nobody@127.0.0.1:1/x"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
 
 Cli = Callable[..., Outcome]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +20,13 @@ from optimizer.config import Settings
 from optimizer.health import HealthMonitor
 from optimizer.http.app import create_app
 from optimizer.run_stats import RunStats
+from tests.support.cli import Outcome
 from tests.support.experiments import seed_prompt, version_statuses
 
 TOKEN = "admin-token-for-cli-experiments"
 UNTOUCHED = {1: "active", 2: "candidate", 3: "candidate"}
 # Fields of an experiment that depend on when, where and through what it was made.
 INCIDENTAL = ("id", "prompt", "started_at", "created_by")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 Run = Callable[..., Outcome]

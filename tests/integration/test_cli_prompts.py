@@ -6,9 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -18,16 +16,7 @@ from models.experiments import Experiment
 from models.prompts import Prompt, PromptActivation, PromptVersion
 from optimizer import cli
 from optimizer.db import session_factory
-
-
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
+from tests.support.cli import Outcome
 
 
 @pytest.fixture
