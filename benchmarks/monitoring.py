@@ -49,7 +49,6 @@ from sqlalchemy.engine import Engine  # noqa: E402
 
 from benchmarks._replicas import peak_rss_mb, start_replicas, stop_replicas  # noqa: E402
 from models.jobs import OptimizationJob as J  # noqa: E402
-from optimizer import queue  # noqa: E402
 from optimizer.clock import utcnow  # noqa: E402
 from optimizer.db import create_db_engine, migrate, session_factory  # noqa: E402
 from optimizer.experiments import store  # noqa: E402
@@ -58,9 +57,10 @@ from optimizer.experiments.aggregate import (  # noqa: E402
     AGGREGATE_WORK_MEM,
     bind_caps,
 )
-from optimizer.job_input import NewJob  # noqa: E402
 from optimizer.jobs.context import ActiveJob  # noqa: E402
 from optimizer.jobs.monitoring import monitor_experiments  # noqa: E402
+from optimizer.runtime import queue  # noqa: E402
+from optimizer.runtime.job_input import NewJob  # noqa: E402
 from tests.support.experiments import make_ctx, seed_prompt  # noqa: E402
 from tests.support.pg import start_cluster  # noqa: E402
 from tests.support.procs import ServiceProcess  # noqa: E402

@@ -37,9 +37,9 @@ if str(REPO) not in sys.path:
 from sqlalchemy import text  # noqa: E402
 
 from benchmarks._replicas import start_replicas, stop_replicas  # noqa: E402
-from optimizer import queue  # noqa: E402
 from optimizer.clock import utcnow  # noqa: E402
 from optimizer.db import create_db_engine, migrate  # noqa: E402
+from optimizer.runtime import queue  # noqa: E402
 from tests.support.pg import start_cluster  # noqa: E402
 from tests.support.procs import start_service  # noqa: E402
 

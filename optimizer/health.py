@@ -22,9 +22,9 @@ from models.experiments import Experiment
 from models.insights import PatternInsight
 from models.jobs import JOB_STATUSES
 from models.prompts import PromptVersion
-from optimizer import queue
 from optimizer.clock import utcnow
 from optimizer.run_stats import RunStats
+from optimizer.runtime import queue
 
 log = logging.getLogger("prompt_worker.health")
 

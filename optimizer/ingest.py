@@ -36,7 +36,7 @@ from models.experiments import Experiment, ExperimentArm
 from models.prompts import Prompt, PromptVersion
 from optimizer.assignment import pick_arm
 from optimizer.errors import Conflict, InvalidInput
-from optimizer.job_input import MAX_PROMPT_NAME, parse_timestamp
+from optimizer.runtime.job_input import MAX_PROMPT_NAME, parse_timestamp
 from optimizer.stats import VALUE_BOUNDS
 from optimizer.text_input import kind_of, text_problem
 

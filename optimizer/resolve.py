@@ -26,7 +26,7 @@ from models.experiments import Experiment, ExperimentArm
 from models.prompts import Prompt, PromptVersion
 from optimizer.assignment import pick_arm
 from optimizer.errors import Conflict, InvalidInput, NotFound
-from optimizer.job_input import MAX_PROMPT_NAME
+from optimizer.runtime.job_input import MAX_PROMPT_NAME
 from optimizer.text_input import check_text, text_problem
 
 MAX_UNIT_ID = 200

@@ -22,19 +22,19 @@ from optimizer.config import Settings
 from optimizer.errors import ConfigError, PromptWorkerError
 from optimizer.health import HealthMonitor
 from optimizer.http.accept_errors import accept_errors_throttled
-from optimizer.http.app import create_app
+from optimizer.http.app_factory import create_app
 from optimizer.http.connections import GuardedAppRunner
 from optimizer.jobs.context import ServiceContext
 from optimizer.jobs.registry import default_handlers
 from optimizer.llm import build_llm_client
 from optimizer.logs import setup_logging
-from optimizer.metrics import Metrics
-from optimizer.notify import listen_for_jobs
 from optimizer.problems import configuration_problems
+from optimizer.prometheus import Metrics
 from optimizer.run_stats import RunStats
-from optimizer.schedule import build_scheduler
+from optimizer.runtime.notify import listen_for_jobs
+from optimizer.runtime.schedule import build_scheduler
+from optimizer.runtime.worker import Worker
 from optimizer.webhooks import WebhookSender
-from optimizer.worker import Worker
 
 log = logging.getLogger("prompt_worker.service")
 STUCK_THREAD_WAIT_SECONDS = 2.0

@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session
 
 from models.jobs import JOB_STATUSES
 from models.llm_calls import LlmCall
-from optimizer import db, queue
+from optimizer import db
 from optimizer.config import Settings
 from optimizer.experiments import store
 from optimizer.llm.usage import WINDOW, utc_midnight
 from optimizer.problems import Problem, configuration_problems
+from optimizer.runtime import queue
 
 RECENT_JOBS = 10
 MAX_EXPERIMENTS = 50

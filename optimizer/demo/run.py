@@ -29,18 +29,19 @@ from models.conversations import Conversation
 from models.experiments import Experiment
 from models.insights import PatternInsight
 from models.prompts import Prompt, PromptVersion
-from optimizer import db, prompts, queue
+from optimizer import db, prompts
 from optimizer.config import Settings
 from optimizer.demo.world import FIRST_PROMPT, PROMPT_NAME, World, expected_success_rate
 from optimizer.errors import JobDeferred, PromptWorkerError, one_line
 from optimizer.ingest import ingest
-from optimizer.job_input import NewJob, decode_stored_payload
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.jobs.registry import default_handlers
 from optimizer.llm import build_llm_client
 from optimizer.llm.client import LlmClient, LlmReply, LlmRequest
 from optimizer.resolve import resolve
 from optimizer.run_stats import RunStats
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob, decode_stored_payload
 
 TICK = timedelta(minutes=15)
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday; fixed so that runs repeat exactly

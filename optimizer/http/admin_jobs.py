@@ -9,13 +9,13 @@ from typing import Any
 from aiohttp import web
 
 from models.jobs import JOB_STATUSES
-from optimizer import queue
 from optimizer.clock import utcnow
 from optimizer.errors import InvalidInput
 from optimizer.http.auth import admin_only
 from optimizer.http.body import path_id, query_int, read_json_object, reject_unknown
 from optimizer.http.keys import ENGINE, SETTINGS
-from optimizer.job_input import NewJob, parse_job_type, parse_new_job
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob, parse_job_type, parse_new_job
 
 log = logging.getLogger("prompt_worker.http.jobs")
 

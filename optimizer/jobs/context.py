@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from optimizer.config import Settings
 from optimizer.llm.client import LlmClient
-from optimizer.metrics import Metrics
+from optimizer.prometheus import Metrics
 from optimizer.run_stats import RunStats
 from optimizer.webhooks import WebhookSender
 

@@ -29,10 +29,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
-from optimizer import queue
 from optimizer.db import read_only, session_factory
 from optimizer.errors import InvalidInput, PermanentJobError, PromptWorkerError, one_line
-from optimizer.job_input import NewJob
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.patterns import aggregate, llm_themes, store
 from optimizer.patterns.aggregate import Bounds
@@ -48,6 +46,8 @@ from optimizer.patterns.segments import (
 from optimizer.patterns.themes import ThemeResult, containing, failure_terms
 from optimizer.problems import llm_problem
 from optimizer.prompts import validate_name
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob
 
 log = logging.getLogger("prompt_worker.jobs.pattern_analysis")
 IGNORED_KEYS = ("scope",)

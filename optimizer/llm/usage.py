@@ -30,7 +30,7 @@ from models.llm_calls import LlmCall
 from optimizer.config import Settings
 from optimizer.db import READ_ONLY
 from optimizer.errors import JobDeferred, PermanentJobError
-from optimizer.metrics import observe_llm_call
+from optimizer.prometheus import observe_llm_call
 
 WINDOW = timedelta(hours=1)
 MAX_ERROR_CHARS = 500

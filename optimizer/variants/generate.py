@@ -12,12 +12,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from optimizer import queue
 from optimizer.errors import NotFound, PermanentJobError
 from optimizer.experiments.validation import MAX_VARIANTS
-from optimizer.job_input import NewJob
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.llm.client import LlmReply
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob
 from optimizer.variants import store
 from optimizer.variants.meta_prompt import build_request
 from optimizer.variants.parse import ParsedVariant, parse_variants

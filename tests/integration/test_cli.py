@@ -15,11 +15,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
 from models.jobs import OptimizationJob
-from optimizer import db, queue
+from optimizer import db
 from optimizer.cli import main
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import create_db_engine
+from optimizer.runtime import queue
 from tests.support.cli import Outcome
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from optimizer import cli
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.health import HealthMonitor
-from optimizer.http.app import create_app
+from optimizer.http.app_factory import create_app
 from optimizer.run_stats import RunStats
 from tests.support.cli import Outcome
 from tests.support.experiments import seed_prompt, version_statuses

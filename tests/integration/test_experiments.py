@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from models.conversations import Conversation
 from models.experiments import Experiment, ExperimentAnalysis, ExperimentArm
 from models.prompts import PromptActivation, PromptVersion
-from optimizer import cli_experiments
+from optimizer.cli import experiments as cli_experiments
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
@@ -32,7 +32,7 @@ from optimizer.experiments import store, validation
 from optimizer.experiments.aggregate import arm_data
 from optimizer.experiments.monitor import CheckOutcome, check_experiment
 from optimizer.health import HealthMonitor
-from optimizer.http.app import create_app
+from optimizer.http.app_factory import create_app
 from optimizer.jobs.monitoring import monitor_experiments
 from optimizer.run_stats import RunStats
 from optimizer.stats import RatioSums

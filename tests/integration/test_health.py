@@ -22,15 +22,15 @@ from sqlalchemy.orm import Session
 from models.experiments import Experiment
 from models.insights import PatternInsight
 from models.prompts import Prompt, PromptVersion
-from optimizer import queue
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import create_db_engine
 from optimizer.health import HealthMonitor
 from optimizer.http import probes
-from optimizer.http.app import create_app
-from optimizer.job_input import NewJob
+from optimizer.http.app_factory import create_app
 from optimizer.run_stats import STAT_NAMES, RunStats
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob
 
 UNREACHABLE_URL = "postgresql+psycopg://nobody@127.0.0.1:1/x"
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

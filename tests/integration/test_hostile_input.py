@@ -17,19 +17,19 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
-from optimizer import queue
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.errors import InvalidInput, PermanentJobError
 from optimizer.health import HealthMonitor
-from optimizer.http.app import create_app
-from optimizer.job_input import NewJob, decode_stored_payload, parse_new_job
+from optimizer.http.app_factory import create_app
 from optimizer.jobs.context import ServiceContext
 from optimizer.jobs.registry import default_handlers
 from optimizer.resolve import check_unit_id
 from optimizer.run_stats import RunStats
-from optimizer.worker import Worker
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob, decode_stored_payload, parse_new_job
+from optimizer.runtime.worker import Worker
 from tests.integration.test_ingest import World, seed
 
 ADMIN, INGEST = "hostile-admin-token", "hostile-ingest-token"

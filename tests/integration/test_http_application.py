@@ -24,7 +24,7 @@ from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.errors import Conflict, InvalidInput, NotFound
 from optimizer.health import HealthMonitor
-from optimizer.http.app import create_app
+from optimizer.http.app_factory import create_app
 from optimizer.resolve import resolve
 from optimizer.run_stats import RunStats
 from tests.integration.test_ingest import conversation_count, record, seed

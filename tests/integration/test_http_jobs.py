@@ -16,13 +16,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from optimizer import queue
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import create_db_engine
 from optimizer.health import HealthMonitor
-from optimizer.http.app import create_app
+from optimizer.http.app_factory import create_app
 from optimizer.run_stats import RunStats
+from optimizer.runtime import queue
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -19,7 +19,7 @@ from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.health import HealthMonitor
-from optimizer.http.app import create_app
+from optimizer.http.app_factory import create_app
 from optimizer.run_stats import RunStats
 
 TOKEN = "s3cret-admin-token"

@@ -23,7 +23,7 @@ from models.conversations import Conversation
 from models.experiments import Experiment, ExperimentArm
 from models.prompts import Prompt, PromptVersion
 from optimizer.assignment import pick_arm
-from optimizer.cli_conversations import cmd_conversations_import, register
+from optimizer.cli.conversations import cmd_conversations_import, register
 from optimizer.config import Settings
 from optimizer.db import read_only
 from optimizer.errors import InvalidInput

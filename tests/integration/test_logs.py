@@ -17,17 +17,17 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.engine import Engine
 from yarl import URL
 
-from optimizer import queue
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import create_db_engine, session_factory
 from optimizer.health import HealthMonitor
-from optimizer.http.app import create_app
-from optimizer.job_input import NewJob
+from optimizer.http.app_factory import create_app
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.logs import make_handler, setup_logging
 from optimizer.run_stats import RunStats
-from optimizer.worker import Worker
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.worker import Worker
 from tests.support.kv import parse_kv_strictly
 from tests.support.procs import LOG_FIELD
 

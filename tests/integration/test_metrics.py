@@ -17,21 +17,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from optimizer import queue
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import create_db_engine, session_factory
 from optimizer.errors import PermanentJobError
 from optimizer.experiments import store
 from optimizer.health import HealthMonitor
-from optimizer.http.app import create_app
-from optimizer.job_input import NewJob
+from optimizer.http.app_factory import create_app
 from optimizer.jobs.context import ActiveJob, Handler, ServiceContext
 from optimizer.jobs.registry import default_handlers
 from optimizer.llm import usage
-from optimizer.metrics import Metrics
+from optimizer.prometheus import Metrics
 from optimizer.run_stats import RunStats
-from optimizer.worker import Worker
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.worker import Worker
 from tests.support.experiments import add_conversations, arm_ids, seed_prompt
 
 FAST = Settings(poll_interval_seconds=0.05, lease_seconds=1.0, retry_base_seconds=0.0,

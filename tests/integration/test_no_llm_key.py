@@ -13,16 +13,16 @@ from sqlalchemy.engine import Engine
 
 from models.llm_calls import LlmCall
 from models.prompts import PromptVersion
-from optimizer import queue
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
-from optimizer.job_input import NewJob
 from optimizer.jobs.context import ServiceContext
 from optimizer.jobs.registry import default_handlers
 from optimizer.llm import build_llm_client
 from optimizer.run_stats import RunStats
-from optimizer.worker import Worker
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.worker import Worker
 from tests.integration.test_worker import wait_for
 from tests.support.experiments import seed_prompt
 

@@ -20,16 +20,17 @@ from models.insights import PatternInsight
 from models.jobs import OptimizationJob
 from models.llm_calls import LlmCall
 from models.prompts import PromptVersion
-from optimizer import db, prompts, queue
+from optimizer import db, prompts
 from optimizer.config import Settings
 from optimizer.demo.world import FIRST_PROMPT, World
 from optimizer.errors import PermanentJobError
 from optimizer.ingest import ingest
-from optimizer.job_input import NewJob, decode_stored_payload
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.jobs.registry import default_handlers
 from optimizer.llm.anthropic_client import AnthropicClient
 from optimizer.run_stats import RunStats
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob, decode_stored_payload
 from tests.support.fake_anthropic import FakeAnthropic, Reply
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

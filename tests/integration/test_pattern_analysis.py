@@ -35,7 +35,7 @@ from optimizer.db import session_factory
 from optimizer.errors import JobDeferred, PermanentJobError
 from optimizer.experiments import store as experiment_store
 from optimizer.health import HealthMonitor
-from optimizer.http.app import create_app
+from optimizer.http.app_factory import create_app
 from optimizer.jobs.pattern_analysis import analyze_patterns, analyze_prompt
 from optimizer.llm.client import LlmError, LlmNotConfigured, LlmReply, LlmRequest
 from optimizer.patterns import aggregate

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from optimizer import queue
+from optimizer.runtime import queue
 from tests.support.procs import ServiceProcess, start_service
 
 TOKEN = "test-admin-token"

@@ -27,7 +27,7 @@ from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.experiments.monitor import check_experiment
 from optimizer.health import HealthMonitor
-from optimizer.http.app import create_app
+from optimizer.http.app_factory import create_app
 from optimizer.prompts import lock_prompt
 from optimizer.run_stats import RunStats
 from tests.support.experiments import add_conversations, arm_ids, seed_prompt

@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from models.jobs import OptimizationJob
-from optimizer import queue
 from optimizer.db import create_db_engine
 from optimizer.errors import Conflict, NotFound
-from optimizer.job_input import NewJob
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob
 
 T0 = datetime(2026, 11, 22, 9, 0, 0, tzinfo=UTC)
 LEASE = 60.0

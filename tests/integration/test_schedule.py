@@ -9,13 +9,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import text
 
-from optimizer import queue
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import create_db_engine, session_factory
 from optimizer.jobs.context import ServiceContext
 from optimizer.run_stats import RunStats
-from optimizer.schedule import build_scheduler, enqueue_tick, prune, reap
+from optimizer.runtime import queue
+from optimizer.runtime.schedule import build_scheduler, enqueue_tick, prune, reap
 
 
 def replica(url: str) -> ServiceContext:
@@ -58,7 +58,7 @@ async def test_reaper_and_prune_jobs_act_on_the_queue(engine):
     url = engine.url.render_as_string(hide_password=False)
     ctx = replica(url)
     now = utcnow()
-    from optimizer.job_input import NewJob
+    from optimizer.runtime.job_input import NewJob
     stale, _ = queue.enqueue(engine, NewJob("full_cycle"), max_attempts=3,
                              now=now - timedelta(minutes=5))
     old, _ = queue.enqueue(engine, NewJob("full_cycle"), max_attempts=3,

@@ -15,7 +15,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from models import Base, UsedSignature
-from optimizer import queue
 from optimizer.db import (
     alembic_config,
     create_db_engine,
@@ -23,6 +22,7 @@ from optimizer.db import (
     head_revision,
     migrate,
 )
+from optimizer.runtime import queue
 
 
 def insert_sql(engine: Engine, sql: str, **params: object) -> int:

@@ -31,7 +31,7 @@ from optimizer.config import Settings
 from optimizer.db import create_db_engine, migrate
 from optimizer.health import HealthMonitor
 from optimizer.http import admin_jobs, auth
-from optimizer.http.app import create_app
+from optimizer.http.app_factory import create_app
 from optimizer.http.keys import ENGINE
 from optimizer.http.rate_limit import APP_RATE_LIMIT, TokenBuckets, token_key
 from optimizer.http.signing import (

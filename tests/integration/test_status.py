@@ -14,14 +14,14 @@ from sqlalchemy import text, update
 from sqlalchemy.engine import Engine
 
 from models.experiments import Experiment
-from optimizer import queue
 from optimizer.cli import main
 from optimizer.clock import utcnow
 from optimizer.db import session_factory
 from optimizer.experiments import store
 from optimizer.experiments.monitor import check_experiment
-from optimizer.job_input import NewJob
 from optimizer.llm import usage
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob
 from optimizer.status import excerpt
 from tests.support.experiments import add_conversations, arm_ids, seed_prompt
 

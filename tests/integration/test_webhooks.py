@@ -21,18 +21,18 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy.engine import Engine
 
-from optimizer import queue
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.errors import PermanentJobError
 from optimizer.experiments import store
-from optimizer.job_input import NewJob
 from optimizer.jobs.context import ActiveJob, Handler, ServiceContext
 from optimizer.jobs.registry import default_handlers
 from optimizer.run_stats import RunStats
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.worker import Worker
 from optimizer.webhooks import WebhookSender
-from optimizer.worker import Worker
 from tests.support.experiments import add_conversations, arm_ids, seed_prompt
 
 SECRET = "a-long-random-webhook-secret"

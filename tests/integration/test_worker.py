@@ -14,16 +14,16 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from optimizer import queue
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.errors import JobDeferred, PermanentJobError
-from optimizer.job_input import NewJob
 from optimizer.jobs.context import ActiveJob, Handler, ServiceContext
 from optimizer.jobs.registry import default_handlers
 from optimizer.run_stats import RunStats
-from optimizer.worker import Worker
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.worker import Worker
 
 FAST = Settings(poll_interval_seconds=0.05, lease_seconds=1.0, retry_base_seconds=0.0,
                 job_timeout_seconds=30, shutdown_grace_seconds=0.5)

@@ -37,19 +37,20 @@ from yarl import URL
 
 from models.experiments import Experiment
 from models.prompts import Prompt
-from optimizer import ingest, prompts, queue
+from optimizer import ingest, prompts
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.experiments import store
 from optimizer.health import HealthMonitor
 from optimizer.http import admin_experiments, admin_insights, admin_jobs, admin_prompts
-from optimizer.http.app import create_app
-from optimizer.http.application import RESOLVE_PARAMS
+from optimizer.http.app_factory import create_app
+from optimizer.http.application_api import RESOLVE_PARAMS
 from optimizer.http.signing import sign
-from optimizer.job_input import parse_new_job
 from optimizer.prompts import LIVE_EXPERIMENT_STATUSES
 from optimizer.run_stats import RunStats
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import parse_new_job
 from tests.integration.test_ingest import seed
 from tests.property.strategies import (
     ANY_CHAR,

@@ -35,7 +35,7 @@ from models.conversations import Conversation
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.health import HealthMonitor
-from optimizer.http.app import create_app
+from optimizer.http.app_factory import create_app
 from optimizer.ingest import (
     FUTURE_TOLERANCE,
     MAX_COST_USD,

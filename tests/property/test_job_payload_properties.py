@@ -28,10 +28,10 @@ from optimizer.clock import utcnow
 from optimizer.db import session_factory
 from optimizer.errors import PermanentJobError
 from optimizer.experiments import store
-from optimizer.job_input import decode_stored_payload
 from optimizer.jobs.context import ActiveJob
 from optimizer.jobs.creation import create_experiment_job
 from optimizer.prompts import LIVE_EXPERIMENT_STATUSES
+from optimizer.runtime.job_input import decode_stored_payload
 from tests.property.strategies import EXPERIMENT_SETTINGS, HOSTILE, HOSTILE_STRINGS, spoiled
 from tests.support.experiments import make_ctx, seed_prompt
 

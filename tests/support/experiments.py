@@ -15,13 +15,13 @@ from sqlalchemy.engine import Engine
 from models.conversations import Conversation
 from models.experiments import ExperimentArm
 from models.prompts import Prompt, PromptVersion
-from optimizer import queue
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
-from optimizer.job_input import NewJob
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.run_stats import RunStats
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob
 
 
 def seed_prompt(engine: Engine, name: str = "support-bot", candidates: int = 2) -> dict[int, int]:

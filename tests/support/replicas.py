@@ -21,8 +21,9 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from optimizer import db, prompts, queue
+from optimizer import db, prompts
 from optimizer.demo.world import FIRST_PROMPT
+from optimizer.runtime import queue
 from tests.support.fake_anthropic import FakeAnthropic, Reply
 from tests.support.procs import ServiceProcess, start_service
 

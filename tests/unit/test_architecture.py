@@ -13,8 +13,8 @@ import pytest
 from tests.support.docs import ROOT
 
 # Modules of the process's top layer, as dotted prefixes.
-TOP = ("optimizer.worker", "optimizer.schedule", "optimizer.service", "optimizer.http",
-       "optimizer.cli", "optimizer.demo", "optimizer.notify")
+TOP = ("optimizer.runtime.worker", "optimizer.runtime.schedule", "optimizer.runtime.notify",
+       "optimizer.service", "optimizer.http", "optimizer.cli", "optimizer.demo")
 JOBS = "optimizer.jobs"
 # variants/generate.py runs inside a job and takes its context types from here; this module
 # imports no handler.
@@ -30,7 +30,7 @@ def _module_name(path: Path) -> str:
 
 def _imports(path: Path) -> set[str]:
     """Every module `path` imports, absolute and dotted (`from optimizer import queue`
-    counts as optimizer.queue)."""
+    counts as optimizer.runtime.queue)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):

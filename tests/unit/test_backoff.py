@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from optimizer.backoff import MAX_RETRY_DELAY_SECONDS, retry_delay
+from optimizer.runtime.backoff import MAX_RETRY_DELAY_SECONDS, retry_delay
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 3, 4, 5, 6])

@@ -8,7 +8,7 @@ import pytest
 
 from models.jobs import JOB_TYPES
 from optimizer.errors import InvalidInput, PermanentJobError
-from optimizer.job_input import (
+from optimizer.runtime.job_input import (
     MAX_PRIORITY,
     MIN_PRIORITY,
     NewJob,

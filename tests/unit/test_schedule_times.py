@@ -1,6 +1,6 @@
 from datetime import UTC, datetime, timedelta
 
-from optimizer.schedule import cron_trigger, latest_fire_time, tick_dedupe_key
+from optimizer.runtime.schedule import cron_trigger, latest_fire_time, tick_dedupe_key
 
 
 def at(text: str) -> datetime:

@@ -23,11 +23,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from optimizer import logs, metrics, queue, webhooks
-from optimizer.backoff import retry_delay
+from optimizer import logs, webhooks
+from optimizer import prometheus as metrics
 from optimizer.errors import JobDeferred, PermanentJobError, PromptWorkerError
-from optimizer.job_input import decode_stored_payload
 from optimizer.jobs.context import ActiveJob, Handler, ServiceContext
+from optimizer.runtime import queue
+from optimizer.runtime.backoff import retry_delay
+from optimizer.runtime.job_input import decode_stored_payload
 
 log = logging.getLogger("prompt_worker.worker")
 T = TypeVar("T")

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine, RowMapping
 
 from models.jobs import FINISHED_STATUSES, OptimizationJob
 from optimizer.errors import Conflict, NotFound
-from optimizer.job_input import NewJob
+from optimizer.runtime.job_input import NewJob
 
 J = OptimizationJob
 _COLUMNS = tuple(J.__table__.c)

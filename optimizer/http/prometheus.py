@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from optimizer.metrics import Metrics
+from optimizer.prometheus import Metrics
 
 METRICS = web.AppKey("metrics", Metrics)
 

@@ -31,7 +31,7 @@ from optimizer.clock import utcnow
 
 if TYPE_CHECKING:
     from optimizer.llm.usage import CallRecord
-    from optimizer.queue import Job
+    from optimizer.runtime.queue import Job
 
 # Jobs run from well under a second (monitoring, nothing to do) to the 45-minute timeout.
 DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 2700, float("inf"))

@@ -24,20 +24,18 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from models.jobs import JOB_STATUSES, JOB_TYPES
-from optimizer import (
-    cli_conversations,
-    cli_demo,
-    cli_experiments,
-    cli_insights,
-    cli_prompts,
-    cli_status,
-    db,
-    queue,
-)
+from optimizer import db
+from optimizer.cli import conversations as cli_conversations
+from optimizer.cli import demo as cli_demo
+from optimizer.cli import experiments as cli_experiments
+from optimizer.cli import insights as cli_insights
+from optimizer.cli import prompts as cli_prompts
+from optimizer.cli import status as cli_status
 from optimizer.clock import utcnow
 from optimizer.config import DEFAULT_DATABASE_URL, Settings, load_settings
 from optimizer.errors import ConfigError, InvalidInput, PromptWorkerError
-from optimizer.job_input import parse_job_type, parse_new_job
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import parse_job_type, parse_new_job
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 MAX_ID = 2**63 - 1

@@ -12,16 +12,16 @@ from optimizer.http import (
     admin_insights,
     admin_jobs,
     admin_prompts,
-    application,
+    application_api,
     probes,
     rate_limit,
     signing,
 )
-from optimizer.http import metrics as http_metrics
+from optimizer.http import prometheus as http_metrics
 from optimizer.http.connections import client_gone_middleware
 from optimizer.http.errors import error_middleware
 from optimizer.http.keys import ENGINE, HEALTH, SETTINGS, STATS
-from optimizer.metrics import Metrics
+from optimizer.prometheus import Metrics
 from optimizer.run_stats import RunStats
 
 
@@ -46,5 +46,5 @@ def create_app(settings: Settings, engine: Engine, stats: RunStats,
     admin_prompts.add_routes(app)
     admin_experiments.add_routes(app)
     admin_insights.add_routes(app)
-    application.add_routes(app)
+    application_api.add_routes(app)
     return app

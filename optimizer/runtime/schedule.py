@@ -15,9 +15,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import SQLAlchemyError
 
-from optimizer import queue
-from optimizer.job_input import NewJob
 from optimizer.jobs.context import ServiceContext
+from optimizer.runtime import queue
+from optimizer.runtime.job_input import NewJob
 
 log = logging.getLogger("prompt_worker.schedule")
 
