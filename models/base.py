@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, text
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -52,3 +52,6 @@ NOW = text("CURRENT_TIMESTAMP")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# Primary and foreign keys: 64-bit on PostgreSQL; SQLite autoincrements only INTEGER.
+ID = BigInteger().with_variant(Integer, "sqlite")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     CheckConstraint,
     Float,
@@ -19,11 +18,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import NOW, Base, UtcDateTime
+from models.base import ID, NOW, Base, UtcDateTime
 
 EXPERIMENT_STATUSES = ("running", "paused", "completed", "stopped")
 ARM_STATUSES = ("active", "stopped")
-ID = BigInteger().with_variant(Integer, "sqlite")
 
 
 class Experiment(Base):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -17,9 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import NOW, Base, UtcDateTime
-
-ID = BigInteger().with_variant(Integer, "sqlite")
+from models.base import ID, NOW, Base, UtcDateTime
 
 
 class PatternInsight(Base):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String, Text, text
+from sqlalchemy import CheckConstraint, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import NOW, Base, UtcDateTime
+from models.base import ID, NOW, Base, UtcDateTime
 
 JOB_TYPES = (
     "pattern_analysis",
@@ -36,7 +36,7 @@ class OptimizationJob(Base):
     )
 
     id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+        ID, primary_key=True, autoincrement=True)
     type: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), server_default=text("'pending'"))
     priority: Mapped[int] = mapped_column(Integer, server_default=text("0"))

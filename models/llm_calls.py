@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text, text
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import NOW, Base, UtcDateTime
-
-ID = BigInteger().with_variant(Integer, "sqlite")
+from models.base import ID, NOW, Base, UtcDateTime
 
 
 class LlmCall(Base):

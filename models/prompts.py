@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    BigInteger,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -17,10 +16,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import NOW, Base, UtcDateTime
+from models.base import ID, NOW, Base, UtcDateTime
 
 VERSION_STATUSES = ("candidate", "testing", "active", "retired", "rejected")
-ID = BigInteger().with_variant(Integer, "sqlite")
 
 
 class Prompt(Base):

@@ -11,12 +11,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event
+from sqlalchemy import Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
-from optimizer.errors import ConfigError
+from optimizer.errors import ConfigError, PromptWorkerError
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 READ_ONLY = "prompt_worker_read_only"
@@ -174,3 +175,13 @@ def head_revision() -> str | None:
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def upsert_insert(dialect: str, table: Table) -> Any:
+    """INSERT with ON CONFLICT (`on_conflict_do_nothing` / `_do_update`) in the dialect's own
+    construct: the two databases this service runs on spell it alike but SQLAlchemy does not."""
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise PromptWorkerError(f"prompt-worker needs PostgreSQL or SQLite, not {dialect}")

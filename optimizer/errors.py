@@ -44,10 +44,10 @@ class JobDeferred(PromptWorkerError):
         self.until = until
 
 
-def one_line(exc: BaseException) -> str:
-    """A failure as one bounded line for a job's result: our own errors by their message,
-    anything else with its type name in front."""
-    text = " ".join(str(exc).split())[:500]
+def describe(exc: BaseException, limit: int = 500) -> str:
+    """A failure as one bounded line (for a job's error, a log field, the CLI): our own errors
+    by their message, anything else with its type name in front."""
+    text = " ".join(str(exc).split())[:limit]
     if isinstance(exc, PromptWorkerError):
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

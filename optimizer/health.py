@@ -22,7 +22,7 @@ from models.experiments import Experiment
 from models.insights import PatternInsight
 from models.jobs import JOB_STATUSES
 from models.prompts import PromptVersion
-from optimizer.clock import utcnow
+from optimizer.clock import iso, utcnow
 from optimizer.run_stats import RunStats
 from optimizer.runtime import queue
 
@@ -39,7 +39,7 @@ TOTAL_NAMES = ("jobsCompleted", "jobsFailed", "experimentsCreated", "experiments
 
 def iso_seconds(moment: datetime) -> str:
     """The timestamp layout of the public /health shape: 2026-11-22T09:00:00Z."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(moment, "seconds")
 
 
 def short_error(exc: BaseException) -> str:

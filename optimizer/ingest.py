@@ -35,6 +35,7 @@ from models.conversations import Conversation
 from models.experiments import Experiment, ExperimentArm
 from models.prompts import Prompt, PromptVersion
 from optimizer.assignment import pick_arm
+from optimizer.clock import iso
 from optimizer.errors import Conflict, InvalidInput
 from optimizer.runtime.job_input import MAX_PROMPT_NAME, parse_timestamp
 from optimizer.stats import VALUE_BOUNDS
@@ -179,15 +180,13 @@ def _occurred_at(value: Any, now: datetime) -> datetime:
     if when > now + FUTURE_TOLERANCE:
         minutes = FUTURE_TOLERANCE.total_seconds() / 60
         raise _Bad(
-            f"is {_iso(when)}, more than {minutes:g} minutes after the server's time "
-            f"{_iso(now)}; send when the conversation happened, in UTC or with its "
+            f"is {iso(when)}, more than {minutes:g} minutes after the server's time "
+            f"{iso(now)}; send when the conversation happened, in UTC or with its "
             "offset"
         )
     return when
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 # Optional fields: column name -> check. None (or absent) stores NULL.

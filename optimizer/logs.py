@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from optimizer.clock import iso
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName"}
 _FRAME = frozenset({"ts", "level", "logger", "msg", "exc"})
@@ -85,7 +87,7 @@ def scrub(text: str, limit: int = MAX_VALUE_CHARS) -> str:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return iso(datetime.fromtimestamp(record.created, UTC), "microseconds")
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from models.experiments import Experiment
 from models.prompts import Prompt, PromptActivation, PromptVersion
+from optimizer.clock import iso
 from optimizer.errors import Conflict, InvalidInput, NotFound
 from optimizer.text_input import check_text, kind_of, refuse_unstorable, shown
 
@@ -38,10 +39,6 @@ LIVE_EXPERIMENT_STATUSES = ("running", "paused")
 def content_hash(content: str) -> str:
     """sha256 hex of the exact text (no normalisation: whitespace changes are changes)."""
     return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

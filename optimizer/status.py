@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from models.jobs import JOB_STATUSES
 from models.llm_calls import LlmCall
 from optimizer import db
+from optimizer.clock import iso
 from optimizer.config import Settings
 from optimizer.experiments import store
 from optimizer.llm.usage import WINDOW, utc_midnight
@@ -97,7 +98,7 @@ class Status:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return iso(value)
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from optimizer.clock import utcnow
+from optimizer.clock import iso, utcnow
 from optimizer.config import Settings
 
 log = logging.getLogger("prompt_worker.webhooks")
@@ -44,10 +44,6 @@ RETRY_STATUSES = frozenset({429}) | frozenset(range(500, 600))
 def sign(secret: str, body: bytes) -> str:
     """The signature header's value: sha256=<hex HMAC-SHA256 of the raw body>."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -93,7 +89,7 @@ class WebhookSender:
     def publish(self, event: str, data: dict[str, Any]) -> str:
         """Queue one event and return its delivery id. Never raises on delivery problems."""
         delivery_id = str(uuid.uuid4())
-        body = json.dumps({"event": event, "id": delivery_id, "sent_at": _iso(self._clock()),
+        body = json.dumps({"event": event, "id": delivery_id, "sent_at": iso(self._clock()),
                            "data": data}, separators=(",", ":"), default=str).encode()
         delivery = Delivery(delivery_id, event, body)
         loop = self._loop

@@ -31,9 +31,9 @@ from optimizer.cli import experiments as cli_experiments
 from optimizer.cli import insights as cli_insights
 from optimizer.cli import prompts as cli_prompts
 from optimizer.cli import status as cli_status
-from optimizer.clock import utcnow
+from optimizer.clock import table_time, utcnow
 from optimizer.config import DEFAULT_DATABASE_URL, Settings, load_settings
-from optimizer.errors import ConfigError, InvalidInput, PromptWorkerError
+from optimizer.errors import ConfigError, InvalidInput, PromptWorkerError, describe
 from optimizer.runtime import queue
 from optimizer.runtime.job_input import parse_job_type, parse_new_job
 
@@ -192,7 +192,7 @@ def _table_row(job: queue.Job) -> tuple[str, ...]:
         error = error[:ERROR_COLUMN_CHARS - 3] + "..."
     return (str(job.id), job.type, status, str(job.priority),
             f"{job.attempts}/{job.max_attempts}", f"{job.progress}%",
-            job.created_at.strftime("%Y-%m-%d %H:%M:%SZ"), error)
+            table_time(job.created_at), error)
 
 
 def format_table(jobs: Sequence[queue.Job]) -> str:
@@ -207,14 +207,10 @@ def format_table(jobs: Sequence[queue.Job]) -> str:
 # --- errors and the entry point ----------------------------------------------------------
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split()) or "unknown error"
-
-
 def error_line(exc: PromptWorkerError) -> str:
     """The message on one line, led by the field at fault when the message does not name
     it (a check deep in the store says "version 1 is active", not which option held it)."""
-    text = _one_line(str(exc))
+    text = describe(exc)
     field = exc.field if isinstance(exc, InvalidInput) else None
     return text if not field or field in text else f"{field}: {text}"
 

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     imp.add_argument("file", metavar="FILE.jsonl", help="one JSON record per line")
     imp.add_argument("--batch", metavar="N", default=str(DEFAULT_BATCH),
                      help=f"rows per insert, 1..{MAX_BATCH} (default {DEFAULT_BATCH})")
-    imp.set_defaults(func=cmd_conversations_import, needs_engine=True)
+    imp.set_defaults(func=cmd_conversations_import)
 
 
 def parse_batch(raw: str) -> int:

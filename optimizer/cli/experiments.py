@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from optimizer import prompts, strict_json
-from optimizer.clock import utcnow
+from optimizer.clock import table_time, utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.errors import InvalidInput
@@ -48,16 +48,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     listing.add_argument("--limit", metavar="N", default=str(DEFAULT_LIMIT),
                          help=f"at most N, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT})")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    listing.set_defaults(func=cmd_experiments_list, needs_engine=True)
+    listing.set_defaults(func=cmd_experiments_list)
 
     show = actions.add_parser("show", help="print one experiment with its latest analysis")
     show.add_argument("id", metavar="ID", help="the experiment id")
-    show.set_defaults(func=cmd_experiments_show, needs_engine=True)
+    show.set_defaults(func=cmd_experiments_show)
 
     stop = actions.add_parser("stop", help="stop an experiment; the control version stays")
     stop.add_argument("id", metavar="ID", help="the experiment id")
     stop.add_argument("--reason", metavar="TEXT", help="why, recorded with the experiment")
-    stop.set_defaults(func=cmd_experiments_stop, needs_engine=True)
+    stop.set_defaults(func=cmd_experiments_stop)
 
 
 def _add_start_parser(actions: Any) -> None:
@@ -92,7 +92,7 @@ def _add_start_parser(actions: Any) -> None:
                        help="a JSON list of guardrails, or @FILE to read one from a file "
                             "(default: non-inferiority on "
                             f"{', '.join(g.metric for g in _BUILT_IN.guardrails)})")
-    start.set_defaults(func=cmd_experiments_start, needs_engine=True)
+    start.set_defaults(func=cmd_experiments_start)
 
 
 def _parse_id(raw: str) -> int:
@@ -224,7 +224,7 @@ def _row(view: store.ExperimentView) -> tuple[str, ...]:
                     for a in view.arms)
     return (str(view.id), view.prompt, view.status, arms,
             "-" if view.winner_version is None else str(view.winner_version),
-            view.started_at.strftime("%Y-%m-%d %H:%M:%SZ"))
+            table_time(view.started_at))
 
 
 def format_table(views: Sequence[store.ExperimentView]) -> str:

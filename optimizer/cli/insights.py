@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
+from optimizer.clock import table_time
 from optimizer.config import Settings
 from optimizer.db import read_only, session_factory
 from optimizer.patterns import views
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     listing.add_argument("--limit", metavar="N", default=str(views.DEFAULT_LIMIT),
                          help=f"at most N, 1..{views.MAX_LIMIT} (default {views.DEFAULT_LIMIT})")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    listing.set_defaults(func=cmd_insights_list, needs_engine=True)
+    listing.set_defaults(func=cmd_insights_list)
 
 
 def cmd_insights_list(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
@@ -53,7 +54,7 @@ def _row(view: views.InsightView) -> tuple[str, ...]:
     effect = "-" if view.effect_size is None else f"{view.effect_size:+.3f}"
     return (str(view.id), view.prompt, "-" if view.version is None else str(view.version),
             view.kind, "yes" if view.is_actionable else "no", effect, str(view.occurrences),
-            view.last_seen_at.strftime("%Y-%m-%d %H:%M:%SZ"), title)
+            table_time(view.last_seen_at), title)
 
 
 def format_table(found: Sequence[views.InsightView]) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from optimizer import prompts
-from optimizer.clock import utcnow
+from optimizer.clock import table_time, utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.errors import InvalidInput, NotFound
@@ -32,28 +32,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add.add_argument("--file", metavar="F", required=True,
                      help="UTF-8 text of the prompt; - reads standard input")
     add.add_argument("--notes", metavar="TEXT", help="change notes for the new version")
-    add.set_defaults(func=cmd_prompts_add, needs_engine=True)
+    add.set_defaults(func=cmd_prompts_add)
 
     listing = actions.add_parser("list", help="list prompts and their active versions")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    listing.set_defaults(func=cmd_prompts_list, needs_engine=True)
+    listing.set_defaults(func=cmd_prompts_list)
 
     show = actions.add_parser("show", help="print a prompt, its versions and history as JSON")
     show.add_argument("name", metavar="NAME", help="the prompt's name")
-    show.set_defaults(func=cmd_prompts_show, needs_engine=True)
+    show.set_defaults(func=cmd_prompts_show)
 
     diff = actions.add_parser("diff", help="unified diff between two versions")
     diff.add_argument("name", metavar="NAME", help="the prompt's name")
     diff.add_argument("a", metavar="A", help="the older version number")
     diff.add_argument("b", metavar="B", help="the newer version number")
-    diff.set_defaults(func=cmd_prompts_diff, needs_engine=True)
+    diff.set_defaults(func=cmd_prompts_diff)
 
     back = actions.add_parser("rollback", help="make an earlier version active again")
     back.add_argument("name", metavar="NAME", help="the prompt's name")
     back.add_argument("--to", metavar="N", required=True, help="the version to activate")
     back.add_argument("--reason", metavar="TEXT", default=DEFAULT_ROLLBACK_REASON,
                       help="why (recorded with the change)")
-    back.set_defaults(func=cmd_prompts_rollback, needs_engine=True)
+    back.set_defaults(func=cmd_prompts_rollback)
 
 
 def parse_version(raw: str, field: str) -> int:
@@ -135,7 +135,7 @@ def format_table(summaries: list[prompts.PromptSummary]) -> str:
         return "no prompts yet; add one with `prompt-worker prompts add NAME --file F`"
     rows = [TABLE_HEADER, *((s.name, "-" if s.active_version is None else str(s.active_version),
                              str(s.versions_count),
-                             s.created_at.strftime("%Y-%m-%d %H:%M:%SZ")) for s in summaries)]
+                             table_time(s.created_at)) for s in summaries)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
                      .rstrip() for row in rows)

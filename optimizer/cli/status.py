@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
-from optimizer.clock import utcnow
+from optimizer.clock import table_time, utcnow
 from optimizer.config import Settings
 from optimizer.status import (
     ArmLine,
@@ -44,8 +43,6 @@ def cmd_status(args: argparse.Namespace, settings: Settings, engine: Engine) -> 
 # --- text --------------------------------------------------------------------------------
 
 
-def _stamp(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment is not None else "-"
 
 
 def age(seconds: int) -> str:
@@ -89,10 +86,10 @@ REASON_CHARS = 1000  # an SRM pause reason with its advice runs to ~520
 
 
 def _experiment(e: ExperimentLine) -> str:
-    checked = (f"last check {_stamp(e.checked_at)}: {e.decision}" if e.checked_at
+    checked = (f"last check {table_time(e.checked_at)}: {e.decision}" if e.checked_at
                else "not checked yet")
     head = (f"  #{e.id} {e.prompt} {e.status.upper()} (metric {e.primary_metric}, "
-            f"since {_stamp(e.started_at)}), {checked}")
+            f"since {table_time(e.started_at)}), {checked}")
     if e.status != "running":
         # Not running means waiting for a person: say why, since that says what to do.
         head += f"\n    {e.status}: {excerpt(e.reason, REASON_CHARS) or 'no reason recorded'}"
@@ -120,7 +117,7 @@ def format_status(report: Status) -> str:
     problems = (["Configuration problems", *(f"  - {p.message}" for p in report.problems), ""]
                 if report.problems else [])
     return "\n".join([
-        f"prompt-worker status at {_stamp(report.generated_at)}",
+        f"prompt-worker status at {table_time(report.generated_at)}",
         "",
         *problems,
         f"Queue: {queue}",

@@ -32,7 +32,7 @@ from models.prompts import Prompt, PromptVersion
 from optimizer import db, prompts
 from optimizer.config import Settings
 from optimizer.demo.world import FIRST_PROMPT, PROMPT_NAME, World, expected_success_rate
-from optimizer.errors import JobDeferred, PromptWorkerError, one_line
+from optimizer.errors import JobDeferred, PromptWorkerError, describe
 from optimizer.ingest import ingest
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.jobs.registry import default_handlers
@@ -72,7 +72,7 @@ class StopOnFailure:
         try:
             return await self.inner.complete(request)
         except Exception as exc:
-            self.failure = self.failure or one_line(exc)
+            self.failure = self.failure or describe(exc)
             raise
 
     async def aclose(self) -> None:

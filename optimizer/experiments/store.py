@@ -21,6 +21,7 @@ from models.conversations import Conversation
 from models.experiments import EXPERIMENT_STATUSES, Experiment, ExperimentAnalysis, ExperimentArm
 from models.prompts import Prompt, PromptVersion
 from optimizer import prompts
+from optimizer.clock import iso
 from optimizer.errors import Conflict, InvalidInput, NotFound, PromptWorkerError
 from optimizer.experiments.aggregate import SLICE
 from optimizer.experiments.decide import Decision
@@ -40,10 +41,6 @@ DEFAULT_CANDIDATES = 3
 
 
 # --- views ---------------------------------------------------------------------------------
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -77,7 +74,7 @@ class AnalysisView:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "decision": self.decision, "reason": self.reason,
                 "srm_detected": self.srm_detected, "statistics": self.statistics,
-                "checked_at": _iso(self.checked_at)}
+                "checked_at": iso(self.checked_at)}
 
 
 @dataclass(frozen=True)
@@ -104,7 +101,7 @@ class ExperimentView:
             "id": self.id, "prompt": self.prompt, "status": self.status,
             "arms": [arm.to_dict() for arm in self.arms],
             "winner_version": self.winner_version, "decision_reason": self.decision_reason,
-            "started_at": _iso(self.started_at), "ended_at": _iso(self.ended_at),
+            "started_at": iso(self.started_at), "ended_at": iso(self.ended_at),
             "primary_metric": self.primary_metric, "guardrails": self.guardrails,
             "confidence": self.confidence,
             "min_conversations_per_arm": self.min_conversations_per_arm,

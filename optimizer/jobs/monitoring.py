@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from optimizer.errors import PromptWorkerError, one_line
+from optimizer.errors import PromptWorkerError, describe
 from optimizer.experiments.monitor import CheckOutcome, check_experiment, running_experiment_ids
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.webhooks import EXPERIMENT_DECISION
@@ -66,7 +66,7 @@ async def monitor_experiments(ctx: ServiceContext, job: ActiveJob) -> dict[str, 
         except Exception as exc:  # one broken experiment must not hide the others
             log.error("experiment check failed", exc_info=exc,
                       extra={"experiment_id": experiment_id, "job_id": job.id})
-            errors.append({"experiment_id": experiment_id, "error": one_line(exc)})
+            errors.append({"experiment_id": experiment_id, "error": describe(exc)})
         else:
             if outcome is not None:
                 decisions.append(outcome.to_dict())

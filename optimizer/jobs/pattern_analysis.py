@@ -30,7 +30,7 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from optimizer.db import read_only, session_factory
-from optimizer.errors import InvalidInput, PermanentJobError, PromptWorkerError, one_line
+from optimizer.errors import InvalidInput, PermanentJobError, PromptWorkerError, describe
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.patterns import aggregate, llm_themes, store
 from optimizer.patterns.aggregate import Bounds
@@ -342,7 +342,7 @@ async def analyze_patterns(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any
                     exc_info=exc,
                     extra={"job_id": job.id, "prompt": target.name},
                 )
-                errors.append({"prompt": target.name, "error": one_line(exc)})
+                errors.append({"prompt": target.name, "error": describe(exc)})
             await job.report_progress(
                 5 + 95 * done // len(targets), f"analysed {done} of {len(targets)} prompts"
             )

@@ -29,6 +29,7 @@ from typing import Any
 import anthropic
 from sqlalchemy.orm import Session, sessionmaker
 
+from optimizer.clock import iso
 from optimizer.config import Settings
 from optimizer.errors import JobDeferred, PermanentJobError, PromptWorkerError
 from optimizer.llm import usage
@@ -226,7 +227,7 @@ def _status_failure(exc: anthropic.APIStatusError, *, now: datetime, model: str)
                        else DEFAULT_RATE_LIMIT_WAIT)
         return Failure("rate_limited", detail, JobDeferred(
             f"the Anthropic API rate limit was hit for {model} (HTTP 429) after retries; "
-            f"the job waits until {until.isoformat()}", until=until))
+            f"the job waits until {iso(until)}", until=until))
     if status in PERMANENT:
         message = PERMANENT[status].format(model=model)
         return Failure("error", detail, PermanentJobError(f"{message} ({detail[:300]})"))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from optimizer.clock import iso
 from optimizer.patterns import fingerprints
 from optimizer.patterns.aggregate import TRANSCRIPT_CHARS
 from optimizer.patterns.segments import REGRESSION_WINDOW, Finding, Rules
@@ -38,10 +39,6 @@ class InsightDraft:
     evidence: dict[str, Any]
     is_actionable: bool
     effect_size: float | None
-
-
-def iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 def _r(value: float | None, digits: int = 6) -> float | None:

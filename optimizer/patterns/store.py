@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models.conversations import Conversation
@@ -21,7 +20,8 @@ from models.experiments import Experiment
 from models.insights import PatternInsight
 from models.jobs import OptimizationJob
 from models.prompts import Prompt, PromptVersion
-from optimizer.errors import PermanentJobError, PromptWorkerError
+from optimizer.db import upsert_insert
+from optimizer.errors import PermanentJobError
 from optimizer.patterns import fingerprints
 from optimizer.patterns.describe import InsightDraft
 from optimizer.prompts import LIVE_EXPERIMENT_STATUSES, lock_prompt
@@ -128,14 +128,7 @@ def evidence_json(evidence: dict[str, Any], fingerprint: str) -> str:
 
 
 def _upsert(session: Session, values: dict[str, Any]) -> int:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        insert: Any = postgresql.insert(INSIGHTS)
-    elif dialect == "sqlite":
-        insert = sqlite.insert(INSIGHTS)
-    else:
-        raise PromptWorkerError(f"storing insights needs PostgreSQL or SQLite, not {dialect}")
-    stmt = insert.values(**values)
+    stmt = upsert_insert(session.get_bind().dialect.name, INSIGHTS).values(**values)
     new = stmt.excluded
     stmt = stmt.on_conflict_do_update(
         index_elements=["prompt_id", "fingerprint"],

@@ -13,11 +13,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine, RowMapping
 
 from models.jobs import FINISHED_STATUSES, OptimizationJob
+from optimizer.clock import iso
+from optimizer.db import upsert_insert
 from optimizer.errors import Conflict, NotFound
 from optimizer.runtime.job_input import NewJob
 
@@ -68,7 +69,7 @@ class Job:
                     out[key] = json.loads(raw)
         for key, value in out.items():
             if isinstance(value, datetime):
-                out[key] = value.isoformat().replace("+00:00", "Z")
+                out[key] = iso(value)
         return out
 
 
@@ -85,11 +86,8 @@ def _fenced(lease: Lease) -> Any:
 
 
 def _insert_ignoring_duplicates(engine: Engine) -> Any:
-    if engine.dialect.name == "postgresql":
-        return postgresql.insert(J).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    if engine.dialect.name == "sqlite":
-        return sqlite.insert(J).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    return insert(J)
+    return upsert_insert(engine.dialect.name, J).on_conflict_do_nothing(
+        index_elements=["dedupe_key"])
 
 
 def enqueue(engine: Engine, job: NewJob, *, max_attempts: int, now: datetime,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import SQLAlchemyError
 
+from optimizer.clock import iso
 from optimizer.jobs.context import ServiceContext
 from optimizer.runtime import queue
 from optimizer.runtime.job_input import NewJob
@@ -47,7 +48,7 @@ def latest_fire_time(trigger: CronTrigger, now: datetime, lookback: timedelta) -
 
 
 def tick_dedupe_key(job_type: str, scope: str, fire_time: datetime) -> str:
-    return f"{job_type}:{scope}:{fire_time.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    return f"{job_type}:{scope}:{iso(fire_time, 'seconds')}"
 
 
 async def enqueue_tick(ctx: ServiceContext, job_type: str, trigger: CronTrigger) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from optimizer import logs, webhooks
 from optimizer import prometheus as metrics
-from optimizer.errors import JobDeferred, PermanentJobError, PromptWorkerError
+from optimizer.errors import JobDeferred, PermanentJobError, PromptWorkerError, describe
 from optimizer.jobs.context import ActiveJob, Handler, ServiceContext
 from optimizer.runtime import queue
 from optimizer.runtime.backoff import retry_delay
@@ -72,13 +72,6 @@ def _status_label(run: _Run, job: queue.Job) -> str:
     if run.outcome in (Outcome.COMPLETED, Outcome.CANCELLED, Outcome.RELEASED):
         return run.outcome.value
     return "failed" if run.permanent or job.attempts >= job.max_attempts else "retried"
-
-
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, PromptWorkerError):
-        return str(exc)
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class Worker:
@@ -131,7 +124,7 @@ class Worker:
                 failures += 1
                 delay = min(DB_RETRY_MAX_SECONDS, 0.5 * 2 ** min(failures, 6))
                 log.warning("cannot claim jobs: database unavailable",
-                            extra={"error": describe(exc).splitlines()[0], "retry_in": delay})
+                            extra={"error": describe(exc, 200), "retry_in": delay})
                 await self._pause(delay)
                 continue
             if job is None:
@@ -195,7 +188,7 @@ class Worker:
                 await self._db(queue.report_progress, self.ctx.engine, lease, progress, step)
             except SQLAlchemyError as exc:  # progress is advisory; never fail a job over it
                 log.warning("could not record progress", extra={"job_id": lease.job_id,
-                                                                "error": describe(exc)[:200]})
+                                                                "error": describe(exc, 200)})
         return report
 
     async def _supervise(self, work: Awaitable[dict[str, Any]], lease: queue.Lease) -> _Run:
@@ -226,7 +219,7 @@ class Worker:
                                           now=self.ctx.clock())
                 except SQLAlchemyError as exc:
                     log.warning("heartbeat failed", extra={"job_id": lease.job_id,
-                                                           "error": describe(exc)[:200]})
+                                                           "error": describe(exc, 200)})
                     if loop.time() >= lease_valid_until:
                         return await self._abandon(task, _Run(Outcome.LOST))
                     continue
@@ -253,7 +246,7 @@ class Worker:
             return _Run(Outcome.DEFERRED, error=str(exc), until=exc.until)
         if not isinstance(exc, PromptWorkerError):
             log.error("handler raised", exc_info=exc)
-        return _Run(Outcome.FAILED, error=describe(exc),
+        return _Run(Outcome.FAILED, error=describe(exc, 4000),
                     permanent=isinstance(exc, PermanentJobError))
 
     @staticmethod
@@ -319,7 +312,7 @@ class Worker:
             except SQLAlchemyError as exc:
                 if time.monotonic() + delay > give_up:
                     log.error("could not record job outcome; the reaper will return it",
-                              extra={"job_id": job_id, "error": describe(exc)[:200]})
+                              extra={"job_id": job_id, "error": describe(exc, 200)})
                     return False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
