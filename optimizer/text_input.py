@@ -132,3 +132,23 @@ def shown(value: Any) -> str:
     except ValueError:  # a container holding an integer past the digit limit
         return f"a {type(value).__name__} holding a huge whole number"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+MAX_ID = 2**63 - 1  # a BIGINT key
+
+
+def parse_whole(raw: str, field: str, low: int, high: int, *, what: str | None = None) -> int:
+    """A whole number typed as text (a CLI argument, a query or path parameter, a setting)
+    between `low` and `high`: plain ASCII digits (str.isdigit also takes "²", which int()
+    refuses), no sign, no more digits than `high` has, so a huge value is never converted."""
+    text = raw.strip()
+    if (text.isascii() and text.isdigit() and len(text.lstrip("0")) <= len(str(high))
+            and low <= int(text) <= high):
+        return int(text)
+    usage = what or f"a whole number from {low} to {high}"
+    raise InvalidInput(f"{field} must be {usage}; got {shown(raw)}", field=field)
+
+
+def parse_id(raw: str, field: str = "id") -> int:
+    """A positive 64-bit id typed as text; anything else is refused before the database."""
+    return parse_whole(raw, field, 1, MAX_ID, what="a positive whole number")

@@ -36,9 +36,9 @@ from optimizer.config import DEFAULT_DATABASE_URL, Settings, load_settings
 from optimizer.errors import ConfigError, InvalidInput, PromptWorkerError, describe
 from optimizer.runtime import queue
 from optimizer.runtime.job_input import parse_job_type, parse_new_job
+from optimizer.text_input import parse_id, parse_whole
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
-MAX_ID = 2**63 - 1
 ERROR_COLUMN_CHARS = 48
 MIGRATE_HINT = "run `prompt-worker migrate`"
 
@@ -99,20 +99,8 @@ def _add_jobs_parser(commands: Any) -> None:
         one.set_defaults(func=func)
 
 
-def parse_id(raw: str) -> int:
-    text = raw.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not 1 <= int(text) <= MAX_ID:
-        raise InvalidInput(f"id must be a positive whole number; got {raw[:40]!r}", field="id")
-    return int(text)
-
-
 def parse_limit(raw: str) -> int:
-    text = raw.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 6 or not (
-            1 <= int(text) <= MAX_LIMIT):
-        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIMIT}; "
-                           f"got {raw[:40]!r}", field="limit")
-    return int(text)
+    return parse_whole(raw, "limit", 1, MAX_LIMIT)
 
 
 def parse_status(raw: str | None) -> str | None:

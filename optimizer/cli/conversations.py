@@ -20,6 +20,7 @@ from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.errors import InvalidInput
 from optimizer.ingest import MAX_TRANSCRIPT, Ingestion, RowError, RowsInvalid
+from optimizer.text_input import parse_whole
 
 DEFAULT_BATCH, MAX_BATCH = 1000, 10_000
 # A line holds one record: a full transcript escaped as JSON plus the other fields.
@@ -39,12 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def parse_batch(raw: str) -> int:
-    text = raw.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 6 \
-            or not 1 <= int(text) <= MAX_BATCH:
-        raise InvalidInput(f"batch must be a whole number from 1 to {MAX_BATCH}; "
-                           f"got {raw[:40]!r}", field="batch")
-    return int(text)
+    return parse_whole(raw, "batch", 1, MAX_BATCH)
 
 
 def cmd_conversations_import(args: argparse.Namespace, settings: Settings,

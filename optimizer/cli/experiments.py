@@ -24,8 +24,8 @@ from optimizer.errors import InvalidInput
 from optimizer.experiments import store
 from optimizer.experiments.defaults import settings_with_defaults
 from optimizer.experiments.validation import PRIMARY_METRICS, parse_settings, shown
+from optimizer.text_input import parse_id, parse_whole
 
-MAX_ID = 2**63 - 1
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 CLI_ACTOR = "admin (CLI)"
 TABLE_HEADER = ("ID", "PROMPT", "STATUS", "ARMS (version:conversations)", "WINNER", "STARTED")
@@ -95,20 +95,8 @@ def _add_start_parser(actions: Any) -> None:
     start.set_defaults(func=cmd_experiments_start)
 
 
-def _parse_id(raw: str) -> int:
-    text = raw.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not 1 <= int(text) <= MAX_ID:
-        raise InvalidInput(f"id must be a positive whole number; got {raw[:40]!r}", field="id")
-    return int(text)
-
-
 def _parse_limit(raw: str) -> int:
-    text = raw.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 6 or not (
-            1 <= int(text) <= MAX_LIMIT):
-        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIMIT}; "
-                           f"got {raw[:40]!r}", field="limit")
-    return int(text)
+    return parse_whole(raw, "limit", 1, MAX_LIMIT)
 
 
 def _whole(raw: str, field: str, usage: str) -> int:
@@ -201,12 +189,12 @@ def cmd_experiments_list(args: argparse.Namespace, settings: Settings, engine: E
 
 def cmd_experiments_show(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     with session_factory(engine)() as session:
-        view = store.get_experiment(session, _parse_id(args.id))
+        view = store.get_experiment(session, parse_id(args.id))
     return _print(view.to_dict())
 
 
 def cmd_experiments_stop(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
-    experiment_id = _parse_id(args.id)
+    experiment_id = parse_id(args.id)
     with session_factory(engine).begin() as session:
         view = store.stop_experiment(session, experiment_id, actor=CLI_ACTOR,
                                      reason=args.reason, now=utcnow())

@@ -15,6 +15,7 @@ from optimizer.clock import table_time, utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.errors import InvalidInput, NotFound
+from optimizer.text_input import MAX_ID, parse_whole
 
 CLI_ACTOR = "cli"
 STDIN = "-"  # as a --file: read standard input
@@ -57,11 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def parse_version(raw: str, field: str) -> int:
-    text = raw.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 10:
-        raise InvalidInput(f"{field} must be a version number (a positive whole number); "
-                           f"got {raw[:40]!r}", field=field)
-    return prompts.validate_version_number(int(text), field)
+    return prompts.validate_version_number(
+        parse_whole(raw, field, 1, MAX_ID, what="a version number (a positive whole number)"),
+        field)
 
 
 def _read_stdin() -> bytes:

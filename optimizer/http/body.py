@@ -9,7 +9,13 @@ from aiohttp import web
 
 from optimizer import strict_json
 from optimizer.errors import InvalidInput
-from optimizer.text_input import kind_of, refuse_unstorable, refuse_unstorable_in
+from optimizer.text_input import (
+    kind_of,
+    parse_id,
+    parse_whole,
+    refuse_unstorable,
+    refuse_unstorable_in,
+)
 
 
 def parse_json_document(raw: bytes) -> Any:
@@ -61,20 +67,10 @@ def query_int(query: Mapping[str, str], name: str, *, default: int, minimum: int
     raw = query.get(name)
     if raw is None:
         return default
-    text = raw.strip()
-    # isascii: str.isdigit also accepts digits such as "²" that int() refuses.
-    if not (text.isascii() and text.isdigit()) or len(text) > len(str(maximum)) \
-            or not minimum <= int(text) <= maximum:
-        raise InvalidInput(f"{name} must be a whole number from {minimum} to {maximum}; "
-                           f"got {raw!r}", field=name)
-    return int(text)
+    return parse_whole(raw, name, minimum, maximum)
 
 
 def path_id(request: web.Request, name: str = "id") -> int:
     """A positive 64-bit id from the URL; anything else is a 400, never a database error."""
-    raw = request.match_info[name]
-    max_id = 2**63 - 1
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 1 <= int(raw) <= max_id:
-        raise InvalidInput(f"{name} must be a positive whole number; got {raw!r}", field=name)
-    return int(raw)
+    return parse_id(request.match_info[name], name)
 

@@ -15,6 +15,7 @@ from models.insights import PatternInsight
 from models.prompts import Prompt, PromptVersion
 from optimizer.errors import InvalidInput, NotFound
 from optimizer.prompts import iso, validate_name
+from optimizer.text_input import parse_whole
 
 KINDS = ("segment", "regression", "theme")
 DEFAULT_LIMIT, MAX_LIMIT = 100, 500
@@ -79,16 +80,7 @@ def parse_actionable(value: str) -> bool:
 
 
 def parse_limit(value: str) -> int:
-    text = value.strip()
-    if (
-        not (text.isascii() and text.isdigit())
-        or len(text) > 6
-        or not (1 <= int(text) <= MAX_LIMIT)
-    ):
-        raise InvalidInput(
-            f"limit must be a whole number from 1 to {MAX_LIMIT}; got {value[:40]!r}", field="limit"
-        )
-    return int(text)
+    return parse_whole(value, "limit", 1, MAX_LIMIT)
 
 
 def _evidence(raw: str | None) -> dict[str, Any]:

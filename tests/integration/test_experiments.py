@@ -458,7 +458,6 @@ def run_cli(engine: Engine, *argv: str) -> int:
     parser = argparse.ArgumentParser(prog="prompt-worker")
     cli_experiments.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(argv))
-    assert args.needs_engine is True
     return int(args.func(args, Settings(), engine))
 
 
