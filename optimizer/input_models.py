@@ -1,0 +1,143 @@
+"""Typed input: the base of every model that validates what a person or a program sends
+(request bodies, query strings, job payloads), and the one adapter that turns pydantic's
+validation errors into InvalidInput with a message that names the field.
+
+The messages keep the project's style: `<field> must be <what>; got <value>`, with the field
+as a path (`payload.n`, `guardrails[0].metric`), so the HTTP API answers
+{"error": ..., "field": ...} and the CLI prints one line, as before the models existed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar, get_args
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.fields import FieldInfo
+
+from optimizer.errors import InvalidInput
+from optimizer.text_input import kind_of, shown
+
+
+class InputModel(BaseModel):
+    """Strict: no "3" for 3, no true for 1, no NaN or infinity, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+_KINDS = {
+    "int_type": "a whole number", "int_from_float": "a whole number",
+    "float_type": "a number", "finite_number": "a finite number",
+    "bool_type": "true or false", "string_type": "a string",
+    "list_type": "an array", "tuple_type": "an array",
+    "dict_type": "a JSON object", "model_type": "a JSON object",
+    "model_attributes_type": "a JSON object",
+    "datetime_type": "an ISO 8601 date-time", "datetime_parsing": "an ISO 8601 date-time",
+}
+
+
+def validate(model: type[Model], data: Any, root: str = "") -> Model:
+    """`data` as `model`, or InvalidInput about the first problem found."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise as_invalid_input(exc, model, root) from None
+
+
+def as_invalid_input(exc: ValidationError, model: type[BaseModel], root: str = "") -> InvalidInput:
+    error = exc.errors(include_url=False)[0]
+    loc = tuple(error["loc"])
+    field = field_path(loc, root)
+    return InvalidInput(_message(error, field, _field_info(model, loc), model, loc, root),
+                        field=field or None)
+
+
+def field_path(loc: Sequence[str | int], root: str = "") -> str:
+    path = root
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path = f"{path}.{part}" if path else str(part)
+    return path
+
+
+def _message(error: Mapping[str, Any], field: str, info: FieldInfo | None,
+             model: type[BaseModel], loc: tuple[str | int, ...], root: str) -> str:
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    name = field or "request body"
+    if kind == "missing":
+        about = f": {info.description}" if info is not None and info.description else ""
+        return f"{name} is required{about}"
+    if kind == "extra_forbidden":
+        parent = _field_info_owner(model, loc[:-1])
+        allowed = ", ".join(parent.model_fields) if parent is not None else ""
+        where = f" in {field_path(loc[:-1], root)}" if field_path(loc[:-1], root) else ""
+        return f"unknown field {loc[-1]!r}{where}; allowed: {allowed}"
+    if kind in _KINDS:
+        return f"{name} must be {_KINDS[kind]}; got {_got(value)}"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        return f"{name} must be {_range(info, ctx)}; got {shown(value)}"
+    if kind in ("string_too_short", "too_short"):
+        least = ctx.get("min_length", 1)
+        return (f"{name} must not be empty" if least == 1 else
+                f"{name} must hold at least {least} items; got {len(value)}")
+    if kind in ("string_too_long", "too_long"):
+        unit = "characters" if kind == "string_too_long" else "items"
+        return f"{name} is {len(value):,} {unit}; at most {ctx.get('max_length'):,}"
+    if kind in ("literal_error", "enum"):
+        return f"{name} must be {ctx.get('expected', 'one of the allowed values')}; " \
+               f"got {shown(value)}"
+    if kind == "value_error":
+        return f"{name} {ctx.get('error', error['msg'])}"
+    return f"{name}: {error['msg']}"
+
+
+def _got(value: Any) -> str:
+    return shown(value) if isinstance(value, str | int | float | bool) or value is None \
+        else kind_of(value)
+
+
+def _range(info: FieldInfo | None, ctx: Mapping[str, Any]) -> str:
+    bounds = {key: getattr(item, key) for item in (info.metadata if info else ())
+              for key in ("ge", "le", "gt", "lt") if getattr(item, key, None) is not None}
+    bounds = {**bounds, **ctx}
+    if "ge" in bounds and "le" in bounds:
+        return f"from {_bound(bounds['ge'])} to {_bound(bounds['le'])}"
+    words = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
+    return " and ".join(f"{words[key]} {_bound(bounds[key])}" for key in words if key in bounds)
+
+
+def _bound(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def _field_info_owner(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The model class that the fields at `loc` belong to (lists and optionals looked through)."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        info = current.model_fields.get(part)
+        current = _model_in(info.annotation) if info is not None else None
+    return current
+
+
+def _field_info(model: type[BaseModel], loc: tuple[str | int, ...]) -> FieldInfo | None:
+    if not loc:
+        return None
+    *head, last = [part for part in loc if not isinstance(part, int)] or [None]
+    owner = _field_info_owner(model, tuple(head))
+    return owner.model_fields.get(last) if owner is not None and last is not None else None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
