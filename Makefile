@@ -18,14 +18,17 @@ PYTHON_CANDIDATES := $(if $(PYTHON),$(PYTHON),python3 python3.13 python3.12 pyth
 # variables already set in the shell.
 LOAD_ENV := if [ -f .env ]; then set -a; . ./.env; set +a; fi
 
-.PHONY: help run migrate test demo lint bench clean
+.PHONY: help run migrate test check lint format types demo bench clean
 
 help:
 	@echo "make run      create .venv, install, migrate the database, start the service"
 	@echo "make test     create .venv, install test dependencies, run all tests (PostgreSQL included)"
 	@echo "make demo     simulate days of traffic on a fresh SQLite file and show the whole loop"
 	@echo "make migrate  bring the database at DATABASE_URL to the latest schema"
+	@echo "make check    lint, format check, types (mypy --strict), then make test: what CI runs"
 	@echo "make lint     ruff check ."
+	@echo "make format   ruff format . (rewrites files)"
+	@echo "make types    mypy, strict, on optimizer/ and models/"
 	@echo "make bench    run the scripts in benchmarks/"
 	@echo "make clean    remove .venv and caches (keeps the database file)"
 
@@ -42,8 +45,21 @@ test: $(STAMP_TEST)
 demo: $(STAMP_RUN)
 	@$(LOAD_ENV); exec $(VENV)/bin/prompt-worker demo
 
+# The static checks first (seconds), so a lint or type error stops CI before the 11-minute suite.
+check: $(STAMP_TEST)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(MAKE) test
+
 lint: $(STAMP_TEST)
 	$(VENV)/bin/ruff check .
+
+format: $(STAMP_TEST)
+	$(VENV)/bin/ruff format .
+
+types: $(STAMP_TEST)
+	$(VENV)/bin/mypy
 
 # Each benchmark runs as a module (python -m benchmarks.NAME) from the project root:
 # run as a plain script, benchmarks/queue.py would shadow the standard library's `queue`.
