@@ -30,6 +30,7 @@ import aiohttp
 
 from optimizer.clock import iso, utcnow
 from optimizer.config import Settings
+from optimizer.runtime.backoff import retry_delay
 
 log = logging.getLogger("prompt_worker.webhooks")
 
@@ -186,10 +187,8 @@ class WebhookSender:
         return False
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with jitter from [half, full]; a receiver's Retry-After is
-        honoured up to the cap."""
-        ceiling = min(self._max_delay, self._base_delay * 2.0 ** (attempt - 1))
-        delay = ceiling * self._rng.uniform(0.5, 1.0)
+        """Our backoff with jitter; a receiver's Retry-After is honoured up to the cap."""
+        delay = retry_delay(attempt, self._base_delay, self._rng, cap_seconds=self._max_delay)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self._max_delay))
         return delay

@@ -8,9 +8,13 @@ import logging
 import psycopg
 from sqlalchemy.engine import make_url
 
+from optimizer.errors import describe
+from optimizer.runtime.backoff import retry_delay
+
 log = logging.getLogger("prompt_worker.notify")
 CHANNEL = "optimization_jobs"
 KEEPALIVE_SECONDS = 30.0
+RECONNECT_MAX_SECONDS = 30.0
 
 
 def psycopg_conninfo(database_url: str) -> str:
@@ -21,22 +25,22 @@ def psycopg_conninfo(database_url: str) -> str:
 async def listen_for_jobs(database_url: str, wake: asyncio.Event) -> None:
     """Runs until cancelled. Reconnects after any failure; polling covers the gaps."""
     conninfo = psycopg_conninfo(database_url)
-    delay = 1.0
+    failures = 0  # in a row: a connection that worked starts the backoff afresh
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
                     conninfo, autocommit=True, connect_timeout=5) as conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
                 log.info("listening for new jobs", extra={"channel": CHANNEL})
-                delay = 1.0
+                failures = 0
                 wake.set()  # catch up on anything inserted while we were not listening
                 while True:
                     async for _ in conn.notifies(timeout=KEEPALIVE_SECONDS):
                         wake.set()
                     await conn.execute("SELECT 1")  # a silent dead connection shows here
         except (psycopg.Error, OSError) as exc:
+            failures += 1
+            delay = retry_delay(failures, 1.0, cap_seconds=RECONNECT_MAX_SECONDS)
             log.warning("job notifications unavailable; polling meanwhile",
-                        extra={"error": str(exc).splitlines()[0][:200] if str(exc) else
-                               type(exc).__name__, "retry_in": delay})
+                        extra={"error": describe(exc, 200), "retry_in": delay})
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)

@@ -9,22 +9,32 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.engine import Engine, RowMapping
 
 from models.jobs import FINISHED_STATUSES, OptimizationJob
 from optimizer.clock import iso
 from optimizer.db import upsert_insert
 from optimizer.errors import Conflict, NotFound
-from optimizer.runtime.job_input import NewJob
 
 J = OptimizationJob
-_COLUMNS = tuple(J.__table__.c)
+_JOBS: Table = J.__table__  # type: ignore[assignment]  # declared as a FromClause
+_COLUMNS = tuple(_JOBS.c)
 MAX_ERROR_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to add, already checked (optimizer.runtime.job_input checks what admins send)."""
+
+    type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    run_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ def _fenced(lease: Lease) -> Any:
 
 
 def _insert_ignoring_duplicates(engine: Engine) -> Any:
-    return upsert_insert(engine.dialect.name, J).on_conflict_do_nothing(
+    return upsert_insert(engine.dialect.name, _JOBS).on_conflict_do_nothing(
         index_elements=["dedupe_key"])
 
 
@@ -269,8 +279,7 @@ def reap_expired(engine: Engine, *, now: datetime) -> ReapResult:
 
 
 def prune_finished(engine: Engine, *, older_than: datetime) -> int:
-    stmt = J.__table__.delete().where(J.status.in_(FINISHED_STATUSES),
-                                      J.finished_at < older_than)
+    stmt = delete(J).where(J.status.in_(FINISHED_STATUSES), J.finished_at < older_than)
     with engine.begin() as conn:
         return conn.execute(stmt).rowcount
 
@@ -298,3 +307,77 @@ def count_by_status(engine: Engine) -> dict[str, int]:
     stmt = select(J.status, func.count()).group_by(J.status)
     with engine.connect() as conn:
         return {status: int(n) for status, n in conn.execute(stmt)}
+
+
+class JobQueue(Protocol):
+    """What the worker needs of a queue. SqlQueue is the real one; tests also run the worker
+    on an in-memory fake (tests/support/memory_queue.py) that keeps the same rules."""
+
+    def claim(self, worker_id: str, *, lease_seconds: float, now: datetime) -> Job | None: ...
+
+    def heartbeat(self, lease: Lease, *, lease_seconds: float,
+                  now: datetime) -> HeartbeatResult: ...
+
+    def report_progress(self, lease: Lease, progress: int, step: str | None) -> bool: ...
+
+    def complete(self, lease: Lease, result: dict[str, Any], *, now: datetime) -> bool: ...
+
+    def fail(self, lease: Lease, error: str, *, now: datetime,
+             retry_in_seconds: float | None) -> bool: ...
+
+    def mark_cancelled(self, lease: Lease, *, now: datetime) -> bool: ...
+
+    def defer(self, lease: Lease, reason: str, *, until: datetime) -> bool: ...
+
+    def release(self, lease: Lease, *, now: datetime) -> bool: ...
+
+
+class SqlQueue:
+    """The functions above bound to one engine: the worker's queue in the service. Besides
+    the worker's operations it binds the admin ones a test compares with the fake."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def enqueue(self, job: NewJob, *, max_attempts: int, now: datetime,
+                dedupe_key: str | None = None) -> tuple[Job, bool]:
+        return enqueue(self.engine, job, max_attempts=max_attempts, now=now,
+                       dedupe_key=dedupe_key)
+
+    def claim(self, worker_id: str, *, lease_seconds: float, now: datetime) -> Job | None:
+        return claim(self.engine, worker_id, lease_seconds=lease_seconds, now=now)
+
+    def heartbeat(self, lease: Lease, *, lease_seconds: float,
+                  now: datetime) -> HeartbeatResult:
+        return heartbeat(self.engine, lease, lease_seconds=lease_seconds, now=now)
+
+    def report_progress(self, lease: Lease, progress: int, step: str | None) -> bool:
+        return report_progress(self.engine, lease, progress, step)
+
+    def complete(self, lease: Lease, result: dict[str, Any], *, now: datetime) -> bool:
+        return complete(self.engine, lease, result, now=now)
+
+    def fail(self, lease: Lease, error: str, *, now: datetime,
+             retry_in_seconds: float | None) -> bool:
+        return fail(self.engine, lease, error, now=now, retry_in_seconds=retry_in_seconds)
+
+    def mark_cancelled(self, lease: Lease, *, now: datetime) -> bool:
+        return mark_cancelled(self.engine, lease, now=now)
+
+    def defer(self, lease: Lease, reason: str, *, until: datetime) -> bool:
+        return defer(self.engine, lease, reason, until=until)
+
+    def release(self, lease: Lease, *, now: datetime) -> bool:
+        return release(self.engine, lease, now=now)
+
+    def cancel(self, job_id: int, *, now: datetime) -> Job:
+        return cancel(self.engine, job_id, now=now)
+
+    def retry(self, job_id: int, *, now: datetime) -> Job:
+        return retry(self.engine, job_id, now=now)
+
+    def reap_expired(self, *, now: datetime) -> ReapResult:
+        return reap_expired(self.engine, now=now)
+
+    def get_job(self, job_id: int) -> Job:
+        return get_job(self.engine, job_id)

@@ -1,7 +1,8 @@
 """Worker slots: claim a job, run its handler under a heartbeat, finish it (fenced).
 
-One asyncio process runs WORKER_CONCURRENCY slots. Database calls go through threads so a
-slow query never stalls the heartbeats of other slots or the HTTP server.
+One asyncio process runs WORKER_CONCURRENCY slots. Queue calls go through threads so a
+slow query never stalls the heartbeats of other slots or the HTTP server. The queue is the
+SQL one unless a test hands in another with the same interface (queue.JobQueue).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from functools import partial
 from typing import Any, TypeVar
 
@@ -27,15 +28,17 @@ from optimizer import logs, webhooks
 from optimizer import prometheus as metrics
 from optimizer.errors import JobDeferred, PermanentJobError, PromptWorkerError, describe
 from optimizer.jobs.context import ActiveJob, Handler, ServiceContext
-from optimizer.runtime import queue
-from optimizer.runtime.backoff import retry_delay
+from optimizer.runtime.backoff import retry, retry_delay
 from optimizer.runtime.job_input import decode_stored_payload
+from optimizer.runtime.queue import Job, JobQueue, Lease, SqlQueue
 
 log = logging.getLogger("prompt_worker.worker")
 T = TypeVar("T")
 # A claim that fails costs one refused connection; a longer cap left every slot asleep for
 # up to 30 s after the database came back.
 DB_RETRY_MAX_SECONDS = 5.0
+CLAIM_RETRY_BASE_SECONDS = 1.0
+WRITE_RETRY_BASE_SECONDS = 0.5
 CANCEL_WAIT_SECONDS = 10.0
 
 
@@ -43,7 +46,7 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-class Outcome(Enum):
+class Outcome(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"          # the handler raised or timed out
     CANCELLED = "cancelled"    # an admin cancelled it while running
@@ -64,22 +67,29 @@ class _Run:
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 
-def _status_label(run: _Run, job: queue.Job) -> str:
+def _fails_for_good(run: _Run, job: Job) -> bool:
+    """A failed attempt ends the job when its error is permanent or it was the last allowed
+    attempt; otherwise the job runs again after a backoff."""
+    return run.permanent or job.attempts >= job.max_attempts
+
+
+def _status_label(run: _Run, job: Job) -> str:
     """How a recorded attempt ended: completed, cancelled, released, deferred, failed (for
     good) or retried (back to pending after a backoff)."""
     if run.outcome is Outcome.DEFERRED and run.until is not None:
         return "deferred"
     if run.outcome in (Outcome.COMPLETED, Outcome.CANCELLED, Outcome.RELEASED):
         return run.outcome.value
-    return "failed" if run.permanent or job.attempts >= job.max_attempts else "retried"
+    return "failed" if _fails_for_good(run, job) else "retried"
 
 
 class Worker:
     def __init__(self, ctx: ServiceContext, handlers: Mapping[str, Handler], *,
                  worker_id: str | None = None, wake: asyncio.Event | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, queue: JobQueue | None = None) -> None:
         self.ctx = ctx
         self.handlers = dict(handlers)
+        self.queue = queue if queue is not None else SqlQueue(ctx.engine)
         self.worker_id = worker_id or new_worker_id()
         self.wake = wake or asyncio.Event()
         self.rng = rng or random.Random()
@@ -116,13 +126,14 @@ class Worker:
         failures = 0
         while not self._stopping.is_set():
             try:
-                job = await self._db(queue.claim, self.ctx.engine, self.worker_id,
+                job = await self._db(self.queue.claim, self.worker_id,
                                      lease_seconds=self.ctx.settings.lease_seconds,
                                      now=self.ctx.clock())
                 failures = 0
             except SQLAlchemyError as exc:
                 failures += 1
-                delay = min(DB_RETRY_MAX_SECONDS, 0.5 * 2 ** min(failures, 6))
+                delay = retry_delay(failures, CLAIM_RETRY_BASE_SECONDS,
+                                    cap_seconds=DB_RETRY_MAX_SECONDS)
                 log.warning("cannot claim jobs: database unavailable",
                             extra={"error": describe(exc, 200), "retry_in": delay})
                 await self._pause(delay)
@@ -150,7 +161,7 @@ class Worker:
 
     # ---- running one job -------------------------------------------------------------
 
-    async def _execute(self, job: queue.Job) -> None:
+    async def _execute(self, job: Job) -> None:
         # Bound here, before the handler's task exists: the task copies the context, so
         # its log lines carry the job and its LLM calls reach this service's metrics.
         with logs.job_context(job.id, job.type, job.attempts), metrics.bound(self.ctx.metrics):
@@ -158,7 +169,7 @@ class Worker:
                 self.ctx.metrics.job_claimed(job)
             await self._run_job(job)
 
-    async def _run_job(self, job: queue.Job) -> None:
+    async def _run_job(self, job: Job) -> None:
         lease = job.lease
         extra = {"job_id": job.id, "job_type": job.type, "attempt": job.attempts}
         log.info("job started", extra=extra)
@@ -181,17 +192,16 @@ class Worker:
                                         "seconds": round(time.monotonic() - started, 3),
                                         **({"error": run.error} if run.error else {})})
 
-    def _progress_reporter(self, lease: queue.Lease) -> Callable[[int, str | None],
-                                                               Awaitable[None]]:
+    def _progress_reporter(self, lease: Lease) -> Callable[[int, str | None], Awaitable[None]]:
         async def report(progress: int, step: str | None = None) -> None:
             try:
-                await self._db(queue.report_progress, self.ctx.engine, lease, progress, step)
+                await self._db(self.queue.report_progress, lease, progress, step)
             except SQLAlchemyError as exc:  # progress is advisory; never fail a job over it
                 log.warning("could not record progress", extra={"job_id": lease.job_id,
                                                                 "error": describe(exc, 200)})
         return report
 
-    async def _supervise(self, work: Awaitable[dict[str, Any]], lease: queue.Lease) -> _Run:
+    async def _supervise(self, work: Awaitable[dict[str, Any]], lease: Lease) -> _Run:
         settings = self.ctx.settings
         task: asyncio.Task[dict[str, Any]] = asyncio.ensure_future(work)
         loop = asyncio.get_running_loop()
@@ -214,7 +224,7 @@ class Worker:
                               "(JOB_TIMEOUT_SECONDS)"))
                 beat_at = loop.time()
                 try:
-                    beat = await self._db(queue.heartbeat, self.ctx.engine, lease,
+                    beat = await self._db(self.queue.heartbeat, lease,
                                           lease_seconds=settings.lease_seconds,
                                           now=self.ctx.clock())
                 except SQLAlchemyError as exc:
@@ -237,7 +247,7 @@ class Worker:
             return _Run(Outcome.FAILED, error="handler was cancelled")
         exc = task.exception()
         if exc is None:
-            result = task.result()
+            result: object = task.result()  # typed, but a handler may return anything
             if not isinstance(result, dict):
                 return _Run(Outcome.FAILED, permanent=True,
                             error=f"handler returned {type(result).__name__}, not a dict")
@@ -258,39 +268,38 @@ class Worker:
 
     # ---- writing the outcome ---------------------------------------------------------
 
-    async def _record(self, job: queue.Job, run: _Run) -> str:
+    async def _record(self, job: Job, run: _Run) -> str:
         """Write the outcome; return what was recorded (see _status_label), or "lost"."""
-        lease, now, engine = job.lease, self.ctx.clock(), self.ctx.engine
         if run.outcome is Outcome.LOST:
             log.warning("lease lost; result discarded", extra={"job_id": job.id})
             return "lost"
-        write: Callable[[], bool]
-        if run.outcome is Outcome.COMPLETED:
-            write = partial(queue.complete, engine, lease, run.result or {}, now=now)
-        elif run.outcome is Outcome.CANCELLED:
-            write = partial(queue.mark_cancelled, engine, lease, now=now)
-        elif run.outcome is Outcome.RELEASED:
-            write = partial(queue.release, engine, lease, now=now)
-        elif run.outcome is Outcome.DEFERRED and run.until is not None:
-            write = partial(queue.defer, engine, lease, run.error or "deferred",
-                            until=run.until)
-        else:
-            final = run.permanent or job.attempts >= job.max_attempts
-            delay = None if final else retry_delay(
-                job.attempts, self.ctx.settings.retry_base_seconds, self.rng)
-            write = partial(queue.fail, engine, lease, run.error or "failed", now=now,
-                            retry_in_seconds=delay)
-        if not await self._write_until_lease_ends(write, job.id):
+        status = _status_label(run, job)
+        if not await self._write_until_lease_ends(self._outcome_write(job, run, status),
+                                                  job.id):
             log.warning("job outcome not recorded: lease no longer ours",
                         extra={"job_id": job.id, "outcome": run.outcome.value})
             return "lost"
-        if run.outcome is Outcome.COMPLETED:
+        if status == "completed":
             self.ctx.stats.add("jobsCompleted")
-        elif run.outcome is Outcome.FAILED and (run.permanent or job.attempts >= job.max_attempts):
+        elif status == "failed":
             self.ctx.stats.add("jobsFailed")
-        return _status_label(run, job)
+        return status
 
-    def _observe(self, job: queue.Job, run: _Run, status: str, seconds: float) -> None:
+    def _outcome_write(self, job: Job, run: _Run, status: str) -> Callable[[], bool]:
+        lease, now, q = job.lease, self.ctx.clock(), self.queue
+        if status == "completed":
+            return partial(q.complete, lease, run.result or {}, now=now)
+        if status == "cancelled":
+            return partial(q.mark_cancelled, lease, now=now)
+        if status == "released":
+            return partial(q.release, lease, now=now)
+        if status == "deferred" and run.until is not None:
+            return partial(q.defer, lease, run.error or "deferred", until=run.until)
+        delay = None if status == "failed" else retry_delay(
+            job.attempts, self.ctx.settings.retry_base_seconds, self.rng)
+        return partial(q.fail, lease, run.error or "failed", now=now, retry_in_seconds=delay)
+
+    def _observe(self, job: Job, run: _Run, status: str, seconds: float) -> None:
         """Count the attempt and announce a final outcome. Never raises into the slot."""
         try:
             if self.ctx.metrics is not None:
@@ -305,14 +314,12 @@ class Worker:
         """Retry a finishing write through a short database outage. Past our lease the
         reaper owns the job, so the write would be fenced out anyway."""
         give_up = time.monotonic() + self.ctx.settings.lease_seconds
-        delay = 0.5
-        while True:
-            try:
-                return await asyncio.to_thread(write)
-            except SQLAlchemyError as exc:
-                if time.monotonic() + delay > give_up:
-                    log.error("could not record job outcome; the reaper will return it",
-                              extra={"job_id": job_id, "error": describe(exc, 200)})
-                    return False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        try:
+            return await retry(partial(asyncio.to_thread, write), on=SQLAlchemyError,
+                               base_seconds=WRITE_RETRY_BASE_SECONDS,
+                               cap_seconds=DB_RETRY_MAX_SECONDS,
+                               may_wait=lambda delay: time.monotonic() + delay <= give_up)
+        except SQLAlchemyError as exc:
+            log.error("could not record job outcome; the reaper will return it",
+                      extra={"job_id": job_id, "error": describe(exc, 200)})
+            return False

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 
 from models.jobs import OptimizationJob
 from optimizer.db import create_db_engine
 from optimizer.errors import Conflict, NotFound
 from optimizer.runtime import queue
-from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.queue import NewJob, SqlQueue
+from tests.support.memory_queue import MemoryQueue
 
 T0 = datetime(2026, 11, 22, 9, 0, 0, tzinfo=UTC)
 LEASE = 60.0
@@ -519,3 +525,166 @@ def test_concurrent_claims_on_sqlite_take_each_job_once(sqlite_engine, sqlite_ur
         for e in engines:
             e.dispose()
     _assert_each_claimed_once(sqlite_engine, ids, claimed)
+
+
+# --- the in-memory fake keeps these rules ----------------------------------------------------
+
+class _Side:
+    """One queue driven by an operation sequence. Jobs and leases are named by the order in
+    which they appeared, because the two queues number jobs differently (a PostgreSQL
+    sequence also moves on an insert that a dedupe key turned away)."""
+
+    def __init__(self, q: SqlQueue | MemoryQueue, rows: Callable[[], list[queue.Job]]) -> None:
+        self.q = q
+        self.rows = rows
+        self.ids: list[int] = []
+        self.leases: list[queue.Lease] = []
+
+    def index(self, job: queue.Job | None) -> int | None:
+        if job is None:
+            return None
+        if job.id not in self.ids:
+            self.ids.append(job.id)
+        return self.ids.index(job.id)
+
+    def snapshot(self) -> list[queue.Job]:
+        return sorted((dataclasses.replace(j, id=self.ids.index(j.id)) for j in self.rows()),
+                      key=lambda j: j.id)
+
+    def apply(self, op: tuple[Any, ...], now: datetime) -> Any:
+        name, *args = op
+        q = self.q
+        if name == "enqueue":
+            priority, run_in, max_attempts, key = args
+            run_at = None if run_in is None else now + timedelta(seconds=run_in)
+            job, created = q.enqueue(NewJob(type="full_cycle", priority=priority, run_at=run_at),
+                                     max_attempts=max_attempts, now=now, dedupe_key=key)
+            return self.index(job), created
+        if name == "claim":
+            job = q.claim(args[0], lease_seconds=LEASE, now=now)
+            if job is not None:
+                self.leases.append(job.lease)
+            return self.index(job)
+        if name == "reap":
+            return q.reap_expired(now=now)
+        if name in ("cancel", "retry"):
+            return self._admin(name, args[0], now)
+        return self._with_lease(name, args, now)
+
+    def _admin(self, name: str, pick: int, now: datetime) -> Any:
+        if not self.ids:
+            return "no job"
+        job_id = self.ids[pick % len(self.ids)]
+        try:
+            return self.index(getattr(self.q, name)(job_id, now=now))
+        except (Conflict, NotFound) as exc:
+            return type(exc).__name__, str(exc).replace(str(job_id), "#")
+
+    def _with_lease(self, name: str, args: list[Any], now: datetime) -> Any:
+        if not self.leases:
+            return "no lease"
+        lease, q = self.leases[args[0] % len(self.leases)], self.q
+        calls: dict[str, Callable[..., Any]] = {
+            "heartbeat": lambda: q.heartbeat(lease, lease_seconds=LEASE, now=now),
+            "progress": lambda percent, step: q.report_progress(lease, percent, step),
+            "complete": lambda result: q.complete(lease, result, now=now),
+            "fail": lambda error, delay: q.fail(lease, error, now=now, retry_in_seconds=delay),
+            "defer": lambda wait: q.defer(lease, "limit used up",
+                                          until=now + timedelta(seconds=wait)),
+            "release": lambda: q.release(lease, now=now),
+            "mark_cancelled": lambda: q.mark_cancelled(lease, now=now),
+        }
+        return calls[name](*args[1:])
+
+
+def _run_on_both(engine: Engine, operations: list[tuple[Any, ...]]) -> None:
+    """Apply `operations` to the SQL queue and to the fake from an empty table; after each,
+    both must answer alike and hold the same jobs."""
+    with engine.begin() as conn:
+        conn.execute(delete(OptimizationJob))
+    fake = MemoryQueue()
+    sql = _Side(SqlQueue(engine), lambda: queue.list_jobs(engine, limit=1000))
+    memory = _Side(fake, lambda: list(fake.jobs.values()))
+    now = T0
+    for step, op in enumerate(operations):
+        if op[0] == "advance":
+            now += timedelta(seconds=op[1])
+            continue
+        expected = sql.apply(op, now)
+        assert memory.apply(op, now) == expected, (step, op)
+        assert memory.snapshot() == sql.snapshot(), (step, op)
+
+
+# Every rule at least once; leases are numbered in the order they were claimed.
+_SCRIPT: list[tuple[Any, ...]] = [
+    ("enqueue", 0, None, 2, None),
+    ("enqueue", 1, None, 1, "tick-1"),
+    ("enqueue", 1, None, 3, "tick-1"),  # the dedupe key returns the job above
+    ("enqueue", 0, 30, 3, None),  # not due for 30 s
+    ("claim", "worker-a"),  # lease 0: the higher priority
+    ("progress", 0, -5, ""),
+    ("progress", 0, 120, "x" * 300),
+    ("cancel", 1),  # running: only a request
+    ("heartbeat", 0),
+    ("mark_cancelled", 0),
+    ("cancel", 1),  # already cancelled
+    ("retry", 1),
+    ("claim", "worker-a"),  # lease 1
+    ("advance", LEASE + 1),
+    ("reap",),  # its only attempt is spent: failed
+    ("claim", "worker-a"),  # lease 2
+    ("heartbeat", 0),  # a lease that ended long ago
+    ("advance", LEASE + 1),
+    ("reap",),  # returned to the queue
+    ("claim", "worker-a"),  # lease 3: the same worker, the next attempt
+    ("complete", 2, {"stale": True}),  # fenced out by the attempt
+    ("fail", 3, "e" * 5000, 5.5),
+    ("claim", "worker-b"),  # lease 4
+    ("defer", 4, 120),
+    ("advance", 10),
+    ("claim", "worker-b"),  # lease 5
+    ("release", 5),
+    ("claim", "worker-b"),  # lease 6
+    ("complete", 6, {"at": T0}),
+    ("retry", 0),  # completed jobs are not retried
+    ("claim", "worker-a"),  # lease 7
+    ("fail", 7, "boom", None),
+    ("cancel", 1),
+    ("retry", 1),
+    ("claim", "worker-a"),
+    ("enqueue", 1, None, 3, "tick-2"),  # job 3
+    ("claim", "worker-b"),
+    ("cancel", 3),
+    ("advance", LEASE + 1),
+    ("reap",),  # a cancel request whose worker stopped responding
+]
+
+
+def test_memory_queue_agrees_with_the_sql_queue_on_every_rule(engine):
+    _run_on_both(engine, _SCRIPT)
+
+
+_pick = st.integers(0, 7)
+_enqueue = st.tuples(st.just("enqueue"), st.integers(-1, 1), st.sampled_from([None, 0, 30]),
+                     st.integers(1, 3), st.sampled_from([None, None, "tick-1", "tick-2"]))
+_claim = st.tuples(st.just("claim"), st.sampled_from(["worker-a", "worker-b"]))
+_operations = st.lists(st.one_of(
+    _enqueue, _claim, _enqueue, _claim,  # twice: most operations need a job or a lease
+    st.tuples(st.just("advance"), st.sampled_from([1, 30, LEASE + 1, 3600])),
+    st.tuples(st.just("reap")),
+    st.tuples(st.sampled_from(["cancel", "retry"]), _pick),
+    st.tuples(st.sampled_from(["heartbeat", "release", "mark_cancelled"]), _pick),
+    st.tuples(st.just("progress"), _pick, st.integers(-10, 120),
+              st.sampled_from([None, "", "analysing", "x" * 300])),
+    st.tuples(st.just("complete"), _pick, st.sampled_from([{}, {"n": 1}, {"at": T0}])),
+    st.tuples(st.just("fail"), _pick, st.sampled_from(["boom", "e" * 5000]),
+              st.sampled_from([None, 0, 5.5, 90])),
+    st.tuples(st.just("defer"), _pick, st.sampled_from([10, 120])),
+), min_size=5, max_size=50)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(operations=_operations)
+def test_memory_queue_agrees_with_the_sql_queue_on_any_sequence(engine, operations):
+    _run_on_both(engine, operations)
