@@ -1,203 +1,248 @@
-"""Settings read from the environment, validated once at start-up."""
+"""Settings read from the environment, validated once at start-up.
+
+Each setting is one field of `Settings`: its environment variable is the field's name in
+upper case, and its default, bounds and description are declared there once. The
+documentation tests read the fields, so a new one must also get a row in
+docs/configuration.md and a line in .env.example.
+"""
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Annotated, Any, Literal, get_args, get_origin
 
+import annotated_types
 from apscheduler.triggers.cron import CronTrigger
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from optimizer.errors import ConfigError
+from optimizer.text_input import shown
 
 DEFAULT_DATABASE_URL = "sqlite:///prompt_worker.db"
 # `offline` is the deterministic stand-in for Claude, for the demo and tests only.
-LLM_PROVIDERS = ("anthropic", "offline")
-LOG_FORMATS = ("kv", "json")
+LlmProvider = Literal["anthropic", "offline"]
+LogFormat = Literal["kv", "json"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LLM_PROVIDERS: tuple[str, ...] = get_args(LlmProvider)
+LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
+LOG_LEVELS = tuple(level.lower() for level in get_args(LogLevel))
 # The largest minimum an experiment may ask for (optimizer.experiments.validation uses it).
 MAX_MIN_CONVERSATIONS_PER_ARM = 1_000_000_000
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
-    host: str = "127.0.0.1"
-    port: int = 8081
-    admin_token: str | None = None
-    ingest_token: str | None = None
-    anthropic_api_key: str | None = None
-    worker_concurrency: int = 1
-    poll_interval_seconds: float = 5.0
-    job_timeout_seconds: float = 2700.0
-    max_attempts: int = 3
-    lease_seconds: float = 60.0
-    retry_base_seconds: float = 30.0
-    shutdown_grace_seconds: float = 30.0
-    pattern_analysis_cron: str = "0 * * * *"
-    monitoring_cron: str = "*/15 * * * *"
-    promotion_confidence: float = 0.90
-    min_conversations_per_arm: int = 100
-    job_retention_days: float = 7.0
-    max_body_bytes: int = 1_048_576
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _cron(expr: str) -> str:
+    try:
+        CronTrigger.from_crontab(expr, timezone="UTC")
+    except ValueError as exc:
+        raise ValueError(f"is not a valid 5-field cron expression ({expr!r}): {exc}") from None
+    return expr
+
+
+def _http_url(url: str | None) -> str | None:
+    if url is not None and not url.lower().startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://; got {shown(url)}")
+    return url
+
+
+Cron = Annotated[str, AfterValidator(_cron)]
+# Any case is accepted from the environment ("debug"); the stored value is canonical.
+AnyCaseLevel = Annotated[LogLevel, BeforeValidator(_upper)]
+AnyCaseFormat = Annotated[LogFormat, BeforeValidator(_lower)]
+AnyCaseProvider = Annotated[LlmProvider, BeforeValidator(_lower)]
+HttpUrl = Annotated[str | None, AfterValidator(_http_url)]
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; `load_settings` reads them from the environment."""
+
+    # Frozen: one value for the life of the process. Numbers must be finite everywhere.
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, repr=False,
+                              description="SQLAlchemy URL of the database.")
+    host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
+    port: int = Field(8081, ge=0, le=65535, description="Port of the HTTP server.")
+    admin_token: str | None = Field(None, repr=False,
+                                    description="Bearer token of the admin API.")
+    ingest_token: str | None = Field(None, repr=False,
+                                     description="Bearer token of the application API (/v1).")
+    anthropic_api_key: str | None = Field(None, repr=False, description="Key for Claude.")
+    worker_concurrency: int = Field(1, ge=1, le=64,
+                                    description="Jobs this process runs at the same time.")
+    poll_interval_seconds: float = Field(
+        5.0, ge=0.05, le=3600, description="How often an idle worker looks for due jobs.")
+    job_timeout_seconds: float = Field(2700.0, ge=1,
+                                       description="Longest a job attempt may run.")
+    max_attempts: int = Field(3, ge=1, le=100,
+                              description="Attempts a job gets before it is marked failed.")
+    lease_seconds: float = Field(60.0, ge=0.5,
+                                 description="Length of the lease on a running job.")
+    retry_base_seconds: float = Field(
+        30.0, ge=0, description="Delay before the first retry; doubles per attempt.")
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long running jobs may go on.")
+    pattern_analysis_cron: Cron = Field(
+        "0 * * * *", description="When a pattern_analysis job is enqueued (cron, UTC).")
+    monitoring_cron: Cron = Field(
+        "*/15 * * * *", description="When an experiment_monitoring job is enqueued (cron, UTC).")
+    promotion_confidence: float = Field(
+        0.90, ge=0.5, le=0.9999, description="Default confidence of a new experiment.")
+    min_conversations_per_arm: int = Field(
+        100, ge=1, le=MAX_MIN_CONVERSATIONS_PER_ARM,
+        description="Default min_conversations_per_arm of a new experiment.")
+    job_retention_days: float = Field(
+        7.0, ge=0, description="Finished jobs older than this many days are deleted.")
+    max_body_bytes: int = Field(1_048_576, ge=1024,
+                                description="Largest HTTP request body accepted.")
     # Longer than the idle timeout of the usual proxies and load balancers (60 s), so they
     # drop an idle connection first and never reuse one the service is closing.
-    http_keepalive_timeout_seconds: float = 75.0
-    # From a request's first byte until its headers and body are all in.
-    http_request_timeout_seconds: float = 30.0
-    log_level: str = "INFO"
-    # The LLM: which client, which models the aliases mean, and the limits on its use.
-    llm_provider: str = "anthropic"
-    llm_model_sonnet: str = "claude-sonnet-5-5"
-    llm_model_opus: str = "claude-opus-5-5"
-    llm_calls_per_hour: int = 100
-    llm_daily_budget_usd: float = 20.0
-    llm_max_retries: int = 4
-    # Pattern analysis: when a finding is worth acting on.
-    insight_min_conversations: int = 50
-    insight_min_effect: float = 0.05
-    insight_fdr: float = 0.05
-    # Unattended operation: logs, webhooks, signed admin requests, application rate limit.
-    log_format: str = "kv"
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
-    admin_hmac_secret: str | None = None
-    admin_signature_window_seconds: float = 300.0
-    app_rate_limit_per_second: float = 1000.0
-    app_rate_limit_burst: int = 2000
+    http_keepalive_timeout_seconds: float = Field(
+        75.0, ge=0.1, le=86400, description="Seconds an idle keep-alive connection stays open.")
+    http_request_timeout_seconds: float = Field(
+        30.0, ge=0.1, le=86400,
+        description="Seconds a client has to send a request's headers and body.")
+    log_level: AnyCaseLevel = Field("INFO", description="Least severe log level written.")
+    llm_provider: AnyCaseProvider = Field(
+        "anthropic", description="anthropic (Claude) or offline (demo and tests only).")
+    llm_model_sonnet: str = Field("claude-sonnet-5-5",
+                                  description="Model id the alias sonnet stands for.")
+    llm_model_opus: str = Field("claude-opus-5-5",
+                                description="Model id the alias opus stands for.")
+    llm_calls_per_hour: int = Field(100, ge=1, le=100_000,
+                                    description="Most LLM calls per hour.")
+    llm_daily_budget_usd: float = Field(20.0, ge=0.01,
+                                        description="Most spent on LLM calls per day, USD.")
+    llm_max_retries: int = Field(4, ge=0, le=10, description="Retries of a failed LLM call.")
+    insight_min_conversations: int = Field(
+        50, ge=2, description="Fewest conversations a pattern-analysis finding rests on.")
+    insight_min_effect: float = Field(
+        0.05, ge=0.0, le=1.0, description="Smallest effect a finding must show to be acted on.")
+    insight_fdr: float = Field(0.05, ge=0.0001, le=0.5,
+                               description="False discovery rate across the findings.")
+    log_format: AnyCaseFormat = Field("kv", description="kv (key=value) or json lines.")
+    webhook_url: HttpUrl = Field(
+        None, description="Where a signed event is POSTed per finished job and decision.")
+    webhook_secret: str | None = Field(None, repr=False,
+                                       description="Key of the webhooks' HMAC signature.")
+    admin_hmac_secret: str | None = Field(
+        None, repr=False, description="When set, admin requests must also be signed with it.")
+    admin_signature_window_seconds: float = Field(
+        300.0, ge=1, le=3600, description="How far a signed request's timestamp may be off.")
+    app_rate_limit_per_second: float = Field(
+        1000.0, ge=0, description="Requests per second per ingest token; 0: no limit.")
+    app_rate_limit_burst: int = Field(
+        2000, ge=1, description="Requests a token may make at once before the rate applies.")
 
     @property
     def heartbeat_seconds(self) -> float:
         return max(self.lease_seconds / 3.0, 0.2)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        """Settings that are each valid but wrong together (tokens are never echoed)."""
+        if self.webhook_url and not self.webhook_secret:
+            raise ValueError("WEBHOOK_URL is set but WEBHOOK_SECRET is not: every webhook is "
+                             "signed with it; set WEBHOOK_SECRET to a long random string")
+        if self.admin_token and self.admin_token == self.ingest_token:
+            raise ValueError("ADMIN_TOKEN and INGEST_TOKEN must differ: the application's "
+                             "token must not open the admin API")
+        return self
 
-def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
-    value = env.get(name)
-    if value is None or value.strip() == "":
-        return default
-    return value.strip()
-
-
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float,
-            maximum: float | None = None, integer: bool = False) -> float:
-    raw = _text(env, name, None)
-    if raw is None:
-        return default
-    try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        kind = "a whole number" if integer else "a number"
-        raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise ConfigError(f"{name} must be {bound}, got {raw!r}")
-    return value
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = (_text(env, name, default) or default).lower()
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # `Settings(...)` holds exactly what it is given, so a test's settings never pick up
+        # the shell's; only `load_settings` reads the environment (and never a .env file).
+        return (init_settings,)
 
 
-def _cron(env: Mapping[str, str], name: str, default: str) -> str:
-    expr = _text(env, name, default) or default
-    try:
-        CronTrigger.from_crontab(expr, timezone="UTC")
-    except ValueError as exc:
-        raise ConfigError(
-            f"{name} is not a valid 5-field cron expression ({expr!r}): {exc}") from None
-    return expr
+class _Environment(EnvSettingsSource):
+    """The variables of `env` (not always os.environ): upper-case names only, as documented,
+    values stripped, and a blank value counts as unset."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(Settings, case_sensitive=False)
+
+    # The hook pydantic-settings' own .env source overrides to supply its variables.
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name.lower(): value.strip() for name, value in self._env.items()
+                if name.isupper() and value.strip()}
+
+
+def variable(field: str) -> str:
+    """The environment variable of a field of Settings."""
+    return field.upper()
+
+
+def environment_variables() -> list[str]:
+    """Every environment variable `load_settings` reads, in declaration order."""
+    return [variable(field) for field in Settings.model_fields]
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from `env` (default: the process environment)."""
-    env = os.environ if env is None else env
-    d = Settings()
-    settings = Settings(
-        database_url=_text(env, "DATABASE_URL", d.database_url) or d.database_url,
-        host=_text(env, "HOST", d.host) or d.host,
-        port=int(_number(env, "PORT", d.port, minimum=0, maximum=65535, integer=True)),
-        admin_token=_text(env, "ADMIN_TOKEN", None),
-        ingest_token=_text(env, "INGEST_TOKEN", None),
-        anthropic_api_key=_text(env, "ANTHROPIC_API_KEY", None),
-        worker_concurrency=int(
-            _number(env, "WORKER_CONCURRENCY", d.worker_concurrency, minimum=1, maximum=64,
-                    integer=True)),
-        poll_interval_seconds=_number(env, "POLL_INTERVAL_SECONDS", d.poll_interval_seconds,
-                                      minimum=0.05, maximum=3600),
-        job_timeout_seconds=_number(env, "JOB_TIMEOUT_SECONDS", d.job_timeout_seconds,
-                                    minimum=1),
-        max_attempts=int(_number(env, "MAX_ATTEMPTS", d.max_attempts, minimum=1, maximum=100,
-                                 integer=True)),
-        lease_seconds=_number(env, "LEASE_SECONDS", d.lease_seconds, minimum=0.5),
-        retry_base_seconds=_number(env, "RETRY_BASE_SECONDS", d.retry_base_seconds, minimum=0),
-        shutdown_grace_seconds=_number(env, "SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds,
-                                       minimum=0),
-        pattern_analysis_cron=_cron(env, "PATTERN_ANALYSIS_CRON", d.pattern_analysis_cron),
-        monitoring_cron=_cron(env, "MONITORING_CRON", d.monitoring_cron),
-        promotion_confidence=_number(env, "PROMOTION_CONFIDENCE", d.promotion_confidence,
-                                     minimum=0.5, maximum=0.9999),
-        min_conversations_per_arm=int(
-            _number(env, "MIN_CONVERSATIONS_PER_ARM", d.min_conversations_per_arm, minimum=1,
-                    maximum=MAX_MIN_CONVERSATIONS_PER_ARM, integer=True)),
-        job_retention_days=_number(env, "JOB_RETENTION_DAYS", d.job_retention_days, minimum=0),
-        max_body_bytes=int(_number(env, "MAX_BODY_BYTES", d.max_body_bytes, minimum=1024,
-                                   integer=True)),
-        http_keepalive_timeout_seconds=_number(
-            env, "HTTP_KEEPALIVE_TIMEOUT_SECONDS", d.http_keepalive_timeout_seconds,
-            minimum=0.1, maximum=86400),
-        http_request_timeout_seconds=_number(
-            env, "HTTP_REQUEST_TIMEOUT_SECONDS", d.http_request_timeout_seconds,
-            minimum=0.1, maximum=86400),
-        log_level=_choice(env, "LOG_LEVEL", d.log_level, LOG_LEVELS).upper(),
-        llm_provider=_choice(env, "LLM_PROVIDER", d.llm_provider, LLM_PROVIDERS),
-        llm_model_sonnet=_text(env, "LLM_MODEL_SONNET", d.llm_model_sonnet) or d.llm_model_sonnet,
-        llm_model_opus=_text(env, "LLM_MODEL_OPUS", d.llm_model_opus) or d.llm_model_opus,
-        llm_calls_per_hour=int(_number(env, "LLM_CALLS_PER_HOUR", d.llm_calls_per_hour,
-                                       minimum=1, maximum=100_000, integer=True)),
-        llm_daily_budget_usd=_number(env, "LLM_DAILY_BUDGET_USD", d.llm_daily_budget_usd,
-                                     minimum=0.01),
-        llm_max_retries=int(_number(env, "LLM_MAX_RETRIES", d.llm_max_retries, minimum=0,
-                                    maximum=10, integer=True)),
-        insight_min_conversations=int(
-            _number(env, "INSIGHT_MIN_CONVERSATIONS", d.insight_min_conversations, minimum=2,
-                    integer=True)),
-        insight_min_effect=_number(env, "INSIGHT_MIN_EFFECT", d.insight_min_effect,
-                                   minimum=0.0, maximum=1.0),
-        insight_fdr=_number(env, "INSIGHT_FDR", d.insight_fdr, minimum=0.0001, maximum=0.5),
-        log_format=_choice(env, "LOG_FORMAT", d.log_format, LOG_FORMATS),
-        webhook_url=_webhook_url(env),
-        webhook_secret=_text(env, "WEBHOOK_SECRET", None),
-        admin_hmac_secret=_text(env, "ADMIN_HMAC_SECRET", None),
-        admin_signature_window_seconds=_number(
-            env, "ADMIN_SIGNATURE_WINDOW_SECONDS", d.admin_signature_window_seconds,
-            minimum=1, maximum=3600),
-        app_rate_limit_per_second=_number(env, "APP_RATE_LIMIT_PER_SECOND",
-                                          d.app_rate_limit_per_second, minimum=0),
-        app_rate_limit_burst=int(_number(env, "APP_RATE_LIMIT_BURST", d.app_rate_limit_burst,
-                                         minimum=1, integer=True)),
-    )
-    _check_together(settings)
-    return settings
+    values = _Environment(os.environ if env is None else env)()
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_problem(error, values) for error in exc.errors())) from None
 
 
-def _webhook_url(env: Mapping[str, str]) -> str | None:
-    url = _text(env, "WEBHOOK_URL", None)
-    if url is not None and not url.lower().startswith(("http://", "https://")):
-        raise ConfigError(f"WEBHOOK_URL must start with http:// or https://; got {url[:60]!r}")
-    return url
+def _problem(error: ErrorDetails, values: Mapping[str, Any]) -> str:
+    """One problem, led by the variable at fault and showing the value as it was given."""
+    reason = error.get("ctx", {}).get("error")
+    if not error["loc"]:  # several settings wrong together: the reason names them
+        return str(reason)
+    field = str(error["loc"][0])
+    if error["type"] == "value_error":  # our own validators word it to follow the name
+        return f"{variable(field)} {reason}"
+    expected = _expected(Settings.model_fields[field], error)
+    return f"{variable(field)} must be {expected}; got {shown(values.get(field, error['input']))}"
 
 
-def _check_together(settings: Settings) -> None:
-    """Settings that are each valid but wrong together."""
-    if settings.webhook_url and not settings.webhook_secret:
-        raise ConfigError("WEBHOOK_URL is set but WEBHOOK_SECRET is not: every webhook is "
-                          "signed with it; set WEBHOOK_SECRET to a long random string")
-    if settings.admin_token and settings.admin_token == settings.ingest_token:
-        raise ConfigError("ADMIN_TOKEN and INGEST_TOKEN must differ: the application's token "
-                          "must not open the admin API")
+def _expected(info: FieldInfo, error: ErrorDetails) -> str:
+    """What the field accepts, in words: its type and its whole range, whichever check
+    failed (a bound alone would not say what to write instead)."""
+    choices = [arg for arg in _bare(info.annotation) if isinstance(arg, str)]
+    if choices:
+        return "one of " + ", ".join(choices)
+    if info.annotation not in (int, float):
+        return error["msg"][0].lower() + error["msg"][1:]
+    kind = ("a whole number" if info.annotation is int
+            else "a finite number" if error["type"] == "finite_number" else "a number")
+    low = next((m.ge for m in info.metadata if isinstance(m, annotated_types.Ge)), None)
+    high = next((m.le for m in info.metadata if isinstance(m, annotated_types.Le)), None)
+    if low is not None and high is not None:
+        return f"{kind} from {low} to {high}"
+    return f"{kind} >= {low}" if low is not None else kind
+
+
+def _bare(annotation: Any) -> tuple[Any, ...]:
+    """The values of a Literal annotation, looking through Annotated; () for any other."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return get_args(annotation) if get_origin(annotation) is Literal else ()

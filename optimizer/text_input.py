@@ -152,3 +152,20 @@ def parse_whole(raw: str, field: str, low: int, high: int, *, what: str | None =
 def parse_id(raw: str, field: str = "id") -> int:
     """A positive 64-bit id typed as text; anything else is refused before the database."""
     return parse_whole(raw, field, 1, MAX_ID, what="a positive whole number")
+
+
+# Plain decimal notation: what people type for a weight, a confidence or a count of hours.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def parse_decimal(raw: str, field: str, *, what: str = "a number") -> float:
+    """A finite number typed as text, in plain ASCII decimal notation ("0.95", "24", "1e-3"):
+    not "nan", "inf", "1_000" or "٣" (all of which float() takes). Range checks are the
+    caller's, as for a number received in JSON."""
+    text = raw.strip()
+    if not _DECIMAL.fullmatch(text):
+        raise InvalidInput(f"{field} must be {what}; got {shown(raw)}", field=field)
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidInput(f"{field} is too large; got {shown(raw)}", field=field)
+    return value

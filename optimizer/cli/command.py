@@ -1,4 +1,4 @@
-"""`prompt-worker`: run the service, migrate the database, and manage jobs from a shell.
+"""`prompt-worker`: the root parser, `run`, `migrate`, and how every command ends.
 
 User mistakes (bad input, unknown ids, an unusable DATABASE_URL, an unmigrated or unreachable
 database) end with one `error: ...` line on stderr and exit status 1, never a traceback.
@@ -13,33 +13,25 @@ unmigrated file wherever the command happened to run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 from alembic.util.exc import CommandError
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from models.jobs import JOB_STATUSES, JOB_TYPES
 from optimizer import db
 from optimizer.cli import conversations as cli_conversations
 from optimizer.cli import demo as cli_demo
 from optimizer.cli import experiments as cli_experiments
 from optimizer.cli import insights as cli_insights
+from optimizer.cli import jobs as cli_jobs
 from optimizer.cli import prompts as cli_prompts
 from optimizer.cli import status as cli_status
-from optimizer.clock import table_time, utcnow
 from optimizer.config import DEFAULT_DATABASE_URL, Settings, load_settings
 from optimizer.errors import ConfigError, InvalidInput, PromptWorkerError, describe
-from optimizer.runtime import queue
-from optimizer.runtime.job_input import parse_job_type, parse_new_job
-from optimizer.text_input import parse_id, parse_whole
 
-DEFAULT_LIMIT, MAX_LIMIT = 50, 500
-ERROR_COLUMN_CHARS = 48
 MIGRATE_HINT = "run `prompt-worker migrate`"
 
 Command = Callable[[argparse.Namespace, Settings, Engine], int]
@@ -60,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="bring the database schema up to date (creates a "
                                         "missing SQLite file)").set_defaults(
         func=cmd_migrate, creates_database=True)
-    _add_jobs_parser(commands)
+    cli_jobs.register(commands)
     cli_prompts.register(commands)
     cli_experiments.register(commands)
     cli_insights.register(commands)
@@ -68,46 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     cli_status.register(commands)
     cli_demo.register(commands)
     return parser
-
-
-def _add_jobs_parser(commands: Any) -> None:
-    jobs = commands.add_parser("jobs", help="add, list, show, cancel and retry jobs")
-    actions = jobs.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    add = actions.add_parser("add", help="queue a new job and print it as JSON")
-    add.add_argument("type", metavar="TYPE", help=f"one of: {', '.join(JOB_TYPES)}")
-    add.add_argument("--prompt", metavar="NAME", help="the prompt the job works on")
-    add.add_argument("--payload", metavar="JSON", help="a JSON object passed to the job")
-    add.add_argument("--priority", metavar="N", default="0",
-                     help="higher runs first (default 0)")
-    add.add_argument("--run-at", metavar="ISO", help="not before this time (ISO 8601)")
-    add.set_defaults(func=cmd_jobs_add)
-
-    listing = actions.add_parser("list", help="list the newest jobs")
-    listing.add_argument("--status", metavar="S", help=f"one of: {', '.join(JOB_STATUSES)}")
-    listing.add_argument("--type", metavar="T", help="only jobs of this type")
-    listing.add_argument("--limit", metavar="N", default=str(DEFAULT_LIMIT),
-                         help=f"at most N jobs, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT})")
-    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    listing.set_defaults(func=cmd_jobs_list)
-
-    for name, func, text in (("show", cmd_jobs_show, "print one job as JSON"),
-                             ("cancel", cmd_jobs_cancel, "cancel a pending or running job"),
-                             ("retry", cmd_jobs_retry, "requeue a failed or cancelled job")):
-        one = actions.add_parser(name, help=text)
-        one.add_argument("id", metavar="ID", help="the job id")
-        one.set_defaults(func=func)
-
-
-def parse_limit(raw: str) -> int:
-    return parse_whole(raw, "limit", 1, MAX_LIMIT)
-
-
-def parse_status(raw: str | None) -> str | None:
-    if raw is not None and raw not in JOB_STATUSES:
-        raise InvalidInput(f"status must be one of {', '.join(JOB_STATUSES)}; got {raw[:40]!r}",
-                           field="status")
-    return raw
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -129,67 +81,6 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings, engine: Engine) ->
     print(f"database {db.describe(settings.database_url)} is at schema revision "
           f"{db.current_revision(engine)} (the latest)")
     return 0
-
-
-def cmd_jobs_add(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
-    new_job = parse_new_job(args.type, prompt=args.prompt, payload=args.payload,
-                            priority=args.priority, run_at=args.run_at)
-    job, _ = queue.enqueue(engine, new_job, max_attempts=settings.max_attempts, now=utcnow())
-    return _print_job(job)
-
-
-def cmd_jobs_list(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
-    jobs = queue.list_jobs(
-        engine, status=parse_status(args.status),
-        job_type=parse_job_type(args.type) if args.type is not None else None,
-        limit=parse_limit(args.limit))
-    if args.json:
-        print(json.dumps({"jobs": [job.to_dict() for job in jobs]}, indent=2))
-    else:
-        print(format_table(jobs))
-    return 0
-
-
-def cmd_jobs_show(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
-    return _print_job(queue.get_job(engine, parse_id(args.id)))
-
-
-def cmd_jobs_cancel(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
-    return _print_job(queue.cancel(engine, parse_id(args.id), now=utcnow()))
-
-
-def cmd_jobs_retry(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
-    return _print_job(queue.retry(engine, parse_id(args.id), now=utcnow()))
-
-
-def _print_job(job: queue.Job) -> int:
-    print(json.dumps(job.to_dict(), indent=2))
-    return 0
-
-
-# --- table output ------------------------------------------------------------------------
-
-TABLE_HEADER = ("ID", "TYPE", "STATUS", "PRIO", "ATTEMPTS", "PROGRESS", "CREATED", "ERROR")
-
-
-def _table_row(job: queue.Job) -> tuple[str, ...]:
-    status = f"{job.status} (cancel requested)" if (
-        job.cancel_requested and job.status == "running") else job.status
-    error = " ".join((job.error or "").split())
-    if len(error) > ERROR_COLUMN_CHARS:
-        error = error[:ERROR_COLUMN_CHARS - 3] + "..."
-    return (str(job.id), job.type, status, str(job.priority),
-            f"{job.attempts}/{job.max_attempts}", f"{job.progress}%",
-            table_time(job.created_at), error)
-
-
-def format_table(jobs: Sequence[queue.Job]) -> str:
-    if not jobs:
-        return "no jobs match"
-    rows = [TABLE_HEADER, *(_table_row(job) for job in jobs)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                     .rstrip() for row in rows)
 
 
 # --- errors and the entry point ----------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     provider = settings.llm_provider
     if provider == "anthropic" and not settings.anthropic_api_key:
         provider = "offline"
-    settings = dataclasses.replace(settings, llm_provider=provider)
+    settings = settings.model_copy(update={"llm_provider": provider})
     database = _database(args.database)
     from optimizer.demo.run import DemoStopped, print_summary, run_demo  # needs the LLM client
 

@@ -7,31 +7,26 @@ text into the values the API receives, then checked and stored by the same code.
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from optimizer import prompts, strict_json
+from optimizer import prompt_text, strict_json
+from optimizer.cli.output import print_json, table
 from optimizer.clock import table_time, utcnow
-from optimizer.config import Settings
+from optimizer.config import MAX_MIN_CONVERSATIONS_PER_ARM, Settings
 from optimizer.db import session_factory
 from optimizer.errors import InvalidInput
 from optimizer.experiments import store
 from optimizer.experiments.defaults import settings_with_defaults
-from optimizer.experiments.validation import PRIMARY_METRICS, parse_settings, shown
-from optimizer.text_input import parse_id, parse_whole
+from optimizer.experiments.validation import PRIMARY_METRICS, parse_settings
+from optimizer.text_input import MAX_ID, parse_decimal, parse_id, parse_whole
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 CLI_ACTOR = "admin (CLI)"
 TABLE_HEADER = ("ID", "PROMPT", "STATUS", "ARMS (version:conversations)", "WINNER", "STARTED")
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_WHOLE = re.compile(r"[0-9]+")
-MAX_WHOLE_DIGITS = 18  # past every bound validation allows; int() of more is wasted work
 _BUILT_IN = parse_settings()  # for the help text only; never copied into a request
 
 
@@ -95,29 +90,6 @@ def _add_start_parser(actions: Any) -> None:
     start.set_defaults(func=cmd_experiments_start)
 
 
-def _parse_limit(raw: str) -> int:
-    return parse_whole(raw, "limit", 1, MAX_LIMIT)
-
-
-def _whole(raw: str, field: str, usage: str) -> int:
-    text = raw.strip()
-    if not (_WHOLE.fullmatch(text) and text.isascii()):
-        raise InvalidInput(f"{field} must be {usage}; got {shown(raw)}", field=field)
-    if len(text.lstrip("0")) > MAX_WHOLE_DIGITS:
-        raise InvalidInput(f"{field} is too large; got {shown(raw)}", field=field)
-    return int(text)
-
-
-def _decimal(raw: str, field: str, usage: str) -> float:
-    text = raw.strip()
-    if not (_DECIMAL.fullmatch(text) and text.isascii()):
-        raise InvalidInput(f"{field} must be {usage}; got {shown(raw)}", field=field)
-    value = float(text)
-    if not math.isfinite(value):
-        raise InvalidInput(f"{field} is too large; got {shown(raw)}", field=field)
-    return value
-
-
 def _guardrails(raw: str) -> Any:
     """`--guardrails` as the JSON it holds, or that of the file `@FILE` names."""
     text, where = raw, ""
@@ -141,22 +113,25 @@ def _guardrails(raw: str) -> Any:
 def start_request(args: argparse.Namespace) -> dict[str, Any]:
     """The options as the POST /experiments body they stand for (only those given)."""
     try:
-        prompt = prompts.validate_name(args.prompt)
+        prompt = prompt_text.validate_name(args.prompt)
     except InvalidInput as exc:
         raise InvalidInput(f"prompt {exc}", field="prompt") from None
     body: dict[str, Any] = {"prompt": prompt, "variants": [
-        _whole(part, "variants", "version numbers separated by commas, like 2,3")
+        parse_whole(part, "variants", 1, MAX_ID,
+                    what="version numbers separated by commas, like 2,3")
         for part in args.variants.split(",")]}
     if args.weights is not None:
-        body["weights"] = [_decimal(part, "weights", "numbers separated by commas, control "
-                                                     "first, like 2,1,1")
+        body["weights"] = [parse_decimal(part, "weights", what="numbers separated by commas, "
+                                                                "control first, like 2,1,1")
                            for part in args.weights.split(",")]
     for field in ("confidence", "min_runtime_hours", "max_runtime_hours"):
         if getattr(args, field) is not None:
-            body[field] = _decimal(getattr(args, field), field, "a number like 0.95 or 24")
+            body[field] = parse_decimal(getattr(args, field), field,
+                                        what="a number like 0.95 or 24")
     if args.min_conversations_per_arm is not None:
-        body["min_conversations_per_arm"] = _whole(
-            args.min_conversations_per_arm, "min_conversations_per_arm", "a whole number")
+        body["min_conversations_per_arm"] = parse_whole(
+            args.min_conversations_per_arm, "min_conversations_per_arm", 1,
+            MAX_MIN_CONVERSATIONS_PER_ARM)
     if args.primary_metric is not None:
         body["primary_metric"] = args.primary_metric
     if args.guardrails is not None:
@@ -172,25 +147,24 @@ def cmd_experiments_start(args: argparse.Namespace, settings: Settings,
         view = store.create_experiment(session, body["prompt"], body["variants"],
                                        weights=body.get("weights"), settings=experiment,
                                        created_by=CLI_ACTOR, now=utcnow())
-    return _print(view.to_dict())
+    return print_json(view.to_dict())
 
 
 def cmd_experiments_list(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
-    limit = _parse_limit(args.limit)
+    limit = parse_whole(args.limit, "limit", 1, MAX_LIMIT)
     with session_factory(engine)() as session:
         views = store.list_experiments(session, status=args.status, prompt=args.prompt,
                                        limit=limit)
     if args.json:
-        print(json.dumps({"experiments": [v.to_dict() for v in views]}, indent=2))
-    else:
-        print(format_table(views))
+        return print_json({"experiments": [v.to_dict() for v in views]})
+    print(format_table(views))
     return 0
 
 
 def cmd_experiments_show(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     with session_factory(engine)() as session:
         view = store.get_experiment(session, parse_id(args.id))
-    return _print(view.to_dict())
+    return print_json(view.to_dict())
 
 
 def cmd_experiments_stop(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
@@ -198,12 +172,7 @@ def cmd_experiments_stop(args: argparse.Namespace, settings: Settings, engine: E
     with session_factory(engine).begin() as session:
         view = store.stop_experiment(session, experiment_id, actor=CLI_ACTOR,
                                      reason=args.reason, now=utcnow())
-    return _print(view.to_dict())
-
-
-def _print(value: dict[str, Any]) -> int:
-    print(json.dumps(value, indent=2))
-    return 0
+    return print_json(view.to_dict())
 
 
 def _row(view: store.ExperimentView) -> tuple[str, ...]:
@@ -217,9 +186,4 @@ def _row(view: store.ExperimentView) -> tuple[str, ...]:
 
 def format_table(views: Sequence[store.ExperimentView]) -> str:
     """`*` marks the control arm, `(x)` a stopped arm."""
-    if not views:
-        return "no experiments match"
-    rows = [TABLE_HEADER, *(_row(v) for v in views)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                     .rstrip() for row in rows)
+    return table(TABLE_HEADER, map(_row, views)) if views else "no experiments match"

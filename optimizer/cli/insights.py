@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
+from optimizer.cli.output import print_json, table
 from optimizer.clock import table_time
 from optimizer.config import Settings
 from optimizer.db import read_only, session_factory
@@ -41,9 +41,8 @@ def cmd_insights_list(args: argparse.Namespace, settings: Settings, engine: Engi
                                     actionable=True if args.actionable else None, kind=kind,
                                     limit=limit)
     if args.json:
-        print(json.dumps({"insights": [v.to_dict() for v in found]}, indent=2))
-    else:
-        print(format_table(found))
+        return print_json({"insights": [v.to_dict() for v in found]})
+    print(format_table(found))
     return 0
 
 
@@ -58,9 +57,4 @@ def _row(view: views.InsightView) -> tuple[str, ...]:
 
 
 def format_table(found: Sequence[views.InsightView]) -> str:
-    if not found:
-        return "no insights match"
-    rows = [TABLE_HEADER, *(_row(v) for v in found)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                     .rstrip() for row in rows)
+    return table(TABLE_HEADER, map(_row, found)) if found else "no insights match"

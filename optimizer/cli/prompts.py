@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import sys
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from optimizer import prompts
+from optimizer import prompt_text, prompts
+from optimizer.cli.output import print_json, table
 from optimizer.clock import table_time, utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
@@ -99,13 +99,8 @@ def read_text_file(path: str) -> str:
                            field="file") from None
 
 
-def _print_json(value: object) -> int:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
-    return 0
-
-
 def cmd_prompts_add(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
-    name = prompts.validate_name(args.name)
+    name = prompt_text.validate_name(args.name)
     content = prompts.validate_content(read_text_file(args.file))
     with session_factory(engine).begin() as session:
         try:
@@ -117,14 +112,14 @@ def cmd_prompts_add(args: argparse.Namespace, settings: Settings, engine: Engine
         else:
             document = prompts.add_version(session, name, content, change_notes=args.notes,
                                            now=utcnow()).to_dict()
-    return _print_json(document)
+    return print_json(document, ensure_ascii=False)
 
 
 def cmd_prompts_list(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     with session_factory(engine).begin() as session:
         summaries = prompts.prompt_summaries(session)
     if args.json:
-        return _print_json({"prompts": [s.to_dict() for s in summaries]})
+        return print_json({"prompts": [s.to_dict() for s in summaries]}, ensure_ascii=False)
     print(format_table(summaries))
     return 0
 
@@ -132,22 +127,19 @@ def cmd_prompts_list(args: argparse.Namespace, settings: Settings, engine: Engin
 def format_table(summaries: list[prompts.PromptSummary]) -> str:
     if not summaries:
         return "no prompts yet; add one with `prompt-worker prompts add NAME --file F`"
-    rows = [TABLE_HEADER, *((s.name, "-" if s.active_version is None else str(s.active_version),
-                             str(s.versions_count),
-                             table_time(s.created_at)) for s in summaries)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                     .rstrip() for row in rows)
+    return table(TABLE_HEADER, [
+        (s.name, "-" if s.active_version is None else str(s.active_version),
+         str(s.versions_count), table_time(s.created_at)) for s in summaries])
 
 
 def cmd_prompts_show(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     with session_factory(engine).begin() as session:
-        document = prompts.prompt_document(session, prompts.validate_name(args.name))
-    return _print_json(document)
+        document = prompts.prompt_document(session, prompt_text.validate_name(args.name))
+    return print_json(document, ensure_ascii=False)
 
 
 def cmd_prompts_diff(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
-    name = prompts.validate_name(args.name)
+    name = prompt_text.validate_name(args.name)
     a, b = parse_version(args.a, "A"), parse_version(args.b, "B")
     with session_factory(engine).begin() as session:
         old, new = prompts.get_version(session, name, a), prompts.get_version(session, name, b)
@@ -163,10 +155,10 @@ def unified_diff(name: str, old: prompts.VersionView, new: prompts.VersionView) 
 
 
 def cmd_prompts_rollback(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
-    name = prompts.validate_name(args.name)
+    name = prompt_text.validate_name(args.name)
     number = parse_version(args.to, "to")
     with session_factory(engine).begin() as session:
         prompts.rollback(session, name, number, actor=CLI_ACTOR, reason=args.reason,
                          now=utcnow())
         document = prompts.prompt_document(session, name)
-    return _print_json(document)
+    return print_json(document, ensure_ascii=False)

@@ -4,11 +4,11 @@ and LLM spend on one screen, or as JSON with --json."""
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
+from optimizer.cli.output import print_json, table
 from optimizer.clock import table_time, utcnow
 from optimizer.config import Settings
 from optimizer.status import (
@@ -34,15 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def cmd_status(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     report = read_status(engine, settings, utcnow())
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(format_status(report))
+        return print_json(report.to_dict())
+    print(format_status(report))
     return 0
 
 
 # --- text --------------------------------------------------------------------------------
-
-
 
 
 def age(seconds: int) -> str:
@@ -52,22 +49,15 @@ def age(seconds: int) -> str:
     return f"{seconds}s"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "") -> str:
-    all_rows = [tuple(header), *(tuple(r) for r in rows)]
-    widths = [max(len(r[i]) for r in all_rows) for i in range(len(header))]
-    return "\n".join(indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
-                     .rstrip() for r in all_rows)
-
-
 def _jobs(jobs: Sequence[JobLine]) -> str:
     if not jobs:
         return "  no jobs yet"
-    return _table(("ID", "TYPE", "STATUS", "ATTEMPTS", "AGE", "ERROR"),
-                  [(str(j.id), j.type, j.status, f"{j.attempts}/{j.max_attempts}",
-                    age(j.age_seconds), j.error or "") for j in jobs], indent="  ")
+    return table(("ID", "TYPE", "STATUS", "ATTEMPTS", "AGE", "ERROR"),
+                 [(str(j.id), j.type, j.status, f"{j.attempts}/{j.max_attempts}",
+                   age(j.age_seconds), j.error or "") for j in jobs], indent="  ")
 
 
-def _number(value: float | None) -> str:
+def _signed(value: float | None) -> str:
     return "-" if value is None else f"{value:+.4g}"
 
 
@@ -79,7 +69,7 @@ def _interval(arm: ArmLine) -> str:
     if arm.low is None and arm.high is None:
         return "-" if arm.diff is None else "unbounded"
     level = f"{arm.level:.1%} " if arm.level is not None else ""
-    return f"{level}[{_number(arm.low)}, {_number(arm.high)}]"
+    return f"{level}[{_signed(arm.low)}, {_signed(arm.high)}]"
 
 
 REASON_CHARS = 1000  # an SRM pause reason with its advice runs to ~520
@@ -94,10 +84,10 @@ def _experiment(e: ExperimentLine) -> str:
         # Not running means waiting for a person: say why, since that says what to do.
         head += f"\n    {e.status}: {excerpt(e.reason, REASON_CHARS) or 'no reason recorded'}"
     rows = [(str(a.version), "control" if a.is_control else "variant", a.status,
-             str(a.conversations), _number(None if a.is_control else a.diff), _interval(a))
+             str(a.conversations), _signed(None if a.is_control else a.diff), _interval(a))
             for a in e.arms]
-    return head + "\n" + _table(("VERSION", "ROLE", "STATUS", "CONVERSATIONS", "DIFF",
-                                 "INTERVAL"), rows, indent="    ")
+    return head + "\n" + table(("VERSION", "ROLE", "STATUS", "CONVERSATIONS", "DIFF",
+                                "INTERVAL"), rows, indent="    ")
 
 
 def _llm(s: LlmSpend) -> str:

@@ -96,14 +96,14 @@ def test_migrate_is_idempotent(cli, use_db):
 def test_add_prints_the_stored_job(cli, migrated, monkeypatch):
     monkeypatch.setenv("MAX_ATTEMPTS", "5")
     result = cli("jobs", "add", "full_cycle", "--prompt", "support", "--payload",
-                 '{"window_hours": 24}', "--priority", "7", "--run-at", "2030-01-02T03:04:05Z")
+                 '{"n": 2}', "--priority", "7", "--run-at", "2030-01-02T03:04:05Z")
     assert result.code == 0, result.err
     assert result.out.startswith('{\n  "id": ')  # indented for people
     shown = result.json()
     stored = queue.get_job(migrated, shown["id"])
     assert shown == stored.to_dict()
     assert stored.type == "full_cycle" and stored.status == "pending"
-    assert json.loads(stored.payload) == {"window_hours": 24, "prompt": "support"}
+    assert json.loads(stored.payload) == {"n": 2, "prompt": "support"}
     assert (stored.priority, stored.max_attempts) == (7, 5)
     assert shown["run_after"] == "2030-01-02T03:04:05Z"
 
@@ -124,7 +124,7 @@ def test_show_prints_the_job(cli, migrated):
 
 
 def test_list_table_and_json_with_filters(cli, migrated):
-    ids = [cli("jobs", "add", t).json()["id"]
+    ids = [cli("jobs", "add", t, "--prompt", "support").json()["id"]
            for t in ("pattern_analysis", "full_cycle", "full_cycle")]
     cli("jobs", "cancel", str(ids[0]))
 
@@ -154,7 +154,7 @@ def test_list_on_an_empty_queue(cli, migrated):
 
 
 def test_list_shortens_long_errors_to_one_line(cli, migrated):
-    job_id = cli("jobs", "add", "full_cycle").json()["id"]
+    job_id = cli("jobs", "add", "full_cycle", "--prompt", "support").json()["id"]
     with migrated.begin() as conn:
         conn.execute(update(OptimizationJob).where(OptimizationJob.id == job_id)
                      .values(status="failed", error="boom\n" + "x" * 500))
@@ -167,7 +167,7 @@ def test_list_shortens_long_errors_to_one_line(cli, migrated):
 
 
 def test_cancel_a_pending_job(cli, migrated):
-    job_id = cli("jobs", "add", "full_cycle").json()["id"]
+    job_id = cli("jobs", "add", "full_cycle", "--prompt", "support").json()["id"]
     result = cli("jobs", "cancel", str(job_id))
     assert result.code == 0
     assert result.json()["status"] == "cancelled"
@@ -175,7 +175,7 @@ def test_cancel_a_pending_job(cli, migrated):
 
 
 def test_cancel_a_running_job_asks_it_to_stop(cli, migrated):
-    job_id = cli("jobs", "add", "full_cycle").json()["id"]
+    job_id = cli("jobs", "add", "full_cycle", "--prompt", "support").json()["id"]
     assert queue.claim(migrated, "w1", lease_seconds=60, now=utcnow()) is not None
     result = cli("jobs", "cancel", str(job_id))
     assert result.code == 0
@@ -185,7 +185,7 @@ def test_cancel_a_running_job_asks_it_to_stop(cli, migrated):
 
 
 def test_retry_a_failed_job(cli, migrated):
-    job_id = cli("jobs", "add", "full_cycle").json()["id"]
+    job_id = cli("jobs", "add", "full_cycle", "--prompt", "support").json()["id"]
     with migrated.begin() as conn:
         conn.execute(update(OptimizationJob).where(OptimizationJob.id == job_id)
                      .values(status="failed", attempts=3, error="it broke",
@@ -198,20 +198,20 @@ def test_retry_a_failed_job(cli, migrated):
 
 
 def test_retry_a_cancelled_job(cli, migrated):
-    job_id = cli("jobs", "add", "full_cycle").json()["id"]
+    job_id = cli("jobs", "add", "full_cycle", "--prompt", "support").json()["id"]
     cli("jobs", "cancel", str(job_id))
     assert cli("jobs", "retry", str(job_id)).json()["status"] == "pending"
     assert queue.get_job(migrated, job_id).status == "pending"
 
 
 def test_retry_a_pending_job_is_a_conflict(cli, migrated):
-    job_id = cli("jobs", "add", "full_cycle").json()["id"]
+    job_id = cli("jobs", "add", "full_cycle", "--prompt", "support").json()["id"]
     assert_user_error(cli("jobs", "retry", str(job_id)), f"job {job_id} is pending")
     assert queue.get_job(migrated, job_id).status == "pending"
 
 
 def test_cancel_a_finished_job_is_a_conflict(cli, migrated):
-    job_id = cli("jobs", "add", "full_cycle").json()["id"]
+    job_id = cli("jobs", "add", "full_cycle", "--prompt", "support").json()["id"]
     cli("jobs", "cancel", str(job_id))
     assert_user_error(cli("jobs", "cancel", str(job_id)), "already cancelled")
 
@@ -234,11 +234,14 @@ def test_bad_id(cli, migrated, raw):
     (["full_cycle", "--payload", "not json"], "payload"),
     (["full_cycle", "--payload", "[1]"], "payload"),
     (["full_cycle", "--payload", '{"x": NaN}'], "payload"),
-    (["full_cycle", "--priority", "high"], "priority"),
-    (["full_cycle", "--priority", "1.5"], "priority"),
-    (["full_cycle", "--priority", "100000"], "priority"),
-    (["full_cycle", "--run-at", "tomorrow"], "run_at"),
+    (["full_cycle", "--prompt", "bot", "--priority", "high"], "priority"),
+    (["full_cycle", "--prompt", "bot", "--priority", "1.5"], "priority"),
+    (["full_cycle", "--prompt", "bot", "--priority", "100000"], "priority"),
+    (["full_cycle", "--prompt", "bot", "--run-at", "tomorrow"], "run_at"),
     (["full_cycle", "--prompt", "  "], "prompt"),
+    (["full_cycle", "--prompt", "two words"], "prompt"),
+    (["variant_generation", "--prompt", "bot", "--payload", '{"n": 99}'], "payload.n"),
+    (["full_cycle", "--payload", '{"n": 2}'], "payload.prompt"),
 ])
 def test_bad_add_input_writes_nothing(cli, migrated, args, field):
     assert_user_error(cli("jobs", "add", *args), field)
@@ -267,7 +270,8 @@ def test_usage_errors_exit_2(cli, use_db, capsys):
 # --- the database is not ready -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [["jobs", "list"], ["jobs", "add", "full_cycle"],
+@pytest.mark.parametrize("argv", [["jobs", "list"],
+                                  ["jobs", "add", "full_cycle", "--prompt", "support"],
                                   ["jobs", "show", "1"]])
 def test_unmigrated_database_says_run_migrate(cli, use_db, argv):
     where = db.sqlite_file(use_db)
@@ -293,7 +297,16 @@ def test_unreachable_database(cli, monkeypatch):
 def test_bad_setting_is_one_line(cli, monkeypatch, sqlite_url):
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
     monkeypatch.setenv("MAX_ATTEMPTS", "lots")
-    assert_user_error(cli("jobs", "list"), "MAX_ATTEMPTS")
+    assert_user_error(cli("jobs", "list"),
+                      "MAX_ATTEMPTS must be a whole number from 1 to 100; got 'lots'")
+
+
+def test_every_bad_setting_is_named_on_the_one_line(cli, monkeypatch, sqlite_url):
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("WORKER_CONCURRENCY", "x")
+    monkeypatch.setenv("MONITORING_CRON", "every minute")
+    assert_user_error(cli("status"), "WORKER_CONCURRENCY", "'x'", "MONITORING_CRON",
+                      "'every minute'")
 
 
 # --- run ---------------------------------------------------------------------------------
@@ -325,6 +338,8 @@ def test_run_with_bad_settings_does_not_start(cli, monkeypatch):
 
 @pytest.mark.parametrize(("argv", "needle"), [
     (["jobs", "add", "bogus"], "type must be one of"),
+    (["jobs", "add", "variant_generation", "--payload", '{"n": 99}'],
+     "payload.prompt is required"),
     (["jobs", "list"], "run `prompt-worker migrate` first to create this one"),
 ])
 def test_real_process_reports_one_line(tmp_path, argv, needle):
@@ -335,3 +350,14 @@ def test_real_process_reports_one_line(tmp_path, argv, needle):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
     assert needle in proc.stderr
+
+
+def test_real_process_with_a_bad_setting_reports_one_line(tmp_path):
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+    assert subprocess.run([sys.executable, "-m", "optimizer", "migrate"], cwd=REPO, env=env,
+                          capture_output=True, timeout=60).returncode == 0
+    proc = subprocess.run([sys.executable, "-m", "optimizer", "status"], cwd=REPO,
+                          env={**env, "WORKER_CONCURRENCY": "x"}, capture_output=True,
+                          text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        1, "", "error: WORKER_CONCURRENCY must be a whole number from 1 to 64; got 'x'\n")

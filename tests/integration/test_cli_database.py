@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 # One valid invocation of every command that opens DATABASE_URL. Keyed by the command path
 # so the coverage check below notices a new subcommand that is missing here.
 ARGV: dict[tuple[str, ...], list[str]] = {
-    ("jobs", "add"): ["jobs", "add", "full_cycle"],
+    ("jobs", "add"): ["jobs", "add", "full_cycle", "--prompt", "support"],
     ("jobs", "list"): ["jobs", "list"],
     ("jobs", "show"): ["jobs", "show", "1"],
     ("jobs", "cancel"): ["jobs", "cancel", "1"],

@@ -21,7 +21,7 @@ from optimizer.experiments import store
 from optimizer.experiments.monitor import check_experiment
 from optimizer.llm import usage
 from optimizer.runtime import queue
-from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.queue import NewJob
 from optimizer.status import excerpt
 from tests.support.experiments import add_conversations, arm_ids, seed_prompt
 

@@ -3,12 +3,12 @@ headings as GitHub renders them."""
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
+from optimizer.config import environment_variables
+
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG_PY = ROOT / "optimizer" / "config.py"
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 # [text](target) where text may hold `code`; images too. Targets with spaces are not used.
@@ -17,16 +17,8 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
 def settings_read_by_code() -> set[str]:
-    """Every environment variable `load_settings` reads: the name passed right after `env`
-    to a helper (`_text(env, "PORT", ...)`, `_number(env, ...)`, ...)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(CONFIG_PY.read_text(encoding="utf-8"))):
-        if (isinstance(node, ast.Call) and len(node.args) >= 2
-                and isinstance(node.args[0], ast.Name) and node.args[0].id == "env"
-                and isinstance(node.args[1], ast.Constant)
-                and isinstance(node.args[1].value, str)):
-            names.add(node.args[1].value)
-    return names
+    """Every environment variable `load_settings` reads: one per field of Settings."""
+    return set(environment_variables())
 
 
 def prose_lines(text: str) -> list[tuple[int, str]]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import re
 
-from optimizer.config import DEFAULT_DATABASE_URL, Settings, load_settings
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from optimizer.config import DEFAULT_DATABASE_URL, Settings, environment_variables, load_settings
 from optimizer.errors import ConfigError, PromptWorkerError
 
 
@@ -141,3 +146,83 @@ def test_non_finite_numbers_are_refused(name, value):
     with pytest.raises(ConfigError) as info:
         load_settings({name: value})
     assert name in str(info.value) and value in str(info.value)
+
+
+def test_every_problem_is_reported_on_one_line():
+    with pytest.raises(ConfigError) as info:
+        load_settings({"WORKER_CONCURRENCY": "x", "PORT": "70000", "LOG_FORMAT": "xml"})
+    message = str(info.value)
+    assert "\n" not in message
+    assert "WORKER_CONCURRENCY must be a whole number from 1 to 64; got 'x'" in message
+    assert "PORT must be a whole number from 0 to 65535; got '70000'" in message
+    assert "LOG_FORMAT must be one of kv, json; got 'xml'" in message
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("JOB_TIMEOUT_SECONDS", "soon", "JOB_TIMEOUT_SECONDS must be a number >= 1; got 'soon'"),
+    ("LEASE_SECONDS", "nan", "LEASE_SECONDS must be a finite number >= 0.5; got 'nan'"),
+    ("PROMOTION_CONFIDENCE", "90%",
+     "PROMOTION_CONFIDENCE must be a number from 0.5 to 0.9999; got '90%'"),
+    ("LOG_LEVEL", " Verbose ",
+     "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; got 'Verbose'"),
+])
+def test_the_message_says_what_is_accepted_and_what_was_given(name, value, expected):
+    with pytest.raises(ConfigError, match="^" + re.escape(expected) + "$"):
+        load_settings({name: value})
+
+
+def test_choices_are_read_in_any_case():
+    settings = load_settings({"LOG_LEVEL": "warning", "LOG_FORMAT": "JSON",
+                              "LLM_PROVIDER": "Offline"})
+    assert (settings.log_level, settings.log_format, settings.llm_provider) == (
+        "WARNING", "json", "offline")
+
+
+def test_only_upper_case_names_are_read():
+    assert load_settings({"port": "1", "worker_concurrency": "x"}) == Settings()
+
+
+def test_the_environment_is_read_only_by_load_settings(monkeypatch):
+    monkeypatch.setenv("PORT", "9000")
+    monkeypatch.setenv("WORKER_CONCURRENCY", "x")
+    assert Settings().port == 8081  # a test's Settings(...) never picks up the shell's
+    monkeypatch.delenv("WORKER_CONCURRENCY")
+    assert load_settings().port == 9000
+
+
+def test_settings_are_frozen_and_hide_secrets_from_repr():
+    settings = Settings(admin_token="admin-secret", webhook_url="https://h.example/x",
+                        webhook_secret="hook-secret", anthropic_api_key="sk-ant-secret")
+    with pytest.raises(ValidationError):
+        settings.port = 1  # type: ignore[misc]
+    assert not {"admin-secret", "hook-secret", "sk-ant-secret"} & set(
+        re.findall(r"'([^']*)'", repr(settings)))
+
+
+def test_each_variable_is_a_field_named_in_upper_case():
+    names = environment_variables()
+    assert names == [field.upper() for field in Settings.model_fields]
+    assert {"DATABASE_URL", "WORKER_CONCURRENCY", "MONITORING_CRON"} <= set(names)
+    assert load_settings({}) == Settings()
+
+
+NUMERIC = [name for name, info in Settings.model_fields.items()
+           if info.annotation in (int, float)]
+
+
+@given(name=st.sampled_from(NUMERIC),
+       raw=st.text(min_size=1, max_size=12).filter(
+           lambda s: s.strip() and "\x00" not in s and not _is_number(s)))
+def test_any_text_that_is_not_a_number_is_refused_naming_the_variable(name, raw):
+    with pytest.raises(ConfigError) as info:
+        load_settings({name.upper(): raw})
+    assert str(info.value).startswith(f"{name.upper()} must be ")
+    assert "\n" not in str(info.value)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from optimizer.config import Settings, variable
 from tests.support.docs import ROOT, anchors, links, settings_read_by_code, slug
 
 DOCS = ROOT / "docs"
@@ -17,6 +18,9 @@ ENV_EXAMPLE = ROOT / ".env.example"
 READ_BY_LIBRARIES = {"ANTHROPIC_BASE_URL"}
 # A variable in a table row: | `NAME` | default | meaning |
 _TABLE_VARIABLE = re.compile(r"^\|\s*`([A-Z][A-Z0-9_]+)`\s*\|", re.MULTILINE)
+_TABLE_DEFAULT = re.compile(r"^\|\s*`([A-Z][A-Z0-9_]+)`\s*\|([^|]*)\|", re.MULTILINE)
+# A line of .env.example: # NAME=default
+_EXAMPLE_DEFAULT = re.compile(r"^#\s*([A-Z][A-Z0-9_]+)=(.*)$", re.MULTILINE)
 
 
 def _relative(page: Path) -> str:
@@ -67,6 +71,35 @@ def test_every_setting_the_code_reads_is_documented():
     assert not read - in_example, (
         f"settings read by optimizer/config.py missing from .env.example: "
         f"{sorted(read - in_example)}")
+
+
+def _shows_default(text: str, default: object) -> bool:
+    """Whether a default as the docs write it (`8081`, "0 * * * *", unset) is `default`."""
+    text = text.strip().strip("`\"")
+    if default is None:
+        return text in ("", "unset")
+    if isinstance(default, int | float):
+        try:
+            return float(text) == default
+        except ValueError:
+            return False
+    return text == default
+
+
+def test_documented_defaults_are_the_models():
+    table = dict(_TABLE_DEFAULT.findall(CONFIGURATION.read_text(encoding="utf-8")))
+    example = dict(_EXAMPLE_DEFAULT.findall(ENV_EXAMPLE.read_text(encoding="utf-8")))
+    wrong = [f"{where}: {variable(field)} shows {shown.get(variable(field))!r}, the default "
+             f"is {info.default!r}"
+             for field, info in Settings.model_fields.items()
+             for where, shown in (("docs/configuration.md", table), (".env.example", example))
+             if not _shows_default(shown.get(variable(field), "?"), info.default)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_setting_has_a_description():
+    assert not [field for field, info in Settings.model_fields.items()
+                if not (info.description or "").strip()]
 
 
 def test_every_documented_setting_is_read_by_the_code():
