@@ -57,16 +57,15 @@ from optimizer.experiments.decide import MIN_UNITS_PER_ARM
 from optimizer.stats import (
     CS_TARGET_N,
     DEFAULT_GUARDRAILS,
-    HEAVY_TAILED,
-    METRICS,
     MIN_STRATUM_UNITS,
+    REGISTRY,
     SRM_ALPHA,
-    VALUE_BOUNDS,
     Guardrail,
     alpha_per_arm,
     contrast_stats,
     ratio_moments,
 )
+from optimizer.stats.metrics import CAPPED, NAMES
 from optimizer.stats.sequential import mixture_eta, one_sided_halfwidth, two_sided_halfwidth
 from optimizer.stats.srm import SRM_PRIOR_CONCENTRATION, srm_log_bayes_factor
 
@@ -136,7 +135,7 @@ OLD_GUARDRAILS = (Guardrail("rating", True, 0.0), Guardrail("cost_usd", False, 0
 class Events:
     """Conversations of `experiments` experiments, grouped by unit, in time order within
     each unit. `time` is in checks since the start; `values` are NaN where a conversation
-    did not report the metric (or reported a value outside VALUE_BOUNDS)."""
+    did not report the metric (or reported a value outside its bounds)."""
 
     experiments: int
     arms: int
@@ -194,7 +193,7 @@ def simulate(rng: np.random.Generator, world: World, experiments: int) -> Events
         * world.per_arm(world.cost_factor, 1.0)[arm_c],
         "latency_ms": np.exp(np.log(LATENCY_MEDIAN) + LATENCY_SIGMA * rng.standard_normal(n)),
     }
-    for metric, (low, high) in VALUE_BOUNDS.items():
+    for metric, (low, high) in ((m.name, m.bounds) for m in REGISTRY):
         v = values[metric]
         values[metric] = np.where((v < low) | (v > high), np.nan, v)
     return Events(experiments, world.arms, world.segments, checks, exp[user], user, arm_c,
@@ -302,13 +301,13 @@ def accumulate(ev: Events, min_cap_sample: int = MIN_CAP_SAMPLE) -> Sums:
     conversations = cum(None)
     ratio, capped, cap_check, caps, per_conversation = {}, {}, {}, {}, {}
     strata = np.zeros((6, e_count, arms, 1, checks))
-    for metric in METRICS:
+    for metric in NAMES:
         v = ev.values[metric]
         present = ~np.isnan(v)
         n, total = cum(present.astype(float)), cum(np.where(present, v, 0.0))
         per_conversation[metric] = np.stack([n, total, total if metric == PRIMARY
                                              else cum(np.where(present, v * v, 0.0))])
-        if metric not in HEAVY_TAILED:
+        if metric not in CAPPED:
             inc = _increments(v, head)
             ratio[metric] = np.stack([cum(w) if k not in (1, 2) else (total, n)[k - 1]
                                       for k, w in enumerate(inc)])
@@ -379,11 +378,11 @@ def sums_at(s: Sums, e: int, check: int, stop_at: Sequence[int]) -> list[dict]:
     sub = s.subset(np.array([e]))
     stops = np.asarray(stop_at)[None]
     col = check - 1
-    views = {m: _metric_view(sub, m, stops)[:, 0, :, col] for m in METRICS}
+    views = {m: _metric_view(sub, m, stops)[:, 0, :, col] for m in NAMES}
     conversations = _frozen(sub.conversations, stops)[0, :, col]
     strata = _frozen(sub.strata, stops)[:, 0, :, :, col]
     return [{"units": sub.units[0, a, col], "conversations": conversations[a],
-             "metrics": {m: views[m][:, a] for m in METRICS}, "strata": strata[:, a]}
+             "metrics": {m: views[m][:, a] for m in NAMES}, "strata": strata[:, a]}
             for a in range(s.shape[1])]
 
 
@@ -617,7 +616,7 @@ def _old_checks(s: Sums, stop_at: np.ndarray, rule: Rule):
     e_count, arms, checks = s.shape
     active = stop_at > checks
     alpha = ((1.0 - rule.confidence) / np.maximum(1, active[:, 1:].sum(1)))[:, None]
-    sums = {m: _old_served(s.per_conversation[m], stop_at) for m in METRICS}
+    sums = {m: _old_served(s.per_conversation[m], stop_at) for m in NAMES}
     conv = _old_served(s.conversations, stop_at)
     srm = np.zeros((e_count, checks), bool)
     for pattern in np.unique(active, axis=0):
@@ -631,7 +630,7 @@ def _old_checks(s: Sums, stop_at: np.ndarray, rule: Rule):
     hurts, low_bound = candidate.copy(), np.full(candidate.shape, -np.inf)
     for arm in range(1, arms):
         stats = {}
-        for m in METRICS:
+        for m in NAMES:
             n, total, sq = sums[m]
             mc, vc = _old_moments(n[:, 0], total[:, 0], sq[:, 0])
             mt, vt = _old_moments(n[:, arm], total[:, arm], sq[:, arm])

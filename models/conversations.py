@@ -31,17 +31,21 @@ class Conversation(Base):
 
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
-    version_id: Mapped[int] = mapped_column(
-        ForeignKey("ai_prompt_versions.id", ondelete="CASCADE"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("ai_prompt_versions.id", ondelete="CASCADE"))
     experiment_id: Mapped[int | None] = mapped_column(
-        ForeignKey("ai_ab_experiments.id", ondelete="SET NULL"))
+        ForeignKey("ai_ab_experiments.id", ondelete="SET NULL")
+    )
     arm_id: Mapped[int | None] = mapped_column(
-        ForeignKey("ai_ab_experiment_arms.id", ondelete="SET NULL"))
+        ForeignKey("ai_ab_experiment_arms.id", ondelete="SET NULL")
+    )
     # The arm whose slice the unit falls in; differs from arm_id (the arm served) only for
     # units of a stopped arm, which get control. NULL on rows stored before revision 0002.
     assigned_arm_id: Mapped[int | None] = mapped_column(
-        ID, ForeignKey("ai_ab_experiment_arms.id", ondelete="SET NULL"))
+        ID, ForeignKey("ai_ab_experiment_arms.id", ondelete="SET NULL")
+    )
     unit_id: Mapped[str] = mapped_column(String(200))
+    # The metrics' columns (success, rating, latency_ms, cost_usd): each metric is defined in
+    # optimizer.stats.metrics, and its column's type follows its kind (bool, whole, float).
     success: Mapped[bool | None] = mapped_column(Boolean)
     rating: Mapped[int | None] = mapped_column(SmallInteger)
     latency_ms: Mapped[float | None] = mapped_column(Float)

@@ -4,7 +4,8 @@ A record (HTTP body, batch item or JSONL line) holds exactly these fields:
 
     prompt, version, unit_id            required: prompt name, its version number, the unit
     experiment_id                       optional: the experiment `resolve` reported
-    success (bool), rating (1..5), latency_ms, cost_usd (finite, 0..bound),
+    each metric's name                  optional: true/false (a proportion) or a number in
+                                        the metric's bounds (see optimizer.stats.metrics)
     input_tokens, output_tokens (whole, 0..bound), segment (<= 200 chars),
     tags (<= 50 strings of <= 100 chars), transcript (<= 100,000 chars),
     occurred_at (ISO 8601, at most FUTURE_TOLERANCE ahead; default now)  optional
@@ -38,7 +39,7 @@ from optimizer.assignment import pick_arm
 from optimizer.clock import iso
 from optimizer.errors import Conflict, InvalidInput
 from optimizer.runtime.job_input import MAX_PROMPT_NAME, parse_timestamp
-from optimizer.stats import VALUE_BOUNDS
+from optimizer.stats import REGISTRY, Metric
 from optimizer.text_input import kind_of, text_problem
 
 FIELDS = (
@@ -46,12 +47,9 @@ FIELDS = (
     "version",
     "unit_id",
     "experiment_id",
-    "success",
-    "rating",
-    "latency_ms",
+    *(m.name for m in REGISTRY),
     "input_tokens",
     "output_tokens",
-    "cost_usd",
     "segment",
     "tags",
     "transcript",
@@ -66,11 +64,9 @@ MAX_INT32 = 2**31 - 1
 MAX_ID = 2**63 - 1
 MAX_KEPT_ERRORS = 100  # reported in full; the rest are counted, so memory stays bounded
 
-# Plausible ranges of the numeric fields: the metrics' bounds live with the statistics,
-# which treat stored values outside them as missing. A larger value is a unit mistake or a
-# broken client, and one such row would swamp every sum a check takes.
-MAX_LATENCY_MS = int(VALUE_BOUNDS["latency_ms"][1])  # one day
-MAX_COST_USD = int(VALUE_BOUNDS["cost_usd"][1])
+# The metrics' bounds are in the registry (optimizer.stats.metrics), and the checks treat
+# stored values outside them as missing: a larger value is a unit mistake or a broken
+# client, and one such row would swamp every sum a check takes.
 MAX_TOKENS = 10_000_000
 # How far past the server's clock occurred_at may be: clocks drift a little; a time further
 # ahead is a wrong clock or time zone. Far in the past is fine (imports of history).
@@ -126,8 +122,8 @@ def _whole(value: Any, low: int, high: int, what: str) -> int:
     return value
 
 
-def _amount(high: int, shown_high: str) -> Callable[[Any], float]:
-    rule = f"must be a finite number from 0 to {shown_high}"
+def _amount(low: float, high: float, shown_high: str) -> Callable[[Any], float]:
+    rule = f"must be a finite number from {low:g} to {shown_high}"
 
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -136,7 +132,7 @@ def _amount(high: int, shown_high: str) -> Callable[[Any], float]:
             number = float(value)
         except OverflowError:
             number = math.inf
-        if not 0 <= number <= high:  # NaN fails this too
+        if not low <= number <= high:  # NaN fails this too
             raise _Bad(f"{rule}; got {_number(value)}")
         return number + 0.0  # -0.0 is stored as 0.0
 
@@ -187,20 +183,30 @@ def _occurred_at(value: Any, now: datetime) -> datetime:
     return when
 
 
+def _metric_check(m: Metric) -> Callable[[Any], Any]:
+    """What a record may hold for the metric: true/false for a proportion, else a number
+    within its bounds (a whole one where the metric says so)."""
+    if m.kind == "proportion":
+        return _bool
+    low, high = m.bounds
+    if m.whole:
+        what = f"{low:g}..{high:g} (a whole number)"
+        return lambda v: _whole(v, int(low), int(high), what)
+    shown_high = f"{high:,.0f}" if high.is_integer() else f"{high:,}"
+    return _amount(low, high, f"{shown_high} {m.bound_note}".rstrip())
 
 
-# Optional fields: column name -> check. None (or absent) stores NULL.
+# Optional fields: field name -> check. None (or absent) stores NULL.
 _OPTIONAL: dict[str, Callable[[Any], Any]] = {
-    "success": _bool,
-    "rating": lambda v: _whole(v, 1, 5, "1..5 (a whole number)"),
-    "latency_ms": _amount(MAX_LATENCY_MS, f"{MAX_LATENCY_MS:,} (one day)"),
-    "cost_usd": _amount(MAX_COST_USD, f"{MAX_COST_USD:,}"),
+    **{m.name: _metric_check(m) for m in REGISTRY},
     "input_tokens": lambda v: _whole(v, 0, MAX_TOKENS, f"a whole number from 0 to {MAX_TOKENS:,}"),
     "output_tokens": lambda v: _whole(v, 0, MAX_TOKENS, f"a whole number from 0 to {MAX_TOKENS:,}"),
     "segment": lambda v: _text(v, MAX_SEGMENT),
     "tags": _tags,
     "transcript": lambda v: _text(v, MAX_TRANSCRIPT, allow_blank=True),
 }
+# Metrics whose record field and column are named differently (none so far).
+_RENAMED = {m.name: m.column for m in REGISTRY if m.name != m.column}
 _REQUIRED: dict[str, Callable[[Any], Any]] = {
     "prompt": lambda v: _text(v, MAX_PROMPT_NAME),
     "version": lambda v: _whole(
@@ -249,6 +255,8 @@ def check_record(raw: Any, index: int, now: datetime) -> tuple[Draft | None, lis
             errors.append(RowError(index, name, str(exc)))
     if errors:
         return None, errors
+    for name, column in _RENAMED.items():
+        found[column] = found.pop(name)
     required = {name: found.pop(name) for name in ("prompt", "version")}
     return Draft(
         index, required["prompt"], required["version"], found.pop("experiment_id"), found

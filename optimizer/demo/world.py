@@ -27,18 +27,24 @@ BASE_SUCCESS = {"shipping": 0.74, "returns": 0.72, "account": 0.75, "billing": 0
 FIXED_BILLING_SUCCESS = 0.72
 
 FAILED_TRANSCRIPTS = {
-    "billing": ("user: I was charged twice for my order, can you refund the duplicate charge?\n"
-                "assistant: I can only help with orders, shipping, returns and accounts. "
-                "Please contact your bank about charges."),
-    "shipping": ("user: Where is my parcel? It was due yesterday.\n"
-                 "assistant: Parcels usually arrive within a week."),
-    "returns": ("user: How do I return a damaged item?\n"
-                "assistant: Returns are possible within 30 days."),
-    "account": ("user: I cannot log in to my account.\n"
-                "assistant: Please try again later."),
+    "billing": (
+        "user: I was charged twice for my order, can you refund the duplicate charge?\n"
+        "assistant: I can only help with orders, shipping, returns and accounts. "
+        "Please contact your bank about charges."
+    ),
+    "shipping": (
+        "user: Where is my parcel? It was due yesterday.\n"
+        "assistant: Parcels usually arrive within a week."
+    ),
+    "returns": (
+        "user: How do I return a damaged item?\nassistant: Returns are possible within 30 days."
+    ),
+    "account": ("user: I cannot log in to my account.\nassistant: Please try again later."),
 }
-GOOD_TRANSCRIPT = ("user: Can you help me with my {segment} question?\n"
-                   "assistant: Of course, here is exactly what to do, step by step.")
+GOOD_TRANSCRIPT = (
+    "user: Can you help me with my {segment} question?\n"
+    "assistant: Of course, here is exactly what to do, step by step."
+)
 
 
 def true_success_rate(content: str, segment: str) -> float:
@@ -49,8 +55,9 @@ def true_success_rate(content: str, segment: str) -> float:
 
 
 def expected_success_rate(content: str) -> float:
-    return sum(share * true_success_rate(content, segment)
-               for segment, share in SEGMENT_SHARES.items())
+    return sum(
+        share * true_success_rate(content, segment) for segment, share in SEGMENT_SHARES.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -73,17 +80,25 @@ class World:
         for _ in range(count):
             segment = self.rng.choices(self._segments, self._weights)[0]
             offset = timedelta(minutes=self.rng.uniform(0, minutes))
-            out.append(Visit(f"user-{self.rng.randrange(self.users)}", segment,
-                             start + offset))
+            out.append(Visit(f"user-{self.rng.randrange(self.users)}", segment, start + offset))
         return out
 
     def outcome(self, visit: Visit, content: str) -> dict[str, Any]:
         """The conversation record the application would log for this visit."""
         success = self.rng.random() < true_success_rate(content, visit.segment)
         rating = self.rng.choice((4, 5)) if success else self.rng.choice((1, 2, 3))
-        transcript = (GOOD_TRANSCRIPT.format(segment=visit.segment) if success
-                      else FAILED_TRANSCRIPTS[visit.segment])
-        return {"unit_id": visit.unit_id, "segment": visit.segment, "success": success,
-                "rating": rating, "latency_ms": round(self.rng.uniform(400, 1600), 1),
-                "cost_usd": round(self.rng.uniform(0.001, 0.004), 5),
-                "transcript": transcript, "occurred_at": visit.occurred_at.isoformat()}
+        transcript = (
+            GOOD_TRANSCRIPT.format(segment=visit.segment)
+            if success
+            else FAILED_TRANSCRIPTS[visit.segment]
+        )
+        return {
+            "unit_id": visit.unit_id,
+            "segment": visit.segment,
+            "success": success,
+            "rating": rating,
+            "latency_ms": round(self.rng.uniform(400, 1600), 1),
+            "cost_usd": round(self.rng.uniform(0.001, 0.004), 5),
+            "transcript": transcript,
+            "occurred_at": visit.occurred_at.isoformat(),
+        }

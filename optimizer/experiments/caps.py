@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from models.conversations import Conversation as C
 from models.experiments import Experiment
 from optimizer.experiments.aggregate import OWN, SLICE
-from optimizer.stats import HEAVY_TAILED, VALUE_BOUNDS, ArmData, Guardrail
+from optimizer.stats import ArmData, Guardrail, metric
+from optimizer.stats.metrics import CAPPED
 
 CAP_QUANTILE = 0.99
 CAP_SAMPLE = 1000
@@ -35,43 +36,59 @@ def _fixed(experiment: Experiment) -> dict[str, float]:
     except ValueError:
         raw = {}
     items = raw.items() if isinstance(raw, dict) else ()
-    return {m: float(v) for m, v in items
-            if m in HEAVY_TAILED and isinstance(v, int | float) and not isinstance(v, bool)
-            and math.isfinite(v) and v > 0}
+    return {
+        m: float(v)
+        for m, v in items
+        if m in CAPPED
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and v > 0
+    }
 
 
 def caps_in_force(experiment: Experiment, guardrails: Sequence[Guardrail]) -> dict[str, float]:
     """Configured caps win over fixed ones."""
-    return {**_fixed(experiment),
-            **{g.metric: g.cap for g in guardrails if g.cap is not None}}
+    return {**_fixed(experiment), **{g.metric: g.cap for g in guardrails if g.cap is not None}}
 
 
-def fix_missing_caps(session: Session, experiment: Experiment, control: ArmData | None,
-                     caps: Mapping[str, float]) -> dict[str, float]:
+def fix_missing_caps(
+    session: Session, experiment: Experiment, control: ArmData | None, caps: Mapping[str, float]
+) -> dict[str, float]:
     """Caps newly fixed at this check (stored on the experiment), for metrics whose control
     now has enough values."""
     if control is None:
         return {}
     new: dict[str, float] = {}
-    for metric in HEAVY_TAILED:
-        if metric in caps or control.metrics[metric].observations < MIN_CAP_SAMPLE:
+    for name in CAPPED:
+        if name in caps or control.metrics[name].observations < MIN_CAP_SAMPLE:
             continue
-        value = _early_quantile(session, experiment.id, control.arm_id, metric)
+        value = _early_quantile(session, experiment.id, control.arm_id, name)
         if value is not None and math.isfinite(value) and value > 0:
-            new[metric] = value
+            new[name] = value
     if new:
         experiment.metric_caps = json.dumps({**_fixed(experiment), **new})
     return new
 
 
-def _early_quantile(session: Session, experiment_id: int, control_arm_id: int,
-                    metric: str) -> float | None:
-    low, high = VALUE_BOUNDS[metric]
-    value = cast(getattr(C, metric), Float)
-    early = (select(value.label("v"))
-             .where(C.experiment_id == experiment_id, control_arm_id == SLICE, OWN,
-                    value >= low, value <= high)
-             .order_by(C.occurred_at, C.id).limit(CAP_SAMPLE).subquery())
+def _early_quantile(
+    session: Session, experiment_id: int, control_arm_id: int, name: str
+) -> float | None:
+    low, high = metric(name).bounds
+    value = cast(getattr(C, metric(name).column), Float)
+    early = (
+        select(value.label("v"))
+        .where(
+            C.experiment_id == experiment_id,
+            SLICE == control_arm_id,  # noqa: SIM300 (SLICE is a column expression)
+            OWN,
+            value >= low,
+            value <= high,
+        )
+        .order_by(C.occurred_at, C.id)
+        .limit(CAP_SAMPLE)
+        .subquery()
+    )
     n = session.scalar(select(func.count()).select_from(early)) or 0
     if n < MIN_CAP_SAMPLE:
         return None

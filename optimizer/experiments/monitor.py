@@ -21,7 +21,7 @@ from optimizer.experiments.aggregate import arm_data
 from optimizer.experiments.caps import caps_in_force, fix_missing_caps
 from optimizer.experiments.decide import DecisionSettings, decide
 from optimizer.experiments.validation import guardrails_from_json
-from optimizer.stats import AnalysisSettings, ArmData, RatioSums, analyze, json_safe, per_unit_mean
+from optimizer.stats import AnalysisSettings, ArmData, RatioSums, analyze
 
 
 @dataclass(frozen=True)
@@ -41,42 +41,59 @@ class CheckOutcome:
         return self.status == "completed"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"experiment_id": self.experiment_id, "prompt": self.prompt,
-                "decision": self.decision, "reason": self.reason, "status": self.status,
-                "winner_version": self.winner_version,
-                "stopped_versions": list(self.stopped_versions),
-                "srm_detected": self.srm_detected, "analysis_id": self.analysis_id}
+        return {
+            "experiment_id": self.experiment_id,
+            "prompt": self.prompt,
+            "decision": self.decision,
+            "reason": self.reason,
+            "status": self.status,
+            "winner_version": self.winner_version,
+            "stopped_versions": list(self.stopped_versions),
+            "srm_detected": self.srm_detected,
+            "analysis_id": self.analysis_id,
+        }
 
 
 def running_experiment_ids(session: Session) -> list[int]:
-    return list(session.scalars(select(Experiment.id).where(Experiment.status == "running")
-                                .order_by(Experiment.id)))
+    return list(
+        session.scalars(
+            select(Experiment.id).where(Experiment.status == "running").order_by(Experiment.id)
+        )
+    )
 
 
 def analysis_settings(experiment: Experiment) -> AnalysisSettings:
-    return AnalysisSettings(primary_metric=experiment.primary_metric,
-                            confidence=experiment.confidence,
-                            guardrails=guardrails_from_json(experiment.guardrails))
+    return AnalysisSettings(
+        primary_metric=experiment.primary_metric,
+        confidence=experiment.confidence,
+        guardrails=guardrails_from_json(experiment.guardrails),
+    )
 
 
 def decision_settings(experiment: Experiment) -> DecisionSettings:
-    return DecisionSettings(min_conversations_per_arm=experiment.min_conversations_per_arm,
-                            min_runtime_hours=experiment.min_runtime_hours,
-                            max_runtime_hours=experiment.max_runtime_hours)
+    return DecisionSettings(
+        min_conversations_per_arm=experiment.min_conversations_per_arm,
+        min_runtime_hours=experiment.min_runtime_hours,
+        max_runtime_hours=experiment.max_runtime_hours,
+    )
 
 
-def check_experiment(session: Session, experiment_id: int, *, now: datetime,
-                     job_id: int | None = None) -> CheckOutcome | None:
+def check_experiment(
+    session: Session, experiment_id: int, *, now: datetime, job_id: int | None = None
+) -> CheckOutcome | None:
     """None when the experiment is no longer running (stopped or paused meanwhile)."""
     experiment = store.lock_experiment(session, experiment_id)
-    prompt_name = session.scalars(select(Prompt.name)
-                                  .where(Prompt.id == experiment.prompt_id)).one()
+    prompt_name = session.scalars(
+        select(Prompt.name).where(Prompt.id == experiment.prompt_id)
+    ).one()
     if experiment.status != "running":
         return None
     rows = session.execute(
         select(ExperimentArm, PromptVersion.version)
         .join(PromptVersion, PromptVersion.id == ExperimentArm.version_id)
-        .where(ExperimentArm.experiment_id == experiment_id).order_by(ExperimentArm.id)).all()
+        .where(ExperimentArm.experiment_id == experiment_id)
+        .order_by(ExperimentArm.id)
+    ).all()
     arms = [arm for arm, _ in rows]
     numbers = {arm.version_id: number for arm, number in rows}
     settings = analysis_settings(experiment)
@@ -91,34 +108,58 @@ def check_experiment(session: Session, experiment_id: int, *, now: datetime,
     store.apply_decision(session, experiment, arms, decision, now=now)
     srm = bool(analysis.srm.detected)
     row = ExperimentAnalysis(
-        experiment_id=experiment_id, job_id=job_id, decision=decision.kind,
-        reason=decision.reason, srm_detected=srm,
-        statistics=json.dumps(json_safe({**analysis.to_dict(), "caps": caps,
-                                         "sums": _sums(data)}), allow_nan=False),
-        checked_at=now)
+        experiment_id=experiment_id,
+        job_id=job_id,
+        decision=decision.kind,
+        reason=decision.reason,
+        srm_detected=srm,
+        statistics=json.dumps(analysis.to_dict(caps=caps, sums=_sums(data)), allow_nan=False),
+        checked_at=now,
+    )
     session.add(row)
     session.flush()
     stopped = set(decision.stopped_arm_ids)
     return CheckOutcome(
-        experiment_id=experiment_id, prompt=prompt_name, decision=decision.kind,
-        reason=decision.reason, status=experiment.status,
+        experiment_id=experiment_id,
+        prompt=prompt_name,
+        decision=decision.kind,
+        reason=decision.reason,
+        status=experiment.status,
         winner_version=numbers.get(experiment.winner_version_id)
-        if experiment.winner_version_id is not None else None,
+        if experiment.winner_version_id is not None
+        else None,
         stopped_versions=tuple(numbers[a.version_id] for a in arms if a.id in stopped),
-        srm_detected=srm, analysis_id=row.id)
+        srm_detected=srm,
+        analysis_id=row.id,
+    )
 
 
 def _ratio(m: RatioSums) -> dict[str, Any]:
-    return {"units": m.units, "sum_y": m.sum_y, "sum_m": m.sum_m, "sum_yy": m.sum_yy,
-            "sum_mm": m.sum_mm, "sum_ym": m.sum_ym, "per_unit": per_unit_mean(m)}
+    return {
+        "units": m.units,
+        "sum_y": m.sum_y,
+        "sum_m": m.sum_m,
+        "sum_yy": m.sum_yy,
+        "sum_mm": m.sum_mm,
+        "sum_ym": m.sum_ym,
+        "per_unit": m.per_unit,
+    }
 
 
 def _sums(data: list[ArmData]) -> list[dict[str, Any]]:
     """The sufficient statistics the analysis saw (per unit, per metric, and the primary
     metric per segment stratum), so a check can be recomputed later."""
-    return [{"arm_id": a.arm_id, "version": a.version, "is_control": a.is_control,
-             "weight": a.weight, "active": a.active, "units": a.units,
-             "conversations": a.conversations,
-             "metrics": {name: _ratio(m) for name, m in a.metrics.items()},
-             "strata": [{"segment": k, **_ratio(m)} for k, m in a.strata.items()]}
-            for a in data]
+    return [
+        {
+            "arm_id": a.arm_id,
+            "version": a.version,
+            "is_control": a.is_control,
+            "weight": a.weight,
+            "active": a.active,
+            "units": a.units,
+            "conversations": a.conversations,
+            "metrics": {name: _ratio(m) for name, m in a.metrics.items()},
+            "strata": [{"segment": k, **_ratio(m)} for k, m in a.strata.items()],
+        }
+        for a in data
+    ]

@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
     Float,
     Integer,
     Select,
@@ -48,6 +47,7 @@ from sqlalchemy.sql.selectable import Subquery
 
 from models.base import UtcDateTime
 from models.conversations import Conversation
+from optimizer.patterns.sampling import TRANSCRIPT_CHARS, TRANSCRIPT_SAMPLE
 from optimizer.patterns.segments import (
     METRICS,
     MIN_GROUP_N,
@@ -58,11 +58,10 @@ from optimizer.patterns.segments import (
     WindowSums,
 )
 from optimizer.patterns.significance import GroupMoments, WindowMoments
+from optimizer.stats.metrics import PATTERNS, Metric
 
 C = Conversation
 MAX_VALUES_PER_DIMENSION = 200  # the largest groups of a dimension, by 7-day count
-TRANSCRIPT_SAMPLE = 2000  # most recent transcripts per side (failed, successful)
-TRANSCRIPT_CHARS = 2000  # each cut in SQL, so a huge one never travels whole
 SAMPLE_IDS = 10
 
 
@@ -101,13 +100,27 @@ def _float_sum(expr: Any) -> Any:
     return func.coalesce(cast(func.sum(expr), Float), 0.0)
 
 
-def _per_unit(occurred_at: Any, success: Any, rating: Any, *, squares: bool = False) -> list[Any]:
+def _value(m: Metric, column: Any) -> Any:
+    """One conversation's value of the metric as a float: a proportion as 1.0 or 0.0."""
+    if m.kind == "proportion":
+        return case((column.is_(None), None), (column, 1.0), else_=0.0)
+    return cast(column, Float)
+
+
+def _columns(source: Any) -> dict[str, Any]:
+    """Each metric's column in `source`: the conversations table or the tagged rows."""
+    if source is C:
+        return {m.name: getattr(C, m.column) for m in PATTERNS}
+    return {m.name: source.c[m.name] for m in PATTERNS}
+
+
+def _per_unit(occurred_at: Any, columns: dict[str, Any], *, squares: bool = False) -> list[Any]:
     """A unit's (or a unit's part in a group's) figures for both windows: conversations n,
-    and per metric the sum y, the count m and, with `squares`, the ratings' sum of squares
-    q (only the window totals need it; narrow rows keep the sorts small)."""
+    and per metric the sum y, the count m and, with `squares`, a mean metric's sum of
+    squares q (only the window totals need it; narrow rows keep the sorts small; for a
+    proportion a value squared is the value, so q is y)."""
     recent = occurred_at > _at("since_24h")
-    value = case((success.is_(None), None), (success, 1.0), else_=0.0)
-    stars = cast(rating, Float)
+    values = {m: _value(m, columns[m.name]) for m in PATTERNS}
     out: list[Any] = []
     for window, keep in (("7d", None), ("24h", recent)):
 
@@ -115,22 +128,25 @@ def _per_unit(occurred_at: Any, success: Any, rating: Any, *, squares: bool = Fa
             return expr if keep is None else case((keep, expr), else_=None)
 
         every = func.count() if keep is None else func.count(w(1))
-        out += [
-            cast(every, Float).label(f"n_{window}"),
-            _float_sum(w(value)).label(f"success_y_{window}"),
-            cast(func.count(w(value)), Float).label(f"success_m_{window}"),
-            _float_sum(w(stars)).label(f"rating_y_{window}"),
-            cast(func.count(w(stars)), Float).label(f"rating_m_{window}"),
-        ]
+        out.append(cast(every, Float).label(f"n_{window}"))
+        for m, value in values.items():
+            out += [
+                _float_sum(w(value)).label(f"{m.name}_y_{window}"),
+                cast(func.count(w(value)), Float).label(f"{m.name}_m_{window}"),
+            ]
         if squares:
-            out.append(_float_sum(w(stars * stars)).label(f"rating_q_{window}"))
+            out += [
+                _float_sum(w(value * value)).label(f"{m.name}_q_{window}")
+                for m, value in values.items()
+                if m.kind != "proportion"
+            ]
     return out
 
 
 def _units(*extra: Any, squares: bool = False) -> Select[Any]:
     """One row per unit of the version in the 7-day range: its figures (see _per_unit)."""
     return (
-        select(*extra, C.unit_id, *_per_unit(C.occurred_at, C.success, C.rating, squares=squares))
+        select(*extra, C.unit_id, *_per_unit(C.occurred_at, _columns(C), squares=squares))
         .where(C.version_id == bindparam("version_id"), *_in_range(C.occurred_at))
         .group_by(C.unit_id)
     )
@@ -178,7 +194,11 @@ def _totals_statement() -> Select[Any]:
         columns += [
             _float_sum(u.c[f"n_{window}"]).label(f"n_{window}"),
             _count_if(u.c[f"n_{window}"] > 0).label(f"units_{window}"),
-            _float_sum(u.c[f"rating_q_{window}"]).label(f"rating_q_{window}"),
+        ]
+        columns += [
+            _float_sum(u.c[f"{m.name}_q_{window}"]).label(f"{m.name}_q_{window}")
+            for m in PATTERNS
+            if m.kind != "proportion"
         ]
         for metric in METRICS:
             columns += _moment_columns(
@@ -206,7 +226,7 @@ def _segments_with_unit_totals() -> tuple[Subquery, ColumnElement[bool]]:
     NULL segment is grouped too, so a unit's rows cover all its conversations and a window
     sum over the unit gives its totals: one grouped scan, no join (see _tags_with...)."""
     parts = (
-        select(C.segment.label("value"), C.unit_id, *_per_unit(C.occurred_at, C.success, C.rating))
+        select(C.segment.label("value"), C.unit_id, *_per_unit(C.occurred_at, _columns(C)))
         .where(C.version_id == bindparam("version_id"), *_in_range(C.occurred_at))
         .group_by(C.unit_id, C.segment)
         .subquery("parts")
@@ -274,9 +294,11 @@ def _groups_statement(g: Subquery, keep: ColumnElement[bool]) -> Select[Any]:
 TOTALS: Select[Any] = _totals_statement()
 SEGMENTS: Select[Any] = _groups_statement(*_segments_with_unit_totals())
 
-_SQLITE_TAGGED = """
-SELECT c.id AS id, c.unit_id AS unit_id, j.value AS value, c.success AS success,
-       c.rating AS rating, c.occurred_at AS occurred_at
+# The metrics' columns as the tagged rows carry them.
+_TAGGED_METRICS = ", ".join(f"c.{m.column} AS {m.name}" for m in PATTERNS)
+_SQLITE_TAGGED = f"""
+SELECT c.id AS id, c.unit_id AS unit_id, j.value AS value, {_TAGGED_METRICS},
+       c.occurred_at AS occurred_at
 FROM conversations AS c,
      json_each(CASE WHEN json_valid(c.tags) THEN
                CASE WHEN json_type(c.tags) = 'array' THEN c.tags END END) AS j
@@ -285,12 +307,12 @@ WHERE c.version_id = :version_id AND c.occurred_at > :since_7d AND c.occurred_at
   AND NOT EXISTS (SELECT 1 FROM json_each(c.tags) AS k
                   WHERE k.key < j.key AND k.type = 'text' AND k.value = j.value)"""
 
-_PG_TAGGED = """
-SELECT c.id AS id, c.unit_id AS unit_id, t.value AS value, c.success AS success,
-       c.rating AS rating, c.occurred_at AS occurred_at
+_PG_TAGGED = f"""
+SELECT c.id AS id, c.unit_id AS unit_id, t.value AS value, {_TAGGED_METRICS},
+       c.occurred_at AS occurred_at
 FROM conversations AS c
-CROSS JOIN LATERAL (SELECT DISTINCT e.value #>> '{{}}' AS value
-                    FROM jsonb_array_elements({array}) AS e
+CROSS JOIN LATERAL (SELECT DISTINCT e.value #>> '{{{{}}}}' AS value
+                    FROM jsonb_array_elements({{array}}) AS e
                     WHERE jsonb_typeof(e.value) = 'string') AS t
 WHERE c.version_id = :version_id AND c.occurred_at > :since_7d AND c.occurred_at <= :until
   AND c.tags IS NOT NULL"""
@@ -334,8 +356,7 @@ def _tags_statement(conn: Connection) -> Select[Any]:
             id=Integer(),
             unit_id=String(),
             value=String(),
-            success=Boolean(),
-            rating=Integer(),
+            **{m.name: getattr(C, m.column).type for m in PATTERNS},
             occurred_at=UtcDateTime(),
         )
         .subquery("tagged")
@@ -344,7 +365,7 @@ def _tags_statement(conn: Connection) -> Select[Any]:
         select(
             tagged.c.value,
             tagged.c.unit_id,
-            *_per_unit(tagged.c.occurred_at, tagged.c.success, tagged.c.rating),
+            *_per_unit(tagged.c.occurred_at, _columns(tagged)),
         )
         .group_by(tagged.c.value, tagged.c.unit_id)
         .subquery("parts")
@@ -408,10 +429,13 @@ def _group_window(row: RowMapping, window: str) -> GroupWindow:
 def _totals(row: RowMapping) -> VersionTotals:
     windows = {}
     for window in WINDOWS:
-        # For success, a value squared is the value: q is the sum of successes.
+        # For a proportion a value squared is the value: q is y.
         q = {
-            "success": float(row[f"success_{window}_y"] or 0.0),
-            "rating": float(row[f"rating_q_{window}"] or 0.0),
+            m.name: float(
+                row[f"{m.name}_{window}_y" if m.kind == "proportion" else f"{m.name}_q_{window}"]
+                or 0.0
+            )
+            for m in PATTERNS
         }
         windows[window] = WindowSums(
             round(row[f"n_{window}"] or 0),

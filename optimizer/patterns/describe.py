@@ -8,17 +8,17 @@ could not be computed is null, never NaN or infinite; the reasons say why.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from optimizer.clock import iso
 from optimizer.patterns import fingerprints
-from optimizer.patterns.aggregate import TRANSCRIPT_CHARS
+from optimizer.patterns.sampling import TRANSCRIPT_CHARS
 from optimizer.patterns.segments import REGRESSION_WINDOW, Finding, Rules
 from optimizer.patterns.significance import CI_LEVEL
 from optimizer.patterns.themes import Z_THRESHOLD, ThemeResult
+from optimizer.stats import finite_only, metric
 
 MAX_TITLE_CHARS = 500
 WINDOW_TEXT = {
@@ -42,19 +42,19 @@ class InsightDraft:
 
 
 def _r(value: float | None, digits: int = 6) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return round(value, digits)
+    clean = finite_only(value)
+    return None if clean is None else round(clean, digits)
 
 
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+def _is_rate(name: str) -> bool:
+    """A proportion reads as a rate (percent, points); any other metric as a mean."""
+    return metric(name).kind == "proportion"
 
 
-def _shown(metric: str, value: float | None) -> str:
+def _shown(name: str, value: float | None) -> str:
     if value is None:
         return "n/a"
-    return f"{100 * value:.1f}%" if metric == "success" else f"{value:.2f}"
+    return f"{100 * value:.1f}%" if _is_rate(name) else f"{value:.2f}"
 
 
 def _cut(text: str) -> str:
@@ -63,7 +63,7 @@ def _cut(text: str) -> str:
 
 def _title(finding: Finding) -> str:
     test, result = finding.test, finding.test.result
-    what = "success rate" if test.metric == "success" else "mean rating"
+    what = f"{test.metric} rate" if _is_rate(test.metric) else f"mean {test.metric}"
     inside, outside = _shown(test.metric, result.inside), _shown(test.metric, result.outside)
     if test.kind == "regression":
         return f"Regression: {what} {inside} in the last 24 h vs {outside} in the 6 days before"
@@ -75,11 +75,11 @@ def _title(finding: Finding) -> str:
 
 def _detail(finding: Finding, rules: Rules) -> str:
     result = finding.test.result
-    metric = finding.test.metric
+    name = finding.test.metric
     text = (
         f"{result.n_inside} vs {result.n_outside} observations from "
         f"{result.units_inside} vs {result.units_outside} users; difference "
-        f"{_shown(metric, result.difference) if metric == 'rating' else _pp(result)} "
+        f"{_pp(result) if _is_rate(name) else _shown(name, result.difference)} "
         f"({100 * CI_LEVEL:g}% CI {_ci(finding)}), p = {_p(result.p_value)}, "
         f"BH q = {_p(finding.q_value)} (FDR {rules.fdr:g}). "
     )
@@ -93,10 +93,10 @@ def _pp(result: Any) -> str:
 
 
 def _ci(finding: Finding) -> str:
-    r, metric = finding.test.result, finding.test.metric
+    r = finding.test.result
     if r.ci_low is None or r.ci_high is None:
         return "n/a"
-    scale = 100.0 if metric == "success" else 1.0
+    scale = 100.0 if _is_rate(finding.test.metric) else 1.0
     return f"{scale * r.ci_low:+.3g} to {scale * r.ci_high:+.3g}"
 
 
@@ -104,9 +104,17 @@ def _p(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3g}"
 
 
-def _side(metric: str, value: float | None, n: int, units: int) -> dict[str, Any]:
-    key = "rate" if metric == "success" else "mean"
+def _side(name: str, value: float | None, n: int, units: int) -> dict[str, Any]:
+    key = "rate" if _is_rate(name) else "mean"
     return {"n": n, "units": units, key: _r(value)}
+
+
+def _effect_scale(name: str) -> str:
+    """What the effect is (see segments.normalised_effect), in words."""
+    if _is_rate(name):
+        return f"{name}-rate difference"
+    low, high = metric(name).bounds
+    return f"{name} difference / {high - low:g} (range of the {low:g}-{high:g} scale)"
 
 
 def finding_draft(
@@ -141,19 +149,15 @@ def finding_draft(
         ),
         "difference": _r(result.difference),
         "effect": _r(finding.effect),
-        "effect_scale": (
-            "success-rate difference"
-            if test.metric == "success"
-            else "rating difference / 4 (range of the 1-5 scale)"
-        ),
+        "effect_scale": _effect_scale(test.metric),
         "ci_level": CI_LEVEL,
         "ci_low": _r(result.ci_low),
         "ci_high": _r(result.ci_high),
         "statistic": _r(result.statistic),
         "df": _r(result.df, 2),
         "within_unit_correlation": _r(result.icc, 4),
-        "p_value": _finite(result.p_value),
-        "q_value": _finite(finding.q_value),
+        "p_value": finite_only(result.p_value),
+        "q_value": finite_only(finding.q_value),
         "fdr": rules.fdr,
         "tests_in_family": family_size,
         "min_effect": rules.min_effect,

@@ -2,17 +2,19 @@
 
 For every value of every dimension (the `segment` column, each tag) and each window (last
 24 hours, last 7 days), the active version's conversations inside the group are compared
-with the rest of its conversations in the same window, for the success rate and the mean
-rating, with users (units) as the independent observations (see significance). The
+with the rest of its conversations in the same window, on every metric the registry marks
+for pattern analysis (the success rate and the mean rating), with users (units) as the
+independent observations (see significance). The
 regression check compares the last 24 hours with the 6 days before in the same way: there
 the "group" is each unit's last 24 hours within its 7 days. Every test of the run forms one
 family whose false discovery rate is held at `Rules.fdr` by Benjamini-Hochberg.
 
 A finding is actionable when it is BH-significant, the group is worse than the rest, the
 size of the gap is at least `Rules.min_effect` and the group has at least
-`Rules.min_conversations` observations of the metric. The effect is on one scale for both
-metrics: a success-rate difference as is, a rating difference divided by the range of the
-1-5 scale (4 points), so 0.05 means five points of success rate or a fifth of a star.
+`Rules.min_conversations` observations of the metric. The effect is on one scale for every
+metric: the difference divided by the width of the metric's bounds (a success-rate
+difference as is, a rating difference by the 4 points of the 1-5 scale), so 0.05 means five
+points of success rate or a fifth of a star.
 
 A group enters the family only with MIN_GROUP_N observations and MIN_GROUP_UNITS units on
 both sides. Leaving the others out (a choice made on counts alone, which say nothing about
@@ -33,12 +35,13 @@ from optimizer.patterns.significance import (
     compare,
     outside_units,
 )
+from optimizer.stats import metrics as registry
 
-METRICS = ("success", "rating")
+# The metrics pattern analysis compares, by name (optimizer.stats.metrics).
+METRICS = tuple(m.name for m in registry.PATTERNS)
 WINDOWS = ("24h", "7d")
 REGRESSION_WINDOW = "24h_vs_prior_6d"
 WINDOW_HOURS = {"24h": 24, "7d": 168}
-RATING_RANGE = 4.0
 MIN_GROUP_N = 10
 # The variance of a difference of rates rests on the units on each side. With fewer than
 # about ten, its estimate is so noisy (a t with a handful of df at best) that no test could
@@ -108,7 +111,7 @@ class GroupTest:
     kind: str  # "segment" or "regression"
     dimension: str | None  # "segment", "tag"; None for a regression
     value: str | None
-    metric: str  # "success" or "rating"
+    metric: str  # one of METRICS
     window: str  # "24h", "7d" or REGRESSION_WINDOW
     conversations: int  # conversations inside the group in the window
     result: Significance
@@ -186,10 +189,11 @@ def untested_metrics(totals: VersionTotals) -> dict[str, str]:
     }
 
 
-def normalised_effect(metric: str, difference: float | None) -> float | None:
+def normalised_effect(name: str, difference: float | None) -> float | None:
+    """The difference on the metric's scale (the width of its bounds)."""
     if difference is None:
         return None
-    return difference if metric == "success" else difference / RATING_RANGE
+    return difference / registry.metric(name).scale
 
 
 def assess(test: GroupTest, q_value: float | None, rules: Rules) -> Finding:
@@ -197,7 +201,11 @@ def assess(test: GroupTest, q_value: float | None, rules: Rules) -> Finding:
     result = test.result
     effect = normalised_effect(test.metric, result.difference)
     significant = q_value is not None and q_value <= rules.fdr
-    worse = result.difference is not None and result.difference < 0
+    worse = result.difference is not None and (
+        result.difference < 0
+        if registry.metric(test.metric).higher_is_better
+        else result.difference > 0
+    )
     reasons = []
     if result.error is not None:
         reasons.append(f"not testable ({result.error.replace('_', ' ')})")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +24,7 @@ from optimizer.errors import PermanentJobError
 from optimizer.patterns import fingerprints
 from optimizer.patterns.describe import InsightDraft
 from optimizer.prompts import LIVE_EXPERIMENT_STATUSES, lock_prompt
+from optimizer.stats import finite_only
 
 INSIGHTS: Table = PatternInsight.__table__  # type: ignore[assignment]
 log = logging.getLogger("prompt_worker.patterns.store")
@@ -95,24 +95,10 @@ class Saved:
     newly_actionable: bool
 
 
-def finite_only(value: Any, path: str = "", bad: list[str] | None = None) -> Any:
-    """`value` with every NaN or infinite float replaced by None; the paths replaced are
-    appended to `bad`. Nothing upstream should produce one: this is the last guard, so one
-    slip costs a null, not the whole run (JSON has no NaN, and PostgreSQL's json refuses it)."""
-    bad = [] if bad is None else bad
-    if isinstance(value, float) and not math.isfinite(value):
-        bad.append(path or "(value)")
-        return None
-    if isinstance(value, dict):
-        return {k: finite_only(v, f"{path}.{k}" if path else str(k), bad) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_only(v, f"{path}[{i}]", bad) for i, v in enumerate(value)]
-    return value
-
-
 def evidence_json(evidence: dict[str, Any], fingerprint: str) -> str:
     """Strict JSON of the evidence. A value that is not finite is stored as null, listed
-    under `not_finite` (the reason it is null) and logged as the bug it is."""
+    under `not_finite` (the reason it is null) and logged as the bug it is: nothing upstream
+    should produce one, so this is the last guard, and one slip costs a null, not the run."""
     bad: list[str] = []
     clean = finite_only(evidence, "", bad)
     if bad:

@@ -5,7 +5,8 @@ difference from control on the primary metric (a per-conversation mean over rand
 units, post-stratified by segment), absolute and relative, Bonferroni-corrected across
 every variant arm the experiment has had; one-sided sequential non-inferiority and harm
 tests per guardrail; an anytime-valid SRM test on units; and a Bayesian probability to
-beat control with its expected loss, for people to read.
+beat control with its expected loss, for people to read. Every metric is defined once,
+in the registry (optimizer.stats.metrics).
 """
 
 from optimizer.stats.analysis import (
@@ -16,37 +17,29 @@ from optimizer.stats.analysis import (
     compare,
     contrast_stats,
 )
-from optimizer.stats.ratio import moments_of, per_unit_mean, ratio_moments
+from optimizer.stats.finite import finite_only
+from optimizer.stats.metrics import REGISTRY, Metric, higher_is_better, metric
+from optimizer.stats.ratio import EMPTY_RATIO, RatioSums, ratio_moments
 from optimizer.stats.sequential import CS_TARGET_N
 from optimizer.stats.srm import SRM_ALPHA, SRM_PRIOR_CONCENTRATION
 from optimizer.stats.stratify import MIN_STRATUM_UNITS, post_stratify
 from optimizer.stats.types import (
     DEFAULT_GUARDRAILS,
-    EMPTY_RATIO,
-    HEAVY_TAILED,
-    LOWER_IS_BETTER,
-    METRICS,
-    VALUE_BOUNDS,
     AnalysisSettings,
     ArmData,
     Comparison,
     ExperimentAnalysis,
     Guardrail,
     GuardrailCheck,
-    RatioSums,
     SrmCheck,
-    higher_is_better,
-    json_safe,
 )
 
 __all__ = [
     "CS_TARGET_N",
     "DEFAULT_GUARDRAILS",
     "EMPTY_RATIO",
-    "HEAVY_TAILED",
-    "LOWER_IS_BETTER",
-    "METRICS",
     "MIN_STRATUM_UNITS",
+    "REGISTRY",
     "SRM_ALPHA",
     "SRM_PRIOR_CONCENTRATION",
     "AnalysisSettings",
@@ -55,19 +48,18 @@ __all__ = [
     "ExperimentAnalysis",
     "Guardrail",
     "GuardrailCheck",
+    "Metric",
     "RatioSums",
     "SrmCheck",
-    "VALUE_BOUNDS",
     "alpha_per_arm",
     "analyze",
     "check_guardrail",
     "check_srm",
     "compare",
     "contrast_stats",
+    "finite_only",
     "higher_is_better",
-    "json_safe",
-    "moments_of",
-    "per_unit_mean",
+    "metric",
     "post_stratify",
     "ratio_moments",
 ]

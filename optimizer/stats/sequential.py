@@ -39,7 +39,11 @@ thousands of simulated experiments through exactly the code analyze() uses.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy.special import log_ndtr
+
+# Estimates, variances and counts: a number, or an array of them (the benchmark).
+Floats = NDArray[np.float64]
 
 # Units per arm at which the interval is tightest. Decisions wait for
 # min_runtime_hours (24 h by default) and typical experiments reach a few thousand
@@ -47,31 +51,36 @@ from scipy.special import log_ndtr
 CS_TARGET_N = 2500.0
 
 
-def mixture_k(alpha: np.ndarray | float) -> np.ndarray:
+def mixture_k(alpha: ArrayLike) -> Floats:
     la = -2.0 * np.log(alpha)
-    return la + np.log1p(la)
+    k: Floats = la + np.log1p(la)
+    return k
 
 
-def mixture_eta(n_control, n_arm, alpha, target_n: float = CS_TARGET_N) -> np.ndarray:
+def mixture_eta(
+    n_control: ArrayLike, n_arm: ArrayLike, alpha: ArrayLike, target_n: float = CS_TARGET_N
+) -> Floats:
     """rho^2 / V in units of the sample: K(alpha) * harmonic_mean(n_c, n_t) / target_n."""
     n_c = np.asarray(n_control, dtype=float)
     n_t = np.asarray(n_arm, dtype=float)
     n_eff = 2.0 * n_c * n_t / (n_c + n_t)
-    return mixture_k(alpha) * n_eff / target_n
+    eta: Floats = mixture_k(alpha) * n_eff / target_n
+    return eta
 
 
-def two_sided_halfwidth(var, eta, alpha) -> np.ndarray:
-    var = np.asarray(var, dtype=float)
-    eta = np.asarray(eta, dtype=float)
-    return np.sqrt(2.0 * var * (1.0 + 1.0 / eta) * (0.5 * np.log1p(eta) - np.log(alpha)))
+def two_sided_halfwidth(var: ArrayLike, eta: ArrayLike, alpha: ArrayLike) -> Floats:
+    v = np.asarray(var, dtype=float)
+    e = np.asarray(eta, dtype=float)
+    half: Floats = np.sqrt(2.0 * v * (1.0 + 1.0 / e) * (0.5 * np.log1p(e) - np.log(alpha)))
+    return half
 
 
-def one_sided_u(eta, alpha, iterations: int = 40) -> np.ndarray:
+def one_sided_u(eta: ArrayLike, alpha: ArrayLike, iterations: int = 40) -> Floats:
     """Root of u^2/2 + log Phi(u) = log(1/alpha) - log 2 + log(1+eta)/2 (Newton; the left
     side is convex and increasing, and the start lies right of the root)."""
-    eta = np.asarray(eta, dtype=float)
-    c = -np.log(alpha) - np.log(2.0) + 0.5 * np.log1p(eta)
-    u = np.sqrt(2.0 * np.maximum(c, 0.0)) + 1.0
+    e = np.asarray(eta, dtype=float)
+    c = -np.log(alpha) - np.log(2.0) + 0.5 * np.log1p(e)
+    u: Floats = np.sqrt(2.0 * np.maximum(c, 0.0)) + 1.0
     for _ in range(iterations):
         log_phi = -0.5 * u * u - 0.5 * np.log(2.0 * np.pi)
         log_cdf = log_ndtr(u)
@@ -80,13 +89,15 @@ def one_sided_u(eta, alpha, iterations: int = 40) -> np.ndarray:
     return u
 
 
-def one_sided_halfwidth(var, eta, alpha) -> np.ndarray:
-    var = np.asarray(var, dtype=float)
-    eta = np.asarray(eta, dtype=float)
-    return one_sided_u(eta, alpha) * np.sqrt(var * (1.0 + 1.0 / eta))
+def one_sided_halfwidth(var: ArrayLike, eta: ArrayLike, alpha: ArrayLike) -> Floats:
+    v = np.asarray(var, dtype=float)
+    e = np.asarray(eta, dtype=float)
+    return one_sided_u(e, alpha) * np.sqrt(v * (1.0 + 1.0 / e))
 
 
-def relative_difference(mean_c, var_c, mean_t, var_t):
+def relative_difference(
+    mean_c: float | Floats, var_c: float | Floats, mean_t: float | Floats, var_t: float | Floats
+) -> tuple[float | Floats, float | Floats]:
     """arm/control - 1 and its first-order delta-method variance, from the two estimates
     and the variances of those estimates (independent arms):
     Var(m_t/m_c) ~ Var(m_t)/m_c^2 + m_t^2 Var(m_c)/m_c^4."""

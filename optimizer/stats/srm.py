@@ -15,7 +15,10 @@ chi-square test has no such guarantee and raises false alarms at every check.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import gammaln
+
+from optimizer.stats.sequential import Floats
 
 SRM_ALPHA = 0.001
 # Prior concentration c: the Dirichlet prior has the configured shares as its mean and
@@ -24,13 +27,19 @@ SRM_ALPHA = 0.001
 SRM_PRIOR_CONCENTRATION = 100.0
 
 
-def srm_log_bayes_factor(counts, shares, concentration: float = SRM_PRIOR_CONCENTRATION):
+def srm_log_bayes_factor(
+    counts: ArrayLike, shares: ArrayLike, concentration: float = SRM_PRIOR_CONCENTRATION
+) -> Floats:
     """counts: (..., K) arm counts; shares: (K,) positive, summing to 1. Returns log BF."""
     x = np.asarray(counts, dtype=float)
     p = np.asarray(shares, dtype=float)
     a = concentration * p
     n = x.sum(axis=-1)
-    log_dm = (gammaln(concentration) - gammaln(concentration + n)
-              + (gammaln(a + x) - gammaln(a)).sum(axis=-1))
+    log_dm = (
+        gammaln(concentration)
+        - gammaln(concentration + n)
+        + (gammaln(a + x) - gammaln(a)).sum(axis=-1)
+    )
     log_mult = (x * np.log(p)).sum(axis=-1)
-    return log_dm - log_mult
+    log_bf: Floats = log_dm - log_mult
+    return log_bf

@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from optimizer.stats.ratio import moments_of
-from optimizer.stats.types import EMPTY_RATIO, RatioSums
+from optimizer.stats.ratio import EMPTY_RATIO, RatioSums
 
 MIN_STRATUM_UNITS = 50
 K = TypeVar("K")
@@ -31,8 +30,9 @@ class Stratified:
     strata: int
 
 
-def pool_strata(control: Mapping[K, RatioSums], arm: Mapping[K, RatioSums],
-                min_units: int = MIN_STRATUM_UNITS) -> list[tuple[RatioSums, RatioSums]]:
+def pool_strata(
+    control: Mapping[K, RatioSums], arm: Mapping[K, RatioSums], min_units: int = MIN_STRATUM_UNITS
+) -> list[tuple[RatioSums, RatioSums]]:
     """(control, arm) sums per stratum after pooling the small ones."""
     keys = sorted(set(control) | set(arm), key=repr)
     kept: list[tuple[RatioSums, RatioSums]] = []
@@ -52,8 +52,9 @@ def pool_strata(control: Mapping[K, RatioSums], arm: Mapping[K, RatioSums],
     return kept
 
 
-def post_stratify(control: Mapping[K, RatioSums], arm: Mapping[K, RatioSums],
-                  min_units: int = MIN_STRATUM_UNITS) -> Stratified | None:
+def post_stratify(
+    control: Mapping[K, RatioSums], arm: Mapping[K, RatioSums], min_units: int = MIN_STRATUM_UNITS
+) -> Stratified | None:
     """None when fewer than two strata remain (then the plain estimate is the same)."""
     strata = pool_strata(control, arm, min_units)
     total = sum(c.sum_m + a.sum_m for c, a in strata)
@@ -62,8 +63,8 @@ def post_stratify(control: Mapping[K, RatioSums], arm: Mapping[K, RatioSums],
     mean_c = var_c = mean_a = var_a = 0.0
     for c, a in strata:
         w = (c.sum_m + a.sum_m) / total
-        rc, vc = moments_of(c)
-        ra, va = moments_of(a)
+        rc, vc = c.moments()
+        ra, va = a.moments()
         mean_c, var_c = mean_c + w * rc, var_c + w * w * vc
         mean_a, var_a = mean_a + w * ra, var_a + w * w * va
     return Stratified(mean_c, var_c, mean_a, var_a, len(strata))

@@ -3,59 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-METRICS = ("success", "rating", "latency_ms", "cost_usd")
-# Metrics where a smaller value is an improvement. Every other metric: larger is better.
-LOWER_IS_BETTER = frozenset({"latency_ms", "cost_usd"})
-
-
-# Plausible range of one conversation's value, for the metrics that have no natural bound:
-# ingest refuses values outside it, and checks treat stored values outside it as missing.
-VALUE_BOUNDS: dict[str, tuple[float, float]] = {
-    "latency_ms": (0.0, 86_400_000.0),  # one day
-    "cost_usd": (0.0, 1_000.0),
-}
-# Heavy-tailed metrics: capped in every check (optimizer.experiments.caps).
-HEAVY_TAILED = ("latency_ms", "cost_usd")
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
-
-
-@dataclass(frozen=True)
-class RatioSums:
-    """One metric in one arm, summed over the units (users) that reported it.
-
-    For unit i, y_i is the sum of its conversations' values and m_i how many of its
-    conversations reported the metric. The per-conversation mean sum(y)/sum(m) is a ratio
-    of unit sums; these are its sufficient statistics (see optimizer.stats.ratio).
-    """
-
-    units: int
-    sum_y: float
-    sum_m: float
-    sum_yy: float
-    sum_mm: float
-    sum_ym: float
-
-    def __add__(self, other: RatioSums) -> RatioSums:
-        """Sums over disjoint sets of units add up."""
-        return RatioSums(self.units + other.units, self.sum_y + other.sum_y,
-                         self.sum_m + other.sum_m, self.sum_yy + other.sum_yy,
-                         self.sum_mm + other.sum_mm, self.sum_ym + other.sum_ym)
-
-    @property
-    def observations(self) -> int:
-        """Conversations that reported the metric."""
-        return int(round(self.sum_m))
-
-
-EMPTY_RATIO = RatioSums(0, 0.0, 0.0, 0.0, 0.0, 0.0)
+from optimizer.stats.finite import finite_only
+from optimizer.stats.metrics import DEFAULT_PRIMARY, REGISTRY
+from optimizer.stats.ratio import RatioSums
 
 
 @dataclass(frozen=True)
@@ -93,13 +47,16 @@ class Guardrail:
     cap: float | None = None
 
 
-DEFAULT_GUARDRAILS = (Guardrail("rating", True, 0.05), Guardrail("cost_usd", False, 0.10),
-                      Guardrail("latency_ms", False, 0.10))
+DEFAULT_GUARDRAILS = tuple(
+    Guardrail(m.name, m.higher_is_better, m.tolerance)
+    for m in REGISTRY
+    if m.guardrail and m.tolerance is not None
+)
 
 
 @dataclass(frozen=True)
 class AnalysisSettings:
-    primary_metric: str = "success"
+    primary_metric: str = DEFAULT_PRIMARY
     confidence: float = 0.90
     guardrails: tuple[Guardrail, ...] = DEFAULT_GUARDRAILS
     stratify: bool = True
@@ -124,15 +81,15 @@ class Comparison:
     n_arm: int
     mean_control: float | None
     mean_arm: float | None
-    diff: float | None
-    diff_low: float | None
-    diff_high: float | None
-    relative: float | None
-    relative_low: float | None
-    relative_high: float | None
-    prob_beat_control: float | None
-    expected_loss: float | None
-    error: str | None
+    diff: float | None = None
+    diff_low: float | None = None
+    diff_high: float | None = None
+    relative: float | None = None
+    relative_low: float | None = None
+    relative_high: float | None = None
+    prob_beat_control: float | None = None
+    expected_loss: float | None = None
+    error: str | None = None
     higher_is_better: bool = True
     level: float | None = None
     strata: int = 1
@@ -154,7 +111,12 @@ class Comparison:
 
 # GuardrailCheck.status values
 NON_INFERIOR, HARMED, UNDECIDED, NO_DATA, NOT_COMPUTABLE = (
-    "non_inferior", "harmed", "undecided", "no_data", "not_computable")
+    "non_inferior",
+    "harmed",
+    "undecided",
+    "no_data",
+    "not_computable",
+)
 
 
 @dataclass(frozen=True)
@@ -220,17 +182,8 @@ class ExperimentAnalysis:
     confidence: float = 0.90
     alpha_per_arm: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe: NaN and infinities become None."""
-        return json_safe(dataclasses.asdict(self))
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinities become None, recursively: JSON has neither."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
+    def to_dict(self, **extra: Any) -> dict[str, Any]:
+        """JSON-safe (NaN and infinities become None), with `extra` keys beside the fields:
+        cleaned once, together."""
+        clean: dict[str, Any] = finite_only({**dataclasses.asdict(self), **extra})
+        return clean

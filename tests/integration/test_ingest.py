@@ -30,15 +30,16 @@ from optimizer.errors import InvalidInput
 from optimizer.ingest import (
     FUTURE_TOLERANCE,
     MAX_BATCH,
-    MAX_COST_USD,
-    MAX_LATENCY_MS,
     MAX_TOKENS,
     RowsInvalid,
     ingest,
 )
 from optimizer.resolve import resolve
+from optimizer.stats import metric
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+MAX_LATENCY_MS = int(metric("latency_ms").bounds[1])
+MAX_COST_USD = int(metric("cost_usd").bounds[1])
 
 
 # --- seeding (direct model rows; no dependency on optimizer.prompts) ---------------------

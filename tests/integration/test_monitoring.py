@@ -43,8 +43,11 @@ async def test_nothing_running_completes_with_zero_checked(engine):
     ctx = make_ctx(engine)
     job, progress = make_job(engine)
     result = await monitor_experiments(ctx, job)
-    assert result == {"experiments_checked": 0, "decisions": [],
-                      "message": "no running experiments"}
+    assert result == {
+        "experiments_checked": 0,
+        "decisions": [],
+        "message": "no running experiments",
+    }
     assert progress[-1][0] == 100
 
 
@@ -57,8 +60,9 @@ async def test_one_broken_experiment_does_not_stop_the_others(engine):
         add_conversations(engine, experiment_id, control, 400, 120)
         add_conversations(engine, experiment_id, variant, 400, 240)
     with session_factory(engine).begin() as session:
-        session.execute(update(Experiment).where(Experiment.id == ids[1])
-                        .values(guardrails="not json"))
+        session.execute(
+            update(Experiment).where(Experiment.id == ids[1]).values(guardrails="not json")
+        )
     ctx = make_ctx(engine, Clock(utcnow() + timedelta(hours=25)))
     job, progress = make_job(engine)
     result = await monitor_experiments(ctx, job)
@@ -79,8 +83,11 @@ async def test_every_check_failing_fails_the_job(engine):
     seed_prompt(engine)
     experiment_id = start(engine, "support-bot", [2])
     with session_factory(engine).begin() as session:
-        session.execute(update(Experiment).where(Experiment.id == experiment_id)
-                        .values(guardrails="[{\"metric\": \"mood\"}]"))
+        session.execute(
+            update(Experiment)
+            .where(Experiment.id == experiment_id)
+            .values(guardrails='[{"metric": "mood"}]')
+        )
     with pytest.raises(PromptWorkerError, match="all 1 experiment checks failed"):
         await run_monitoring(engine)
 
@@ -97,8 +104,9 @@ async def test_continue_leaves_everything_running(engine):
 # --- experiment_creation -------------------------------------------------------------------
 
 
-async def create_job(engine: Engine, payload: dict[str, Any],
-                     settings: Settings | None = None) -> tuple[dict[str, Any], Any]:
+async def create_job(
+    engine: Engine, payload: dict[str, Any], settings: Settings | None = None
+) -> tuple[dict[str, Any], Any]:
     ctx = make_ctx(engine, settings=settings)
     job, _ = make_job(engine, "experiment_creation", payload)
     return await create_experiment_job(ctx, job), ctx
@@ -106,36 +114,49 @@ async def create_job(engine: Engine, payload: dict[str, Any],
 
 async def test_creation_defaults_to_the_newest_three_candidates(engine):
     seed_prompt(engine, candidates=5)  # versions 2..6
-    result, ctx = await create_job(engine, {"prompt": "support-bot", "scope": "global"},
-                                   Settings(promotion_confidence=0.95,
-                                            min_conversations_per_arm=250))
+    result, ctx = await create_job(
+        engine,
+        {"prompt": "support-bot", "scope": "global"},
+        Settings(promotion_confidence=0.95, min_conversations_per_arm=250),
+    )
     assert result["control_version"] == 1 and result["variant_versions"] == [4, 5, 6]
     assert ctx.stats.snapshot()["experimentsCreated"] == 1
     with session_factory(engine)() as session:
         view = store.get_experiment(session, result["experiment_id"])
     assert view.confidence == 0.95 and view.min_conversations_per_arm == 250
     assert view.created_by.startswith("job ")
-    assert version_statuses(engine) == {1: "active", 2: "candidate", 3: "candidate",
-                                        4: "testing", 5: "testing", 6: "testing"}
+    assert version_statuses(engine) == {
+        1: "active",
+        2: "candidate",
+        3: "candidate",
+        4: "testing",
+        5: "testing",
+        6: "testing",
+    }
 
 
 async def test_creation_with_named_versions(engine):
     seed_prompt(engine, candidates=3)
-    result, _ = await create_job(engine, {"prompt": "support-bot", "variants": [2],
-                                          "weights": [1, 3], "min_runtime_hours": 1})
+    result, _ = await create_job(
+        engine,
+        {"prompt": "support-bot", "variants": [2], "weights": [1, 3], "min_runtime_hours": 1},
+    )
     assert result["variant_versions"] == [2]
     with session_factory(engine)() as session:
         view = store.get_experiment(session, result["experiment_id"])
     assert [a.weight for a in view.arms] == [1.0, 3.0] and view.min_runtime_hours == 1.0
 
 
-@pytest.mark.parametrize(("payload", "message"), [
-    ({}, "prompt must be a prompt name"),
-    ({"prompt": "ghost"}, "no prompt named 'ghost'"),
-    ({"prompt": "support-bot", "variants": [1]}, "only candidate versions"),
-    ({"prompt": "support-bot", "colour": 1}, "unknown payload key 'colour'"),
-    ({"prompt": "support-bot", "confidence": 2}, "confidence must be"),
-])
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({}, "payload.prompt is required"),
+        ({"prompt": "ghost"}, "no prompt named 'ghost'"),
+        ({"prompt": "support-bot", "variants": [1]}, "only candidate versions"),
+        ({"prompt": "support-bot", "colour": 1}, "unknown field 'colour' in payload"),
+        ({"prompt": "support-bot", "confidence": 2}, "confidence must be"),
+    ],
+)
 async def test_creation_bad_payload_fails_permanently(engine, payload, message):
     seed_prompt(engine)
     with pytest.raises(PermanentJobError, match=message):
@@ -153,4 +174,3 @@ async def test_creation_refuses_a_second_live_experiment(engine):
     first = start(engine, "support-bot", [2])
     with pytest.raises(PermanentJobError, match=f"already has running experiment {first}"):
         await create_job(engine, {"prompt": "support-bot"})
-

@@ -38,17 +38,18 @@ from optimizer.health import HealthMonitor
 from optimizer.http.app_factory import create_app
 from optimizer.ingest import (
     FUTURE_TOLERANCE,
-    MAX_COST_USD,
-    MAX_LATENCY_MS,
     MAX_TOKENS,
     RowsInvalid,
     ingest,
 )
 from optimizer.run_stats import RunStats
+from optimizer.stats import metric
 from tests.integration.test_ingest import World, seed
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 INGEST = "prop-ingest-token"
+MAX_LATENCY_MS = int(metric("latency_ms").bounds[1])
+MAX_COST_USD = int(metric("cost_usd").bounds[1])
 PROPERTY_SETTINGS = settings(
     max_examples=40,
     deadline=None,
@@ -216,14 +217,31 @@ BAD_VALUES: dict[str, list[Any]] = {
     "unit_id": ["", " \t", "a\x00b", "\x00", "\ud800", "u\udfff", "x" * 201, 7, HUGE, 1e308],
     "segment": ["\udfff", "s\x00", "\x00", " ", "s" * 201, HUGE, -0.0],
     "transcript": ["a\x00", "\ud83d", "\ud800\x00", "t" * 100_001, HUGE, 1e308],
-    "tags": [[" "], ["ok", "\x00"], ["\ud800"], ["t" * 101], ["t"] * 51, "tag", [1], [HUGE],
-             [None]],
-    "prompt": ["no-such-bot", "", "\ud800", "\x00", "support-bot\x00", "support-bot\ud800",
-               HUGE],
+    "tags": [
+        [" "],
+        ["ok", "\x00"],
+        ["\ud800"],
+        ["t" * 101],
+        ["t"] * 51,
+        "tag",
+        [1],
+        [HUGE],
+        [None],
+    ],
+    "prompt": ["no-such-bot", "", "\ud800", "\x00", "support-bot\x00", "support-bot\ud800", HUGE],
     "version": [9, 0, 1.0, "1", 10**400, -HUGE, 1e308, float("nan"), "\x00"],
     "experiment_id": [999_999, 0, -1, "1", 2**63, HUGE, -HUGE, 1e308, "\x00"],
-    "occurred_at": ["\x00", "2026-01-01T00:00:00\x00", "\ud800", "NaN", "9" * 400, HUGE,
-                    1e308, -0.0, "not a date"],
+    "occurred_at": [
+        "\x00",
+        "2026-01-01T00:00:00\x00",
+        "\ud800",
+        "NaN",
+        "9" * 400,
+        HUGE,
+        1e308,
+        -0.0,
+        "not a date",
+    ],
     "bogus": [1, None, "\x00"],
 }
 

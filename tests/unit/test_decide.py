@@ -10,8 +10,9 @@ from optimizer.experiments.decide import DecisionSettings, decide
 from optimizer.stats import AnalysisSettings, ArmData, Guardrail, RatioSums, analyze
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
-SETTINGS = DecisionSettings(min_conversations_per_arm=100, min_runtime_hours=24,
-                            max_runtime_hours=336)
+SETTINGS = DecisionSettings(
+    min_conversations_per_arm=100, min_runtime_hours=24, max_runtime_hours=336
+)
 NO_GUARDRAILS = AnalysisSettings(guardrails=())
 
 
@@ -21,8 +22,14 @@ def units(values_per_unit: list[list[float]]) -> RatioSums:
     ms = np.array([len(v) for v in values_per_unit], dtype=float)
     keep = ms > 0
     ys, ms = ys[keep], ms[keep]
-    return RatioSums(int(keep.sum()), float(ys.sum()), float(ms.sum()), float((ys * ys).sum()),
-                     float((ms * ms).sum()), float((ys * ms).sum()))
+    return RatioSums(
+        int(keep.sum()),
+        float(ys.sum()),
+        float(ms.sum()),
+        float((ys * ys).sum()),
+        float((ms * ms).sum()),
+        float((ys * ms).sum()),
+    )
 
 
 def binary(n: int, successes: int) -> RatioSums:
@@ -45,11 +52,16 @@ def lognormal(rng, n, mean_scale=1.0, sigma=0.3):
 
 
 def test_promote_names_versions_with_numbers_in_the_reason():
-    d = run([arm(1, 805, 242, control=True, version=3), arm(7, 812, 335, version=4)],
-            hours=30)
+    d = run([arm(1, 805, 242, control=True, version=3), arm(7, 812, 335, version=4)], hours=30)
     assert d.kind == "promote" and d.winner_arm_id == 7 and d.stopped_arm_ids == ()
-    for text in ("Promote v4 (arm 7) over v3 (arm 1)", "0.413 vs 0.301", "+37.",
-                 "90% always-valid interval", "812/805 units", "no sample ratio mismatch"):
+    for text in (
+        "Promote v4 (arm 7) over v3 (arm 1)",
+        "0.413 vs 0.301",
+        "+37.",
+        "90% always-valid interval",
+        "812/805 units",
+        "no sample ratio mismatch",
+    ):
         assert text in d.reason, text
 
 
@@ -67,8 +79,10 @@ def test_few_heavy_users_do_not_pass_the_units_gate():
     # 20 users with 50 conversations each: plenty of conversations, too few units.
     heavy = units([[1.0] * 40 + [0.0] * 10 for _ in range(20)])
     light = units([[1.0] * 10 + [0.0] * 40 for _ in range(20)])
-    arms = [ArmData(1, 1, True, 1, True, 20, 1000, {"success": light}),
-            ArmData(2, 2, False, 1, True, 20, 1000, {"success": heavy})]
+    arms = [
+        ArmData(1, 1, True, 1, True, 20, 1000, {"success": light}),
+        ArmData(2, 2, False, 1, True, 20, 1000, {"success": heavy}),
+    ]
     d = run(arms, hours=30)
     assert d.kind == "continue" and "20 units" in d.reason and "minimum 30 units" in d.reason
 
@@ -81,8 +95,10 @@ def test_repeat_users_widen_the_interval():
     p_c, p_t = rng.beta(3, 7, 100), rng.beta(3.4, 6.6, 100)
     clustered_c = units([list((rng.random(10) < p).astype(float)) for p in p_c])
     clustered_t = units([list((rng.random(10) < p).astype(float)) for p in p_t])
-    clustered = [ArmData(1, 1, True, 1, True, 100, 1000, {"success": clustered_c}),
-                 ArmData(2, 2, False, 1, True, 100, 1000, {"success": clustered_t})]
+    clustered = [
+        ArmData(1, 1, True, 1, True, 100, 1000, {"success": clustered_c}),
+        ArmData(2, 2, False, 1, True, 100, 1000, {"success": clustered_t}),
+    ]
     [a] = analyze(flat, NO_GUARDRAILS).comparisons
     [b] = analyze(clustered, NO_GUARDRAILS).comparisons
     assert (b.diff_high - b.diff_low) > 1.5 * (a.diff_high - a.diff_low)
@@ -92,14 +108,18 @@ def test_guardrail_must_be_shown_within_tolerance_before_promotion():
     rng = np.random.default_rng(1)
     settings = AnalysisSettings(guardrails=(Guardrail("cost_usd", False, 0.10),))
     # noisy cost, no difference: not yet shown within +10% -> no promotion
-    noisy = [arm(1, 805, 242, control=True, cost_usd=lognormal(rng, 805, sigma=2.0)),
-             arm(7, 812, 335, cost_usd=lognormal(rng, 812, sigma=2.0))]
+    noisy = [
+        arm(1, 805, 242, control=True, cost_usd=lognormal(rng, 805, sigma=2.0)),
+        arm(7, 812, 335, cost_usd=lognormal(rng, 812, sigma=2.0)),
+    ]
     d = run(noisy, hours=30, analysis_settings=settings)
     assert d.kind == "continue" and "guardrails not yet within tolerance" in d.reason
     assert "cost_usd" in d.reason and "not yet shown within the allowed +10%" in d.reason
     # precise cost, no difference: shown within tolerance -> promotion
-    tight = [arm(1, 805, 242, control=True, cost_usd=lognormal(rng, 805, sigma=0.1)),
-             arm(7, 812, 335, cost_usd=lognormal(rng, 812, sigma=0.1))]
+    tight = [
+        arm(1, 805, 242, control=True, cost_usd=lognormal(rng, 805, sigma=0.1)),
+        arm(7, 812, 335, cost_usd=lognormal(rng, 812, sigma=0.1)),
+    ]
     d = run(tight, hours=30, analysis_settings=settings)
     assert d.kind == "promote" and "guardrails within tolerance: cost_usd" in d.reason
 
@@ -107,8 +127,10 @@ def test_guardrail_must_be_shown_within_tolerance_before_promotion():
 def test_confirmed_guardrail_harm_stops_the_arm_even_when_primary_wins():
     rng = np.random.default_rng(3)
     settings = AnalysisSettings(guardrails=(Guardrail("latency_ms", False, 0.10),))
-    arms = [arm(1, 805, 242, control=True, latency_ms=lognormal(rng, 805, 1000, 0.1)),
-            arm(7, 812, 335, latency_ms=lognormal(rng, 812, 1500, 0.1))]
+    arms = [
+        arm(1, 805, 242, control=True, latency_ms=lognormal(rng, 805, 1000, 0.1)),
+        arm(7, 812, 335, latency_ms=lognormal(rng, 812, 1500, 0.1)),
+    ]
     d = run(arms, hours=2, analysis_settings=settings)
     assert d.kind == "stop_arms" and d.stopped_arm_ids == (7,)
     assert "guardrail latency_ms +" in d.reason and "beyond the allowed +10%" in d.reason
@@ -128,8 +150,10 @@ def test_guardrail_without_any_data_blocks_only_when_required():
 def test_guardrail_in_one_arm_only_blocks():
     rng = np.random.default_rng(5)
     settings = AnalysisSettings(guardrails=(Guardrail("cost_usd", False, 0.10),))
-    arms = [arm(1, 805, 242, control=True, cost_usd=lognormal(rng, 805, sigma=0.1)),
-            arm(7, 812, 335)]
+    arms = [
+        arm(1, 805, 242, control=True, cost_usd=lognormal(rng, 805, sigma=0.1)),
+        arm(7, 812, 335),
+    ]
     d = run(arms, hours=30, analysis_settings=settings)
     assert d.kind == "continue" and "cost_usd not comparable (missing metric)" in d.reason
 
@@ -142,8 +166,12 @@ def test_constant_guardrail_is_known_exactly():
 
 
 def test_several_winners_pick_the_highest_lower_bound():
-    arms = [arm(1, 2000, 600, control=True), arm(2, 2000, 700), arm(3, 2000, 760),
-            arm(4, 2000, 740)]
+    arms = [
+        arm(1, 2000, 600, control=True),
+        arm(2, 2000, 700),
+        arm(3, 2000, 760),
+        arm(4, 2000, 740),
+    ]
     d = run(arms, hours=48)
     assert d.kind == "promote" and d.winner_arm_id == 3
 
@@ -167,8 +195,7 @@ def test_srm_keeps_testing_after_an_arm_stops():
     # a skewed one is still caught.
     fine = [arm(1, 3000, 900, control=True), arm(2, 3010, 950), arm(3, 2990, 600, active=False)]
     assert not analyze(fine, NO_GUARDRAILS).srm.detected
-    skewed = [arm(1, 3000, 900, control=True), arm(2, 3000, 950), arm(3, 2000, 600,
-                                                                      active=False)]
+    skewed = [arm(1, 3000, 900, control=True), arm(2, 3000, 950), arm(3, 2000, 600, active=False)]
     assert analyze(skewed, NO_GUARDRAILS).srm.detected
 
 
@@ -197,8 +224,10 @@ def test_inconclusive_at_max_runtime_and_without_active_variants():
 
 def test_continue_reason_and_degenerate_inputs():
     empty = RatioSums(0, 0, 0, 0, 0, 0)
-    arms = [ArmData(1, 1, True, 1, True, 0, 0, {"success": empty}),
-            ArmData(2, 2, False, 1, True, 0, 0, {"success": empty})]
+    arms = [
+        ArmData(1, 1, True, 1, True, 0, 0, {"success": empty}),
+        ArmData(2, 2, False, 1, True, 0, 0, {"success": empty}),
+    ]
     d = run(arms, hours=0.25)
     assert d.kind == "continue" and "not comparable yet" in d.reason
     no_control = run([arm(1, 500, 150), arm(2, 500, 300)], hours=30)
@@ -222,8 +251,10 @@ def test_post_stratification_narrows_the_interval_where_segments_differ():
         strata_t[name] = units([[float(rng.random() < rate * 1.05)] for _ in range(n)])
     total_c = sum(strata_c.values(), RatioSums(0, 0, 0, 0, 0, 0))
     total_t = sum(strata_t.values(), RatioSums(0, 0, 0, 0, 0, 0))
-    arms = [ArmData(1, 1, True, 1, True, 1200, 1200, {"success": total_c}, strata_c),
-            ArmData(2, 2, False, 1, True, 1200, 1200, {"success": total_t}, strata_t)]
+    arms = [
+        ArmData(1, 1, True, 1, True, 1200, 1200, {"success": total_c}, strata_c),
+        ArmData(2, 2, False, 1, True, 1200, 1200, {"success": total_t}, strata_t),
+    ]
     [plain] = analyze(arms, AnalysisSettings(guardrails=(), stratify=False)).comparisons
     [strat] = analyze(arms, NO_GUARDRAILS).comparisons
     assert strat.strata == 3 and plain.strata == 1

@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from optimizer.patterns.store import evidence_json, finite_only
+from optimizer.patterns.store import evidence_json
+from optimizer.stats import finite_only
 
 
 def test_finite_values_pass_unchanged() -> None:

@@ -36,8 +36,6 @@ from benchmarks.aa_ab_simulation import (
 from optimizer.experiments.caps import CAP_QUANTILE, CAP_SAMPLE, MIN_CAP_SAMPLE
 from optimizer.experiments.decide import DecisionSettings, decide
 from optimizer.stats import (
-    HEAVY_TAILED,
-    METRICS,
     AnalysisSettings,
     ArmData,
     ExperimentAnalysis,
@@ -45,24 +43,38 @@ from optimizer.stats import (
     alpha_per_arm,
     analyze,
 )
+from optimizer.stats.metrics import CAPPED, NAMES
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 CHECKS = 160  # 40 hours
 RULE = Rule(min_runtime_hours=6.0, max_runtime_hours=40.0)
-SETTINGS = DecisionSettings(min_conversations_per_arm=RULE.min_conversations,
-                            min_runtime_hours=RULE.min_runtime_hours,
-                            max_runtime_hours=RULE.max_runtime_hours)
+SETTINGS = DecisionSettings(
+    min_conversations_per_arm=RULE.min_conversations,
+    min_runtime_hours=RULE.min_runtime_hours,
+    max_runtime_hours=RULE.max_runtime_hours,
+)
 
 WORLDS = {
     "aa_repeat_users": World(conversations_per_user=3.0, checks=CHECKS),
     "aa_heavy_users": World(conversations_per_user=10.0, cost_sigma=2.0, checks=CHECKS),
     "costly_variant": World(lift=0.10, cost_factor=1.6, checks=CHECKS),
     # arm 2 is stopped for its cost, then arm 1 is promoted (alpha still split over both)
-    "three_arms_stop_then_promote": World(arms=3, lift=(0.5, 0.0), cost_factor=(1.0, 2.0),
-                                          cost_sigma=0.5, per_check=100, checks=CHECKS),
+    "three_arms_stop_then_promote": World(
+        arms=3,
+        lift=(0.5, 0.0),
+        cost_factor=(1.0, 2.0),
+        cost_sigma=0.5,
+        per_check=100,
+        checks=CHECKS,
+    ),
     # two rare segments: pooled into a stratum of their own or into the largest one
-    "segments": World(base_rates=(0.1, 0.6, 0.3, 0.2), segment_shares=(0.03, 0.03, 0.47, 0.47),
-                      lift=0.25, cost_sigma=0.5, checks=CHECKS),
+    "segments": World(
+        base_rates=(0.1, 0.6, 0.3, 0.2),
+        segment_shares=(0.03, 0.03, 0.47, 0.47),
+        lift=0.25,
+        cost_sigma=0.5,
+        checks=CHECKS,
+    ),
 }
 
 
@@ -74,31 +86,37 @@ def ratio_sums(unit: np.ndarray, value: np.ndarray, units: int) -> RatioSums:
     m = np.bincount(unit, present.astype(float), units)
     k = m > 0
     y, m = y[k], m[k]
-    return RatioSums(int(k.sum()), float(y.sum()), float(m.sum()), float(y @ y),
-                     float(m @ m), float(y @ m))
+    return RatioSums(
+        int(k.sum()), float(y.sum()), float(m.sum()), float(y @ y), float(m @ m), float(y @ m)
+    )
 
 
 def one_experiment(ev: Events, e: int) -> dict[str, np.ndarray]:
     """Its conversations in time order, units numbered from 0."""
     rows = np.flatnonzero(ev.exp == e)
     rows = rows[np.argsort(ev.time[rows], kind="stable")]
-    out = {"arm": ev.arm[rows], "segment": ev.segment[rows], "time": ev.time[rows],
-           **{m: v[rows] for m, v in ev.values.items()}}
+    out = {
+        "arm": ev.arm[rows],
+        "segment": ev.segment[rows],
+        "time": ev.time[rows],
+        **{m: v[rows] for m, v in ev.values.items()},
+    }
     _, out["unit"] = np.unique(ev.unit[rows], return_inverse=True)
     return out
 
 
-def arm_data(ev: Events, x: dict[str, np.ndarray], check: int, stop_at: list[int],
-             caps: dict[str, float]) -> list[ArmData]:
+def arm_data(
+    ev: Events, x: dict[str, np.ndarray], check: int, stop_at: list[int], caps: dict[str, float]
+) -> list[ArmData]:
     """aggregate.arm_data for one experiment at one check, straight from its conversations."""
     units = int(x["unit"].max()) + 1
-    x = {k: v[:np.searchsorted(x["time"], check)] for k, v in x.items()}  # time < check
+    x = {k: v[: np.searchsorted(x["time"], check)] for k, v in x.items()}  # time < check
     arms = []
     for a in range(ev.arms):
         in_slice = x["arm"] == a
         own = in_slice & (x["time"] < stop_at[a])  # after a stop its units are served control
         metrics = {}
-        for metric in METRICS:
+        for metric in NAMES:
             v = x[metric][own]
             if metric in caps:
                 v = np.where(v > caps[metric], caps[metric], v)
@@ -108,18 +126,28 @@ def arm_data(ev: Events, x: dict[str, np.ndarray], check: int, stop_at: list[int
             key = f"s{seg}" if ev.segments > 1 else None
             rows = own & (x["segment"] == seg)
             strata[key] = ratio_sums(x["unit"][rows], x["success"][rows], units)
-        arms.append(ArmData(arm_id=a + 1, version=a + 1, is_control=a == 0, weight=1.0,
-                            active=stop_at[a] > check,
-                            units=int(np.count_nonzero(np.bincount(x["unit"][in_slice]))),
-                            conversations=int(own.sum()), metrics=metrics, strata=strata))
+        arms.append(
+            ArmData(
+                arm_id=a + 1,
+                version=a + 1,
+                is_control=a == 0,
+                weight=1.0,
+                active=stop_at[a] > check,
+                units=int(np.count_nonzero(np.bincount(x["unit"][in_slice]))),
+                conversations=int(own.sum()),
+                metrics=metrics,
+                strata=strata,
+            )
+        )
     return arms
 
 
-def fix_caps(x: dict[str, np.ndarray], check: int, control: ArmData,
-             caps: dict[str, float]) -> dict[str, float]:
+def fix_caps(
+    x: dict[str, np.ndarray], check: int, control: ArmData, caps: dict[str, float]
+) -> dict[str, float]:
     """caps.fix_missing_caps: the CAP_QUANTILE of the control's first CAP_SAMPLE values."""
     new = {}
-    for metric in HEAVY_TAILED:
+    for metric in CAPPED:
         if metric in caps or control.metrics[metric].observations < MIN_CAP_SAMPLE:
             continue
         v = x[metric]
@@ -138,12 +166,14 @@ def same_sums(data: list[ArmData], seen: list[dict]) -> None:
         assert arm.units == view["units"] and arm.conversations == view["conversations"]
         for metric, sums in arm.metrics.items():
             assert [getattr(sums, f) for f in RATIO] == pytest.approx(
-                list(view["metrics"][metric]), rel=1e-9, abs=1e-9), metric
+                list(view["metrics"][metric]), rel=1e-9, abs=1e-9
+            ), metric
         for key, sums in arm.strata.items():
             k = int(key[1:]) if key is not None else 0
             if key is not None:
                 assert [getattr(sums, f) for f in RATIO] == pytest.approx(
-                    list(view["strata"][:, k]), rel=1e-9, abs=1e-9), key
+                    list(view["strata"][:, k]), rel=1e-9, abs=1e-9
+                ), key
 
 
 def same_interval(analysis: ExperimentAnalysis, seen: list[dict], stratify: bool) -> None:
@@ -154,16 +184,19 @@ def same_interval(analysis: ExperimentAnalysis, seen: list[dict], stratify: bool
     for cmp in analysis.comparisons:
         a = seen[cmp.arm_id - 1]
         strata = (c["strata"], a["strata"]) if c["strata"].shape[1] > 1 else (None, None)
-        ok, low, high = primary_interval(c["metrics"]["success"], a["metrics"]["success"],
-                                         *strata, alpha, rule)
+        ok, low, high = primary_interval(
+            c["metrics"]["success"], a["metrics"]["success"], *strata, alpha, rule
+        )
         assert bool(ok) == (cmp.error is None)
         if cmp.error is None:
-            assert (float(low), float(high)) == pytest.approx((cmp.diff_low, cmp.diff_high),
-                                                              rel=1e-9, abs=1e-12)
+            assert (float(low), float(high)) == pytest.approx(
+                (cmp.diff_low, cmp.diff_high), rel=1e-9, abs=1e-12
+            )
 
 
-def replay(ev: Events, sums: Sums, e: int, stratify: bool, strata: set[int]
-           ) -> list[tuple[str, int, tuple[int, ...]]]:
+def replay(
+    ev: Events, sums: Sums, e: int, stratify: bool, strata: set[int]
+) -> list[tuple[str, int, tuple[int, ...]]]:
     """Every check of experiment e through analyze() and decide(), carrying out each
     decision as store.apply_decision does: (kind, winner arm index, stopped arm indexes).
     Checks the benchmark's sums on the way; adds to `strata` the numbers of segment strata
@@ -189,7 +222,8 @@ def replay(ev: Events, sums: Sums, e: int, stratify: bool, strata: set[int]
         for a in stopped:
             stop_at[a] = check
         if d.kind in ("promote", "pause_srm", "inconclusive") or all(
-                stop_at[a] <= CHECKS for a in range(1, ev.arms)):
+            stop_at[a] <= CHECKS for a in range(1, ev.arms)
+        ):
             break
     return out
 

@@ -25,8 +25,14 @@ def per_unit(values_per_unit) -> RatioSums:
     ms = np.array([float(len(v)) for v in values_per_unit])
     keep = ms > 0
     ys, ms = ys[keep], ms[keep]
-    return RatioSums(int(keep.sum()), float(ys.sum()), float(ms.sum()), float(ys @ ys),
-                     float(ms @ ms), float(ys @ ms))
+    return RatioSums(
+        int(keep.sum()),
+        float(ys.sum()),
+        float(ms.sum()),
+        float(ys @ ys),
+        float(ms @ ms),
+        float(ys @ ms),
+    )
 
 
 def sums(values) -> RatioSums:
@@ -36,8 +42,7 @@ def sums(values) -> RatioSums:
 
 def arm(arm_id, control=False, conversations=None, weight=1.0, active=True, **metrics):
     ms = {k: sums(v) if not isinstance(v, RatioSums) else v for k, v in metrics.items()}
-    n = conversations if conversations is not None else max([m.units for m in ms.values()]
-                                                            or [0])
+    n = conversations if conversations is not None else max([m.units for m in ms.values()] or [0])
     return ArmData(arm_id, arm_id, control, weight, active, n, n, ms)
 
 
@@ -59,14 +64,17 @@ def test_primary_comparison_against_reference():
     half = two_sided_halfwidth(v, mixture_eta(1000, 1010, 0.1), 0.1)
     assert cmp.diff_low == pytest.approx(d - half) and cmp.diff_high == pytest.approx(d + half)
     assert cmp.diff_high - cmp.diff_low > 2 * stats.norm.ppf(0.95) * math.sqrt(v)  # wider
-    rel_var = (np.var(t, ddof=1) / len(t)) / m_c**2 \
-        + m_t**2 * (np.var(c, ddof=1) / len(c)) / m_c**4
+    rel_var = (np.var(t, ddof=1) / len(t)) / m_c**2 + m_t**2 * (np.var(c, ddof=1) / len(c)) / m_c**4
     rel_half = two_sided_halfwidth(rel_var, mixture_eta(1000, 1010, 0.1), 0.1)
     assert cmp.relative == pytest.approx(m_t / m_c - 1)
     assert cmp.relative_low == pytest.approx(m_t / m_c - 1 - rel_half)
     assert cmp.prob_beat_control == pytest.approx(stats.norm.cdf(d / math.sqrt(v)))
-    loss = integrate.quad(lambda x: max(0.0, -x) * stats.norm.pdf(x, d, math.sqrt(v)),
-                          d - 12 * math.sqrt(v), d + 12 * math.sqrt(v), points=[0.0])[0]
+    loss = integrate.quad(
+        lambda x: max(0.0, -x) * stats.norm.pdf(x, d, math.sqrt(v)),
+        d - 12 * math.sqrt(v),
+        d + 12 * math.sqrt(v),
+        points=[0.0],
+    )[0]
     assert cmp.expected_loss == pytest.approx(loss, rel=1e-5, abs=1e-12)
     # Beta posteriors (uniform priors) agree with the normal approximation at this size
     rng = np.random.default_rng(0)
@@ -77,8 +85,12 @@ def test_primary_comparison_against_reference():
 
 def test_bonferroni_across_every_variant_arm_ever():
     c = binary(300, 1000)
-    arms = [arm(1, True, success=c), arm(2, success=binary(330, 1000)),
-            arm(3, success=binary(310, 1000)), arm(4, active=False, success=binary(1, 10))]
+    arms = [
+        arm(1, True, success=c),
+        arm(2, success=binary(330, 1000)),
+        arm(3, success=binary(310, 1000)),
+        arm(4, active=False, success=binary(1, 10)),
+    ]
     result = analyze(arms, AnalysisSettings(confidence=0.9, guardrails=()))
     assert [x.arm_id for x in result.comparisons] == [2, 3]  # the stopped arm is not compared
     assert result.alpha_per_arm == pytest.approx(0.1 / 3)  # but it still takes its share
@@ -88,16 +100,20 @@ def test_bonferroni_across_every_variant_arm_ever():
     assert result.comparisons[0].diff_high - result.comparisons[0].diff == pytest.approx(half)
 
 
-@pytest.mark.parametrize("control,variant,code", [
-    ({}, {}, "missing_metric"),
-    ({"success": RatioSums(0, 0, 0, 0, 0, 0)}, {"success": binary(3, 10)}, "missing_metric"),
-    ({"success": binary(1, 1)}, {"success": binary(3, 10)}, "too_few_units"),
-    ({"success": binary(10, 10)}, {"success": binary(20, 20)}, "zero_variance"),
-    ({"success": binary(0, 50)}, {"success": binary(0, 60)}, "zero_variance"),
-])
+@pytest.mark.parametrize(
+    "control,variant,code",
+    [
+        ({}, {}, "missing_metric"),
+        ({"success": RatioSums(0, 0, 0, 0, 0, 0)}, {"success": binary(3, 10)}, "missing_metric"),
+        ({"success": binary(1, 1)}, {"success": binary(3, 10)}, "too_few_units"),
+        ({"success": binary(10, 10)}, {"success": binary(20, 20)}, "zero_variance"),
+        ({"success": binary(0, 50)}, {"success": binary(0, 60)}, "zero_variance"),
+    ],
+)
 def test_degenerate_primary_inputs_give_error_codes(control, variant, code):
-    result = analyze([arm(1, True, 10, **control), arm(2, conversations=10, **variant)],
-                     AnalysisSettings())
+    result = analyze(
+        [arm(1, True, 10, **control), arm(2, conversations=10, **variant)], AnalysisSettings()
+    )
     (cmp,) = result.comparisons
     assert cmp.error == code and cmp.diff_low is None and not cmp.improves and not cmp.hurts
     assert all(g.status == "no_data" and not g.harmed for g in result.guardrails)
@@ -105,17 +121,22 @@ def test_degenerate_primary_inputs_give_error_codes(control, variant, code):
 
 
 def test_no_control_bad_confidence_and_empty_experiment():
-    no_control = analyze([arm(1, success=binary(3, 10)), arm(2, success=binary(4, 10))],
-                         AnalysisSettings())
+    no_control = analyze(
+        [arm(1, success=binary(3, 10)), arm(2, success=binary(4, 10))], AnalysisSettings()
+    )
     assert {c.error for c in no_control.comparisons} == {"no_control"}
-    bad = analyze([arm(1, True, success=binary(3, 10)), arm(2, success=binary(4, 10))],
-                  AnalysisSettings(confidence=1.5))
+    bad = analyze(
+        [arm(1, True, success=binary(3, 10)), arm(2, success=binary(4, 10))],
+        AnalysisSettings(confidence=1.5),
+    )
     assert bad.comparisons[0].error == "invalid_confidence"
     json.dumps(bad.to_dict(), allow_nan=False)
     empty = analyze([], AnalysisSettings())
     assert empty.comparisons == () and empty.srm.error == "no_arms"
-    zero_control = analyze([arm(1, True, rating=[0.0, 0.0, 0.0]), arm(2, rating=[1.0, 2, 0])],
-                           AnalysisSettings(primary_metric="rating"))
+    zero_control = analyze(
+        [arm(1, True, rating=[0.0, 0.0, 0.0]), arm(2, rating=[1.0, 2, 0])],
+        AnalysisSettings(primary_metric="rating"),
+    )
     assert zero_control.comparisons[0].error is None, zero_control.comparisons[0]
     assert zero_control.comparisons[0].relative is None  # relative to a zero mean
 
@@ -141,17 +162,29 @@ def test_guardrail_margin_contrast_counts_the_controls_uncertainty():
 def test_guardrail_statuses():
     rng = np.random.default_rng(6)
     n = 4000
-    control = arm(1, True, success=binary(1200, n), rating=rng.normal(4.0, 0.8, n),
-                  latency_ms=rng.normal(1000, 200, n), cost_usd=rng.lognormal(0, 2, n))
-    slow = arm(2, success=binary(1300, n), rating=rng.normal(3.5, 0.8, n),
-               latency_ms=rng.normal(1300, 200, n), cost_usd=rng.lognormal(0, 2, n))
+    control = arm(
+        1,
+        True,
+        success=binary(1200, n),
+        rating=rng.normal(4.0, 0.8, n),
+        latency_ms=rng.normal(1000, 200, n),
+        cost_usd=rng.lognormal(0, 2, n),
+    )
+    slow = arm(
+        2,
+        success=binary(1300, n),
+        rating=rng.normal(3.5, 0.8, n),
+        latency_ms=rng.normal(1300, 200, n),
+        cost_usd=rng.lognormal(0, 2, n),
+    )
     checks = {g.metric: g for g in analyze([control, slow], AnalysisSettings()).guardrails}
     assert checks["latency_ms"].status == "harmed"  # +30% against a 10% tolerance
     assert checks["rating"].status == "harmed"  # -12.5% against a 5% tolerance
     assert checks["cost_usd"].status == "undecided"  # too noisy to show either
     assert not checks["cost_usd"].passes
-    lenient = analyze([control, slow], AnalysisSettings(
-        guardrails=(Guardrail("latency_ms", False, 0.5),)))
+    lenient = analyze(
+        [control, slow], AnalysisSettings(guardrails=(Guardrail("latency_ms", False, 0.5),))
+    )
     assert lenient.guardrails[0].status == "non_inferior"
 
 
@@ -182,9 +215,13 @@ def test_ratio_with_one_conversation_per_unit_is_the_textbook_variance():
 
 def test_lower_is_better_primary_metric():
     rng = np.random.default_rng(2)
-    result = analyze([arm(1, True, latency_ms=rng.normal(1000, 100, 500)),
-                      arm(2, latency_ms=rng.normal(900, 100, 500))],
-                     AnalysisSettings(primary_metric="latency_ms", guardrails=()))
+    result = analyze(
+        [
+            arm(1, True, latency_ms=rng.normal(1000, 100, 500)),
+            arm(2, latency_ms=rng.normal(900, 100, 500)),
+        ],
+        AnalysisSettings(primary_metric="latency_ms", guardrails=()),
+    )
     cmp = result.comparisons[0]
     assert not cmp.higher_is_better and cmp.improves and cmp.diff < 0
     assert cmp.prob_beat_control > 0.99

@@ -55,14 +55,17 @@ def _mixture_boundary(var: float, rho: float, alpha: float, one_sided: bool) -> 
     return optimize.brentq(lambda d: log_m(d) - math.log(1 / alpha), 1e-9, 20 * math.sqrt(var))
 
 
-@pytest.mark.parametrize("var,rho,alpha", [(1e-4, 0.02, 0.1), (2.5e-3, 0.01, 0.05),
-                                           (0.3, 1.0, 0.025)])
+@pytest.mark.parametrize(
+    "var,rho,alpha", [(1e-4, 0.02, 0.1), (2.5e-3, 0.01, 0.05), (0.3, 1.0, 0.025)]
+)
 def test_halfwidths_match_the_mixture_integral(var, rho, alpha):
     eta = rho**2 / var
     assert two_sided_halfwidth(var, eta, alpha) == pytest.approx(
-        _mixture_boundary(var, rho, alpha, one_sided=False), rel=1e-6)
+        _mixture_boundary(var, rho, alpha, one_sided=False), rel=1e-6
+    )
     assert one_sided_halfwidth(var, eta, alpha) == pytest.approx(
-        _mixture_boundary(var, rho, alpha, one_sided=True), rel=1e-6)
+        _mixture_boundary(var, rho, alpha, one_sided=True), rel=1e-6
+    )
 
 
 def test_one_sided_is_narrower_and_eta_is_tuned_at_the_target():
@@ -108,15 +111,25 @@ def _coverage_failures(rng, draws_c, draws_t, true_diff, alpha, checks):
 
 def test_bernoulli_coverage_holds_simultaneously_over_checks():
     rng = np.random.default_rng(20240601)
-    fail = _coverage_failures(rng, lambda r: r.binomial(1, 0.3, (400, 6000)).astype(float),
-                              lambda r: r.binomial(1, 0.35, (400, 6000)).astype(float),
-                              0.05, alpha=0.10, checks=240)
+    fail = _coverage_failures(
+        rng,
+        lambda r: r.binomial(1, 0.3, (400, 6000)).astype(float),
+        lambda r: r.binomial(1, 0.35, (400, 6000)).astype(float),
+        0.05,
+        alpha=0.10,
+        checks=240,
+    )
     assert fail <= 0.10
 
 
 def test_unequal_variances_and_sizes_coverage():
     rng = np.random.default_rng(7)
-    fail = _coverage_failures(rng, lambda r: r.normal(10, 1, (300, 4000)),
-                              lambda r: r.exponential(3.0, (300, 6000)) + 5,
-                              -2.0, alpha=0.05, checks=200)
+    fail = _coverage_failures(
+        rng,
+        lambda r: r.normal(10, 1, (300, 4000)),
+        lambda r: r.exponential(3.0, (300, 6000)) + 5,
+        -2.0,
+        alpha=0.05,
+        checks=200,
+    )
     assert fail <= 0.05

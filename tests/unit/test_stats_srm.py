@@ -14,17 +14,32 @@ from optimizer.stats.srm import SRM_PRIOR_CONCENTRATION, srm_log_bayes_factor
 
 def _arms(counts, weights, active=None):
     active = active or [True] * len(counts)
-    return [ArmData(i + 1, i + 1, i == 0, w, a, c, c, {}) for i, (c, w, a)
-            in enumerate(zip(counts, weights, active, strict=True))]
+    return [
+        ArmData(i + 1, i + 1, i == 0, w, a, c, c, {})
+        for i, (c, w, a) in enumerate(zip(counts, weights, active, strict=True))
+    ]
 
 
-@pytest.mark.parametrize("counts,shares", [([510, 490], [0.5, 0.5]), ([60, 40], [0.5, 0.5]),
-                                           ([100, 220, 330], [0.2, 0.3, 0.5]), ([0, 0], [.5, .5])])
+@pytest.mark.parametrize(
+    "counts,shares",
+    [
+        ([510, 490], [0.5, 0.5]),
+        ([60, 40], [0.5, 0.5]),
+        ([100, 220, 330], [0.2, 0.3, 0.5]),
+        ([0, 0], [0.5, 0.5]),
+    ],
+)
 def test_log_bayes_factor_matches_scipy(counts, shares):
     c = SRM_PRIOR_CONCENTRATION
     n = sum(counts)
-    reference = (stats.dirichlet_multinomial.logpmf(counts, c * np.array(shares), n)
-                 - stats.multinomial.logpmf(counts, n, shares)) if n else 0.0
+    reference = (
+        (
+            stats.dirichlet_multinomial.logpmf(counts, c * np.array(shares), n)
+            - stats.multinomial.logpmf(counts, n, shares)
+        )
+        if n
+        else 0.0
+    )
     assert srm_log_bayes_factor(counts, shares) == pytest.approx(reference, abs=1e-9)
 
 
