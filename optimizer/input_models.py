@@ -9,8 +9,8 @@ as a path (`payload.n`, `guardrails[0].metric`), so the HTTP API answers
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar, get_args
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.fields import FieldInfo
@@ -23,6 +23,8 @@ class InputModel(BaseModel):
     """Strict: no "3" for 3, no true for 1, no NaN or infinity, no unknown fields."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+    # What a key of this model is called in messages: "unknown query parameter 'x'".
+    noun: ClassVar[str] = "field"
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -74,8 +76,14 @@ def _message(error: Mapping[str, Any], field: str, info: FieldInfo | None,
     if kind == "extra_forbidden":
         parent = _field_info_owner(model, loc[:-1])
         allowed = ", ".join(parent.model_fields) if parent is not None else ""
+        allowed = allowed or "none"
+        noun = parent.noun if parent is not None and issubclass(parent, InputModel) else "field"
         where = f" in {field_path(loc[:-1], root)}" if field_path(loc[:-1], root) else ""
-        return f"unknown field {loc[-1]!r}{where}; allowed: {allowed}"
+        return f"unknown {noun} {loc[-1]!r}{where}; allowed: {allowed}"
+    if kind in ("float_type", "finite_number") and isinstance(value, int) \
+            and not isinstance(value, bool) and _range(info, ctx):
+        # An integer too large for a float: say which range it is outside of.
+        return f"{name} must be {_range(info, ctx)}; got {shown(value)}"
     if kind in _KINDS:
         return f"{name} must be {_KINDS[kind]}; got {_got(value)}"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
@@ -93,6 +101,42 @@ def _message(error: Mapping[str, Any], field: str, info: FieldInfo | None,
     if kind == "value_error":
         return f"{name} {ctx.get('error', error['msg'])}"
     return f"{name}: {error['msg']}"
+
+
+def rule(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A check that raises InvalidInput naming its field (prompts.validate_name, a parser of
+    text parameters), as a model field validator: its words are kept, and the field is named
+    by its place in the model (so a nested one gets its whole path)."""
+
+    def run(value: Any) -> Any:
+        try:
+            return check(value)
+        except InvalidInput as exc:
+            text = str(exc)
+            if exc.field and text.startswith(f"{exc.field} "):
+                text = text[len(exc.field) + 1:]
+            raise ValueError(text) from None
+
+    return run
+
+
+def one_of(choices: Sequence[str]) -> Callable[[Any], str]:
+    """A field validator: the value is one of `choices` (for a set that is only known at run
+    time, such as the job types, where a Literal cannot be written)."""
+
+    allowed = tuple(choices)
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}; got {shown(value)}")
+        return str(value)
+
+    return check
+
+
+def plus_zero(value: float) -> float:
+    """-0.0 as 0.0: a stored or echoed -0.0 only confuses."""
+    return value + 0.0
 
 
 def _got(value: Any) -> str:

@@ -8,17 +8,27 @@ from collections.abc import Mapping
 from typing import Any
 
 from optimizer.config import Settings
-from optimizer.experiments.validation import ExperimentSettings, parse_settings
+from optimizer.experiments.validation import (
+    SETTING_FIELDS,
+    ExperimentSettings,
+    ExperimentSettingsInput,
+)
+from optimizer.input_models import validate
 
-SETTING_FIELDS = ("primary_metric", "guardrails", "confidence", "min_conversations_per_arm",
-                  "min_runtime_hours", "max_runtime_hours")
+__all__ = ["SETTING_FIELDS", "settings_with_defaults"]
 
 
-def settings_with_defaults(given: Mapping[str, Any], service: Settings) -> ExperimentSettings:
-    """The settings named in `given` (other keys are ignored here), validated. Confidence and
-    the minimum per arm default to PROMOTION_CONFIDENCE and MIN_CONVERSATIONS_PER_ARM; the
-    rest to `parse_settings`' own defaults."""
-    chosen = {key: given[key] for key in SETTING_FIELDS if key in given}
-    chosen.setdefault("confidence", service.promotion_confidence)
-    chosen.setdefault("min_conversations_per_arm", service.min_conversations_per_arm)
-    return parse_settings(**chosen)
+def settings_with_defaults(
+    given: Mapping[str, Any] | ExperimentSettingsInput, service: Settings
+) -> ExperimentSettings:
+    """The settings in `given` (a validated model, or a mapping whose keys other than
+    SETTING_FIELDS are ignored here), validated. Confidence and the minimum per arm default to
+    PROMOTION_CONFIDENCE and MIN_CONVERSATIONS_PER_ARM; the rest to the model's defaults."""
+    if not isinstance(given, ExperimentSettingsInput):
+        given = validate(
+            ExperimentSettingsInput, {key: given[key] for key in SETTING_FIELDS if key in given}
+        )
+    return given.settings(
+        confidence=service.promotion_confidence,
+        min_conversations_per_arm=service.min_conversations_per_arm,
+    )

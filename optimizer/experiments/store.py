@@ -28,10 +28,9 @@ from optimizer.experiments.decide import Decision
 from optimizer.experiments.validation import (
     ExperimentSettings,
     guardrails_to_json,
+    parse_arms,
     parse_settings,
     parse_stop_reason,
-    parse_variants,
-    parse_weights,
     shown,
 )
 from optimizer.text_input import refuse_unstorable
@@ -119,8 +118,7 @@ def create_experiment(session: Session, prompt_name: Any, variants: Any, *,
                       weights: Any = None, settings: ExperimentSettings | None = None,
                       created_by: str = "system", now: datetime) -> ExperimentView:
     """Control is the prompt's active version; each variant must be a candidate."""
-    numbers = parse_variants(variants)
-    arm_weights = parse_weights(weights, len(numbers) + 1)
+    numbers, arm_weights = parse_arms(variants, weights)
     settings = settings or parse_settings()
     prompt = _prompt_by_name(session, prompt_name)
     prompts.lock_prompt(session, prompt.id)

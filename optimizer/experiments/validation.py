@@ -1,23 +1,27 @@
-"""Validation of an experiment's settings as they arrive from outside (HTTP bodies, job
-payloads, CLI), and the stored form of its guardrails. Every entry point refuses the same
-things with the same messages, each naming the field at fault."""
+"""An experiment's settings as they arrive from outside, as pydantic models: the body of
+POST /experiments (NewExperiment), the settings an experiment_creation payload may hold and
+the CLI's options (ExperimentSettingsInput), and the stored form of the guardrails. Every
+entry point refuses the same things with the same messages, each naming the field at fault,
+and the same models give the OpenAPI schema."""
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from optimizer.config import MAX_MIN_CONVERSATIONS_PER_ARM
 from optimizer.errors import InvalidInput, PromptWorkerError
-from optimizer.stats import DEFAULT_GUARDRAILS, HEAVY_TAILED, VALUE_BOUNDS, Guardrail
+from optimizer.input_models import InputModel, one_of, plus_zero, validate
+from optimizer.prompts import MAX_VERSION
+from optimizer.stats import DEFAULT_GUARDRAILS, Guardrail
+from optimizer.stats import metrics as registry
 from optimizer.text_input import refuse_unstorable, shown
 
-PRIMARY_METRICS = ("success", "rating")
-# Which way is better for each metric; the default direction of a guardrail on it.
-METRIC_DIRECTIONS = {"success": True, "rating": True, "latency_ms": False, "cost_usd": False}
+PRIMARY_METRICS = registry.PRIMARY
 MAX_VARIANTS = 9
 MAX_WEIGHT = 1_000_000.0
 # Below this a weight's share can round away (a subnormal times the unit's point is a multiple
@@ -25,7 +29,8 @@ MAX_WEIGHT = 1_000_000.0
 MIN_WEIGHT = 1e-6
 MAX_HOURS = 24.0 * 366 * 5
 MAX_TOLERANCE = 100.0
-GUARDRAIL_KEYS = ("metric", "higher_is_better", "tolerance", "required", "cap")
+DEFAULT_CONFIDENCE = 0.90
+DEFAULT_MIN_CONVERSATIONS_PER_ARM = 100
 
 
 @dataclass(frozen=True)
@@ -38,122 +43,211 @@ class ExperimentSettings:
     max_runtime_hours: float
 
 
-def _number(value: Any, name: str, *, low: float, high: float, low_open: bool = False) -> float:
-    # Only a float can be NaN or infinite. An integer is compared as it is: converting one
-    # of hundreds of digits to float (math.isfinite does) raises OverflowError.
-    if isinstance(value, bool) or not isinstance(value, int | float) or (
-            isinstance(value, float) and not math.isfinite(value)):
-        raise InvalidInput(f"{name} must be a number; got {shown(value)}", field=name)
-    if value < low or value > high or (low_open and value == low):
-        low_text = f"more than {low:g}" if low_open else f"at least {low:g}"
-        raise InvalidInput(f"{name} must be {low_text} and at most {high:g}; got "
-                           f"{shown(value)}", field=name)
-    return float(value) + 0.0  # -0.0 becomes 0.0
+def _without_default(schema: dict[str, Any]) -> None:
+    """For a field whose default is decided elsewhere (the metric's direction, a setting of
+    the service): the schema's "default" would be wrong, the description says it."""
+    schema.pop("default", None)
 
 
-def _whole(value: Any, name: str, *, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{name} must be a whole number; got {shown(value)}", field=name)
-    if not low <= value <= high:
-        raise InvalidInput(f"{name} must be from {low} to {high}; got {shown(value)}",
-                           field=name)
-    return value
-
-
-def parse_variants(value: Any) -> list[int]:
-    if not isinstance(value, list) or not value:
-        raise InvalidInput("variants must be a non-empty list of version numbers; got "
-                           f"{shown(value)}", field="variants")
-    if len(value) > MAX_VARIANTS:
-        raise InvalidInput(f"variants may name at most {MAX_VARIANTS} versions; got "
-                           f"{len(value)}", field="variants")
-    numbers = [_whole(v, "variants", low=1, high=2**31 - 1) for v in value]
+def _distinct(numbers: list[int]) -> list[int]:
     if len(set(numbers)) != len(numbers):
-        raise InvalidInput(f"variants must not repeat a version; got {numbers}",
-                           field="variants")
+        raise ValueError(f"must not repeat a version; got {numbers}")
     return numbers
 
 
-def parse_weights(value: Any, arms: int) -> list[float]:
-    if value is None:
-        return [1.0] * arms
-    if not isinstance(value, list) or len(value) != arms:
-        raise InvalidInput(
-            f"weights must be a list of {arms} positive numbers, control first, then each "
-            f"variant in order; got {shown(value)}", field="weights")
-    return [_number(w, "weights", low=MIN_WEIGHT, high=MAX_WEIGHT) for w in value]
+Version = Annotated[int, Field(ge=1, le=MAX_VERSION)]
+Variants = Annotated[
+    list[Version], Field(min_length=1, max_length=MAX_VARIANTS), AfterValidator(_distinct)
+]
+Weights = list[Annotated[float, Field(ge=MIN_WEIGHT, le=MAX_WEIGHT)]]
+
+
+class GuardrailInput(InputModel):
+    """A gate on one metric: the variant may be at most `tolerance` worse than the control
+    (relative to the control's mean), and must be shown to be within it to be promoted."""
+
+    metric: Annotated[str, AfterValidator(one_of(registry.NAMES))] = Field(
+        description=f"the metric to guard: one of {', '.join(registry.NAMES)}",
+        json_schema_extra={"enum": list(registry.NAMES)},
+    )
+    higher_is_better: bool = Field(
+        True,
+        json_schema_extra=_without_default,
+        description="which way is better; default: the metric's own direction ("
+        + ", ".join(f"{m.name} {m.direction}" for m in registry.REGISTRY)
+        + ")",
+    )
+    tolerance: Annotated[float, Field(ge=0.0, le=MAX_TOLERANCE), AfterValidator(plus_zero)] = Field(
+        0.0,
+        description="how much worse than the control the variant may be, relative to "
+        "the control's mean (0.10 = 10% worse); 0 demands proof that it is at least as good",
+    )
+    required: bool = Field(
+        False, description="when true, an experiment where no arm reports the metric cannot promote"
+    )
+    cap: Annotated[float, Field(gt=0.0)] | None = Field(
+        None,
+        description=f"only {', '.join(registry.CAPPED)}: values above it count as the "
+        "cap; default: fixed from the control's early data",
+    )
+
+    @field_validator("cap")
+    @classmethod
+    def _cap_fits_the_metric(cls, cap: float | None, info: ValidationInfo) -> float | None:
+        metric = info.data.get("metric")
+        if cap is None or metric is None:  # no metric: its own error is reported
+            return cap
+        if metric not in registry.CAPPED:
+            raise ValueError(
+                f"applies only to {', '.join(registry.CAPPED)}; {metric} is bounded already"
+            )
+        high = registry.metric(metric).bounds[1]
+        if cap > high:
+            raise ValueError(f"must be more than 0 and at most {high:g}; got {shown(cap)}")
+        return cap
+
+    def guardrail(self) -> Guardrail:
+        higher = (
+            self.higher_is_better
+            if "higher_is_better" in self.model_fields_set
+            else registry.metric(self.metric).higher_is_better
+        )
+        return Guardrail(self.metric, higher, self.tolerance, self.required, self.cap)
+
+
+class ExperimentSettingsInput(InputModel):
+    """How an experiment decides. Every field is optional."""
+
+    primary_metric: Annotated[str, AfterValidator(one_of(PRIMARY_METRICS))] = Field(
+        registry.DEFAULT_PRIMARY,
+        json_schema_extra={"enum": list(PRIMARY_METRICS)},
+        description="the metric a variant must improve",
+    )
+    guardrails: list[GuardrailInput] | None = Field(
+        None,
+        description="the gates every variant must pass; default: "
+        + ", ".join(f"{g.metric} (tolerance {g.tolerance:g})" for g in DEFAULT_GUARDRAILS)
+        + "; [] means none",
+    )
+    confidence: Annotated[float, Field(ge=0.5, le=0.9999)] = Field(
+        DEFAULT_CONFIDENCE,
+        json_schema_extra=_without_default,
+        description="how sure a decision must be; default: PROMOTION_CONFIDENCE",
+    )
+    min_conversations_per_arm: Annotated[int, Field(ge=1, le=MAX_MIN_CONVERSATIONS_PER_ARM)] = (
+        Field(
+            DEFAULT_MIN_CONVERSATIONS_PER_ARM,
+            json_schema_extra=_without_default,
+            description="no decision before every arm has this many; default: "
+            "MIN_CONVERSATIONS_PER_ARM",
+        )
+    )
+    min_runtime_hours: Annotated[float, Field(ge=0.0, le=MAX_HOURS), AfterValidator(plus_zero)] = (
+        Field(24.0, description="no promotion before this")
+    )
+    max_runtime_hours: Annotated[float, Field(gt=0.0, le=MAX_HOURS)] = Field(
+        336.0,
+        validate_default=True,  # the default too must not be below the minimum
+        description="past it, an experiment without a winner ends; not less than min_runtime_hours",
+    )
+
+    @field_validator("guardrails")
+    @classmethod
+    def _one_guardrail_per_metric(
+        cls, guardrails: list[GuardrailInput] | None
+    ) -> list[GuardrailInput] | None:
+        metrics = [g.metric for g in guardrails or ()]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"name a metric twice: {metrics}")
+        return guardrails
+
+    @field_validator("max_runtime_hours")
+    @classmethod
+    def _not_below_the_minimum(cls, high: float, info: ValidationInfo) -> float:
+        low = info.data.get("min_runtime_hours")
+        if low is not None and high < low:
+            raise ValueError(f"({high:g}) must not be less than min_runtime_hours ({low:g})")
+        return high
+
+    def settings(
+        self,
+        *,
+        confidence: float = DEFAULT_CONFIDENCE,
+        min_conversations_per_arm: int = DEFAULT_MIN_CONVERSATIONS_PER_ARM,
+    ) -> ExperimentSettings:
+        """The settings, with `confidence` and `min_conversations_per_arm` (the service's
+        defaults) where the input does not name them."""
+        given = self.model_fields_set
+        return ExperimentSettings(
+            primary_metric=self.primary_metric,
+            guardrails=(
+                tuple(g.guardrail() for g in self.guardrails)
+                if self.guardrails is not None
+                else tuple(DEFAULT_GUARDRAILS)
+            ),
+            confidence=self.confidence if "confidence" in given else confidence,
+            min_conversations_per_arm=(
+                self.min_conversations_per_arm
+                if "min_conversations_per_arm" in given
+                else min_conversations_per_arm
+            ),
+            min_runtime_hours=self.min_runtime_hours,
+            max_runtime_hours=self.max_runtime_hours,
+        )
+
+
+SETTING_FIELDS = tuple(ExperimentSettingsInput.model_fields)
+
+
+class ArmsInput(InputModel):
+    """Which versions an experiment compares, and how traffic is split between them."""
+
+    variants: Variants = Field(
+        description=f"1 to {MAX_VARIANTS} distinct version numbers, each a candidate of the prompt"
+    )
+    weights: Weights | None = Field(
+        None,
+        description="traffic weights, control first, then each variant in the order "
+        f"given: one number from {MIN_WEIGHT:g} to {MAX_WEIGHT:,g} per arm; default: all "
+        "equal",
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _one_per_arm(cls, weights: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        variants = info.data.get("variants")
+        if weights is not None and variants is not None and len(weights) != len(variants) + 1:
+            raise ValueError(
+                f"must be a list of {len(variants) + 1} numbers, control "
+                f"first, then each variant in order; got {len(weights)}"
+            )
+        return weights
+
+    def arm_weights(self) -> list[float]:
+        return self.weights if self.weights is not None else [1.0] * (len(self.variants) + 1)
+
+
+class _Prompt(InputModel):
+    prompt: str = Field(description="the prompt's name; its active version is the control")
+
+
+class NewExperiment(ExperimentSettingsInput, ArmsInput, _Prompt):
+    """The body of POST /experiments (and the options of `experiments start`)."""
+
+
+def parse_arms(variants: Any, weights: Any = None) -> tuple[list[int], list[float]]:
+    arms = validate(ArmsInput, {"variants": variants, "weights": weights})
+    return list(arms.variants), arms.arm_weights()
 
 
 def parse_guardrails(value: Any) -> tuple[Guardrail, ...]:
-    if value is None:
-        return tuple(DEFAULT_GUARDRAILS)
-    if not isinstance(value, list):
-        raise InvalidInput(f"guardrails must be a list of objects like {{\"metric\": "
-                           f"\"rating\", \"higher_is_better\": true, \"tolerance\": 0.05}}; "
-                           f"got {shown(value)}", field="guardrails")
-    parsed = [_guardrail(item, f"guardrails[{i}]") for i, item in enumerate(value)]
-    metrics = [g.metric for g in parsed]
-    if len(set(metrics)) != len(metrics):
-        raise InvalidInput(f"guardrails name a metric twice: {metrics}", field="guardrails")
-    return tuple(parsed)
+    return validate(ExperimentSettingsInput, {"guardrails": value}).settings().guardrails
 
 
-def _guardrail(item: Any, where: str) -> Guardrail:
-    if not isinstance(item, dict):
-        raise InvalidInput(f"{where} must be an object with metric, higher_is_better and "
-                           f"tolerance; got {shown(item)}", field=where)
-    for key in item:
-        if key not in GUARDRAIL_KEYS:
-            raise InvalidInput(f"{where} has unknown key {key!r}; allowed: "
-                               f"{', '.join(GUARDRAIL_KEYS)}", field=f"{where}.{key}")
-    metric = item.get("metric")
-    # isinstance first: a list or an object is not hashable, so `in` on the dict would raise.
-    if not isinstance(metric, str) or metric not in METRIC_DIRECTIONS:
-        raise InvalidInput(f"{where}.metric must be one of {', '.join(METRIC_DIRECTIONS)}; "
-                           f"got {shown(metric)}", field=f"{where}.metric")
-    higher = item.get("higher_is_better", METRIC_DIRECTIONS[metric])
-    if not isinstance(higher, bool):
-        raise InvalidInput(f"{where}.higher_is_better must be true or false; got "
-                           f"{shown(higher)}", field=f"{where}.higher_is_better")
-    tolerance = _number(item.get("tolerance", 0.0), f"{where}.tolerance", low=0.0,
-                        high=MAX_TOLERANCE)
-    required = item.get("required", False)
-    if not isinstance(required, bool):
-        raise InvalidInput(f"{where}.required must be true or false; got {shown(required)}",
-                           field=f"{where}.required")
-    return Guardrail(metric, higher, tolerance, required, _cap(item.get("cap"), metric, where))
-
-
-def _cap(value: Any, metric: str, where: str) -> float | None:
-    if value is None:
-        return None
-    if metric not in HEAVY_TAILED:
-        raise InvalidInput(f"{where}.cap applies only to {', '.join(HEAVY_TAILED)}; "
-                           f"{metric} is bounded already", field=f"{where}.cap")
-    return _number(value, f"{where}.cap", low=0.0, high=VALUE_BOUNDS[metric][1],
-                   low_open=True)
-
-
-def parse_settings(*, primary_metric: Any = "success", guardrails: Any = None,
-                   confidence: Any = 0.90, min_conversations_per_arm: Any = 100,
-                   min_runtime_hours: Any = 24.0, max_runtime_hours: Any = 336.0
-                   ) -> ExperimentSettings:
-    if primary_metric not in PRIMARY_METRICS:
-        raise InvalidInput(f"primary_metric must be one of {', '.join(PRIMARY_METRICS)}; "
-                           f"got {shown(primary_metric)}", field="primary_metric")
-    low_hours = _number(min_runtime_hours, "min_runtime_hours", low=0.0, high=MAX_HOURS)
-    high_hours = _number(max_runtime_hours, "max_runtime_hours", low=0.0, high=MAX_HOURS,
-                         low_open=True)
-    if high_hours < low_hours:
-        raise InvalidInput(f"max_runtime_hours ({high_hours:g}) must not be less than "
-                           f"min_runtime_hours ({low_hours:g})", field="max_runtime_hours")
-    return ExperimentSettings(
-        primary_metric=primary_metric, guardrails=parse_guardrails(guardrails),
-        confidence=_number(confidence, "confidence", low=0.5, high=0.9999),
-        min_conversations_per_arm=_whole(min_conversations_per_arm,
-                                         "min_conversations_per_arm", low=1,
-                                         high=MAX_MIN_CONVERSATIONS_PER_ARM),
-        min_runtime_hours=low_hours, max_runtime_hours=high_hours)
+def parse_settings(**given: Any) -> ExperimentSettings:
+    """Settings given as keywords (the names of ExperimentSettingsInput); the built-in
+    defaults for the rest."""
+    return validate(ExperimentSettingsInput, given).settings()
 
 
 def parse_stop_reason(value: Any) -> str | None:
@@ -166,9 +260,18 @@ def parse_stop_reason(value: Any) -> str | None:
 
 
 def guardrails_to_json(guardrails: Sequence[Guardrail]) -> str:
-    return json.dumps([{"metric": g.metric, "higher_is_better": g.higher_is_better,
-                        "tolerance": g.tolerance, "required": g.required, "cap": g.cap}
-                       for g in guardrails])
+    return json.dumps(
+        [
+            {
+                "metric": g.metric,
+                "higher_is_better": g.higher_is_better,
+                "tolerance": g.tolerance,
+                "required": g.required,
+                "cap": g.cap,
+            }
+            for g in guardrails
+        ]
+    )
 
 
 def guardrails_from_json(text: str) -> tuple[Guardrail, ...]:
@@ -176,5 +279,7 @@ def guardrails_from_json(text: str) -> tuple[Guardrail, ...]:
     try:
         return parse_guardrails(json.loads(text))
     except (ValueError, InvalidInput) as exc:
-        raise PromptWorkerError(f"stored guardrails are not usable ({exc}); fix the "
-                                "guardrails column of this experiment or stop it") from None
+        raise PromptWorkerError(
+            f"stored guardrails are not usable ({exc}); fix the "
+            "guardrails column of this experiment or stop it"
+        ) from None

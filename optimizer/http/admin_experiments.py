@@ -5,77 +5,67 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from optimizer.clock import utcnow
 from optimizer.db import session_factory
-from optimizer.errors import InvalidInput
 from optimizer.experiments import store
-from optimizer.experiments.defaults import SETTING_FIELDS, settings_with_defaults
-from optimizer.experiments.validation import ExperimentSettings, parse_stop_reason
-from optimizer.http.auth import admin_only
-from optimizer.http.body import (
-    parse_json_document,
-    path_id,
-    query_int,
-    query_text,
-    read_json_object,
-    reject_unknown,
-)
+from optimizer.experiments.defaults import settings_with_defaults
+from optimizer.experiments.validation import ExperimentSettings, NewExperiment
+from optimizer.http import responses as out
+from optimizer.http.body import path_id, read_body, read_optional_body, read_query
+from optimizer.http.endpoints import Endpoint, Reply, register
 from optimizer.http.keys import ENGINE, SETTINGS, STATS
+from optimizer.http.requests import ExperimentListQuery, StopBody
 
 log = logging.getLogger("prompt_worker.http.experiments")
 
-NEW_EXPERIMENT_FIELDS = ("prompt", "variants", "weights", *SETTING_FIELDS)
-LIST_PARAMS = ("status", "prompt", "limit")
-STOP_FIELDS = ("reason",)
-DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+NEW_EXPERIMENT_FIELDS = tuple(NewExperiment.model_fields)
+LIST_PARAMS = tuple(ExperimentListQuery.model_fields)
+STOP_FIELDS = tuple(StopBody.model_fields)
 HTTP_ACTOR = "admin (HTTP)"
 
 
-def _create(engine: Engine, body: dict[str, Any],
-            settings: ExperimentSettings) -> store.ExperimentView:
+def _create(
+    engine: Engine, body: NewExperiment, settings: ExperimentSettings
+) -> store.ExperimentView:
     with session_factory(engine).begin() as session:
-        return store.create_experiment(session, body.get("prompt"), body.get("variants"),
-                                       weights=body.get("weights"), settings=settings,
-                                       created_by=HTTP_ACTOR, now=utcnow())
+        return store.create_experiment(
+            session,
+            body.prompt,
+            body.variants,
+            weights=body.weights,
+            settings=settings,
+            created_by=HTTP_ACTOR,
+            now=utcnow(),
+        )
 
 
-@admin_only
 async def create_experiment(request: web.Request) -> web.Response:
-    body = await read_json_object(request, NEW_EXPERIMENT_FIELDS)
-    if "prompt" not in body:
-        raise InvalidInput("prompt is required: the name of the prompt to test",
-                           field="prompt")
-    if "variants" not in body:
-        raise InvalidInput("variants is required: a list of candidate version numbers "
-                           "(or queue an experiment_creation job to use the newest ones)",
-                           field="variants")
+    body = await read_body(request, NewExperiment)
     settings = settings_with_defaults(body, request.app[SETTINGS])
     view = await asyncio.to_thread(_create, request.app[ENGINE], body, settings)
     request.app[STATS].add("experimentsCreated")
-    log.info("experiment created", extra={"experiment_id": view.id, "prompt": view.prompt,
-                                          "via": "http"})
-    return web.json_response(view.to_dict(), status=201,
-                             headers={"Location": f"/experiments/{view.id}"})
+    log.info(
+        "experiment created", extra={"experiment_id": view.id, "prompt": view.prompt, "via": "http"}
+    )
+    return web.json_response(
+        view.to_dict(), status=201, headers={"Location": f"/experiments/{view.id}"}
+    )
 
 
-def _list(engine: Engine, status: str | None, prompt: str | None,
-          limit: int) -> list[store.ExperimentView]:
+def _list(engine: Engine, query: ExperimentListQuery) -> list[store.ExperimentView]:
     with session_factory(engine)() as session:
-        return store.list_experiments(session, status=status, prompt=prompt, limit=limit)
+        return store.list_experiments(
+            session, status=query.status, prompt=query.prompt, limit=query.limit
+        )
 
 
-@admin_only
 async def list_experiments(request: web.Request) -> web.Response:
-    query = request.query
-    reject_unknown(query.keys(), LIST_PARAMS, what="query parameter")
-    limit = query_int(query, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
-    views = await asyncio.to_thread(_list, request.app[ENGINE], query_text(query, "status"),
-                                    query_text(query, "prompt"), limit)
+    query = read_query(request, ExperimentListQuery)
+    views = await asyncio.to_thread(_list, request.app[ENGINE], query)
     return web.json_response({"experiments": [v.to_dict() for v in views]})
 
 
@@ -84,7 +74,6 @@ def _get(engine: Engine, experiment_id: int) -> store.ExperimentView:
         return store.get_experiment(session, experiment_id)
 
 
-@admin_only
 async def get_experiment(request: web.Request) -> web.Response:
     view = await asyncio.to_thread(_get, request.app[ENGINE], path_id(request))
     return web.json_response(view.to_dict())
@@ -92,34 +81,72 @@ async def get_experiment(request: web.Request) -> web.Response:
 
 def _stop(engine: Engine, experiment_id: int, reason: str | None) -> store.ExperimentView:
     with session_factory(engine).begin() as session:
-        return store.stop_experiment(session, experiment_id, actor=HTTP_ACTOR, reason=reason,
-                                     now=utcnow())
+        return store.stop_experiment(
+            session, experiment_id, actor=HTTP_ACTOR, reason=reason, now=utcnow()
+        )
 
 
-async def _optional_reason(request: web.Request) -> str | None:
-    """The body is optional here: nothing, or {"reason": "..."}."""
-    raw = await request.read()
-    if not raw.strip():
-        return None
-    body = parse_json_document(raw)
-    if not isinstance(body, dict):
-        raise InvalidInput("request body must be a JSON object like {\"reason\": \"...\"} "
-                           "or empty")
-    reject_unknown(body, STOP_FIELDS, what="field")
-    return parse_stop_reason(body.get("reason"))
-
-
-@admin_only
 async def stop_experiment(request: web.Request) -> web.Response:
     experiment_id = path_id(request)
-    reason = await _optional_reason(request)
-    view = await asyncio.to_thread(_stop, request.app[ENGINE], experiment_id, reason)
+    body = await read_optional_body(request, StopBody)
+    view = await asyncio.to_thread(_stop, request.app[ENGINE], experiment_id, body.reason)
     log.info("experiment stopped", extra={"experiment_id": view.id, "via": "http"})
     return web.json_response(view.to_dict())
 
 
+_EXPERIMENT = Reply("the experiment with its latest analysis", out.Experiment)
+_NO_EXPERIMENT = Reply("no experiment with this id")
+ENDPOINTS = (
+    Endpoint(
+        "POST",
+        "/experiments",
+        create_experiment,
+        "Start an experiment",
+        auth="admin",
+        body=NewExperiment,
+        description="The prompt's active version is the control; each variant must be "
+        "a candidate. An unknown prompt, a version that does not exist or is "
+        "not a candidate, and any bad setting get 400 naming the field.",
+        replies={
+            201: Reply("the experiment", out.Experiment, headers=("Location",)),
+            409: Reply("the prompt has no active version, or a live experiment"),
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/experiments",
+        list_experiments,
+        "List experiments",
+        auth="admin",
+        query=ExperimentListQuery,
+        replies={200: Reply("experiments, newest first", out.ExperimentList)},
+    ),
+    Endpoint(
+        "GET",
+        "/experiments/{id}",
+        get_experiment,
+        "One experiment",
+        auth="admin",
+        replies={200: _EXPERIMENT, 404: _NO_EXPERIMENT},
+    ),
+    Endpoint(
+        "POST",
+        "/experiments/{id}/stop",
+        stop_experiment,
+        "Stop an experiment",
+        auth="admin",
+        body=StopBody,
+        body_required=False,
+        description="Stops a running or paused experiment; the control version stays "
+        "active. The body is optional.",
+        replies={
+            200: _EXPERIMENT,
+            404: _NO_EXPERIMENT,
+            409: Reply("the experiment is not running or paused"),
+        },
+    ),
+)
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/experiments", create_experiment)
-    app.router.add_get("/experiments", list_experiments)
-    app.router.add_get("/experiments/{id}", get_experiment)
-    app.router.add_post("/experiments/{id}/stop", stop_experiment)
+    register(app, ENDPOINTS)

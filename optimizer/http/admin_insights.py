@@ -12,39 +12,48 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from optimizer.db import read_only, session_factory
-from optimizer.http.auth import admin_only
-from optimizer.http.body import reject_unknown
+from optimizer.http import responses as out
+from optimizer.http.body import read_query
+from optimizer.http.endpoints import Endpoint, Reply, register
 from optimizer.http.keys import ENGINE
+from optimizer.http.requests import InsightListQuery
 from optimizer.patterns import views
 
-LIST_PARAMS = ("prompt", "actionable", "kind", "limit")
+LIST_PARAMS = tuple(InsightListQuery.model_fields)
 
 
-def _list(engine: Engine, prompt: str | None, actionable: bool | None, kind: str | None,
-          limit: int) -> list[views.InsightView]:
+def _list(engine: Engine, query: InsightListQuery) -> list[views.InsightView]:
     with session_factory(read_only(engine))() as session:
-        return views.list_insights(session, prompt=prompt, actionable=actionable, kind=kind,
-                                   limit=limit)
+        return views.list_insights(
+            session,
+            prompt=query.prompt,
+            actionable=query.actionable,
+            kind=query.kind,
+            limit=query.limit,
+        )
 
 
-@admin_only
 async def list_insights(request: web.Request) -> web.Response:
-    query = request.query
-    reject_unknown(query.keys(), LIST_PARAMS, what="query parameter")
-    prompt = query.get("prompt")
-    if prompt is not None:
-        prompt = views.parse_prompt(prompt)
-    kind = query.get("kind")
-    if kind is not None:
-        kind = views.parse_kind(kind)
-    actionable = query.get("actionable")
-    limit = query.get("limit")
-    found = await asyncio.to_thread(
-        _list, request.app[ENGINE], prompt,
-        views.parse_actionable(actionable) if actionable is not None else None, kind,
-        views.parse_limit(limit) if limit is not None else views.DEFAULT_LIMIT)
+    query = read_query(request, InsightListQuery)
+    found = await asyncio.to_thread(_list, request.app[ENGINE], query)
     return web.json_response({"insights": [v.to_dict() for v in found]})
 
 
+ENDPOINTS = (
+    Endpoint(
+        "GET",
+        "/insights",
+        list_insights,
+        "List what pattern analysis found",
+        auth="admin",
+        query=InsightListQuery,
+        replies={
+            200: Reply("insights, most recently seen first", out.InsightList),
+            404: Reply("no prompt with this name"),
+        },
+    ),
+)
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/insights", list_insights)
+    register(app, ENDPOINTS)

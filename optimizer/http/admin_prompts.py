@@ -13,27 +13,21 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from optimizer import prompts
+from optimizer import prompt_text, prompts
 from optimizer.clock import utcnow
 from optimizer.db import session_factory
-from optimizer.errors import InvalidInput
-from optimizer.http.auth import admin_only
-from optimizer.http.body import read_json_object, reject_unknown
+from optimizer.http import responses as out
+from optimizer.http.body import read_body, read_query
+from optimizer.http.endpoints import Endpoint, Reply, register
 from optimizer.http.keys import ENGINE
+from optimizer.http.requests import NewPromptBody, NewVersionBody, NoQuery, RollbackBody
 
 log = logging.getLogger("prompt_worker.http.prompts")
 
 HTTP_ACTOR = "admin-api"
-NEW_PROMPT_FIELDS = ("name", "content", "change_notes")
-NEW_VERSION_FIELDS = ("content", "change_notes")
-ROLLBACK_FIELDS = ("version", "reason")
-DEFAULT_ROLLBACK_REASON = "rollback via the admin API"
-
-
-def _required(body: dict[str, Any], field: str, what: str) -> Any:
-    if field not in body:
-        raise InvalidInput(f"{field} is required: {what}", field=field)
-    return body[field]
+NEW_PROMPT_FIELDS = tuple(NewPromptBody.model_fields)
+NEW_VERSION_FIELDS = tuple(NewVersionBody.model_fields)
+ROLLBACK_FIELDS = tuple(RollbackBody.model_fields)
 
 
 def _in_transaction(engine: Engine, work: Any) -> Any:
@@ -42,18 +36,22 @@ def _in_transaction(engine: Engine, work: Any) -> Any:
 
 
 def _name(request: web.Request) -> str:
-    return prompts.validate_name(request.match_info["name"])
+    return prompt_text.validate_name(request.match_info["name"])
 
 
-@admin_only
 async def create_prompt(request: web.Request) -> web.Response:
-    body = await read_json_object(request, NEW_PROMPT_FIELDS)
-    name = prompts.validate_name(_required(body, "name", "the prompt's name"))
-    content = _required(body, "content", "the text of version 1")
+    body = await read_body(request, NewPromptBody)
+    name = prompt_text.validate_name(body.name)
 
     def work(session: Session) -> dict[str, Any]:
-        prompts.create_prompt(session, name, content, actor=HTTP_ACTOR, now=utcnow(),
-                              change_notes=body.get("change_notes"))
+        prompts.create_prompt(
+            session,
+            name,
+            body.content,
+            actor=HTTP_ACTOR,
+            now=utcnow(),
+            change_notes=body.change_notes,
+        )
         return prompts.prompt_document(session, name)
 
     document = await asyncio.to_thread(_in_transaction, request.app[ENGINE], work)
@@ -61,60 +59,121 @@ async def create_prompt(request: web.Request) -> web.Response:
     return web.json_response(document, status=201, headers={"Location": f"/prompts/{name}"})
 
 
-@admin_only
 async def list_prompts(request: web.Request) -> web.Response:
-    reject_unknown(request.query.keys(), (), what="query parameter")
+    read_query(request, NoQuery)
     summaries = await asyncio.to_thread(
-        _in_transaction, request.app[ENGINE], prompts.prompt_summaries)
+        _in_transaction, request.app[ENGINE], prompts.prompt_summaries
+    )
     return web.json_response({"prompts": [s.to_dict() for s in summaries]})
 
 
-@admin_only
 async def show_prompt(request: web.Request) -> web.Response:
     name = _name(request)
     document = await asyncio.to_thread(
-        _in_transaction, request.app[ENGINE], lambda s: prompts.prompt_document(s, name))
+        _in_transaction, request.app[ENGINE], lambda s: prompts.prompt_document(s, name)
+    )
     return web.json_response(document)
 
 
-@admin_only
 async def add_version(request: web.Request) -> web.Response:
     name = _name(request)
-    body = await read_json_object(request, NEW_VERSION_FIELDS)
-    content = _required(body, "content", "the text of the new version")
+    body = await read_body(request, NewVersionBody)
 
     def work(session: Session) -> prompts.VersionView:
-        return prompts.add_version(session, name, content,
-                                   change_notes=body.get("change_notes"), now=utcnow())
+        return prompts.add_version(
+            session, name, body.content, change_notes=body.change_notes, now=utcnow()
+        )
 
     version = await asyncio.to_thread(_in_transaction, request.app[ENGINE], work)
-    log.info("prompt version added", extra={"prompt": name, "version": version.number,
-                                            "via": "http"})
-    return web.json_response(version.to_dict(), status=201,
-                             headers={"Location": f"/prompts/{name}"})
+    log.info(
+        "prompt version added", extra={"prompt": name, "version": version.number, "via": "http"}
+    )
+    return web.json_response(
+        version.to_dict(), status=201, headers={"Location": f"/prompts/{name}"}
+    )
 
 
-@admin_only
 async def rollback(request: web.Request) -> web.Response:
     name = _name(request)
-    body = await read_json_object(request, ROLLBACK_FIELDS)
-    number = prompts.validate_version_number(
-        _required(body, "version", "the version number to make active again"))
-    reason = body.get("reason", DEFAULT_ROLLBACK_REASON)
+    body = await read_body(request, RollbackBody)
 
     def work(session: Session) -> dict[str, Any]:
-        prompts.rollback(session, name, number, actor=HTTP_ACTOR, reason=reason,
-                         now=utcnow())
+        prompts.rollback(
+            session, name, body.version, actor=HTTP_ACTOR, reason=body.reason, now=utcnow()
+        )
         return prompts.prompt_document(session, name)
 
     document = await asyncio.to_thread(_in_transaction, request.app[ENGINE], work)
-    log.info("prompt rolled back", extra={"prompt": name, "version": number, "via": "http"})
+    log.info("prompt rolled back", extra={"prompt": name, "version": body.version, "via": "http"})
     return web.json_response(document)
 
 
+_PROMPT = Reply("the prompt with every version and the activation history", out.PromptDocument)
+_NO_PROMPT = Reply("no prompt with this name")
+ENDPOINTS = (
+    Endpoint(
+        "POST",
+        "/prompts",
+        create_prompt,
+        "Create a prompt",
+        auth="admin",
+        body=NewPromptBody,
+        description="Version 1 is active at once.",
+        replies={
+            201: Reply(_PROMPT.description, out.PromptDocument, headers=("Location",)),
+            409: Reply("a prompt with this name exists"),
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/prompts",
+        list_prompts,
+        "List prompts",
+        auth="admin",
+        query=NoQuery,
+        replies={200: Reply("every prompt, without its texts", out.PromptList)},
+    ),
+    Endpoint(
+        "GET",
+        "/prompts/{name}",
+        show_prompt,
+        "One prompt",
+        auth="admin",
+        replies={200: _PROMPT, 404: _NO_PROMPT},
+    ),
+    Endpoint(
+        "POST",
+        "/prompts/{name}/versions",
+        add_version,
+        "Add a version",
+        auth="admin",
+        body=NewVersionBody,
+        description="It gets the next number and status candidate.",
+        replies={
+            201: Reply("the new version", out.Version, headers=("Location",)),
+            404: _NO_PROMPT,
+            409: Reply("a version of the prompt already has exactly this text"),
+        },
+    ),
+    Endpoint(
+        "POST",
+        "/prompts/{name}/rollback",
+        rollback,
+        "Make a version active again",
+        auth="admin",
+        body=RollbackBody,
+        description="The previously active version becomes retired.",
+        replies={
+            200: _PROMPT,
+            404: Reply("no such prompt or version"),
+            409: Reply(
+                "the version is already active, or the prompt has a "
+                "running or paused experiment (stop it first)"
+            ),
+        },
+    ),
+)
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/prompts", create_prompt)
-    app.router.add_get("/prompts", list_prompts)
-    app.router.add_get("/prompts/{name}", show_prompt)
-    app.router.add_post("/prompts/{name}/versions", add_version)
-    app.router.add_post("/prompts/{name}/rollback", rollback)
+    register(app, ENDPOINTS)

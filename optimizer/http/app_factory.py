@@ -13,6 +13,8 @@ from optimizer.http import (
     admin_jobs,
     admin_prompts,
     application_api,
+    docs_page,
+    openapi,
     probes,
     rate_limit,
     signing,
@@ -47,4 +49,7 @@ def create_app(settings: Settings, engine: Engine, stats: RunStats,
     admin_experiments.add_routes(app)
     admin_insights.add_routes(app)
     application_api.add_routes(app)
+    # Last: they describe every route registered above.
+    openapi.add_routes(app)
+    docs_page.add_routes(app)
     return app

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from sqlalchemy import exc as sa_exc
 
 from optimizer.errors import (
@@ -103,7 +104,7 @@ def _from_exception(request: web.Request, exc: Exception) -> web.Response:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exc:

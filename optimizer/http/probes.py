@@ -23,7 +23,9 @@ from sqlalchemy.engine import Engine
 from optimizer import db
 from optimizer.clock import utcnow
 from optimizer.health import DATABASE_UNAVAILABLE, short_error
+from optimizer.http import responses as out
 from optimizer.http.auth import require_token
+from optimizer.http.endpoints import Endpoint, Reply, register
 from optimizer.http.errors import ApiError
 from optimizer.http.keys import ENGINE, HEALTH, SETTINGS
 from optimizer.problems import configuration_problems
@@ -129,8 +131,20 @@ async def _close_probe(app: web.Application) -> None:
     await app[READINESS].close()
 
 
+ENDPOINTS = (
+    Endpoint("GET", "/health", health, "Liveness",
+             description="Always 200; reads memory only, never the database. With the admin "
+                         "token, a database error is told in the driver's words.",
+             replies={200: Reply("counters, queue depth, the last database reading and "
+                                 "configuration problems", out.Health)}),
+    Endpoint("GET", "/ready", ready, "Readiness",
+             description="Whether the database answers and is migrated.",
+             replies={200: Reply("ready", out.Ready),
+                      503: Reply("not ready, with the reason", out.Ready)}),
+)
+
+
 def add_routes(app: web.Application) -> None:
     app[READINESS] = ReadinessProbe(app[ENGINE])
     app.on_cleanup.append(_close_probe)
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
+    register(app, ENDPOINTS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
+from optimizer.http.endpoints import Endpoint, Reply, register
 from optimizer.prometheus import Metrics
 
 METRICS = web.AppKey("metrics", Metrics)
@@ -23,6 +24,14 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
+ENDPOINTS = (
+    Endpoint("GET", "/metrics", metrics, "Prometheus metrics of this process",
+             description="OpenMetrics when the scraper asks for it, else the text format "
+                         "0.0.4. Reads memory only.",
+             replies={200: Reply("the metrics", media_type="text/plain")}),
+)
+
+
 def add_routes(app: web.Application, metrics_: Metrics) -> None:
     app[METRICS] = metrics_
-    app.router.add_get("/metrics", metrics)
+    register(app, ENDPOINTS)

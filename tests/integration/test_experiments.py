@@ -72,16 +72,16 @@ def experiment_count(engine: Engine) -> int:
 BAD_CREATES = [
     ({"variants": []}, "variants"),
     ({"variants": "2"}, "variants"),
-    ({"variants": [True]}, "variants"),
+    ({"variants": [True]}, "variants[0]"),
     ({"variants": [2, 2]}, "variants"),
     ({"variants": [9]}, "variants"),            # no such version
     ({"variants": [1]}, "variants"),            # the active version
     ({"variants": [2], "weights": [1]}, "weights"),
-    ({"variants": [2], "weights": [1, 0]}, "weights"),
-    ({"variants": [2], "weights": [1, "2"]}, "weights"),
+    ({"variants": [2], "weights": [1, 0]}, "weights[1]"),
+    ({"variants": [2], "weights": [1, "2"]}, "weights[1]"),
     # Subnormal weights: the unit's point times their sum rounds, and the split drifts.
-    ({"variants": [2], "weights": [5e-324, 5e-324]}, "weights"),
-    ({"variants": [2], "weights": [1e-7, 1]}, "weights"),
+    ({"variants": [2], "weights": [5e-324, 5e-324]}, "weights[0]"),
+    ({"variants": [2], "weights": [1e-7, 1]}, "weights[0]"),
     ({"variants": [2], "prompt": "nope"}, "prompt"),
     ({"variants": [2], "prompt": 7}, "prompt"),
     ({"variants": [2], "primary_metric": "latency_ms"}, "primary_metric"),

@@ -9,7 +9,6 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -30,7 +29,7 @@ from optimizer.http import probes
 from optimizer.http.app_factory import create_app
 from optimizer.run_stats import STAT_NAMES, RunStats
 from optimizer.runtime import queue
-from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.queue import NewJob
 
 UNREACHABLE_URL = "postgresql+psycopg://nobody@127.0.0.1:1/x"
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -307,8 +306,8 @@ TOKENS = Settings(admin_token="admin-token", ingest_token="ingest-token")
 
 @pytest.mark.parametrize("settings, codes", [
     (TOKENS, ["no_llm_key"]),  # the default provider, no key
-    (replace(TOKENS, anthropic_api_key="sk-ant-test"), []),
-    (replace(TOKENS, llm_provider="offline"), []),
+    (TOKENS.model_copy(update={"anthropic_api_key": "sk-ant-test"}), []),
+    (TOKENS.model_copy(update={"llm_provider": "offline"}), []),
     (Settings(llm_provider="offline"), ["no_admin_token", "no_ingest_token"]),
     (Settings(llm_provider="offline", admin_token="a"), ["no_ingest_token"]),
 ])

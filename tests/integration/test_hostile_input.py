@@ -28,7 +28,8 @@ from optimizer.jobs.registry import default_handlers
 from optimizer.resolve import check_unit_id
 from optimizer.run_stats import RunStats
 from optimizer.runtime import queue
-from optimizer.runtime.job_input import NewJob, decode_stored_payload, parse_new_job
+from optimizer.runtime.job_input import decode_stored_payload, parse_new_job
+from optimizer.runtime.queue import NewJob
 from optimizer.runtime.worker import Worker
 from tests.integration.test_ingest import World, seed
 
@@ -95,8 +96,8 @@ HUGE_SETTINGS = [
     ({"max_runtime_hours": HUGE}, "max_runtime_hours"),
     ({"max_runtime_hours": -HUGE}, "max_runtime_hours"),
     ({"min_conversations_per_arm": HUGE}, "min_conversations_per_arm"),
-    ({"weights": [HUGE, 1]}, "weights"),
-    ({"weights": [1, -HUGE]}, "weights"),
+    ({"weights": [HUGE, 1]}, "weights[0]"),
+    ({"weights": [1, -HUGE]}, "weights[1]"),
     ({"guardrails": [{"metric": "rating", "tolerance": HUGE}]}, "guardrails[0].tolerance"),
     ({"guardrails": [{"metric": "latency_ms", "cap": HUGE}]}, "guardrails[0].cap"),
     ({"guardrails": [{"metric": "cost_usd", "cap": -HUGE}]}, "guardrails[0].cap"),
@@ -122,7 +123,7 @@ async def test_huge_numbers_in_a_new_experiment_are_400_naming_the_field(
 async def test_a_huge_version_number_in_a_new_experiment_is_400(site: Site) -> None:
     answer = await refused(site, "POST", "/experiments",
                            {"prompt": "plain-bot", "variants": [HUGE]})
-    assert answer["field"] == "variants" and "9" * 80 not in answer["error"]
+    assert answer["field"] == "variants[0]" and "9" * 80 not in answer["error"]
 
 
 FAST = Settings(poll_interval_seconds=0.05, lease_seconds=1.0, retry_base_seconds=0.0,

@@ -3,7 +3,6 @@ stopped arms, read-only), conversation ingest (202, all-or-nothing 400s), and it
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,7 +46,7 @@ async def make_client(engine: Engine) -> AsyncIterator[MakeClient]:
     clients: list[TestClient] = []
 
     async def make(**overrides: Any) -> TestClient:
-        client = TestClient(TestServer(build_app(dataclasses.replace(SETTINGS, **overrides),
+        client = TestClient(TestServer(build_app(SETTINGS.model_copy(update=overrides),
                                                  engine)))
         await client.start_server()
         clients.append(client)

@@ -5,7 +5,6 @@ limits. Pure signing and bucket logic is tested here too, with an injected clock
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hmac
 import json
 import logging
@@ -52,7 +51,7 @@ SECRET = "hmac-0e9d8c7b6a5f-secret"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 INGEST_AUTH = {"Authorization": f"Bearer {INGEST}"}
 SETTINGS = Settings(admin_token=ADMIN, ingest_token=INGEST)
-PUBLIC = ("/health", "/ready", "/metrics")
+PUBLIC = ("/health", "/ready", "/metrics", "/openapi.json", "/docs")
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 MakeClient = Callable[..., Awaitable[TestClient]]
@@ -60,7 +59,7 @@ MakeClient = Callable[..., Awaitable[TestClient]]
 
 def build_app(engine: Engine, **overrides: Any) -> web.Application:
     stats = RunStats()
-    return create_app(dataclasses.replace(SETTINGS, **overrides), engine, stats,
+    return create_app(SETTINGS.model_copy(update=overrides), engine, stats,
                       HealthMonitor(engine, stats, utcnow()))
 
 

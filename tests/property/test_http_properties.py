@@ -90,6 +90,7 @@ class Route:
 
 ROUTES = (
     Route("GET", "/health"), Route("GET", "/ready"), Route("GET", "/metrics"),
+    Route("GET", "/openapi.json"), Route("GET", "/docs"),
     Route("POST", "/jobs", ADMIN, admin_jobs.NEW_JOB_FIELDS),
     Route("GET", "/jobs", ADMIN, params=admin_jobs.LIST_PARAMS),
     Route("GET", "/jobs/{id}", ADMIN),
