@@ -60,7 +60,7 @@ from optimizer.experiments.aggregate import (  # noqa: E402
 from optimizer.jobs.context import ActiveJob  # noqa: E402
 from optimizer.jobs.monitoring import monitor_experiments  # noqa: E402
 from optimizer.runtime import queue  # noqa: E402
-from optimizer.runtime.job_input import NewJob  # noqa: E402
+from optimizer.runtime.queue import NewJob  # noqa: E402
 from tests.support.experiments import make_ctx, seed_prompt  # noqa: E402
 from tests.support.pg import start_cluster  # noqa: E402
 from tests.support.procs import ServiceProcess  # noqa: E402

@@ -4,7 +4,7 @@ from models.base import Base, UtcDateTime
 from models.conversations import Conversation
 from models.experiments import Experiment, ExperimentAnalysis, ExperimentArm
 from models.insights import PatternInsight
-from models.jobs import FINISHED_STATUSES, JOB_STATUSES, JOB_TYPES, OptimizationJob
+from models.jobs import FINISHED_STATUSES, JOB_STATUSES, OptimizationJob
 from models.llm_calls import LlmCall
 from models.prompts import Prompt, PromptActivation, PromptVersion
 from models.signatures import UsedSignature
@@ -17,7 +17,6 @@ __all__ = [
     "ExperimentArm",
     "FINISHED_STATUSES",
     "JOB_STATUSES",
-    "JOB_TYPES",
     "LlmCall",
     "OptimizationJob",
     "PatternInsight",

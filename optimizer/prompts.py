@@ -7,9 +7,7 @@ failed call inside `session_factory(engine).begin()` writes nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,22 +21,14 @@ from models.experiments import Experiment
 from models.prompts import Prompt, PromptActivation, PromptVersion
 from optimizer.clock import iso
 from optimizer.errors import Conflict, InvalidInput, NotFound
+from optimizer.prompt_text import MAX_CONTENT_CHARS, MAX_NOTES_CHARS, content_hash, validate_name
 from optimizer.text_input import check_text, kind_of, refuse_unstorable, shown
 
-NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
-MAX_NAME_CHARS = 200
-MAX_CONTENT_CHARS = 100_000
-MAX_NOTES_CHARS = 5_000
 MAX_ACTOR_CHARS = 200
 MAX_REASON_CHARS = 5_000
 MAX_VERSION = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
 SOURCES = ("manual", "llm", "offline", "rollback")
 LIVE_EXPERIMENT_STATUSES = ("running", "paused")
-
-
-def content_hash(content: str) -> str:
-    """sha256 hex of the exact text (no normalisation: whitespace changes are changes)."""
-    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -85,16 +75,6 @@ class PromptSummary:
 
 
 # --- validation --------------------------------------------------------------------------
-
-
-def validate_name(name: Any) -> str:
-    if not isinstance(name, str):
-        raise InvalidInput(f"name must be a string, got {kind_of(name)}", field="name")
-    if not NAME_RE.fullmatch(name):
-        shown = name if len(name) <= 60 else name[:57] + "..."
-        raise InvalidInput(f"name must be 1 to {MAX_NAME_CHARS} characters of letters, digits, "
-                           f"'.', '_' or '-'; got {shown!r}", field="name")
-    return name
 
 
 def validate_content(content: Any) -> str:

@@ -14,7 +14,6 @@ it starts (optimizer/demo/probe.py).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,7 +40,8 @@ from optimizer.llm.client import LlmClient, LlmReply, LlmRequest
 from optimizer.resolve import resolve
 from optimizer.run_stats import RunStats
 from optimizer.runtime import queue
-from optimizer.runtime.job_input import NewJob, decode_stored_payload
+from optimizer.runtime.job_input import decode_stored_payload
+from optimizer.runtime.queue import NewJob
 
 TICK = timedelta(minutes=15)
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday; fixed so that runs repeat exactly
@@ -117,7 +117,7 @@ async def run_demo(database: Path, *, days: float, seed: int, per_tick: int,
     try:
         db.migrate(engine)
         return await _simulate(engine, days=days, seed=seed, per_tick=per_tick,
-                               settings=dataclasses.replace(settings, database_url=url),
+                               settings=settings.model_copy(update={"database_url": url}),
                                out=out)
     finally:
         engine.dispose()
@@ -140,8 +140,8 @@ def _llm(settings: Settings, sessions: Any, clock: SimClock) -> StopOnFailure:
     if settings.llm_provider == "anthropic" and settings.anthropic_api_key:
         from optimizer.llm.anthropic_client import AnthropicClient
 
-        limited = dataclasses.replace(
-            settings, llm_max_retries=min(settings.llm_max_retries, MAX_RETRIES))
+        limited = settings.model_copy(
+            update={"llm_max_retries": min(settings.llm_max_retries, MAX_RETRIES)})
         return StopOnFailure(AnthropicClient(limited, sessions, clock,
                                              timeout=CALL_TIMEOUT_SECONDS))
     return StopOnFailure(build_llm_client(settings, sessions, clock))

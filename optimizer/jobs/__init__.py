@@ -1,1 +1,1 @@
-"""Job handlers, registered by job type."""
+"""One module per job type (its payload model, handler and JobSpec), and the registry."""

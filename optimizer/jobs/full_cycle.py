@@ -1,9 +1,5 @@
 """full_cycle: the whole loop for one prompt in one job, for admins.
 
-Payload: {"prompt": NAME (required), "model"?: "sonnet" | "opus" | a full model id,
-"n"?: 1..10 variants (default 3), "always_generate"?: bool (default false: variants are
-only asked for when the prompt has actionable insights)}.
-
 Steps, each reported as `current_step` with progress in its share of 0-100:
 analysis (0-30) -> generation (30-70) -> creation (70-85) -> monitoring (85-100).
 Nothing is chained through the queue: the job does each step itself. Generation and
@@ -21,40 +17,41 @@ import asyncio
 import dataclasses
 from typing import Any
 
+from pydantic import Field
 from sqlalchemy import func, select
 
 from models.insights import PatternInsight
 from models.prompts import Prompt
 from optimizer.errors import PermanentJobError
 from optimizer.experiments.validation import MAX_VARIANTS
+from optimizer.input_models import InputModel
 from optimizer.jobs import creation, monitoring, variant_generation
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.jobs.pattern_analysis import analyze_prompt
+from optimizer.jobs.payload_fields import PromptName, Scope
+from optimizer.jobs.spec import JobSpec, job_payload
+from optimizer.jobs.variant_generation import (
+    DEFAULT_MODEL,
+    DEFAULT_N,
+    ModelChoice,
+    VariantCount,
+    VariantGenerationPayload,
+)
 from optimizer.problems import llm_problem
-from optimizer.variants import generate, store
-
-PAYLOAD_KEYS = ("prompt", "model", "n", "always_generate", "scope")
+from optimizer.variants import store
 
 
-@dataclasses.dataclass(frozen=True)
-class CycleSpec:
-    prompt: str
-    generation: generate.GenerationSpec
-    always_generate: bool
+class FullCyclePayload(InputModel):
+    prompt: PromptName = Field(description="the name of the prompt to work on")
+    model: ModelChoice = DEFAULT_MODEL
+    n: VariantCount = DEFAULT_N
+    always_generate: bool = Field(
+        default=False,
+        description="ask for variants even when the prompt has no actionable insights")
+    scope: Scope = None
 
-
-def parse_payload(payload: dict[str, Any]) -> CycleSpec:
-    unknown = [key for key in payload if key not in PAYLOAD_KEYS]
-    if unknown:
-        raise PermanentJobError(f"payload field {unknown[0]!r} is not known; allowed: "
-                                f"{', '.join(PAYLOAD_KEYS)}")
-    always = payload.get("always_generate", False)
-    if not isinstance(always, bool):
-        raise PermanentJobError("payload field 'always_generate' must be true or false; "
-                                f"got {always!r:.60}")
-    spec = variant_generation.parse_payload(
-        {key: payload[key] for key in ("prompt", "model", "n") if key in payload})
-    return CycleSpec(prompt=spec.prompt, generation=spec, always_generate=always)
+    def generation(self) -> VariantGenerationPayload:
+        return VariantGenerationPayload(prompt=self.prompt, model=self.model, n=self.n)
 
 
 def _step(job: ActiveJob, low: int, high: int, name: str) -> ActiveJob:
@@ -82,7 +79,7 @@ def _state(ctx: ServiceContext, name: str) -> tuple[tuple[int, str] | None, int]
 
 
 async def run_full_cycle(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any]:
-    spec = parse_payload(job.payload)
+    spec = job_payload(FullCyclePayload, job)
     name = spec.prompt
     await asyncio.to_thread(_state, ctx, name)  # an unknown prompt fails before any work
     result: dict[str, Any] = {"prompt": name}
@@ -106,7 +103,7 @@ async def run_full_cycle(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any]:
     return result
 
 
-async def _generate_and_create(ctx: ServiceContext, job: ActiveJob, spec: CycleSpec,
+async def _generate_and_create(ctx: ServiceContext, job: ActiveJob, spec: FullCyclePayload,
                                live: tuple[int, str] | None, actionable: int
                                ) -> tuple[dict[str, Any], dict[str, Any]]:
     if live is not None:
@@ -120,8 +117,8 @@ async def _generate_and_create(ctx: ServiceContext, job: ActiveJob, spec: CycleS
     if (problem := llm_problem(ctx.settings)) is not None:
         # Analysis and monitoring still run; only the steps that need the LLM wait.
         return _skipped(f"skipped: {problem}"), _skipped(f"skipped: {problem}")
-    generated = await generate.generate_variants(
-        ctx, _step(job, 30, 70, "generation"), spec.generation, chain=False)
+    generated = await variant_generation.run_generation(
+        ctx, _step(job, 30, 70, "generation"), spec.generation(), chain=False)
     versions = [item["version"] for item in generated["stored"]]
     creator = _step(job, 70, 85, "creation")
     created = await creation.create_experiment_job(
@@ -148,3 +145,12 @@ async def _monitor(ctx: ServiceContext, job: ActiveJob,
 
 def _skipped(why: str) -> dict[str, Any]:
     return {"skipped": True, "message": why}
+
+
+SPEC = JobSpec(
+    name="full_cycle",
+    summary="analysis, variant generation, experiment creation and a first check for one "
+            "prompt, in one job",
+    payload=FullCyclePayload,
+    handler=run_full_cycle,
+)

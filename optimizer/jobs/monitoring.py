@@ -13,11 +13,20 @@ from typing import Any
 
 from optimizer.errors import PromptWorkerError, describe
 from optimizer.experiments.monitor import CheckOutcome, check_experiment, running_experiment_ids
+from optimizer.input_models import InputModel
 from optimizer.jobs.context import ActiveJob, ServiceContext
+from optimizer.jobs.payload_fields import Scope
+from optimizer.jobs.spec import JobSpec, Schedule, job_payload
 from optimizer.webhooks import EXPERIMENT_DECISION
 
 log = logging.getLogger("prompt_worker.jobs.monitoring")
 PROGRESS_EVERY_SECONDS = 1.0
+
+
+class ExperimentMonitoringPayload(InputModel):
+    """Every running experiment is checked: there is nothing to choose."""
+
+    scope: Scope = None
 
 
 def _running(ctx: ServiceContext) -> list[int]:
@@ -50,6 +59,7 @@ async def check_one(ctx: ServiceContext, experiment_id: int, job_id: int
 
 
 async def monitor_experiments(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any]:
+    job_payload(ExperimentMonitoringPayload, job)
     await job.report_progress(5, "loading running experiments")
     running = await asyncio.to_thread(_running, ctx)
     if not running:
@@ -91,3 +101,12 @@ def _summary(decisions: list[dict[str, Any]], errors: list[dict[str, Any]]) -> s
     if errors:
         parts.append(f"{len(errors)} failed")
     return f"checked {len(decisions)} experiment(s): " + (", ".join(parts) or "none")
+
+
+SPEC = JobSpec(
+    name="experiment_monitoring",
+    summary="check every running experiment and promote, stop or keep each one going",
+    payload=ExperimentMonitoringPayload,
+    handler=monitor_experiments,
+    schedule=Schedule(cron_setting="monitoring_cron", misfire_grace_seconds=300),
+)

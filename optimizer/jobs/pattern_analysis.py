@@ -5,8 +5,7 @@ Payload: {} analyses every prompt whose active version has conversations in the 
 hours (before the run's now). That is a fixed rule rather than "newer than the last
 analysis" because nothing records an analysis that found nothing, and an hourly schedule
 over a 24-hour window re-checks every finding each hour, which is what keeps last_seen_at
-and occurrences meaningful. {"prompt": NAME} analyses that prompt only. "scope" (added by
-the scheduler) is ignored; any other key fails the job.
+and occurrences meaningful. {"prompt": NAME} analyses that prompt only.
 
 Per prompt the result holds: conversations and units per window, tests, significant,
 actionable, untested_metrics (each metric no conversation reports, with the reason), new,
@@ -25,16 +24,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import Field
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
+from optimizer.clock import iso
 from optimizer.db import read_only, session_factory
-from optimizer.errors import InvalidInput, PermanentJobError, PromptWorkerError, describe
+from optimizer.errors import PromptWorkerError, describe
+from optimizer.input_models import InputModel
+from optimizer.jobs import variant_generation
 from optimizer.jobs.context import ActiveJob, ServiceContext
+from optimizer.jobs.payload_fields import PromptName, Scope
+from optimizer.jobs.spec import JobSpec, Schedule, job_payload
 from optimizer.patterns import aggregate, llm_themes, store
 from optimizer.patterns.aggregate import Bounds
-from optimizer.patterns.describe import InsightDraft, finding_draft, iso, theme_draft
+from optimizer.patterns.describe import InsightDraft, finding_draft, theme_draft
 from optimizer.patterns.segments import (
     Finding,
     GroupSums,
@@ -45,28 +50,20 @@ from optimizer.patterns.segments import (
 )
 from optimizer.patterns.themes import ThemeResult, containing, failure_terms
 from optimizer.problems import llm_problem
-from optimizer.prompts import validate_name
 from optimizer.runtime import queue
-from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.queue import NewJob
 
 log = logging.getLogger("prompt_worker.jobs.pattern_analysis")
-IGNORED_KEYS = ("scope",)
-PAYLOAD_KEYS = ("prompt", *IGNORED_KEYS)
 MAX_CHAINED_INSIGHTS = 10  # what one variant-generation request can address well
 
 
-def parse_payload(payload: dict[str, Any]) -> str | None:
-    for key in payload:
-        if key not in PAYLOAD_KEYS:
-            raise PermanentJobError(
-                f"payload field {key!r} is not known; allowed: {', '.join(PAYLOAD_KEYS)}"
-            )
-    if "prompt" not in payload:
-        return None
-    try:
-        return validate_name(payload["prompt"])
-    except InvalidInput as exc:
-        raise PermanentJobError(f"payload field 'prompt': {exc}") from None
+class PatternAnalysisPayload(InputModel):
+    prompt: PromptName | None = Field(
+        default=None,
+        description="analyse this prompt only; without it, every prompt whose active version "
+        "has conversations in the last 24 hours",
+    )
+    scope: Scope = None
 
 
 @dataclass(frozen=True)
@@ -214,10 +211,11 @@ def _chain(
             f"not queued: variant_generation job {waiting} for prompt "
             f"{name!r} is already pending or running",
         )
+    next_step = variant_generation.SPEC
     queued, created = queue.enqueue(
         ctx.engine,
-        NewJob(type="variant_generation", payload={"prompt": name, "insight_ids": insight_ids}),
-        max_attempts=ctx.settings.max_attempts,
+        NewJob(type=next_step.name, payload={"prompt": name, "insight_ids": insight_ids}),
+        max_attempts=next_step.retry.attempts(ctx.settings.max_attempts),
         now=now,
         dedupe_key=f"variant_generation:{name}:after-analysis-{job.id}",
     )
@@ -325,7 +323,7 @@ def _recent(ctx: ServiceContext, now: datetime) -> list[store.Target]:
 
 
 async def analyze_patterns(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any]:
-    name = parse_payload(job.payload)
+    name = job_payload(PatternAnalysisPayload, job).prompt
     await job.report_progress(5, "finding prompts to analyse")
     if name is not None:
         results = [await analyze_prompt(ctx, job, name)]
@@ -365,3 +363,13 @@ def _summary(results: list[dict[str, Any]], errors: list[dict[str, Any]]) -> str
     ]
     parts += [f"{e['prompt']}: failed" for e in errors]
     return "; ".join(parts)
+
+
+SPEC = JobSpec(
+    name="pattern_analysis",
+    summary="find where each prompt's active version does badly and store the findings as "
+    "insights; queue variant_generation for new actionable ones",
+    payload=PatternAnalysisPayload,
+    handler=analyze_patterns,
+    schedule=Schedule(cron_setting="pattern_analysis_cron", misfire_grace_seconds=900),
+)

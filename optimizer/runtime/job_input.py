@@ -1,16 +1,18 @@
-"""Validation of a new job as an admin describes it (HTTP body or CLI flags)."""
+"""Validation of a new job as an admin describes it (HTTP body or CLI flags): its type and
+payload are checked against the job type's spec before anything is stored."""
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from models.jobs import JOB_TYPES
 from optimizer import strict_json
 from optimizer.errors import InvalidInput, PermanentJobError
+from optimizer.jobs.registry import JOB_TYPES, check_payload
+from optimizer.prompt_text import validate_name
+from optimizer.runtime.queue import NewJob
 from optimizer.text_input import check_text, first_unstorable, refuse_unstorable_in
 from optimizer.text_input import shown as shown_value
 
@@ -20,14 +22,6 @@ MAX_PROMPT_NAME = 200
 # A payload holds a few small fields; the HTTP API cannot send one past MAX_BODY_BYTES
 # (1 MiB by default). A row written by hand may hold anything, so the worker caps it too.
 MAX_STORED_PAYLOAD_CHARS = 1_048_576
-
-
-@dataclass(frozen=True)
-class NewJob:
-    type: str
-    payload: dict[str, Any] = field(default_factory=dict)
-    priority: int = 0
-    run_at: datetime | None = None
 
 
 def parse_job_type(value: Any) -> str:
@@ -89,7 +83,8 @@ def parse_payload_object(value: Any) -> dict[str, Any]:
 
 
 def parse_prompt_name(value: Any) -> str:
-    return check_text(value, "prompt", MAX_PROMPT_NAME).strip()
+    """The `prompt` shortcut, checked under its own name before it joins the payload."""
+    return validate_name(check_text(value, "prompt", MAX_PROMPT_NAME).strip(), field="prompt")
 
 
 def parse_new_job(type_: Any, *, prompt: Any = None, payload: Any = None, priority: Any = 0,
@@ -98,6 +93,8 @@ def parse_new_job(type_: Any, *, prompt: Any = None, payload: Any = None, priori
     body = parse_payload_object(payload)
     if prompt is not None:
         body = {**body, "prompt": parse_prompt_name(prompt)}
+    # What is stored is what was sent: the handler applies the defaults when it runs.
+    check_payload(job_type, body)
     return NewJob(
         type=job_type,
         payload=body,

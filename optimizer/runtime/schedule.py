@@ -16,16 +16,16 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import SQLAlchemyError
 
 from optimizer.clock import iso
+from optimizer.errors import describe
 from optimizer.jobs.context import ServiceContext
+from optimizer.jobs.registry import SPECS
+from optimizer.jobs.spec import JobSpec, Schedule
 from optimizer.runtime import queue
-from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.backoff import retry
+from optimizer.runtime.queue import NewJob
 
 log = logging.getLogger("prompt_worker.schedule")
 
-# A tick that fires late (process paused, event loop busy) still runs within this window;
-# later than that it is skipped, and the next tick does the work. Coalescing turns a
-# backlog of missed ticks into one.
-MISFIRE_GRACE_SECONDS = {"pattern_analysis": 900, "experiment_monitoring": 300}
 GLOBAL_SCOPE = "all"
 PRUNE_INTERVAL_HOURS = 1
 
@@ -47,12 +47,20 @@ def latest_fire_time(trigger: CronTrigger, now: datetime, lookback: timedelta) -
     return latest
 
 
+def scheduled(spec: JobSpec) -> Schedule:
+    if spec.schedule is None:
+        raise ValueError(f"job type {spec.name!r} is not scheduled")
+    return spec.schedule
+
+
 def tick_dedupe_key(job_type: str, scope: str, fire_time: datetime) -> str:
     return f"{job_type}:{scope}:{iso(fire_time, 'seconds')}"
 
 
 async def enqueue_tick(ctx: ServiceContext, job_type: str, trigger: CronTrigger) -> None:
-    grace = MISFIRE_GRACE_SECONDS[job_type]
+    spec = SPECS[job_type]
+    grace = scheduled(spec).misfire_grace_seconds
+    max_attempts = spec.retry.attempts(ctx.settings.max_attempts)
     now = ctx.clock()
     fire_time = latest_fire_time(trigger, now, timedelta(seconds=grace))
     if fire_time is None:
@@ -63,24 +71,22 @@ async def enqueue_tick(ctx: ServiceContext, job_type: str, trigger: CronTrigger)
     # field. The fire time is already in the dedupe key.
     job = NewJob(type=job_type, payload={"scope": GLOBAL_SCOPE})
     # Retry through a short database outage, but only while the tick is still current.
-    delay = 1.0
-    while True:
-        try:
-            created_job, created = await asyncio.to_thread(
-                queue.enqueue, ctx.engine, job, max_attempts=ctx.settings.max_attempts,
-                now=ctx.clock(), dedupe_key=key)
-            log.info("tick enqueued" if created else "tick already enqueued by another replica",
-                     extra={"job_type": job_type, "dedupe_key": key, "job_id": created_job.id})
-            return
-        except SQLAlchemyError as exc:
-            if (ctx.clock() - fire_time).total_seconds() + delay > grace:
-                log.error("tick lost: database unavailable for its whole grace window",
-                          extra={"job_type": job_type, "dedupe_key": key})
-                return
-            log.warning("tick enqueue failed; retrying",
-                        extra={"job_type": job_type, "error": str(exc).splitlines()[0][:200]})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    try:
+        created_job, created = await retry(
+            lambda: asyncio.to_thread(
+                queue.enqueue, ctx.engine, job, max_attempts=max_attempts,
+                now=ctx.clock(), dedupe_key=key),
+            on=SQLAlchemyError, base_seconds=1.0, cap_seconds=30.0,
+            may_wait=lambda delay: (ctx.clock() - fire_time).total_seconds() + delay <= grace,
+            on_retry=lambda exc, delay: log.warning(
+                "tick enqueue failed; retrying",
+                extra={"job_type": job_type, "error": describe(exc, 200), "retry_in": delay}))
+    except SQLAlchemyError:
+        log.error("tick lost: database unavailable for its whole grace window",
+                  extra={"job_type": job_type, "dedupe_key": key})
+        return
+    log.info("tick enqueued" if created else "tick already enqueued by another replica",
+             extra={"job_type": job_type, "dedupe_key": key, "job_id": created_job.id})
 
 
 async def reap(ctx: ServiceContext) -> None:
@@ -109,11 +115,16 @@ async def prune(ctx: ServiceContext) -> None:
 def build_scheduler(ctx: ServiceContext) -> AsyncIOScheduler:
     settings = ctx.settings
     scheduler = AsyncIOScheduler(timezone="UTC")
-    for job_type, expression in (("pattern_analysis", settings.pattern_analysis_cron),
-                                 ("experiment_monitoring", settings.monitoring_cron)):
-        trigger = cron_trigger(expression)
-        scheduler.add_job(enqueue_tick, trigger, args=[ctx, job_type, trigger],
-                          id=f"tick:{job_type}", misfire_grace_time=MISFIRE_GRACE_SECONDS[job_type],
+    for spec in SPECS.values():
+        if spec.schedule is None:
+            continue
+        trigger = cron_trigger(str(getattr(settings, spec.schedule.cron_setting)))
+        # A tick that fires late (process paused, event loop busy) still runs within its
+        # grace; later than that it is skipped, and the next tick does the work.
+        # Coalescing turns a backlog of missed ticks into one.
+        scheduler.add_job(enqueue_tick, trigger, args=[ctx, spec.name, trigger],
+                          id=f"tick:{spec.name}",
+                          misfire_grace_time=spec.schedule.misfire_grace_seconds,
                           coalesce=True, max_instances=1)
     scheduler.add_job(reap, "interval", args=[ctx], id="reaper",
                       seconds=max(1.0, settings.lease_seconds / 2), coalesce=True,

@@ -1,3 +1,3 @@
-"""Variant generation: ask the LLM for improved versions of a prompt and store them as
-candidates with their lineage. Pure parts (meta_prompt, parse, validate) and I/O parts
-(store, generate) are kept apart."""
+"""Variant generation rules: the meta-prompt sent to the LLM, parsing its reply, validating
+the proposed prompts (pure) and storing candidates with their lineage (store). Running a
+generation is the variant_generation job's (optimizer/jobs/variant_generation.py)."""

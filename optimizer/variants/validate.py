@@ -21,7 +21,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from optimizer.prompts import MAX_CONTENT_CHARS, MAX_NOTES_CHARS, content_hash
+from optimizer.prompt_text import MAX_CONTENT_CHARS, MAX_NOTES_CHARS, content_hash
 from optimizer.text_input import unstorable
 from optimizer.variants.parse import ParsedVariant
 

@@ -1,7 +1,8 @@
 """Disk/format faults: job rows written by hand in SQL whose payload is not JSON, is cut off,
-is JSON but not an object, or is absurdly large or deep. Each such job fails at once (one
-attempt, no retry) with an error naming the problem, and the worker carries on with the
-good jobs around it."""
+is JSON but not an object, is absurdly large or deep, or is not what its job type takes, and
+rows of a job type that does not exist (the database does not enforce the list: the job
+specs do). Each such job fails at once (one attempt, no retry) with an error naming the
+problem, and the worker carries on with the good jobs around it."""
 
 from __future__ import annotations
 
@@ -39,7 +40,13 @@ BAD_PAYLOADS = [
     ("NUL in a key", "full_cycle", '{"prompt": "support-bot", "\\u0000": 1}',
      "is a key that contains a NUL character"),
     ("unknown field", "full_cycle", '{"prompt": "support-bot", "colour": 1}',
-     "payload field 'colour' is not known"),
+     "unknown field 'colour' in payload; allowed: prompt, model, n, always_generate, scope"),
+    ("field out of range", "variant_generation", '{"prompt": "support-bot", "n": 99}',
+     "payload.n must be from 1 to 10; got 99"),
+    ("required field missing", "experiment_creation", '{"variants": [2]}',
+     "payload.prompt is required"),
+    ("unknown job type", "cleanup", "{}",
+     "no handler for job type 'cleanup' in this build of prompt-worker"),
 ]
 
 

@@ -4,7 +4,6 @@ every kind of bad input answering a JSON 4xx that names the field and writes not
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime
@@ -27,6 +26,7 @@ from optimizer.runtime import queue
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SETTINGS = Settings(admin_token=TOKEN, max_attempts=4)
+A_JOB = {"type": "full_cycle", "prompt": "support-bot"}
 
 MakeClient = Callable[..., Awaitable[TestClient]]
 
@@ -36,7 +36,7 @@ async def make_client(engine: Engine) -> AsyncIterator[MakeClient]:
     clients: list[TestClient] = []
 
     async def make(**overrides: Any) -> TestClient:
-        settings = dataclasses.replace(SETTINGS, **overrides)
+        settings = SETTINGS.model_copy(update=overrides)
         stats = RunStats()
         app = create_app(settings, engine, stats, HealthMonitor(engine, stats, utcnow()))
         client = TestClient(TestServer(app))
@@ -84,7 +84,7 @@ async def post_job(client: TestClient, body: Any) -> ClientResponse:
 async def test_create_job_returns_201_with_the_stored_job(client, engine):
     before = utcnow().replace(microsecond=0)
     resp = await post_job(client, {"type": "pattern_analysis", "prompt": " support-bot ",
-                                   "payload": {"window_hours": 24}, "priority": 7,
+                                   "payload": {"scope": "nightly"}, "priority": 7,
                                    "run_at": "2030-01-02T03:04:05Z"})
     assert resp.status == 201
     job = await resp.json()
@@ -92,7 +92,7 @@ async def test_create_job_returns_201_with_the_stored_job(client, engine):
     assert job["type"] == "pattern_analysis"
     assert job["status"] == "pending"
     assert job["priority"] == 7
-    assert job["payload"] == {"window_hours": 24, "prompt": "support-bot"}
+    assert job["payload"] == {"scope": "nightly", "prompt": "support-bot"}
     assert job["run_after"] == "2030-01-02T03:04:05Z"
     assert job["max_attempts"] == 4  # from settings, not the column default
     assert job["attempts"] == 0 and job["dedupe_key"] is None
@@ -103,7 +103,7 @@ async def test_create_job_returns_201_with_the_stored_job(client, engine):
 
 
 async def test_create_job_with_only_a_type_uses_defaults(client, engine):
-    resp = await post_job(client, {"type": "full_cycle"})
+    resp = await post_job(client, {"type": "experiment_monitoring"})
     assert resp.status == 201
     job = await resp.json()
     assert (job["priority"], job["payload"], job["status"]) == (0, {}, "pending")
@@ -111,17 +111,17 @@ async def test_create_job_with_only_a_type_uses_defaults(client, engine):
 
 
 async def test_payload_may_be_a_json_string_of_an_object(client):
-    resp = await post_job(client, {"type": "full_cycle", "payload": '{"a": [1, 2]}',
+    resp = await post_job(client, {"type": "full_cycle", "payload": '{"n": 2, "prompt": "bot"}',
                                    "priority": "-3"})
     assert resp.status == 201
     job = await resp.json()
-    assert job["payload"] == {"a": [1, 2]} and job["priority"] == -3
+    assert job["payload"] == {"n": 2, "prompt": "bot"} and job["priority"] == -3
 
 
 async def test_list_filters_by_status_and_type_newest_first(client, engine):
     ids = []
     for job_type in ("full_cycle", "pattern_analysis", "full_cycle"):
-        resp = await post_job(client, {"type": job_type})
+        resp = await post_job(client, {"type": job_type, "prompt": "support-bot"})
         ids.append((await resp.json())["id"])
     await client.post(f"/jobs/{ids[0]}/cancel", headers=AUTH)
 
@@ -140,14 +140,15 @@ async def test_list_filters_by_status_and_type_newest_first(client, engine):
 
 
 async def test_get_job_by_id(client):
-    created = await (await post_job(client, {"type": "variant_generation"})).json()
+    created = await (await post_job(client, {"type": "variant_generation",
+                                             "prompt": "support-bot"})).json()
     resp = await client.get(f"/jobs/{created['id']}", headers=AUTH)
     assert resp.status == 200
     assert await resp.json() == created
 
 
 async def test_cancel_pending_then_again_is_409(client, engine):
-    job_id = (await (await post_job(client, {"type": "full_cycle"})).json())["id"]
+    job_id = (await (await post_job(client, A_JOB)).json())["id"]
     resp = await client.post(f"/jobs/{job_id}/cancel", headers=AUTH)
     assert resp.status == 200
     job = await resp.json()
@@ -160,7 +161,7 @@ async def test_cancel_pending_then_again_is_409(client, engine):
 
 
 async def test_cancel_running_job_asks_it_to_stop(client, engine):
-    job_id = (await (await post_job(client, {"type": "full_cycle"})).json())["id"]
+    job_id = (await (await post_job(client, A_JOB)).json())["id"]
     claimed = await asyncio.to_thread(queue.claim, engine, "w1", lease_seconds=60,
                                       now=utcnow())
     assert claimed is not None and claimed.id == job_id
@@ -219,7 +220,7 @@ async def test_missing_or_wrong_token_is_401(client, engine, method, path, autho
     before = await rows(engine)
     headers = {} if authorization is None else {"Authorization": authorization}
     resp = await client.request(method, path, headers=headers,
-                                data=json.dumps({"type": "full_cycle"}))
+                                data=json.dumps(A_JOB))
     body = await error_of(resp, 401)
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
     assert TOKEN not in body["error"] and TOKEN not in json.dumps(dict(resp.headers))
@@ -235,7 +236,7 @@ async def test_bearer_scheme_is_case_insensitive(client):
 async def test_admin_api_disabled_without_admin_token(make_client, engine, method, path):
     client = await make_client(admin_token=None)
     resp = await client.request(method, path, headers=AUTH,
-                                data=json.dumps({"type": "full_cycle"}))
+                                data=json.dumps(A_JOB))
     body = await error_of(resp, 503)
     assert body["error"] == "admin API disabled: set ADMIN_TOKEN"
     assert await rows(engine) == 0
@@ -243,7 +244,7 @@ async def test_admin_api_disabled_without_admin_token(make_client, engine, metho
 
 async def test_token_never_reaches_the_logs(client, caplog):
     caplog.set_level("DEBUG")
-    await post_job(client, {"type": "full_cycle"})
+    await post_job(client, A_JOB)
     await client.get("/jobs", headers={"Authorization": "Bearer wrong-token-value"})
     assert TOKEN not in caplog.text and "wrong-token-value" not in caplog.text
 
@@ -252,13 +253,14 @@ async def test_token_never_reaches_the_logs(client, caplog):
 
 BAD_BODIES: list[tuple[str, bytes | dict[str, Any], str | None]] = [
     ("malformed json", b'{"type": "full_cycle",', None),
-    ("json array", b'[{"type": "full_cycle"}]', None),
+    ("json array", b'[{"type": "full_cycle", "prompt": "support-bot"}]', None),
     ("json string", b'"full_cycle"', None),
     ("json null", b"null", None),
     ("empty body", b"", None),
     ("not utf-8", b'{"type": "full_\xff"}', None),
     ("NaN", b'{"type": "full_cycle", "payload": {"x": NaN}}', None),
-    ("huge integer", b'{"type": "full_cycle", "priority": ' + b"9" * 5000 + b"}", None),
+    ("huge integer", b'{"type": "full_cycle", "prompt": "bot", "priority": ' + b"9" * 5000
+     + b"}", None),
     ("deep nesting", b'{"type": "full_cycle", "payload": {"a": ' + b"[" * 100_000
      + b"]" * 100_000 + b"}}", None),
     ("nesting over limit", b'{"type": "full_cycle", "payload": {"a": ' + b"[" * 80
@@ -267,16 +269,22 @@ BAD_BODIES: list[tuple[str, bytes | dict[str, Any], str | None]] = [
     ("missing type", {"priority": 1}, "type"),
     ("unknown type", {"type": "make_it_better"}, "type"),
     ("type not a string", {"type": ["full_cycle"]}, "type"),
-    ("priority word", {"type": "full_cycle", "priority": "high"}, "priority"),
-    ("priority bool", {"type": "full_cycle", "priority": True}, "priority"),
-    ("priority too big", {"type": "full_cycle", "priority": 99999}, "priority"),
-    ("priority fraction", {"type": "full_cycle", "priority": 1.5}, "priority"),
-    ("priority digits", {"type": "full_cycle", "priority": "9" * 5000}, "priority"),
-    ("priority superscript", {"type": "full_cycle", "priority": "²"}, "priority"),
-    ("run_at word", {"type": "full_cycle", "run_at": "tomorrow"}, "run_at"),
-    ("run_at number", {"type": "full_cycle", "run_at": 1700000000}, "run_at"),
-    ("run_at edge of calendar", {"type": "full_cycle", "run_at": "0001-01-01T00:00:00+01:00"},
+    ("priority word", {"type": "full_cycle", "prompt": "bot", "priority": "high"},
+     "priority"),
+    ("priority bool", {"type": "full_cycle", "prompt": "bot", "priority": True}, "priority"),
+    ("priority too big", {"type": "full_cycle", "prompt": "bot", "priority": 99999},
+     "priority"),
+    ("priority fraction", {"type": "full_cycle", "prompt": "bot", "priority": 1.5},
+     "priority"),
+    ("priority digits", {"type": "full_cycle", "prompt": "bot", "priority": "9" * 5000},
+     "priority"),
+    ("priority superscript", {"type": "full_cycle", "prompt": "bot", "priority": "²"},
+     "priority"),
+    ("run_at word", {"type": "full_cycle", "prompt": "bot", "run_at": "tomorrow"}, "run_at"),
+    ("run_at number", {"type": "full_cycle", "prompt": "bot", "run_at": 1700000000},
      "run_at"),
+    ("run_at edge of calendar", {"type": "full_cycle", "prompt": "bot",
+                                 "run_at": "0001-01-01T00:00:00+01:00"}, "run_at"),
     ("payload array string", {"type": "full_cycle", "payload": "[1]"}, "payload"),
     ("payload not json", {"type": "full_cycle", "payload": "not json"}, "payload"),
     ("payload array", {"type": "full_cycle", "payload": [1]}, "payload"),
@@ -288,6 +296,22 @@ BAD_BODIES: list[tuple[str, bytes | dict[str, Any], str | None]] = [
     ("payload string huge integer", {"type": "full_cycle", "payload": "1" * 5000}, "payload"),
     ("prompt empty", {"type": "pattern_analysis", "prompt": "  "}, "prompt"),
     ("prompt not a string", {"type": "pattern_analysis", "prompt": 5}, "prompt"),
+    ("prompt not a name", {"type": "pattern_analysis", "prompt": "two words"}, "prompt"),
+    # The payload is checked against its job type's model before anything is stored.
+    ("payload field out of range", {"type": "variant_generation", "prompt": "support-bot",
+                                    "payload": {"n": 99}}, "payload.n"),
+    ("payload field missing", {"type": "variant_generation", "payload": {"n": 2}},
+     "payload.prompt"),
+    ("payload field unknown", {"type": "full_cycle", "prompt": "bot",
+                               "payload": {"colour": 1}}, "payload.colour"),
+    ("payload field of the wrong kind", {"type": "experiment_creation", "prompt": "bot",
+                                         "payload": {"confidence": "high"}},
+     "payload.confidence"),
+    ("payload nested field", {"type": "experiment_creation", "prompt": "bot",
+                              "payload": {"guardrails": [{"metric": "mood"}]}},
+     "payload.guardrails[0].metric"),
+    ("prompt for a type that takes none", {"type": "experiment_monitoring", "prompt": "bot"},
+     "payload.prompt"),
 ]
 
 
@@ -298,8 +322,21 @@ async def test_bad_body_is_400_naming_the_field_and_writes_nothing(client, engin
     error = await error_of(await post_job(client, body), 400)
     assert error["field"] == field
     if field is not None:
-        assert field in error["error"]
+        parent, _, key = field.rpartition(".")  # an unknown key: "unknown field 'k' in payload"
+        assert field in error["error"] or f"'{key}' in {parent};" in error["error"]
     assert await rows(engine) == before
+
+
+async def test_a_payload_is_refused_at_once_not_when_the_job_runs(client, engine):
+    # Before job specs this answered 201 and the job failed seconds later.
+    error = await error_of(await post_job(client, {"type": "variant_generation",
+                                                   "prompt": "support-bot",
+                                                   "payload": {"n": 99}}), 400)
+    assert error == {"error": "payload.n must be from 1 to 10; got 99", "field": "payload.n"}
+    missing = await error_of(await post_job(client, {"type": "variant_generation",
+                                                     "payload": {"n": 2}}), 400)
+    assert missing["error"].startswith("payload.prompt is required")
+    assert await rows(engine) == 0
 
 
 async def test_error_messages_say_what_is_wrong(client):
@@ -342,7 +379,8 @@ async def test_body_over_the_limit_is_413_json(make_client, engine):
     body = await error_of(await post_job(client, big), 413)
     assert "1024" in body["error"]
     assert await rows(engine) == 0
-    small = await post_job(client, {"type": "full_cycle", "payload": {"blob": "x" * 500}})
+    small = await post_job(client, {"type": "full_cycle", "prompt": "bot",
+                                    "payload": {"scope": "x" * 500}})
     assert small.status == 201
 
 
@@ -393,7 +431,7 @@ async def test_database_unreachable_is_503_json(unreachable_engine):
     async with TestClient(TestServer(app)) as client:
         for resp in (await client.get("/jobs", headers=AUTH),
                      await client.get("/jobs/1", headers=AUTH),
-                     await post_job(client, {"type": "full_cycle"})):
+                     await post_job(client, A_JOB)):
             body = await error_of(resp, 503)
             assert body["error"] == "database unavailable, try again"
             assert resp.headers["Retry-After"].isdigit()

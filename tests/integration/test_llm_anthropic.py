@@ -22,7 +22,7 @@ from optimizer.llm.anthropic_client import AnthropicClient
 from optimizer.llm.client import LlmError, LlmNotConfigured, LlmRequest
 from optimizer.llm.offline import OfflineClient
 from optimizer.llm.pricing import cost_usd
-from optimizer.prompts import content_hash
+from optimizer.prompt_text import content_hash
 from optimizer.variants.meta_prompt import InsightFacts, build_request
 from optimizer.variants.parse import parse_variants
 from optimizer.variants.validate import placeholders, validate_variants
@@ -72,7 +72,7 @@ async def make_client(fake: FakeAnthropic) -> AsyncIterator[ClientFactory]:
 
     def factory(engine: Engine, clock: Callable[[], datetime] = utcnow,
                 timeout: float = 30.0, **settings: object) -> AnthropicClient:
-        client = AnthropicClient(dataclasses.replace(SETTINGS, **settings),  # type: ignore[arg-type]
+        client = AnthropicClient(SETTINGS.model_copy(update=settings),  # type: ignore[arg-type]
                                  session_factory(engine), clock, base_url=fake.base_url,
                                  timeout=timeout)
         made.append(client)
@@ -327,7 +327,7 @@ async def test_empty_reply_is_an_llm_error(sqlite_engine: Engine, fake: FakeAnth
 
 
 async def test_no_api_key_gives_a_client_that_says_what_to_set(sqlite_engine: Engine) -> None:
-    settings = dataclasses.replace(SETTINGS, anthropic_api_key=None)
+    settings = SETTINGS.model_copy(update={"anthropic_api_key": None})
     client = build_llm_client(settings, session_factory(sqlite_engine), utcnow)
     assert isinstance(client, NotConfiguredClient) and client.provider == "anthropic"
     with pytest.raises(LlmNotConfigured, match="ANTHROPIC_API_KEY.*LLM_PROVIDER=offline"):
@@ -365,7 +365,7 @@ THEME = InsightFacts(id=8, kind="failure_theme", title="Refund {{x}} <b>policy</
 
 async def test_offline_variants_parse_validate_and_name_the_segment(
         engine: Engine) -> None:
-    settings = dataclasses.replace(SETTINGS, llm_provider="offline")
+    settings = SETTINGS.model_copy(update={"llm_provider": "offline"})
     client = build_llm_client(settings, session_factory(engine), utcnow)
     assert isinstance(client, OfflineClient) and client.provider == "offline"
     sent = offline_request(3, [BILLING, THEME])

@@ -26,7 +26,7 @@ from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.logs import make_handler, setup_logging
 from optimizer.run_stats import RunStats
 from optimizer.runtime import queue
-from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.queue import NewJob
 from optimizer.runtime.worker import Worker
 from tests.support.kv import parse_kv_strictly
 from tests.support.procs import LOG_FIELD

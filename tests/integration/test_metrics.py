@@ -4,7 +4,6 @@ through a Worker on real databases; and while the database is unreachable."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -30,7 +29,7 @@ from optimizer.llm import usage
 from optimizer.prometheus import Metrics
 from optimizer.run_stats import RunStats
 from optimizer.runtime import queue
-from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.queue import NewJob
 from optimizer.runtime.worker import Worker
 from tests.support.experiments import add_conversations, arm_ids, seed_prompt
 
@@ -41,7 +40,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def make_ctx(engine: Engine, metrics: Metrics, **overrides: Any) -> ServiceContext:
-    return ServiceContext(settings=dataclasses.replace(FAST, **overrides), engine=engine,
+    return ServiceContext(settings=FAST.model_copy(update=overrides), engine=engine,
                           sessions=session_factory(engine), stats=RunStats(), clock=utcnow,
                           metrics=metrics)
 

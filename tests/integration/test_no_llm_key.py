@@ -21,7 +21,7 @@ from optimizer.jobs.registry import default_handlers
 from optimizer.llm import build_llm_client
 from optimizer.run_stats import RunStats
 from optimizer.runtime import queue
-from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.queue import NewJob
 from optimizer.runtime.worker import Worker
 from tests.integration.test_worker import wait_for
 from tests.support.experiments import seed_prompt

@@ -30,7 +30,8 @@ from optimizer.jobs.registry import default_handlers
 from optimizer.llm.anthropic_client import AnthropicClient
 from optimizer.run_stats import RunStats
 from optimizer.runtime import queue
-from optimizer.runtime.job_input import NewJob, decode_stored_payload
+from optimizer.runtime.job_input import decode_stored_payload
+from optimizer.runtime.queue import NewJob
 from tests.support.fake_anthropic import FakeAnthropic, Reply
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -246,10 +247,11 @@ async def test_full_cycle_without_findings_asks_for_nothing(engine: Engine,
 
 @pytest.mark.parametrize("payload, fragment", [
     ({"prompt": "nope"}, "'nope' does not exist"),
-    ({}, "'prompt' is required"),
-    ({"prompt": NAME, "always_generate": "yes"}, "always_generate"),
-    ({"prompt": NAME, "model": ""}, "'model'"),
-    ({"prompt": NAME, "extra": 1}, "'extra' is not known"),
+    ({}, "payload.prompt is required"),
+    ({"prompt": NAME, "always_generate": "yes"}, "payload.always_generate"),
+    ({"prompt": NAME, "model": ""}, "payload.model"),
+    ({"prompt": NAME, "n": 11}, "payload.n must be from 1 to 10"),
+    ({"prompt": NAME, "extra": 1}, "unknown field 'extra' in payload"),
 ])
 async def test_full_cycle_refuses_bad_payloads_at_once(sqlite_engine: Engine,
                                                       payload: dict[str, Any],

@@ -748,8 +748,10 @@ async def test_payload_rules(engine: Engine) -> None:
         await run(engine, {"prompt_name": NAME})
     with pytest.raises(PermanentJobError, match="no prompt named 'nope'"):
         await run(engine, {"prompt": "nope"})
-    with pytest.raises(PermanentJobError, match="payload field 'prompt'"):
+    with pytest.raises(PermanentJobError, match="payload.prompt must be a string"):
         await run(engine, {"prompt": 7})
+    with pytest.raises(PermanentJobError, match="payload.prompt must be 1 to 200 characters"):
+        await run(engine, {"prompt": "two words"})
     result = await run(engine, {"prompt": NAME, "scope": "hourly"})
     assert result["prompts"][0]["prompt"] == NAME
 

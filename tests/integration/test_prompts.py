@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from models.experiments import Experiment
 from models.prompts import Prompt, PromptActivation, PromptVersion
-from optimizer import prompts
+from optimizer import prompt_text, prompts
 from optimizer.db import session_factory
 from optimizer.errors import Conflict, InvalidInput, NotFound
 
@@ -72,8 +72,8 @@ def test_create_makes_version_one_active_and_records_it(engine: Engine) -> None:
 def test_content_hash_is_sha256_of_exact_text() -> None:
     import hashlib
 
-    assert prompts.content_hash("a b\n") == hashlib.sha256(b"a b\n").hexdigest()
-    assert prompts.content_hash("a b") != prompts.content_hash("a b\n")
+    assert prompt_text.content_hash("a b\n") == hashlib.sha256(b"a b\n").hexdigest()
+    assert prompt_text.content_hash("a b") != prompt_text.content_hash("a b\n")
 
 
 def test_versions_are_numbered_and_parented_on_the_active_one(engine: Engine) -> None:

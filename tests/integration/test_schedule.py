@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -13,8 +14,10 @@ from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import create_db_engine, session_factory
 from optimizer.jobs.context import ServiceContext
+from optimizer.jobs.registry import SPECS
+from optimizer.jobs.spec import RetryPolicy
 from optimizer.run_stats import RunStats
-from optimizer.runtime import queue
+from optimizer.runtime import queue, schedule
 from optimizer.runtime.schedule import build_scheduler, enqueue_tick, prune, reap
 
 
@@ -58,10 +61,9 @@ async def test_reaper_and_prune_jobs_act_on_the_queue(engine):
     url = engine.url.render_as_string(hide_password=False)
     ctx = replica(url)
     now = utcnow()
-    from optimizer.runtime.job_input import NewJob
-    stale, _ = queue.enqueue(engine, NewJob("full_cycle"), max_attempts=3,
+    stale, _ = queue.enqueue(engine, queue.NewJob("full_cycle"), max_attempts=3,
                              now=now - timedelta(minutes=5))
-    old, _ = queue.enqueue(engine, NewJob("full_cycle"), max_attempts=3,
+    old, _ = queue.enqueue(engine, queue.NewJob("full_cycle"), max_attempts=3,
                            now=now - timedelta(days=30))
     claimed = queue.claim(engine, "dead-worker", lease_seconds=1, now=now - timedelta(minutes=5))
     assert claimed is not None and claimed.id == old.id  # the older one first
@@ -86,3 +88,34 @@ def test_scheduler_is_built_with_deliberate_misfire_and_coalesce_settings():
     assert jobs["tick:pattern_analysis"].misfire_grace_time == 900
     assert str(jobs["tick:pattern_analysis"].trigger) == (
         "cron[month='*', day='*', day_of_week='*', hour='*', minute='0']")
+
+
+def test_ticks_are_the_scheduled_job_specs_with_their_cron_setting_and_grace():
+    settings = Settings(monitoring_cron="*/5 * * * *", pattern_analysis_cron="30 2 * * *")
+    ctx = ServiceContext(settings=settings, engine=None, sessions=None,  # type: ignore[arg-type]
+                         stats=RunStats(), clock=utcnow)
+    jobs = {job.id: job for job in build_scheduler(ctx).get_jobs()}
+    scheduled = [spec for spec in SPECS.values() if spec.schedule is not None]
+    assert {f"tick:{spec.name}" for spec in scheduled} == set(jobs) - {"reaper", "prune"}
+    for spec in scheduled:
+        assert spec.schedule is not None
+        tick = jobs[f"tick:{spec.name}"]
+        assert tick.misfire_grace_time == spec.schedule.misfire_grace_seconds
+        assert str(tick.trigger) == str(schedule.cron_trigger(
+            getattr(settings, spec.schedule.cron_setting)))
+    assert str(jobs["tick:experiment_monitoring"].trigger).endswith("minute='*/5']")
+
+
+async def test_a_tick_takes_max_attempts_from_the_spec_retry_policy(engine, monkeypatch):
+    url = engine.url.render_as_string(hide_password=False)
+    ctx = replica(url)
+    every_second = CronTrigger(second="*", timezone="UTC")
+    await enqueue_tick(ctx, "experiment_monitoring", every_second)
+    custom = dataclasses.replace(SPECS["pattern_analysis"], retry=RetryPolicy(max_attempts=7))
+    monkeypatch.setattr(schedule, "SPECS", {**SPECS, "pattern_analysis": custom})
+    await enqueue_tick(ctx, "pattern_analysis", every_second)
+    ctx.engine.dispose()
+    attempts = {job.type: job.max_attempts for job in queue.list_jobs(engine)}
+    assert attempts == {"experiment_monitoring": ctx.settings.max_attempts,
+                        "pattern_analysis": 7}
+    assert all(job.payload == '{"scope":"all"}' for job in queue.list_jobs(engine))

@@ -16,13 +16,15 @@ from models.insights import PatternInsight
 from models.jobs import OptimizationJob
 from models.llm_calls import LlmCall
 from models.prompts import Prompt, PromptVersion
-from optimizer import prompts
+from optimizer import prompt_text, prompts
 from optimizer.clock import utcnow
 from optimizer.db import session_factory
 from optimizer.errors import JobDeferred, PermanentJobError
 from optimizer.experiments import store as experiment_store
 from optimizer.jobs.context import ActiveJob, ServiceContext
-from optimizer.jobs.variant_generation import generate_variants, parse_payload
+from optimizer.jobs.creation import ExperimentCreationPayload
+from optimizer.jobs.spec import checked_payload
+from optimizer.jobs.variant_generation import VariantGenerationPayload, generate_variants
 from optimizer.llm.client import LlmError, LlmReply, LlmRequest
 from optimizer.variants.meta_prompt import escape_data
 from tests.support.experiments import make_ctx, make_job
@@ -125,7 +127,8 @@ def creation_jobs(engine: Engine) -> list[OptimizationJob]:
 def setup(engine: Engine, llm: ScriptedLlm | None, payload: dict[str, Any] | None = None
           ) -> tuple[ServiceContext, ActiveJob, list[tuple[int, Any]]]:
     ctx = dataclasses.replace(make_ctx(engine), llm=llm)
-    job, progress = make_job(engine, "variant_generation", payload or {"prompt": NAME})
+    job, progress = make_job(engine, "variant_generation",
+                             {"prompt": NAME} if payload is None else payload)
     return ctx, job, progress
 
 
@@ -151,7 +154,7 @@ async def test_stores_candidates_with_lineage_and_queues_an_experiment(engine: E
         assert row.source == "llm" and row.model == "claude-opus-5-5"
         assert json.loads(row.insight_ids or "null") == [insight_id]
         assert row.llm_call_id == llm.call_id
-        assert row.content_hash == prompts.content_hash(content)
+        assert row.content_hash == prompt_text.content_hash(content)
     assert llm.requests[0].model == "opus" and llm.requests[0].job_id == job.id
     assert ctx.stats.snapshot()["variantsGenerated"] == 2
 
@@ -176,8 +179,8 @@ async def test_stores_candidates_with_lineage_and_queues_an_experiment(engine: E
 
 
 def parse_creation_payload_ok(raw: str) -> bool:
-    from optimizer.jobs.creation import PAYLOAD_KEYS
-    return set(json.loads(raw)) <= set(PAYLOAD_KEYS)
+    checked_payload(ExperimentCreationPayload, json.loads(raw))
+    return True
 
 
 async def test_offline_provider_is_recorded_as_offline(engine: Engine) -> None:
@@ -372,7 +375,7 @@ async def test_unknown_prompt_and_no_active_version(engine: Engine) -> None:
         session.add(prompt)
         session.flush()
         session.add(PromptVersion(prompt_id=prompt.id, version=1, content=ACTIVE,
-                                  content_hash=prompts.content_hash(ACTIVE),
+                                  content_hash=prompt_text.content_hash(ACTIVE),
                                   status="retired"))
     ctx, job, _ = setup(engine, ScriptedLlm(reply((V1, None))))
     with pytest.raises(PermanentJobError, match="no active version.*activate one"):
@@ -382,31 +385,41 @@ async def test_unknown_prompt_and_no_active_version(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize(("payload", "field"), [
-    ({}, "'prompt'"),
-    ({"prompt": ""}, "'prompt'"),
-    ({"prompt": 7}, "'prompt'"),
-    ({"prompt": NAME, "bogus": 1}, "'bogus'"),
-    ({"prompt": NAME, "n": 0}, "'n'"),
-    ({"prompt": NAME, "n": 11}, "'n'"),
-    ({"prompt": NAME, "n": True}, "'n'"),
-    ({"prompt": NAME, "n": "3"}, "'n'"),
-    ({"prompt": NAME, "model": ""}, "'model'"),
-    ({"prompt": NAME, "model": "bad model id"}, "'model'"),
-    ({"prompt": NAME, "model": 3}, "'model'"),
-    ({"prompt": NAME, "insight_ids": "1"}, "'insight_ids'"),
-    ({"prompt": NAME, "insight_ids": [0]}, "'insight_ids'"),
-    ({"prompt": NAME, "insight_ids": [True]}, "'insight_ids'"),
-    ({"prompt": NAME, "insight_ids": [2**64]}, "'insight_ids'"),
+    ({}, "payload.prompt"),
+    ({"prompt": ""}, "payload.prompt"),
+    ({"prompt": 7}, "payload.prompt"),
+    ({"prompt": NAME, "bogus": 1}, "'bogus' in payload"),
+    ({"prompt": NAME, "n": 0}, "payload.n"),
+    ({"prompt": NAME, "n": 11}, "payload.n"),
+    ({"prompt": NAME, "n": True}, "payload.n"),
+    ({"prompt": NAME, "n": "3"}, "payload.n"),
+    ({"prompt": NAME, "model": ""}, "payload.model"),
+    ({"prompt": NAME, "model": "bad model id"}, "payload.model"),
+    ({"prompt": NAME, "model": 3}, "payload.model"),
+    ({"prompt": NAME, "insight_ids": "1"}, "payload.insight_ids"),
+    ({"prompt": NAME, "insight_ids": [0]}, r"payload.insight_ids\[0\]"),
+    ({"prompt": NAME, "insight_ids": [True]}, r"payload.insight_ids\[0\]"),
+    ({"prompt": NAME, "insight_ids": [2**64]}, r"payload.insight_ids\[0\]"),
+    ({"prompt": NAME, "insight_ids": list(range(1, 52))}, "payload.insight_ids"),
 ])
-def test_bad_payload_names_the_field(payload: dict[str, Any], field: str) -> None:
+async def test_a_bad_payload_fails_the_job_for_good_naming_the_field(
+        engine: Engine, payload: dict[str, Any], field: str) -> None:
+    """A row inserted by SQL that POST /jobs would have refused: the handler refuses it too,
+    before any work, and the worker does not retry it."""
+    seed(engine)
+    llm = ScriptedLlm(reply((V1, None)))
+    ctx, job, _ = setup(engine, llm, payload)
     with pytest.raises(PermanentJobError, match=field):
-        parse_payload(payload)
+        await generate_variants(ctx, job)
+    assert llm.requests == []
 
 
 def test_payload_defaults_and_accepted_values() -> None:
-    spec = parse_payload({"prompt": NAME})
+    spec = checked_payload(VariantGenerationPayload, {"prompt": NAME})
     assert (spec.model, spec.n, spec.insight_ids) == ("sonnet", 3, None)
-    spec = parse_payload({"prompt": NAME, "model": "claude-opus-4-1-20250805", "n": 10,
-                          "insight_ids": [3, 1, 3], "scope": "cron"})
+    spec = checked_payload(VariantGenerationPayload, {
+        "prompt": NAME, "model": "claude-opus-4-1-20250805", "n": 10,
+        "insight_ids": [3, 1, 3], "scope": "cron"})
     assert (spec.model, spec.n, spec.insight_ids) == ("claude-opus-4-1-20250805", 10, [3, 1])
-    assert parse_payload({"prompt": NAME, "insight_ids": []}).insight_ids == []
+    assert checked_payload(VariantGenerationPayload,
+                           {"prompt": NAME, "insight_ids": []}).insight_ids == []

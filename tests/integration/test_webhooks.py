@@ -30,7 +30,7 @@ from optimizer.jobs.context import ActiveJob, Handler, ServiceContext
 from optimizer.jobs.registry import default_handlers
 from optimizer.run_stats import RunStats
 from optimizer.runtime import queue
-from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.queue import NewJob
 from optimizer.runtime.worker import Worker
 from optimizer.webhooks import WebhookSender
 from tests.support.experiments import add_conversations, arm_ids, seed_prompt

@@ -4,7 +4,6 @@ lost leases and graceful shutdown."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
 from collections.abc import Callable
 from datetime import timedelta
@@ -22,7 +21,7 @@ from optimizer.jobs.context import ActiveJob, Handler, ServiceContext
 from optimizer.jobs.registry import default_handlers
 from optimizer.run_stats import RunStats
 from optimizer.runtime import queue
-from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.queue import NewJob
 from optimizer.runtime.worker import Worker
 
 FAST = Settings(poll_interval_seconds=0.05, lease_seconds=1.0, retry_base_seconds=0.0,
@@ -30,7 +29,7 @@ FAST = Settings(poll_interval_seconds=0.05, lease_seconds=1.0, retry_base_second
 
 
 def make_worker(engine: Engine, handlers: dict[str, Handler], **overrides: Any) -> Worker:
-    settings = dataclasses.replace(FAST, **overrides)
+    settings = FAST.model_copy(update=overrides)
     ctx = ServiceContext(settings=settings, engine=engine, sessions=session_factory(engine),
                          stats=RunStats(), clock=utcnow)
     return Worker(ctx, handlers, worker_id="test-worker", rng=random.Random(1))

@@ -21,7 +21,7 @@ from optimizer.db import session_factory
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.run_stats import RunStats
 from optimizer.runtime import queue
-from optimizer.runtime.job_input import NewJob
+from optimizer.runtime.queue import NewJob
 
 
 def seed_prompt(engine: Engine, name: str = "support-bot", candidates: int = 2) -> dict[int, int]:

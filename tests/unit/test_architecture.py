@@ -16,9 +16,14 @@ from tests.support.docs import ROOT
 TOP = ("optimizer.runtime.worker", "optimizer.runtime.schedule", "optimizer.runtime.notify",
        "optimizer.service", "optimizer.http", "optimizer.cli", "optimizer.demo")
 JOBS = "optimizer.jobs"
-# variants/generate.py runs inside a job and takes its context types from here; this module
-# imports no handler.
+RUNTIME = "optimizer.runtime"
+# What handlers receive; it imports no handler.
 JOB_CONTEXT = "optimizer.jobs.context"
+# Modules of pure rules (no I/O), and what they must not import: the database and the
+# modules that talk to it.
+PURE = ("optimizer.prompt_text", "optimizer.variants.validate", "optimizer.variants.parse",
+        "optimizer.variants.meta_prompt", "optimizer.jobs.spec", "optimizer.jobs.payload_fields")
+SQL = ("sqlalchemy", "models", "optimizer.db", "optimizer.prompts")
 
 
 def _module_name(path: Path) -> str:
@@ -81,8 +86,14 @@ def test_domain_packages_import_no_job_handler_and_nothing_of_the_process(packag
     assert not _violations(package, (JOBS, *TOP))
 
 
-def test_variants_take_only_the_job_context_from_the_jobs_package():
-    assert not _violations("optimizer.variants", (JOBS, *TOP), allowed=(JOB_CONTEXT,))
+def test_variants_are_domain_logic_that_imports_no_job_and_no_runtime():
+    # Orchestrating a variant_generation run is optimizer/jobs/variant_generation.py's.
+    assert not _violations("optimizer.variants", (JOBS, RUNTIME, *TOP))
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_modules_import_no_sql_module(module: str):
+    assert not _violations(module, SQL)
 
 
 def test_job_context_imports_no_handler():
@@ -105,3 +116,4 @@ def test_shared_modules_import_no_job_handler_and_nothing_of_the_process():
 def test_the_rules_see_a_violation():
     # The checker itself: the service imports the HTTP layer, so it would be flagged.
     assert _violations("optimizer.service", ("optimizer.http",))
+    assert _violations("optimizer.prompts", SQL)  # a SQL module, so not in PURE

@@ -1,4 +1,5 @@
-"""Validation of new jobs (HTTP/CLI input) and decoding of stored payloads."""
+"""Validation of new jobs (HTTP/CLI input), their payloads checked against the job type's
+spec, and decoding of stored payloads."""
 
 from __future__ import annotations
 
@@ -6,20 +7,31 @@ from datetime import UTC, datetime
 
 import pytest
 
-from models.jobs import JOB_TYPES
 from optimizer.errors import InvalidInput, PermanentJobError
+from optimizer.jobs.registry import JOB_TYPES, SPECS
 from optimizer.runtime.job_input import (
     MAX_PRIORITY,
     MIN_PRIORITY,
-    NewJob,
     decode_stored_payload,
     parse_new_job,
     parse_timestamp,
 )
+from optimizer.runtime.queue import NewJob
+
+# A type whose payload may be empty, for the checks that are not about the payload.
+ANY_TYPE = "experiment_monitoring"
+
+
+def minimal_payload(job_type: str) -> dict[str, object]:
+    """The smallest valid payload of a type: its required fields, which are all prompt names."""
+    required = [name for name, info in SPECS[job_type].payload.model_fields.items()
+                if info.is_required()]
+    assert set(required) <= {"prompt"}, required
+    return {name: "support-bot" for name in required}
 
 
 def rejected(field: str, **kwargs: object) -> InvalidInput:
-    kwargs.setdefault("type_", "full_cycle")
+    kwargs.setdefault("type_", ANY_TYPE)
     type_ = kwargs.pop("type_")
     with pytest.raises(InvalidInput) as info:
         parse_new_job(type_, **kwargs)  # type: ignore[arg-type]
@@ -32,7 +44,8 @@ def rejected(field: str, **kwargs: object) -> InvalidInput:
 
 @pytest.mark.parametrize("job_type", JOB_TYPES)
 def test_every_job_type_is_accepted(job_type):
-    assert parse_new_job(job_type) == NewJob(type=job_type)
+    payload = minimal_payload(job_type)
+    assert parse_new_job(job_type, payload=payload) == NewJob(type=job_type, payload=payload)
 
 
 @pytest.mark.parametrize("job_type", ["", "FULL_CYCLE", "full-cycle", "cleanup", None, 3,
@@ -49,7 +62,7 @@ def test_unknown_type_is_rejected(job_type):
     ("12", 12), (" -3 ", -3), (None, 0),
 ])
 def test_priority_accepted(given, expected):
-    assert parse_new_job("full_cycle", priority=given).priority == expected
+    assert parse_new_job(ANY_TYPE, priority=given).priority == expected
 
 
 @pytest.mark.parametrize("given", [MIN_PRIORITY - 1, MAX_PRIORITY + 1, "1001", 10**9])
@@ -82,13 +95,13 @@ def test_long_priority_text_is_shortened_in_the_message():
     " 2026-11-22T09:00:00.000Z ",
 ])
 def test_run_at_is_normalised_to_utc(text):
-    job = parse_new_job("full_cycle", run_at=text)
+    job = parse_new_job(ANY_TYPE, run_at=text)
     assert job.run_at == datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
     assert job.run_at is not None and job.run_at.utcoffset().total_seconds() == 0
 
 
 def test_run_at_absent_means_now():
-    assert parse_new_job("full_cycle").run_at is None
+    assert parse_new_job(ANY_TYPE).run_at is None
 
 
 @pytest.mark.parametrize("text", ["tomorrow", "2026-13-01T00:00:00Z", "2026-11-22T25:00",
@@ -121,17 +134,59 @@ def test_parse_timestamp_refuses_control_characters_and_surrogates(value):
 # --- payload and prompt ----------------------------------------------------------------
 
 def test_payload_as_json_text():
-    job = parse_new_job("full_cycle", payload='{"prompt": "support", "limit": 5}')
-    assert job.payload == {"prompt": "support", "limit": 5}
+    job = parse_new_job("full_cycle", payload='{"prompt": "support", "n": 5}')
+    assert job.payload == {"prompt": "support", "n": 5}
 
 
 def test_payload_as_object():
-    job = parse_new_job("full_cycle", payload={"nested": {"a": [1, 2]}})
-    assert job.payload == {"nested": {"a": [1, 2]}}
+    given = {"prompt": "support", "guardrails": [{"metric": "rating", "tolerance": 0.1}]}
+    assert parse_new_job("experiment_creation", payload=given).payload == given
 
 
 def test_payload_absent_is_empty_object():
-    assert parse_new_job("full_cycle", payload=None).payload == {}
+    assert parse_new_job(ANY_TYPE, payload=None).payload == {}
+
+
+def test_what_is_stored_is_what_was_sent_without_defaults():
+    # The handler applies the defaults when it runs: a later default change reaches queued jobs.
+    job = parse_new_job("variant_generation", payload={"prompt": "support", "scope": "x"})
+    assert job.payload == {"prompt": "support", "scope": "x"}
+
+
+@pytest.mark.parametrize(("job_type", "payload", "field", "words"), [
+    ("variant_generation", {"prompt": "support", "n": 99}, "payload.n",
+     "payload.n must be from 1 to 10; got 99"),
+    ("variant_generation", {"n": 2}, "payload.prompt", "payload.prompt is required"),
+    ("variant_generation", {"prompt": "support", "model": "two words"}, "payload.model",
+     "'sonnet' or 'opus' or a full model id"),
+    ("variant_generation", {"prompt": "support", "insight_ids": [0]},
+     "payload.insight_ids[0]", "at least 1"),
+    ("full_cycle", {"prompt": "support", "always_generate": "yes"}, "payload.always_generate",
+     "true or false"),
+    ("full_cycle", {"prompt": "support", "colour": 1}, "payload.colour",
+     "unknown field 'colour' in payload; allowed: prompt, model, n, always_generate, scope"),
+    ("pattern_analysis", {"prompt": "two words"}, "payload.prompt",
+     "letters, digits, '.', '_' or '-'"),
+    ("experiment_creation", {"prompt": "support", "confidence": 2}, "payload.confidence",
+     "from 0.5 to 0.9999"),
+    ("experiment_creation", {"prompt": "support", "variants": [2], "weights": [1]},
+     "payload.weights", "2 numbers, control first"),
+    ("experiment_creation", {"prompt": "support", "guardrails": [{"metric": "mood"}]},
+     "payload.guardrails[0].metric", "one of"),
+    ("experiment_monitoring", {"prompt": "support"}, "payload.prompt",
+     "unknown field 'prompt' in payload; allowed: scope"),
+])
+def test_the_payload_is_checked_against_its_type(job_type, payload, field, words):
+    with pytest.raises(InvalidInput) as info:
+        parse_new_job(job_type, payload=payload)
+    assert info.value.field == field
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("job_type", JOB_TYPES)
+def test_every_type_accepts_the_scope_the_scheduler_adds(job_type):
+    payload = {**minimal_payload(job_type), "scope": {"any": ["value"]}}
+    assert parse_new_job(job_type, payload=payload).payload == payload
 
 
 @pytest.mark.parametrize("payload", ["[1, 2]", [1, 2], '"text"', "42", "null", 42])
@@ -148,8 +203,13 @@ def test_invalid_payload_is_rejected(payload):
 
 
 def test_prompt_is_added_to_payload():
-    job = parse_new_job("pattern_analysis", prompt="  support-bot  ", payload={"limit": 3})
-    assert job.payload == {"limit": 3, "prompt": "support-bot"}
+    job = parse_new_job("pattern_analysis", prompt="  support-bot  ", payload={"scope": 3})
+    assert job.payload == {"scope": 3, "prompt": "support-bot"}
+
+
+def test_the_prompt_shortcut_fills_a_required_field():
+    job = parse_new_job("variant_generation", prompt="support-bot")
+    assert job.payload == {"prompt": "support-bot"}
 
 
 def test_prompt_overrides_payload_prompt():
@@ -158,14 +218,14 @@ def test_prompt_overrides_payload_prompt():
 
 
 def test_prompt_does_not_mutate_caller_payload():
-    given = {"limit": 3}
+    given = {"scope": 3}
     parse_new_job("pattern_analysis", prompt="x", payload=given)
-    assert given == {"limit": 3}
+    assert given == {"scope": 3}
 
 
-@pytest.mark.parametrize("prompt", ["", "   ", "x" * 201, 5, ["a"]])
+@pytest.mark.parametrize("prompt", ["", "   ", "x" * 201, 5, ["a"], "two words", "bot/1"])
 def test_bad_prompt_is_rejected(prompt):
-    rejected("prompt", prompt=prompt)
+    rejected("prompt", type_="pattern_analysis", prompt=prompt)
 
 
 def test_first_problem_reported_is_the_type():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from optimizer.prompts import MAX_CONTENT_CHARS, MAX_NOTES_CHARS, content_hash
+from optimizer.prompt_text import MAX_CONTENT_CHARS, MAX_NOTES_CHARS, content_hash
 from optimizer.variants.parse import ParsedVariant
 from optimizer.variants.validate import (
     LENGTH_SLACK_CHARS,
