@@ -115,6 +115,14 @@ def batch_bodies(load: Load) -> list[bytes]:
     return bodies
 
 
+def count_answer(result: LoadResult, kind: str, answer: dict[str, Any]) -> None:
+    if kind == "ingest":
+        result.rows_accepted += answer["accepted"]
+    else:
+        role = answer["arm"]["role"] if answer["arm"] else "no experiment"
+        result.roles[role] = result.roles.get(role, 0) + 1
+
+
 async def drive(load: Load, started: Event, ended: Event) -> LoadResult:
     result = LoadResult()
     headers = {"Authorization": f"Bearer {INGEST}", "Content-Type": "application/json"}
@@ -149,12 +157,7 @@ async def drive(load: Load, started: Event, ended: Event) -> LoadResult:
             if resp.status not in (200, 202):
                 note_error(str(resp.status), payload.decode(errors="replace"))
                 return
-            if load.kind == "ingest":
-                result.rows_accepted += json.loads(payload)["accepted"]
-            else:
-                arm = json.loads(payload)["arm"]
-                role = arm["role"] if arm else "no experiment"
-                result.roles[role] = result.roles.get(role, 0) + 1
+            count_answer(result, load.kind, json.loads(payload))
             if window_start <= t1 <= window_end:
                 result.latencies_ms.append((t1 - t0) * 1000)
 

@@ -91,10 +91,10 @@ def _message(error: Mapping[str, Any], field: str, info: FieldInfo | None,
     if kind in ("string_too_short", "too_short"):
         least = ctx.get("min_length", 1)
         return (f"{name} must not be empty" if least == 1 else
-                f"{name} must hold at least {least} items; got {len(value)}")
+                f"{name} must hold at least {least} items; got {_size(value)}")
     if kind in ("string_too_long", "too_long"):
         unit = "characters" if kind == "string_too_long" else "items"
-        return f"{name} is {len(value):,} {unit}; at most {ctx.get('max_length'):,}"
+        return f"{name} is {_size(value):,} {unit}; at most {ctx.get('max_length'):,}"
     if kind in ("literal_error", "enum"):
         return f"{name} must be {ctx.get('expected', 'one of the allowed values')}; " \
                f"got {shown(value)}"
@@ -139,6 +139,10 @@ def plus_zero(value: float) -> float:
     return value + 0.0
 
 
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, str | list | tuple | dict) else 0
+
+
 def _got(value: Any) -> str:
     return shown(value) if isinstance(value, str | int | float | bool) or value is None \
         else kind_of(value)
@@ -172,9 +176,11 @@ def _field_info_owner(model: type[BaseModel], loc: tuple[str | int, ...]) -> typ
 def _field_info(model: type[BaseModel], loc: tuple[str | int, ...]) -> FieldInfo | None:
     if not loc:
         return None
-    *head, last = [part for part in loc if not isinstance(part, int)] or [None]
-    owner = _field_info_owner(model, tuple(head))
-    return owner.model_fields.get(last) if owner is not None and last is not None else None
+    names = [part for part in loc if not isinstance(part, int)]
+    if not names:
+        return None
+    owner = _field_info_owner(model, tuple(names[:-1]))
+    return owner.model_fields.get(names[-1]) if owner is not None else None
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

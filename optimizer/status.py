@@ -93,7 +93,8 @@ class Status:
     problems: tuple[Problem, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
+        shaped: dict[str, Any] = _jsonable(dataclasses.asdict(self))
+        return shaped
 
 
 def _jsonable(value: Any) -> Any:

@@ -272,8 +272,9 @@ def _say_experiment(session: Any, experiment: Experiment, before: str | None, no
 def _winner_number(session: Any, experiment: Experiment) -> int | None:
     if experiment.winner_version_id is None:
         return None
-    return session.scalar(select(PromptVersion.version)
-                          .where(PromptVersion.id == experiment.winner_version_id))
+    number: int | None = session.scalar(
+        select(PromptVersion.version).where(PromptVersion.id == experiment.winner_version_id))
+    return number
 
 
 def _finish_summary(engine: Engine, summary: DemoSummary, end: datetime) -> None:

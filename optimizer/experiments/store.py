@@ -31,9 +31,8 @@ from optimizer.experiments.validation import (
     parse_arms,
     parse_settings,
     parse_stop_reason,
-    shown,
 )
-from optimizer.text_input import refuse_unstorable
+from optimizer.text_input import refuse_unstorable, shown
 
 LIVE_STATUSES = ("running", "paused")
 DEFAULT_CANDIDATES = 3
@@ -256,7 +255,7 @@ def _views(session: Session, experiments: list[Experiment], *,
             primary_metric=e.primary_metric, guardrails=_loads_or_text(e.guardrails),
             confidence=e.confidence, min_conversations_per_arm=e.min_conversations_per_arm,
             min_runtime_hours=e.min_runtime_hours, max_runtime_hours=e.max_runtime_hours,
-            winner_version=(version_numbers.get(e.winner_version_id)
+            winner_version=(version_numbers.get(e.winner_version_id or 0)
                             or _version_number(session, e.winner_version_id)),
             decision_reason=e.decision_reason, created_by=e.created_by,
             started_at=e.started_at, ended_at=e.ended_at, arms=arms,

@@ -20,10 +20,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from optimizer import strict_json
+from optimizer.clock import iso
 from optimizer.config import Settings
 from optimizer.llm.client import LlmClient, LlmRequest
 from optimizer.patterns import fingerprints
-from optimizer.patterns.describe import MAX_TITLE_CHARS, InsightDraft, iso
+from optimizer.patterns.describe import MAX_TITLE_CHARS, InsightDraft
 
 PURPOSE = "failure_themes"
 MODEL = "sonnet"

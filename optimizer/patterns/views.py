@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from models.insights import PatternInsight
 from models.prompts import Prompt, PromptVersion
+from optimizer.clock import iso
 from optimizer.errors import InvalidInput, NotFound
 from optimizer.prompt_text import validate_name
-from optimizer.prompts import iso
 from optimizer.text_input import parse_whole
 
 KINDS = ("segment", "regression", "theme")

@@ -2,8 +2,7 @@
 
 With Docker Compose installed (the docker CLI's compose plugin, or docker-compose), the file
 is validated by `docker compose config` itself; otherwise that test is skipped, saying so.
-The structural checks below need no docker and no YAML library: they read the small subset
-of YAML the file uses."""
+The structural checks below need no docker: PyYAML reads the file."""
 
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.docs import ROOT, settings_read_by_code
 
@@ -24,68 +24,11 @@ SERVICE = "prompt-worker"
 TOKENS = ("ADMIN_TOKEN", "INGEST_TOKEN")
 
 
-# --- a reader for the YAML subset docker-compose.yml uses ---------------------------------
-
-
-def _scalar(text: str) -> str:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        return text[1:-1]
-    return text
-
-
-def read_compose(text: str) -> dict[str, Any]:
-    """Block mappings, block lists of scalars, and scalars (flow lists stay text). Enough
-    for this file; anything else raises, so the file cannot drift out of what is checked."""
-    root: dict[str, Any] = {}
-    # Each open container with the indentation of its keys (or list items).
-    stack: list[tuple[int, Any]] = [(0, root)]
-    pending: tuple[int, dict[str, Any], str] | None = None  # "key:" awaiting its block
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        indent = len(raw) - len(raw.lstrip(" "))
-        line = raw.strip()
-        if pending is not None:
-            parent_indent, parent, key = pending
-            if indent > parent_indent:
-                parent[key] = [] if line.startswith("- ") else {}
-                stack.append((indent, parent[key]))
-            else:
-                parent[key] = None
-            pending = None
-        while stack[-1][0] > indent:
-            stack.pop()
-        level, container = stack[-1]
-        if level != indent:
-            raise ValueError(f"line {number}: unexpected indentation: {raw!r}")
-        if line.startswith("- "):
-            if not isinstance(container, list):
-                raise ValueError(f"line {number}: a list item where a key was expected")
-            container.append(_scalar(line[2:]))
-            continue
-        key, colon, value = line.partition(":")
-        if not colon or not isinstance(container, dict) or not re.fullmatch(r"[\w.-]+", key):
-            raise ValueError(f"line {number}: not a 'key: value' line: {raw!r}")
-        if value.strip():
-            container[key] = _scalar(value)
-        else:
-            pending = (indent, container, key)
-    if pending is not None:
-        pending[1][pending[2]] = None
-    return root
-
-
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return read_compose(COMPOSE_FILE.read_text(encoding="utf-8"))
-
-
-def test_the_reader_reads_nested_blocks_and_lists():
-    assert read_compose("a:\n  b: 1\n  c:\n    - x\n    - 'y'\nd: \"z\"\ne:\n") == {
-        "a": {"b": "1", "c": ["x", "y"]}, "d": "z", "e": None}
-    with pytest.raises(ValueError, match="line 3"):
-        read_compose("a:\n    b: 1\n  c: 2\n")
+    document = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
 
 
 # --- the file, without docker ---------------------------------------------------------------
