@@ -38,9 +38,9 @@ from models.prompts import Prompt, PromptVersion
 from optimizer.assignment import pick_arm
 from optimizer.clock import iso
 from optimizer.errors import Conflict, InvalidInput
-from optimizer.runtime.job_input import MAX_PROMPT_NAME, parse_timestamp
+from optimizer.prompt_text import MAX_NAME_CHARS
 from optimizer.stats import REGISTRY, Metric
-from optimizer.text_input import kind_of, text_problem
+from optimizer.text_input import kind_of, parse_timestamp, text_problem
 
 FIELDS = (
     "prompt",
@@ -208,7 +208,7 @@ _OPTIONAL: dict[str, Callable[[Any], Any]] = {
 # Metrics whose record field and column are named differently (none so far).
 _RENAMED = {m.name: m.column for m in REGISTRY if m.name != m.column}
 _REQUIRED: dict[str, Callable[[Any], Any]] = {
-    "prompt": lambda v: _text(v, MAX_PROMPT_NAME),
+    "prompt": lambda v: _text(v, MAX_NAME_CHARS),
     "version": lambda v: _whole(
         v, 1, MAX_INT32, "the prompt's version number (a whole number >= 1)"
     ),

@@ -26,7 +26,7 @@ from models.experiments import Experiment, ExperimentArm
 from models.prompts import Prompt, PromptVersion
 from optimizer.assignment import pick_arm
 from optimizer.errors import Conflict, InvalidInput, NotFound
-from optimizer.runtime.job_input import MAX_PROMPT_NAME
+from optimizer.prompt_text import MAX_NAME_CHARS
 from optimizer.text_input import check_text, text_problem
 
 MAX_UNIT_ID = 200
@@ -43,7 +43,7 @@ def check_unit_id(value: Any, field: str = "unit_id") -> str:
 def check_prompt_name(value: Any, field: str = "prompt") -> str:
     # NUL and lone surrogates are refused by name (400) before the query: PostgreSQL cannot
     # even compare with such text, so "no such prompt" (404) is not an answer it can give.
-    return check_text(value, field, MAX_PROMPT_NAME)
+    return check_text(value, field, MAX_NAME_CHARS)
 
 
 def resolve(source: Engine | Session, prompt_name: str, unit_id: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from optimizer.errors import InvalidInput
@@ -169,3 +170,23 @@ def parse_decimal(raw: str, field: str, *, what: str = "a number") -> float:
     if not math.isfinite(value):
         raise InvalidInput(f"{field} is too large; got {shown(raw)}", field=field)
     return value
+
+
+def parse_timestamp(value: Any, field_name: str) -> datetime:
+    """ISO 8601; a time without an offset is taken as UTC."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field_name} must be an ISO 8601 date-time string; got {value!r}",
+                           field=field_name)
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        if not (text.isascii() and text.isprintable()):
+            # fromisoformat stops reading at a NUL: "...00:00\x00" would pass as a time.
+            raise ValueError("not printable ASCII")
+        parsed = datetime.fromisoformat(text)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
+        raise InvalidInput(
+            f"{field_name} is not an ISO 8601 date-time (e.g. 2026-11-22T09:00:00Z): "
+            f"{value[:60]!r}", field=field_name) from None

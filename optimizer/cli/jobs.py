@@ -12,6 +12,7 @@ from optimizer.cli.output import print_json, table
 from optimizer.clock import table_time, utcnow
 from optimizer.config import Settings
 from optimizer.errors import InvalidInput
+from optimizer.jobs import registry
 from optimizer.jobs.registry import JOB_TYPES
 from optimizer.runtime import queue
 from optimizer.runtime.job_input import parse_job_type, parse_new_job
@@ -61,7 +62,8 @@ def parse_status(raw: str | None) -> str | None:
 def cmd_jobs_add(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     new_job = parse_new_job(args.type, prompt=args.prompt, payload=args.payload,
                             priority=args.priority, run_at=args.run_at)
-    job, _ = queue.enqueue(engine, new_job, max_attempts=settings.max_attempts, now=utcnow())
+    attempts = registry.max_attempts(new_job.type, settings)
+    job, _ = queue.enqueue(engine, new_job, max_attempts=attempts, now=utcnow())
     return print_json(job.to_dict())
 
 

@@ -13,6 +13,7 @@ from optimizer.http.body import path_id, read_body, read_query
 from optimizer.http.endpoints import Endpoint, Reply, register
 from optimizer.http.keys import ENGINE, SETTINGS
 from optimizer.http.requests import JobListQuery, NewJobBody
+from optimizer.jobs import registry
 from optimizer.runtime import queue
 
 log = logging.getLogger("prompt_worker.http.jobs")
@@ -25,7 +26,8 @@ async def create_job(request: web.Request) -> web.Response:
     new_job = (await read_body(request, NewJobBody)).new_job()
     engine, settings = request.app[ENGINE], request.app[SETTINGS]
     job, _ = await asyncio.to_thread(
-        queue.enqueue, engine, new_job, max_attempts=settings.max_attempts, now=utcnow()
+        queue.enqueue, engine, new_job, max_attempts=registry.max_attempts(new_job.type, settings),
+        now=utcnow()
     )
     log.info("job created", extra={"job_id": job.id, "type": job.type, "via": "http"})
     return web.json_response(job.to_dict(), status=201, headers={"Location": f"/jobs/{job.id}"})

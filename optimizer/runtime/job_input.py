@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from optimizer import strict_json
 from optimizer.errors import InvalidInput, PermanentJobError
 from optimizer.jobs.registry import JOB_TYPES, check_payload
-from optimizer.prompt_text import validate_name
+from optimizer.prompt_text import MAX_NAME_CHARS, validate_name
 from optimizer.runtime.queue import NewJob
-from optimizer.text_input import check_text, first_unstorable, refuse_unstorable_in
+from optimizer.text_input import (
+    check_text,
+    first_unstorable,
+    parse_timestamp,
+    refuse_unstorable_in,
+)
 from optimizer.text_input import shown as shown_value
 
 MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
 _PRIORITY_TEXT = re.compile(r"-?[0-9]{1,6}")  # ASCII digits only: int() accepts more
-MAX_PROMPT_NAME = 200
 # A payload holds a few small fields; the HTTP API cannot send one past MAX_BODY_BYTES
 # (1 MiB by default). A row written by hand may hold anything, so the worker caps it too.
 MAX_STORED_PAYLOAD_CHARS = 1_048_576
@@ -45,26 +48,6 @@ def parse_priority(value: Any) -> int:
     return value
 
 
-def parse_timestamp(value: Any, field_name: str) -> datetime:
-    """ISO 8601; a time without an offset is taken as UTC."""
-    if not isinstance(value, str):
-        raise InvalidInput(f"{field_name} must be an ISO 8601 date-time string; got {value!r}",
-                           field=field_name)
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        if not (text.isascii() and text.isprintable()):
-            # fromisoformat stops reading at a NUL: "...00:00\x00" would pass as a time.
-            raise ValueError("not printable ASCII")
-        parsed = datetime.fromisoformat(text)
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
-        raise InvalidInput(
-            f"{field_name} is not an ISO 8601 date-time (e.g. 2026-11-22T09:00:00Z): "
-            f"{value[:60]!r}", field=field_name) from None
-
-
 def parse_payload_object(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
@@ -84,7 +67,7 @@ def parse_payload_object(value: Any) -> dict[str, Any]:
 
 def parse_prompt_name(value: Any) -> str:
     """The `prompt` shortcut, checked under its own name before it joins the payload."""
-    return validate_name(check_text(value, "prompt", MAX_PROMPT_NAME).strip(), field="prompt")
+    return validate_name(check_text(value, "prompt", MAX_NAME_CHARS).strip(), field="prompt")
 
 
 def parse_new_job(type_: Any, *, prompt: Any = None, payload: Any = None, priority: Any = 0,

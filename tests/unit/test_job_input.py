@@ -14,9 +14,9 @@ from optimizer.runtime.job_input import (
     MIN_PRIORITY,
     decode_stored_payload,
     parse_new_job,
-    parse_timestamp,
 )
 from optimizer.runtime.queue import NewJob
+from optimizer.text_input import parse_timestamp
 
 # A type whose payload may be empty, for the checks that are not about the payload.
 ANY_TYPE = "experiment_monitoring"
