@@ -194,7 +194,8 @@ def simulate(rng: np.random.Generator, world: World, experiments: int) -> Events
         "latency_ms": np.exp(np.log(LATENCY_MEDIAN) + LATENCY_SIGMA * rng.standard_normal(n)),
     }
     for metric, (low, high) in ((m.name, m.bounds) for m in REGISTRY):
-        v = values[metric]
+        # A metric the simulated application does not report is missing in every record.
+        v = values.get(metric, np.full(n, np.nan))
         values[metric] = np.where((v < low) | (v > high), np.nan, v)
     return Events(experiments, world.arms, world.segments, checks, exp[user], user, arm_c,
                   segment[user], t, position, values)
