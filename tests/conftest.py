@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
 from optimizer.db import create_db_engine, migrate
+from tests.support.http_client import ClientMaker
 from tests.support.pg import PgCluster, PostgresUnavailable, start_cluster
 
 # No test reaches the network: a key in the developer's shell must not send anything to the
@@ -100,3 +101,12 @@ def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def pg_engine(pg_url: str) -> Iterator[Engine]:
     yield from _migrated(pg_url)
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[ClientMaker]:
+    """`await make_client(engine, settings, **overrides)`: a started test client on the real
+    app (tests/support/http_client.py); every client it made is closed afterwards."""
+    maker = ClientMaker()
+    yield maker
+    await maker.close()

@@ -141,6 +141,11 @@ class JobListQuery(Query):
 # --- prompts ---------------------------------------------------------------------------------
 
 _NAME: dict[str, Any] = {"pattern": f"^{NAME_RE.pattern}$"}
+ChangeNotes = Annotated[
+    str | None,
+    Field(description=f"at most {MAX_NOTES_CHARS:,} characters",
+          json_schema_extra={"maxLength": MAX_NOTES_CHARS}),
+]
 
 
 class NewPromptBody(InputModel):
@@ -151,11 +156,7 @@ class NewPromptBody(InputModel):
         description=f"the text of version 1: non-blank, at most {MAX_CONTENT_CHARS:,} characters",
         json_schema_extra={"maxLength": MAX_CONTENT_CHARS},
     )
-    change_notes: str | None = Field(
-        None,
-        description=f"at most {MAX_NOTES_CHARS:,} characters",
-        json_schema_extra={"maxLength": MAX_NOTES_CHARS},
-    )
+    change_notes: ChangeNotes = None
 
 
 class NewVersionBody(InputModel):
@@ -166,11 +167,7 @@ class NewVersionBody(InputModel):
         f"{MAX_CONTENT_CHARS:,} characters, unlike every other version's",
         json_schema_extra={"maxLength": MAX_CONTENT_CHARS},
     )
-    change_notes: str | None = Field(
-        None,
-        description=f"at most {MAX_NOTES_CHARS:,} characters",
-        json_schema_extra={"maxLength": MAX_NOTES_CHARS},
-    )
+    change_notes: ChangeNotes = None
 
 
 class RollbackBody(InputModel):

@@ -9,17 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from models.experiments import Experiment
 from optimizer import cli
-from optimizer.clock import utcnow
 from optimizer.config import Settings
-from optimizer.health import HealthMonitor
-from optimizer.http.app_factory import create_app
-from optimizer.run_stats import RunStats
 from tests.support.cli import Outcome
 from tests.support.experiments import seed_prompt, version_statuses
 
@@ -104,7 +99,7 @@ def test_every_option(run, tmp_path):
                                          "tolerance": 0.01, "required": True, "cap": None}]
 
 
-async def test_the_same_experiment_as_post_experiments(engine, monkeypatch, capsys):
+async def test_the_same_experiment_as_post_experiments(engine, make_client, monkeypatch, capsys):
     """One set of defaults and checks: the CLI and the HTTP API store the same settings."""
     seed_prompt(engine, "via-http")
     seed_prompt(engine, "via-cli")
@@ -112,10 +107,7 @@ async def test_the_same_experiment_as_post_experiments(engine, monkeypatch, caps
                         min_conversations_per_arm=321)
     body = {"variants": [3, 2], "weights": [1, 2, 3], "min_runtime_hours": 2,
             "guardrails": [{"metric": "latency_ms", "tolerance": 50}]}
-    stats = RunStats()
-    client = TestClient(TestServer(create_app(settings, engine, stats,
-                                              HealthMonitor(engine, stats, utcnow()))))
-    await client.start_server()
+    client = await make_client(engine, settings)
     try:
         resp = await client.post("/experiments", json={"prompt": "via-http", **body},
                                  headers={"Authorization": f"Bearer {TOKEN}"})

@@ -10,13 +10,11 @@ import dataclasses
 import json
 import math
 import random
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 
@@ -31,8 +29,6 @@ from optimizer.errors import Conflict, InvalidInput
 from optimizer.experiments import store, validation
 from optimizer.experiments.aggregate import arm_data
 from optimizer.experiments.monitor import CheckOutcome, check_experiment
-from optimizer.health import HealthMonitor
-from optimizer.http.app_factory import create_app
 from optimizer.jobs.monitoring import monitor_experiments
 from optimizer.run_stats import RunStats
 from optimizer.stats import RatioSums
@@ -45,6 +41,7 @@ from tests.support.experiments import (
     seed_prompt,
     version_statuses,
 )
+from tests.support.http_client import ClientMaker
 
 TOKEN = "admin-token-for-experiments"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -279,18 +276,11 @@ class Api:
         return await monitor_experiments(ctx, job)
 
 
-def build_app(engine: Engine, stats: RunStats) -> web.Application:
-    return create_app(SETTINGS, engine, stats, HealthMonitor(engine, stats, utcnow()))
-
-
 @pytest.fixture
-async def api(engine: Engine) -> AsyncIterator[Api]:
+async def api(engine: Engine, make_client: ClientMaker) -> Api:
     seed_prompt(engine)
     stats = RunStats()
-    client = TestClient(TestServer(build_app(engine, stats)))
-    await client.start_server()
-    yield Api(client, engine, stats)
-    await client.close()
+    return Api(await make_client(engine, SETTINGS, stats=stats), engine, stats)
 
 
 async def fill(api: Api, experiment: dict[str, Any], per_arm: list[tuple[int, int]]) -> None:

@@ -8,12 +8,11 @@ import logging
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -26,7 +25,6 @@ from optimizer.config import Settings
 from optimizer.db import create_db_engine
 from optimizer.health import HealthMonitor
 from optimizer.http import probes
-from optimizer.http.app_factory import create_app
 from optimizer.run_stats import STAT_NAMES, RunStats
 from optimizer.runtime import queue
 from optimizer.runtime.queue import NewJob
@@ -50,23 +48,6 @@ def unmigrated_engine(tmp_path) -> Iterator[Engine]:
     engine = create_db_engine(f"sqlite:///{tmp_path / 'empty.db'}")
     yield engine
     engine.dispose()
-
-
-async def serve(engine: Engine, health: HealthMonitor | None = None,
-                settings: Settings | None = None) -> TestClient:
-    health = health or HealthMonitor(engine, RunStats(), started_at=utcnow())
-    client = TestClient(TestServer(create_app(settings or Settings(), engine, RunStats(),
-                                              health)))
-    await client.start_server()
-    return client
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[TestClient]]:
-    started: list[TestClient] = []
-    yield started
-    for client in started:
-        await client.close()
 
 
 def add_rows(engine: Engine) -> None:
@@ -114,12 +95,12 @@ def assert_shape(body: dict[str, Any], *, served: bool = True) -> None:
 # --- /health ----------------------------------------------------------------------------
 
 
-async def test_health_shape_on_a_fresh_database(engine, clients):
+async def test_health_shape_on_a_fresh_database(engine, make_client):
     stats = RunStats()
     stats.add("jobsCompleted", 2)
     health = HealthMonitor(engine, stats, started_at=utcnow() - timedelta(seconds=42))
     assert await health.refresh_once() is True
-    clients.append(client := await serve(engine, health))
+    client = await make_client(engine, Settings(), health=health)
     resp = await client.get("/health")
     assert resp.status == 200 and resp.content_type == "application/json"
     body = await resp.json()
@@ -145,12 +126,12 @@ async def test_counts_reflect_rows(engine):
                               "experimentsCompleted": 1, "insights": 2, "promptVersions": 2}
 
 
-async def test_health_never_touches_the_database(sqlite_engine, clients):
+async def test_health_never_touches_the_database(sqlite_engine, make_client):
     health = HealthMonitor(sqlite_engine, RunStats(), started_at=utcnow())
     await health.refresh_once()
     checkouts: list[object] = []
     event.listen(sqlite_engine, "checkout", lambda *args: checkouts.append(args))
-    clients.append(client := await serve(sqlite_engine, health))
+    client = await make_client(sqlite_engine, Settings(), health=health)
     for _ in range(5):
         assert (await client.get("/health")).status == 200
     assert checkouts == []
@@ -159,12 +140,12 @@ async def test_health_never_touches_the_database(sqlite_engine, clients):
 
 
 async def test_unreachable_database_is_degraded_and_health_still_answers(
-        unreachable_engine, clients, caplog):
+        unreachable_engine, make_client, caplog):
     caplog.set_level(logging.INFO, logger="prompt_worker.health")
     health = HealthMonitor(unreachable_engine, RunStats(), started_at=utcnow())
     assert await health.refresh_once() is False
     assert await health.refresh_once() is False
-    clients.append(client := await serve(unreachable_engine, health))
+    client = await make_client(unreachable_engine, Settings(), health=health)
     started = time.monotonic()
     resp = await client.get("/health")
     assert time.monotonic() - started < 1.0
@@ -242,15 +223,15 @@ async def test_refresh_forever_keeps_counts_current(sqlite_engine):
 # --- /ready -----------------------------------------------------------------------------
 
 
-async def test_ready_on_a_migrated_database(engine, clients):
-    clients.append(client := await serve(engine))
+async def test_ready_on_a_migrated_database(engine, make_client):
+    client = await make_client(engine, Settings())
     resp = await client.get("/ready")
     assert resp.status == 200
     assert await resp.json() == {"ready": True}
 
 
-async def test_not_ready_on_an_unmigrated_database(unmigrated_engine, clients):
-    clients.append(client := await serve(unmigrated_engine))
+async def test_not_ready_on_an_unmigrated_database(unmigrated_engine, make_client):
+    client = await make_client(unmigrated_engine, Settings())
     resp = await client.get("/ready")
     assert resp.status == 503
     body = await resp.json()
@@ -258,8 +239,8 @@ async def test_not_ready_on_an_unmigrated_database(unmigrated_engine, clients):
     assert "prompt-worker migrate" in body["reason"]
 
 
-async def test_not_ready_on_an_unreachable_database(unreachable_engine, clients):
-    clients.append(client := await serve(unreachable_engine))
+async def test_not_ready_on_an_unreachable_database(unreachable_engine, make_client):
+    client = await make_client(unreachable_engine, Settings())
     resp = await client.get("/ready")
     assert resp.status == 503
     body = await resp.json()
@@ -276,13 +257,13 @@ def silent_server() -> Iterator[int]:
     sock.close()
 
 
-async def test_ready_gives_up_on_a_hanging_database(silent_server, clients, monkeypatch):
+async def test_ready_gives_up_on_a_hanging_database(silent_server, make_client, monkeypatch):
     monkeypatch.setattr(probes, "READY_TIMEOUT_SECONDS", 0.5)
     # libpq's shortest connect timeout, so the abandoned check thread ends soon after.
     engine = create_engine(f"postgresql+psycopg://nobody@127.0.0.1:{silent_server}/x",
                            connect_args={"connect_timeout": 2})
     try:
-        clients.append(client := await serve(engine))
+        client = await make_client(engine, Settings())
         started = time.monotonic()
         first, second = await asyncio.gather(client.get("/ready"), client.get("/ready"))
         assert time.monotonic() - started < 2.0
@@ -294,7 +275,7 @@ async def test_ready_gives_up_on_a_hanging_database(silent_server, clients, monk
         assert (await client.get("/health")).status == 200
         assert time.monotonic() - started < 0.5
     finally:
-        await clients.pop().close()
+        await make_client.close()  # before the engine it uses is disposed
         engine.dispose()
 
 
@@ -311,10 +292,10 @@ TOKENS = Settings(admin_token="admin-token", ingest_token="ingest-token")
     (Settings(llm_provider="offline"), ["no_admin_token", "no_ingest_token"]),
     (Settings(llm_provider="offline", admin_token="a"), ["no_ingest_token"]),
 ])
-async def test_health_lists_configuration_problems(sqlite_engine, clients, settings, codes):
+async def test_health_lists_configuration_problems(sqlite_engine, make_client, settings, codes):
     health = HealthMonitor(sqlite_engine, RunStats(), started_at=utcnow())
     assert await health.refresh_once() is True
-    clients.append(client := await serve(sqlite_engine, health, settings))
+    client = await make_client(sqlite_engine, settings, health=health)
     body = await (await client.get("/health")).json()
     assert_shape(body)
     assert [p["code"] for p in body["problems"]] == codes
@@ -344,13 +325,13 @@ def closed_port() -> int:
 ADMIN = "admin-token-for-probes"
 
 
-async def test_probe_errors_do_not_name_the_database_to_anyone(closed_port, clients, caplog):
+async def test_probe_errors_do_not_name_the_database_to_anyone(closed_port, make_client, caplog):
     caplog.set_level(logging.INFO)
     engine = create_db_engine(f"postgresql+psycopg://nobody@127.0.0.1:{closed_port}/x")
     try:
         health = HealthMonitor(engine, RunStats(), started_at=utcnow())
         assert await health.refresh_once() is False
-        clients.append(client := await serve(engine, health, Settings(admin_token=ADMIN)))
+        client = await make_client(engine, Settings(admin_token=ADMIN), health=health)
         wrong = {"Authorization": "Bearer not-the-admin-token"}
         for headers in ({}, wrong):
             ready = await client.get("/ready", headers=headers)

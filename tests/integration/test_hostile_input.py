@@ -9,11 +9,11 @@ import asyncio
 import dataclasses
 import json
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
@@ -21,8 +21,6 @@ from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.errors import InvalidInput, PermanentJobError
-from optimizer.health import HealthMonitor
-from optimizer.http.app_factory import create_app
 from optimizer.jobs.context import ServiceContext
 from optimizer.jobs.registry import default_handlers
 from optimizer.resolve import check_unit_id
@@ -32,6 +30,7 @@ from optimizer.runtime.job_input import decode_stored_payload, parse_new_job
 from optimizer.runtime.queue import NewJob
 from optimizer.runtime.worker import Worker
 from tests.integration.test_ingest import World, seed
+from tests.support.http_client import ClientMaker
 
 ADMIN, INGEST = "hostile-admin-token", "hostile-ingest-token"
 HUGE = int("9" * 400)
@@ -64,16 +63,11 @@ class Site:
 
 
 @pytest.fixture
-async def site(engine: Engine) -> AsyncIterator[Site]:
+async def site(engine: Engine, make_client: ClientMaker) -> Site:
     running = seed(engine, "support-bot", experiment=[(1, 1.0), (2, 1.0)])
     plain = seed(engine, "plain-bot")
-    stats = RunStats()
-    app = create_app(Settings(admin_token=ADMIN, ingest_token=INGEST), engine, stats,
-                     HealthMonitor(engine, stats, utcnow()))
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    yield Site(engine, client, running, plain)
-    await client.close()
+    client = await make_client(engine, Settings(admin_token=ADMIN, ingest_token=INGEST))
+    return Site(engine, client, running, plain)
 
 
 async def refused(site: Site, method: str, target: str, body: Any = None, *,

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -22,44 +21,19 @@ from optimizer.assignment import pick_arm
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.errors import Conflict, InvalidInput, NotFound
-from optimizer.health import HealthMonitor
-from optimizer.http.app_factory import create_app
 from optimizer.resolve import resolve
-from optimizer.run_stats import RunStats
 from tests.integration.test_ingest import conversation_count, record, seed
+from tests.support.http_client import ClientMaker
 
 INGEST = "ingest-token-1"
 ADMIN = "admin-token-1"
 AUTH = {"Authorization": f"Bearer {INGEST}"}
 SETTINGS = Settings(admin_token=ADMIN, ingest_token=INGEST)
 
-MakeClient = Callable[..., Awaitable[TestClient]]
-
-
-def build_app(settings: Settings, engine: Engine) -> Any:
-    stats = RunStats()
-    return create_app(settings, engine, stats, HealthMonitor(engine, stats, utcnow()))
-
 
 @pytest.fixture
-async def make_client(engine: Engine) -> AsyncIterator[MakeClient]:
-    clients: list[TestClient] = []
-
-    async def make(**overrides: Any) -> TestClient:
-        client = TestClient(TestServer(build_app(SETTINGS.model_copy(update=overrides),
-                                                 engine)))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close()
-
-
-@pytest.fixture
-async def client(make_client: MakeClient) -> TestClient:
-    return await make_client()
+async def client(engine: Engine, make_client: ClientMaker) -> TestClient:
+    return await make_client(engine, SETTINGS)
 
 
 async def post(client: TestClient, body: Any, headers: dict[str, str] = AUTH
@@ -213,9 +187,9 @@ async def test_http_ingest_limit_and_malformed(client: TestClient, engine: Engin
     assert conversation_count(engine) == 0
 
 
-async def test_http_ingest_body_limit(make_client: MakeClient, engine: Engine) -> None:
+async def test_http_ingest_body_limit(engine: Engine, make_client: ClientMaker) -> None:
     seed(engine)
-    client = await make_client(max_body_bytes=2048)
+    client = await make_client(engine, SETTINGS, max_body_bytes=2048)
     resp = await post(client, record(transcript="x" * 4096))
     assert resp.status == 413
     assert conversation_count(engine) == 0
@@ -236,10 +210,10 @@ async def test_http_auth_refused(client: TestClient, engine: Engine,
     assert conversation_count(engine) == 0
 
 
-async def test_http_disabled_without_ingest_token(make_client: MakeClient,
-                                                  engine: Engine) -> None:
+async def test_http_disabled_without_ingest_token(engine: Engine,
+                                                  make_client: ClientMaker) -> None:
     seed(engine)
-    client = await make_client(ingest_token=None)
+    client = await make_client(engine, SETTINGS, ingest_token=None)
     resp = await post(client, record())
     assert resp.status == 503 and "INGEST_TOKEN" in (await resp.json())["error"]
     resp = await client.get("/v1/prompts/support-bot/resolve", params={"unit_id": "u"},

@@ -5,53 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import create_db_engine
-from optimizer.health import HealthMonitor
-from optimizer.http.app_factory import create_app
-from optimizer.run_stats import RunStats
 from optimizer.runtime import queue
+from tests.support.http_client import ClientMaker
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SETTINGS = Settings(admin_token=TOKEN, max_attempts=4)
 A_JOB = {"type": "full_cycle", "prompt": "support-bot"}
 
-MakeClient = Callable[..., Awaitable[TestClient]]
-
 
 @pytest.fixture
-async def make_client(engine: Engine) -> AsyncIterator[MakeClient]:
-    clients: list[TestClient] = []
-
-    async def make(**overrides: Any) -> TestClient:
-        settings = SETTINGS.model_copy(update=overrides)
-        stats = RunStats()
-        app = create_app(settings, engine, stats, HealthMonitor(engine, stats, utcnow()))
-        client = TestClient(TestServer(app))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close()
-
-
-@pytest.fixture
-async def client(make_client: MakeClient) -> TestClient:
-    return await make_client()
+async def client(engine: Engine, make_client: ClientMaker) -> TestClient:
+    return await make_client(engine, SETTINGS)
 
 
 def job_rows(engine: Engine) -> int:
@@ -233,8 +211,8 @@ async def test_bearer_scheme_is_case_insensitive(client):
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
-async def test_admin_api_disabled_without_admin_token(make_client, engine, method, path):
-    client = await make_client(admin_token=None)
+async def test_admin_api_disabled_without_admin_token(engine, make_client, method, path):
+    client = await make_client(engine, SETTINGS, admin_token=None)
     resp = await client.request(method, path, headers=AUTH,
                                 data=json.dumps(A_JOB))
     body = await error_of(resp, 503)
@@ -373,8 +351,8 @@ async def test_bad_list_query_is_400(client, engine, query, field):
 # --- body size --------------------------------------------------------------------------
 
 
-async def test_body_over_the_limit_is_413_json(make_client, engine):
-    client = await make_client(max_body_bytes=1024)
+async def test_body_over_the_limit_is_413_json(engine, make_client):
+    client = await make_client(engine, SETTINGS, max_body_bytes=1024)
     big = json.dumps({"type": "full_cycle", "payload": {"blob": "x" * 5000}}).encode()
     body = await error_of(await post_job(client, big), 413)
     assert "1024" in body["error"]
@@ -384,8 +362,8 @@ async def test_body_over_the_limit_is_413_json(make_client, engine):
     assert small.status == 201
 
 
-async def test_chunked_body_over_the_limit_is_413_json(make_client, engine):
-    client = await make_client(max_body_bytes=1024)
+async def test_chunked_body_over_the_limit_is_413_json(engine, make_client):
+    client = await make_client(engine, SETTINGS, max_body_bytes=1024)
 
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"type": "full_cycle", "payload": {"blob": "'
@@ -424,14 +402,11 @@ def unreachable_engine() -> Iterator[Engine]:
     engine.dispose()
 
 
-async def test_database_unreachable_is_503_json(unreachable_engine):
-    stats = RunStats()
-    app = create_app(SETTINGS, unreachable_engine, stats,
-                     HealthMonitor(unreachable_engine, stats, utcnow()))
-    async with TestClient(TestServer(app)) as client:
-        for resp in (await client.get("/jobs", headers=AUTH),
-                     await client.get("/jobs/1", headers=AUTH),
-                     await post_job(client, A_JOB)):
-            body = await error_of(resp, 503)
-            assert body["error"] == "database unavailable, try again"
-            assert resp.headers["Retry-After"].isdigit()
+async def test_database_unreachable_is_503_json(unreachable_engine, make_client):
+    client = await make_client(unreachable_engine, SETTINGS)
+    for resp in (await client.get("/jobs", headers=AUTH),
+                 await client.get("/jobs/1", headers=AUTH),
+                 await post_job(client, A_JOB)):
+        body = await error_of(resp, 503)
+        assert body["error"] == "database unavailable, try again"
+        assert resp.headers["Retry-After"].isdigit()

@@ -5,40 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from models.experiments import Experiment
-from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
-from optimizer.health import HealthMonitor
-from optimizer.http.app_factory import create_app
-from optimizer.run_stats import RunStats
+from tests.support.http_client import ClientMaker
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TABLES = ("prompts", "ai_prompt_versions", "prompt_activations")
 
 
-def build_app(engine: Engine) -> web.Application:
-    stats = RunStats()
-    return create_app(Settings(admin_token=TOKEN), engine, stats,
-                      HealthMonitor(engine, stats, utcnow()))
-
-
 @pytest.fixture
-async def client(engine: Engine) -> AsyncIterator[TestClient]:
-    client = TestClient(TestServer(build_app(engine)))
-    await client.start_server()
-    yield client
-    await client.close()
+async def client(engine: Engine, make_client: ClientMaker) -> TestClient:
+    return await make_client(engine, Settings(admin_token=TOKEN))
 
 
 def _counts(engine: Engine) -> dict[str, int]:

@@ -13,15 +13,12 @@ import warnings
 from collections.abc import Callable, Iterator
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.engine import Engine
 from yarl import URL
 
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import create_db_engine, session_factory
-from optimizer.health import HealthMonitor
-from optimizer.http.app_factory import create_app
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.logs import make_handler, setup_logging
 from optimizer.run_stats import RunStats
@@ -182,7 +179,7 @@ def test_warnings_become_one_structured_line():
         root.setLevel(saved[1])
 
 
-async def test_request_path_cannot_forge_a_kv_line(tmp_path):
+async def test_request_path_cannot_forge_a_kv_line(tmp_path, make_client):
     """A resolve whose path holds CR, ESC, LF, U+2028 and a fake `ts=` pair, answered while
     the database is down: the request's log line keeps the path inside its own value. (A NUL
     in a name is refused with a 400 before any query, so it never reaches this line.)"""
@@ -190,11 +187,7 @@ async def test_request_path_cannot_forge_a_kv_line(tmp_path):
     stream = io.StringIO()
     handler = make_handler("kv", stream)
     logging.getLogger().addHandler(handler)
-    stats = RunStats()
-    settings = Settings(ingest_token="ingest-token")
-    client = TestClient(TestServer(create_app(settings, down, stats,
-                                              HealthMonitor(down, stats, utcnow()))))
-    await client.start_server()
+    client = await make_client(down, Settings(ingest_token="ingest-token"))
     forged = "x%0d%1b%5b2Kts=FAKE%20level=error%0a%e2%80%a8msg=%22pwned%22%7f%c2%9b"
     try:
         resp = await client.get(URL(f"/v1/prompts/{forged}/resolve?unit_id=u", encoded=True),

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -22,7 +21,6 @@ from optimizer.db import create_db_engine, session_factory
 from optimizer.errors import PermanentJobError
 from optimizer.experiments import store
 from optimizer.health import HealthMonitor
-from optimizer.http.app_factory import create_app
 from optimizer.jobs.context import ActiveJob, Handler, ServiceContext
 from optimizer.jobs.registry import default_handlers
 from optimizer.llm import usage
@@ -32,6 +30,7 @@ from optimizer.runtime import queue
 from optimizer.runtime.queue import NewJob
 from optimizer.runtime.worker import Worker
 from tests.support.experiments import add_conversations, arm_ids, seed_prompt
+from tests.support.http_client import ClientMaker
 
 FAST = Settings(poll_interval_seconds=0.05, lease_seconds=1.0, retry_base_seconds=0.0,
                 job_timeout_seconds=30, shutdown_grace_seconds=0.5)
@@ -76,20 +75,9 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
-@pytest.fixture
-async def clients() -> AsyncIterator[list[TestClient]]:
-    started: list[TestClient] = []
-    yield started
-    for client in started:
-        await client.close()
-
-
-async def scrape(clients: list[TestClient], engine: Engine, health: HealthMonitor,
+async def scrape(make_client: ClientMaker, engine: Engine, health: HealthMonitor,
                  metrics: Metrics | None = None) -> tuple[str, Samples]:
-    app = create_app(Settings(), engine, RunStats(), health, metrics)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    clients.append(client)
+    client = await make_client(engine, Settings(), health=health, metrics=metrics)
     resp = await client.get("/metrics")
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -115,7 +103,7 @@ def llm_record(outcome: str, **tokens: Any) -> usage.CallRecord:
                             created_at=utcnow(), **tokens)
 
 
-async def test_scrape_after_real_jobs(engine, clients):
+async def test_scrape_after_real_jobs(engine, make_client):
     await asyncio.to_thread(running_experiment, engine)
 
     async def calls_claude(ctx: ServiceContext, job: ActiveJob) -> dict:
@@ -151,7 +139,7 @@ async def test_scrape_after_real_jobs(engine, clients):
 
     health = HealthMonitor(engine, RunStats(), started_at=utcnow())
     assert await health.refresh_once()
-    _, samples = await scrape(clients, engine, health, metrics)
+    _, samples = await scrape(make_client, engine, health, metrics)
 
     jobs = "prompt_worker_jobs_total"
     assert value(samples, jobs, type="full_cycle", status="completed") == 1
@@ -198,48 +186,48 @@ def unreachable_engine() -> Iterator[Engine]:
     engine.dispose()
 
 
-async def test_scrape_answers_while_database_is_unreachable(unreachable_engine, clients):
+async def test_scrape_answers_while_database_is_unreachable(unreachable_engine, make_client):
     health = HealthMonitor(unreachable_engine, RunStats(), started_at=utcnow())
     assert await health.refresh_once() is False
     started = time.monotonic()
-    body, samples = await scrape(clients, unreachable_engine, health)
+    body, samples = await scrape(make_client, unreachable_engine, health)
     assert time.monotonic() - started < 1.0
     assert value(samples, "prompt_worker_database_up") == 0
     # Never read: no made-up zeros for the queue.
     assert "prompt_worker_queue_depth" not in body
 
 
-async def test_last_known_queue_depth_is_served_through_an_outage(sqlite_engine, clients):
+async def test_last_known_queue_depth_is_served_through_an_outage(sqlite_engine, make_client):
     await asyncio.to_thread(add_job, sqlite_engine, "full_cycle")
     health = HealthMonitor(sqlite_engine, RunStats(), started_at=utcnow())
     metrics = Metrics()
     assert await health.refresh_once()
-    _, before = await scrape(clients, sqlite_engine, health, metrics)
+    _, before = await scrape(make_client, sqlite_engine, health, metrics)
     assert value(before, "prompt_worker_queue_depth", status="pending") == 1
     with sqlite_engine.begin() as conn:  # the periodic read now fails
         conn.execute(text("ALTER TABLE ai_pattern_insights RENAME TO hidden"))
     assert await health.refresh_once() is False
-    resp = await clients[0].get("/metrics")
+    resp = await make_client.clients[0].get("/metrics")
     during = parse(await resp.text())
     assert value(during, "prompt_worker_database_up") == 0
     assert value(during, "prompt_worker_queue_depth", status="pending") == 1
 
 
-async def test_openmetrics_when_the_scraper_asks_for_it(sqlite_engine, clients):
+async def test_openmetrics_when_the_scraper_asks_for_it(sqlite_engine, make_client):
     health = HealthMonitor(sqlite_engine, RunStats(), started_at=utcnow())
-    await scrape(clients, sqlite_engine, health)
-    resp = await clients[0].get("/metrics",
-                                headers={"Accept": "application/openmetrics-text"})
+    await scrape(make_client, sqlite_engine, health)
+    resp = await make_client.clients[0].get("/metrics",
+                                            headers={"Accept": "application/openmetrics-text"})
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
     assert (await resp.text()).rstrip().endswith("# EOF")
 
 
-async def test_each_app_has_its_own_registry(sqlite_engine, clients):
+async def test_each_app_has_its_own_registry(sqlite_engine, make_client):
     health = HealthMonitor(sqlite_engine, RunStats(), started_at=utcnow())
     first, second = Metrics(), Metrics()
     first.experiment_decision("promote")
-    _, a = await scrape(clients, sqlite_engine, health, first)
-    _, b = await scrape(clients, sqlite_engine, health, second)
+    _, a = await scrape(make_client, sqlite_engine, health, first)
+    _, b = await scrape(make_client, sqlite_engine, health, second)
     assert value(a, "prompt_worker_experiment_decisions_total", decision="promote") == 1
     assert value(b, "prompt_worker_experiment_decisions_total", decision="promote") is None

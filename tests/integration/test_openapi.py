@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from jsonschema import Draft202012Validator, FormatChecker
 from openapi_spec_validator import validate as validate_spec
 from sqlalchemy.engine import Engine
 
 from optimizer import ingest
-from optimizer.clock import utcnow
 from optimizer.config import Settings
-from optimizer.health import HealthMonitor
-from optimizer.http.app_factory import create_app
 from optimizer.http.docs_page import type_text
 from optimizer.jobs.registry import SPECS
-from optimizer.run_stats import RunStats
+from tests.support.http_client import ClientMaker
 
 ADMIN, INGEST = "openapi-admin-token", "openapi-ingest-token"
 A = {"Authorization": f"Bearer {ADMIN}"}
@@ -33,18 +29,8 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 @pytest.fixture
-async def client(engine: Engine) -> AsyncIterator[TestClient]:
-    stats = RunStats()
-    app = create_app(
-        Settings(admin_token=ADMIN, ingest_token=INGEST),
-        engine,
-        stats,
-        HealthMonitor(engine, stats, utcnow()),
-    )
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    yield client
-    await client.close()
+async def client(engine: Engine, make_client: ClientMaker) -> TestClient:
+    return await make_client(engine, Settings(admin_token=ADMIN, ingest_token=INGEST))
 
 
 async def document(client: TestClient) -> dict[str, Any]:

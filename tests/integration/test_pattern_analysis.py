@@ -12,13 +12,13 @@ import itertools
 import json
 import math
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -35,7 +35,6 @@ from optimizer.db import session_factory
 from optimizer.errors import JobDeferred, PermanentJobError
 from optimizer.experiments import store as experiment_store
 from optimizer.health import HealthMonitor
-from optimizer.http.app_factory import create_app
 from optimizer.jobs.pattern_analysis import analyze_patterns, analyze_prompt
 from optimizer.llm.client import LlmError, LlmNotConfigured, LlmReply, LlmRequest
 from optimizer.patterns import aggregate
@@ -44,6 +43,7 @@ from optimizer.patterns.significance import moments_of_units
 from optimizer.prompts import set_active_version
 from optimizer.run_stats import RunStats
 from tests.support.experiments import Clock, make_ctx, make_job, seed_prompt
+from tests.support.http_client import ClientMaker
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 NAME = "support-bot"
@@ -793,15 +793,10 @@ async def analysed(engine: Engine) -> Engine:
 
 
 @pytest.fixture
-async def client(analysed: Engine) -> AsyncIterator[TestClient]:
+async def client(analysed: Engine, make_client: ClientMaker) -> TestClient:
     stats = RunStats()
-    app = create_app(
-        Settings(admin_token=TOKEN), analysed, stats, HealthMonitor(analysed, stats, NOW)
-    )
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    yield client
-    await client.close()
+    return await make_client(analysed, Settings(admin_token=TOKEN), stats=stats,
+                             health=HealthMonitor(analysed, stats, NOW))
 
 
 async def get(client: TestClient, query: str, token: str | None = TOKEN) -> tuple[int, Any]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
@@ -26,11 +26,9 @@ from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.experiments.monitor import check_experiment
-from optimizer.health import HealthMonitor
-from optimizer.http.app_factory import create_app
 from optimizer.prompts import lock_prompt
-from optimizer.run_stats import RunStats
 from tests.support.experiments import add_conversations, arm_ids, seed_prompt
+from tests.support.http_client import ClientMaker
 
 TOKEN = "admin-token-for-races"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -103,14 +101,8 @@ CASES = ([("idle", *pair) for pair in _pairs(IDLE_OPERATIONS)]
 
 
 @pytest.fixture
-async def client(engine: Engine) -> AsyncIterator[TestClient]:
-    stats = RunStats()
-    app = create_app(Settings(admin_token=TOKEN), engine, stats,
-                     HealthMonitor(engine, stats, utcnow()))
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    yield client
-    await client.close()
+async def client(engine: Engine, make_client: ClientMaker) -> TestClient:
+    return await make_client(engine, Settings(admin_token=TOKEN))
 
 
 async def _prepare(client: TestClient, engine: Engine, name: str, state: str) -> Trial:

@@ -19,18 +19,15 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import insert, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from models import Conversation
-from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import create_db_engine, migrate
-from optimizer.health import HealthMonitor
 from optimizer.http import admin_jobs, auth
-from optimizer.http.app_factory import create_app
 from optimizer.http.keys import ENGINE
 from optimizer.http.rate_limit import APP_RATE_LIMIT, TokenBuckets, token_key
 from optimizer.http.signing import (
@@ -42,8 +39,8 @@ from optimizer.http.signing import (
     sign,
 )
 from optimizer.logs import JsonFormatter, KeyValueFormatter
-from optimizer.run_stats import RunStats
 from tests.integration.test_ingest import record, seed
+from tests.support.http_client import ClientMaker, build_app
 
 ADMIN = "adm-7f3c9e1b2d4a-token"
 INGEST = "ing-5b8d2f6a0c1e-token"
@@ -53,29 +50,6 @@ INGEST_AUTH = {"Authorization": f"Bearer {INGEST}"}
 SETTINGS = Settings(admin_token=ADMIN, ingest_token=INGEST)
 PUBLIC = ("/health", "/ready", "/metrics", "/openapi.json", "/docs")
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
-
-MakeClient = Callable[..., Awaitable[TestClient]]
-
-
-def build_app(engine: Engine, **overrides: Any) -> web.Application:
-    stats = RunStats()
-    return create_app(SETTINGS.model_copy(update=overrides), engine, stats,
-                      HealthMonitor(engine, stats, utcnow()))
-
-
-@pytest.fixture
-async def make_client(sqlite_engine: Engine) -> AsyncIterator[MakeClient]:
-    clients: list[TestClient] = []
-
-    async def make(app: web.Application | None = None, **overrides: Any) -> TestClient:
-        client = TestClient(TestServer(app or build_app(sqlite_engine, **overrides)))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close()
 
 
 def _counts(engine: Engine) -> dict[str, int]:
@@ -114,10 +88,10 @@ def routes(app: web.Application) -> list[tuple[str, str]]:
 # --- token scopes ------------------------------------------------------------------------
 
 
-async def test_ingest_token_opens_no_admin_route(make_client: MakeClient,
-                                                 sqlite_engine: Engine) -> None:
+async def test_ingest_token_opens_no_admin_route(sqlite_engine: Engine,
+                                                 make_client: ClientMaker) -> None:
     seed(sqlite_engine, experiment=[(1, 1.0), (2, 1.0)])
-    client = await make_client()
+    client = await make_client(sqlite_engine, SETTINGS)
     admin_routes = [(m, p) for m, p in routes(client.app)
                     if not p.startswith("/v1/") and p not in PUBLIC]
     # The 13 admin routes of the design plus GET /insights; a vacuous list proves nothing.
@@ -134,10 +108,10 @@ async def test_ingest_token_opens_no_admin_route(make_client: MakeClient,
     assert await table_counts(sqlite_engine) == before
 
 
-async def test_admin_token_opens_no_application_route(make_client: MakeClient,
-                                                      sqlite_engine: Engine) -> None:
+async def test_admin_token_opens_no_application_route(sqlite_engine: Engine,
+                                                      make_client: ClientMaker) -> None:
     seed(sqlite_engine)
-    client = await make_client()
+    client = await make_client(sqlite_engine, SETTINGS)
     app_routes = [(m, p) for m, p in routes(client.app) if p.startswith("/v1/")]
     assert len(app_routes) == 2
     before = await table_counts(sqlite_engine)
@@ -150,7 +124,7 @@ async def test_admin_token_opens_no_application_route(make_client: MakeClient,
     assert resp.status == 200
 
 
-async def test_tokens_compared_in_constant_time(make_client: MakeClient,
+async def test_tokens_compared_in_constant_time(sqlite_engine: Engine, make_client: ClientMaker,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     compared: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
@@ -160,17 +134,17 @@ async def test_tokens_compared_in_constant_time(make_client: MakeClient,
         return real(a, b)
 
     monkeypatch.setattr(auth.hmac, "compare_digest", spy)
-    client = await make_client()
+    client = await make_client(sqlite_engine, SETTINGS)
     assert (await client.get("/jobs", headers=ADMIN_AUTH)).status == 200
     assert (await client.get("/jobs", headers={"Authorization": "Bearer nope"})).status == 401
     assert compared == [(ADMIN.encode(), ADMIN.encode()), (b"nope", ADMIN.encode())]
 
 
-async def test_secrets_never_in_logs_or_answers(make_client: MakeClient, sqlite_engine: Engine,
+async def test_secrets_never_in_logs_or_answers(sqlite_engine: Engine, make_client: ClientMaker,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     seed(sqlite_engine)
     wrong = "wrong-9a8b7c6d5e4f-token"
-    client = await make_client(admin_hmac_secret=SECRET)
+    client = await make_client(sqlite_engine, SETTINGS, admin_hmac_secret=SECRET)
     caplog.set_level(logging.DEBUG)
     answers: list[str] = []
     signed = sign(SECRET, "POST", "/jobs", b'{"type": "pattern_analysis"}')
@@ -204,8 +178,9 @@ async def test_secrets_never_in_logs_or_answers(make_client: MakeClient, sqlite_
 
 
 @pytest.fixture
-async def signed_client(make_client: MakeClient) -> TestClient:
-    return await make_client(admin_hmac_secret=SECRET, admin_signature_window_seconds=300)
+async def signed_client(sqlite_engine: Engine, make_client: ClientMaker) -> TestClient:
+    return await make_client(sqlite_engine, SETTINGS, admin_hmac_secret=SECRET,
+                             admin_signature_window_seconds=300)
 
 
 async def send(client: TestClient, method: str, path_qs: str, body: bytes = b"",
@@ -231,8 +206,9 @@ async def test_signed_requests_accepted(signed_client: TestClient,
     assert resp.status == 200
 
 
-async def test_signing_off_without_secret(make_client: MakeClient) -> None:
-    client = await make_client()
+async def test_signing_off_without_secret(sqlite_engine: Engine,
+                                          make_client: ClientMaker) -> None:
+    client = await make_client(sqlite_engine, SETTINGS)
     assert (await client.get("/jobs", headers=ADMIN_AUTH)).status == 200
 
 
@@ -329,7 +305,8 @@ def test_verifier_window() -> None:
 
 
 @pytest.fixture
-async def replicas(db_url: str) -> AsyncIterator[Callable[[], Awaitable[TestClient]]]:
+async def replicas(db_url: str, make_client: ClientMaker
+                   ) -> AsyncIterator[Callable[[], Awaitable[TestClient]]]:
     """Make service instances on one migrated database (SQLite file or PostgreSQL), each with
     its own engine and connection pool, as separate processes would have."""
     migrated = create_db_engine(db_url)
@@ -338,14 +315,12 @@ async def replicas(db_url: str) -> AsyncIterator[Callable[[], Awaitable[TestClie
     clients: list[TestClient] = []
 
     async def make() -> TestClient:
-        engine = create_db_engine(db_url)
-        client = TestClient(TestServer(build_app(engine, admin_hmac_secret=SECRET)))
-        await client.start_server()
+        client = await make_client(create_db_engine(db_url), SETTINGS, admin_hmac_secret=SECRET)
         clients.append(client)
         return client
 
     yield make
-    for client in clients:
+    for client in clients:  # each closed before its engine is disposed
         await client.close()
         client.app[ENGINE].dispose()
 
@@ -400,7 +375,7 @@ def test_used_signatures_are_pruned(engine: Engine) -> None:
 
 
 async def test_signed_request_fails_closed_without_database(
-        make_client: MakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        make_client: ClientMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     down = create_db_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'db.sqlite'}")
 
     def never(*_args: object, **_kwargs: object) -> None:
@@ -408,7 +383,7 @@ async def test_signed_request_fails_closed_without_database(
 
     monkeypatch.setattr(admin_jobs.queue, "enqueue", never)
     try:
-        client = await make_client(build_app(down, admin_hmac_secret=SECRET))
+        client = await make_client(down, SETTINGS, admin_hmac_secret=SECRET)
         resp = await send(client, "POST", "/jobs", b'{"type": "pattern_analysis"}')
         assert resp.status == 503, await resp.text()
         assert "database unavailable" in (await resp.json())["error"]
@@ -465,10 +440,11 @@ async def resolve(client: TestClient, headers: dict[str, str] = INGEST_AUTH
     return await client.get("/v1/prompts/support-bot/resolve?unit_id=u", headers=headers)
 
 
-async def test_burst_then_429_with_retry_after(make_client: MakeClient,
-                                               sqlite_engine: Engine) -> None:
+async def test_burst_then_429_with_retry_after(sqlite_engine: Engine,
+                                               make_client: ClientMaker) -> None:
     seed(sqlite_engine)
-    client = await make_client(app_rate_limit_per_second=0.01, app_rate_limit_burst=3)
+    client = await make_client(sqlite_engine, SETTINGS, app_rate_limit_per_second=0.01,
+                               app_rate_limit_burst=3)
     wrong = {"Authorization": "Bearer not-the-ingest-token"}
     for _ in range(5):  # refused callers spend nothing from the bucket
         assert (await resolve(client, wrong)).status == 401
@@ -491,13 +467,13 @@ async def test_burst_then_429_with_retry_after(make_client: MakeClient,
     assert {(await client.get("/jobs", headers=ADMIN_AUTH)).status for _ in range(10)} == {200}
 
 
-async def test_refill_with_injected_clock(make_client: MakeClient,
-                                          sqlite_engine: Engine) -> None:
+async def test_refill_with_injected_clock(sqlite_engine: Engine,
+                                          make_client: ClientMaker) -> None:
     seed(sqlite_engine)
     now = [0.0]
-    app = build_app(sqlite_engine)
+    app = build_app(sqlite_engine, SETTINGS)
     app[APP_RATE_LIMIT] = TokenBuckets(0.25, 2, clock=lambda: now[0])
-    client = await make_client(app)
+    client = await make_client.serve(app)
     assert [(await resolve(client)).status for _ in range(3)] == [200, 200, 429]
     assert (await resolve(client)).headers["Retry-After"] == "4"
     now[0] += 3.5
@@ -507,10 +483,11 @@ async def test_refill_with_injected_clock(make_client: MakeClient,
     assert [(await resolve(client)).status for _ in range(2)] == [200, 429]
 
 
-async def test_rate_limit_disabled_at_zero(make_client: MakeClient,
-                                           sqlite_engine: Engine) -> None:
+async def test_rate_limit_disabled_at_zero(sqlite_engine: Engine,
+                                           make_client: ClientMaker) -> None:
     seed(sqlite_engine)
-    client = await make_client(app_rate_limit_per_second=0, app_rate_limit_burst=1)
+    client = await make_client(sqlite_engine, SETTINGS, app_rate_limit_per_second=0,
+                               app_rate_limit_burst=1)
     assert APP_RATE_LIMIT not in client.app
     assert {(await resolve(client)).status for _ in range(30)} == {200}
 
@@ -519,12 +496,9 @@ async def test_rate_limit_disabled_at_zero(make_client: MakeClient,
 
 
 @pytest.fixture
-async def small_body_client(engine: Engine) -> AsyncIterator[TestClient]:
+async def small_body_client(engine: Engine, make_client: ClientMaker) -> TestClient:
     """On SQLite and PostgreSQL, with MAX_BODY_BYTES at its minimum."""
-    client = TestClient(TestServer(build_app(engine, max_body_bytes=1024)))
-    await client.start_server()
-    yield client
-    await client.close()
+    return await make_client(engine, SETTINGS, max_body_bytes=1024)
 
 
 @pytest.mark.parametrize(("path", "headers", "body"), [
@@ -555,9 +529,9 @@ async def test_oversized_body_413_writes_nothing(small_body_client: TestClient, 
     assert await table_counts(engine) == before
 
 
-async def test_batch_limit(make_client: MakeClient, sqlite_engine: Engine) -> None:
+async def test_batch_limit(sqlite_engine: Engine, make_client: ClientMaker) -> None:
     seed(sqlite_engine)
-    client = await make_client(app_rate_limit_per_second=0)
+    client = await make_client(sqlite_engine, SETTINGS, app_rate_limit_per_second=0)
     rows = {"conversations": [record(unit_id=f"u{i}") for i in range(1001)]}
     resp = await client.post("/v1/conversations", data=json.dumps(rows).encode(),
                              headers=INGEST_AUTH)

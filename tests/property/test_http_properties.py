@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, currently_in_test_context, event, given, note, settings
 from hypothesis import strategies as st
 from sqlalchemy import inspect, select, text
@@ -42,13 +42,10 @@ from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.experiments import store
-from optimizer.health import HealthMonitor
 from optimizer.http import admin_experiments, admin_insights, admin_jobs, admin_prompts
-from optimizer.http.app_factory import create_app
 from optimizer.http.application_api import RESOLVE_PARAMS
 from optimizer.http.signing import sign
 from optimizer.prompts import LIVE_EXPERIMENT_STATUSES
-from optimizer.run_stats import RunStats
 from optimizer.runtime import queue
 from optimizer.runtime.job_input import parse_new_job
 from tests.integration.test_ingest import seed
@@ -63,6 +60,7 @@ from tests.property.strategies import (
     replaced,
     spoiled,
 )
+from tests.support.http_client import build_app, start_client
 
 ADMIN, INGEST, SECRET = "prop-admin-token", "prop-ingest-token", "prop-hmac-secret"
 MAX_BODY = 4096
@@ -372,15 +370,7 @@ class Harness:
                                             max_body_bytes=MAX_BODY, admin_hmac_secret=SECRET))
 
     def _client(self, config: Settings) -> TestClient:
-        stats = RunStats()
-        app = create_app(config, self.engine, stats, HealthMonitor(self.engine, stats, utcnow()))
-
-        async def start() -> TestClient:  # aiohttp builds its parts on the running loop
-            client = TestClient(TestServer(app))
-            await client.start_server()
-            return client
-
-        return self.loop.run_until_complete(start())
+        return self.loop.run_until_complete(start_client(build_app(self.engine, config)))
 
     def keep_an_experiment_running(self) -> None:
         """A stop that succeeded ends the seeded experiment, and every later stop would be a

@@ -24,7 +24,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -34,17 +33,15 @@ from sqlalchemy.orm import Session
 from models.conversations import Conversation
 from optimizer.clock import utcnow
 from optimizer.config import Settings
-from optimizer.health import HealthMonitor
-from optimizer.http.app_factory import create_app
 from optimizer.ingest import (
     FUTURE_TOLERANCE,
     MAX_TOKENS,
     RowsInvalid,
     ingest,
 )
-from optimizer.run_stats import RunStats
 from optimizer.stats import metric
 from tests.integration.test_ingest import World, seed
+from tests.support.http_client import build_app, start_client
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 INGEST = "prop-ingest-token"
@@ -391,17 +388,8 @@ class Client:
 
     def __init__(self, engine: Engine) -> None:
         self.loop = asyncio.new_event_loop()
-        stats = RunStats()
-        app = create_app(
-            Settings(ingest_token=INGEST), engine, stats, HealthMonitor(engine, stats, utcnow())
-        )
-
-        async def start() -> TestClient:
-            client = TestClient(TestServer(app))
-            await client.start_server()
-            return client
-
-        self.client = self.loop.run_until_complete(start())
+        app = build_app(engine, Settings(ingest_token=INGEST))
+        self.client = self.loop.run_until_complete(start_client(app))
 
     def post(self, body: bytes) -> tuple[int, Any]:
         async def send() -> tuple[int, Any]:
