@@ -81,8 +81,13 @@ PRIMARY = "success"
 
 # decision codes; ENDED marks checks after the experiment ended
 CONTINUE, PROMOTE, STOP, PAUSE, INCONCLUSIVE, ENDED = 0, 1, 2, 3, 4, -1
-KINDS = {CONTINUE: "continue", PROMOTE: "promote", STOP: "stop_arms", PAUSE: "pause_srm",
-         INCONCLUSIVE: "inconclusive"}
+KINDS = {
+    CONTINUE: "continue",
+    PROMOTE: "promote",
+    STOP: "stop_arms",
+    PAUSE: "pause_srm",
+    INCONCLUSIVE: "inconclusive",
+}
 RATIO = ("units", "sum_y", "sum_m", "sum_yy", "sum_mm", "sum_ym")
 
 
@@ -127,8 +132,11 @@ class Rule:
 
 
 # The old rule's defaults (git 31edbe6): rating had no tolerance.
-OLD_GUARDRAILS = (Guardrail("rating", True, 0.0), Guardrail("cost_usd", False, 0.10),
-                  Guardrail("latency_ms", False, 0.10))
+OLD_GUARDRAILS = (
+    Guardrail("rating", True, 0.0),
+    Guardrail("cost_usd", False, 0.10),
+    Guardrail("latency_ms", False, 0.10),
+)
 
 
 @dataclass(frozen=True)
@@ -184,8 +192,10 @@ def simulate(rng: np.random.Generator, world: World, experiments: int) -> Events
     arm_c = arm[user]
     rated = rng.random(n, dtype=np.float32) < RATING_SHARE
     rating = np.full(n, np.nan)
-    rating[rated] = np.searchsorted(np.cumsum(RATING_PROBS)[:-1],
-                                    rng.random(int(rated.sum())), side="right") + 1.0
+    rating[rated] = (
+        np.searchsorted(np.cumsum(RATING_PROBS)[:-1], rng.random(int(rated.sum())), side="right")
+        + 1.0
+    )
     values = {
         "success": (rng.random(n, dtype=np.float32) < p_user[user]).astype(float),
         "rating": rating,
@@ -197,8 +207,19 @@ def simulate(rng: np.random.Generator, world: World, experiments: int) -> Events
         # A metric the simulated application does not report is missing in every record.
         v = values.get(metric, np.full(n, np.nan))
         values[metric] = np.where((v < low) | (v > high), np.nan, v)
-    return Events(experiments, world.arms, world.segments, checks, exp[user], user, arm_c,
-                  segment[user], t, position, values)
+    return Events(
+        experiments,
+        world.arms,
+        world.segments,
+        checks,
+        exp[user],
+        user,
+        arm_c,
+        segment[user],
+        t,
+        position,
+        values,
+    )
 
 
 @dataclass
@@ -230,14 +251,18 @@ class Sums:
     def subset(self, sel: np.ndarray) -> Sums:
         def pick(x: np.ndarray, axis: int) -> np.ndarray:
             return np.take(x, sel, axis=axis)
-        return Sums(pick(self.units, 0), pick(self.conversations, 0),
-                    {k: pick(v, 1) for k, v in self.ratio.items()},
-                    {k: pick(v, 1) for k, v in self.capped.items()},
-                    {k: v[sel] for k, v in self.cap_check.items()},
-                    {k: v[sel] for k, v in self.cap.items()},
-                    {k: pick(v, 1) for k, v in self.per_conversation.items()},
-                    pick(self.strata, 1),
-                    self.weights)
+
+        return Sums(
+            pick(self.units, 0),
+            pick(self.conversations, 0),
+            {k: pick(v, 1) for k, v in self.ratio.items()},
+            {k: pick(v, 1) for k, v in self.capped.items()},
+            {k: v[sel] for k, v in self.cap_check.items()},
+            {k: v[sel] for k, v in self.cap.items()},
+            {k: pick(v, 1) for k, v in self.per_conversation.items()},
+            pick(self.strata, 1),
+            self.weights,
+        )
 
 
 def _before(v: np.ndarray, head: np.ndarray) -> np.ndarray:
@@ -257,12 +282,12 @@ def _increments(value: np.ndarray, head: np.ndarray) -> list[np.ndarray]:
     m = (~np.isnan(value)).astype(float)
     y = np.where(m > 0, value, 0.0)
     y0, m0 = _before(y, head), _before(m, head)
-    return [m * (m0 == 0), y, m, y * (2.0 * y0 + y), m * (2.0 * m0 + 1.0),
-            y0 * m + y * (m0 + 1.0)]
+    return [m * (m0 == 0), y, m, y * (2.0 * y0 + y), m * (2.0 * m0 + 1.0), y0 * m + y * (m0 + 1.0)]
 
 
-def _caps(ev: Events, metric: str, control_m: np.ndarray, min_sample: int
-          ) -> tuple[np.ndarray, np.ndarray]:
+def _caps(
+    ev: Events, metric: str, control_m: np.ndarray, min_sample: int
+) -> tuple[np.ndarray, np.ndarray]:
     """caps.py's rule: at the first check where the control has MIN_CAP_SAMPLE values, the
     CAP_QUANTILE of its first CAP_SAMPLE values by time. (cap check 1-based, cap)."""
     e_count, checks = control_m.shape
@@ -293,8 +318,9 @@ def accumulate(ev: Events, min_cap_sample: int = MIN_CAP_SAMPLE) -> Sums:
     key = (ev.exp * arms + ev.arm) * checks + bins
     shape = (e_count, arms, checks)
 
-    def cum(w: np.ndarray | None, k: np.ndarray = key,
-            shape: tuple[int, ...] = shape) -> np.ndarray:
+    def cum(
+        w: np.ndarray | None, k: np.ndarray = key, shape: tuple[int, ...] = shape
+    ) -> np.ndarray:
         return np.bincount(k, w, math.prod(shape)).reshape(shape).cumsum(-1)
 
     head = _head(ev.position)
@@ -306,12 +332,14 @@ def accumulate(ev: Events, min_cap_sample: int = MIN_CAP_SAMPLE) -> Sums:
         v = ev.values[metric]
         present = ~np.isnan(v)
         n, total = cum(present.astype(float)), cum(np.where(present, v, 0.0))
-        per_conversation[metric] = np.stack([n, total, total if metric == PRIMARY
-                                             else cum(np.where(present, v * v, 0.0))])
+        per_conversation[metric] = np.stack(
+            [n, total, total if metric == PRIMARY else cum(np.where(present, v * v, 0.0))]
+        )
         if metric not in CAPPED:
             inc = _increments(v, head)
-            ratio[metric] = np.stack([cum(w) if k not in (1, 2) else (total, n)[k - 1]
-                                      for k, w in enumerate(inc)])
+            ratio[metric] = np.stack(
+                [cum(w) if k not in (1, 2) else (total, n)[k - 1] for k, w in enumerate(inc)]
+            )
             if metric == PRIMARY and segs > 1:
                 skey = ((ev.exp * arms + ev.arm) * segs + ev.segment) * checks + bins
                 strata = np.stack([cum(w, skey, (e_count, arms, segs, checks)) for w in inc])
@@ -322,10 +350,20 @@ def accumulate(ev: Events, min_cap_sample: int = MIN_CAP_SAMPLE) -> Sums:
         # Uncapped sums only matter before the cap is fixed: the early conversations (a
         # prefix of each unit's, so the running totals hold).
         early = bins < int(cap_check[metric].max()) - 1
-        ratio[metric] = np.stack([cum(w, key[early]) for w in _increments(
-            v[early], _head(ev.position[early]))])
-    return Sums(units, conversations, ratio, capped, cap_check, caps, per_conversation,
-                strata, np.ones(arms))
+        ratio[metric] = np.stack(
+            [cum(w, key[early]) for w in _increments(v[early], _head(ev.position[early]))]
+        )
+    return Sums(
+        units,
+        conversations,
+        ratio,
+        capped,
+        cap_check,
+        caps,
+        per_conversation,
+        strata,
+        np.ones(arms),
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -382,9 +420,15 @@ def sums_at(s: Sums, e: int, check: int, stop_at: Sequence[int]) -> list[dict]:
     views = {m: _metric_view(sub, m, stops)[:, 0, :, col] for m in NAMES}
     conversations = _frozen(sub.conversations, stops)[0, :, col]
     strata = _frozen(sub.strata, stops)[:, 0, :, :, col]
-    return [{"units": sub.units[0, a, col], "conversations": conversations[a],
-             "metrics": {m: views[m][:, a] for m in NAMES}, "strata": strata[:, a]}
-            for a in range(s.shape[1])]
+    return [
+        {
+            "units": sub.units[0, a, col],
+            "conversations": conversations[a],
+            "metrics": {m: views[m][:, a] for m in NAMES},
+            "strata": strata[:, a],
+        }
+        for a in range(s.shape[1])
+    ]
 
 
 def _present(x: np.ndarray) -> np.ndarray:
@@ -409,8 +453,13 @@ def _post_stratify(c: np.ndarray, a: np.ndarray, min_units: int):
     strata = []  # (present, control sums, arm sums) in the library's order
     for k in range(segs):
         into = merge & (largest == k)
-        strata.append((kept[..., k], np.where(into, c[..., k] + pool_c, c[..., k]),
-                       np.where(into, a[..., k] + pool_a, a[..., k])))
+        strata.append(
+            (
+                kept[..., k],
+                np.where(into, c[..., k] + pool_c, c[..., k]),
+                np.where(into, a[..., k] + pool_a, a[..., k]),
+            )
+        )
     strata.append((alone, pool_c, pool_a))
     total = np.zeros(kept.shape[:-1])
     for present, sc, sa in strata:
@@ -441,8 +490,16 @@ def primary_interval(c, a, cs, as_, alpha, rule: Rule):
         mt, vt = np.where(used, smt, mt), np.where(used, svt, vt)
     s = contrast_stats(mc, vc, c[0], mt, vt, a[0], alpha, target_n=rule.target_n)
     with np.errstate(invalid="ignore"):
-        ok = (_present(c) & _present(a) & (c[0] >= 2) & (a[0] >= 2) & np.isfinite(s["var"])
-              & (s["var"] > 0) & np.isfinite(mc) & np.isfinite(mt))
+        ok = (
+            _present(c)
+            & _present(a)
+            & (c[0] >= 2)
+            & (a[0] >= 2)
+            & np.isfinite(s["var"])
+            & (s["var"] > 0)
+            & np.isfinite(mc)
+            & np.isfinite(mt)
+        )
     return ok, s["diff"] - s["half"], s["diff"] + s["half"]
 
 
@@ -458,13 +515,20 @@ def _guardrail(g: Guardrail, c, a, any_data, alpha, rule: Rule):
     mc, vc = ratio_moments(*c)
     mt, vt = ratio_moments(*a)
     sign = 1.0 if g.higher_is_better else -1.0
-    s = contrast_stats(mc, vc, c[0], mt, vt, a[0], alpha, 1.0 - sign * g.tolerance,
-                       rule.target_n)
+    s = contrast_stats(mc, vc, c[0], mt, vt, a[0], alpha, 1.0 - sign * g.tolerance, rule.target_n)
     var, gain, half = s["var"], sign * s["diff"], s["half1"]
     valid = math.isfinite(g.tolerance) and g.tolerance >= 0
     with np.errstate(invalid="ignore"):
-        ok = (valid & _present(c) & _present(a) & (c[0] >= 2) & (a[0] >= 2) & np.isfinite(var)
-              & (var >= 0) & np.isfinite(gain))
+        ok = (
+            valid
+            & _present(c)
+            & _present(a)
+            & (c[0] >= 2)
+            & (a[0] >= 2)
+            & np.isfinite(var)
+            & (var >= 0)
+            & np.isfinite(gain)
+        )
         low = np.where(var == 0, gain, gain - half)
         high = np.where(var == 0, gain, gain + half)
         non_inferior = ok & (low > 0)
@@ -476,8 +540,9 @@ def srm_flags(units: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """analysis.check_srm on units per slice, every arm: (E, J) detected."""
     shares = np.asarray(weights) / sum(weights)
     counts = np.ascontiguousarray(np.moveaxis(units, 1, -1))
-    return srm_log_bayes_factor(counts, shares, SRM_PRIOR_CONCENTRATION) \
-        >= math.log(1.0 / SRM_ALPHA)
+    return srm_log_bayes_factor(counts, shares, SRM_PRIOR_CONCENTRATION) >= math.log(
+        1.0 / SRM_ALPHA
+    )
 
 
 def _hours(checks: int) -> np.ndarray:
@@ -489,8 +554,9 @@ def _new_checks(s: Sums, stop_at: np.ndarray, srm: np.ndarray, rule: Rule):
     e_count, arms, checks = s.shape
     active = stop_at > checks  # (E, A); only checks after the last stop are used
     alpha = alpha_per_arm(rule.confidence, arms - 1)
-    views = {m: _metric_view(s, m, stop_at) for m in {PRIMARY, *(g.metric for g in
-                                                                   rule.guardrails)}}
+    views = {
+        m: _metric_view(s, m, stop_at) for m in {PRIMARY, *(g.metric for g in rule.guardrails)}
+    }
     conversations = _frozen(s.conversations, stop_at)
     strata = _frozen(s.strata, stop_at) if s.strata.shape[3] > 1 else None
     enough_arm = (conversations >= rule.min_conversations) & (s.units >= rule.min_units)
@@ -571,9 +637,16 @@ def _run_states(s: Sums, decide_all, path: bool) -> Outcome:
     col = check_end - 1
     arm = np.where(winner >= 0, winner, 1)
     conv = _frozen(s.conversations, stop_at)
-    return Outcome(kind_end, check_end, winner, np.where(stop_at <= checks, stop_at, 0),
-                   (conv[idx, 0, col] + conv[idx, arm, col]) / 2.0,
-                   (s.units[idx, 0, col] + s.units[idx, arm, col]) / 2.0, out_path, out_detail)
+    return Outcome(
+        kind_end,
+        check_end,
+        winner,
+        np.where(stop_at <= checks, stop_at, 0),
+        (conv[idx, 0, col] + conv[idx, arm, col]) / 2.0,
+        (s.units[idx, 0, col] + s.units[idx, arm, col]) / 2.0,
+        out_path,
+        out_detail,
+    )
 
 
 def per_unit_rule(s: Sums, rule: Rule = Rule(), *, path: bool = False) -> Outcome:
@@ -638,8 +711,14 @@ def _old_checks(s: Sums, stop_at: np.ndarray, rule: Rule):
             with np.errstate(divide="ignore", invalid="ignore"):
                 diff, var = mt - mc, vt / n[:, arm] + vc / n[:, 0]
                 eta = mixture_eta(n[:, 0], n[:, arm], alpha, rule.target_n)
-                ok = ((n[:, 0] >= 2) & (n[:, arm] >= 2) & np.isfinite(var) & (var > 0)
-                      & np.isfinite(mc) & np.isfinite(mt))
+                ok = (
+                    (n[:, 0] >= 2)
+                    & (n[:, arm] >= 2)
+                    & np.isfinite(var)
+                    & (var > 0)
+                    & np.isfinite(mc)
+                    & np.isfinite(mt)
+                )
             stats[m] = (diff, var, eta, ok, mc)
         diff, var, eta, ok, _ = stats[PRIMARY]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -654,8 +733,7 @@ def _old_checks(s: Sums, stop_at: np.ndarray, rule: Rule):
         on = active[:, arm, None]
         with np.errstate(invalid="ignore"):
             candidate[:, arm] = on & ok & (diff - half > 0) & ~harmed
-            hurts[:, arm] = (on & ok & (diff + half < 0) & enough_arm[:, arm]
-                             & enough_arm[:, 0])
+            hurts[:, arm] = on & ok & (diff + half < 0) & enough_arm[:, arm] & enough_arm[:, 0]
         low_bound[:, arm] = np.where(candidate[:, arm], diff - half, -np.inf)
     hours = _hours(checks)
     kind = np.full((e_count, checks), CONTINUE, np.int8)
@@ -671,6 +749,7 @@ def _old_checks(s: Sums, stop_at: np.ndarray, rule: Rule):
 def per_conversation_rule(s: Sums, rule: Rule = Rule(guardrails=OLD_GUARDRAILS)) -> Outcome:
     """The old rule on every experiment (for comparison only; nothing tests it against the
     old code, which is gone from the tree)."""
+
     def decide_all(rows: np.ndarray, stop_at: np.ndarray):
         return _old_checks(s.subset(rows), stop_at, rule)
 
@@ -696,32 +775,59 @@ class Scenario:
     fixed_horizon: bool = False
 
 
-SEGMENTED = World(base_rates=(0.10, 0.30, 0.60), segment_shares=(1 / 3, 1 / 3, 1 / 3),
-                  lift=0.10)
+SEGMENTED = World(base_rates=(0.10, 0.30, 0.60), segment_shares=(1 / 3, 1 / 3, 1 / 3), lift=0.10)
 SCENARIOS = (
     Scenario("1a", "A/A, users average 3 conversations", World(), size=2.0, aa=True),
-    Scenario("1b", "A/A, users average 10 conversations",
-             World(conversations_per_user=10.0), size=2.0, aa=True),
-    Scenario("2a", "+10% success, +25% cost (lognormal sigma 1)",
-             World(lift=0.10, cost_factor=1.25, cost_sigma=1.0)),
-    Scenario("2b", "+10% success, +25% cost (lognormal sigma 2)",
-             World(lift=0.10, cost_factor=1.25, cost_sigma=2.0)),
-    Scenario("3", "+10% success, guardrails unchanged", World(lift=0.10),
-             rules=((OLD, None), (NEW, Rule()), (NO_GUARDRAILS, Rule(guardrails=()))),
-             fixed_horizon=True),
-    Scenario("4", "+10% success, segments 10%/30%/60%", SEGMENTED,
-             rules=((OLD, None), ("new, post-stratified", Rule()),
-                    ("new, not stratified", Rule(stratify=False)),
-                    (NO_GUARDRAILS, Rule(guardrails=()))), fixed_horizon=True),
+    Scenario(
+        "1b",
+        "A/A, users average 10 conversations",
+        World(conversations_per_user=10.0),
+        size=2.0,
+        aa=True,
+    ),
+    Scenario(
+        "2a",
+        "+10% success, +25% cost (lognormal sigma 1)",
+        World(lift=0.10, cost_factor=1.25, cost_sigma=1.0),
+    ),
+    Scenario(
+        "2b",
+        "+10% success, +25% cost (lognormal sigma 2)",
+        World(lift=0.10, cost_factor=1.25, cost_sigma=2.0),
+    ),
+    Scenario(
+        "3",
+        "+10% success, guardrails unchanged",
+        World(lift=0.10),
+        rules=((OLD, None), (NEW, Rule()), (NO_GUARDRAILS, Rule(guardrails=()))),
+        fixed_horizon=True,
+    ),
+    Scenario(
+        "4",
+        "+10% success, segments 10%/30%/60%",
+        SEGMENTED,
+        rules=(
+            (OLD, None),
+            ("new, post-stratified", Rule()),
+            ("new, not stratified", Rule(stratify=False)),
+            (NO_GUARDRAILS, Rule(guardrails=())),
+        ),
+        fixed_horizon=True,
+    ),
     Scenario("5", "A/A, 3 arms (control + 2 variants)", World(arms=3), size=2.0, aa=True),
 )
 
 
 def _summary(o: Outcome) -> dict[str, np.ndarray]:
     first_stop = np.where(o.stopped_at > 0, o.stopped_at, np.iinfo(np.int64).max).min(1)
-    return {"kind": o.kind, "check": o.check, "conversations": o.conversations,
-            "units": o.units, "stopped": (o.stopped_at > 0).any(1),
-            "first_stop": np.where(first_stop < np.iinfo(np.int64).max, first_stop, 0)}
+    return {
+        "kind": o.kind,
+        "check": o.check,
+        "conversations": o.conversations,
+        "units": o.units,
+        "stopped": (o.stopped_at > 0).any(1),
+        "first_stop": np.where(first_stop < np.iinfo(np.int64).max, first_stop, 0),
+    }
 
 
 def _horizon_stats(s: Sums) -> dict[str, np.ndarray]:
@@ -733,10 +839,13 @@ def _horizon_stats(s: Sums) -> dict[str, np.ndarray]:
     mt, vt = ratio_moments(*p[:, :, 1])
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (mt - mc) / np.sqrt(vc + vt)
-    return {"conversations": s.conversations[:, :2].mean(1).sum(0),
-            "units": s.units[:, :2].mean(1).sum(0), "sum_mm": p[4, :, :2].sum((0, 1)),
-            "sum_m": p[2, :, :2].sum((0, 1)),
-            "rejects": (np.nan_to_num(z) > norm.ppf(0.95)).sum(0).astype(float)}
+    return {
+        "conversations": s.conversations[:, :2].mean(1).sum(0),
+        "units": s.units[:, :2].mean(1).sum(0),
+        "sum_mm": p[4, :, :2].sum((0, 1)),
+        "sum_m": p[2, :, :2].sum((0, 1)),
+        "rejects": (np.nan_to_num(z) > norm.ppf(0.95)).sum(0).astype(float),
+    }
 
 
 def run_chunk(task: tuple[Scenario, int, int, int]) -> dict:
@@ -744,9 +853,17 @@ def run_chunk(task: tuple[Scenario, int, int, int]) -> dict:
     rng = np.random.default_rng([seed, ord(scenario.key[0]), ord(scenario.key[-1]), chunk])
     sums = accumulate(simulate(rng, scenario.world, experiments))
     day = min(sums.shape[2], round(24 * 60 / CHECK_MINUTES)) - 1
-    out: dict = {"rules": {}, "traffic": np.array([
-        sums.units[:, :, day].mean(1).sum(), sums.conversations[:, :, day].mean(1).sum(),
-        sums.units[:, :, -1].mean(1).sum(), sums.conversations[:, :, -1].mean(1).sum()])}
+    out: dict = {
+        "rules": {},
+        "traffic": np.array(
+            [
+                sums.units[:, :, day].mean(1).sum(),
+                sums.conversations[:, :, day].mean(1).sum(),
+                sums.units[:, :, -1].mean(1).sum(),
+                sums.conversations[:, :, -1].mean(1).sum(),
+            ]
+        ),
+    }
     for label, rule in scenario.rules:
         outcome = per_conversation_rule(sums) if rule is None else per_unit_rule(sums, rule)
         out["rules"][label] = _summary(outcome)
@@ -764,13 +881,19 @@ def srm_only(task: tuple[World, int, int, int]) -> int:
     rate = world.per_check / mu
     b = np.arange(world.checks)
     lam = rate + rate * (mu - 1.0) * gap * (np.exp(-b / gap) - np.exp(-(b + 1) / gap))
-    counts = rng.multinomial(rng.poisson(lam, (experiments, world.checks)),
-                             np.full(world.arms, 1.0 / world.arms)).cumsum(1)
+    counts = rng.multinomial(
+        rng.poisson(lam, (experiments, world.checks)), np.full(world.arms, 1.0 / world.arms)
+    ).cumsum(1)
     return int(srm_flags(np.moveaxis(counts, -1, 1), np.ones(world.arms)).any(1).sum())
 
 
-def fixed_horizon(world: World, horizon: dict[str, np.ndarray], experiments: int,
-                  power: float = 0.80, alpha: float = 0.10) -> dict[str, float]:
+def fixed_horizon(
+    world: World,
+    horizon: dict[str, np.ndarray],
+    experiments: int,
+    power: float = 0.80,
+    alpha: float = 0.10,
+) -> dict[str, float]:
     """Conversations per arm a single two-sided z-test at `alpha` needs for `power`:
     n = (z_{1-alpha/2} + z_power)^2 (s_c^2 + s_t^2) / (p_t - p_c)^2 with s^2 = p (1 - p) DEFF,
     DEFF = 1 + rho (sum m^2 / sum m - 1) the design effect of units with m conversations
@@ -781,20 +904,26 @@ def fixed_horizon(world: World, horizon: dict[str, np.ndarray], experiments: int
     for lift in world.per_arm(world.lift, 0.0)[:2]:
         rates = base * (1.0 + lift)
         mean = float(shares @ rates)
-        between = float(shares @ (rates * (1 - rates))) * world.icc + float(
-            shares @ rates**2) - mean**2
+        between = (
+            float(shares @ (rates * (1 - rates))) * world.icc + float(shares @ rates**2) - mean**2
+        )
         means.append(mean)
         variance.append((mean * (1 - mean), between / (mean * (1 - mean))))
     ratio = horizon["sum_mm"] / horizon["sum_m"]
     z = norm.ppf(1 - alpha / 2) + norm.ppf(power)
-    need = z * z * sum(v * (1 + rho * (ratio - 1)) for v, rho in variance) / (
-        means[1] - means[0]) ** 2
+    need = (
+        z * z * sum(v * (1 + rho * (ratio - 1)) for v, rho in variance) / (means[1] - means[0]) ** 2
+    )
     have = horizon["conversations"] / experiments
     j = int(np.argmax(have >= need))
-    return {"n": float(need[j]), "units": float(horizon["units"][j] / experiments),
-            "hours": (j + 1) * CHECK_MINUTES / 60, "deff": float(1 + variance[0][1] * (
-                ratio[j] - 1)), "power": float(horizon["rejects"][j] / experiments),
-            "rho": variance[0][1]}
+    return {
+        "n": float(need[j]),
+        "units": float(horizon["units"][j] / experiments),
+        "hours": (j + 1) * CHECK_MINUTES / 60,
+        "deff": float(1 + variance[0][1] * (ratio[j] - 1)),
+        "power": float(horizon["rejects"][j] / experiments),
+        "rho": variance[0][1],
+    }
 
 
 def _median(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float] | None:
@@ -821,21 +950,30 @@ def scenario_rows(scenario: Scenario, result: dict, experiments: int) -> list[di
     for label, r in result["rules"].items():
         promoted = r["kind"] == PROMOTE
         stop = r["first_stop"][r["stopped"]] * CHECK_MINUTES / 60
-        rows.append({
-            "scenario": scenario, "rule": label, "n": len(r["kind"]),
-            "promoted": promoted, "stopped": r["stopped"], "srm": r["kind"] == PAUSE,
-            "stop_hours": _median(stop, rng),
-            "units": _median(r["units"][promoted], rng),
-            "conversations": _median(r["conversations"][promoted], rng)})
+        rows.append(
+            {
+                "scenario": scenario,
+                "rule": label,
+                "n": len(r["kind"]),
+                "promoted": promoted,
+                "stopped": r["stopped"],
+                "srm": r["kind"] == PAUSE,
+                "stop_hours": _median(stop, rng),
+                "units": _median(r["units"][promoted], rng),
+                "conversations": _median(r["conversations"][promoted], rng),
+            }
+        )
     rows[0]["traffic"] = result["traffic"]
     if "horizon" in result:
         rows[0]["fixed"] = fixed_horizon(scenario.world, result["horizon"], experiments)
     return rows
 
 
-HEAD = (f"{'rule':<33} {'exps':>5} {'promoted (n)':>18} {'arm stopped (n)':>18} "
-        f"{'SRM paused (n)':>18} {'h to stop':>11} {'units/arm at prom.':>18} "
-        f"{'convs/arm at prom.':>18}")
+HEAD = (
+    f"{'rule':<33} {'exps':>5} {'promoted (n)':>18} {'arm stopped (n)':>18} "
+    f"{'SRM paused (n)':>18} {'h to stop':>11} {'units/arm at prom.':>18} "
+    f"{'convs/arm at prom.':>18}"
+)
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -844,23 +982,26 @@ def table(rows: list[dict]) -> list[str]:
         s = r["scenario"]
         if "traffic" in r:
             u1, c1, u14, c14 = r["traffic"]
-            lines.append(f"{s.key} {s.title} (per arm: {u1:,.0f} units and {c1:,.0f} "
-                         f"conversations after 24 h, {u14:,.0f} and {c14:,.0f} after 14 days)")
+            lines.append(
+                f"{s.key} {s.title} (per arm: {u1:,.0f} units and {c1:,.0f} "
+                f"conversations after 24 h, {u14:,.0f} and {c14:,.0f} after 14 days)"
+            )
         lines.append(
             f"  {r['rule']:<31} {r['n']:>5} {_share(r['promoted']):>18} "
             f"{_share(r['stopped']):>18} {_share(r['srm']):>18} "
             f"{_med(r['stop_hours'], 1):>11} {_med(r['units']):>18} "
-            f"{_med(r['conversations']):>18}")
+            f"{_med(r['conversations']):>18}"
+        )
         if r is rows[-1] or rows[rows.index(r) + 1]["scenario"] is not s:
-            fixed = next((x["fixed"] for x in rows if x["scenario"] is s and "fixed" in x),
-                         None)
+            fixed = next((x["fixed"] for x in rows if x["scenario"] is s and "fixed" in x), None)
             if fixed:
                 lines.append(
                     f"  fixed horizon (two-sided alpha 0.10, 80% power): {fixed['n']:,.0f} "
                     f"conversations/arm = {fixed['units']:,.0f} units/arm, reached after "
                     f"{fixed['hours']:.1f} h (rho {fixed['rho']:.3f}, design effect "
                     f"{fixed['deff']:.2f}); a single look there rejects in "
-                    f"{100 * fixed['power']:.1f}% of experiments")
+                    f"{100 * fixed['power']:.1f}% of experiments"
+                )
     return lines
 
 
@@ -881,8 +1022,10 @@ def aims(rows: list[dict]) -> list[str]:
         elif s.key == "4" and "not stratified" not in rule and r["conversations"]:
             fixed = next(x["fixed"]["n"] for x in rows if x["scenario"] is s and "fixed" in x)
             ratio = r["conversations"][0] / fixed
-            out.append(f"{s.key} {rule}: median conversations at promotion / fixed-horizon n "
-                       f"= {ratio:.2f} (aim <= 0.95): {'met' if ratio <= 0.95 else 'MISSED'}")
+            out.append(
+                f"{s.key} {rule}: median conversations at promotion / fixed-horizon n "
+                f"= {ratio:.2f} (aim <= 0.95): {'met' if ratio <= 0.95 else 'MISSED'}"
+            )
     return out
 
 
@@ -892,8 +1035,11 @@ def _aim(name: str, value: float, op: str, limit: float) -> str:
 
 
 def _guardrails_text(guardrails: Sequence[Guardrail]) -> str:
-    return ", ".join(f"{g.metric} {('-' if g.higher_is_better else '+') * (g.tolerance > 0)}"
-                     f"{100 * g.tolerance:g}%" for g in guardrails)
+    return ", ".join(
+        f"{g.metric} {('-' if g.higher_is_better else '+') * (g.tolerance > 0)}"
+        f"{100 * g.tolerance:g}%"
+        for g in guardrails
+    )
 
 
 def header() -> list[str]:
@@ -913,7 +1059,8 @@ def header() -> list[str]:
         f"rule: {_guardrails_text(OLD_GUARDRAILS)}).",
         "Shares are of experiments (± standard error, count); medians ± bootstrap standard "
         "error; 'h to stop': median hours to the first arm stop; per-arm figures at "
-        "promotion average the control and the winner (each arm's own conversations)."]
+        "promotion average the control and the winner (each arm's own conversations).",
+    ]
 
 
 def _scenarios(args: argparse.Namespace) -> list[Scenario]:
@@ -923,17 +1070,25 @@ def _scenarios(args: argparse.Namespace) -> list[Scenario]:
             continue
         extra = [(f"new, target_n={x:g}", Rule(target_n=x)) for x in args.target_n]
         if s.key == "4":
-            extra += [(f"new, stratum units {k}", Rule(min_stratum_units=k))
-                      for k in args.min_stratum_units]
+            extra += [
+                (f"new, stratum units {k}", Rule(min_stratum_units=k))
+                for k in args.min_stratum_units
+            ]
         out.append(dataclasses.replace(s, rules=s.rules + tuple(extra)))
     return out
 
 
 def _merge(s: Scenario, mine: list[dict], experiments: int) -> dict:
-    merged: dict = {"rules": {label: {k: np.concatenate([m["rules"][label][k] for m in mine])
-                                      for k in mine[0]["rules"][label]}
-                              for label, _ in s.rules},
-                    "traffic": sum(m["traffic"] for m in mine) / experiments}
+    merged: dict = {
+        "rules": {
+            label: {
+                k: np.concatenate([m["rules"][label][k] for m in mine])
+                for k in mine[0]["rules"][label]
+            }
+            for label, _ in s.rules
+        },
+        "traffic": sum(m["traffic"] for m in mine) / experiments,
+    }
     if s.fixed_horizon:
         merged["horizon"] = {k: sum(m["horizon"][k] for m in mine) for k in mine[0]["horizon"]}
     return merged
@@ -948,8 +1103,11 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
         tasks += [(s, i, min(chunk, n - i * chunk), args.seed) for i in range(math.ceil(n / chunk))]
     srm_worlds = [World(), World(conversations_per_user=10.0), World(arms=3)]
     per_world = math.ceil(args.srm_experiments / 1000)
-    srm_tasks = [(w, i, min(1000, args.srm_experiments - i * 1000), args.seed)
-                 for w in srm_worlds for i in range(per_world)]
+    srm_tasks = [
+        (w, i, min(1000, args.srm_experiments - i * 1000), args.seed)
+        for w in srm_worlds
+        for i in range(per_world)
+    ]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run_chunk, tasks))
         srm_counts = list(pool.map(srm_only, srm_tasks))
@@ -959,33 +1117,55 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
         rows += scenario_rows(s, _merge(s, mine, sizes[s.key]), sizes[s.key])
     srm = []
     for k, w in enumerate(srm_worlds if args.srm_experiments else []):
-        hits = sum(srm_counts[k * per_world:(k + 1) * per_world])
-        srm.append(f"  {w.arms} arms, {w.conversations_per_user:g} conversations per user: "
-                   f"{hits} of {args.srm_experiments:,} = "
-                   f"{100 * hits / args.srm_experiments:.3f}%")
+        hits = sum(srm_counts[k * per_world : (k + 1) * per_world])
+        srm.append(
+            f"  {w.arms} arms, {w.conversations_per_user:g} conversations per user: "
+            f"{hits} of {args.srm_experiments:,} = "
+            f"{100 * hits / args.srm_experiments:.3f}%"
+        )
     return rows, srm
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiments", type=int, default=1000,
-                        help="experiments per A/B scenario (A/A scenarios get twice as many)")
+    parser.add_argument(
+        "--experiments",
+        type=int,
+        default=1000,
+        help="experiments per A/B scenario (A/A scenarios get twice as many)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--srm-experiments", type=int, default=20_000,
-                        help="A/A experiments per unit-count-only SRM run (0: none)")
+    parser.add_argument(
+        "--srm-experiments",
+        type=int,
+        default=20_000,
+        help="A/A experiments per unit-count-only SRM run (0: none)",
+    )
     parser.add_argument("--only", default="", help="scenario keys to run, e.g. 1a,4")
-    parser.add_argument("--target-n", type=float, action="append", default=[],
-                        help="also show the new rule with this CS_TARGET_N (a candidate)")
-    parser.add_argument("--min-stratum-units", type=int, action="append", default=[],
-                        help="also show scenario 4 with this MIN_STRATUM_UNITS (a candidate)")
+    parser.add_argument(
+        "--target-n",
+        type=float,
+        action="append",
+        default=[],
+        help="also show the new rule with this CS_TARGET_N (a candidate)",
+    )
+    parser.add_argument(
+        "--min-stratum-units",
+        type=int,
+        action="append",
+        default=[],
+        help="also show scenario 4 with this MIN_STRATUM_UNITS (a candidate)",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows, srm = run(args)
     print("\n".join([*header(), *table(rows)]))
     if srm:
-        print("\nSRM test on unit counts alone (the new rule's SRM input), A/A experiments "
-              "paused within 14 days (aim <= 0.1%):")
+        print(
+            "\nSRM test on unit counts alone (the new rule's SRM input), A/A experiments "
+            "paused within 14 days (aim <= 0.1%):"
+        )
         print("\n".join(srm))
     print("\nAims (new rule):")
     print("\n".join("  " + line for line in aims(rows)))

@@ -56,8 +56,10 @@ DEFAULT_MAX_BODY = 1_048_576
 BODIES = 16  # distinct batch bodies, built before the clock starts and sent in turn
 # Cron ticks that cannot fire during a run, so no scheduled job competes with the load.
 NEVER = "0 0 1 1 *"
-TRANSCRIPT = ("user: my invoice shows a charge I do not recognise, can you explain it? "
-              "assistant: of course, let me look at the line items on your last invoice. ")
+TRANSCRIPT = (
+    "user: my invoice shows a charge I do not recognise, can you explain it? "
+    "assistant: of course, let me look at the line items on your last invoice. "
+)
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,8 @@ class LoadResult:
 
 
 def batch_bodies(load: Load) -> list[bytes]:
-    transcript = (TRANSCRIPT * (load.transcript_chars // len(TRANSCRIPT) + 1))
-    transcript = transcript[:load.transcript_chars]
+    transcript = TRANSCRIPT * (load.transcript_chars // len(TRANSCRIPT) + 1)
+    transcript = transcript[: load.transcript_chars]
     bodies = []
     slices = [(arm_id, weight) for arm_id, weight, _ in load.arms]
     versions = {arm_id: number for arm_id, _, number in load.arms}
@@ -102,15 +104,28 @@ def batch_bodies(load: Load) -> list[bytes]:
         for i in range(load.batch):
             n = b * load.batch + i
             # the version resolve serves this unit, as the application sends it
-            version = versions[pick_arm(load.experiment_id, f"user-{n:08d}", slices)] \
-                if load.experiment_id is not None else 1
-            rows.append({
-                "prompt": load.prompt, "version": version,
-                "experiment_id": load.experiment_id, "unit_id": f"user-{n:08d}",
-                "success": n % 10 < 3, "rating": 1 + n % 5, "latency_ms": 200.0 + n % 900,
-                "cost_usd": 0.0004 + (n % 7) / 10_000, "input_tokens": 800 + n % 300,
-                "output_tokens": 120 + n % 200, "segment": ("web", "app", "api")[n % 3],
-                "tags": ["billing"] if n % 4 == 0 else [], "transcript": transcript})
+            version = (
+                versions[pick_arm(load.experiment_id, f"user-{n:08d}", slices)]
+                if load.experiment_id is not None
+                else 1
+            )
+            rows.append(
+                {
+                    "prompt": load.prompt,
+                    "version": version,
+                    "experiment_id": load.experiment_id,
+                    "unit_id": f"user-{n:08d}",
+                    "success": n % 10 < 3,
+                    "rating": 1 + n % 5,
+                    "latency_ms": 200.0 + n % 900,
+                    "cost_usd": 0.0004 + (n % 7) / 10_000,
+                    "input_tokens": 800 + n % 300,
+                    "output_tokens": 120 + n % 200,
+                    "segment": ("web", "app", "api")[n % 3],
+                    "tags": ["billing"] if n % 4 == 0 else [],
+                    "transcript": transcript,
+                }
+            )
         bodies.append(json.dumps({"conversations": rows}).encode())
     return bodies
 
@@ -131,8 +146,9 @@ async def drive(load: Load, started: Event, ended: Event) -> LoadResult:
     resolve_path = f"/v1/prompts/{load.prompt}/resolve?unit_id="
     connector = aiohttp.TCPConnector(limit=load.concurrency)
     timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(load.base_url, connector=connector, headers=headers,
-                                     timeout=timeout) as session:
+    async with aiohttp.ClientSession(
+        load.base_url, connector=connector, headers=headers, timeout=timeout
+    ) as session:
         begin = time.perf_counter()
         window_start = begin + load.warmup
         window_end = window_start + load.seconds
@@ -180,8 +196,7 @@ async def drive(load: Load, started: Event, ended: Event) -> LoadResult:
     return result
 
 
-def generator_main(load: Load, started: Event, ended: Event,
-                   out: mp.Queue) -> None:  # type: ignore[type-arg]
+def generator_main(load: Load, started: Event, ended: Event, out: mp.Queue) -> None:  # type: ignore[type-arg]
     out.put(asyncio.run(drive(load, started, ended)))
 
 
@@ -199,8 +214,9 @@ class Phase:
 def run_phase(label: str, load: Load, meter: CpuMeter) -> Phase:
     ctx = mp.get_context("spawn")
     started, ended, out = ctx.Event(), ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=generator_main, args=(load, started, ended, out),
-                       name=f"loadgen-{load.kind}")
+    proc = ctx.Process(
+        target=generator_main, args=(load, started, ended, out), name=f"loadgen-{load.kind}"
+    )
     proc.start()
     meter.pids["generator"] = [proc.pid or 0]
     limit = 120 + load.warmup
@@ -230,11 +246,14 @@ def set_up_prompts(service: ServiceProcess) -> tuple[int, tuple[tuple[int, float
     arms."""
     admin(service, "POST", "/prompts", {"name": PLAIN, "content": "You are a support bot."})
     admin(service, "POST", "/prompts", {"name": AB, "content": "You are a support bot."})
-    admin(service, "POST", f"/prompts/{AB}/versions",
-          {"content": "You are a concise, friendly support bot."})
+    admin(
+        service,
+        "POST",
+        f"/prompts/{AB}/versions",
+        {"content": "You are a concise, friendly support bot."},
+    )
     experiment = admin(service, "POST", "/experiments", {"prompt": AB, "variants": [2]})
-    arms = tuple((int(a["id"]), float(a["weight"]), int(a["version"]))
-                 for a in experiment["arms"])
+    arms = tuple((int(a["id"]), float(a["weight"]), int(a["version"])) for a in experiment["arms"])
     return int(experiment["id"]), arms
 
 
@@ -249,26 +268,39 @@ def other(cpu: dict[str, float]) -> float:
     return max(cpu["machine"] - cpu["service"] - cpu["postgres"] - cpu["generator"], 0.0)
 
 
-def print_report(phases: list[Phase], args: argparse.Namespace, stored: int,
-                 accepted: int, server: str, load_before: float) -> None:
-    print(f"Application API load on {os.cpu_count()} CPU cores (1-minute load average "
-          f"{load_before:.2f} before the run): one `prompt-worker run` "
-          f"(WORKER_CONCURRENCY default, rate limit off) on a throwaway {server}")
-    print(f"load generator: 1 separate process (asyncio + aiohttp), {args.concurrency} "
-          f"keep-alive connections on loopback, closed loop; {args.warmup:g} s warm-up, "
-          f"{args.seconds:g} s measured for ingest, {args.resolve_seconds:g} s per resolve row")
-    print(f"{'phase':<42} {'req/s':>8} {'conv/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'errors':>6}   CPU % of one core: service / PostgreSQL / generator / other")
+def print_report(
+    phases: list[Phase],
+    args: argparse.Namespace,
+    stored: int,
+    accepted: int,
+    server: str,
+    load_before: float,
+) -> None:
+    print(
+        f"Application API load on {os.cpu_count()} CPU cores (1-minute load average "
+        f"{load_before:.2f} before the run): one `prompt-worker run` "
+        f"(WORKER_CONCURRENCY default, rate limit off) on a throwaway {server}"
+    )
+    print(
+        f"load generator: 1 separate process (asyncio + aiohttp), {args.concurrency} "
+        f"keep-alive connections on loopback, closed loop; {args.warmup:g} s warm-up, "
+        f"{args.seconds:g} s measured for ingest, {args.resolve_seconds:g} s per resolve row"
+    )
+    print(
+        f"{'phase':<42} {'req/s':>8} {'conv/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>6}   CPU % of one core: service / PostgreSQL / generator / other"
+    )
     for phase in phases:
         r = phase.result
         rate = len(r.latencies_ms) / r.window
-        conv = f"{rate * phase.rows_per_request:>8.0f}" if phase.rows_per_request else \
-            f"{'-':>8}"
+        conv = f"{rate * phase.rows_per_request:>8.0f}" if phase.rows_per_request else f"{'-':>8}"
         cpu = phase.cpu
-        print(f"{phase.label:<42} {rate:>8.0f} {conv} {pct(r.latencies_ms, 50):>8.1f} "
-              f"{pct(r.latencies_ms, 99):>8.1f} {sum(r.errors.values()):>6}   "
-              f"{cpu['service'] * 100:>5.0f} / {cpu['postgres'] * 100:>4.0f} / "
-              f"{cpu['generator'] * 100:>4.0f} / {other(cpu) * 100:>4.0f}")
+        print(
+            f"{phase.label:<42} {rate:>8.0f} {conv} {pct(r.latencies_ms, 50):>8.1f} "
+            f"{pct(r.latencies_ms, 99):>8.1f} {sum(r.errors.values()):>6}   "
+            f"{cpu['service'] * 100:>5.0f} / {cpu['postgres'] * 100:>4.0f} / "
+            f"{cpu['generator'] * 100:>4.0f} / {other(cpu) * 100:>4.0f}"
+        )
         if r.errors:
             print(f"    errors {r.errors}; first: {r.first_error}")
         if r.roles and "no experiment" not in r.roles:
@@ -277,36 +309,67 @@ def print_report(phases: list[Phase], args: argparse.Namespace, stored: int,
             print(f"    arms answered: {split} of {total:,}")
     if accepted:
         verdict = "matches" if stored == accepted else "DOES NOT MATCH"
-        print(f"rows stored: {stored:,}; {verdict} the {accepted:,} accepted in 202 answers "
-              "(warm-up included)")
-    print(f"latency = client-observed time of each request, send to last byte; the "
-          f"generator shares the {os.cpu_count()} cores with the service and PostgreSQL, so "
-          "its CPU share above is what it took from them; other = every other process on "
-          "the machine")
+        print(
+            f"rows stored: {stored:,}; {verdict} the {accepted:,} accepted in 202 answers "
+            "(warm-up included)"
+        )
+    print(
+        f"latency = client-observed time of each request, send to last byte; the "
+        f"generator shares the {os.cpu_count()} cores with the service and PostgreSQL, so "
+        "its CPU share above is what it took from them; other = every other process on "
+        "the machine"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="Needs PostgreSQL server binaries (initdb, pg_ctl); when run as root, the server "
-               "runs as the postgres user.")
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="measured seconds of the ingest phase (default 20)")
-    parser.add_argument("--resolve-seconds", type=float, default=10.0,
-                        help="measured seconds of each resolve phase (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0,
-                        help="seconds of load before each measurement starts (default 2)")
-    parser.add_argument("--concurrency", type=int, default=4,
-                        help="concurrent connections (requests in flight) (default 4)")
-    parser.add_argument("--batch", type=int, default=500,
-                        help=f"conversations per POST, 1..{MAX_BATCH} (default 500)")
-    parser.add_argument("--transcript-chars", type=int, default=200,
-                        help="length of each row's transcript (default 200)")
+        "runs as the postgres user.",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="measured seconds of the ingest phase (default 20)",
+    )
+    parser.add_argument(
+        "--resolve-seconds",
+        type=float,
+        default=10.0,
+        help="measured seconds of each resolve phase (default 10)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds of load before each measurement starts (default 2)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        help="concurrent connections (requests in flight) (default 4)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=500,
+        help=f"conversations per POST, 1..{MAX_BATCH} (default 500)",
+    )
+    parser.add_argument(
+        "--transcript-chars",
+        type=int,
+        default=200,
+        help="length of each row's transcript (default 200)",
+    )
     parser.add_argument("--skip-ingest", action="store_true", help="skip the ingest phase")
-    parser.add_argument("--skip-resolve", action="store_true",
-                        help="skip both resolve phases")
-    parser.add_argument("--log-level", default="INFO",
-                        help="the service's LOG_LEVEL (default INFO, as in production)")
+    parser.add_argument("--skip-resolve", action="store_true", help="skip both resolve phases")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="the service's LOG_LEVEL (default INFO, as in production)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.batch <= MAX_BATCH:
         parser.error(f"--batch must be 1..{MAX_BATCH}: the API refuses larger batches")
@@ -319,41 +382,70 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_phases(args: argparse.Namespace, cluster: PgCluster,
-               tmp: Path) -> tuple[list[Phase], int, str]:
+def run_phases(
+    args: argparse.Namespace, cluster: PgCluster, tmp: Path
+) -> tuple[list[Phase], int, str]:
     """The phases against one fresh service; returns them, the rows stored and the server."""
-    probe = Load("ingest", "", AB, 1, 0, 1, batch=args.batch,
-                 transcript_chars=args.transcript_chars)
+    probe = Load(
+        "ingest", "", AB, 1, 0, 1, batch=args.batch, transcript_chars=args.transcript_chars
+    )
     max_body = max(DEFAULT_MAX_BODY, max(len(b) for b in batch_bodies(probe)) + 4096)
     engine = create_db_engine(cluster.url)
     migrate(engine)
     with engine.connect() as conn:
         server = " ".join(str(conn.execute(text("SELECT version()")).scalar()).split()[:2])
     service = start_service(
-        cluster.url, tmp, ADMIN_TOKEN=ADMIN, INGEST_TOKEN=INGEST,
-        APP_RATE_LIMIT_PER_SECOND="0", MAX_BODY_BYTES=str(max_body),
-        PATTERN_ANALYSIS_CRON=NEVER, MONITORING_CRON=NEVER, LOG_LEVEL=args.log_level)
+        cluster.url,
+        tmp,
+        ADMIN_TOKEN=ADMIN,
+        INGEST_TOKEN=INGEST,
+        APP_RATE_LIMIT_PER_SECOND="0",
+        MAX_BODY_BYTES=str(max_body),
+        PATTERN_ANALYSIS_CRON=NEVER,
+        MONITORING_CRON=NEVER,
+        LOG_LEVEL=args.log_level,
+    )
     try:
         service.wait_healthy(timeout=60)
         experiment_id, arms = set_up_prompts(service)
-        meter = CpuMeter({"service": [service.proc.pid]},
-                         trees={"postgres": postmaster_pid(cluster.datadir)})
-        common: dict[str, Any] = {"base_url": service.base_url,
-                                  "concurrency": args.concurrency, "warmup": args.warmup}
+        meter = CpuMeter(
+            {"service": [service.proc.pid]}, trees={"postgres": postmaster_pid(cluster.datadir)}
+        )
+        common: dict[str, Any] = {
+            "base_url": service.base_url,
+            "concurrency": args.concurrency,
+            "warmup": args.warmup,
+        }
         phases = []
         if not args.skip_ingest:
-            phases.append(run_phase(
-                f"POST /v1/conversations (batch {args.batch})",
-                Load("ingest", prompt=AB, seconds=args.seconds, batch=args.batch,
-                     experiment_id=experiment_id, arms=arms,
-                     transcript_chars=args.transcript_chars,
-                     **common), meter))
+            phases.append(
+                run_phase(
+                    f"POST /v1/conversations (batch {args.batch})",
+                    Load(
+                        "ingest",
+                        prompt=AB,
+                        seconds=args.seconds,
+                        batch=args.batch,
+                        experiment_id=experiment_id,
+                        arms=arms,
+                        transcript_chars=args.transcript_chars,
+                        **common,
+                    ),
+                    meter,
+                )
+            )
         if not args.skip_resolve:
-            for label, prompt in (("GET resolve, no experiment", PLAIN),
-                                  ("GET resolve, running experiment (2 arms)", AB)):
-                phases.append(run_phase(label, Load("resolve", prompt=prompt,
-                                                    seconds=args.resolve_seconds,
-                                                    **common), meter))
+            for label, prompt in (
+                ("GET resolve, no experiment", PLAIN),
+                ("GET resolve, running experiment (2 arms)", AB),
+            ):
+                phases.append(
+                    run_phase(
+                        label,
+                        Load("resolve", prompt=prompt, seconds=args.resolve_seconds, **common),
+                        meter,
+                    )
+                )
     finally:
         service.terminate()
     with engine.connect() as conn:
@@ -375,8 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cluster.destroy()
     shutil.rmtree(tmp, ignore_errors=True)
-    print_report(phases, args, stored, sum(p.result.rows_accepted for p in phases), server,
-                 load_before)
+    print_report(
+        phases, args, stored, sum(p.result.rows_accepted for p in phases), server, load_before
+    )
     return 0
 
 

@@ -93,6 +93,7 @@ SELECT m.prompt_id, m.version_id, m.experiment_id, m.arm_id,
        ((g / :arms) % 7) / 1000.0, 'seg' || ((g / :arms / 3) % 4)
 FROM generate_series(:start, :stop - 1) g JOIN arm_map m ON m.idx = g % :arms"""
 
+
 def setup_experiments(engine: Engine) -> list[int]:
     ids = []
     for i in range(EXPERIMENTS):
@@ -146,9 +147,12 @@ def monitoring_pass(engine: Engine) -> dict[str, object]:
 def private_job(engine: Engine) -> ActiveJob:
     """A job row for the analysis rows to reference. It is due in a year, so a replica
     running beside the benchmark cannot claim it and run the same pass at the same time."""
-    job, _ = queue.enqueue(engine, NewJob(type="experiment_monitoring",
-                                          run_at=utcnow() + timedelta(days=365)),
-                           max_attempts=1, now=utcnow())
+    job, _ = queue.enqueue(
+        engine,
+        NewJob(type="experiment_monitoring", run_at=utcnow() + timedelta(days=365)),
+        max_attempts=1,
+        now=utcnow(),
+    )
 
     async def report(_value: int, _step: str | None = None) -> None:
         return None
@@ -173,21 +177,27 @@ def pass_in_replica(engine: Engine) -> float:
     """Seconds from started_at to finished_at of one experiment_monitoring job that a
     replica picked up (inserted by plain SQL, as an admin could)."""
     with engine.begin() as conn:
-        job_id = conn.execute(text("INSERT INTO optimization_jobs (type) VALUES "
-                                   "('experiment_monitoring') RETURNING id")).scalar()
+        job_id = conn.execute(
+            text(
+                "INSERT INTO optimization_jobs (type) VALUES ('experiment_monitoring') RETURNING id"
+            )
+        ).scalar()
     deadline = time.monotonic() + 300
     while True:
         with engine.connect() as conn:
-            row = conn.execute(select(J.status, J.result, J.started_at, J.finished_at)
-                               .where(J.id == job_id)).one()
+            row = conn.execute(
+                select(J.status, J.result, J.started_at, J.finished_at).where(J.id == job_id)
+            ).one()
         if row.status in ("completed", "failed", "cancelled"):
             break
         if time.monotonic() > deadline:
             raise RuntimeError(f"monitoring job {job_id} did not finish in a replica")
         time.sleep(0.05)
     result = json.loads(row.result or "{}")
-    assert row.status == "completed" and result.get("experiments_checked") == EXPERIMENTS, \
-        (row.status, result)
+    assert row.status == "completed" and result.get("experiments_checked") == EXPERIMENTS, (
+        row.status,
+        result,
+    )
     return (row.finished_at - row.started_at).total_seconds()
 
 
@@ -196,13 +206,15 @@ def measure_in_replicas(engine: Engine, replicas: list[ServiceProcess], aggregat
     pass_in_replica(engine)  # the replica's first pass warms its imports and pool
     inside = statistics.median(pass_in_replica(engine) for _ in range(REPEATS))
     peaks = [peak_rss_mb(r.proc.pid) for r in replicas]
-    print(f"  {'':>10} {'':>10}       in a replica: pass {inside * 1000:8.1f} ms (job "
-          f"started -> finished) | ratio {inside / aggregates:5.2f}x | replicas' peak RSS "
-          f"{max(peaks):6.1f} MB, grew {max(peaks) - rss_before:5.1f} MB", flush=True)
+    print(
+        f"  {'':>10} {'':>10}       in a replica: pass {inside * 1000:8.1f} ms (job "
+        f"started -> finished) | ratio {inside / aggregates:5.2f}x | replicas' peak RSS "
+        f"{max(peaks):6.1f} MB, grew {max(peaks) - rss_before:5.1f} MB",
+        flush=True,
+    )
 
 
-def measure(engine: Engine, ids: list[int], rows: int, label: str,
-            replicas: int = 0) -> None:
+def measure(engine: Engine, ids: list[int], rows: int, label: str, replicas: int = 0) -> None:
     if not replicas:
         measure_here(engine, ids, rows, label)
         return
@@ -216,8 +228,11 @@ def measure(engine: Engine, ids: list[int], rows: int, label: str,
             measure_in_replicas(engine, services, aggregates)
             ticks = scheduled_jobs(engine) - scheduled
             if ticks:
-                print(f"  {'':>21} note: the replicas' schedulers queued {ticks} job(s) "
-                      "during this measurement; they ran beside it", flush=True)
+                print(
+                    f"  {'':>21} note: the replicas' schedulers queued {ticks} job(s) "
+                    "during this measurement; they ran beside it",
+                    flush=True,
+                )
         finally:
             stop_replicas(services)
 
@@ -225,8 +240,12 @@ def measure(engine: Engine, ids: list[int], rows: int, label: str,
 def scheduled_jobs(engine: Engine) -> int:
     """Jobs the schedulers have queued so far (their dedupe_key names the tick)."""
     with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(J)
-                                .where(J.dedupe_key.is_not(None))).scalar() or 0)
+        return int(
+            conn.execute(
+                select(func.count()).select_from(J).where(J.dedupe_key.is_not(None))
+            ).scalar()
+            or 0
+        )
 
 
 def measure_here(engine: Engine, ids: list[int], rows: int, label: str) -> float:
@@ -243,19 +262,25 @@ def measure_here(engine: Engine, ids: list[int], rows: int, label: str) -> float
     monitoring_pass(engine)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    print(f"  {label:>10} {rows:>10,} rows: pass {full * 1000:8.1f} ms | per-unit aggregates "
-          f"alone {ours * 1000:8.1f} ms | ratio {full / ours:5.2f}x | minimal per-unit "
-          f"queries {minimal * 1000:8.1f} ms | python peak "
-          f"{peak / 1e6:6.2f} MB | peak RSS growth {max_rss_mb() - rss_before:5.1f} MB",
-          flush=True)
+    print(
+        f"  {label:>10} {rows:>10,} rows: pass {full * 1000:8.1f} ms | per-unit aggregates "
+        f"alone {ours * 1000:8.1f} ms | ratio {full / ours:5.2f}x | minimal per-unit "
+        f"queries {minimal * 1000:8.1f} ms | python peak "
+        f"{peak / 1e6:6.2f} MB | peak RSS growth {max_rss_mb() - rss_before:5.1f} MB",
+        flush=True,
+    )
     return ours
 
 
 def run(engine: Engine, total: int, name: str, replicas: int = 0) -> None:
-    alongside = (f"; {replicas} `prompt-worker run` replicas on the same database during "
-                 "each measurement") if replicas else ""
-    print(f"{name}: {EXPERIMENTS} running experiments, {2 * EXPERIMENTS} arms{alongside}",
-          flush=True)
+    alongside = (
+        (f"; {replicas} `prompt-worker run` replicas on the same database during each measurement")
+        if replicas
+        else ""
+    )
+    print(
+        f"{name}: {EXPERIMENTS} running experiments, {2 * EXPERIMENTS} arms{alongside}", flush=True
+    )
     ids = setup_experiments(engine)
     fifth = total // 5
     seconds = fill(engine, 0, fifth)
@@ -268,15 +293,23 @@ def run(engine: Engine, total: int, name: str, replicas: int = 0) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="multiply the row counts (1M SQLite, 5M PostgreSQL) by this")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply the row counts (1M SQLite, 5M PostgreSQL) by this",
+    )
     parser.add_argument("--skip-sqlite", action="store_true", help="skip the SQLite part")
-    parser.add_argument("--skip-postgres", action="store_true",
-                        help="skip the PostgreSQL part")
-    parser.add_argument("--replicas", type=int, default=0, metavar="N",
-                        help="run N real `prompt-worker run` replicas on the database during "
-                             "each measurement and also time the pass inside one of them "
-                             "(default 0: none)")
+    parser.add_argument("--skip-postgres", action="store_true", help="skip the PostgreSQL part")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N real `prompt-worker run` replicas on the database during "
+        "each measurement and also time the pass inside one of them "
+        "(default 0: none)",
+    )
     args = parser.parse_args(argv)
     if args.replicas < 0:
         parser.error("--replicas must be 0 or more")

@@ -69,12 +69,18 @@ def reset(engine) -> None:  # type: ignore[no-untyped-def]
 def throughput(url: str, engine, processes: int, jobs: int) -> float:  # type: ignore[no-untyped-def]
     reset(engine)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO optimization_jobs (type) "
-                          "SELECT 'full_cycle' FROM generate_series(1, :n)"), {"n": jobs})
+        conn.execute(
+            text(
+                "INSERT INTO optimization_jobs (type) "
+                "SELECT 'full_cycle' FROM generate_series(1, :n)"
+            ),
+            {"n": jobs},
+        )
     ctx = mp.get_context("spawn")
     start, done = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_drain, args=(url, f"bench-{i}", start, done))
-             for i in range(processes)]
+    procs = [
+        ctx.Process(target=_drain, args=(url, f"bench-{i}", start, done)) for i in range(processes)
+    ]
     for p in procs:
         p.start()
     time.sleep(2.0)  # let every process import and connect before the clock starts
@@ -88,11 +94,18 @@ def throughput(url: str, engine, processes: int, jobs: int) -> float:  # type: i
     return jobs / elapsed
 
 
-def pickup_latencies(url: str, engine, processes: int, count: int,  # type: ignore[no-untyped-def]
-                     tmp: Path) -> dict[str, list[float]]:
+def pickup_latencies(
+    url: str,
+    engine,
+    processes: int,
+    count: int,  # type: ignore[no-untyped-def]
+    tmp: Path,
+) -> dict[str, list[float]]:
     reset(engine)
-    svcs = [start_service(url, tmp, ADMIN_TOKEN=TOKEN, POLL_INTERVAL_SECONDS="30",
-                          LOG_LEVEL="WARNING") for _ in range(processes)]
+    svcs = [
+        start_service(url, tmp, ADMIN_TOKEN=TOKEN, POLL_INTERVAL_SECONDS="30", LOG_LEVEL="WARNING")
+        for _ in range(processes)
+    ]
     try:
         for s in svcs:
             s.wait_healthy()
@@ -101,14 +114,20 @@ def pickup_latencies(url: str, engine, processes: int, count: int,  # type: igno
         for i in range(count):
             if i % 2 == 0:
                 code, job = svcs[i % processes].request(
-                    "POST", "/jobs", {"type": "experiment_monitoring"}, TOKEN)
+                    "POST", "/jobs", {"type": "experiment_monitoring"}, TOKEN
+                )
                 assert code == 201, job
                 ids["api"].append(job["id"])
             else:
                 with engine.begin() as conn:
-                    ids["sql"].append(conn.execute(text(
-                        "INSERT INTO optimization_jobs (type) VALUES "
-                        "('experiment_monitoring') RETURNING id")).scalar())
+                    ids["sql"].append(
+                        conn.execute(
+                            text(
+                                "INSERT INTO optimization_jobs (type) VALUES "
+                                "('experiment_monitoring') RETURNING id"
+                            )
+                        ).scalar()
+                    )
             time.sleep(0.05)
         deadline = time.monotonic() + 60
         while queue.count_by_status(engine).get("completed", 0) < count:
@@ -121,26 +140,46 @@ def pickup_latencies(url: str, engine, processes: int, count: int,  # type: igno
     out: dict[str, list[float]] = {}
     with engine.connect() as conn:
         for kind, job_ids in ids.items():
-            rows = conn.execute(text(
-                "SELECT extract(epoch FROM started_at - created_at) * 1000 "
-                "FROM optimization_jobs WHERE id = ANY(:ids)"), {"ids": job_ids})
+            rows = conn.execute(
+                text(
+                    "SELECT extract(epoch FROM started_at - created_at) * 1000 "
+                    "FROM optimization_jobs WHERE id = ANY(:ids)"
+                ),
+                {"ids": job_ids},
+            )
             out[kind] = [float(r[0]) for r in rows]
     return out
 
 
-def service_throughput(url: str, engine, replicas: int, jobs: int,  # type: ignore[no-untyped-def]
-                       tmp: Path) -> float:
+def service_throughput(
+    url: str,
+    engine,
+    replicas: int,
+    jobs: int,  # type: ignore[no-untyped-def]
+    tmp: Path,
+) -> float:
     """Jobs per second through `replicas` real services: insert a burst, time to last finish."""
     reset(engine)
-    svcs = start_replicas(url, replicas, tmp, ADMIN_TOKEN=TOKEN, POLL_INTERVAL_SECONDS="30",
-                          PATTERN_ANALYSIS_CRON=NEVER, MONITORING_CRON=NEVER,
-                          LOG_LEVEL="WARNING")
+    svcs = start_replicas(
+        url,
+        replicas,
+        tmp,
+        ADMIN_TOKEN=TOKEN,
+        POLL_INTERVAL_SECONDS="30",
+        PATTERN_ANALYSIS_CRON=NEVER,
+        MONITORING_CRON=NEVER,
+        LOG_LEVEL="WARNING",
+    )
     try:
         time.sleep(1.0)
         with engine.begin() as conn:
-            conn.execute(text("INSERT INTO optimization_jobs (type) SELECT "
-                              "'experiment_monitoring' FROM generate_series(1, :n)"),
-                         {"n": jobs})
+            conn.execute(
+                text(
+                    "INSERT INTO optimization_jobs (type) SELECT "
+                    "'experiment_monitoring' FROM generate_series(1, :n)"
+                ),
+                {"n": jobs},
+            )
         deadline = time.monotonic() + 600
         while queue.count_by_status(engine).get("completed", 0) < jobs:
             if time.monotonic() > deadline:
@@ -149,9 +188,12 @@ def service_throughput(url: str, engine, replicas: int, jobs: int,  # type: igno
     finally:
         stop_replicas(svcs)
     with engine.connect() as conn:
-        seconds = conn.execute(text(
-            "SELECT extract(epoch FROM max(finished_at) - min(created_at)) "
-            "FROM optimization_jobs")).scalar()
+        seconds = conn.execute(
+            text(
+                "SELECT extract(epoch FROM max(finished_at) - min(created_at)) "
+                "FROM optimization_jobs"
+            )
+        ).scalar()
     return jobs / float(seconds)
 
 
@@ -161,16 +203,32 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=3000,
-                        help="trivial jobs per claim + finish throughput run (default 3000)")
-    parser.add_argument("--pickups", type=int, default=100,
-                        help="jobs whose pickup latency is measured per row (default 100)")
-    parser.add_argument("--replicas", type=int, default=None, metavar="N",
-                        help="compare 1 and N processes instead of 1 and 4, and add jobs/s "
-                             "through 1 and N real `prompt-worker run` replicas")
-    parser.add_argument("--service-jobs", type=int, default=600,
-                        help="jobs in the burst per replica count, with --replicas "
-                             "(default 600)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=3000,
+        help="trivial jobs per claim + finish throughput run (default 3000)",
+    )
+    parser.add_argument(
+        "--pickups",
+        type=int,
+        default=100,
+        help="jobs whose pickup latency is measured per row (default 100)",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        metavar="N",
+        help="compare 1 and N processes instead of 1 and 4, and add jobs/s "
+        "through 1 and N real `prompt-worker run` replicas",
+    )
+    parser.add_argument(
+        "--service-jobs",
+        type=int,
+        default=600,
+        help="jobs in the burst per replica count, with --replicas (default 600)",
+    )
     args = parser.parse_args()
     if args.replicas is not None and args.replicas < 2:
         parser.error("--replicas must be at least 2 (1 is always measured)")
@@ -183,29 +241,43 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="pw-bench-"))
         rates = {n: throughput(url, engine, n, args.jobs) for n in counts}
         pickups = {n: pickup_latencies(url, engine, n, args.pickups, tmp) for n in counts}
-        served = {n: service_throughput(url, engine, n, args.service_jobs, tmp)
-                  for n in counts} if args.replicas else {}
+        served = (
+            {n: service_throughput(url, engine, n, args.service_jobs, tmp) for n in counts}
+            if args.replicas
+            else {}
+        )
         engine.dispose()
     finally:
         cluster.destroy()
-    print(f"PostgreSQL queue benchmark ({args.jobs} trivial jobs; {args.pickups} pickups"
-          + (f"; {args.service_jobs} jobs through real replicas" if served else "") + ")")
-    print(f"{'processes':>9}  {'jobs/s':>8}  {'vs 1':>5}  "
-          f"{'API p50':>8}  {'API p99':>8}  {'SQL p50':>8}  {'SQL p99':>8}  (ms)"
-          + (f"  {'replica jobs/s':>14}  {'vs 1':>5}" if served else ""))
+    print(
+        f"PostgreSQL queue benchmark ({args.jobs} trivial jobs; {args.pickups} pickups"
+        + (f"; {args.service_jobs} jobs through real replicas" if served else "")
+        + ")"
+    )
+    print(
+        f"{'processes':>9}  {'jobs/s':>8}  {'vs 1':>5}  "
+        f"{'API p50':>8}  {'API p99':>8}  {'SQL p50':>8}  {'SQL p99':>8}  (ms)"
+        + (f"  {'replica jobs/s':>14}  {'vs 1':>5}" if served else "")
+    )
     for n in counts:
         lat = pickups[n]
         extra = f"  {served[n]:>14.0f}  {served[n] / served[1]:>5.2f}" if served else ""
-        print(f"{n:>9}  {rates[n]:>8.0f}  {rates[n] / rates[1]:>5.2f}  "
-              f"{pct(lat['api'], 50):>8.1f}  {pct(lat['api'], 99):>8.1f}  "
-              f"{pct(lat['sql'], 50):>8.1f}  {pct(lat['sql'], 99):>8.1f}" + extra)
-    print("pickup = started_at - created_at, idle workers woken by LISTEN/NOTIFY "
-          "(poll interval set to 30 s, so polling cannot explain it)")
+        print(
+            f"{n:>9}  {rates[n]:>8.0f}  {rates[n] / rates[1]:>5.2f}  "
+            f"{pct(lat['api'], 50):>8.1f}  {pct(lat['api'], 99):>8.1f}  "
+            f"{pct(lat['sql'], 50):>8.1f}  {pct(lat['sql'], 99):>8.1f}" + extra
+        )
+    print(
+        "pickup = started_at - created_at, idle workers woken by LISTEN/NOTIFY "
+        "(poll interval set to 30 s, so polling cannot explain it)"
+    )
     if served:
-        print(f"replica jobs/s = {args.service_jobs} experiment_monitoring jobs (no "
-              "experiments) inserted at once, / (last finished_at - first created_at); "
-              "WORKER_CONCURRENCY=1 per replica; on a "
-              f"{os.cpu_count()}-core machine shared with PostgreSQL")
+        print(
+            f"replica jobs/s = {args.service_jobs} experiment_monitoring jobs (no "
+            "experiments) inserted at once, / (last finished_at - first created_at); "
+            "WORKER_CONCURRENCY=1 per replica; on a "
+            f"{os.cpu_count()}-core machine shared with PostgreSQL"
+        )
 
 
 if __name__ == "__main__":

@@ -52,5 +52,6 @@ NOW = text("CURRENT_TIMESTAMP")
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+
 # Primary and foreign keys: 64-bit on PostgreSQL; SQLite autoincrements only INTEGER.
 ID = BigInteger().with_variant(Integer, "sqlite")

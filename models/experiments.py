@@ -28,11 +28,16 @@ class Experiment(Base):
     __tablename__ = "ai_ab_experiments"
     __table_args__ = (
         CheckConstraint(
-            "status IN (" + ", ".join(repr(s) for s in EXPERIMENT_STATUSES) + ")", name="status"),
+            "status IN (" + ", ".join(repr(s) for s in EXPERIMENT_STATUSES) + ")", name="status"
+        ),
         # One live (running or paused) experiment per prompt.
-        Index("uq_ai_ab_experiments_one_live", "prompt_id", unique=True,
-              sqlite_where=text("status IN ('running', 'paused')"),
-              postgresql_where=text("status IN ('running', 'paused')")),
+        Index(
+            "uq_ai_ab_experiments_one_live",
+            "prompt_id",
+            unique=True,
+            sqlite_where=text("status IN ('running', 'paused')"),
+            postgresql_where=text("status IN ('running', 'paused')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
@@ -45,7 +50,8 @@ class Experiment(Base):
     min_runtime_hours: Mapped[float] = mapped_column(Float, server_default=text("24"))
     max_runtime_hours: Mapped[float] = mapped_column(Float, server_default=text("336"))
     winner_version_id: Mapped[int | None] = mapped_column(
-        ForeignKey("ai_prompt_versions.id", ondelete="SET NULL"))
+        ForeignKey("ai_prompt_versions.id", ondelete="SET NULL")
+    )
     decision_reason: Mapped[str | None] = mapped_column(Text)
     # JSON {metric: cap}: heavy-tailed metrics are capped at these values in every check.
     metric_caps: Mapped[str | None] = mapped_column(Text)
@@ -59,15 +65,16 @@ class ExperimentArm(Base):
     __table_args__ = (
         UniqueConstraint("experiment_id", "version_id", name="uq_ai_ab_experiment_arms_version"),
         CheckConstraint(
-            "status IN (" + ", ".join(repr(s) for s in ARM_STATUSES) + ")", name="status"),
+            "status IN (" + ", ".join(repr(s) for s in ARM_STATUSES) + ")", name="status"
+        ),
         CheckConstraint("weight > 0", name="weight"),
     )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     experiment_id: Mapped[int] = mapped_column(
-        ForeignKey("ai_ab_experiments.id", ondelete="CASCADE"), index=True)
-    version_id: Mapped[int] = mapped_column(
-        ForeignKey("ai_prompt_versions.id", ondelete="CASCADE"))
+        ForeignKey("ai_ab_experiments.id", ondelete="CASCADE"), index=True
+    )
+    version_id: Mapped[int] = mapped_column(ForeignKey("ai_prompt_versions.id", ondelete="CASCADE"))
     is_control: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     weight: Mapped[float] = mapped_column(Float, server_default=text("1"))
     status: Mapped[str] = mapped_column(String(16), server_default=text("'active'"))
@@ -82,9 +89,11 @@ class ExperimentAnalysis(Base):
 
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     experiment_id: Mapped[int] = mapped_column(
-        ForeignKey("ai_ab_experiments.id", ondelete="CASCADE"), index=True)
+        ForeignKey("ai_ab_experiments.id", ondelete="CASCADE"), index=True
+    )
     job_id: Mapped[int | None] = mapped_column(
-        ForeignKey("optimization_jobs.id", ondelete="SET NULL"))
+        ForeignKey("optimization_jobs.id", ondelete="SET NULL")
+    )
     decision: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(Text)
     srm_detected: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))

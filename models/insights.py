@@ -29,7 +29,8 @@ class PatternInsight(Base):
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
     version_id: Mapped[int | None] = mapped_column(
-        ForeignKey("ai_prompt_versions.id", ondelete="SET NULL"))
+        ForeignKey("ai_prompt_versions.id", ondelete="SET NULL")
+    )
     kind: Mapped[str] = mapped_column(String(32))  # segment, regression, theme
     fingerprint: Mapped[str] = mapped_column(String(200))
     title: Mapped[str] = mapped_column(String(500))

@@ -27,8 +27,7 @@ class OptimizationJob(Base):
         Index("ix_optimization_jobs_finished", "status", "finished_at"),
     )
 
-    id: Mapped[int] = mapped_column(
-        ID, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     # Which types exist is the code's business (optimizer.jobs.registry): no constraint, so
     # a new type needs no migration; the worker fails a row of an unknown type at once.
     type: Mapped[str] = mapped_column(String(64))

@@ -16,7 +16,8 @@ class LlmCall(Base):
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     # Finished jobs are pruned; their calls stay for spend accounting.
     job_id: Mapped[int | None] = mapped_column(
-        ForeignKey("optimization_jobs.id", ondelete="SET NULL"), index=True)
+        ForeignKey("optimization_jobs.id", ondelete="SET NULL"), index=True
+    )
     purpose: Mapped[str] = mapped_column(String(64))
     requested_model: Mapped[str] = mapped_column(String(100))
     model: Mapped[str] = mapped_column(String(100))

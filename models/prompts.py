@@ -35,11 +35,16 @@ class PromptVersion(Base):
         UniqueConstraint("prompt_id", "version", name="uq_ai_prompt_versions_number"),
         UniqueConstraint("prompt_id", "content_hash", name="uq_ai_prompt_versions_content"),
         CheckConstraint(
-            "status IN (" + ", ".join(repr(s) for s in VERSION_STATUSES) + ")", name="status"),
+            "status IN (" + ", ".join(repr(s) for s in VERSION_STATUSES) + ")", name="status"
+        ),
         # At most one active version per prompt, enforced by the database.
-        Index("uq_ai_prompt_versions_one_active", "prompt_id", unique=True,
-              sqlite_where=text("status = 'active'"),
-              postgresql_where=text("status = 'active'")),
+        Index(
+            "uq_ai_prompt_versions_one_active",
+            "prompt_id",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
@@ -50,13 +55,13 @@ class PromptVersion(Base):
     status: Mapped[str] = mapped_column(String(16), server_default=text("'candidate'"))
     change_notes: Mapped[str | None] = mapped_column(Text)
     parent_version_id: Mapped[int | None] = mapped_column(
-        ForeignKey("ai_prompt_versions.id", ondelete="SET NULL"))
+        ForeignKey("ai_prompt_versions.id", ondelete="SET NULL")
+    )
     # manual, llm, offline, rollback: where the text came from.
     source: Mapped[str] = mapped_column(String(32), server_default=text("'manual'"))
     model: Mapped[str | None] = mapped_column(String(100))
     insight_ids: Mapped[str | None] = mapped_column(Text)  # JSON list of insight ids
-    llm_call_id: Mapped[int | None] = mapped_column(
-        ForeignKey("llm_calls.id", ondelete="SET NULL"))
+    llm_call_id: Mapped[int | None] = mapped_column(ForeignKey("llm_calls.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=NOW)
 
 
@@ -66,12 +71,13 @@ class PromptActivation(Base):
     __tablename__ = "prompt_activations"
 
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
-    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"),
-                                           index=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), index=True)
     from_version_id: Mapped[int | None] = mapped_column(
-        ForeignKey("ai_prompt_versions.id", ondelete="SET NULL"))
+        ForeignKey("ai_prompt_versions.id", ondelete="SET NULL")
+    )
     to_version_id: Mapped[int] = mapped_column(
-        ForeignKey("ai_prompt_versions.id", ondelete="CASCADE"))
+        ForeignKey("ai_prompt_versions.id", ondelete="CASCADE")
+    )
     actor: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=NOW)

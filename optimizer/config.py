@@ -75,80 +75,108 @@ class Settings(BaseSettings):
     # Frozen: one value for the life of the process. Numbers must be finite everywhere.
     model_config = SettingsConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    database_url: str = Field(DEFAULT_DATABASE_URL, repr=False,
-                              description="SQLAlchemy URL of the database.")
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL, repr=False, description="SQLAlchemy URL of the database."
+    )
     host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
     port: int = Field(8081, ge=0, le=65535, description="Port of the HTTP server.")
-    admin_token: str | None = Field(None, repr=False,
-                                    description="Bearer token of the admin API.")
-    ingest_token: str | None = Field(None, repr=False,
-                                     description="Bearer token of the application API (/v1).")
+    admin_token: str | None = Field(None, repr=False, description="Bearer token of the admin API.")
+    ingest_token: str | None = Field(
+        None, repr=False, description="Bearer token of the application API (/v1)."
+    )
     anthropic_api_key: str | None = Field(None, repr=False, description="Key for Claude.")
-    worker_concurrency: int = Field(1, ge=1, le=64,
-                                    description="Jobs this process runs at the same time.")
+    worker_concurrency: int = Field(
+        1, ge=1, le=64, description="Jobs this process runs at the same time."
+    )
     poll_interval_seconds: float = Field(
-        5.0, ge=0.05, le=3600, description="How often an idle worker looks for due jobs.")
-    job_timeout_seconds: float = Field(2700.0, ge=1,
-                                       description="Longest a job attempt may run.")
-    max_attempts: int = Field(3, ge=1, le=100,
-                              description="Attempts a job gets before it is marked failed.")
-    lease_seconds: float = Field(60.0, ge=0.5,
-                                 description="Length of the lease on a running job.")
+        5.0, ge=0.05, le=3600, description="How often an idle worker looks for due jobs."
+    )
+    job_timeout_seconds: float = Field(2700.0, ge=1, description="Longest a job attempt may run.")
+    max_attempts: int = Field(
+        3, ge=1, le=100, description="Attempts a job gets before it is marked failed."
+    )
+    lease_seconds: float = Field(60.0, ge=0.5, description="Length of the lease on a running job.")
     retry_base_seconds: float = Field(
-        30.0, ge=0, description="Delay before the first retry; doubles per attempt.")
+        30.0, ge=0, description="Delay before the first retry; doubles per attempt."
+    )
     shutdown_grace_seconds: float = Field(
-        30.0, ge=0, description="On SIGTERM, how long running jobs may go on.")
+        30.0, ge=0, description="On SIGTERM, how long running jobs may go on."
+    )
     pattern_analysis_cron: Cron = Field(
-        "0 * * * *", description="When a pattern_analysis job is enqueued (cron, UTC).")
+        "0 * * * *", description="When a pattern_analysis job is enqueued (cron, UTC)."
+    )
     monitoring_cron: Cron = Field(
-        "*/15 * * * *", description="When an experiment_monitoring job is enqueued (cron, UTC).")
+        "*/15 * * * *", description="When an experiment_monitoring job is enqueued (cron, UTC)."
+    )
     promotion_confidence: float = Field(
-        0.90, ge=0.5, le=0.9999, description="Default confidence of a new experiment.")
+        0.90, ge=0.5, le=0.9999, description="Default confidence of a new experiment."
+    )
     min_conversations_per_arm: int = Field(
-        100, ge=1, le=MAX_MIN_CONVERSATIONS_PER_ARM,
-        description="Default min_conversations_per_arm of a new experiment.")
+        100,
+        ge=1,
+        le=MAX_MIN_CONVERSATIONS_PER_ARM,
+        description="Default min_conversations_per_arm of a new experiment.",
+    )
     job_retention_days: float = Field(
-        7.0, ge=0, description="Finished jobs older than this many days are deleted.")
-    max_body_bytes: int = Field(1_048_576, ge=1024,
-                                description="Largest HTTP request body accepted.")
+        7.0, ge=0, description="Finished jobs older than this many days are deleted."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest HTTP request body accepted."
+    )
     # Longer than the idle timeout of the usual proxies and load balancers (60 s), so they
     # drop an idle connection first and never reuse one the service is closing.
     http_keepalive_timeout_seconds: float = Field(
-        75.0, ge=0.1, le=86400, description="Seconds an idle keep-alive connection stays open.")
+        75.0, ge=0.1, le=86400, description="Seconds an idle keep-alive connection stays open."
+    )
     http_request_timeout_seconds: float = Field(
-        30.0, ge=0.1, le=86400,
-        description="Seconds a client has to send a request's headers and body.")
+        30.0,
+        ge=0.1,
+        le=86400,
+        description="Seconds a client has to send a request's headers and body.",
+    )
     log_level: AnyCaseLevel = Field("INFO", description="Least severe log level written.")
     llm_provider: AnyCaseProvider = Field(
-        "anthropic", description="anthropic (Claude) or offline (demo and tests only).")
-    llm_model_sonnet: str = Field("claude-sonnet-5-5",
-                                  description="Model id the alias sonnet stands for.")
-    llm_model_opus: str = Field("claude-opus-5-5",
-                                description="Model id the alias opus stands for.")
-    llm_calls_per_hour: int = Field(100, ge=1, le=100_000,
-                                    description="Most LLM calls per hour.")
-    llm_daily_budget_usd: float = Field(20.0, ge=0.01,
-                                        description="Most spent on LLM calls per day, USD.")
+        "anthropic", description="anthropic (Claude) or offline (demo and tests only)."
+    )
+    llm_model_sonnet: str = Field(
+        "claude-sonnet-5-5", description="Model id the alias sonnet stands for."
+    )
+    llm_model_opus: str = Field(
+        "claude-opus-5-5", description="Model id the alias opus stands for."
+    )
+    llm_calls_per_hour: int = Field(100, ge=1, le=100_000, description="Most LLM calls per hour.")
+    llm_daily_budget_usd: float = Field(
+        20.0, ge=0.01, description="Most spent on LLM calls per day, USD."
+    )
     llm_max_retries: int = Field(4, ge=0, le=10, description="Retries of a failed LLM call.")
     insight_min_conversations: int = Field(
-        50, ge=2, description="Fewest conversations a pattern-analysis finding rests on.")
+        50, ge=2, description="Fewest conversations a pattern-analysis finding rests on."
+    )
     insight_min_effect: float = Field(
-        0.05, ge=0.0, le=1.0, description="Smallest effect a finding must show to be acted on.")
-    insight_fdr: float = Field(0.05, ge=0.0001, le=0.5,
-                               description="False discovery rate across the findings.")
+        0.05, ge=0.0, le=1.0, description="Smallest effect a finding must show to be acted on."
+    )
+    insight_fdr: float = Field(
+        0.05, ge=0.0001, le=0.5, description="False discovery rate across the findings."
+    )
     log_format: AnyCaseFormat = Field("kv", description="kv (key=value) or json lines.")
     webhook_url: HttpUrl = Field(
-        None, description="Where a signed event is POSTed per finished job and decision.")
-    webhook_secret: str | None = Field(None, repr=False,
-                                       description="Key of the webhooks' HMAC signature.")
+        None, description="Where a signed event is POSTed per finished job and decision."
+    )
+    webhook_secret: str | None = Field(
+        None, repr=False, description="Key of the webhooks' HMAC signature."
+    )
     admin_hmac_secret: str | None = Field(
-        None, repr=False, description="When set, admin requests must also be signed with it.")
+        None, repr=False, description="When set, admin requests must also be signed with it."
+    )
     admin_signature_window_seconds: float = Field(
-        300.0, ge=1, le=3600, description="How far a signed request's timestamp may be off.")
+        300.0, ge=1, le=3600, description="How far a signed request's timestamp may be off."
+    )
     app_rate_limit_per_second: float = Field(
-        1000.0, ge=0, description="Requests per second per ingest token; 0: no limit.")
+        1000.0, ge=0, description="Requests per second per ingest token; 0: no limit."
+    )
     app_rate_limit_burst: int = Field(
-        2000, ge=1, description="Requests a token may make at once before the rate applies.")
+        2000, ge=1, description="Requests a token may make at once before the rate applies."
+    )
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -158,11 +186,15 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         """Settings that are each valid but wrong together (tokens are never echoed)."""
         if self.webhook_url and not self.webhook_secret:
-            raise ValueError("WEBHOOK_URL is set but WEBHOOK_SECRET is not: every webhook is "
-                             "signed with it; set WEBHOOK_SECRET to a long random string")
+            raise ValueError(
+                "WEBHOOK_URL is set but WEBHOOK_SECRET is not: every webhook is "
+                "signed with it; set WEBHOOK_SECRET to a long random string"
+            )
         if self.admin_token and self.admin_token == self.ingest_token:
-            raise ValueError("ADMIN_TOKEN and INGEST_TOKEN must differ: the application's "
-                             "token must not open the admin API")
+            raise ValueError(
+                "ADMIN_TOKEN and INGEST_TOKEN must differ: the application's "
+                "token must not open the admin API"
+            )
         return self
 
     @classmethod
@@ -189,8 +221,11 @@ class _Environment(EnvSettingsSource):
 
     # The hook pydantic-settings' own .env source overrides to supply its variables.
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {name.lower(): value.strip() for name, value in self._env.items()
-                if name.isupper() and value.strip()}
+        return {
+            name.lower(): value.strip()
+            for name, value in self._env.items()
+            if name.isupper() and value.strip()
+        }
 
 
 def variable(field: str) -> str:
@@ -232,8 +267,13 @@ def _expected(info: FieldInfo, error: ErrorDetails) -> str:
         return "one of " + ", ".join(choices)
     if info.annotation not in (int, float):
         return error["msg"][0].lower() + error["msg"][1:]
-    kind = ("a whole number" if info.annotation is int
-            else "a finite number" if error["type"] == "finite_number" else "a number")
+    kind = (
+        "a whole number"
+        if info.annotation is int
+        else "a finite number"
+        if error["type"] == "finite_number"
+        else "a number"
+    )
     low = next((m.ge for m in info.metadata if isinstance(m, annotated_types.Ge)), None)
     high = next((m.le for m in info.metadata if isinstance(m, annotated_types.Le)), None)
     if low is not None and high is not None:

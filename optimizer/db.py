@@ -59,8 +59,9 @@ def _refuse_to_create_sqlite_file(engine: Engine) -> None:
     command that expects a database must not leave an empty one wherever it ran."""
 
     @event.listens_for(engine, "do_connect")
-    def _on_do_connect(_dialect: Any, _record: Any, cargs: list[Any],
-                       cparams: dict[str, Any]) -> None:
+    def _on_do_connect(
+        _dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]
+    ) -> None:
         if cparams.get("uri") or not cargs or cargs[0] == ":memory:":
             return  # a URI filename says for itself whether to create
         cargs[0] = f"file:{quote(str(cargs[0]), safe='/')}?mode=rw"
@@ -73,9 +74,10 @@ def create_db_engine(url: str, *, pool_size: int = 5, create_missing: bool = Tru
     try:
         engine = _create_engine(make_url(url), pool_size)
     except ArgumentError:
-        raise ConfigError("DATABASE_URL is not a valid database URL (expected e.g. "
-                          "sqlite:///prompt_worker.db or postgresql://user:pass@host/db)"
-                          ) from None
+        raise ConfigError(
+            "DATABASE_URL is not a valid database URL (expected e.g. "
+            "sqlite:///prompt_worker.db or postgresql://user:pass@host/db)"
+        ) from None
     except (ValueError, ImportError) as exc:  # a bad port, a driver that is not installed
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ConfigError(f"DATABASE_URL is not usable: {first}") from None
@@ -111,8 +113,9 @@ def describe(url: str | URL) -> str:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         return "at DATABASE_URL"
-    return URL.create(parsed.drivername, host=parsed.host, port=parsed.port,
-                      database=parsed.database).render_as_string()
+    return URL.create(
+        parsed.drivername, host=parsed.host, port=parsed.port, database=parsed.database
+    ).render_as_string()
 
 
 def _create_engine(parsed: URL, pool_size: int) -> Engine:
@@ -121,19 +124,25 @@ def _create_engine(parsed: URL, pool_size: int) -> Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         engine = create_engine(
-            parsed, hide_parameters=True,
-            connect_args={"check_same_thread": False,
-                          "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            parsed,
+            hide_parameters=True,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
         _enable_sqlite_concurrency(engine)
         return engine
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(
-            parsed, hide_parameters=True, pool_pre_ping=True, pool_size=pool_size,
-            max_overflow=pool_size, pool_timeout=10, connect_args={"connect_timeout": 5})
-    raise ConfigError(
-        f"DATABASE_URL must point at sqlite or postgresql, got {parsed.drivername!r}")
+            parsed,
+            hide_parameters=True,
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=10,
+            connect_args={"connect_timeout": 5},
+        )
+    raise ConfigError(f"DATABASE_URL must point at sqlite or postgresql, got {parsed.drivername!r}")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

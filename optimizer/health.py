@@ -33,8 +33,14 @@ MAX_ERROR_CHARS = 200
 # What anyone may read when the database fails: the driver's text names the host and
 # port (and sometimes the user), which only admins and the log get.
 DATABASE_UNAVAILABLE = "database unavailable"
-TOTAL_NAMES = ("jobsCompleted", "jobsFailed", "experimentsCreated", "experimentsCompleted",
-               "insights", "promptVersions")
+TOTAL_NAMES = (
+    "jobsCompleted",
+    "jobsFailed",
+    "experimentsCreated",
+    "experimentsCompleted",
+    "insights",
+    "promptVersions",
+)
 
 
 def iso_seconds(moment: datetime) -> str:
@@ -57,10 +63,10 @@ class DbCounts:
 
 @dataclass
 class _State:
-    counts: DbCounts | None = None       # last successful read, kept through outages
-    checked_at: datetime | None = None   # last attempt, successful or not
-    ok_at: datetime | None = None        # last successful attempt
-    error: str | None = None             # driver text; None when the last attempt succeeded
+    counts: DbCounts | None = None  # last successful read, kept through outages
+    checked_at: datetime | None = None  # last attempt, successful or not
+    ok_at: datetime | None = None  # last successful attempt
+    error: str | None = None  # driver text; None when the last attempt succeeded
 
 
 def _count(conn: Connection, model: Any, *where: Any) -> int:
@@ -85,9 +91,14 @@ def read_counts(engine: Engine) -> DbCounts:
 
 
 class HealthMonitor:
-    def __init__(self, engine: Engine, stats: RunStats, started_at: datetime,
-                 refresh_seconds: float = 5.0,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        stats: RunStats,
+        started_at: datetime,
+        refresh_seconds: float = 5.0,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self._engine = engine
         self._stats = stats
         self._started_at = started_at
@@ -125,8 +136,12 @@ class HealthMonitor:
         # Log when the problem starts or changes, not on every refresh of a long outage.
         if error != self._state.error:
             log.warning("health refresh failed; database unreachable", extra={"error": error})
-        self._state = _State(counts=self._state.counts, checked_at=self._clock(),
-                             ok_at=self._state.ok_at, error=error)
+        self._state = _State(
+            counts=self._state.counts,
+            checked_at=self._clock(),
+            ok_at=self._state.ok_at,
+            error=error,
+        )
 
     def _is_stale(self, now: datetime) -> bool:
         if self._state.ok_at is None:
@@ -145,9 +160,11 @@ class HealthMonitor:
             # A refresh that hangs never records a failure; its silence is the failure.
             age = int((now - state.ok_at).total_seconds()) if state.ok_at else 0
             error = f"no successful check for {age} s"
-        return {"ok": error is None,
-                "checkedAt": iso_seconds(state.checked_at) if state.checked_at else None,
-                "error": error}
+        return {
+            "ok": error is None,
+            "checkedAt": iso_seconds(state.checked_at) if state.checked_at else None,
+            "error": error,
+        }
 
     def report(self, now: datetime, *, detailed: bool = False) -> dict[str, Any]:
         """The /health body. Reads only memory: safe when the database is down. The

@@ -30,13 +30,19 @@ class InputModel(BaseModel):
 Model = TypeVar("Model", bound=BaseModel)
 
 _KINDS = {
-    "int_type": "a whole number", "int_from_float": "a whole number",
-    "float_type": "a number", "finite_number": "a finite number",
-    "bool_type": "true or false", "string_type": "a string",
-    "list_type": "an array", "tuple_type": "an array",
-    "dict_type": "a JSON object", "model_type": "a JSON object",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "an array",
+    "tuple_type": "an array",
+    "dict_type": "a JSON object",
+    "model_type": "a JSON object",
     "model_attributes_type": "a JSON object",
-    "datetime_type": "an ISO 8601 date-time", "datetime_parsing": "an ISO 8601 date-time",
+    "datetime_type": "an ISO 8601 date-time",
+    "datetime_parsing": "an ISO 8601 date-time",
 }
 
 
@@ -52,8 +58,9 @@ def as_invalid_input(exc: ValidationError, model: type[BaseModel], root: str = "
     error = exc.errors(include_url=False)[0]
     loc = tuple(error["loc"])
     field = field_path(loc, root)
-    return InvalidInput(_message(error, field, _field_info(model, loc), model, loc, root),
-                        field=field or None)
+    return InvalidInput(
+        _message(error, field, _field_info(model, loc), model, loc, root), field=field or None
+    )
 
 
 def field_path(loc: Sequence[str | int], root: str = "") -> str:
@@ -66,8 +73,14 @@ def field_path(loc: Sequence[str | int], root: str = "") -> str:
     return path
 
 
-def _message(error: Mapping[str, Any], field: str, info: FieldInfo | None,
-             model: type[BaseModel], loc: tuple[str | int, ...], root: str) -> str:
+def _message(
+    error: Mapping[str, Any],
+    field: str,
+    info: FieldInfo | None,
+    model: type[BaseModel],
+    loc: tuple[str | int, ...],
+    root: str,
+) -> str:
     kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
     name = field or "request body"
     if kind == "missing":
@@ -80,8 +93,12 @@ def _message(error: Mapping[str, Any], field: str, info: FieldInfo | None,
         noun = parent.noun if parent is not None and issubclass(parent, InputModel) else "field"
         where = f" in {field_path(loc[:-1], root)}" if field_path(loc[:-1], root) else ""
         return f"unknown {noun} {loc[-1]!r}{where}; allowed: {allowed}"
-    if kind in ("float_type", "finite_number") and isinstance(value, int) \
-            and not isinstance(value, bool) and _range(info, ctx):
+    if (
+        kind in ("float_type", "finite_number")
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+        and _range(info, ctx)
+    ):
         # An integer too large for a float: say which range it is outside of.
         return f"{name} must be {_range(info, ctx)}; got {shown(value)}"
     if kind in _KINDS:
@@ -90,14 +107,18 @@ def _message(error: Mapping[str, Any], field: str, info: FieldInfo | None,
         return f"{name} must be {_range(info, ctx)}; got {shown(value)}"
     if kind in ("string_too_short", "too_short"):
         least = ctx.get("min_length", 1)
-        return (f"{name} must not be empty" if least == 1 else
-                f"{name} must hold at least {least} items; got {_size(value)}")
+        return (
+            f"{name} must not be empty"
+            if least == 1
+            else f"{name} must hold at least {least} items; got {_size(value)}"
+        )
     if kind in ("string_too_long", "too_long"):
         unit = "characters" if kind == "string_too_long" else "items"
         return f"{name} is {_size(value):,} {unit}; at most {ctx.get('max_length'):,}"
     if kind in ("literal_error", "enum"):
-        return f"{name} must be {ctx.get('expected', 'one of the allowed values')}; " \
-               f"got {shown(value)}"
+        return (
+            f"{name} must be {ctx.get('expected', 'one of the allowed values')}; got {shown(value)}"
+        )
     if kind == "value_error":
         return f"{name} {ctx.get('error', error['msg'])}"
     return f"{name}: {error['msg']}"
@@ -114,7 +135,7 @@ def rule(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
         except InvalidInput as exc:
             text = str(exc)
             if exc.field and text.startswith(f"{exc.field} "):
-                text = text[len(exc.field) + 1:]
+                text = text[len(exc.field) + 1 :]
             raise ValueError(text) from None
 
     return run
@@ -144,13 +165,20 @@ def _size(value: Any) -> int:
 
 
 def _got(value: Any) -> str:
-    return shown(value) if isinstance(value, str | int | float | bool) or value is None \
+    return (
+        shown(value)
+        if isinstance(value, str | int | float | bool) or value is None
         else kind_of(value)
+    )
 
 
 def _range(info: FieldInfo | None, ctx: Mapping[str, Any]) -> str:
-    bounds = {key: getattr(item, key) for item in (info.metadata if info else ())
-              for key in ("ge", "le", "gt", "lt") if getattr(item, key, None) is not None}
+    bounds = {
+        key: getattr(item, key)
+        for item in (info.metadata if info else ())
+        for key in ("ge", "le", "gt", "lt")
+        if getattr(item, key, None) is not None
+    }
     bounds = {**bounds, **ctx}
     if "ge" in bounds and "le" in bounds:
         return f"from {_bound(bounds['ge'])} to {_bound(bounds['le'])}"

@@ -48,8 +48,14 @@ class ThrottledLog:
     """Logs `message` for the first event of a burst and, at the end of each interval,
     once more with `suppressed` = how many were held back. Runs on the event loop."""
 
-    def __init__(self, logger: logging.Logger, level: int, message: str, interval: float,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        level: int,
+        message: str,
+        interval: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self._logger = logger
         self._level = level
         self._message = message

@@ -31,7 +31,10 @@ from typing import IO, Any
 from optimizer.clock import iso
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "taskName"}
+    "message",
+    "asctime",
+    "taskName",
+}
 _FRAME = frozenset({"ts", "level", "logger", "msg", "exc"})
 MAX_VALUE_CHARS = 2000
 MAX_EXC_CHARS = 10_000
@@ -71,8 +74,11 @@ class JobContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         job = _job.get()
         if job is not None:
-            for name, value in (("job_id", job.job_id), ("job_type", job.job_type),
-                                ("attempt", job.attempt)):
+            for name, value in (
+                ("job_id", job.job_id),
+                ("job_type", job.job_type),
+                ("attempt", job.attempt),
+            ):
                 if not hasattr(record, name):
                     setattr(record, name, value)
         return True
@@ -93,8 +99,9 @@ def _timestamp(record: logging.LogRecord) -> str:
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     # An extra named like a frame field is kept under another name, never allowed to
     # replace the frame or to appear twice on a kv line.
-    return {(f"x_{k}" if k in _FRAME else k): v
-            for k, v in vars(record).items() if k not in _STANDARD}
+    return {
+        (f"x_{k}" if k in _FRAME else k): v for k, v in vars(record).items() if k not in _STANDARD
+    }
 
 
 _KV_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -113,8 +120,7 @@ def _kv_escape(text: str) -> str:
     # Everything str.isprintable() rejects (C0, DEL, C1, line and paragraph separators,
     # bidi and other format characters, lone surrogates) becomes a visible escape, so a
     # value can neither end the line nor rewrite it on a terminal.
-    return "".join(_KV_ESCAPES.get(c) or (c if c.isprintable() else _code_point(c))
-                   for c in text)
+    return "".join(_KV_ESCAPES.get(c) or (c if c.isprintable() else _code_point(c)) for c in text)
 
 
 def _quote(value: object, limit: int = MAX_VALUE_CHARS) -> str:
@@ -132,8 +138,12 @@ def _key(name: object) -> str:
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        parts = [f"ts={_timestamp(record)}", f"level={_quote(record.levelname.lower())}",
-                 f"logger={_quote(record.name)}", f"msg={_quote(record.getMessage())}"]
+        parts = [
+            f"ts={_timestamp(record)}",
+            f"level={_quote(record.levelname.lower())}",
+            f"logger={_quote(record.name)}",
+            f"msg={_quote(record.getMessage())}",
+        ]
         parts += [f"{_key(k)}={_quote(v)}" for k, v in _fields(record).items()]
         if record.exc_info and record.exc_info[1] is not None:
             exc = self.formatException(record.exc_info)
@@ -149,8 +159,12 @@ def _json_value(value: Any) -> Any:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {"ts": _timestamp(record), "level": record.levelname.lower(),
-                                "logger": record.name, "msg": scrub(record.getMessage())}
+        line: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": scrub(record.getMessage()),
+        }
         line.update((str(key), _json_value(value)) for key, value in _fields(record).items())
         if record.exc_info and record.exc_info[1] is not None:
             line["exc"] = scrub(self.formatException(record.exc_info), MAX_EXC_CHARS)
@@ -159,8 +173,10 @@ class JsonFormatter(logging.Formatter):
         try:
             text = json.dumps(line, ensure_ascii=False, allow_nan=False)
         except ValueError:
-            text = json.dumps({k: (str(v) if isinstance(v, float) else v)
-                               for k, v in line.items()}, ensure_ascii=False)
+            text = json.dumps(
+                {k: (str(v) if isinstance(v, float) else v) for k, v in line.items()},
+                ensure_ascii=False,
+            )
         return text if text.isprintable() else _json_escape(text)
 
 
@@ -179,8 +195,7 @@ def _json_code_units(char: str) -> str:
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
-FORMATTERS: dict[str, type[logging.Formatter]] = {"kv": KeyValueFormatter,
-                                                  "json": JsonFormatter}
+FORMATTERS: dict[str, type[logging.Formatter]] = {"kv": KeyValueFormatter, "json": JsonFormatter}
 
 
 def make_handler(fmt: str = "kv", stream: IO[str] | None = None) -> logging.Handler:

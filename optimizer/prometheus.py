@@ -60,17 +60,22 @@ class _QueueCollector(Collector):
         database = report.get("database")
         up = bool(isinstance(database, dict) and database.get("ok"))
         self._seen_ok = self._seen_ok or up
-        families = [GaugeMetricFamily(
-            "prompt_worker_database_up",
-            "1 when the last periodic database read succeeded and is fresh, else 0",
-            value=1.0 if up else 0.0)]
+        families = [
+            GaugeMetricFamily(
+                "prompt_worker_database_up",
+                "1 when the last periodic database read succeeded and is fresh, else 0",
+                value=1.0 if up else 0.0,
+            )
+        ]
         queue = report.get("queue")
         # Before the first successful read the snapshot holds placeholders, not counts:
         # better no series than a queue that looks empty.
         if self._seen_ok and isinstance(queue, dict):
             depth = GaugeMetricFamily(
                 "prompt_worker_queue_depth",
-                "Jobs by status at the last successful database read", labels=["status"])
+                "Jobs by status at the last successful database read",
+                labels=["status"],
+            )
             for status, count in sorted(queue.items()):
                 depth.add_metric([str(status)], float(count))
             families.append(depth)
@@ -81,25 +86,49 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.jobs = Counter("prompt_worker_jobs", "Job attempts finished by this process, by "
-                            "outcome (completed, failed, retried, cancelled, deferred, "
-                            "released, lost)", ["type", "status"], registry=r)
+        self.jobs = Counter(
+            "prompt_worker_jobs",
+            "Job attempts finished by this process, by "
+            "outcome (completed, failed, retried, cancelled, deferred, "
+            "released, lost)",
+            ["type", "status"],
+            registry=r,
+        )
         self.job_duration = Histogram(
-            "prompt_worker_job_duration_seconds", "Run time of one job attempt, any outcome",
-            ["type"], buckets=DURATION_BUCKETS, registry=r)
+            "prompt_worker_job_duration_seconds",
+            "Run time of one job attempt, any outcome",
+            ["type"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self.pickup_latency = Histogram(
             "prompt_worker_job_pickup_latency_seconds",
             "From when a job became due (max of created_at, run_after) to its claim",
-            ["type"], buckets=PICKUP_BUCKETS, registry=r)
-        self.llm_calls = Counter("prompt_worker_llm_calls", "LLM call attempts by outcome",
-                                 ["model", "outcome"], registry=r)
-        self.llm_tokens = Counter("prompt_worker_llm_tokens", "LLM tokens by kind "
-                                  "(input, output, cache_write, cache_read)",
-                                  ["model", "kind"], registry=r)
-        self.llm_cost = Counter("prompt_worker_llm_cost_usd", "LLM spend in US dollars",
-                                ["model"], registry=r)
-        self.decisions = Counter("prompt_worker_experiment_decisions",
-                                 "Experiment checks by decision", ["decision"], registry=r)
+            ["type"],
+            buckets=PICKUP_BUCKETS,
+            registry=r,
+        )
+        self.llm_calls = Counter(
+            "prompt_worker_llm_calls",
+            "LLM call attempts by outcome",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.llm_tokens = Counter(
+            "prompt_worker_llm_tokens",
+            "LLM tokens by kind (input, output, cache_write, cache_read)",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.llm_cost = Counter(
+            "prompt_worker_llm_cost_usd", "LLM spend in US dollars", ["model"], registry=r
+        )
+        self.decisions = Counter(
+            "prompt_worker_experiment_decisions",
+            "Experiment checks by decision",
+            ["decision"],
+            registry=r,
+        )
         self._queue = _QueueCollector()
         r.register(self._queue)
 
@@ -114,7 +143,8 @@ class Metrics:
             return
         due = max(job.created_at, job.run_after)
         self.pickup_latency.labels(job.type).observe(
-            max(0.0, (job.started_at - due).total_seconds()))
+            max(0.0, (job.started_at - due).total_seconds())
+        )
 
     def job_finished(self, job_type: str, status: str, seconds: float) -> None:
         self.jobs.labels(job_type, status).inc()
@@ -123,8 +153,12 @@ class Metrics:
     def llm_call(self, record: CallRecord) -> None:
         model = record.model or record.requested_model
         self.llm_calls.labels(model, record.outcome).inc()
-        tokens = (record.input_tokens, record.output_tokens,
-                  record.cache_creation_input_tokens, record.cache_read_input_tokens)
+        tokens = (
+            record.input_tokens,
+            record.output_tokens,
+            record.cache_creation_input_tokens,
+            record.cache_read_input_tokens,
+        )
         for kind, count in zip(TOKEN_KINDS, tokens, strict=True):
             if count > 0:
                 self.llm_tokens.labels(model, kind).inc(count)

@@ -43,9 +43,15 @@ class VersionView:
     id: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"number": self.number, "status": self.status, "content": self.content,
-                "change_notes": self.change_notes, "parent": self.parent,
-                "source": self.source, "created_at": iso(self.created_at)}
+        return {
+            "number": self.number,
+            "status": self.status,
+            "content": self.content,
+            "change_notes": self.change_notes,
+            "parent": self.parent,
+            "source": self.source,
+            "created_at": iso(self.created_at),
+        }
 
 
 @dataclass(frozen=True)
@@ -57,9 +63,12 @@ class PromptView:
     created_at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "active_version": self.active_version,
-                "created_at": iso(self.created_at),
-                "versions": [v.to_dict() for v in self.versions]}
+        return {
+            "name": self.name,
+            "active_version": self.active_version,
+            "created_at": iso(self.created_at),
+            "versions": [v.to_dict() for v in self.versions],
+        }
 
 
 @dataclass(frozen=True)
@@ -70,8 +79,12 @@ class PromptSummary:
     created_at: datetime
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "active_version": self.active_version,
-                "versions_count": self.versions_count, "created_at": iso(self.created_at)}
+        return {
+            "name": self.name,
+            "active_version": self.active_version,
+            "versions_count": self.versions_count,
+            "created_at": iso(self.created_at),
+        }
 
 
 # --- validation --------------------------------------------------------------------------
@@ -83,8 +96,10 @@ def validate_content(content: Any) -> str:
     if not content.strip():
         raise InvalidInput("content is empty; send the prompt text", field="content")
     if len(content) > MAX_CONTENT_CHARS:
-        raise InvalidInput(f"content is {len(content)} characters; at most "
-                           f"{MAX_CONTENT_CHARS} are allowed", field="content")
+        raise InvalidInput(
+            f"content is {len(content)} characters; at most {MAX_CONTENT_CHARS} are allowed",
+            field="content",
+        )
     refuse_unstorable(content, "content")
     return content
 
@@ -93,21 +108,25 @@ def validate_notes(notes: Any) -> str | None:
     if notes is None:
         return None
     if not isinstance(notes, str):
-        raise InvalidInput(f"change_notes must be a string or null, got {kind_of(notes)}",
-                           field="change_notes")
+        raise InvalidInput(
+            f"change_notes must be a string or null, got {kind_of(notes)}", field="change_notes"
+        )
     if len(notes) > MAX_NOTES_CHARS:
-        raise InvalidInput(f"change_notes is {len(notes)} characters; at most "
-                           f"{MAX_NOTES_CHARS} are allowed", field="change_notes")
+        raise InvalidInput(
+            f"change_notes is {len(notes)} characters; at most {MAX_NOTES_CHARS} are allowed",
+            field="change_notes",
+        )
     refuse_unstorable(notes, "change_notes")
     return notes
 
 
 def validate_version_number(value: Any, field: str = "version") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VERSION:
-        raise InvalidInput(f"{field} must be a positive whole number (a version number); "
-                           f"got {shown(value)}", field=field)
+        raise InvalidInput(
+            f"{field} must be a positive whole number (a version number); got {shown(value)}",
+            field=field,
+        )
     return value
-
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -124,9 +143,12 @@ def lock_prompt(session: Session, prompt_id: int) -> Prompt | None:
     FOR NO KEY UPDATE (key_share), not FOR UPDATE: it still excludes other holders of this
     lock, but not the key-share lock a foreign-key check takes, so conversations for the
     prompt are ingested while a monitoring check or a rollback holds it."""
-    return session.scalars(select(Prompt).where(Prompt.id == prompt_id)
-                           .with_for_update(key_share=True)
-                           .execution_options(populate_existing=True)).one_or_none()
+    return session.scalars(
+        select(Prompt)
+        .where(Prompt.id == prompt_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
 
 
 def _prompt_row(session: Session, name: Any, *, lock: bool = False) -> Prompt:
@@ -135,32 +157,53 @@ def _prompt_row(session: Session, name: Any, *, lock: bool = False) -> Prompt:
     if prompt is not None and lock:
         prompt = lock_prompt(session, prompt.id)
     if prompt is None:
-        raise NotFound(f"no prompt named {name!r}; create it with POST /prompts or "
-                       "`prompt-worker prompts add NAME --file F`")
+        raise NotFound(
+            f"no prompt named {name!r}; create it with POST /prompts or "
+            "`prompt-worker prompts add NAME --file F`"
+        )
     return prompt
 
 
 def _versions(session: Session, prompt_id: int) -> list[PromptVersion]:
-    return list(session.scalars(
-        select(PromptVersion).where(PromptVersion.prompt_id == prompt_id)
-        .order_by(PromptVersion.version).execution_options(populate_existing=True)))
+    return list(
+        session.scalars(
+            select(PromptVersion)
+            .where(PromptVersion.prompt_id == prompt_id)
+            .order_by(PromptVersion.version)
+            .execution_options(populate_existing=True)
+        )
+    )
 
 
 def _views(rows: Sequence[PromptVersion]) -> tuple[VersionView, ...]:
     numbers = {row.id: row.version for row in rows}
-    return tuple(VersionView(number=row.version, status=row.status, content=row.content,
-                             change_notes=row.change_notes,
-                             parent=numbers.get(row.parent_version_id)
-                             if row.parent_version_id is not None else None,
-                             source=row.source, created_at=row.created_at, id=row.id)
-                 for row in rows)
+    return tuple(
+        VersionView(
+            number=row.version,
+            status=row.status,
+            content=row.content,
+            change_notes=row.change_notes,
+            parent=numbers.get(row.parent_version_id)
+            if row.parent_version_id is not None
+            else None,
+            source=row.source,
+            created_at=row.created_at,
+            id=row.id,
+        )
+        for row in rows
+    )
 
 
 def _prompt_view(session: Session, prompt: Prompt) -> PromptView:
     versions = _views(_versions(session, prompt.id))
     active = next((v.number for v in versions if v.status == "active"), None)
-    return PromptView(id=prompt.id, name=prompt.name, active_version=active,
-                      versions=versions, created_at=prompt.created_at)
+    return PromptView(
+        id=prompt.id,
+        name=prompt.name,
+        active_version=active,
+        versions=versions,
+        created_at=prompt.created_at,
+    )
 
 
 def get_prompt(session: Session, name: Any) -> PromptView:
@@ -174,18 +217,28 @@ def list_prompts(session: Session) -> list[PromptView]:
 
 def prompt_summaries(session: Session) -> list[PromptSummary]:
     """The list view without loading any version's text."""
-    counts = (select(PromptVersion.prompt_id, func.count().label("n"))
-              .group_by(PromptVersion.prompt_id).subquery())
-    active = (select(PromptVersion.prompt_id, PromptVersion.version)
-              .where(PromptVersion.status == "active").subquery())
+    counts = (
+        select(PromptVersion.prompt_id, func.count().label("n"))
+        .group_by(PromptVersion.prompt_id)
+        .subquery()
+    )
+    active = (
+        select(PromptVersion.prompt_id, PromptVersion.version)
+        .where(PromptVersion.status == "active")
+        .subquery()
+    )
     rows = session.execute(
         select(Prompt.name, Prompt.created_at, counts.c.n, active.c.version)
         .outerjoin(counts, counts.c.prompt_id == Prompt.id)
         .outerjoin(active, active.c.prompt_id == Prompt.id)
-        .order_by(Prompt.name))
-    return [PromptSummary(name=name, active_version=version, versions_count=int(n or 0),
-                          created_at=created_at)
-            for name, created_at, n, version in rows]
+        .order_by(Prompt.name)
+    )
+    return [
+        PromptSummary(
+            name=name, active_version=version, versions_count=int(n or 0), created_at=created_at
+        )
+        for name, created_at, n, version in rows
+    ]
 
 
 def get_version(session: Session, name: Any, number: Any) -> VersionView:
@@ -208,81 +261,139 @@ def prompt_document(session: Session, name: Any) -> dict[str, Any]:
 def activation_history(session: Session, name: Any) -> list[dict[str, Any]]:
     """Every change of the prompt's active version, oldest first."""
     prompt = _prompt_row(session, name)
-    numbers = {version_id: number for version_id, number in session.execute(
-        select(PromptVersion.id, PromptVersion.version)
-        .where(PromptVersion.prompt_id == prompt.id))}
-    rows = session.scalars(select(PromptActivation)
-                           .where(PromptActivation.prompt_id == prompt.id)
-                           .order_by(PromptActivation.created_at, PromptActivation.id))
-    return [{"from_version": numbers.get(row.from_version_id)
-             if row.from_version_id is not None else None,
-             "to_version": numbers.get(row.to_version_id),
-             "actor": row.actor, "reason": row.reason, "at": iso(row.created_at)}
-            for row in rows]
+    numbers = {
+        version_id: number
+        for version_id, number in session.execute(
+            select(PromptVersion.id, PromptVersion.version).where(
+                PromptVersion.prompt_id == prompt.id
+            )
+        )
+    }
+    rows = session.scalars(
+        select(PromptActivation)
+        .where(PromptActivation.prompt_id == prompt.id)
+        .order_by(PromptActivation.created_at, PromptActivation.id)
+    )
+    return [
+        {
+            "from_version": numbers.get(row.from_version_id)
+            if row.from_version_id is not None
+            else None,
+            "to_version": numbers.get(row.to_version_id),
+            "actor": row.actor,
+            "reason": row.reason,
+            "at": iso(row.created_at),
+        }
+        for row in rows
+    ]
 
 
 # --- writing -----------------------------------------------------------------------------
 
 
-def create_prompt(session: Session, name: Any, content: Any, *, actor: str, now: datetime,
-                  change_notes: Any = None) -> PromptView:
+def create_prompt(
+    session: Session,
+    name: Any,
+    content: Any,
+    *,
+    actor: str,
+    now: datetime,
+    change_notes: Any = None,
+) -> PromptView:
     """A new prompt whose version 1 is active from the start."""
     name, content = validate_name(name), validate_content(content)
     notes = validate_notes(change_notes)
     actor = check_text(actor, "actor", MAX_ACTOR_CHARS)
     if session.scalars(select(Prompt.id).where(Prompt.name == name)).first() is not None:
-        raise Conflict(f"prompt {name!r} already exists; add a version with "
-                       f"POST /prompts/{name}/versions")
+        raise Conflict(
+            f"prompt {name!r} already exists; add a version with POST /prompts/{name}/versions"
+        )
     try:
         with session.begin_nested():
             prompt = Prompt(name=name, created_at=now)
             session.add(prompt)
             session.flush()
     except IntegrityError:  # created concurrently since the check above
-        raise Conflict(f"prompt {name!r} already exists; add a version with "
-                       f"POST /prompts/{name}/versions") from None
-    version = PromptVersion(prompt_id=prompt.id, version=1, content=content,
-                            content_hash=content_hash(content), status="active",
-                            change_notes=notes, source="manual", created_at=now)
+        raise Conflict(
+            f"prompt {name!r} already exists; add a version with POST /prompts/{name}/versions"
+        ) from None
+    version = PromptVersion(
+        prompt_id=prompt.id,
+        version=1,
+        content=content,
+        content_hash=content_hash(content),
+        status="active",
+        change_notes=notes,
+        source="manual",
+        created_at=now,
+    )
     session.add(version)
     session.flush()
-    session.add(PromptActivation(prompt_id=prompt.id, from_version_id=None,
-                                 to_version_id=version.id, actor=actor, reason="created",
-                                 created_at=now))
+    session.add(
+        PromptActivation(
+            prompt_id=prompt.id,
+            from_version_id=None,
+            to_version_id=version.id,
+            actor=actor,
+            reason="created",
+            created_at=now,
+        )
+    )
     session.flush()
     return _prompt_view(session, prompt)
 
 
-def add_version(session: Session, name: Any, content: Any, *, change_notes: Any = None,
-                parent_version: int | None = None, source: str = "manual",
-                model: str | None = None, insight_ids: Sequence[int] | None = None,
-                llm_call_id: int | None = None, now: datetime) -> VersionView:
+def add_version(
+    session: Session,
+    name: Any,
+    content: Any,
+    *,
+    change_notes: Any = None,
+    parent_version: int | None = None,
+    source: str = "manual",
+    model: str | None = None,
+    insight_ids: Sequence[int] | None = None,
+    llm_call_id: int | None = None,
+    now: datetime,
+) -> VersionView:
     """A new `candidate` version numbered one past the highest so far."""
     content, notes = validate_content(content), validate_notes(change_notes)
     if source not in SOURCES:
-        raise InvalidInput(f"source must be one of {', '.join(SOURCES)}; got {source!r}",
-                           field="source")
+        raise InvalidInput(
+            f"source must be one of {', '.join(SOURCES)}; got {source!r}", field="source"
+        )
     prompt = _prompt_row(session, name, lock=True)
     rows = _versions(session, prompt.id)
     digest = content_hash(content)
     duplicate = next((row for row in rows if row.content_hash == digest), None)
     if duplicate is not None:
-        raise Conflict(f"prompt {prompt.name!r} version {duplicate.version} already has "
-                       "exactly this content; change the text or use that version")
+        raise Conflict(
+            f"prompt {prompt.name!r} version {duplicate.version} already has "
+            "exactly this content; change the text or use that version"
+        )
     parent = _parent_row(prompt.name, rows, parent_version)
     version = PromptVersion(
-        prompt_id=prompt.id, version=max((row.version for row in rows), default=0) + 1,
-        content=content, content_hash=digest, status="candidate", change_notes=notes,
-        parent_version_id=parent.id if parent is not None else None, source=source,
-        model=model, insight_ids=json.dumps(list(insight_ids)) if insight_ids else None,
-        llm_call_id=llm_call_id, created_at=now)
+        prompt_id=prompt.id,
+        version=max((row.version for row in rows), default=0) + 1,
+        content=content,
+        content_hash=digest,
+        status="candidate",
+        change_notes=notes,
+        parent_version_id=parent.id if parent is not None else None,
+        source=source,
+        model=model,
+        insight_ids=json.dumps(list(insight_ids)) if insight_ids else None,
+        llm_call_id=llm_call_id,
+        created_at=now,
+    )
     session.add(version)
     session.flush()
     return _views([*rows, version])[-1]
 
 
-def _parent_row(name: str, rows: Sequence[PromptVersion],
-                parent_version: int | None) -> PromptVersion | None:
+def _parent_row(
+    name: str, rows: Sequence[PromptVersion], parent_version: int | None
+) -> PromptVersion | None:
     if parent_version is None:
         return next((row for row in rows if row.status == "active"), None)
     number = validate_version_number(parent_version, "parent_version")
@@ -292,8 +403,9 @@ def _parent_row(name: str, rows: Sequence[PromptVersion],
     return parent
 
 
-def set_active_version(session: Session, prompt_id: int, version_id: int, *, actor: str,
-                       reason: str, now: datetime) -> None:
+def set_active_version(
+    session: Session, prompt_id: int, version_id: int, *, actor: str, reason: str, now: datetime
+) -> None:
     """Make `version_id` the prompt's active version: the previous active one is retired
     and one PromptActivation row records the change. The caller commits."""
     actor = check_text(actor, "actor", MAX_ACTOR_CHARS)
@@ -315,31 +427,44 @@ def set_active_version(session: Session, prompt_id: int, version_id: int, *, act
         session.flush()
     target.status = "active"
     session.flush()
-    session.add(PromptActivation(prompt_id=prompt_id,
-                                 from_version_id=previous.id if previous else None,
-                                 to_version_id=target.id, actor=actor, reason=reason,
-                                 created_at=now))
+    session.add(
+        PromptActivation(
+            prompt_id=prompt_id,
+            from_version_id=previous.id if previous else None,
+            to_version_id=target.id,
+            actor=actor,
+            reason=reason,
+            created_at=now,
+        )
+    )
     session.flush()
 
 
-def rollback(session: Session, name: Any, version: Any, *, actor: str, reason: str,
-             now: datetime) -> PromptView:
+def rollback(
+    session: Session, name: Any, version: Any, *, actor: str, reason: str, now: datetime
+) -> PromptView:
     """Make an earlier (or any non-active) version active again, by hand."""
     prompt = _prompt_row(session, name, lock=True)
     number = validate_version_number(version)
     reason = check_text(reason, "reason", MAX_REASON_CHARS)
-    live = session.scalars(select(Experiment)
-                           .where(Experiment.prompt_id == prompt.id,
-                                  Experiment.status.in_(LIVE_EXPERIMENT_STATUSES))).first()
+    live = session.scalars(
+        select(Experiment).where(
+            Experiment.prompt_id == prompt.id, Experiment.status.in_(LIVE_EXPERIMENT_STATUSES)
+        )
+    ).first()
     if live is not None:
-        raise Conflict(f"prompt {prompt.name!r} has experiment {live.id} {live.status}; "
-                       f"stop it first (POST /experiments/{live.id}/stop or "
-                       f"`prompt-worker experiments stop {live.id}`), then roll back")
+        raise Conflict(
+            f"prompt {prompt.name!r} has experiment {live.id} {live.status}; "
+            f"stop it first (POST /experiments/{live.id}/stop or "
+            f"`prompt-worker experiments stop {live.id}`), then roll back"
+        )
     rows = _versions(session, prompt.id)
     target = next((row for row in rows if row.version == number), None)
     if target is None:
-        raise NotFound(f"prompt {prompt.name!r} has no version {number}; versions are "
-                       f"{', '.join(str(row.version) for row in rows)}")
+        raise NotFound(
+            f"prompt {prompt.name!r} has no version {number}; versions are "
+            f"{', '.join(str(row.version) for row in rows)}"
+        )
     if target.status == "active":
         raise Conflict(f"version {number} of prompt {prompt.name!r} is already active")
     set_active_version(session, prompt.id, target.id, actor=actor, reason=reason, now=now)

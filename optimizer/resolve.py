@@ -35,8 +35,7 @@ MAX_UNIT_ID = 200
 def check_unit_id(value: Any, field: str = "unit_id") -> str:
     problem = text_problem(value, MAX_UNIT_ID)
     if problem is not None:
-        raise InvalidInput(f"{field} {problem}; send the id of the user or session",
-                           field=field)
+        raise InvalidInput(f"{field} {problem}; send the id of the user or session", field=field)
     return str(value)
 
 
@@ -60,49 +59,81 @@ def _resolve(session: Session, name: str, unit_id: str) -> dict[str, Any]:
     if prompt is None:
         raise NotFound(f"no prompt named {name!r}; create it with POST /prompts")
     experiment = session.execute(
-        select(Experiment.id, Experiment.status)
-        .where(Experiment.prompt_id == prompt.id,
-               Experiment.status.in_(("running", "paused")))).first()
+        select(Experiment.id, Experiment.status).where(
+            Experiment.prompt_id == prompt.id, Experiment.status.in_(("running", "paused"))
+        )
+    ).first()
     if experiment is not None:
-        answer = _from_experiment(session, prompt.name, experiment.id,
-                                  experiment.status == "running", unit_id)
+        answer = _from_experiment(
+            session, prompt.name, experiment.id, experiment.status == "running", unit_id
+        )
         if answer is not None:
             return answer
     version = session.execute(
-        select(PromptVersion.id, PromptVersion.version, PromptVersion.content)
-        .where(PromptVersion.prompt_id == prompt.id, PromptVersion.status == "active")).first()
+        select(PromptVersion.id, PromptVersion.version, PromptVersion.content).where(
+            PromptVersion.prompt_id == prompt.id, PromptVersion.status == "active"
+        )
+    ).first()
     if version is None:
-        raise Conflict(f"prompt {name!r} has no active version; activate one with "
-                       f"POST /prompts/{name}/rollback")
+        raise Conflict(
+            f"prompt {name!r} has no active version; activate one with "
+            f"POST /prompts/{name}/rollback"
+        )
     return _answer(prompt.name, version.version, version.id, version.content, None, None)
 
 
-def _from_experiment(session: Session, prompt_name: str, experiment_id: int, running: bool,
-                     unit_id: str) -> dict[str, Any] | None:
+def _from_experiment(
+    session: Session, prompt_name: str, experiment_id: int, running: bool, unit_id: str
+) -> dict[str, Any] | None:
     arms = session.execute(
-        select(ExperimentArm.id, ExperimentArm.is_control, ExperimentArm.weight,
-               ExperimentArm.status, PromptVersion.id.label("version_id"),
-               PromptVersion.version, PromptVersion.content)
+        select(
+            ExperimentArm.id,
+            ExperimentArm.is_control,
+            ExperimentArm.weight,
+            ExperimentArm.status,
+            PromptVersion.id.label("version_id"),
+            PromptVersion.version,
+            PromptVersion.content,
+        )
         .join(PromptVersion, PromptVersion.id == ExperimentArm.version_id)
         .where(ExperimentArm.experiment_id == experiment_id)
-        .order_by(ExperimentArm.id)).all()
+        .order_by(ExperimentArm.id)
+    ).all()
     control = next((arm for arm in arms if arm.is_control and arm.status == "active"), None)
     if control is None:
         return None
     if not running:
-        return _answer(prompt_name, control.version, control.version_id, control.content,
-                       None, None)
+        return _answer(
+            prompt_name, control.version, control.version_id, control.content, None, None
+        )
     # Every arm keeps its slice; a stopped arm's units go to control.
     chosen_id = pick_arm(experiment_id, unit_id, [(arm.id, arm.weight) for arm in arms])
     chosen = next(arm for arm in arms if arm.id == chosen_id)
     if chosen.status != "active":
         chosen = control
-    return _answer(prompt_name, chosen.version, chosen.version_id, chosen.content,
-                   experiment_id,
-                   {"id": chosen.id, "role": "control" if chosen.is_control else "variant"})
+    return _answer(
+        prompt_name,
+        chosen.version,
+        chosen.version_id,
+        chosen.content,
+        experiment_id,
+        {"id": chosen.id, "role": "control" if chosen.is_control else "variant"},
+    )
 
 
-def _answer(prompt_name: str, number: int, version_id: int, content: str,
-            experiment_id: int | None, arm: dict[str, Any] | None) -> dict[str, Any]:
-    return {"prompt": prompt_name, "version": number, "version_id": version_id,
-            "content": content, "experiment_id": experiment_id, "arm": arm}
+def _answer(
+    prompt_name: str,
+    number: int,
+    version_id: int,
+    content: str,
+    experiment_id: int | None,
+    arm: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "prompt": prompt_name,
+        "version": number,
+        "version_id": version_id,
+        "content": content,
+        "experiment_id": experiment_id,
+        "arm": arm,
+    }

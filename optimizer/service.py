@@ -65,14 +65,18 @@ def _exit_past_stuck_threads(code: int) -> None:
     thread would turn a graceful stop into a hang, so leave without it."""
     deadline = time.monotonic() + STUCK_THREAD_WAIT_SECONDS
     while True:
-        stuck = [t for t in threading.enumerate()
-                 if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+        stuck = [
+            t
+            for t in threading.enumerate()
+            if t is not threading.main_thread() and t.is_alive() and not t.daemon
+        ]
         if not stuck or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     if stuck:
-        log.warning("exiting with threads still blocked in database calls",
-                    extra={"threads": len(stuck)})
+        log.warning(
+            "exiting with threads still blocked in database calls", extra={"threads": len(stuck)}
+        )
         logging.shutdown()
         os._exit(code)
 
@@ -83,18 +87,21 @@ def check_schema(engine: Engine) -> None:
     try:
         current = db.current_revision(engine)
     except SQLAlchemyError as exc:
-        log.warning("database unreachable at start; running degraded until it answers",
-                    extra={"error": str(exc).splitlines()[0][:200]})
+        log.warning(
+            "database unreachable at start; running degraded until it answers",
+            extra={"error": str(exc).splitlines()[0][:200]},
+        )
         return
     head = db.head_revision()
     if current != head:
-        raise ConfigError(f"database schema is at {current or 'nothing'}, code needs {head}: "
-                          "run `prompt-worker migrate` first")
+        raise ConfigError(
+            f"database schema is at {current or 'nothing'}, code needs {head}: "
+            "run `prompt-worker migrate` first"
+        )
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
-    engine = db.create_db_engine(settings.database_url,
-                                 pool_size=settings.worker_concurrency + 4)
+    engine = db.create_db_engine(settings.database_url, pool_size=settings.worker_concurrency + 4)
     try:
         await asyncio.to_thread(check_schema, engine)
         with accept_errors_throttled(asyncio.get_running_loop()):
@@ -111,9 +118,14 @@ def _announce(settings: Settings, runner: web.AppRunner, worker_id: str) -> None
     """One line that says where the service is and which database it uses, then a warning
     for each configuration problem (an API closed for want of its token, no LLM key)."""
     port = runner.addresses[0][1] if runner.addresses else settings.port  # PORT=0: the real one
-    log.info("prompt-worker running",
-             extra={"url": listen_url(settings.host, port),
-                    "database": db.describe(settings.database_url), "worker_id": worker_id})
+    log.info(
+        "prompt-worker running",
+        extra={
+            "url": listen_url(settings.host, port),
+            "database": db.describe(settings.database_url),
+            "worker_id": worker_id,
+        },
+    )
     for problem in configuration_problems(settings):
         log.warning(problem.message, extra={"problem": problem.code})
 
@@ -130,27 +142,38 @@ async def _serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> int
     metrics = Metrics()
     webhooks = WebhookSender.from_settings(settings)
     sessions = db.session_factory(engine)
-    ctx = ServiceContext(settings=settings, engine=engine, sessions=sessions, stats=stats,
-                         clock=utcnow, llm=build_llm_client(settings, sessions, utcnow),
-                         metrics=metrics, webhooks=webhooks)
+    ctx = ServiceContext(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        stats=stats,
+        clock=utcnow,
+        llm=build_llm_client(settings, sessions, utcnow),
+        metrics=metrics,
+        webhooks=webhooks,
+    )
     health = HealthMonitor(engine, stats, started_at=utcnow())
-    runner = GuardedAppRunner(create_app(settings, engine, stats, health, metrics),
-                              keepalive_timeout=settings.http_keepalive_timeout_seconds,
-                              request_timeout=settings.http_request_timeout_seconds)
+    runner = GuardedAppRunner(
+        create_app(settings, engine, stats, health, metrics),
+        keepalive_timeout=settings.http_keepalive_timeout_seconds,
+        request_timeout=settings.http_request_timeout_seconds,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: "
-                          f"{exc.strerror or exc}") from None
+        raise ConfigError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        ) from None
     _install_signal_handlers(stop)
     wake = asyncio.Event()
     background = [asyncio.create_task(health.refresh_forever(), name="health")]
     if engine.dialect.name == "postgresql":
-        background.append(asyncio.create_task(listen_for_jobs(settings.database_url, wake),
-                                              name="listen"))
+        background.append(
+            asyncio.create_task(listen_for_jobs(settings.database_url, wake), name="listen")
+        )
     if webhooks is not None:
         webhooks.start()
     worker = Worker(ctx, default_handlers(), wake=wake)

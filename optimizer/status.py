@@ -111,7 +111,7 @@ def excerpt(text: str | None, limit: int = ERROR_EXCERPT_CHARS) -> str | None:
     if not text:
         return None
     flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def read_status(engine: Engine, settings: Settings, now: datetime) -> Status:
@@ -119,32 +119,59 @@ def read_status(engine: Engine, settings: Settings, now: datetime) -> Status:
     reader = db.read_only(engine)
     counts = queue.count_by_status(reader)
     jobs = tuple(
-        JobLine(j.id, j.type, j.status, j.attempts, j.max_attempts,
-                max(0, int((now - j.created_at).total_seconds())), excerpt(j.error))
-        for j in queue.list_jobs(reader, limit=RECENT_JOBS))
+        JobLine(
+            j.id,
+            j.type,
+            j.status,
+            j.attempts,
+            j.max_attempts,
+            max(0, int((now - j.created_at).total_seconds())),
+            excerpt(j.error),
+        )
+        for j in queue.list_jobs(reader, limit=RECENT_JOBS)
+    )
     with db.session_factory(reader)() as session:
         experiments = _live_experiments(session)
         llm = _llm_spend(session, settings, now)
-    return Status(now, {s: counts.get(s, 0) for s in JOB_STATUSES}, jobs, experiments, llm,
-                  tuple(configuration_problems(settings, apis=False)))
+    return Status(
+        now,
+        {s: counts.get(s, 0) for s in JOB_STATUSES},
+        jobs,
+        experiments,
+        llm,
+        tuple(configuration_problems(settings, apis=False)),
+    )
 
 
 def _live_experiments(session: Session) -> tuple[ExperimentLine, ...]:
     """Every experiment that has not ended, paused ones (waiting for a person) first."""
     ordered = sorted(store.LIVE_STATUSES, key=lambda status: status != "paused")
-    views = [view for status in ordered
-             for view in store.list_experiments(session, status=status, limit=MAX_EXPERIMENTS)]
+    views = [
+        view
+        for status in ordered
+        for view in store.list_experiments(session, status=status, limit=MAX_EXPERIMENTS)
+    ]
     lines = []
     for view in views[:MAX_EXPERIMENTS]:
         analysis = store.latest_analysis(session, view.id)
         intervals = _intervals(analysis.statistics if analysis else None, view.primary_metric)
-        arms = tuple(ArmLine(a.version, a.is_control, a.status, a.conversations,
-                             **intervals.get(a.id, {}))
-                     for a in view.arms)
-        lines.append(ExperimentLine(
-            view.id, view.prompt, view.status, view.primary_metric, view.started_at,
-            analysis.checked_at if analysis else None,
-            analysis.decision if analysis else None, arms, view.decision_reason))
+        arms = tuple(
+            ArmLine(a.version, a.is_control, a.status, a.conversations, **intervals.get(a.id, {}))
+            for a in view.arms
+        )
+        lines.append(
+            ExperimentLine(
+                view.id,
+                view.prompt,
+                view.status,
+                view.primary_metric,
+                view.started_at,
+                analysis.checked_at if analysis else None,
+                analysis.decision if analysis else None,
+                arms,
+                view.decision_reason,
+            )
+        )
     return tuple(lines)
 
 
@@ -158,24 +185,44 @@ def _intervals(statistics: Any, metric: str) -> dict[int, dict[str, Any]]:
             continue
         arm_id = c.get("arm_id")
         if isinstance(arm_id, int):
-            found[arm_id] = {"diff": c.get("diff"), "low": c.get("diff_low"),
-                             "high": c.get("diff_high"), "level": c.get("level"),
-                             "error": c.get("error")}
+            found[arm_id] = {
+                "diff": c.get("diff"),
+                "low": c.get("diff_low"),
+                "high": c.get("diff_high"),
+                "level": c.get("level"),
+                "error": c.get("error"),
+            }
     return found
 
 
 def _llm_spend(session: Session, settings: Settings, now: datetime) -> LlmSpend:
     today = session.execute(
-        select(func.count(), func.coalesce(func.sum(LlmCall.input_tokens), 0),
-               func.coalesce(func.sum(LlmCall.output_tokens), 0),
-               func.coalesce(func.sum(LlmCall.cache_creation_input_tokens), 0),
-               func.coalesce(func.sum(LlmCall.cache_read_input_tokens), 0),
-               func.coalesce(func.sum(LlmCall.cost_usd), 0.0))
-        .where(LlmCall.created_at >= utc_midnight(now))).one()
+        select(
+            func.count(),
+            func.coalesce(func.sum(LlmCall.input_tokens), 0),
+            func.coalesce(func.sum(LlmCall.output_tokens), 0),
+            func.coalesce(func.sum(LlmCall.cache_creation_input_tokens), 0),
+            func.coalesce(func.sum(LlmCall.cache_read_input_tokens), 0),
+            func.coalesce(func.sum(LlmCall.cost_usd), 0.0),
+        ).where(LlmCall.created_at >= utc_midnight(now))
+    ).one()
     # The hourly limit counts Anthropic calls only (the offline stand-in costs nothing).
-    last_hour = session.scalar(
-        select(func.count()).select_from(LlmCall)
-        .where(LlmCall.provider == "anthropic", LlmCall.created_at > now - WINDOW)) or 0
-    return LlmSpend(int(today[0]), int(today[1]), int(today[2]), int(today[3]),
-                    int(today[4]), float(today[5]), settings.llm_daily_budget_usd,
-                    int(last_hour), settings.llm_calls_per_hour)
+    last_hour = (
+        session.scalar(
+            select(func.count())
+            .select_from(LlmCall)
+            .where(LlmCall.provider == "anthropic", LlmCall.created_at > now - WINDOW)
+        )
+        or 0
+    )
+    return LlmSpend(
+        int(today[0]),
+        int(today[1]),
+        int(today[2]),
+        int(today[3]),
+        int(today[4]),
+        float(today[5]),
+        settings.llm_daily_budget_usd,
+        int(last_hour),
+        settings.llm_calls_per_hour,
+    )

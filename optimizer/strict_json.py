@@ -36,8 +36,9 @@ def loads(text: str) -> Any:
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise JsonRejected(f"not valid JSON: {exc.msg} at line {exc.lineno} "
-                           f"column {exc.colno}") from None
+        raise JsonRejected(
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except RecursionError:
         raise JsonRejected(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError as exc:  # NaN/Infinity, or an integer past Python's digit limit

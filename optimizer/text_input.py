@@ -18,8 +18,10 @@ from typing import Any
 from optimizer.errors import InvalidInput
 
 NUL_PROBLEM = "contains a NUL character (\\u0000), which cannot be stored; remove it"
-SURROGATE_PROBLEM = ("contains a lone surrogate (invalid Unicode, such as \\ud800 without its "
-                     "pair); send valid UTF-8 text")
+SURROGATE_PROBLEM = (
+    "contains a lone surrogate (invalid Unicode, such as \\ud800 without its "
+    "pair); send valid UTF-8 text"
+)
 # Keys shown as they are in a path; any other key is shown escaped (repr), so a path that
 # names a NUL or a surrogate can itself be stored and sent back safely.
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,60}")
@@ -143,8 +145,12 @@ def parse_whole(raw: str, field: str, low: int, high: int, *, what: str | None =
     between `low` and `high`: plain ASCII digits (str.isdigit also takes "²", which int()
     refuses), no sign, no more digits than `high` has, so a huge value is never converted."""
     text = raw.strip()
-    if (text.isascii() and text.isdigit() and len(text.lstrip("0")) <= len(str(high))
-            and low <= int(text) <= high):
+    if (
+        text.isascii()
+        and text.isdigit()
+        and len(text.lstrip("0")) <= len(str(high))
+        and low <= int(text) <= high
+    ):
         return int(text)
     usage = what or f"a whole number from {low} to {high}"
     raise InvalidInput(f"{field} must be {usage}; got {shown(raw)}", field=field)
@@ -175,8 +181,9 @@ def parse_decimal(raw: str, field: str, *, what: str = "a number") -> float:
 def parse_timestamp(value: Any, field_name: str) -> datetime:
     """ISO 8601; a time without an offset is taken as UTC."""
     if not isinstance(value, str):
-        raise InvalidInput(f"{field_name} must be an ISO 8601 date-time string; got {value!r}",
-                           field=field_name)
+        raise InvalidInput(
+            f"{field_name} must be an ISO 8601 date-time string; got {value!r}", field=field_name
+        )
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -189,4 +196,6 @@ def parse_timestamp(value: Any, field_name: str) -> datetime:
     except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
         raise InvalidInput(
             f"{field_name} is not an ISO 8601 date-time (e.g. 2026-11-22T09:00:00Z): "
-            f"{value[:60]!r}", field=field_name) from None
+            f"{value[:60]!r}",
+            field=field_name,
+        ) from None

@@ -55,10 +55,19 @@ class Delivery:
 
 
 class WebhookSender:
-    def __init__(self, url: str, secret: str, *, queue_size: int = 1000, attempts: int = 5,
-                 base_delay: float = 1.0, max_delay: float = 30.0, timeout: float = 5.0,
-                 rng: random.Random | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        *,
+        queue_size: int = 1000,
+        attempts: int = 5,
+        base_delay: float = 1.0,
+        max_delay: float = 30.0,
+        timeout: float = 5.0,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.url = url
         self._secret = secret
         self._queue: collections.deque[Delivery] = collections.deque()
@@ -90,8 +99,11 @@ class WebhookSender:
     def publish(self, event: str, data: dict[str, Any]) -> str:
         """Queue one event and return its delivery id. Never raises on delivery problems."""
         delivery_id = str(uuid.uuid4())
-        body = json.dumps({"event": event, "id": delivery_id, "sent_at": iso(self._clock()),
-                           "data": data}, separators=(",", ":"), default=str).encode()
+        body = json.dumps(
+            {"event": event, "id": delivery_id, "sent_at": iso(self._clock()), "data": data},
+            separators=(",", ":"),
+            default=str,
+        ).encode()
         delivery = Delivery(delivery_id, event, body)
         loop = self._loop
         # The queue belongs to the event loop; a thread hands the event over.
@@ -105,9 +117,14 @@ class WebhookSender:
         if len(self._queue) >= self._queue_size:
             dropped = self._queue.popleft()
             self.dropped += 1
-            log.warning("webhook queue full; oldest event dropped",
-                        extra={"event": dropped.event, "delivery": dropped.id,
-                               "queue_size": self._queue_size})
+            log.warning(
+                "webhook queue full; oldest event dropped",
+                extra={
+                    "event": dropped.event,
+                    "delivery": dropped.id,
+                    "queue_size": self._queue_size,
+                },
+            )
         self._queue.append(delivery)
         self._idle.clear()
         self._ready.set()
@@ -129,8 +146,9 @@ class WebhookSender:
         self._task = None
         undelivered = len(self._queue) + (self._inflight is not None)
         if undelivered:
-            log.warning("webhook events not delivered at shutdown",
-                        extra={"undelivered": undelivered})
+            log.warning(
+                "webhook events not delivered at shutdown", extra={"undelivered": undelivered}
+            )
         self._queue.clear()
         self._inflight = None
 
@@ -147,16 +165,21 @@ class WebhookSender:
                 try:
                     await self._deliver(session, delivery)
                 except Exception as exc:  # a bug here must not end deliveries for good
-                    log.error("webhook delivery crashed", exc_info=exc,
-                              extra={"delivery": delivery.id})
+                    log.error(
+                        "webhook delivery crashed", exc_info=exc, extra={"delivery": delivery.id}
+                    )
                 self._inflight = None
 
     # ---- one delivery ---------------------------------------------------------------------
 
     def _headers(self, delivery: Delivery) -> dict[str, str]:
-        return {"Content-Type": "application/json", EVENT_HEADER: delivery.event,
-                DELIVERY_HEADER: delivery.id, SIGNATURE_HEADER: sign(self._secret, delivery.body),
-                "User-Agent": "prompt-worker-webhooks"}
+        return {
+            "Content-Type": "application/json",
+            EVENT_HEADER: delivery.event,
+            DELIVERY_HEADER: delivery.id,
+            SIGNATURE_HEADER: sign(self._secret, delivery.body),
+            "User-Agent": "prompt-worker-webhooks",
+        }
 
     async def _deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> bool:
         headers = self._headers(delivery)
@@ -164,8 +187,9 @@ class WebhookSender:
         for attempt in range(1, self._attempts + 1):
             retry_after: float | None = None
             try:
-                async with session.post(self.url, data=delivery.body, headers=headers,
-                                        allow_redirects=False) as resp:
+                async with session.post(
+                    self.url, data=delivery.body, headers=headers, allow_redirects=False
+                ) as resp:
                     status = resp.status
                     retry_after = _seconds(resp.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -173,8 +197,9 @@ class WebhookSender:
             else:
                 if 200 <= status < 300:
                     self.delivered += 1
-                    log.debug("webhook delivered", extra={"delivery": delivery.id,
-                                                          "attempt": attempt})
+                    log.debug(
+                        "webhook delivered", extra={"delivery": delivery.id, "attempt": attempt}
+                    )
                     return True
                 problem = f"receiver answered {status}"
                 if status not in RETRY_STATUSES:
@@ -182,8 +207,10 @@ class WebhookSender:
             if attempt < self._attempts:
                 await asyncio.sleep(self._delay(attempt, retry_after))
         self.given_up += 1
-        log.warning("webhook delivery given up", extra={
-            "event": delivery.event, "delivery": delivery.id, "error": problem})
+        log.warning(
+            "webhook delivery given up",
+            extra={"event": delivery.event, "delivery": delivery.id, "error": problem},
+        )
         return False
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
@@ -209,12 +236,24 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
-def job_finished_data(job_id: int, job_type: str, status: str, attempts: int,
-                      error: str | None, seconds: float,
-                      result: dict[str, Any] | None) -> dict[str, Any]:
+def job_finished_data(
+    job_id: int,
+    job_type: str,
+    status: str,
+    attempts: int,
+    error: str | None,
+    seconds: float,
+    result: dict[str, Any] | None,
+) -> dict[str, Any]:
     """What a job.finished event says. A handler's result may be large or hold prompt text,
     so only its one-line summary (`message`) is included."""
     message = result.get("message") if result else None
-    return {"job_id": job_id, "type": job_type, "status": status, "attempts": attempts,
-            "error": error[:1000] if error else None, "duration_seconds": round(seconds, 3),
-            "message": message if isinstance(message, str) else None}
+    return {
+        "job_id": job_id,
+        "type": job_type,
+        "status": status,
+        "attempts": attempts,
+        "error": error[:1000] if error else None,
+        "duration_seconds": round(seconds, 3),
+        "message": message if isinstance(message, str) else None,
+    }

@@ -52,8 +52,9 @@ def pg_server_url() -> Iterator[str]:
 def pg_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, empty database on the test server, dropped afterwards."""
     name = f"pw_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(make_url(pg_server_url).set(drivername="postgresql+psycopg"),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        make_url(pg_server_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(pg_server_url).set(drivername="postgresql+psycopg", database=name)

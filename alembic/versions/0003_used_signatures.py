@@ -15,23 +15,26 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0003'
-down_revision: str | None = '0002'
+revision: str = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_table('used_signatures',
-    sa.Column('digest', sa.String(length=64), nullable=False),
-    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('digest', name=op.f('pk_used_signatures'))
+    op.create_table(
+        "used_signatures",
+        sa.Column("digest", sa.String(length=64), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("digest", name=op.f("pk_used_signatures")),
     )
-    with op.batch_alter_table('used_signatures', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_used_signatures_expires_at'), ['expires_at'], unique=False)
+    with op.batch_alter_table("used_signatures", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_used_signatures_expires_at"), ["expires_at"], unique=False
+        )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('used_signatures', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_used_signatures_expires_at'))
-    op.drop_table('used_signatures')
+    with op.batch_alter_table("used_signatures", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_used_signatures_expires_at"))
+    op.drop_table("used_signatures")

@@ -16,23 +16,29 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0004'
-down_revision: str | None = '0003'
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # The types as 0001 enforced them; a downgrade restores exactly that.
-TYPES_0001 = ('pattern_analysis', 'variant_generation', 'experiment_creation',
-              'experiment_monitoring', 'full_cycle')
+TYPES_0001 = (
+    "pattern_analysis",
+    "variant_generation",
+    "experiment_creation",
+    "experiment_monitoring",
+    "full_cycle",
+)
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('optimization_jobs', schema=None) as batch_op:
-        batch_op.drop_constraint(op.f('ck_optimization_jobs_type'), type_='check')
+    with op.batch_alter_table("optimization_jobs", schema=None) as batch_op:
+        batch_op.drop_constraint(op.f("ck_optimization_jobs_type"), type_="check")
 
 
 def downgrade() -> None:
     listed = ", ".join(f"'{name}'" for name in TYPES_0001)
-    with op.batch_alter_table('optimization_jobs', schema=None) as batch_op:
-        batch_op.create_check_constraint(op.f('ck_optimization_jobs_type'),
-                                         sa.text(f"type IN ({listed})"))
+    with op.batch_alter_table("optimization_jobs", schema=None) as batch_op:
+        batch_op.create_check_constraint(
+            op.f("ck_optimization_jobs_type"), sa.text(f"type IN ({listed})")
+        )

@@ -44,14 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prompt-worker",
         description="Optimize LLM system prompts with safe A/B experiments. "
-                    "Settings come from the environment (DATABASE_URL, ...).")
+        "Settings come from the environment (DATABASE_URL, ...).",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # func=None: `run` needs no engine of ours; the service builds its own pool.
     commands.add_parser("run", help="run the service (HTTP, scheduler, worker)").set_defaults(
-        func=None)
-    commands.add_parser("migrate", help="bring the database schema up to date (creates a "
-                                        "missing SQLite file)").set_defaults(
-        func=cmd_migrate, creates_database=True)
+        func=None
+    )
+    commands.add_parser(
+        "migrate", help="bring the database schema up to date (creates a missing SQLite file)"
+    ).set_defaults(func=cmd_migrate, creates_database=True)
     cli_jobs.register(commands)
     cli_prompts.register(commands)
     cli_experiments.register(commands)
@@ -78,8 +80,10 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings, engine: Engine) ->
         db.migrate(engine)
     except CommandError as exc:
         raise ConfigError(f"cannot migrate the database: {exc}") from None
-    print(f"database {db.describe(settings.database_url)} is at schema revision "
-          f"{db.current_revision(engine)} (the latest)")
+    print(
+        f"database {db.describe(settings.database_url)} is at schema revision "
+        f"{db.current_revision(engine)} (the latest)"
+    )
     return 0
 
 
@@ -104,10 +108,12 @@ def missing_database(url: str) -> str | None:
         source += ", the default when it is unset"
     if not os.path.isabs(make_url(url).database or ""):
         source += ", a path relative to the current directory"
-    return (f"no database at {path} ({source}): set DATABASE_URL to your database "
-            "(sqlite:////absolute/path/prompt_worker.db or postgresql://user:pass@host/db), "
-            "or run `prompt-worker migrate` first to create this one (`make run` migrates, "
-            "then starts the service)")
+    return (
+        f"no database at {path} ({source}): set DATABASE_URL to your database "
+        "(sqlite:////absolute/path/prompt_worker.db or postgresql://user:pass@host/db), "
+        "or run `prompt-worker migrate` first to create this one (`make run` migrates, "
+        "then starts the service)"
+    )
 
 
 def refuse_missing_database(url: str) -> None:
@@ -128,8 +134,7 @@ def database_problem(engine: Engine, exc: SQLAlchemyError, *, creating: bool = F
         return missing
     path = db.sqlite_file(url)
     if missing is not None and path is not None:
-        reason = (f"folder {path.parent} does not exist" if not path.parent.is_dir()
-                  else first)
+        reason = f"folder {path.parent} does not exist" if not path.parent.is_dir() else first
         return f"cannot create the database {path}: {reason}"
     try:
         current, head = db.current_revision(engine), db.head_revision()
@@ -139,8 +144,7 @@ def database_problem(engine: Engine, exc: SQLAlchemyError, *, creating: bool = F
     if current is None:
         return f"database {where} has no prompt-worker schema; {MIGRATE_HINT}"
     if current != head:
-        return (f"database {where} has schema {current}, this version needs {head}; "
-                f"{MIGRATE_HINT}")
+        return f"database {where} has schema {current}, this version needs {head}; {MIGRATE_HINT}"
     return f"database error: {first}"
 
 

@@ -32,10 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     group = subparsers.add_parser("conversations", help="import logged conversations")
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     imp = actions.add_parser(
-        "import", help="import a JSONL file (one conversation per line), all or nothing")
+        "import", help="import a JSONL file (one conversation per line), all or nothing"
+    )
     imp.add_argument("file", metavar="FILE.jsonl", help="one JSON record per line")
-    imp.add_argument("--batch", metavar="N", default=str(DEFAULT_BATCH),
-                     help=f"rows per insert, 1..{MAX_BATCH} (default {DEFAULT_BATCH})")
+    imp.add_argument(
+        "--batch",
+        metavar="N",
+        default=str(DEFAULT_BATCH),
+        help=f"rows per insert, 1..{MAX_BATCH} (default {DEFAULT_BATCH})",
+    )
     imp.set_defaults(func=cmd_conversations_import)
 
 
@@ -43,15 +48,15 @@ def parse_batch(raw: str) -> int:
     return parse_whole(raw, "batch", 1, MAX_BATCH)
 
 
-def cmd_conversations_import(args: argparse.Namespace, settings: Settings,
-                             engine: Engine) -> int:
+def cmd_conversations_import(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     batch = parse_batch(args.batch)
     path = Path(args.file)
     try:
         handle = path.open("rb")
     except OSError as exc:
-        raise InvalidInput(f"cannot read {args.file}: {exc.strerror or exc}",
-                           field="file") from None
+        raise InvalidInput(
+            f"cannot read {args.file}: {exc.strerror or exc}", field="file"
+        ) from None
     try:
         with handle, engine.begin() as conn:
             ingestion = Ingestion(conn, utcnow())

@@ -15,22 +15,33 @@ from optimizer.errors import InvalidInput
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     demo = subparsers.add_parser(
-        "demo", help="simulate days of traffic on a fresh SQLite file and show the loop",
+        "demo",
+        help="simulate days of traffic on a fresh SQLite file and show the loop",
         description="Simulates an application whose prompt does badly on one segment, then "
-                    "runs hourly pattern analysis and 15-minute monitoring in accelerated "
-                    "time. Uses Claude when ANTHROPIC_API_KEY is set (it first checks with one "
-                    "tiny request that the API answers and stops with one line if not, as "
-                    "it does at the first failed call), otherwise, or with "
-                    "LLM_PROVIDER=offline, the deterministic offline generator. "
-                    "DATABASE_URL is not used.")
-    demo.add_argument("--days", type=float, default=3.0,
-                      help="simulated days (default 3, at most 14)")
+        "runs hourly pattern analysis and 15-minute monitoring in accelerated "
+        "time. Uses Claude when ANTHROPIC_API_KEY is set (it first checks with one "
+        "tiny request that the API answers and stops with one line if not, as "
+        "it does at the first failed call), otherwise, or with "
+        "LLM_PROVIDER=offline, the deterministic offline generator. "
+        "DATABASE_URL is not used.",
+    )
+    demo.add_argument(
+        "--days", type=float, default=3.0, help="simulated days (default 3, at most 14)"
+    )
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
-    demo.add_argument("--per-tick", type=int, default=60, metavar="N",
-                      help="conversations per simulated 15 minutes (default 60)")
-    demo.add_argument("--database", type=Path, metavar="PATH",
-                      help="SQLite file to create (must not exist; default: a new "
-                           "temporary directory)")
+    demo.add_argument(
+        "--per-tick",
+        type=int,
+        default=60,
+        metavar="N",
+        help="conversations per simulated 15 minutes (default 60)",
+    )
+    demo.add_argument(
+        "--database",
+        type=Path,
+        metavar="PATH",
+        help="SQLite file to create (must not exist; default: a new temporary directory)",
+    )
     demo.set_defaults(func=cmd_demo, standalone=True)
 
 
@@ -56,9 +67,16 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if database is None:
         database = Path(tempfile.mkdtemp(prefix="prompt-worker-demo-")) / "demo.db"
     started = time.monotonic()
-    summary = asyncio.run(run_demo(database.resolve(), days=args.days, seed=args.seed,
-                                   per_tick=args.per_tick, settings=settings,
-                                   out=sys.stdout))
+    summary = asyncio.run(
+        run_demo(
+            database.resolve(),
+            days=args.days,
+            seed=args.seed,
+            per_tick=args.per_tick,
+            settings=settings,
+            out=sys.stdout,
+        )
+    )
     print_summary(summary, database.resolve(), time.monotonic() - started, sys.stdout)
     return 0
 
@@ -68,8 +86,11 @@ def _database(database: Path | None) -> Path | None:
     if database is None:
         return None
     if database.exists():
-        raise InvalidInput(f"{database} already exists; the demo needs a fresh file "
-                           "(pick another --database or delete it)", field="database")
+        raise InvalidInput(
+            f"{database} already exists; the demo needs a fresh file "
+            "(pick another --database or delete it)",
+            field="database",
+        )
     if not database.parent.is_dir():
         raise InvalidInput(f"folder {database.parent} does not exist", field="database")
     return database

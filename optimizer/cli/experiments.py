@@ -31,17 +31,19 @@ _BUILT_IN = parse_settings()  # for the help text only; never copied into a requ
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    group = subparsers.add_parser("experiments",
-                                  help="start, list, show and stop A/B experiments")
+    group = subparsers.add_parser("experiments", help="start, list, show and stop A/B experiments")
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     _add_start_parser(actions)
 
     listing = actions.add_parser("list", help="list the newest experiments")
-    listing.add_argument("--status", metavar="S",
-                         help="running, paused, completed or stopped")
+    listing.add_argument("--status", metavar="S", help="running, paused, completed or stopped")
     listing.add_argument("--prompt", metavar="NAME", help="only this prompt's experiments")
-    listing.add_argument("--limit", metavar="N", default=str(DEFAULT_LIMIT),
-                         help=f"at most N, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT})")
+    listing.add_argument(
+        "--limit",
+        metavar="N",
+        default=str(DEFAULT_LIMIT),
+        help=f"at most N, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT})",
+    )
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(func=cmd_experiments_list)
 
@@ -57,36 +59,58 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def _add_start_parser(actions: Any) -> None:
     start = actions.add_parser(
-        "start", help="start an experiment: the active version against candidates",
+        "start",
+        help="start an experiment: the active version against candidates",
         description="Start an A/B experiment of PROMPT's active version (the control) "
-                    "against candidate versions, as POST /experiments does. Settings left "
-                    "out take the same defaults (PROMOTION_CONFIDENCE, "
-                    "MIN_CONVERSATIONS_PER_ARM, ...). Prints the experiment as JSON.")
+        "against candidate versions, as POST /experiments does. Settings left "
+        "out take the same defaults (PROMOTION_CONFIDENCE, "
+        "MIN_CONVERSATIONS_PER_ARM, ...). Prints the experiment as JSON.",
+    )
     start.add_argument("prompt", metavar="PROMPT", help="the prompt's name")
-    start.add_argument("--variants", metavar="N,N", required=True,
-                       help="candidate version numbers, comma-separated (e.g. 2,3)")
-    start.add_argument("--weights", metavar="W,W",
-                       help="traffic weights, control first then each variant "
-                            "(e.g. 2,1,1; default equal)")
-    start.add_argument("--primary-metric", metavar="M",
-                       help=f"one of: {', '.join(PRIMARY_METRICS)} "
-                            f"(default {_BUILT_IN.primary_metric})")
-    start.add_argument("--confidence", metavar="P",
-                       help="confidence needed to promote, 0.5..0.9999 "
-                            "(default PROMOTION_CONFIDENCE)")
-    start.add_argument("--min-conversations-per-arm", metavar="N",
-                       help="units per arm before any decision "
-                            "(default MIN_CONVERSATIONS_PER_ARM)")
-    start.add_argument("--min-runtime-hours", metavar="H",
-                       help="hours before any decision "
-                            f"(default {_BUILT_IN.min_runtime_hours:g})")
-    start.add_argument("--max-runtime-hours", metavar="H",
-                       help="hours after which it ends without a winner "
-                            f"(default {_BUILT_IN.max_runtime_hours:g})")
-    start.add_argument("--guardrails", metavar="JSON",
-                       help="a JSON list of guardrails, or @FILE to read one from a file "
-                            "(default: non-inferiority on "
-                            f"{', '.join(g.metric for g in _BUILT_IN.guardrails)})")
+    start.add_argument(
+        "--variants",
+        metavar="N,N",
+        required=True,
+        help="candidate version numbers, comma-separated (e.g. 2,3)",
+    )
+    start.add_argument(
+        "--weights",
+        metavar="W,W",
+        help="traffic weights, control first then each variant (e.g. 2,1,1; default equal)",
+    )
+    start.add_argument(
+        "--primary-metric",
+        metavar="M",
+        help=f"one of: {', '.join(PRIMARY_METRICS)} (default {_BUILT_IN.primary_metric})",
+    )
+    start.add_argument(
+        "--confidence",
+        metavar="P",
+        help="confidence needed to promote, 0.5..0.9999 (default PROMOTION_CONFIDENCE)",
+    )
+    start.add_argument(
+        "--min-conversations-per-arm",
+        metavar="N",
+        help="units per arm before any decision (default MIN_CONVERSATIONS_PER_ARM)",
+    )
+    start.add_argument(
+        "--min-runtime-hours",
+        metavar="H",
+        help=f"hours before any decision (default {_BUILT_IN.min_runtime_hours:g})",
+    )
+    start.add_argument(
+        "--max-runtime-hours",
+        metavar="H",
+        help="hours after which it ends without a winner "
+        f"(default {_BUILT_IN.max_runtime_hours:g})",
+    )
+    start.add_argument(
+        "--guardrails",
+        metavar="JSON",
+        help="a JSON list of guardrails, or @FILE to read one from a file "
+        "(default: non-inferiority on "
+        f"{', '.join(g.metric for g in _BUILT_IN.guardrails)})",
+    )
     start.set_defaults(func=cmd_experiments_start)
 
 
@@ -99,11 +123,13 @@ def _guardrails(raw: str) -> Any:
         try:
             text = Path(source).read_bytes().decode("utf-8")
         except OSError as exc:
-            raise InvalidInput(f"guardrails: cannot read {source}: {exc.strerror or exc}",
-                               field="guardrails") from None
+            raise InvalidInput(
+                f"guardrails: cannot read {source}: {exc.strerror or exc}", field="guardrails"
+            ) from None
         except UnicodeDecodeError as exc:
-            raise InvalidInput(f"guardrails: {source} is not UTF-8 text (byte {exc.start})",
-                               field="guardrails") from None
+            raise InvalidInput(
+                f"guardrails: {source} is not UTF-8 text (byte {exc.start})", field="guardrails"
+            ) from None
     try:
         return strict_json.loads(text)
     except strict_json.JsonRejected as exc:
@@ -116,22 +142,34 @@ def start_request(args: argparse.Namespace) -> dict[str, Any]:
         prompt = prompt_text.validate_name(args.prompt)
     except InvalidInput as exc:
         raise InvalidInput(f"prompt {exc}", field="prompt") from None
-    body: dict[str, Any] = {"prompt": prompt, "variants": [
-        parse_whole(part, "variants", 1, MAX_ID,
-                    what="version numbers separated by commas, like 2,3")
-        for part in args.variants.split(",")]}
+    body: dict[str, Any] = {
+        "prompt": prompt,
+        "variants": [
+            parse_whole(
+                part, "variants", 1, MAX_ID, what="version numbers separated by commas, like 2,3"
+            )
+            for part in args.variants.split(",")
+        ],
+    }
     if args.weights is not None:
-        body["weights"] = [parse_decimal(part, "weights", what="numbers separated by commas, "
-                                                                "control first, like 2,1,1")
-                           for part in args.weights.split(",")]
+        body["weights"] = [
+            parse_decimal(
+                part, "weights", what="numbers separated by commas, control first, like 2,1,1"
+            )
+            for part in args.weights.split(",")
+        ]
     for field in ("confidence", "min_runtime_hours", "max_runtime_hours"):
         if getattr(args, field) is not None:
-            body[field] = parse_decimal(getattr(args, field), field,
-                                        what="a number like 0.95 or 24")
+            body[field] = parse_decimal(
+                getattr(args, field), field, what="a number like 0.95 or 24"
+            )
     if args.min_conversations_per_arm is not None:
         body["min_conversations_per_arm"] = parse_whole(
-            args.min_conversations_per_arm, "min_conversations_per_arm", 1,
-            MAX_MIN_CONVERSATIONS_PER_ARM)
+            args.min_conversations_per_arm,
+            "min_conversations_per_arm",
+            1,
+            MAX_MIN_CONVERSATIONS_PER_ARM,
+        )
     if args.primary_metric is not None:
         body["primary_metric"] = args.primary_metric
     if args.guardrails is not None:
@@ -139,22 +177,26 @@ def start_request(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def cmd_experiments_start(args: argparse.Namespace, settings: Settings,
-                          engine: Engine) -> int:
+def cmd_experiments_start(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     body = start_request(args)
     experiment = settings_with_defaults(body, settings)
     with session_factory(engine).begin() as session:
-        view = store.create_experiment(session, body["prompt"], body["variants"],
-                                       weights=body.get("weights"), settings=experiment,
-                                       created_by=CLI_ACTOR, now=utcnow())
+        view = store.create_experiment(
+            session,
+            body["prompt"],
+            body["variants"],
+            weights=body.get("weights"),
+            settings=experiment,
+            created_by=CLI_ACTOR,
+            now=utcnow(),
+        )
     return print_json(view.to_dict())
 
 
 def cmd_experiments_list(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     limit = parse_whole(args.limit, "limit", 1, MAX_LIMIT)
     with session_factory(engine)() as session:
-        views = store.list_experiments(session, status=args.status, prompt=args.prompt,
-                                       limit=limit)
+        views = store.list_experiments(session, status=args.status, prompt=args.prompt, limit=limit)
     if args.json:
         return print_json({"experiments": [v.to_dict() for v in views]})
     print(format_table(views))
@@ -170,18 +212,26 @@ def cmd_experiments_show(args: argparse.Namespace, settings: Settings, engine: E
 def cmd_experiments_stop(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     experiment_id = parse_id(args.id)
     with session_factory(engine).begin() as session:
-        view = store.stop_experiment(session, experiment_id, actor=CLI_ACTOR,
-                                     reason=args.reason, now=utcnow())
+        view = store.stop_experiment(
+            session, experiment_id, actor=CLI_ACTOR, reason=args.reason, now=utcnow()
+        )
     return print_json(view.to_dict())
 
 
 def _row(view: store.ExperimentView) -> tuple[str, ...]:
-    arms = " ".join(f"{a.version}{'*' if a.is_control else ''}"
-                    f"{'(x)' if a.status != 'active' else ''}:{a.conversations}"
-                    for a in view.arms)
-    return (str(view.id), view.prompt, view.status, arms,
-            "-" if view.winner_version is None else str(view.winner_version),
-            table_time(view.started_at))
+    arms = " ".join(
+        f"{a.version}{'*' if a.is_control else ''}"
+        f"{'(x)' if a.status != 'active' else ''}:{a.conversations}"
+        for a in view.arms
+    )
+    return (
+        str(view.id),
+        view.prompt,
+        view.status,
+        arms,
+        "-" if view.winner_version is None else str(view.winner_version),
+        table_time(view.started_at),
+    )
 
 
 def format_table(views: Sequence[store.ExperimentView]) -> str:

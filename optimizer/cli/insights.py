@@ -13,8 +13,7 @@ from optimizer.config import Settings
 from optimizer.db import read_only, session_factory
 from optimizer.patterns import views
 
-TABLE_HEADER = ("ID", "PROMPT", "VER", "KIND", "ACTIONABLE", "EFFECT", "SEEN", "LAST SEEN",
-                "TITLE")
+TABLE_HEADER = ("ID", "PROMPT", "VER", "KIND", "ACTIONABLE", "EFFECT", "SEEN", "LAST SEEN", "TITLE")
 TITLE_COLUMN_CHARS = 80
 
 
@@ -23,11 +22,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="list insights, most recently seen first")
     listing.add_argument("--prompt", metavar="NAME", help="only this prompt's insights")
-    listing.add_argument("--actionable", action="store_true",
-                         help="only insights worth acting on")
+    listing.add_argument("--actionable", action="store_true", help="only insights worth acting on")
     listing.add_argument("--kind", metavar="K", help=f"one of: {', '.join(views.KINDS)}")
-    listing.add_argument("--limit", metavar="N", default=str(views.DEFAULT_LIMIT),
-                         help=f"at most N, 1..{views.MAX_LIMIT} (default {views.DEFAULT_LIMIT})")
+    listing.add_argument(
+        "--limit",
+        metavar="N",
+        default=str(views.DEFAULT_LIMIT),
+        help=f"at most N, 1..{views.MAX_LIMIT} (default {views.DEFAULT_LIMIT})",
+    )
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(func=cmd_insights_list)
 
@@ -37,9 +39,13 @@ def cmd_insights_list(args: argparse.Namespace, settings: Settings, engine: Engi
     kind = views.parse_kind(args.kind) if args.kind is not None else None
     prompt = views.parse_prompt(args.prompt) if args.prompt is not None else None
     with session_factory(read_only(engine))() as session:
-        found = views.list_insights(session, prompt=prompt,
-                                    actionable=True if args.actionable else None, kind=kind,
-                                    limit=limit)
+        found = views.list_insights(
+            session,
+            prompt=prompt,
+            actionable=True if args.actionable else None,
+            kind=kind,
+            limit=limit,
+        )
     if args.json:
         return print_json({"insights": [v.to_dict() for v in found]})
     print(format_table(found))
@@ -49,11 +55,19 @@ def cmd_insights_list(args: argparse.Namespace, settings: Settings, engine: Engi
 def _row(view: views.InsightView) -> tuple[str, ...]:
     title = " ".join(view.title.split())
     if len(title) > TITLE_COLUMN_CHARS:
-        title = title[:TITLE_COLUMN_CHARS - 3] + "..."
+        title = title[: TITLE_COLUMN_CHARS - 3] + "..."
     effect = "-" if view.effect_size is None else f"{view.effect_size:+.3f}"
-    return (str(view.id), view.prompt, "-" if view.version is None else str(view.version),
-            view.kind, "yes" if view.is_actionable else "no", effect, str(view.occurrences),
-            table_time(view.last_seen_at), title)
+    return (
+        str(view.id),
+        view.prompt,
+        "-" if view.version is None else str(view.version),
+        view.kind,
+        "yes" if view.is_actionable else "no",
+        effect,
+        str(view.occurrences),
+        table_time(view.last_seen_at),
+        title,
+    )
 
 
 def format_table(found: Sequence[views.InsightView]) -> str:

@@ -31,22 +31,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add.add_argument("type", metavar="TYPE", help=f"one of: {', '.join(JOB_TYPES)}")
     add.add_argument("--prompt", metavar="NAME", help="the prompt the job works on")
     add.add_argument("--payload", metavar="JSON", help="a JSON object passed to the job")
-    add.add_argument("--priority", metavar="N", default="0",
-                     help="higher runs first (default 0)")
+    add.add_argument("--priority", metavar="N", default="0", help="higher runs first (default 0)")
     add.add_argument("--run-at", metavar="ISO", help="not before this time (ISO 8601)")
     add.set_defaults(func=cmd_jobs_add)
 
     listing = actions.add_parser("list", help="list the newest jobs")
     listing.add_argument("--status", metavar="S", help=f"one of: {', '.join(JOB_STATUSES)}")
     listing.add_argument("--type", metavar="T", help="only jobs of this type")
-    listing.add_argument("--limit", metavar="N", default=str(DEFAULT_LIMIT),
-                         help=f"at most N jobs, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT})")
+    listing.add_argument(
+        "--limit",
+        metavar="N",
+        default=str(DEFAULT_LIMIT),
+        help=f"at most N jobs, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT})",
+    )
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(func=cmd_jobs_list)
 
-    for name, func, text in (("show", cmd_jobs_show, "print one job as JSON"),
-                             ("cancel", cmd_jobs_cancel, "cancel a pending or running job"),
-                             ("retry", cmd_jobs_retry, "requeue a failed or cancelled job")):
+    for name, func, text in (
+        ("show", cmd_jobs_show, "print one job as JSON"),
+        ("cancel", cmd_jobs_cancel, "cancel a pending or running job"),
+        ("retry", cmd_jobs_retry, "requeue a failed or cancelled job"),
+    ):
         one = actions.add_parser(name, help=text)
         one.add_argument("id", metavar="ID", help="the job id")
         one.set_defaults(func=func)
@@ -54,14 +59,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def parse_status(raw: str | None) -> str | None:
     if raw is not None and raw not in JOB_STATUSES:
-        raise InvalidInput(f"status must be one of {', '.join(JOB_STATUSES)}; got {raw[:40]!r}",
-                           field="status")
+        raise InvalidInput(
+            f"status must be one of {', '.join(JOB_STATUSES)}; got {raw[:40]!r}", field="status"
+        )
     return raw
 
 
 def cmd_jobs_add(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
-    new_job = parse_new_job(args.type, prompt=args.prompt, payload=args.payload,
-                            priority=args.priority, run_at=args.run_at)
+    new_job = parse_new_job(
+        args.type,
+        prompt=args.prompt,
+        payload=args.payload,
+        priority=args.priority,
+        run_at=args.run_at,
+    )
     attempts = registry.max_attempts(new_job.type, settings)
     job, _ = queue.enqueue(engine, new_job, max_attempts=attempts, now=utcnow())
     return print_json(job.to_dict())
@@ -69,9 +80,11 @@ def cmd_jobs_add(args: argparse.Namespace, settings: Settings, engine: Engine) -
 
 def cmd_jobs_list(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     jobs = queue.list_jobs(
-        engine, status=parse_status(args.status),
+        engine,
+        status=parse_status(args.status),
         job_type=parse_job_type(args.type) if args.type is not None else None,
-        limit=parse_whole(args.limit, "limit", 1, MAX_LIMIT))
+        limit=parse_whole(args.limit, "limit", 1, MAX_LIMIT),
+    )
     if args.json:
         return print_json({"jobs": [job.to_dict() for job in jobs]})
     print(format_table(jobs))
@@ -91,14 +104,24 @@ def cmd_jobs_retry(args: argparse.Namespace, settings: Settings, engine: Engine)
 
 
 def _row(job: queue.Job) -> tuple[str, ...]:
-    status = f"{job.status} (cancel requested)" if (
-        job.cancel_requested and job.status == "running") else job.status
+    status = (
+        f"{job.status} (cancel requested)"
+        if (job.cancel_requested and job.status == "running")
+        else job.status
+    )
     error = " ".join((job.error or "").split())
     if len(error) > ERROR_COLUMN_CHARS:
-        error = error[:ERROR_COLUMN_CHARS - 3] + "..."
-    return (str(job.id), job.type, status, str(job.priority),
-            f"{job.attempts}/{job.max_attempts}", f"{job.progress}%",
-            table_time(job.created_at), error)
+        error = error[: ERROR_COLUMN_CHARS - 3] + "..."
+    return (
+        str(job.id),
+        job.type,
+        status,
+        str(job.priority),
+        f"{job.attempts}/{job.max_attempts}",
+        f"{job.progress}%",
+        table_time(job.created_at),
+        error,
+    )
 
 
 def format_table(jobs: Sequence[queue.Job]) -> str:

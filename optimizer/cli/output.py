@@ -16,6 +16,8 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]], indent: str = ""
     """Columns padded to their widest cell, two spaces apart, no trailing spaces."""
     lines = [tuple(header), *(tuple(row) for row in rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(indent + "  ".join(cell.ljust(width) for cell, width
-                                        in zip(line, widths, strict=True)).rstrip()
-                     for line in lines)
+    return "\n".join(
+        indent
+        + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )

@@ -27,11 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     group = subparsers.add_parser("prompts", help="add, list, show, diff and roll back prompts")
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    add = actions.add_parser("add", help="create a prompt from a file, or add a new version "
-                                         "when it exists; prints JSON")
+    add = actions.add_parser(
+        "add", help="create a prompt from a file, or add a new version when it exists; prints JSON"
+    )
     add.add_argument("name", metavar="NAME", help="the prompt's name")
-    add.add_argument("--file", metavar="F", required=True,
-                     help="UTF-8 text of the prompt; - reads standard input")
+    add.add_argument(
+        "--file",
+        metavar="F",
+        required=True,
+        help="UTF-8 text of the prompt; - reads standard input",
+    )
     add.add_argument("--notes", metavar="TEXT", help="change notes for the new version")
     add.set_defaults(func=cmd_prompts_add)
 
@@ -52,15 +57,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     back = actions.add_parser("rollback", help="make an earlier version active again")
     back.add_argument("name", metavar="NAME", help="the prompt's name")
     back.add_argument("--to", metavar="N", required=True, help="the version to activate")
-    back.add_argument("--reason", metavar="TEXT", default=DEFAULT_ROLLBACK_REASON,
-                      help="why (recorded with the change)")
+    back.add_argument(
+        "--reason",
+        metavar="TEXT",
+        default=DEFAULT_ROLLBACK_REASON,
+        help="why (recorded with the change)",
+    )
     back.set_defaults(func=cmd_prompts_rollback)
 
 
 def parse_version(raw: str, field: str) -> int:
     return prompts.validate_version_number(
-        parse_whole(raw, field, 1, MAX_ID, what="a version number (a positive whole number)"),
-        field)
+        parse_whole(raw, field, 1, MAX_ID, what="a version number (a positive whole number)"), field
+    )
 
 
 def _read_stdin() -> bytes:
@@ -72,12 +81,15 @@ def _read_stdin() -> bytes:
     try:
         raw = sys.stdin.buffer.read()
     except OSError as exc:
-        raise InvalidInput(f"cannot read standard input: {exc.strerror or exc}",
-                           field="file") from None
+        raise InvalidInput(
+            f"cannot read standard input: {exc.strerror or exc}", field="file"
+        ) from None
     if not raw:
-        raise InvalidInput("standard input is empty; pipe the prompt's text in, e.g. "
-                           "`prompt-worker prompts add NAME --file - < prompt.txt`",
-                           field="file")
+        raise InvalidInput(
+            "standard input is empty; pipe the prompt's text in, e.g. "
+            "`prompt-worker prompts add NAME --file - < prompt.txt`",
+            field="file",
+        )
     return raw
 
 
@@ -90,13 +102,13 @@ def read_text_file(path: str) -> str:
         try:
             raw = Path(path).read_bytes()
         except OSError as exc:
-            raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}",
-                               field="file") from None
+            raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}", field="file") from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{source} is not UTF-8 text (byte {exc.start}); save it as UTF-8",
-                           field="file") from None
+        raise InvalidInput(
+            f"{source} is not UTF-8 text (byte {exc.start}); save it as UTF-8", field="file"
+        ) from None
 
 
 def cmd_prompts_add(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
@@ -106,12 +118,14 @@ def cmd_prompts_add(args: argparse.Namespace, settings: Settings, engine: Engine
         try:
             prompts.get_prompt(session, name)
         except NotFound:
-            prompts.create_prompt(session, name, content, actor=CLI_ACTOR, now=utcnow(),
-                                  change_notes=args.notes)
+            prompts.create_prompt(
+                session, name, content, actor=CLI_ACTOR, now=utcnow(), change_notes=args.notes
+            )
             document: object = prompts.prompt_document(session, name)
         else:
-            document = prompts.add_version(session, name, content, change_notes=args.notes,
-                                           now=utcnow()).to_dict()
+            document = prompts.add_version(
+                session, name, content, change_notes=args.notes, now=utcnow()
+            ).to_dict()
     return print_json(document, ensure_ascii=False)
 
 
@@ -127,9 +141,18 @@ def cmd_prompts_list(args: argparse.Namespace, settings: Settings, engine: Engin
 def format_table(summaries: list[prompts.PromptSummary]) -> str:
     if not summaries:
         return "no prompts yet; add one with `prompt-worker prompts add NAME --file F`"
-    return table(TABLE_HEADER, [
-        (s.name, "-" if s.active_version is None else str(s.active_version),
-         str(s.versions_count), table_time(s.created_at)) for s in summaries])
+    return table(
+        TABLE_HEADER,
+        [
+            (
+                s.name,
+                "-" if s.active_version is None else str(s.active_version),
+                str(s.versions_count),
+                table_time(s.created_at),
+            )
+            for s in summaries
+        ],
+    )
 
 
 def cmd_prompts_show(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
@@ -148,9 +171,13 @@ def cmd_prompts_diff(args: argparse.Namespace, settings: Settings, engine: Engin
 
 
 def unified_diff(name: str, old: prompts.VersionView, new: prompts.VersionView) -> str:
-    lines = difflib.unified_diff(old.content.splitlines(), new.content.splitlines(),
-                                 fromfile=f"{name}@v{old.number}",
-                                 tofile=f"{name}@v{new.number}", lineterm="")
+    lines = difflib.unified_diff(
+        old.content.splitlines(),
+        new.content.splitlines(),
+        fromfile=f"{name}@v{old.number}",
+        tofile=f"{name}@v{new.number}",
+        lineterm="",
+    )
     return "".join(line + "\n" for line in lines)
 
 
@@ -158,7 +185,6 @@ def cmd_prompts_rollback(args: argparse.Namespace, settings: Settings, engine: E
     name = prompt_text.validate_name(args.name)
     number = parse_version(args.to, "to")
     with session_factory(engine).begin() as session:
-        prompts.rollback(session, name, number, actor=CLI_ACTOR, reason=args.reason,
-                         now=utcnow())
+        prompts.rollback(session, name, number, actor=CLI_ACTOR, reason=args.reason, now=utcnow())
         document = prompts.prompt_document(session, name)
     return print_json(document, ensure_ascii=False)

@@ -18,24 +18,28 @@ STATUS_MEANINGS = {
     401: "the Anthropic API rejected ANTHROPIC_API_KEY (HTTP 401); check the key",
     403: "ANTHROPIC_API_KEY may not use the Messages API or model {model} (HTTP 403)",
     404: "the Anthropic API at {where} answered HTTP 404: check that model {model} "
-         "(LLM_MODEL_SONNET) exists and that ANTHROPIC_BASE_URL, if set, is the API",
+    "(LLM_MODEL_SONNET) exists and that ANTHROPIC_BASE_URL, if set, is the API",
     429: "the Anthropic API is rate limiting this key (HTTP 429); try again later",
     529: "the Anthropic API is overloaded (HTTP 529); try again later",
 }
 
 
-async def probe_anthropic(settings: Settings, *, base_url: str | None = None,
-                          timeout: float = PROBE_TIMEOUT_SECONDS) -> str | None:
+async def probe_anthropic(
+    settings: Settings, *, base_url: str | None = None, timeout: float = PROBE_TIMEOUT_SECONDS
+) -> str | None:
     """None when the API answers a tiny request; else what is wrong, in one line.
     `base_url` None: the SDK's (ANTHROPIC_BASE_URL or the public API)."""
     model = settings.llm_model_sonnet
-    client = anthropic.AsyncAnthropic(api_key=settings.anthropic_api_key, base_url=base_url,
-                                      max_retries=0, timeout=timeout)
+    client = anthropic.AsyncAnthropic(
+        api_key=settings.anthropic_api_key, base_url=base_url, max_retries=0, timeout=timeout
+    )
     where = str(client.base_url).rstrip("/")
     try:
         await client.messages.create(
-            model=model, max_tokens=PROBE_MAX_TOKENS,
-            messages=[{"role": "user", "content": "Reply with one word."}])
+            model=model,
+            max_tokens=PROBE_MAX_TOKENS,
+            messages=[{"role": "user", "content": "Reply with one word."}],
+        )
     except anthropic.APITimeoutError:
         return f"the Anthropic API at {where} did not answer within {timeout:g} s"
     except anthropic.APIConnectionError:

@@ -48,8 +48,10 @@ START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday; fixed so that runs repeat 
 # Claude in the demo: a stalled call must not hold the demo for the SDK's 10 minutes.
 CALL_TIMEOUT_SECONDS = 30.0
 MAX_RETRIES = 1
-OFFLINE_HINT = ("to run the demo without the API: LLM_PROVIDER=offline make demo "
-                "(or LLM_PROVIDER=offline prompt-worker demo)")
+OFFLINE_HINT = (
+    "to run the demo without the API: LLM_PROVIDER=offline make demo "
+    "(or LLM_PROVIDER=offline prompt-worker demo)"
+)
 
 
 class DemoStopped(PromptWorkerError):
@@ -110,26 +112,34 @@ class _Seen:
     experiments: dict[int, str] = field(default_factory=dict)
 
 
-async def run_demo(database: Path, *, days: float, seed: int, per_tick: int,
-                   settings: Settings, out: TextIO) -> DemoSummary:
+async def run_demo(
+    database: Path, *, days: float, seed: int, per_tick: int, settings: Settings, out: TextIO
+) -> DemoSummary:
     url = f"sqlite:///{database}"
     engine = db.create_db_engine(url)
     try:
         db.migrate(engine)
-        return await _simulate(engine, days=days, seed=seed, per_tick=per_tick,
-                               settings=settings.model_copy(update={"database_url": url}),
-                               out=out)
+        return await _simulate(
+            engine,
+            days=days,
+            seed=seed,
+            per_tick=per_tick,
+            settings=settings.model_copy(update={"database_url": url}),
+            out=out,
+        )
     finally:
         engine.dispose()
 
 
-async def _simulate(engine: Engine, *, days: float, seed: int, per_tick: int,
-                    settings: Settings, out: TextIO) -> DemoSummary:
+async def _simulate(
+    engine: Engine, *, days: float, seed: int, per_tick: int, settings: Settings, out: TextIO
+) -> DemoSummary:
     clock = SimClock(START)
     sessions = db.session_factory(engine)
     llm = _llm(settings, sessions, clock)
-    ctx = ServiceContext(settings=settings, engine=engine, sessions=sessions,
-                         stats=RunStats(), clock=clock, llm=llm)
+    ctx = ServiceContext(
+        settings=settings, engine=engine, sessions=sessions, stats=RunStats(), clock=clock, llm=llm
+    )
     try:
         return await _loop(ctx, llm, clock, days=days, seed=seed, per_tick=per_tick, out=out)
     finally:
@@ -141,24 +151,36 @@ def _llm(settings: Settings, sessions: Any, clock: SimClock) -> StopOnFailure:
         from optimizer.llm.anthropic_client import AnthropicClient
 
         limited = settings.model_copy(
-            update={"llm_max_retries": min(settings.llm_max_retries, MAX_RETRIES)})
-        return StopOnFailure(AnthropicClient(limited, sessions, clock,
-                                             timeout=CALL_TIMEOUT_SECONDS))
+            update={"llm_max_retries": min(settings.llm_max_retries, MAX_RETRIES)}
+        )
+        return StopOnFailure(
+            AnthropicClient(limited, sessions, clock, timeout=CALL_TIMEOUT_SECONDS)
+        )
     return StopOnFailure(build_llm_client(settings, sessions, clock))
 
 
-async def _loop(ctx: ServiceContext, llm: StopOnFailure, clock: SimClock, *, days: float,
-                seed: int, per_tick: int, out: TextIO) -> DemoSummary:
+async def _loop(
+    ctx: ServiceContext,
+    llm: StopOnFailure,
+    clock: SimClock,
+    *,
+    days: float,
+    seed: int,
+    per_tick: int,
+    out: TextIO,
+) -> DemoSummary:
     engine, sessions = ctx.engine, ctx.sessions
     summary = DemoSummary(provider=llm.provider)
     with sessions.begin() as session:
-        prompts.create_prompt(session, PROMPT_NAME, FIRST_PROMPT, actor="demo",
-                              now=clock.now)
+        prompts.create_prompt(session, PROMPT_NAME, FIRST_PROMPT, actor="demo", now=clock.now)
     world, seen = World(seed), _Seen()
     _report_changes(engine, seen, clock.now, out, summary)  # version 1, quietly
     say = _printer(out)
-    say(clock.now, f"prompt {PROMPT_NAME!r} v1 active (true success rate "
-                   f"{expected_success_rate(FIRST_PROMPT):.1%}); LLM: {llm.provider}")
+    say(
+        clock.now,
+        f"prompt {PROMPT_NAME!r} v1 active (true success rate "
+        f"{expected_success_rate(FIRST_PROMPT):.1%}); LLM: {llm.provider}",
+    )
     ticks = int(days * 24 * 3600 / TICK.total_seconds())
     for tick in range(1, ticks + 1):
         clock.now = START + tick * TICK
@@ -175,9 +197,9 @@ async def _loop(ctx: ServiceContext, llm: StopOnFailure, clock: SimClock, *, day
 def _printer(out: TextIO) -> Callable[[datetime, str], None]:
     def say(at: datetime, text: str) -> None:
         elapsed = at - START
-        stamp = f"day {elapsed.days} {elapsed.seconds // 3600:02d}:" \
-                f"{elapsed.seconds // 60 % 60:02d}"
+        stamp = f"day {elapsed.days} {elapsed.seconds // 3600:02d}:{elapsed.seconds // 60 % 60:02d}"
         print(f"[{stamp}] {text}", file=out, flush=True)
+
     return say
 
 
@@ -188,9 +210,14 @@ def _serve_traffic(engine: Engine, world: World, start: datetime, count: int) ->
     with Session(db.read_only(engine)) as session:
         for visit in world.visits(start, TICK.total_seconds() / 60, count):
             answer = resolve(session, PROMPT_NAME, visit.unit_id)
-            rows.append({"prompt": PROMPT_NAME, "version": answer["version"],
-                         "experiment_id": answer["experiment_id"],
-                         **world.outcome(visit, answer["content"])})
+            rows.append(
+                {
+                    "prompt": PROMPT_NAME,
+                    "version": answer["version"],
+                    "experiment_id": answer["experiment_id"],
+                    **world.outcome(visit, answer["content"]),
+                }
+            )
     ingest(engine, {"conversations": rows}, now=start + TICK)
 
 
@@ -198,8 +225,12 @@ def _enqueue(engine: Engine, job_type: str, payload: dict[str, Any], now: dateti
     queue.enqueue(engine, NewJob(type=job_type, payload=payload), max_attempts=1, now=now)
 
 
-async def _drain(ctx: ServiceContext, llm: StopOnFailure, summary: DemoSummary,
-                 say: Callable[[datetime, str], None]) -> None:
+async def _drain(
+    ctx: ServiceContext,
+    llm: StopOnFailure,
+    summary: DemoSummary,
+    say: Callable[[datetime, str], None],
+) -> None:
     """Run every job that is due now, including those the finished ones chain; stop the
     demo at the first failed LLM call."""
     handlers = default_handlers()
@@ -207,10 +238,10 @@ async def _drain(ctx: ServiceContext, llm: StopOnFailure, summary: DemoSummary,
     async def no_progress(_progress: int, _step: str | None = None) -> None:
         return None
 
-    while (job := queue.claim(ctx.engine, "demo", lease_seconds=3600,
-                              now=ctx.clock())) is not None:
-        active = ActiveJob(job.id, job.type, job.attempts, decode_stored_payload(job.payload),
-                           no_progress)
+    while (job := queue.claim(ctx.engine, "demo", lease_seconds=3600, now=ctx.clock())) is not None:
+        active = ActiveJob(
+            job.id, job.type, job.attempts, decode_stored_payload(job.payload), no_progress
+        )
         try:
             result = await handlers[job.type](ctx, active)
         except JobDeferred as exc:
@@ -227,13 +258,17 @@ async def _drain(ctx: ServiceContext, llm: StopOnFailure, summary: DemoSummary,
             raise DemoStopped(f"an LLM call failed: {llm.failure}")
 
 
-def _report_changes(engine: Engine, seen: _Seen, now: datetime, out: TextIO,
-                    summary: DemoSummary) -> None:
+def _report_changes(
+    engine: Engine, seen: _Seen, now: datetime, out: TextIO, summary: DemoSummary
+) -> None:
     say = _printer(out)
     first = not seen.versions
     with db.session_factory(engine)() as session:
-        for insight in session.scalars(select(PatternInsight).where(
-                PatternInsight.is_actionable.is_(True)).order_by(PatternInsight.id)):
+        for insight in session.scalars(
+            select(PatternInsight)
+            .where(PatternInsight.is_actionable.is_(True))
+            .order_by(PatternInsight.id)
+        ):
             if insight.id not in seen.insights:
                 seen.insights.add(insight.id)
                 summary.insights.append(insight.title)
@@ -244,9 +279,12 @@ def _report_changes(engine: Engine, seen: _Seen, now: datetime, out: TextIO,
                 if not first:
                     summary.variants.append(version.version)
                     notes = " ".join((version.change_notes or "").split())[:120]
-                    say(now, f"variant v{version.version} generated ({version.source}, "
-                             f"true success rate {expected_success_rate(version.content):.1%})"
-                             f": {notes}")
+                    say(
+                        now,
+                        f"variant v{version.version} generated ({version.source}, "
+                        f"true success rate {expected_success_rate(version.content):.1%})"
+                        f": {notes}",
+                    )
         for experiment in session.scalars(select(Experiment).order_by(Experiment.id)):
             before = seen.experiments.get(experiment.id)
             if before != experiment.status:
@@ -254,8 +292,14 @@ def _report_changes(engine: Engine, seen: _Seen, now: datetime, out: TextIO,
                 _say_experiment(session, experiment, before, now, say, summary)
 
 
-def _say_experiment(session: Any, experiment: Experiment, before: str | None, now: datetime,
-                    say: Callable[[datetime, str], None], summary: DemoSummary) -> None:
+def _say_experiment(
+    session: Any,
+    experiment: Experiment,
+    before: str | None,
+    now: datetime,
+    say: Callable[[datetime, str], None],
+    summary: DemoSummary,
+) -> None:
     if before is None:
         say(now, f"experiment {experiment.id} started ({experiment.status})")
         summary.experiments.append({"id": experiment.id, "status": experiment.status})
@@ -265,25 +309,33 @@ def _say_experiment(session: Any, experiment: Experiment, before: str | None, no
     say(now, f"experiment {experiment.id} {experiment.status}: {reason}")
     for entry in summary.experiments:
         if entry["id"] == experiment.id:
-            entry.update(status=experiment.status, reason=reason,
-                         winner=_winner_number(session, experiment))
+            entry.update(
+                status=experiment.status, reason=reason, winner=_winner_number(session, experiment)
+            )
 
 
 def _winner_number(session: Any, experiment: Experiment) -> int | None:
     if experiment.winner_version_id is None:
         return None
     number: int | None = session.scalar(
-        select(PromptVersion.version).where(PromptVersion.id == experiment.winner_version_id))
+        select(PromptVersion.version).where(PromptVersion.id == experiment.winner_version_id)
+    )
     return number
 
 
 def _finish_summary(engine: Engine, summary: DemoSummary, end: datetime) -> None:
     with db.session_factory(engine)() as session:
         prompt_id = session.scalar(select(Prompt.id).where(Prompt.name == PROMPT_NAME))
-        active = session.scalars(select(PromptVersion).where(
-            PromptVersion.prompt_id == prompt_id, PromptVersion.status == "active")).one()
-        first = session.scalars(select(PromptVersion).where(
-            PromptVersion.prompt_id == prompt_id, PromptVersion.version == 1)).one()
+        active = session.scalars(
+            select(PromptVersion).where(
+                PromptVersion.prompt_id == prompt_id, PromptVersion.status == "active"
+            )
+        ).one()
+        first = session.scalars(
+            select(PromptVersion).where(
+                PromptVersion.prompt_id == prompt_id, PromptVersion.version == 1
+            )
+        ).one()
         summary.active_version = active.version
         summary.expected_before = expected_success_rate(first.content)
         summary.expected_after = expected_success_rate(active.content)
@@ -293,9 +345,12 @@ def _finish_summary(engine: Engine, summary: DemoSummary, end: datetime) -> None
 
 def _rate(session: Any, version_id: int, start: datetime, end: datetime) -> float:
     n, wins = session.execute(
-        select(func.count(), func.sum(case((Conversation.success.is_(True), 1), else_=0)))
-        .where(Conversation.version_id == version_id, Conversation.occurred_at >= start,
-               Conversation.occurred_at < end)).one()
+        select(func.count(), func.sum(case((Conversation.success.is_(True), 1), else_=0))).where(
+            Conversation.version_id == version_id,
+            Conversation.occurred_at >= start,
+            Conversation.occurred_at < end,
+        )
+    ).one()
     return float(wins or 0) / n if n else float("nan")
 
 
@@ -304,15 +359,20 @@ def print_summary(summary: DemoSummary, database: Path, seconds: float, out: Tex
         "",
         "== summary",
         f"LLM:                 {summary.provider}"
-        + (" (deterministic offline generator, no Claude calls)"
-           if summary.provider == "offline" else ""),
+        + (
+            " (deterministic offline generator, no Claude calls)"
+            if summary.provider == "offline"
+            else ""
+        ),
         f"actionable insights: {len(summary.insights)}"
         + "".join(f"\n  - {title}" for title in summary.insights),
         f"variants generated:  {', '.join(f'v{n}' for n in summary.variants) or 'none'}",
         f"experiments:         {len(summary.experiments)}"
-        + "".join(f"\n  - experiment {e['id']}: {e['status']}"
-                  + (f", winner v{e['winner']}" if e.get("winner") else "")
-                  for e in summary.experiments),
+        + "".join(
+            f"\n  - experiment {e['id']}: {e['status']}"
+            + (f", winner v{e['winner']}" if e.get("winner") else "")
+            for e in summary.experiments
+        ),
         f"active version:      v{summary.active_version}",
         f"success rate before: {summary.success_before:.1%} (v1, first simulated day; "
         f"true {summary.expected_before:.1%})",

@@ -54,10 +54,17 @@ class ArmView:
     units: int  # assigned to this arm's slice
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, "version_id": self.version_id,
-                "is_control": self.is_control, "weight": self.weight, "status": self.status,
-                "stopped_reason": self.stopped_reason, "conversations": self.conversations,
-                "units": self.units}
+        return {
+            "id": self.id,
+            "version": self.version,
+            "version_id": self.version_id,
+            "is_control": self.is_control,
+            "weight": self.weight,
+            "status": self.status,
+            "stopped_reason": self.stopped_reason,
+            "conversations": self.conversations,
+            "units": self.units,
+        }
 
 
 @dataclass(frozen=True)
@@ -70,9 +77,14 @@ class AnalysisView:
     checked_at: datetime
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "decision": self.decision, "reason": self.reason,
-                "srm_detected": self.srm_detected, "statistics": self.statistics,
-                "checked_at": iso(self.checked_at)}
+        return {
+            "id": self.id,
+            "decision": self.decision,
+            "reason": self.reason,
+            "srm_detected": self.srm_detected,
+            "statistics": self.statistics,
+            "checked_at": iso(self.checked_at),
+        }
 
 
 @dataclass(frozen=True)
@@ -96,45 +108,69 @@ class ExperimentView:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "prompt": self.prompt, "status": self.status,
+            "id": self.id,
+            "prompt": self.prompt,
+            "status": self.status,
             "arms": [arm.to_dict() for arm in self.arms],
-            "winner_version": self.winner_version, "decision_reason": self.decision_reason,
-            "started_at": iso(self.started_at), "ended_at": iso(self.ended_at),
-            "primary_metric": self.primary_metric, "guardrails": self.guardrails,
+            "winner_version": self.winner_version,
+            "decision_reason": self.decision_reason,
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "primary_metric": self.primary_metric,
+            "guardrails": self.guardrails,
             "confidence": self.confidence,
             "min_conversations_per_arm": self.min_conversations_per_arm,
             "min_runtime_hours": self.min_runtime_hours,
-            "max_runtime_hours": self.max_runtime_hours, "created_by": self.created_by,
-            "latest_analysis": (self.latest_analysis.to_dict()
-                                if self.latest_analysis is not None else None),
+            "max_runtime_hours": self.max_runtime_hours,
+            "created_by": self.created_by,
+            "latest_analysis": (
+                self.latest_analysis.to_dict() if self.latest_analysis is not None else None
+            ),
         }
 
 
 # --- create --------------------------------------------------------------------------------
 
 
-def create_experiment(session: Session, prompt_name: Any, variants: Any, *,
-                      weights: Any = None, settings: ExperimentSettings | None = None,
-                      created_by: str = "system", now: datetime) -> ExperimentView:
+def create_experiment(
+    session: Session,
+    prompt_name: Any,
+    variants: Any,
+    *,
+    weights: Any = None,
+    settings: ExperimentSettings | None = None,
+    created_by: str = "system",
+    now: datetime,
+) -> ExperimentView:
     """Control is the prompt's active version; each variant must be a candidate."""
     numbers, arm_weights = parse_arms(variants, weights)
     settings = settings or parse_settings()
     prompt = _prompt_by_name(session, prompt_name)
     prompts.lock_prompt(session, prompt.id)
     _refuse_second_live(session, prompt)
-    control = session.scalar(select(PromptVersion).where(
-        PromptVersion.prompt_id == prompt.id, PromptVersion.status == "active"))
+    control = session.scalar(
+        select(PromptVersion).where(
+            PromptVersion.prompt_id == prompt.id, PromptVersion.status == "active"
+        )
+    )
     if control is None:
-        raise Conflict(f"prompt {prompt.name!r} has no active version to serve as control; "
-                       "activate one (rollback) first")
+        raise Conflict(
+            f"prompt {prompt.name!r} has no active version to serve as control; "
+            "activate one (rollback) first"
+        )
     chosen = _variant_versions(session, prompt, numbers)
     experiment = Experiment(
-        prompt_id=prompt.id, status="running", primary_metric=settings.primary_metric,
-        guardrails=guardrails_to_json(settings.guardrails), confidence=settings.confidence,
+        prompt_id=prompt.id,
+        status="running",
+        primary_metric=settings.primary_metric,
+        guardrails=guardrails_to_json(settings.guardrails),
+        confidence=settings.confidence,
         min_conversations_per_arm=settings.min_conversations_per_arm,
         min_runtime_hours=settings.min_runtime_hours,
-        max_runtime_hours=settings.max_runtime_hours, created_by=created_by[:200],
-        started_at=now)
+        max_runtime_hours=settings.max_runtime_hours,
+        created_by=created_by[:200],
+        started_at=now,
+    )
     session.add(experiment)
     name = prompt.name  # the failed flush below expires every loaded object
     try:
@@ -142,25 +178,46 @@ def create_experiment(session: Session, prompt_name: Any, variants: Any, *,
     except IntegrityError:
         # Every writer takes the prompt's lock first, so only a row inserted by hand in SQL
         # meanwhile gets here: the partial unique index (one live experiment per prompt).
-        raise Conflict(f"prompt {name!r} already has a running experiment (started "
-                       "at the same moment); stop it first") from None
-    session.add(ExperimentArm(experiment_id=experiment.id, version_id=control.id,
-                              is_control=True, weight=arm_weights[0], status="active"))
+        raise Conflict(
+            f"prompt {name!r} already has a running experiment (started "
+            "at the same moment); stop it first"
+        ) from None
+    session.add(
+        ExperimentArm(
+            experiment_id=experiment.id,
+            version_id=control.id,
+            is_control=True,
+            weight=arm_weights[0],
+            status="active",
+        )
+    )
     for version, weight in zip(chosen, arm_weights[1:], strict=True):
-        session.add(ExperimentArm(experiment_id=experiment.id, version_id=version.id,
-                                  is_control=False, weight=weight, status="active"))
+        session.add(
+            ExperimentArm(
+                experiment_id=experiment.id,
+                version_id=version.id,
+                is_control=False,
+                weight=weight,
+                status="active",
+            )
+        )
         version.status = "testing"
     session.flush()
     return get_experiment(session, experiment.id)
 
 
-def newest_candidates(session: Session, prompt_name: Any,
-                      limit: int = DEFAULT_CANDIDATES) -> list[int]:
+def newest_candidates(
+    session: Session, prompt_name: Any, limit: int = DEFAULT_CANDIDATES
+) -> list[int]:
     prompt = _prompt_by_name(session, prompt_name)
-    return list(session.scalars(
-        select(PromptVersion.version)
-        .where(PromptVersion.prompt_id == prompt.id, PromptVersion.status == "candidate")
-        .order_by(PromptVersion.version.desc()).limit(limit)))
+    return list(
+        session.scalars(
+            select(PromptVersion.version)
+            .where(PromptVersion.prompt_id == prompt.id, PromptVersion.status == "candidate")
+            .order_by(PromptVersion.version.desc())
+            .limit(limit)
+        )
+    )
 
 
 def _prompt_by_name(session: Session, name: Any) -> Prompt:
@@ -169,54 +226,70 @@ def _prompt_by_name(session: Session, name: Any) -> Prompt:
     refuse_unstorable(name, "prompt")
     prompt = session.scalar(select(Prompt).where(Prompt.name == name.strip()))
     if prompt is None:
-        raise InvalidInput(f"no prompt named {name.strip()[:200]!r}; create it first "
-                           "(POST /prompts or `prompt-worker prompts add NAME --file F`)",
-                           field="prompt")
+        raise InvalidInput(
+            f"no prompt named {name.strip()[:200]!r}; create it first "
+            "(POST /prompts or `prompt-worker prompts add NAME --file F`)",
+            field="prompt",
+        )
     return prompt
 
 
 def _refuse_second_live(session: Session, prompt: Prompt) -> None:
-    live = session.scalar(select(Experiment).where(
-        Experiment.prompt_id == prompt.id, Experiment.status.in_(LIVE_STATUSES)))
+    live = session.scalar(
+        select(Experiment).where(
+            Experiment.prompt_id == prompt.id, Experiment.status.in_(LIVE_STATUSES)
+        )
+    )
     if live is not None:
-        raise Conflict(f"prompt {prompt.name!r} already has {live.status} experiment "
-                       f"{live.id}; stop it first (POST /experiments/{live.id}/stop or "
-                       f"`prompt-worker experiments stop {live.id}`)")
+        raise Conflict(
+            f"prompt {prompt.name!r} already has {live.status} experiment "
+            f"{live.id}; stop it first (POST /experiments/{live.id}/stop or "
+            f"`prompt-worker experiments stop {live.id}`)"
+        )
 
 
-def _variant_versions(session: Session, prompt: Prompt,
-                      numbers: list[int]) -> list[PromptVersion]:
-    rows = {v.version: v for v in session.scalars(select(PromptVersion).where(
-        PromptVersion.prompt_id == prompt.id, PromptVersion.version.in_(numbers)))}
+def _variant_versions(session: Session, prompt: Prompt, numbers: list[int]) -> list[PromptVersion]:
+    rows = {
+        v.version: v
+        for v in session.scalars(
+            select(PromptVersion).where(
+                PromptVersion.prompt_id == prompt.id, PromptVersion.version.in_(numbers)
+            )
+        )
+    }
     for number in numbers:
         version = rows.get(number)
         if version is None:
-            raise InvalidInput(f"prompt {prompt.name!r} has no version {number}",
-                               field="variants")
+            raise InvalidInput(f"prompt {prompt.name!r} has no version {number}", field="variants")
         if version.status != "candidate":
             raise InvalidInput(
                 f"version {number} of {prompt.name!r} is {version.status}; only candidate "
                 "versions can be tested (add the text again as a new version)",
-                field="variants")
+                field="variants",
+            )
     return [rows[n] for n in numbers]
 
 
 # --- read ----------------------------------------------------------------------------------
 
 
-def get_experiment(session: Session, experiment_id: int, *,
-                   with_analysis: bool = True) -> ExperimentView:
+def get_experiment(
+    session: Session, experiment_id: int, *, with_analysis: bool = True
+) -> ExperimentView:
     experiment = session.get(Experiment, experiment_id)
     if experiment is None:
         raise NotFound(f"no experiment with id {experiment_id}")
     return _views(session, [experiment], with_analysis=with_analysis)[0]
 
 
-def list_experiments(session: Session, *, status: str | None = None, prompt: str | None = None,
-                     limit: int = 50) -> list[ExperimentView]:
+def list_experiments(
+    session: Session, *, status: str | None = None, prompt: str | None = None, limit: int = 50
+) -> list[ExperimentView]:
     if status is not None and status not in EXPERIMENT_STATUSES:
-        raise InvalidInput(f"status must be one of {', '.join(EXPERIMENT_STATUSES)}; got "
-                           f"{shown(status)}", field="status")
+        raise InvalidInput(
+            f"status must be one of {', '.join(EXPERIMENT_STATUSES)}; got {shown(status)}",
+            field="status",
+        )
     stmt = select(Experiment).order_by(Experiment.id.desc()).limit(limit)
     if status is not None:
         stmt = stmt.where(Experiment.status == status)
@@ -226,40 +299,78 @@ def list_experiments(session: Session, *, status: str | None = None, prompt: str
     return _views(session, list(session.scalars(stmt)), with_analysis=False)
 
 
-def _views(session: Session, experiments: list[Experiment], *,
-           with_analysis: bool) -> list[ExperimentView]:
+def _views(
+    session: Session, experiments: list[Experiment], *, with_analysis: bool
+) -> list[ExperimentView]:
     if not experiments:
         return []
     ids = [e.id for e in experiments]
     arm_rows = session.execute(
         select(ExperimentArm, PromptVersion.version)
         .join(PromptVersion, PromptVersion.id == ExperimentArm.version_id)
-        .where(ExperimentArm.experiment_id.in_(ids)).order_by(ExperimentArm.id)).all()
-    counts = dict(session.execute(
-        select(Conversation.arm_id, func.count())
-        .where(Conversation.experiment_id.in_(ids)).group_by(Conversation.arm_id)).all())
-    units = dict(session.execute(
-        select(SLICE, func.count(Conversation.unit_id.distinct()))
-        .where(Conversation.experiment_id.in_(ids)).group_by(SLICE)).all())
-    names = dict(session.execute(select(Prompt.id, Prompt.name).where(
-        Prompt.id.in_({e.prompt_id for e in experiments}))).all())
+        .where(ExperimentArm.experiment_id.in_(ids))
+        .order_by(ExperimentArm.id)
+    ).all()
+    counts = dict(
+        session.execute(
+            select(Conversation.arm_id, func.count())
+            .where(Conversation.experiment_id.in_(ids))
+            .group_by(Conversation.arm_id)
+        ).all()
+    )
+    units = dict(
+        session.execute(
+            select(SLICE, func.count(Conversation.unit_id.distinct()))
+            .where(Conversation.experiment_id.in_(ids))
+            .group_by(SLICE)
+        ).all()
+    )
+    names = dict(
+        session.execute(
+            select(Prompt.id, Prompt.name).where(Prompt.id.in_({e.prompt_id for e in experiments}))
+        ).all()
+    )
     version_numbers = {arm.version_id: number for arm, number in arm_rows}
     out = []
     for e in experiments:
-        arms = tuple(ArmView(arm.id, number, arm.version_id, arm.is_control, arm.weight,
-                             arm.status, arm.stopped_reason, int(counts.get(arm.id, 0)),
-                             int(units.get(arm.id, 0)))
-                     for arm, number in arm_rows if arm.experiment_id == e.id)
-        out.append(ExperimentView(
-            id=e.id, prompt=names.get(e.prompt_id, "?"), status=e.status,
-            primary_metric=e.primary_metric, guardrails=_loads_or_text(e.guardrails),
-            confidence=e.confidence, min_conversations_per_arm=e.min_conversations_per_arm,
-            min_runtime_hours=e.min_runtime_hours, max_runtime_hours=e.max_runtime_hours,
-            winner_version=(version_numbers.get(e.winner_version_id or 0)
-                            or _version_number(session, e.winner_version_id)),
-            decision_reason=e.decision_reason, created_by=e.created_by,
-            started_at=e.started_at, ended_at=e.ended_at, arms=arms,
-            latest_analysis=latest_analysis(session, e.id) if with_analysis else None))
+        arms = tuple(
+            ArmView(
+                arm.id,
+                number,
+                arm.version_id,
+                arm.is_control,
+                arm.weight,
+                arm.status,
+                arm.stopped_reason,
+                int(counts.get(arm.id, 0)),
+                int(units.get(arm.id, 0)),
+            )
+            for arm, number in arm_rows
+            if arm.experiment_id == e.id
+        )
+        out.append(
+            ExperimentView(
+                id=e.id,
+                prompt=names.get(e.prompt_id, "?"),
+                status=e.status,
+                primary_metric=e.primary_metric,
+                guardrails=_loads_or_text(e.guardrails),
+                confidence=e.confidence,
+                min_conversations_per_arm=e.min_conversations_per_arm,
+                min_runtime_hours=e.min_runtime_hours,
+                max_runtime_hours=e.max_runtime_hours,
+                winner_version=(
+                    version_numbers.get(e.winner_version_id or 0)
+                    or _version_number(session, e.winner_version_id)
+                ),
+                decision_reason=e.decision_reason,
+                created_by=e.created_by,
+                started_at=e.started_at,
+                ended_at=e.ended_at,
+                arms=arms,
+                latest_analysis=latest_analysis(session, e.id) if with_analysis else None,
+            )
+        )
     return out
 
 
@@ -277,13 +388,22 @@ def _loads_or_text(text: str) -> Any:
 
 
 def latest_analysis(session: Session, experiment_id: int) -> AnalysisView | None:
-    row = session.scalar(select(ExperimentAnalysis)
-                         .where(ExperimentAnalysis.experiment_id == experiment_id)
-                         .order_by(ExperimentAnalysis.id.desc()).limit(1))
+    row = session.scalar(
+        select(ExperimentAnalysis)
+        .where(ExperimentAnalysis.experiment_id == experiment_id)
+        .order_by(ExperimentAnalysis.id.desc())
+        .limit(1)
+    )
     if row is None:
         return None
-    return AnalysisView(row.id, row.decision, row.reason, row.srm_detected,
-                        _loads_or_text(row.statistics), row.checked_at)
+    return AnalysisView(
+        row.id,
+        row.decision,
+        row.reason,
+        row.srm_detected,
+        _loads_or_text(row.statistics),
+        row.checked_at,
+    )
 
 
 # --- stop and decisions --------------------------------------------------------------------
@@ -296,37 +416,59 @@ def lock_experiment(session: Session, experiment_id: int) -> Experiment:
     if prompt_id is None:
         raise NotFound(f"no experiment with id {experiment_id}")
     prompts.lock_prompt(session, prompt_id)
-    experiment = session.scalar(select(Experiment).where(Experiment.id == experiment_id)
-                                .execution_options(populate_existing=True))
+    experiment = session.scalar(
+        select(Experiment)
+        .where(Experiment.id == experiment_id)
+        .execution_options(populate_existing=True)
+    )
     if experiment is None:
         raise NotFound(f"no experiment with id {experiment_id}")
     return experiment
 
 
 def arms_of(session: Session, experiment_id: int) -> list[ExperimentArm]:
-    return list(session.scalars(select(ExperimentArm)
-                                .where(ExperimentArm.experiment_id == experiment_id)
-                                .order_by(ExperimentArm.id)))
+    return list(
+        session.scalars(
+            select(ExperimentArm)
+            .where(ExperimentArm.experiment_id == experiment_id)
+            .order_by(ExperimentArm.id)
+        )
+    )
 
 
-def stop_experiment(session: Session, experiment_id: int, *, actor: str,
-                    reason: str | None = None, now: datetime) -> ExperimentView:
+def stop_experiment(
+    session: Session, experiment_id: int, *, actor: str, reason: str | None = None, now: datetime
+) -> ExperimentView:
     reason = parse_stop_reason(reason)  # bad input is a 400 whatever the experiment's state
     experiment = lock_experiment(session, experiment_id)
     if experiment.status not in LIVE_STATUSES:
-        raise Conflict(f"experiment {experiment_id} is already {experiment.status}; only a "
-                       "running or paused experiment can be stopped")
+        raise Conflict(
+            f"experiment {experiment_id} is already {experiment.status}; only a "
+            "running or paused experiment can be stopped"
+        )
     arms = arms_of(session, experiment_id)
     control = _control_number(session, arms)
     why = f": {reason.strip()[:500]}" if reason and reason.strip() else ""
-    _end(session, experiment, arms, status="stopped", now=now,
-         reason=f"stopped by {actor}{why}; control version {control} stays active")
+    _end(
+        session,
+        experiment,
+        arms,
+        status="stopped",
+        now=now,
+        reason=f"stopped by {actor}{why}; control version {control} stays active",
+    )
     session.flush()
     return get_experiment(session, experiment_id)
 
 
-def apply_decision(session: Session, experiment: Experiment, arms: Sequence[ExperimentArm],
-                   decision: Decision, *, now: datetime) -> None:
+def apply_decision(
+    session: Session,
+    experiment: Experiment,
+    arms: Sequence[ExperimentArm],
+    decision: Decision,
+    *,
+    now: datetime,
+) -> None:
     """Carry out one monitoring decision; the caller's transaction makes it atomic."""
     if decision.kind == "continue":
         return
@@ -341,45 +483,90 @@ def apply_decision(session: Session, experiment: Experiment, arms: Sequence[Expe
             "not match their weights, so the comparison cannot be trusted and everyone gets "
             "the active version meanwhile. Check how units are assigned and how conversations "
             f"are logged, then stop this experiment (POST /experiments/{experiment.id}/stop) "
-            "and start a new one.")
+            "and start a new one."
+        )
     elif decision.kind == "inconclusive":
         control = _control_number(session, arms)
-        _end(session, experiment, arms, status="completed", now=now,
-             reason=f"{decision.reason} Inconclusive; control version {control} stays active.")
+        _end(
+            session,
+            experiment,
+            arms,
+            status="completed",
+            now=now,
+            reason=f"{decision.reason} Inconclusive; control version {control} stays active.",
+        )
     else:
         raise PromptWorkerError(f"unknown decision {decision.kind!r}")
     session.flush()
 
 
-def _promote(session: Session, experiment: Experiment, arms: Sequence[ExperimentArm],
-             decision: Decision, *, now: datetime) -> None:
+def _promote(
+    session: Session,
+    experiment: Experiment,
+    arms: Sequence[ExperimentArm],
+    decision: Decision,
+    *,
+    now: datetime,
+) -> None:
     winner = next((a for a in arms if a.id == decision.winner_arm_id), None)
     if winner is None or winner.is_control:
-        raise PromptWorkerError(f"decision names arm {decision.winner_arm_id}, which is not a "
-                                f"variant arm of experiment {experiment.id}")
-    prompts.set_active_version(session, experiment.prompt_id, winner.version_id,
-                               actor=f"experiment {experiment.id}", reason=decision.reason,
-                               now=now)
+        raise PromptWorkerError(
+            f"decision names arm {decision.winner_arm_id}, which is not a "
+            f"variant arm of experiment {experiment.id}"
+        )
+    prompts.set_active_version(
+        session,
+        experiment.prompt_id,
+        winner.version_id,
+        actor=f"experiment {experiment.id}",
+        reason=decision.reason,
+        now=now,
+    )
     experiment.winner_version_id = winner.version_id
-    _end(session, experiment, [a for a in arms if a.id != winner.id], status="completed",
-         now=now, reason=decision.reason)
+    _end(
+        session,
+        experiment,
+        [a for a in arms if a.id != winner.id],
+        status="completed",
+        now=now,
+        reason=decision.reason,
+    )
 
 
-def _stop_arms(session: Session, experiment: Experiment, arms: Sequence[ExperimentArm],
-               decision: Decision, *, now: datetime) -> None:
+def _stop_arms(
+    session: Session,
+    experiment: Experiment,
+    arms: Sequence[ExperimentArm],
+    decision: Decision,
+    *,
+    now: datetime,
+) -> None:
     stopping = [a for a in arms if a.id in set(decision.stopped_arm_ids) and not a.is_control]
     for arm in stopping:
         arm.status, arm.stopped_reason, arm.stopped_at = "stopped", decision.reason, now
     _set_version_status(session, [a.version_id for a in stopping], "rejected")
     if not any(a.status == "active" and not a.is_control for a in arms):
         control = _control_number(session, arms)
-        _end(session, experiment, arms, status="completed", now=now,
-             reason=f"{decision.reason} No variant arm remains; control version {control} "
-                    "stays active.")
+        _end(
+            session,
+            experiment,
+            arms,
+            status="completed",
+            now=now,
+            reason=f"{decision.reason} No variant arm remains; control version {control} "
+            "stays active.",
+        )
 
 
-def _end(session: Session, experiment: Experiment, arms: Sequence[ExperimentArm], *,
-         status: str, reason: str, now: datetime) -> None:
+def _end(
+    session: Session,
+    experiment: Experiment,
+    arms: Sequence[ExperimentArm],
+    *,
+    status: str,
+    reason: str,
+    now: datetime,
+) -> None:
     experiment.status, experiment.decision_reason, experiment.ended_at = status, reason, now
     _set_version_status(session, [a.version_id for a in arms if not a.is_control], "retired")
 
@@ -387,10 +574,11 @@ def _end(session: Session, experiment: Experiment, arms: Sequence[ExperimentArm]
 def _set_version_status(session: Session, version_ids: list[int], status: str) -> None:
     # Only versions still under test: one activated by hand meanwhile is left alone.
     if version_ids:
-        session.execute(update(PromptVersion)
-                        .where(PromptVersion.id.in_(version_ids),
-                               PromptVersion.status == "testing")
-                        .values(status=status))
+        session.execute(
+            update(PromptVersion)
+            .where(PromptVersion.id.in_(version_ids), PromptVersion.status == "testing")
+            .values(status=status)
+        )
 
 
 def _control_number(session: Session, arms: Sequence[ExperimentArm]) -> int | None:

@@ -33,7 +33,8 @@ ExceptionHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 def is_accept_error(context: dict[str, Any]) -> bool:
     message = str(context.get("message", ""))
     if message.startswith(_ACCEPT_MESSAGE) or (
-            message.startswith("Exception in callback") and _ACCEPT_RETRY in message):
+        message.startswith("Exception in callback") and _ACCEPT_RETRY in message
+    ):
         return True
     exc = context.get("exception")
     return isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS
@@ -42,12 +43,20 @@ def is_accept_error(context: dict[str, Any]) -> bool:
 class AcceptErrorThrottle:
     """Loop exception handler: accept errors are logged through a ThrottledLog."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, fallback: ExceptionHandler | None,
-                 interval: float = LOG_INTERVAL_SECONDS) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fallback: ExceptionHandler | None,
+        interval: float = LOG_INTERVAL_SECONDS,
+    ) -> None:
         self._fallback = fallback
         self._log = ThrottledLog(
-            log, logging.ERROR, "cannot accept connections: out of file descriptors or memory",
-            interval, loop)
+            log,
+            logging.ERROR,
+            "cannot accept connections: out of file descriptors or memory",
+            interval,
+            loop,
+        )
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if not is_accept_error(context):
@@ -60,7 +69,8 @@ class AcceptErrorThrottle:
         self._log.note(
             error=str(exc) if exc is not None else str(context.get("message")),
             hint="idle connections are closed after HTTP_KEEPALIVE_TIMEOUT_SECONDS; raise "
-                 "the open-files limit (ulimit -n) if this persists")
+            "the open-files limit (ulimit -n) if this persists",
+        )
 
 
 @contextmanager

@@ -26,8 +26,11 @@ async def create_job(request: web.Request) -> web.Response:
     new_job = (await read_body(request, NewJobBody)).new_job()
     engine, settings = request.app[ENGINE], request.app[SETTINGS]
     job, _ = await asyncio.to_thread(
-        queue.enqueue, engine, new_job, max_attempts=registry.max_attempts(new_job.type, settings),
-        now=utcnow()
+        queue.enqueue,
+        engine,
+        new_job,
+        max_attempts=registry.max_attempts(new_job.type, settings),
+        now=utcnow(),
     )
     log.info("job created", extra={"job_id": job.id, "type": job.type, "via": "http"})
     return web.json_response(job.to_dict(), status=201, headers={"Location": f"/jobs/{job.id}"})

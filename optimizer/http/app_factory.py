@@ -27,12 +27,19 @@ from optimizer.prometheus import Metrics
 from optimizer.run_stats import RunStats
 
 
-def create_app(settings: Settings, engine: Engine, stats: RunStats,
-               health: HealthMonitor, metrics: Metrics | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    engine: Engine,
+    stats: RunStats,
+    health: HealthMonitor,
+    metrics: Metrics | None = None,
+) -> web.Application:
     # client_max_size makes request.read() refuse bodies over the limit (answered as 413)
     # before they are held in memory in full.
-    app = web.Application(client_max_size=settings.max_body_bytes,
-                          middlewares=[error_middleware, client_gone_middleware])
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[error_middleware, client_gone_middleware],
+    )
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[STATS] = stats

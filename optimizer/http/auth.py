@@ -32,18 +32,23 @@ def presented_token(request: web.Request) -> str | None:
     return token.strip()
 
 
-def require_token(request: web.Request, expected: str | None, *, env_name: str,
-                  api_name: str) -> None:
+def require_token(
+    request: web.Request, expected: str | None, *, env_name: str, api_name: str
+) -> None:
     """Raise ApiError unless the request carries `expected` as its bearer token."""
     if not expected:
         raise ApiError(503, f"{api_name} disabled: set {env_name}")
     given = presented_token(request)
     if given is None:
-        raise ApiError(401, f"missing bearer token: send 'Authorization: Bearer <{env_name}>'",
-                       headers=_CHALLENGE)
+        raise ApiError(
+            401,
+            f"missing bearer token: send 'Authorization: Bearer <{env_name}>'",
+            headers=_CHALLENGE,
+        )
     if not hmac.compare_digest(_as_bytes(given), _as_bytes(expected)):
-        raise ApiError(401, f"invalid bearer token: it does not match {env_name}",
-                       headers=_CHALLENGE)
+        raise ApiError(
+            401, f"invalid bearer token: it does not match {env_name}", headers=_CHALLENGE
+        )
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -54,8 +59,9 @@ def admin_only(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
-        require_token(request, request.app[SETTINGS].admin_token, env_name="ADMIN_TOKEN",
-                      api_name="admin API")
+        require_token(
+            request, request.app[SETTINGS].admin_token, env_name="ADMIN_TOKEN", api_name="admin API"
+        )
         await check_admin_signature(request)
         return await handler(request)
 
@@ -67,8 +73,12 @@ def ingest_only(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
-        require_token(request, request.app[SETTINGS].ingest_token, env_name="INGEST_TOKEN",
-                      api_name="application API")
+        require_token(
+            request,
+            request.app[SETTINGS].ingest_token,
+            env_name="INGEST_TOKEN",
+            api_name="application API",
+        )
         return await handler(request)
 
     return guarded

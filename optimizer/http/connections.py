@@ -55,9 +55,10 @@ def parse_error_answer(exc: HttpProcessingError, max_field_size: int) -> tuple[i
     """Status and message for a request aiohttp could not parse, naming the problem
     without quoting any part of the request."""
     if isinstance(exc, LineTooLong):
-        return (int(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE),
-                f"the request line or a header is longer than {max_field_size} bytes; "
-                "send it shorter")
+        return (
+            int(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE),
+            f"the request line or a header is longer than {max_field_size} bytes; send it shorter",
+        )
     for kind, problem in _PARSE_PROBLEMS:
         if isinstance(exc, kind):
             return int(HTTPStatus.BAD_REQUEST), f"malformed HTTP request: {problem}"
@@ -68,18 +69,30 @@ class ConnectionLogs:
     """The throttled lines one server writes about its clients' faults."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.malformed = ThrottledLog(log, logging.INFO, "rejected a malformed HTTP request",
-                                      LOG_INTERVAL_SECONDS, loop)
+        self.malformed = ThrottledLog(
+            log, logging.INFO, "rejected a malformed HTTP request", LOG_INTERVAL_SECONDS, loop
+        )
         self.too_slow = ThrottledLog(
-            log, logging.INFO, "closed a connection whose request did not arrive in time",
-            LOG_INTERVAL_SECONDS, loop)
+            log,
+            logging.INFO,
+            "closed a connection whose request did not arrive in time",
+            LOG_INTERVAL_SECONDS,
+            loop,
+        )
 
 
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's protocol with a per-request deadline and JSON answers to parse errors."""
 
-    def __init__(self, manager: web.Server, *, loop: asyncio.AbstractEventLoop,
-                 request_timeout: float, logs: ConnectionLogs, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        request_timeout: float,
+        logs: ConnectionLogs,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, loop=loop, **kwargs)
         self._request_timeout = request_timeout
         self._logs = logs
@@ -95,8 +108,11 @@ class GuardedRequestHandler(RequestHandler):
         if len(self._messages) > queued:
             # Earlier new messages are complete: the parser only moves on after a body.
             _, self._incoming = self._messages[-1]
-            if (self._deadline is None and not self._incoming.is_eof()
-                    and self.transport is not None):
+            if (
+                self._deadline is None
+                and not self._incoming.is_eof()
+                and self.transport is not None
+            ):
                 # Pipelined requests held back in the parser are parsed later, from no new
                 # bytes (data_received(b"")): the clock must start for their body too.
                 self._deadline = self._loop.call_later(self._request_timeout, self._too_slow)
@@ -117,8 +133,9 @@ class GuardedRequestHandler(RequestHandler):
         if self.transport is None:
             return
         peer = self.transport.get_extra_info("peername")
-        self._logs.too_slow.note(timeout_seconds=self._request_timeout,
-                                 peer=peer[0] if isinstance(peer, tuple) else peer)
+        self._logs.too_slow.note(
+            timeout_seconds=self._request_timeout, peer=peer[0] if isinstance(peer, tuple) else peer
+        )
         # The handler reading the body gets a reset connection, which client_gone_middleware
         # answers quietly. Set before closing: a read between the close and
         # connection_lost() would raise a bare RuntimeError instead.
@@ -133,14 +150,20 @@ class GuardedRequestHandler(RequestHandler):
         exc = kwargs.get("exc_info")
         if isinstance(exc, RequestPayloadError | HttpProcessingError):
             self._logs.malformed.note(
-                status=int(HTTPStatus.BAD_REQUEST), problem="malformed HTTP request: body "
-                "does not match its Content-Length, Transfer-Encoding or Content-Encoding")
+                status=int(HTTPStatus.BAD_REQUEST),
+                problem="malformed HTTP request: body "
+                "does not match its Content-Length, Transfer-Encoding or Content-Encoding",
+            )
             return
         super().log_exception(*args, **kwargs)
 
-    def handle_error(self, request: web.BaseRequest, status: int = 500,
-                     exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
         if request.writer.output_size > 0:
             # Part of an answer is out already: the connection is beyond repair.
             raise ConnectionError("cannot send an error answer after a partial response")
@@ -150,8 +173,11 @@ class GuardedRequestHandler(RequestHandler):
         else:
             # An exception that escaped the error middleware, or a handler timeout.
             self.log_exception("error handling a request", exc_info=exc)
-            text = (INTERNAL_ERROR_MESSAGE if status == HTTPStatus.INTERNAL_SERVER_ERROR
-                    else HTTPStatus(status).phrase)
+            text = (
+                INTERNAL_ERROR_MESSAGE
+                if status == HTTPStatus.INTERNAL_SERVER_ERROR
+                else HTTPStatus(status).phrase
+            )
         response = json_error(status, text)
         response.force_close()
         return response
@@ -160,9 +186,15 @@ class GuardedRequestHandler(RequestHandler):
 class GuardedServer(web.Server):
     """aiohttp's Server, building GuardedRequestHandler for each connection."""
 
-    def __init__(self, handler: Any, *, request_factory: Any,
-                 loop: asyncio.AbstractEventLoop, request_timeout: float,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        request_factory: Any,
+        loop: asyncio.AbstractEventLoop,
+        request_timeout: float,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, request_factory=request_factory, loop=loop, **kwargs)
         self._protocol_loop = loop
         self._protocol_kwargs = kwargs  # what RequestHandler takes: keepalive_timeout, ...
@@ -170,31 +202,39 @@ class GuardedServer(web.Server):
         self._logs = ConnectionLogs(loop)
 
     def __call__(self) -> RequestHandler:
-        return GuardedRequestHandler(self, loop=self._protocol_loop,
-                                     request_timeout=self._request_timeout, logs=self._logs,
-                                     **self._protocol_kwargs)
+        return GuardedRequestHandler(
+            self,
+            loop=self._protocol_loop,
+            request_timeout=self._request_timeout,
+            logs=self._logs,
+            **self._protocol_kwargs,
+        )
 
 
 class GuardedAppRunner(web.AppRunner):
     """AppRunner whose server closes idle connections and slow requests."""
 
-    def __init__(self, app: web.Application, *, keepalive_timeout: float,
-                 request_timeout: float) -> None:
+    def __init__(
+        self, app: web.Application, *, keepalive_timeout: float, request_timeout: float
+    ) -> None:
         super().__init__(app, access_log=None)
         self._keepalive_timeout = keepalive_timeout
         self._request_timeout = request_timeout
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # runs the app's start-up hooks and freezes it
-        return GuardedServer(plain.request_handler, request_factory=plain.request_factory,
-                             loop=asyncio.get_running_loop(), access_log=None,
-                             keepalive_timeout=self._keepalive_timeout,
-                             request_timeout=self._request_timeout)
+        return GuardedServer(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            loop=asyncio.get_running_loop(),
+            access_log=None,
+            keepalive_timeout=self._keepalive_timeout,
+            request_timeout=self._request_timeout,
+        )
 
 
 @web.middleware
-async def client_gone_middleware(request: web.Request,
-                                 handler: Handler) -> web.StreamResponse:
+async def client_gone_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A client that hangs up (or is cut off for being too slow) while its body is read
     leaves the handler with a ConnectionResetError: nobody is left to answer, and it is no
     server error, so it must not be logged as one."""
@@ -203,5 +243,6 @@ async def client_gone_middleware(request: web.Request,
     except ConnectionResetError:
         if request.transport is not None and not request.transport.is_closing():
             raise
-        return json_error(HTTPStatus.BAD_REQUEST, "connection closed before the request "
-                                                  "was received in full")
+        return json_error(
+            HTTPStatus.BAD_REQUEST, "connection closed before the request was received in full"
+        )

@@ -32,24 +32,31 @@ _KEPT_HEADERS = ("allow", "www-authenticate")
 class ApiError(PromptWorkerError):
     """An HTTP answer decided by a handler: status, message, and the field at fault."""
 
-    def __init__(self, status: int, message: str, field: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.field = field
         self.headers = dict(headers or {})
 
 
-def json_error(status: int, message: str, field: str | None = None,
-               headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": message, "field": field}, status=status,
-                             headers=headers)
+def json_error(
+    status: int, message: str, field: str | None = None, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"error": message, "field": field}, status=status, headers=headers)
 
 
 def is_database_outage(exc: BaseException) -> bool:
     """Errors that mean "the database is not answering", as opposed to a bad statement."""
-    if isinstance(exc, DatabaseUnavailable | sa_exc.OperationalError | sa_exc.InterfaceError
-                  | sa_exc.TimeoutError):
+    if isinstance(
+        exc,
+        DatabaseUnavailable | sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError,
+    ):
         return True
     return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
 
@@ -62,8 +69,10 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
         allowed = ", ".join(sorted(exc.allowed_methods))
         message = f"method {request.method} is not allowed on {request.path}; use {allowed}"
     elif isinstance(exc, web.HTTPRequestEntityTooLarge):
-        message = (f"request body is larger than the limit of {request.client_max_size} "
-                   "bytes (MAX_BODY_BYTES)")
+        message = (
+            f"request body is larger than the limit of {request.client_max_size} "
+            "bytes (MAX_BODY_BYTES)"
+        )
     else:
         message = exc.reason
     headers = {k: v for k, v in exc.headers.items() if k.lower() in _KEPT_HEADERS}
@@ -83,23 +92,32 @@ def _from_exception(request: web.Request, exc: Exception) -> web.Response:
         # A body that does not match its Content-Encoding (or broken chunking) is the
         # caller's mistake; it used to surface as a 500.
         # The parser's own message is not passed on: for broken chunking it quotes the bytes.
-        response = json_error(400, "request body could not be read: it does not match its "
-                                   "Content-Encoding or chunked Transfer-Encoding; send it "
-                                   "uncompressed or encoded as the headers say")
+        response = json_error(
+            400,
+            "request body could not be read: it does not match its "
+            "Content-Encoding or chunked Transfer-Encoding; send it "
+            "uncompressed or encoded as the headers say",
+        )
         # The rest of the body cannot be skipped reliably: aiohttp drops the connection, so
         # tell the client not to reuse it.
         response.force_close()
         return response
     if is_database_outage(exc):
-        log.warning("database unavailable during request",
-                    extra={"method": request.method, "path": request.path,
-                           "error": str(exc).splitlines()[0][:200] if str(exc) else
-                           type(exc).__name__})
-        return json_error(503, DB_UNAVAILABLE_MESSAGE,
-                          headers={"Retry-After": RETRY_AFTER_SECONDS})
+        log.warning(
+            "database unavailable during request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "error": str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+            },
+        )
+        return json_error(503, DB_UNAVAILABLE_MESSAGE, headers={"Retry-After": RETRY_AFTER_SECONDS})
     # Path only: query strings and headers may carry things that must not reach the logs.
-    log.error("unexpected error while handling a request",
-              extra={"method": request.method, "path": request.path}, exc_info=exc)
+    log.error(
+        "unexpected error while handling a request",
+        extra={"method": request.method, "path": request.path},
+        exc_info=exc,
+    )
     return json_error(500, "internal error; it has been logged")
 
 

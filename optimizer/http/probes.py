@@ -37,7 +37,7 @@ READY_TIMEOUT_SECONDS = 3.0
 
 @dataclass(frozen=True)
 class NotReady:
-    reason: str               # safe for anyone
+    reason: str  # safe for anyone
     detail: str | None = None  # the driver's text: for admins and the log only
 
     def shown(self, detailed: bool) -> str:
@@ -58,8 +58,10 @@ def not_ready_reason(engine: Engine) -> NotReady | None:
     except Exception as exc:
         return NotReady(DATABASE_UNAVAILABLE, short_error(exc))
     if current != head:
-        return NotReady(f"database schema is at {current or 'nothing'}, code needs {head}: "
-                        "run `prompt-worker migrate`")
+        return NotReady(
+            f"database schema is at {current or 'nothing'}, code needs {head}: "
+            "run `prompt-worker migrate`"
+        )
     return None
 
 
@@ -75,7 +77,8 @@ class ReadinessProbe:
     async def reason(self) -> NotReady | None:
         if self._inflight is None or self._inflight.done():
             self._inflight = asyncio.ensure_future(
-                asyncio.to_thread(not_ready_reason, self._engine))
+                asyncio.to_thread(not_ready_reason, self._engine)
+            )
         timeout = READY_TIMEOUT_SECONDS
         try:
             found = await asyncio.wait_for(asyncio.shield(self._inflight), timeout)
@@ -106,8 +109,9 @@ READINESS = web.AppKey("readiness", ReadinessProbe)
 def is_admin(request: web.Request) -> bool:
     """Whether the request carries ADMIN_TOKEN (checked in constant time, never logged)."""
     try:
-        require_token(request, request.app[SETTINGS].admin_token, env_name="ADMIN_TOKEN",
-                      api_name="admin API")
+        require_token(
+            request, request.app[SETTINGS].admin_token, env_name="ADMIN_TOKEN", api_name="admin API"
+        )
     except ApiError:
         return False
     return True
@@ -123,8 +127,7 @@ async def ready(request: web.Request) -> web.Response:
     found = await request.app[READINESS].reason()
     if found is None:
         return web.json_response({"ready": True})
-    return web.json_response({"ready": False, "reason": found.shown(is_admin(request))},
-                             status=503)
+    return web.json_response({"ready": False, "reason": found.shown(is_admin(request))}, status=503)
 
 
 async def _close_probe(app: web.Application) -> None:
@@ -132,15 +135,31 @@ async def _close_probe(app: web.Application) -> None:
 
 
 ENDPOINTS = (
-    Endpoint("GET", "/health", health, "Liveness",
-             description="Always 200; reads memory only, never the database. With the admin "
-                         "token, a database error is told in the driver's words.",
-             replies={200: Reply("counters, queue depth, the last database reading and "
-                                 "configuration problems", out.Health)}),
-    Endpoint("GET", "/ready", ready, "Readiness",
-             description="Whether the database answers and is migrated.",
-             replies={200: Reply("ready", out.Ready),
-                      503: Reply("not ready, with the reason", out.Ready)}),
+    Endpoint(
+        "GET",
+        "/health",
+        health,
+        "Liveness",
+        description="Always 200; reads memory only, never the database. With the admin "
+        "token, a database error is told in the driver's words.",
+        replies={
+            200: Reply(
+                "counters, queue depth, the last database reading and configuration problems",
+                out.Health,
+            )
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/ready",
+        ready,
+        "Readiness",
+        description="Whether the database answers and is migrated.",
+        replies={
+            200: Reply("ready", out.Ready),
+            503: Reply("not ready, with the reason", out.Ready),
+        },
+    ),
 )
 
 

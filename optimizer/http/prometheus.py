@@ -25,10 +25,15 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 ENDPOINTS = (
-    Endpoint("GET", "/metrics", metrics, "Prometheus metrics of this process",
-             description="OpenMetrics when the scraper asks for it, else the text format "
-                         "0.0.4. Reads memory only.",
-             replies={200: Reply("the metrics", media_type="text/plain")}),
+    Endpoint(
+        "GET",
+        "/metrics",
+        metrics,
+        "Prometheus metrics of this process",
+        description="OpenMetrics when the scraper asks for it, else the text format "
+        "0.0.4. Reads memory only.",
+        replies={200: Reply("the metrics", media_type="text/plain")},
+    ),
 )
 
 

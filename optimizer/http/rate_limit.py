@@ -38,9 +38,14 @@ def token_key(token: str) -> str:
 class TokenBuckets:
     """One token bucket per key: `take(key)` spends one request or says how long to wait."""
 
-    def __init__(self, rate_per_second: float, burst: int, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 max_buckets: int = MAX_BUCKETS) -> None:
+    def __init__(
+        self,
+        rate_per_second: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_buckets: int = MAX_BUCKETS,
+    ) -> None:
         if rate_per_second <= 0 or burst < 1:
             raise ValueError("rate_per_second must be > 0 and burst >= 1")
         self.rate = rate_per_second
@@ -95,8 +100,9 @@ APP_RATE_LIMIT = web.AppKey("app_rate_limit", TokenBuckets)
 def install(app: web.Application, settings: Settings) -> None:
     """Create the per-process buckets unless APP_RATE_LIMIT_PER_SECOND is 0."""
     if settings.app_rate_limit_per_second > 0:
-        app[APP_RATE_LIMIT] = TokenBuckets(settings.app_rate_limit_per_second,
-                                           settings.app_rate_limit_burst)
+        app[APP_RATE_LIMIT] = TokenBuckets(
+            settings.app_rate_limit_per_second, settings.app_rate_limit_burst
+        )
 
 
 def retry_after_seconds(wait: float) -> int:
@@ -115,10 +121,12 @@ def rate_limited(handler: Handler) -> Handler:
             if wait > 0:
                 seconds = retry_after_seconds(wait)
                 raise ApiError(
-                    429, f"rate limit exceeded for this token: {buckets.rate:g} requests/s "
+                    429,
+                    f"rate limit exceeded for this token: {buckets.rate:g} requests/s "
                     f"with bursts of {buckets.burst} (APP_RATE_LIMIT_PER_SECOND, "
                     f"APP_RATE_LIMIT_BURST); retry after {seconds} s",
-                    headers={"Retry-After": str(seconds)})
+                    headers={"Retry-After": str(seconds)},
+                )
         return await handler(request)
 
     return limited

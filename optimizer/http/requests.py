@@ -143,8 +143,10 @@ class JobListQuery(Query):
 _NAME: dict[str, Any] = {"pattern": f"^{NAME_RE.pattern}$"}
 ChangeNotes = Annotated[
     str | None,
-    Field(description=f"at most {MAX_NOTES_CHARS:,} characters",
-          json_schema_extra={"maxLength": MAX_NOTES_CHARS}),
+    Field(
+        description=f"at most {MAX_NOTES_CHARS:,} characters",
+        json_schema_extra={"maxLength": MAX_NOTES_CHARS},
+    ),
 ]
 
 

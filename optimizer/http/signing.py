@@ -59,16 +59,19 @@ def signing_message(method: str, path_qs: str, body: bytes, timestamp: int | str
     return f"{timestamp}.{method.upper()}.{path_qs}.".encode() + body
 
 
-def compute_signature(secret: str | bytes, method: str, path_qs: str, body: bytes,
-                      timestamp: int | str) -> str:
+def compute_signature(
+    secret: str | bytes, method: str, path_qs: str, body: bytes, timestamp: int | str
+) -> str:
     """The hex HMAC-SHA256 that goes after "sha256=" in X-Signature."""
     key = secret.encode() if isinstance(secret, str) else secret
-    return hmac.new(key, signing_message(method, path_qs, body, timestamp),
-                    hashlib.sha256).hexdigest()
+    return hmac.new(
+        key, signing_message(method, path_qs, body, timestamp), hashlib.sha256
+    ).hexdigest()
 
 
-def sign(secret: str | bytes, method: str, path_qs: str, body: bytes = b"",
-         timestamp: int | None = None) -> dict[str, str]:
+def sign(
+    secret: str | bytes, method: str, path_qs: str, body: bytes = b"", timestamp: int | None = None
+) -> dict[str, str]:
     """Headers that sign one admin request (for clients and tests)."""
     stamp = int(time.time()) if timestamp is None else int(timestamp)
     digest = compute_signature(secret, method, path_qs, body, stamp)
@@ -94,16 +97,18 @@ class FreshSignature:
 class SignatureVerifier:
     """Checks that a request is correctly signed and fresh; the database says whether new."""
 
-    def __init__(self, secret: str | bytes, window_seconds: float, *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, secret: str | bytes, window_seconds: float, *, clock: Callable[[], float] = time.time
+    ) -> None:
         if not secret:
             raise ValueError("an HMAC secret is required")
         self._secret = secret.encode() if isinstance(secret, str) else secret
         self._window = window_seconds
         self._clock = clock
 
-    def verify(self, method: str, path_qs: str, body: bytes, timestamp: str | None,
-               signature: str | None) -> FreshSignature:
+    def verify(
+        self, method: str, path_qs: str, body: bytes, timestamp: str | None, signature: str | None
+    ) -> FreshSignature:
         """The signature when the request is correctly signed and fresh; else raise
         SignatureRejected. The expected signature is never part of a message."""
         stamp = self._parse_timestamp(timestamp)
@@ -115,16 +120,17 @@ class SignatureVerifier:
                 TIMESTAMP_HEADER,
                 f"{TIMESTAMP_HEADER} is {abs(skew):.0f} s {side}, outside the allowed window "
                 f"of {self._window:g} s (ADMIN_SIGNATURE_WINDOW_SECONDS): sign each request "
-                "with the current unix time and check the client's clock")
+                "with the current unix time and check the client's clock",
+            )
         # The header text, not int(stamp): the client signed the digits it sent.
-        expected = compute_signature(self._secret, method, path_qs, body,
-                                     (timestamp or "").strip())
+        expected = compute_signature(self._secret, method, path_qs, body, (timestamp or "").strip())
         if not hmac.compare_digest(given, expected):
             raise SignatureRejected(
                 SIGNATURE_HEADER,
                 f"{SIGNATURE_HEADER} does not match this request: sign "
                 f"'<{TIMESTAMP_HEADER}>.<METHOD>.<path?query>.' followed by the raw body "
-                "with HMAC-SHA256 and ADMIN_HMAC_SECRET")
+                "with HMAC-SHA256 and ADMIN_HMAC_SECRET",
+            )
         # One window past the last accepted moment: a replica whose clock runs up to a
         # window behind this one still finds the row.
         return FreshSignature(given, datetime.fromtimestamp(stamp + 2 * self._window, UTC))
@@ -135,13 +141,15 @@ class SignatureVerifier:
             raise SignatureRejected(
                 TIMESTAMP_HEADER,
                 f"missing {TIMESTAMP_HEADER} header: signed admin requests are required "
-                "(ADMIN_HMAC_SECRET is set); send the current unix time in seconds")
+                "(ADMIN_HMAC_SECRET is set); send the current unix time in seconds",
+            )
         text = raw.strip()
         if not (text.isascii() and text.isdigit()) or len(text) > _MAX_TIMESTAMP_DIGITS:
             raise SignatureRejected(
                 TIMESTAMP_HEADER,
                 f"{TIMESTAMP_HEADER} must be unix time in whole seconds (digits only); "
-                f"got {text[:40]!r}")
+                f"got {text[:40]!r}",
+            )
         return int(text)
 
     @staticmethod
@@ -151,14 +159,16 @@ class SignatureVerifier:
                 SIGNATURE_HEADER,
                 f"missing {SIGNATURE_HEADER} header: signed admin requests are required "
                 f"(ADMIN_HMAC_SECRET is set); send '{SIGNATURE_HEADER}: sha256=<hex "
-                "HMAC-SHA256>'")
+                "HMAC-SHA256>'",
+            )
         text = raw.strip()
-        digest = text[len(SCHEME):].lower() if text.lower().startswith(SCHEME) else ""
+        digest = text[len(SCHEME) :].lower() if text.lower().startswith(SCHEME) else ""
         if len(digest) != 64 or not set(digest) <= _HEX_DIGITS:
             raise SignatureRejected(
                 SIGNATURE_HEADER,
                 f"{SIGNATURE_HEADER} must be 'sha256=' followed by 64 hex digits; "
-                f"got {text[:80]!r}")
+                f"got {text[:80]!r}",
+            )
         return digest
 
 
@@ -168,8 +178,11 @@ def remember_signature(engine: Engine, signature: FreshSignature, *, now: dateti
     try:
         with engine.begin() as conn:
             conn.execute(delete(UsedSignature).where(UsedSignature.expires_at < now))
-            conn.execute(insert(UsedSignature).values(digest=signature.digest,
-                                                      expires_at=signature.expires_at))
+            conn.execute(
+                insert(UsedSignature).values(
+                    digest=signature.digest, expires_at=signature.expires_at
+                )
+            )
     except IntegrityError:  # the primary key: recorded before, here or on another replica
         return False
     return True
@@ -181,8 +194,9 @@ ADMIN_SIGNATURES = web.AppKey("admin_signatures", SignatureVerifier)
 def install(app: web.Application, settings: Settings) -> None:
     """Create the verifier when ADMIN_HMAC_SECRET is set."""
     if settings.admin_hmac_secret:
-        app[ADMIN_SIGNATURES] = SignatureVerifier(settings.admin_hmac_secret,
-                                                  settings.admin_signature_window_seconds)
+        app[ADMIN_SIGNATURES] = SignatureVerifier(
+            settings.admin_hmac_secret, settings.admin_signature_window_seconds
+        )
 
 
 async def check_admin_signature(request: web.Request) -> None:
@@ -195,13 +209,20 @@ async def check_admin_signature(request: web.Request) -> None:
     # body raises here and is answered as a 413.
     body = await request.read()
     try:
-        fresh = verifier.verify(request.method, request.raw_path, body,
-                                request.headers.get(TIMESTAMP_HEADER),
-                                request.headers.get(SIGNATURE_HEADER))
+        fresh = verifier.verify(
+            request.method,
+            request.raw_path,
+            body,
+            request.headers.get(TIMESTAMP_HEADER),
+            request.headers.get(SIGNATURE_HEADER),
+        )
     except SignatureRejected as exc:
         raise ApiError(401, str(exc), field=exc.header) from None
-    if not await asyncio.to_thread(remember_signature, request.app[ENGINE], fresh,
-                                   now=utcnow()):
-        raise ApiError(401, f"{SIGNATURE_HEADER} was already used: a signed request is "
-                            f"accepted once; send it again with a new {TIMESTAMP_HEADER} "
-                            "and signature", field=SIGNATURE_HEADER)
+    if not await asyncio.to_thread(remember_signature, request.app[ENGINE], fresh, now=utcnow()):
+        raise ApiError(
+            401,
+            f"{SIGNATURE_HEADER} was already used: a signed request is "
+            f"accepted once; send it again with a new {TIMESTAMP_HEADER} "
+            "and signature",
+            field=SIGNATURE_HEADER,
+        )

@@ -40,26 +40,37 @@ class ExperimentCreationPayload(ExperimentSettingsInput, ArmsInput, _Prompt):
     values with the same words), with `variants` optional."""
 
     variants: Variants | None = Field(  # type: ignore[assignment]  # optional here
-        default=None, description=f"1 to {MAX_VARIANTS} distinct candidate version numbers; "
-        "without it, the prompt's newest candidates, up to three")
+        default=None,
+        description=f"1 to {MAX_VARIANTS} distinct candidate version numbers; "
+        "without it, the prompt's newest candidates, up to three",
+    )
     scope: Scope = None
 
 
-def _create(ctx: ServiceContext, job: ActiveJob,
-            payload: ExperimentCreationPayload) -> store.ExperimentView:
+def _create(
+    ctx: ServiceContext, job: ActiveJob, payload: ExperimentCreationPayload
+) -> store.ExperimentView:
     settings = settings_with_defaults(payload, ctx.settings)
     with ctx.sessions.begin() as session:
         prompt, variants = payload.prompt, payload.variants
         if variants is None:
             variants = store.newest_candidates(session, prompt)
             if not variants:
-                raise Conflict(f"prompt {prompt!r} has no candidate versions to test; add "
-                               f"one (POST /prompts/{prompt}/versions) or run "
-                               "variant_generation first")
+                raise Conflict(
+                    f"prompt {prompt!r} has no candidate versions to test; add "
+                    f"one (POST /prompts/{prompt}/versions) or run "
+                    "variant_generation first"
+                )
             variants.sort()
-        return store.create_experiment(session, prompt, variants, weights=payload.weights,
-                                       settings=settings, created_by=f"job {job.id}",
-                                       now=ctx.clock())
+        return store.create_experiment(
+            session,
+            prompt,
+            variants,
+            weights=payload.weights,
+            settings=settings,
+            created_by=f"job {job.id}",
+            now=ctx.clock(),
+        )
 
 
 async def create_experiment_job(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any]:
@@ -72,13 +83,19 @@ async def create_experiment_job(ctx: ServiceContext, job: ActiveJob) -> dict[str
     ctx.stats.add("experimentsCreated")
     control = next(arm.version for arm in view.arms if arm.is_control)
     variants = [arm.version for arm in view.arms if not arm.is_control]
-    log.info("experiment created", extra={"experiment_id": view.id, "prompt": view.prompt,
-                                          "job_id": job.id})
+    log.info(
+        "experiment created",
+        extra={"experiment_id": view.id, "prompt": view.prompt, "job_id": job.id},
+    )
     await job.report_progress(100, f"experiment {view.id} running")
-    return {"experiment_id": view.id, "prompt": view.prompt, "control_version": control,
-            "variant_versions": variants,
-            "message": f"experiment {view.id} started: version {control} (control) against "
-                       f"{', '.join(map(str, variants))}"}
+    return {
+        "experiment_id": view.id,
+        "prompt": view.prompt,
+        "control_version": control,
+        "variant_versions": variants,
+        "message": f"experiment {view.id} started: version {control} (control) against "
+        f"{', '.join(map(str, variants))}",
+    }
 
 
 SPEC = JobSpec(

@@ -47,7 +47,8 @@ class FullCyclePayload(InputModel):
     n: VariantCount = DEFAULT_N
     always_generate: bool = Field(
         default=False,
-        description="ask for variants even when the prompt has no actionable insights")
+        description="ask for variants even when the prompt has no actionable insights",
+    )
     scope: Scope = None
 
     def generation(self) -> VariantGenerationPayload:
@@ -57,6 +58,7 @@ class FullCyclePayload(InputModel):
 def _step(job: ActiveJob, low: int, high: int, name: str) -> ActiveJob:
     """The job as a step sees it: its progress 0-100 lands in [low, high] of the whole, and
     its message is prefixed with the step's name."""
+
     async def report(percent: int, message: str | None) -> None:
         scaled = low + (high - low) * max(0, min(100, percent)) // 100
         await job.report_progress(scaled, f"{name}: {message}" if message else name)
@@ -71,10 +73,16 @@ def _state(ctx: ServiceContext, name: str) -> tuple[tuple[int, str] | None, int]
         prompt_id = session.scalar(select(Prompt.id).where(Prompt.name == name))
         if prompt_id is None:
             raise PermanentJobError(f"prompt {name!r} does not exist")
-        actionable = session.scalar(
-            select(func.count()).select_from(PatternInsight)
-            .where(PatternInsight.prompt_id == prompt_id,
-                   PatternInsight.is_actionable.is_(True))) or 0
+        actionable = (
+            session.scalar(
+                select(func.count())
+                .select_from(PatternInsight)
+                .where(
+                    PatternInsight.prompt_id == prompt_id, PatternInsight.is_actionable.is_(True)
+                )
+            )
+            or 0
+        )
         return store.live_experiment(session, prompt_id), int(actionable)
 
 
@@ -88,48 +96,67 @@ async def run_full_cycle(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any]:
     analysis = await analyze_prompt(ctx, analysing, name, chain=False)
     ctx.stats.add("patternsAnalyzed")
     await analysing.report_progress(100, f"{analysis['actionable']} actionable finding(s)")
-    result["analysis"] = {**analysis, "message": (
-        f"{analysis['actionable']} actionable of {analysis['tests']} tests, "
-        f"{analysis['new']} new")}
+    result["analysis"] = {
+        **analysis,
+        "message": (
+            f"{analysis['actionable']} actionable of {analysis['tests']} tests, "
+            f"{analysis['new']} new"
+        ),
+    }
     live, actionable = await asyncio.to_thread(_state, ctx, name)
     result["generation"], result["creation"] = await _generate_and_create(
-        ctx, job, spec, live, actionable)
+        ctx, job, spec, live, actionable
+    )
     live, _ = await asyncio.to_thread(_state, ctx, name)
     result["monitoring"] = await _monitor(ctx, _step(job, 85, 100, "monitoring"), live)
     result["message"] = "; ".join(
-        f"{step}: {result[step]['message']}" for step in
-        ("analysis", "generation", "creation", "monitoring") if result[step].get("message"))
+        f"{step}: {result[step]['message']}"
+        for step in ("analysis", "generation", "creation", "monitoring")
+        if result[step].get("message")
+    )
     await job.report_progress(100, "done")
     return result
 
 
-async def _generate_and_create(ctx: ServiceContext, job: ActiveJob, spec: FullCyclePayload,
-                               live: tuple[int, str] | None, actionable: int
-                               ) -> tuple[dict[str, Any], dict[str, Any]]:
+async def _generate_and_create(
+    ctx: ServiceContext,
+    job: ActiveJob,
+    spec: FullCyclePayload,
+    live: tuple[int, str] | None,
+    actionable: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     if live is not None:
-        why = (f"skipped: prompt {spec.prompt!r} has experiment {live[0]} {live[1]}; "
-               "new variants would wait for it")
+        why = (
+            f"skipped: prompt {spec.prompt!r} has experiment {live[0]} {live[1]}; "
+            "new variants would wait for it"
+        )
         return _skipped(why), _skipped(why)
     if actionable == 0 and not spec.always_generate:
-        why = ("skipped: no actionable insights for this prompt (set always_generate to "
-               "ask for variants anyway)")
+        why = (
+            "skipped: no actionable insights for this prompt (set always_generate to "
+            "ask for variants anyway)"
+        )
         return _skipped(why), _skipped("skipped: no new variants")
     if (problem := llm_problem(ctx.settings)) is not None:
         # Analysis and monitoring still run; only the steps that need the LLM wait.
         return _skipped(f"skipped: {problem}"), _skipped(f"skipped: {problem}")
     generated = await variant_generation.run_generation(
-        ctx, _step(job, 30, 70, "generation"), spec.generation(), chain=False)
+        ctx, _step(job, 30, 70, "generation"), spec.generation(), chain=False
+    )
     versions = [item["version"] for item in generated["stored"]]
     creator = _step(job, 70, 85, "creation")
     created = await creation.create_experiment_job(
-        ctx, dataclasses.replace(creator, payload={
-            "prompt": spec.prompt,
-            "variants": versions[:MAX_VARIANTS]}))
+        ctx,
+        dataclasses.replace(
+            creator, payload={"prompt": spec.prompt, "variants": versions[:MAX_VARIANTS]}
+        ),
+    )
     return generated, created
 
 
-async def _monitor(ctx: ServiceContext, job: ActiveJob,
-                   live: tuple[int, str] | None) -> dict[str, Any]:
+async def _monitor(
+    ctx: ServiceContext, job: ActiveJob, live: tuple[int, str] | None
+) -> dict[str, Any]:
     if live is None or live[1] != "running":
         await job.report_progress(100, "no running experiment")
         return _skipped("skipped: the prompt has no running experiment")
@@ -139,8 +166,11 @@ async def _monitor(ctx: ServiceContext, job: ActiveJob,
     if outcome is None:
         return _skipped(f"experiment {live[0]} ended meanwhile")
     decision = outcome.to_dict()
-    return {"skipped": False, "decision": decision,
-            "message": f"experiment {live[0]}: {decision['decision']}"}
+    return {
+        "skipped": False,
+        "decision": decision,
+        "message": f"experiment {live[0]}: {decision['decision']}",
+    }
 
 
 def _skipped(why: str) -> dict[str, Any]:
@@ -150,7 +180,7 @@ def _skipped(why: str) -> dict[str, Any]:
 SPEC = JobSpec(
     name="full_cycle",
     summary="analysis, variant generation, experiment creation and a first check for one "
-            "prompt, in one job",
+    "prompt, in one job",
     payload=FullCyclePayload,
     handler=run_full_cycle,
 )

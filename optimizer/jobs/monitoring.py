@@ -39,8 +39,7 @@ def _check(ctx: ServiceContext, experiment_id: int, job_id: int) -> CheckOutcome
         return check_experiment(session, experiment_id, now=ctx.clock(), job_id=job_id)
 
 
-async def check_one(ctx: ServiceContext, experiment_id: int, job_id: int
-                    ) -> CheckOutcome | None:
+async def check_one(ctx: ServiceContext, experiment_id: int, job_id: int) -> CheckOutcome | None:
     """Check one experiment in its own transaction, count a completion and log a decision.
     None when the experiment is no longer running."""
     outcome = await asyncio.to_thread(_check, ctx, experiment_id, job_id)
@@ -52,9 +51,15 @@ async def check_one(ctx: ServiceContext, experiment_id: int, job_id: int
         if ctx.webhooks is not None and outcome.decision != "continue":
             ctx.webhooks.publish(EXPERIMENT_DECISION, {**outcome.to_dict(), "job_id": job_id})
         if outcome.decision != "continue":
-            log.info("experiment decision", extra={
-                "experiment_id": experiment_id, "decision": outcome.decision,
-                "status": outcome.status, "job_id": job_id})
+            log.info(
+                "experiment decision",
+                extra={
+                    "experiment_id": experiment_id,
+                    "decision": outcome.decision,
+                    "status": outcome.status,
+                    "job_id": job_id,
+                },
+            )
     return outcome
 
 
@@ -64,8 +69,7 @@ async def monitor_experiments(ctx: ServiceContext, job: ActiveJob) -> dict[str, 
     running = await asyncio.to_thread(_running, ctx)
     if not running:
         await job.report_progress(100, "nothing to monitor")
-        return {"experiments_checked": 0, "decisions": [],
-                "message": "no running experiments"}
+        return {"experiments_checked": 0, "decisions": [], "message": "no running experiments"}
     decisions: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
@@ -74,8 +78,11 @@ async def monitor_experiments(ctx: ServiceContext, job: ActiveJob) -> dict[str, 
         try:
             outcome = await check_one(ctx, experiment_id, job.id)
         except Exception as exc:  # one broken experiment must not hide the others
-            log.error("experiment check failed", exc_info=exc,
-                      extra={"experiment_id": experiment_id, "job_id": job.id})
+            log.error(
+                "experiment check failed",
+                exc_info=exc,
+                extra={"experiment_id": experiment_id, "job_id": job.id},
+            )
             errors.append({"experiment_id": experiment_id, "error": describe(exc)})
         else:
             if outcome is not None:
@@ -83,14 +90,20 @@ async def monitor_experiments(ctx: ServiceContext, job: ActiveJob) -> dict[str, 
         # At most about once a second: progress is a write of its own.
         if done == len(running) or loop.time() - reported >= PROGRESS_EVERY_SECONDS:
             reported = loop.time()
-            await job.report_progress(5 + 95 * done // len(running),
-                                      f"checked {done} of {len(running)} experiments")
+            await job.report_progress(
+                5 + 95 * done // len(running), f"checked {done} of {len(running)} experiments"
+            )
     if errors and not decisions:
         raise PromptWorkerError(
             f"all {len(errors)} experiment checks failed; first: experiment "
-            f"{errors[0]['experiment_id']}: {errors[0]['error']}")
-    return {"experiments_checked": len(decisions), "decisions": decisions, "errors": errors,
-            "message": _summary(decisions, errors)}
+            f"{errors[0]['experiment_id']}: {errors[0]['error']}"
+        )
+    return {
+        "experiments_checked": len(decisions),
+        "decisions": decisions,
+        "errors": errors,
+        "message": _summary(decisions, errors),
+    }
 
 
 def _summary(decisions: list[dict[str, Any]], errors: list[dict[str, Any]]) -> str:

@@ -17,8 +17,10 @@ from typing import Any
 from optimizer.jobs.registry import SPECS
 from optimizer.jobs.spec import JobSpec
 
-BEGIN = ("<!-- job types: generated from the job specs by "
-         "`python -m optimizer.jobs.reference --write docs/jobs.md`; do not edit by hand -->")
+BEGIN = (
+    "<!-- job types: generated from the job specs by "
+    "`python -m optimizer.jobs.reference --write docs/jobs.md`; do not edit by hand -->"
+)
 END = "<!-- end of the generated job types -->"
 
 Schema = Mapping[str, Any]
@@ -37,9 +39,11 @@ def _job_type(spec: JobSpec) -> list[str]:
     schema = spec.payload.model_json_schema()
     lines = [f"### `{spec.name}`", "", f"{spec.summary[:1].upper()}{spec.summary[1:]}.", ""]
     if spec.schedule is not None:
-        lines += [f"Scheduled by `{spec.schedule.cron_setting.upper()}`; a tick that fires "
-                  f"late still enqueues within {spec.schedule.misfire_grace_seconds} seconds.",
-                  ""]
+        lines += [
+            f"Scheduled by `{spec.schedule.cron_setting.upper()}`; a tick that fires "
+            f"late still enqueues within {spec.schedule.misfire_grace_seconds} seconds.",
+            "",
+        ]
     attempts = spec.retry.max_attempts
     lines += [f"Attempts: {attempts if attempts is not None else '`MAX_ATTEMPTS`'}.", ""]
     lines += _fields(schema, schema.get("$defs", {}))
@@ -50,9 +54,11 @@ def _job_type(spec: JobSpec) -> list[str]:
 
 def _fields(schema: Schema, defs: Schema) -> list[str]:
     required = set(schema.get("required", ()))
-    rows = [f"| `{name}` | {_text(_type(field, defs))} | {_default(name, field, required)} | "
-            f"{_text(field.get('description', ''))} |"
-            for name, field in schema.get("properties", {}).items()]
+    rows = [
+        f"| `{name}` | {_text(_type(field, defs))} | {_default(name, field, required)} | "
+        f"{_text(field.get('description', ''))} |"
+        for name, field in schema.get("properties", {}).items()
+    ]
     if not rows:
         return ["No fields.", ""]
     return ["| Field | Type | Default | Meaning |", "|---|---|---|---|", *rows, ""]
@@ -70,8 +76,7 @@ def _type(field: Schema, defs: Schema, plural: bool = False) -> str:
     """In words: "whole number from 1 to 10", "array of at most 50 whole numbers ..."."""
     if "anyOf" in field:
         choices: Sequence[Schema] = field["anyOf"]
-        named = [_type(choice, defs, plural) for choice in choices
-                 if choice.get("type") != "null"]
+        named = [_type(choice, defs, plural) for choice in choices if choice.get("type") != "null"]
         nullable = len(named) < len(choices)
         return " or ".join(named) + (", or null" if nullable else "")
     s = "s" if plural else ""
@@ -107,9 +112,16 @@ def _count(low: int | None, high: int | None) -> str:
 def _numeric_bounds(field: Schema) -> str:
     if "minimum" in field and "maximum" in field:
         return f" from {_number(field['minimum'])} to {_number(field['maximum'])}"
-    parts = [f"{words} {_number(field[key])}" for key, words in (
-        ("minimum", "at least"), ("exclusiveMinimum", "more than"),
-        ("maximum", "at most"), ("exclusiveMaximum", "less than")) if key in field]
+    parts = [
+        f"{words} {_number(field[key])}"
+        for key, words in (
+            ("minimum", "at least"),
+            ("exclusiveMinimum", "more than"),
+            ("maximum", "at most"),
+            ("exclusiveMaximum", "less than"),
+        )
+        if key in field
+    ]
     return " " + " and ".join(parts) if parts else ""
 
 
@@ -126,18 +138,18 @@ def splice(document: str, section: str) -> str:
     """`document` with its generated section replaced by `section`."""
     start, end = document.find(BEGIN), document.find(END)
     if start < 0 or end < start:
-        raise ValueError("the document has no generated job types section (its markers "
-                         "are missing)")
+        raise ValueError(
+            "the document has no generated job types section (its markers are missing)"
+        )
     stop = end + len(END)
-    stop += document[stop:stop + 1] == "\n"
+    stop += document[stop : stop + 1] == "\n"
     return document[:start] + section + document[stop:]
 
 
 def main(argv: Sequence[str]) -> int:
     if len(argv) == 2 and argv[0] == "--write":
         page = Path(argv[1])
-        page.write_text(splice(page.read_text(encoding="utf-8"), reference()),
-                        encoding="utf-8")
+        page.write_text(splice(page.read_text(encoding="utf-8"), reference()), encoding="utf-8")
         return 0
     sys.stdout.write(reference())
     return 0

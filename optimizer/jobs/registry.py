@@ -23,8 +23,13 @@ from optimizer.jobs.context import Handler
 from optimizer.jobs.spec import JobSpec, checked_payload
 
 # In the order of the loop: messages and docs list the types this way.
-_SPECS = (pattern_analysis.SPEC, variant_generation.SPEC, creation.SPEC, monitoring.SPEC,
-          full_cycle.SPEC)
+_SPECS = (
+    pattern_analysis.SPEC,
+    variant_generation.SPEC,
+    creation.SPEC,
+    monitoring.SPEC,
+    full_cycle.SPEC,
+)
 SPECS: Mapping[str, JobSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
 JOB_TYPES: tuple[str, ...] = tuple(SPECS)
 if len(SPECS) != len(_SPECS):

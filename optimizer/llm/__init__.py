@@ -29,19 +29,22 @@ class NotConfiguredClient:
         raise LlmNotConfigured(
             f"cannot call Claude for {request.purpose!r}: ANTHROPIC_API_KEY is not set. Set "
             "ANTHROPIC_API_KEY, or LLM_PROVIDER=offline for the demo and tests (offline "
-            "variants are not written by a model).")
+            "variants are not written by a model)."
+        )
 
 
-def build_llm_client(settings: Settings, sessions: sessionmaker[Session],
-                     clock: Callable[[], datetime]) -> LlmClient:
+def build_llm_client(
+    settings: Settings, sessions: sessionmaker[Session], clock: Callable[[], datetime]
+) -> LlmClient:
     """The client for `settings.llm_provider`. Makes no network call."""
     if settings.llm_provider == "offline":
         from optimizer.llm.offline import OfflineClient
 
         return OfflineClient(sessions, clock)
     if settings.llm_provider != "anthropic":
-        raise ConfigError(f"LLM_PROVIDER must be anthropic or offline, got "
-                          f"{settings.llm_provider!r}")
+        raise ConfigError(
+            f"LLM_PROVIDER must be anthropic or offline, got {settings.llm_provider!r}"
+        )
     if not settings.anthropic_api_key:
         return NotConfiguredClient()
     from optimizer.llm.anthropic_client import AnthropicClient

@@ -49,9 +49,9 @@ PERMANENT = {
     400: "the Anthropic API rejected the request as invalid",
     401: "the Anthropic API rejected ANTHROPIC_API_KEY; set a valid key",
     403: "ANTHROPIC_API_KEY is not allowed to make this request (check the key's "
-         "workspace and model access)",
+    "workspace and model access)",
     404: "the Anthropic API does not know model {model}; check LLM_MODEL_SONNET, "
-         "LLM_MODEL_OPUS or the job's model",
+    "LLM_MODEL_OPUS or the job's model",
     413: "the request is too large for the Anthropic API",
     422: "the Anthropic API could not process the request",
 }
@@ -59,8 +59,8 @@ PERMANENT = {
 
 @dataclass(frozen=True)
 class Failure:
-    outcome: str          # the llm_calls outcome
-    detail: str           # for the row and the log: no key, no transcript
+    outcome: str  # the llm_calls outcome
+    detail: str  # for the row and the log: no key, no transcript
     error: PromptWorkerError
 
 
@@ -79,9 +79,15 @@ class _Attempt:
 class AnthropicClient:
     provider = PROVIDER
 
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session],
-                 clock: Callable[[], datetime], *, base_url: str | None = None,
-                 timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        clock: Callable[[], datetime],
+        *,
+        base_url: str | None = None,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
         if not settings.anthropic_api_key:
             raise ValueError("AnthropicClient needs settings.anthropic_api_key")
         self._settings, self._sessions, self._clock = settings, sessions, clock
@@ -90,8 +96,10 @@ class AnthropicClient:
         self._sdk: anthropic.AsyncAnthropic | None = None
 
     def resolve(self, model: str) -> str:
-        return {"sonnet": self._settings.llm_model_sonnet,
-                "opus": self._settings.llm_model_opus}.get(model, model)
+        return {
+            "sonnet": self._settings.llm_model_sonnet,
+            "opus": self._settings.llm_model_opus,
+        }.get(model, model)
 
     def fallback_for(self, model: str) -> str:
         sonnet, opus = self._settings.llm_model_sonnet, self._settings.llm_model_opus
@@ -104,13 +112,17 @@ class AnthropicClient:
         except _Overloaded:
             pass  # one try on the other model, below
         second = self.fallback_for(first)
-        log.warning("llm model overloaded, falling back",
-                    extra={"model": first, "fallback": second, "purpose": request.purpose})
+        log.warning(
+            "llm model overloaded, falling back",
+            extra={"model": first, "fallback": second, "purpose": request.purpose},
+        )
         try:
             return await self._attempt(_Attempt(request, second, first, fell_back=True))
         except _Overloaded:
-            raise LlmError(f"Anthropic reports {first} and {second} overloaded (HTTP 529) "
-                           "after retries; the job will be retried later") from None
+            raise LlmError(
+                f"Anthropic reports {first} and {second} overloaded (HTTP 529) "
+                "after retries; the job will be retried later"
+            ) from None
 
     async def aclose(self) -> None:
         if self._sdk is not None:
@@ -124,16 +136,26 @@ class AnthropicClient:
             if "middleware" in inspect.signature(anthropic.AsyncAnthropic).parameters:
                 options["middleware"] = [_no_long_inline_waits]
             self._sdk = anthropic.AsyncAnthropic(
-                api_key=self._settings.anthropic_api_key, base_url=self._base_url,
-                max_retries=self._settings.llm_max_retries, timeout=self._timeout, **options)
+                api_key=self._settings.anthropic_api_key,
+                base_url=self._base_url,
+                max_retries=self._settings.llm_max_retries,
+                timeout=self._timeout,
+                **options,
+            )
         return self._sdk
 
     async def _attempt(self, attempt: _Attempt) -> LlmReply:
         request = attempt.request
-        estimate = worst_case_cost(attempt.model, len(request.system) + len(request.user),
-                                   request.max_tokens)
-        await asyncio.to_thread(usage.check_limits, self._sessions, self._settings,
-                                now=self._clock(), estimate_usd=estimate)
+        estimate = worst_case_cost(
+            attempt.model, len(request.system) + len(request.user), request.max_tokens
+        )
+        await asyncio.to_thread(
+            usage.check_limits,
+            self._sessions,
+            self._settings,
+            now=self._clock(),
+            estimate_usd=estimate,
+        )
         started = time.monotonic()
         try:
             message = await self._stream(request, attempt.model)
@@ -141,8 +163,9 @@ class AnthropicClient:
         except asyncio.CancelledError:
             # The job was cancelled or timed out mid-call; tokens may be billed, so the
             # attempt is still recorded and counts against the hourly limit.
-            cancelled = Failure("error", "cancelled before the reply was complete",
-                                LlmError("cancelled"))
+            cancelled = Failure(
+                "error", "cancelled before the reply was complete", LlmError("cancelled")
+            )
             await asyncio.shield(self._record_failure(attempt, cancelled, started))
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
@@ -154,46 +177,94 @@ class AnthropicClient:
         return await self._success(attempt, message, text, started)
 
     async def _stream(self, request: LlmRequest, model: str) -> Any:
-        system: Any = [{"type": "text", "text": request.system,
-                        "cache_control": {"type": "ephemeral"}}]
+        system: Any = [
+            {"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}
+        ]
         async with self._client().messages.stream(
-                model=model, max_tokens=request.max_tokens, system=system,
-                messages=[{"role": "user", "content": request.user}]) as stream:
+            model=model,
+            max_tokens=request.max_tokens,
+            system=system,
+            messages=[{"role": "user", "content": request.user}],
+        ) as stream:
             return await stream.get_final_message()
 
-    async def _success(self, attempt: _Attempt, message: Any, text: str,
-                       started: float) -> LlmReply:
+    async def _success(
+        self, attempt: _Attempt, message: Any, text: str, started: float
+    ) -> LlmReply:
         tokens = usage_tokens(message)
         answered = getattr(message, "model", None) or attempt.model
         cost = cost_usd(answered, *tokens)
-        call_id = await asyncio.to_thread(usage.record_call, self._sessions, usage.CallRecord(
-            purpose=attempt.request.purpose, requested_model=attempt.requested_model,
-            model=answered, provider=PROVIDER, outcome="ok", created_at=self._clock(),
-            job_id=attempt.request.job_id, latency_ms=_elapsed_ms(started),
-            input_tokens=tokens[0], output_tokens=tokens[1],
-            cache_creation_input_tokens=tokens[2], cache_read_input_tokens=tokens[3],
-            cost_usd=cost))
-        log.info("llm call ok", extra={
-            "call_id": call_id, "purpose": attempt.request.purpose, "model": answered,
-            "fell_back": attempt.fell_back, "input_tokens": tokens[0],
-            "output_tokens": tokens[1], "cost_usd": round(cost, 6),
-            "stop_reason": getattr(message, "stop_reason", None)})
-        return LlmReply(text=text, provider=PROVIDER, requested_model=attempt.requested_model,
-                        model=answered, fell_back=attempt.fell_back, call_id=call_id,
-                        input_tokens=tokens[0], output_tokens=tokens[1],
-                        cache_creation_input_tokens=tokens[2],
-                        cache_read_input_tokens=tokens[3], cost_usd=cost)
+        call_id = await asyncio.to_thread(
+            usage.record_call,
+            self._sessions,
+            usage.CallRecord(
+                purpose=attempt.request.purpose,
+                requested_model=attempt.requested_model,
+                model=answered,
+                provider=PROVIDER,
+                outcome="ok",
+                created_at=self._clock(),
+                job_id=attempt.request.job_id,
+                latency_ms=_elapsed_ms(started),
+                input_tokens=tokens[0],
+                output_tokens=tokens[1],
+                cache_creation_input_tokens=tokens[2],
+                cache_read_input_tokens=tokens[3],
+                cost_usd=cost,
+            ),
+        )
+        log.info(
+            "llm call ok",
+            extra={
+                "call_id": call_id,
+                "purpose": attempt.request.purpose,
+                "model": answered,
+                "fell_back": attempt.fell_back,
+                "input_tokens": tokens[0],
+                "output_tokens": tokens[1],
+                "cost_usd": round(cost, 6),
+                "stop_reason": getattr(message, "stop_reason", None),
+            },
+        )
+        return LlmReply(
+            text=text,
+            provider=PROVIDER,
+            requested_model=attempt.requested_model,
+            model=answered,
+            fell_back=attempt.fell_back,
+            call_id=call_id,
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
+            cache_creation_input_tokens=tokens[2],
+            cache_read_input_tokens=tokens[3],
+            cost_usd=cost,
+        )
 
-    async def _record_failure(self, attempt: _Attempt, failure: Failure,
-                              started: float) -> None:
-        await asyncio.to_thread(usage.record_call, self._sessions, usage.CallRecord(
-            purpose=attempt.request.purpose, requested_model=attempt.requested_model,
-            model=attempt.model, provider=PROVIDER, outcome=failure.outcome,
-            created_at=self._clock(), job_id=attempt.request.job_id,
-            latency_ms=_elapsed_ms(started), error=failure.detail))
-        log.warning("llm call failed", extra={
-            "purpose": attempt.request.purpose, "model": attempt.model,
-            "outcome": failure.outcome, "error": failure.detail[:200]})
+    async def _record_failure(self, attempt: _Attempt, failure: Failure, started: float) -> None:
+        await asyncio.to_thread(
+            usage.record_call,
+            self._sessions,
+            usage.CallRecord(
+                purpose=attempt.request.purpose,
+                requested_model=attempt.requested_model,
+                model=attempt.model,
+                provider=PROVIDER,
+                outcome=failure.outcome,
+                created_at=self._clock(),
+                job_id=attempt.request.job_id,
+                latency_ms=_elapsed_ms(started),
+                error=failure.detail,
+            ),
+        )
+        log.warning(
+            "llm call failed",
+            extra={
+                "purpose": attempt.request.purpose,
+                "model": attempt.model,
+                "outcome": failure.outcome,
+                "error": failure.detail[:200],
+            },
+        )
 
 
 def classify(exc: Exception, *, now: datetime, model: str) -> Failure:
@@ -223,16 +294,26 @@ def _status_failure(exc: anthropic.APIStatusError, *, now: datetime, model: str)
         return Failure("overloaded", detail, LlmError(detail))
     if status == 429:
         wait = retry_after_seconds(exc.response.headers, now=now)
-        until = now + (timedelta(seconds=max(wait, 1.0)) if wait is not None
-                       else DEFAULT_RATE_LIMIT_WAIT)
-        return Failure("rate_limited", detail, JobDeferred(
-            f"the Anthropic API rate limit was hit for {model} (HTTP 429) after retries; "
-            f"the job waits until {iso(until)}", until=until))
+        until = now + (
+            timedelta(seconds=max(wait, 1.0)) if wait is not None else DEFAULT_RATE_LIMIT_WAIT
+        )
+        return Failure(
+            "rate_limited",
+            detail,
+            JobDeferred(
+                f"the Anthropic API rate limit was hit for {model} (HTTP 429) after retries; "
+                f"the job waits until {iso(until)}",
+                until=until,
+            ),
+        )
     if status in PERMANENT:
         message = PERMANENT[status].format(model=model)
         return Failure("error", detail, PermanentJobError(f"{message} ({detail[:300]})"))
-    return Failure("error", detail, LlmError(f"the Anthropic API failed: {detail[:300]}; "
-                                             "the job will be retried"))
+    return Failure(
+        "error",
+        detail,
+        LlmError(f"the Anthropic API failed: {detail[:300]}; the job will be retried"),
+    )
 
 
 def retry_after_seconds(headers: Mapping[str, str], *, now: datetime) -> float | None:
@@ -264,8 +345,9 @@ def reply_text(message: Any) -> str:
     if getattr(message, "stop_reason", None) is None:
         # message_stop never arrived: the stream ended early, the text may be cut anywhere.
         raise LlmError("the Anthropic stream ended before the message was complete")
-    text = "".join(block.text for block in message.content
-                   if getattr(block, "type", None) == "text")
+    text = "".join(
+        block.text for block in message.content if getattr(block, "type", None) == "text"
+    )
     if not text.strip():
         raise LlmError(f"the model returned no text (stop_reason={message.stop_reason})")
     return text
@@ -274,9 +356,15 @@ def reply_text(message: Any) -> str:
 def usage_tokens(message: Any) -> tuple[int, int, int, int]:
     """input, output, cache write, cache read; a missing count is 0."""
     used = getattr(message, "usage", None)
-    values = [getattr(used, name, None) for name in (
-        "input_tokens", "output_tokens", "cache_creation_input_tokens",
-        "cache_read_input_tokens")]
+    values = [
+        getattr(used, name, None)
+        for name in (
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+        )
+    ]
     counts = [v if isinstance(v, int) else 0 for v in values]
     return counts[0], counts[1], counts[2], counts[3]
 

@@ -22,10 +22,10 @@ MODEL_ALIASES = ("sonnet", "opus")
 
 @dataclass(frozen=True)
 class LlmRequest:
-    purpose: str                 # what the call is for: "variant_generation", "failure_themes"
-    model: str                   # an alias ("sonnet", "opus") or a full model id
-    system: str                  # the large static instructions; marked for prompt caching
-    user: str                    # the per-call part (data, insights, transcripts)
+    purpose: str  # what the call is for: "variant_generation", "failure_themes"
+    model: str  # an alias ("sonnet", "opus") or a full model id
+    system: str  # the large static instructions; marked for prompt caching
+    user: str  # the per-call part (data, insights, transcripts)
     max_tokens: int = 8000
     job_id: int | None = None
     # Structured facts behind `user`, for the offline client, which cannot read prose.
@@ -36,11 +36,11 @@ class LlmRequest:
 @dataclass(frozen=True)
 class LlmReply:
     text: str
-    provider: str                # "anthropic" or "offline"
-    requested_model: str         # the full model id asked for first
-    model: str                   # the model that answered (differs after a fallback)
+    provider: str  # "anthropic" or "offline"
+    requested_model: str  # the full model id asked for first
+    model: str  # the model that answered (differs after a fallback)
     fell_back: bool
-    call_id: int | None          # the `llm_calls` row of the successful call
+    call_id: int | None  # the `llm_calls` row of the successful call
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0

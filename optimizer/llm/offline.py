@@ -32,22 +32,23 @@ MAX_TITLE_CHARS = 120
 # segment gets the generic steps.
 SEGMENT_STEPS = {
     "billing": "confirm the account, quote the exact amounts and dates from the invoice, "
-               "explain each charge plainly, and say what happens next",
+    "explain each charge plainly, and say what happens next",
     "shipping": "give the carrier status and the expected delivery date, and say what the "
-                "customer can do if it is late",
+    "customer can do if it is late",
     "returns": "state the return window and conditions, then list the exact steps to "
-               "send the item back and when the refund arrives",
+    "send the item back and when the refund arrives",
     "account": "verify who you are talking to, walk through the fix step by step, and "
-               "confirm the customer can get in again",
+    "confirm the customer can get in again",
 }
-GENERIC_STEPS = ("find out exactly what the user needs, answer with specific facts rather "
-                 "than general statements, and say what happens next")
+GENERIC_STEPS = (
+    "find out exactly what the user needs, answer with specific facts rather "
+    "than general statements, and say what happens next"
+)
 # Variants differ in how the guidance is framed and how it closes, so their hashes differ.
 OPENERS = (
     "When the conversation is about {value}: {steps}.",
     "For {value} questions, be thorough: {steps}.",
-    "If the user asks about {value}, first restate the question in one sentence, then "
-    "{steps}.",
+    "If the user asks about {value}, first restate the question in one sentence, then {steps}.",
     "Treat {value} requests with extra care: {steps}; never send the user elsewhere "
     "without answering.",
 )
@@ -75,25 +76,45 @@ class OfflineClient:
     async def complete(self, request: LlmRequest) -> LlmReply:
         started = time.monotonic()
         text = respond(request)
-        call_id = await asyncio.to_thread(usage.record_call, self._sessions, usage.CallRecord(
-            purpose=request.purpose, requested_model=request.model, model=MODEL,
-            provider=PROVIDER, outcome="ok", created_at=self._clock(), job_id=request.job_id,
-            latency_ms=round((time.monotonic() - started) * 1000.0, 1)))
-        return LlmReply(text=text, provider=PROVIDER, requested_model=request.model,
-                        model=MODEL, fell_back=False, call_id=call_id)
+        call_id = await asyncio.to_thread(
+            usage.record_call,
+            self._sessions,
+            usage.CallRecord(
+                purpose=request.purpose,
+                requested_model=request.model,
+                model=MODEL,
+                provider=PROVIDER,
+                outcome="ok",
+                created_at=self._clock(),
+                job_id=request.job_id,
+                latency_ms=round((time.monotonic() - started) * 1000.0, 1),
+            ),
+        )
+        return LlmReply(
+            text=text,
+            provider=PROVIDER,
+            requested_model=request.model,
+            model=MODEL,
+            fell_back=False,
+            call_id=call_id,
+        )
 
 
 def respond(request: LlmRequest) -> str:
     """The reply text for a request. Pure and deterministic."""
     if request.purpose == "variant_generation":
         context = request.context
-        return variants_reply(str(context.get("active_prompt") or ""),
-                              list(context.get("insights") or []),
-                              int(context.get("n") or 1))
+        return variants_reply(
+            str(context.get("active_prompt") or ""),
+            list(context.get("insights") or []),
+            int(context.get("n") or 1),
+        )
     if request.purpose == "failure_themes":
         return '{"themes": []}'
-    raise LlmError(f"the offline generator cannot answer purpose {request.purpose!r}; "
-                   "set LLM_PROVIDER=anthropic and ANTHROPIC_API_KEY")
+    raise LlmError(
+        f"the offline generator cannot answer purpose {request.purpose!r}; "
+        "set LLM_PROVIDER=anthropic and ANTHROPIC_API_KEY"
+    )
 
 
 def variants_reply(active_prompt: str, insights: list[dict[str, Any]], n: int) -> str:
@@ -103,11 +124,14 @@ def variants_reply(active_prompt: str, insights: list[dict[str, Any]], n: int) -
     for index in range(1, max(n, 1) + 1):
         guidance = _guidance(used, index)
         content = active_prompt.rstrip() + "\n\n" + "\n".join(guidance)
-        addressed = "; ".join(titles) if titles else "no findings were given, so generic " \
-                                                     "clarity guidance"
+        addressed = (
+            "; ".join(titles) if titles else "no findings were given, so generic clarity guidance"
+        )
         notes = f"{NOTES_PREFIX} Variant {index}: added guidance for: {addressed}."
-        blocks.append(f"<improved_prompt>\n{content}\n</improved_prompt>\n"
-                      f"<change_notes>{notes}</change_notes>")
+        blocks.append(
+            f"<improved_prompt>\n{content}\n</improved_prompt>\n"
+            f"<change_notes>{notes}</change_notes>"
+        )
     return "\n".join(blocks)
 
 
@@ -119,8 +143,7 @@ def _guidance(insights: list[dict[str, Any]], index: int) -> list[str]:
         # the same paragraph; the prompt needs it once.
         lines = list(dict.fromkeys(_paragraph(insight, opener) for insight in insights))
     else:
-        lines = [NO_INSIGHT_GUIDANCE[(index - 1 + i) % len(NO_INSIGHT_GUIDANCE)]
-                 for i in range(2)]
+        lines = [NO_INSIGHT_GUIDANCE[(index - 1 + i) % len(NO_INSIGHT_GUIDANCE)] for i in range(2)]
     if closer:
         lines.append(closer)
     if index > len(OPENERS) * len(CLOSERS):  # beyond the combinations: still distinct
@@ -153,4 +176,4 @@ def _clean(text: str) -> str:
     # Segment and tag names come from logged conversations: keep only what a reader sees.
     text = "".join(char if char.isprintable() else " " for char in text)
     text = " ".join(_UNSAFE.sub("", text).split())
-    return text if len(text) <= MAX_TITLE_CHARS else text[:MAX_TITLE_CHARS - 1] + "…"
+    return text if len(text) <= MAX_TITLE_CHARS else text[: MAX_TITLE_CHARS - 1] + "…"

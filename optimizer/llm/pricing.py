@@ -20,7 +20,7 @@ CHARS_PER_TOKEN = 3
 
 @dataclass(frozen=True)
 class ModelPrice:
-    input_usd: float   # per million input tokens
+    input_usd: float  # per million input tokens
     output_usd: float  # per million output tokens
 
 
@@ -30,8 +30,9 @@ PRICES: dict[str, ModelPrice] = {
     "claude-sonnet-5": ModelPrice(2.0, 10.0),
     "claude-haiku-4-5": ModelPrice(1.0, 5.0),
 }
-MOST_EXPENSIVE = ModelPrice(max(p.input_usd for p in PRICES.values()),
-                            max(p.output_usd for p in PRICES.values()))
+MOST_EXPENSIVE = ModelPrice(
+    max(p.input_usd for p in PRICES.values()), max(p.output_usd for p in PRICES.values())
+)
 
 # Pinned snapshots ("claude-haiku-4-5-20251001") cost what their family costs.
 _DATE_SUFFIX = re.compile(r"-\d{8}$")
@@ -46,11 +47,19 @@ def is_known(model: str) -> bool:
     return model in PRICES or _DATE_SUFFIX.sub("", model) in PRICES
 
 
-def cost_usd(model: str, input_tokens: int, output_tokens: int,
-             cache_write_tokens: int = 0, cache_read_tokens: int = 0) -> float:
+def cost_usd(
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cache_write_tokens: int = 0,
+    cache_read_tokens: int = 0,
+) -> float:
     price = price_of(model)
-    input_part = (input_tokens + cache_write_tokens * CACHE_WRITE_FACTOR
-                  + cache_read_tokens * CACHE_READ_FACTOR) * price.input_usd
+    input_part = (
+        input_tokens
+        + cache_write_tokens * CACHE_WRITE_FACTOR
+        + cache_read_tokens * CACHE_READ_FACTOR
+    ) * price.input_usd
     return (input_part + output_tokens * price.output_usd) / PER_MILLION
 
 

@@ -77,26 +77,37 @@ def utc_midnight(now: datetime) -> datetime:
     return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def decide(usage: UsageSnapshot, *, now: datetime, calls_per_hour: int,
-           daily_budget_usd: float, estimate_usd: float) -> LimitDecision | None:
+def decide(
+    usage: UsageSnapshot,
+    *,
+    now: datetime,
+    calls_per_hour: int,
+    daily_budget_usd: float,
+    estimate_usd: float,
+) -> LimitDecision | None:
     """None when the next call may be made; otherwise why not and until when. Pure."""
     if usage.calls_last_hour >= calls_per_hour:
         oldest = usage.limiting_call_at or now
         return LimitDecision(
             f"LLM_CALLS_PER_HOUR={calls_per_hour} reached ({usage.calls_last_hour} Anthropic "
             "calls in the last hour); the job waits until the oldest of them is an hour old",
-            until=max(oldest + WINDOW, now))
+            until=max(oldest + WINDOW, now),
+        )
     if estimate_usd > daily_budget_usd:
         return LimitDecision(
             f"this call's worst-case cost ${estimate_usd:.4f} exceeds LLM_DAILY_BUDGET_USD="
             f"${daily_budget_usd:.2f} on its own; raise the budget or ask for fewer or "
-            "shorter variants", until=now, permanent=True)
+            "shorter variants",
+            until=now,
+            permanent=True,
+        )
     if usage.spent_today_usd + estimate_usd > daily_budget_usd:
         return LimitDecision(
             f"LLM_DAILY_BUDGET_USD=${daily_budget_usd:.2f} would be exceeded: "
             f"${usage.spent_today_usd:.4f} spent today (UTC) plus up to ${estimate_usd:.4f} "
             "for this call; the job waits for the next UTC day",
-            until=utc_midnight(now) + timedelta(days=1))
+            until=utc_midnight(now) + timedelta(days=1),
+        )
     return None
 
 
@@ -108,7 +119,7 @@ def _truncate(error: str | None) -> str | None:
     if error is None:
         return None
     error = redact(error)
-    return error if len(error) <= MAX_ERROR_CHARS else error[:MAX_ERROR_CHARS - 1] + "…"
+    return error if len(error) <= MAX_ERROR_CHARS else error[: MAX_ERROR_CHARS - 1] + "…"
 
 
 def record_call(sessions: sessionmaker[Session], record: CallRecord) -> int:
@@ -118,47 +129,66 @@ def record_call(sessions: sessionmaker[Session], record: CallRecord) -> int:
     # Counted before the insert: the call was made (and paid for) even if the row is lost.
     observe_llm_call(record)
     row = LlmCall(
-        job_id=record.job_id, purpose=record.purpose[:64],
-        requested_model=record.requested_model[:100], model=record.model[:100],
-        provider=record.provider, input_tokens=record.input_tokens,
+        job_id=record.job_id,
+        purpose=record.purpose[:64],
+        requested_model=record.requested_model[:100],
+        model=record.model[:100],
+        provider=record.provider,
+        input_tokens=record.input_tokens,
         output_tokens=record.output_tokens,
         cache_creation_input_tokens=record.cache_creation_input_tokens,
-        cache_read_input_tokens=record.cache_read_input_tokens, cost_usd=record.cost_usd,
-        latency_ms=record.latency_ms, outcome=record.outcome, error=_truncate(record.error),
-        created_at=record.created_at)
+        cache_read_input_tokens=record.cache_read_input_tokens,
+        cost_usd=record.cost_usd,
+        latency_ms=record.latency_ms,
+        outcome=record.outcome,
+        error=_truncate(record.error),
+        created_at=record.created_at,
+    )
     with sessions.begin() as session:
         session.add(row)
         session.flush()
         return row.id
 
 
-def read_usage(session: Session, *, now: datetime, calls_per_hour: int,
-               provider: str = "anthropic") -> UsageSnapshot:
+def read_usage(
+    session: Session, *, now: datetime, calls_per_hour: int, provider: str = "anthropic"
+) -> UsageSnapshot:
     in_window = (LlmCall.provider == provider, LlmCall.created_at > now - WINDOW)
     count = session.scalar(select(func.count()).select_from(LlmCall).where(*in_window)) or 0
     limiting = None
     if count >= calls_per_hour:
         # The calls_per_hour-th newest call: once it leaves the window the count is below
         # the limit, even when concurrent replicas pushed it past the limit.
-        limiting = session.scalar(select(LlmCall.created_at).where(*in_window)
-                                  .order_by(LlmCall.created_at.desc())
-                                  .offset(calls_per_hour - 1).limit(1))
-    spent = session.scalar(select(func.coalesce(func.sum(LlmCall.cost_usd), 0.0))
-                           .where(LlmCall.provider == provider,
-                                  LlmCall.created_at >= utc_midnight(now)))
+        limiting = session.scalar(
+            select(LlmCall.created_at)
+            .where(*in_window)
+            .order_by(LlmCall.created_at.desc())
+            .offset(calls_per_hour - 1)
+            .limit(1)
+        )
+    spent = session.scalar(
+        select(func.coalesce(func.sum(LlmCall.cost_usd), 0.0)).where(
+            LlmCall.provider == provider, LlmCall.created_at >= utc_midnight(now)
+        )
+    )
     return UsageSnapshot(count, limiting, float(spent or 0.0))
 
 
-def check_limits(sessions: sessionmaker[Session], settings: Settings, *, now: datetime,
-                 estimate_usd: float) -> None:
+def check_limits(
+    sessions: sessionmaker[Session], settings: Settings, *, now: datetime, estimate_usd: float
+) -> None:
     """Raise JobDeferred (or PermanentJobError) when the next call must not be made now."""
     with sessions() as session:
         # A read: on SQLite it must not queue behind the workers' write lock.
         session.connection(execution_options={READ_ONLY: True})
         usage = read_usage(session, now=now, calls_per_hour=settings.llm_calls_per_hour)
-    decision = decide(usage, now=now, calls_per_hour=settings.llm_calls_per_hour,
-                      daily_budget_usd=settings.llm_daily_budget_usd,
-                      estimate_usd=estimate_usd)
+    decision = decide(
+        usage,
+        now=now,
+        calls_per_hour=settings.llm_calls_per_hour,
+        daily_budget_usd=settings.llm_daily_budget_usd,
+        estimate_usd=estimate_usd,
+    )
     if decision is None:
         return
     if decision.permanent:

@@ -19,8 +19,12 @@ MAX_RETRY_DELAY_SECONDS = 3600.0
 _MAX_DOUBLINGS = 64
 
 
-def retry_delay(attempt: int, base_seconds: float, rng: random.Random | None = None,
-                cap_seconds: float = MAX_RETRY_DELAY_SECONDS) -> float:
+def retry_delay(
+    attempt: int,
+    base_seconds: float,
+    rng: random.Random | None = None,
+    cap_seconds: float = MAX_RETRY_DELAY_SECONDS,
+) -> float:
     """Delay before the next try after failed attempt number `attempt` (1-based).
 
     Doubles per attempt up to `cap_seconds`. With `rng`, the delay is drawn from [half, full]
@@ -33,11 +37,15 @@ def retry_delay(attempt: int, base_seconds: float, rng: random.Random | None = N
     return ceiling if rng is None else ceiling * rng.uniform(0.5, 1.0)
 
 
-async def retry(call: Callable[[], Awaitable[T]], *,
-                on: type[Exception] | tuple[type[Exception], ...],
-                base_seconds: float, cap_seconds: float,
-                may_wait: Callable[[float], bool] = lambda delay: True,
-                on_retry: Callable[[Exception, float], None] | None = None) -> T:
+async def retry(
+    call: Callable[[], Awaitable[T]],
+    *,
+    on: type[Exception] | tuple[type[Exception], ...],
+    base_seconds: float,
+    cap_seconds: float,
+    may_wait: Callable[[float], bool] = lambda delay: True,
+    on_retry: Callable[[Exception, float], None] | None = None,
+) -> T:
     """Await `call()` until it returns. After its n-th failure in a row with one of `on`,
     wait `retry_delay(n)` and try again, unless `may_wait(delay)` says that wait would go
     past the caller's deadline: then the failure is raised. `on_retry(error, delay)` is

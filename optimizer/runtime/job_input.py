@@ -30,8 +30,8 @@ MAX_STORED_PAYLOAD_CHARS = 1_048_576
 def parse_job_type(value: Any) -> str:
     if not isinstance(value, str) or value not in JOB_TYPES:
         raise InvalidInput(
-            f"type must be one of {', '.join(JOB_TYPES)}; got {shown_value(value)}",
-            field="type")
+            f"type must be one of {', '.join(JOB_TYPES)}; got {shown_value(value)}", field="type"
+        )
     return value
 
 
@@ -39,12 +39,14 @@ def parse_priority(value: Any) -> int:
     if isinstance(value, str) and _PRIORITY_TEXT.fullmatch(value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"priority must be a whole number; got {shown_value(value)}",
-                           field="priority")
+        raise InvalidInput(
+            f"priority must be a whole number; got {shown_value(value)}", field="priority"
+        )
     if not MIN_PRIORITY <= value <= MAX_PRIORITY:
         raise InvalidInput(
             f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}; got {shown_value(value)}",
-            field="priority")
+            field="priority",
+        )
     return value
 
 
@@ -59,8 +61,9 @@ def parse_payload_object(value: Any) -> dict[str, Any]:
     except strict_json.JsonRejected as exc:
         raise InvalidInput(f"payload is {exc}", field="payload") from None
     if not isinstance(value, dict):
-        raise InvalidInput(f"payload must be a JSON object; got {type(value).__name__}",
-                           field="payload")
+        raise InvalidInput(
+            f"payload must be a JSON object; got {type(value).__name__}", field="payload"
+        )
     refuse_unstorable_in(value, "payload")
     return value
 
@@ -70,8 +73,9 @@ def parse_prompt_name(value: Any) -> str:
     return validate_name(check_text(value, "prompt", MAX_NAME_CHARS).strip(), field="prompt")
 
 
-def parse_new_job(type_: Any, *, prompt: Any = None, payload: Any = None, priority: Any = 0,
-                  run_at: Any = None) -> NewJob:
+def parse_new_job(
+    type_: Any, *, prompt: Any = None, payload: Any = None, priority: Any = 0, run_at: Any = None
+) -> NewJob:
     job_type = parse_job_type(type_)
     body = parse_payload_object(payload)
     if prompt is not None:
@@ -94,25 +98,28 @@ def decode_stored_payload(raw: str | None) -> dict[str, Any]:
         raise PermanentJobError(
             f"payload is too large: {len(raw):,} characters, at most "
             f"{MAX_STORED_PAYLOAD_CHARS:,}; a job payload holds a few small fields, fix the "
-            "row or insert a new job with a small JSON object payload")
+            "row or insert a new job with a small JSON object payload"
+        )
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise PermanentJobError(
             f"payload is not valid JSON ({exc}); "
-            "fix the row or insert a new job with a JSON object payload") from None
+            "fix the row or insert a new job with a JSON object payload"
+        ) from None
     except (ValueError, RecursionError):
         raise PermanentJobError(
             "payload is JSON this worker cannot read (a number too long or nesting too "
-            "deep); insert a new job with a plain JSON object payload") from None
+            "deep); insert a new job with a plain JSON object payload"
+        ) from None
     if not isinstance(value, dict):
         raise PermanentJobError(
             f"payload must be a JSON object, got {type(value).__name__}; "
-            "insert a new job with a JSON object payload")
+            "insert a new job with a JSON object payload"
+        )
     # Refused here, once for every job type: a handler would otherwise pass the text to the
     # database, whose error looks temporary and would be retried to no end.
     found = first_unstorable(value)
     if found is not None:
-        raise PermanentJobError(f"payload field {found[0]} {found[1]}; insert a new job "
-                                "without it")
+        raise PermanentJobError(f"payload field {found[0]} {found[1]}; insert a new job without it")
     return value

@@ -18,8 +18,7 @@ RECONNECT_MAX_SECONDS = 30.0
 
 
 def psycopg_conninfo(database_url: str) -> str:
-    return make_url(database_url).set(drivername="postgresql").render_as_string(
-        hide_password=False)
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def listen_for_jobs(database_url: str, wake: asyncio.Event) -> None:
@@ -29,7 +28,8 @@ async def listen_for_jobs(database_url: str, wake: asyncio.Event) -> None:
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
-                    conninfo, autocommit=True, connect_timeout=5) as conn:
+                conninfo, autocommit=True, connect_timeout=5
+            ) as conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
                 log.info("listening for new jobs", extra={"channel": CHANNEL})
                 failures = 0
@@ -41,6 +41,8 @@ async def listen_for_jobs(database_url: str, wake: asyncio.Event) -> None:
         except (psycopg.Error, OSError) as exc:
             failures += 1
             delay = retry_delay(failures, 1.0, cap_seconds=RECONNECT_MAX_SECONDS)
-            log.warning("job notifications unavailable; polling meanwhile",
-                        extra={"error": describe(exc, 200), "retry_in": delay})
+            log.warning(
+                "job notifications unavailable; polling meanwhile",
+                extra={"error": describe(exc, 200), "retry_in": delay},
+            )
             await asyncio.sleep(delay)

@@ -91,17 +91,23 @@ class Lease:
 
 
 def _fenced(lease: Lease) -> Any:
-    return (J.id == lease.job_id) & (J.locked_by == lease.worker_id) & (
-        J.attempts == lease.attempt) & (J.status == "running")
+    return (
+        (J.id == lease.job_id)
+        & (J.locked_by == lease.worker_id)
+        & (J.attempts == lease.attempt)
+        & (J.status == "running")
+    )
 
 
 def _insert_ignoring_duplicates(engine: Engine) -> Any:
     return upsert_insert(engine.dialect.name, _JOBS).on_conflict_do_nothing(
-        index_elements=["dedupe_key"])
+        index_elements=["dedupe_key"]
+    )
 
 
-def enqueue(engine: Engine, job: NewJob, *, max_attempts: int, now: datetime,
-            dedupe_key: str | None = None) -> tuple[Job, bool]:
+def enqueue(
+    engine: Engine, job: NewJob, *, max_attempts: int, now: datetime, dedupe_key: str | None = None
+) -> tuple[Job, bool]:
     """Add a job. With a dedupe key already taken, nothing is added and the existing job
     is returned with created=False."""
     values = {
@@ -118,8 +124,9 @@ def enqueue(engine: Engine, job: NewJob, *, max_attempts: int, now: datetime,
         row = conn.execute(stmt).mappings().first()
         if row is not None:
             return Job.from_row(row), True
-        existing = conn.execute(
-            select(*_COLUMNS).where(J.dedupe_key == dedupe_key)).mappings().one()
+        existing = (
+            conn.execute(select(*_COLUMNS).where(J.dedupe_key == dedupe_key)).mappings().one()
+        )
         return Job.from_row(existing), False
 
 
@@ -139,9 +146,14 @@ def claim(engine: Engine, worker_id: str, *, lease_seconds: float, now: datetime
     stmt = (
         update(J)
         .where(J.id == next_id, J.status == "pending")
-        .values(status="running", locked_by=worker_id, attempts=J.attempts + 1,
-                lease_expires_at=now + timedelta(seconds=lease_seconds), started_at=now,
-                cancel_requested=False)
+        .values(
+            status="running",
+            locked_by=worker_id,
+            attempts=J.attempts + 1,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=now,
+            cancel_requested=False,
+        )
         .returning(*_COLUMNS)
     )
     with engine.begin() as conn:
@@ -151,15 +163,19 @@ def claim(engine: Engine, worker_id: str, *, lease_seconds: float, now: datetime
 
 @dataclass(frozen=True)
 class HeartbeatResult:
-    held: bool              # False: the lease was lost; stop without writing anything
+    held: bool  # False: the lease was lost; stop without writing anything
     cancel_requested: bool  # True: an admin cancelled the running job
 
 
-def heartbeat(engine: Engine, lease: Lease, *, lease_seconds: float,
-              now: datetime) -> HeartbeatResult:
-    stmt = (update(J).where(_fenced(lease))
-            .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-            .returning(J.cancel_requested))
+def heartbeat(
+    engine: Engine, lease: Lease, *, lease_seconds: float, now: datetime
+) -> HeartbeatResult:
+    stmt = (
+        update(J)
+        .where(_fenced(lease))
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .returning(J.cancel_requested)
+    )
     with engine.begin() as conn:
         row = conn.execute(stmt).first()
     if row is None:
@@ -168,81 +184,137 @@ def heartbeat(engine: Engine, lease: Lease, *, lease_seconds: float,
 
 
 def report_progress(engine: Engine, lease: Lease, progress: int, step: str | None) -> bool:
-    stmt = update(J).where(_fenced(lease)).values(
-        progress=max(0, min(100, int(progress))), current_step=step[:255] if step else None)
+    stmt = (
+        update(J)
+        .where(_fenced(lease))
+        .values(progress=max(0, min(100, int(progress))), current_step=step[:255] if step else None)
+    )
     with engine.begin() as conn:
         return conn.execute(stmt).rowcount == 1
 
 
 def _finish(engine: Engine, lease: Lease, **values: Any) -> bool:
-    stmt = update(J).where(_fenced(lease)).values(
-        locked_by=None, lease_expires_at=None, **values)
+    stmt = update(J).where(_fenced(lease)).values(locked_by=None, lease_expires_at=None, **values)
     with engine.begin() as conn:
         return conn.execute(stmt).rowcount == 1
 
 
 def complete(engine: Engine, lease: Lease, result: dict[str, Any], *, now: datetime) -> bool:
-    return _finish(engine, lease, status="completed", finished_at=now, progress=100,
-                   error=None, result=json.dumps(result, separators=(",", ":"), default=str))
+    return _finish(
+        engine,
+        lease,
+        status="completed",
+        finished_at=now,
+        progress=100,
+        error=None,
+        result=json.dumps(result, separators=(",", ":"), default=str),
+    )
 
 
-def fail(engine: Engine, lease: Lease, error: str, *, now: datetime,
-         retry_in_seconds: float | None) -> bool:
+def fail(
+    engine: Engine, lease: Lease, error: str, *, now: datetime, retry_in_seconds: float | None
+) -> bool:
     """Record a failed attempt: back to pending after `retry_in_seconds`, or `failed` for good
     when that is None."""
     error = error[:MAX_ERROR_CHARS]
     if retry_in_seconds is None:
         return _finish(engine, lease, status="failed", finished_at=now, error=error)
-    return _finish(engine, lease, status="pending", error=error,
-                   run_after=now + timedelta(seconds=retry_in_seconds))
+    return _finish(
+        engine,
+        lease,
+        status="pending",
+        error=error,
+        run_after=now + timedelta(seconds=retry_in_seconds),
+    )
 
 
 def mark_cancelled(engine: Engine, lease: Lease, *, now: datetime) -> bool:
-    return _finish(engine, lease, status="cancelled", finished_at=now,
-                   error="cancelled by an admin while running")
+    return _finish(
+        engine,
+        lease,
+        status="cancelled",
+        finished_at=now,
+        error="cancelled by an admin while running",
+    )
 
 
 def defer(engine: Engine, lease: Lease, reason: str, *, until: datetime) -> bool:
     """Put a job back until `until` because it cannot run yet (a limit is used up); the
     attempt does not count, and `error` says why it waits."""
-    return _finish(engine, lease, status="pending", run_after=until,
-                   attempts=J.attempts - 1, error=reason[:MAX_ERROR_CHARS], current_step=None)
+    return _finish(
+        engine,
+        lease,
+        status="pending",
+        run_after=until,
+        attempts=J.attempts - 1,
+        error=reason[:MAX_ERROR_CHARS],
+        current_step=None,
+    )
 
 
 def release(engine: Engine, lease: Lease, *, now: datetime) -> bool:
     """Give a job back at shutdown; the interrupted attempt does not count."""
-    return _finish(engine, lease, status="pending", run_after=now, attempts=J.attempts - 1,
-                   current_step=None)
+    return _finish(
+        engine, lease, status="pending", run_after=now, attempts=J.attempts - 1, current_step=None
+    )
 
 
 def cancel(engine: Engine, job_id: int, *, now: datetime) -> Job:
     """Cancel a pending job at once; ask a running one to stop at its next heartbeat."""
     with engine.begin() as conn:
-        row = conn.execute(
-            update(J).where(J.id == job_id, J.status == "pending")
-            .values(status="cancelled", finished_at=now, error="cancelled by an admin")
-            .returning(*_COLUMNS)).mappings().first()
+        row = (
+            conn.execute(
+                update(J)
+                .where(J.id == job_id, J.status == "pending")
+                .values(status="cancelled", finished_at=now, error="cancelled by an admin")
+                .returning(*_COLUMNS)
+            )
+            .mappings()
+            .first()
+        )
         if row is None:
-            row = conn.execute(
-                update(J).where(J.id == job_id, J.status == "running")
-                .values(cancel_requested=True).returning(*_COLUMNS)).mappings().first()
+            row = (
+                conn.execute(
+                    update(J)
+                    .where(J.id == job_id, J.status == "running")
+                    .values(cancel_requested=True)
+                    .returning(*_COLUMNS)
+                )
+                .mappings()
+                .first()
+            )
         if row is not None:
             return Job.from_row(row)
         current = conn.execute(select(J.status).where(J.id == job_id)).scalar()
     if current is None:
         raise NotFound(f"job {job_id} does not exist")
-    raise Conflict(f"job {job_id} is already {current}; only pending or running jobs "
-                   "can be cancelled")
+    raise Conflict(
+        f"job {job_id} is already {current}; only pending or running jobs can be cancelled"
+    )
 
 
 def retry(engine: Engine, job_id: int, *, now: datetime) -> Job:
     """Put a failed or cancelled job back in the queue with a fresh set of attempts."""
     with engine.begin() as conn:
-        row = conn.execute(
-            update(J).where(J.id == job_id, J.status.in_(("failed", "cancelled")))
-            .values(status="pending", attempts=0, run_after=now, finished_at=None,
-                    started_at=None, cancel_requested=False, progress=0, current_step=None)
-            .returning(*_COLUMNS)).mappings().first()
+        row = (
+            conn.execute(
+                update(J)
+                .where(J.id == job_id, J.status.in_(("failed", "cancelled")))
+                .values(
+                    status="pending",
+                    attempts=0,
+                    run_after=now,
+                    finished_at=None,
+                    started_at=None,
+                    cancel_requested=False,
+                    progress=0,
+                    current_step=None,
+                )
+                .returning(*_COLUMNS)
+            )
+            .mappings()
+            .first()
+        )
         if row is not None:
             return Job.from_row(row)
         current = conn.execute(select(J.status).where(J.id == job_id)).scalar()
@@ -263,18 +335,39 @@ def reap_expired(engine: Engine, *, now: datetime) -> ReapResult:
     expired = (J.status == "running") & (J.lease_expires_at < now)
     with engine.begin() as conn:
         cancelled = conn.execute(
-            update(J).where(expired, J.cancel_requested.is_(True))
-            .values(status="cancelled", finished_at=now, locked_by=None, lease_expires_at=None,
-                    error="cancelled by an admin; its worker stopped responding")).rowcount
+            update(J)
+            .where(expired, J.cancel_requested.is_(True))
+            .values(
+                status="cancelled",
+                finished_at=now,
+                locked_by=None,
+                lease_expires_at=None,
+                error="cancelled by an admin; its worker stopped responding",
+            )
+        ).rowcount
         failed = conn.execute(
-            update(J).where(expired, J.attempts >= J.max_attempts)
-            .values(status="failed", finished_at=now, locked_by=None, lease_expires_at=None,
-                    error="worker lease expired on the last allowed attempt "
-                          "(the worker crashed or lost the database)")).rowcount
+            update(J)
+            .where(expired, J.attempts >= J.max_attempts)
+            .values(
+                status="failed",
+                finished_at=now,
+                locked_by=None,
+                lease_expires_at=None,
+                error="worker lease expired on the last allowed attempt "
+                "(the worker crashed or lost the database)",
+            )
+        ).rowcount
         requeued = conn.execute(
-            update(J).where(expired)
-            .values(status="pending", run_after=now, locked_by=None, lease_expires_at=None,
-                    error="worker lease expired; returned to the queue")).rowcount
+            update(J)
+            .where(expired)
+            .values(
+                status="pending",
+                run_after=now,
+                locked_by=None,
+                lease_expires_at=None,
+                error="worker lease expired; returned to the queue",
+            )
+        ).rowcount
     return ReapResult(requeued=requeued, failed=failed, cancelled=cancelled)
 
 
@@ -292,8 +385,9 @@ def get_job(engine: Engine, job_id: int) -> Job:
     return Job.from_row(row)
 
 
-def list_jobs(engine: Engine, *, status: str | None = None, job_type: str | None = None,
-              limit: int = 50) -> list[Job]:
+def list_jobs(
+    engine: Engine, *, status: str | None = None, job_type: str | None = None, limit: int = 50
+) -> list[Job]:
     stmt = select(*_COLUMNS).order_by(J.id.desc()).limit(limit)
     if status is not None:
         stmt = stmt.where(J.status == status)
@@ -315,15 +409,17 @@ class JobQueue(Protocol):
 
     def claim(self, worker_id: str, *, lease_seconds: float, now: datetime) -> Job | None: ...
 
-    def heartbeat(self, lease: Lease, *, lease_seconds: float,
-                  now: datetime) -> HeartbeatResult: ...
+    def heartbeat(
+        self, lease: Lease, *, lease_seconds: float, now: datetime
+    ) -> HeartbeatResult: ...
 
     def report_progress(self, lease: Lease, progress: int, step: str | None) -> bool: ...
 
     def complete(self, lease: Lease, result: dict[str, Any], *, now: datetime) -> bool: ...
 
-    def fail(self, lease: Lease, error: str, *, now: datetime,
-             retry_in_seconds: float | None) -> bool: ...
+    def fail(
+        self, lease: Lease, error: str, *, now: datetime, retry_in_seconds: float | None
+    ) -> bool: ...
 
     def mark_cancelled(self, lease: Lease, *, now: datetime) -> bool: ...
 
@@ -339,16 +435,15 @@ class SqlQueue:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def enqueue(self, job: NewJob, *, max_attempts: int, now: datetime,
-                dedupe_key: str | None = None) -> tuple[Job, bool]:
-        return enqueue(self.engine, job, max_attempts=max_attempts, now=now,
-                       dedupe_key=dedupe_key)
+    def enqueue(
+        self, job: NewJob, *, max_attempts: int, now: datetime, dedupe_key: str | None = None
+    ) -> tuple[Job, bool]:
+        return enqueue(self.engine, job, max_attempts=max_attempts, now=now, dedupe_key=dedupe_key)
 
     def claim(self, worker_id: str, *, lease_seconds: float, now: datetime) -> Job | None:
         return claim(self.engine, worker_id, lease_seconds=lease_seconds, now=now)
 
-    def heartbeat(self, lease: Lease, *, lease_seconds: float,
-                  now: datetime) -> HeartbeatResult:
+    def heartbeat(self, lease: Lease, *, lease_seconds: float, now: datetime) -> HeartbeatResult:
         return heartbeat(self.engine, lease, lease_seconds=lease_seconds, now=now)
 
     def report_progress(self, lease: Lease, progress: int, step: str | None) -> bool:
@@ -357,8 +452,9 @@ class SqlQueue:
     def complete(self, lease: Lease, result: dict[str, Any], *, now: datetime) -> bool:
         return complete(self.engine, lease, result, now=now)
 
-    def fail(self, lease: Lease, error: str, *, now: datetime,
-             retry_in_seconds: float | None) -> bool:
+    def fail(
+        self, lease: Lease, error: str, *, now: datetime, retry_in_seconds: float | None
+    ) -> bool:
         return fail(self.engine, lease, error, now=now, retry_in_seconds=retry_in_seconds)
 
     def mark_cancelled(self, lease: Lease, *, now: datetime) -> bool:

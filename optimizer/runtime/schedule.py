@@ -74,19 +74,32 @@ async def enqueue_tick(ctx: ServiceContext, job_type: str, trigger: CronTrigger)
     try:
         created_job, created = await retry(
             lambda: asyncio.to_thread(
-                queue.enqueue, ctx.engine, job, max_attempts=max_attempts,
-                now=ctx.clock(), dedupe_key=key),
-            on=SQLAlchemyError, base_seconds=1.0, cap_seconds=30.0,
+                queue.enqueue,
+                ctx.engine,
+                job,
+                max_attempts=max_attempts,
+                now=ctx.clock(),
+                dedupe_key=key,
+            ),
+            on=SQLAlchemyError,
+            base_seconds=1.0,
+            cap_seconds=30.0,
             may_wait=lambda delay: (ctx.clock() - fire_time).total_seconds() + delay <= grace,
             on_retry=lambda exc, delay: log.warning(
                 "tick enqueue failed; retrying",
-                extra={"job_type": job_type, "error": describe(exc, 200), "retry_in": delay}))
+                extra={"job_type": job_type, "error": describe(exc, 200), "retry_in": delay},
+            ),
+        )
     except SQLAlchemyError:
-        log.error("tick lost: database unavailable for its whole grace window",
-                  extra={"job_type": job_type, "dedupe_key": key})
+        log.error(
+            "tick lost: database unavailable for its whole grace window",
+            extra={"job_type": job_type, "dedupe_key": key},
+        )
         return
-    log.info("tick enqueued" if created else "tick already enqueued by another replica",
-             extra={"job_type": job_type, "dedupe_key": key, "job_id": created_job.id})
+    log.info(
+        "tick enqueued" if created else "tick already enqueued by another replica",
+        extra={"job_type": job_type, "dedupe_key": key, "job_id": created_job.id},
+    )
 
 
 async def reap(ctx: ServiceContext) -> None:
@@ -96,9 +109,14 @@ async def reap(ctx: ServiceContext) -> None:
         log.warning("reaper skipped: database unavailable", extra={"error": str(exc)[:200]})
         return
     if result.requeued or result.failed or result.cancelled:
-        log.warning("expired leases reaped", extra={"requeued": result.requeued,
-                                                    "failed": result.failed,
-                                                    "cancelled": result.cancelled})
+        log.warning(
+            "expired leases reaped",
+            extra={
+                "requeued": result.requeued,
+                "failed": result.failed,
+                "cancelled": result.cancelled,
+            },
+        )
 
 
 async def prune(ctx: ServiceContext) -> None:
@@ -122,14 +140,34 @@ def build_scheduler(ctx: ServiceContext) -> AsyncIOScheduler:
         # A tick that fires late (process paused, event loop busy) still runs within its
         # grace; later than that it is skipped, and the next tick does the work.
         # Coalescing turns a backlog of missed ticks into one.
-        scheduler.add_job(enqueue_tick, trigger, args=[ctx, spec.name, trigger],
-                          id=f"tick:{spec.name}",
-                          misfire_grace_time=spec.schedule.misfire_grace_seconds,
-                          coalesce=True, max_instances=1)
-    scheduler.add_job(reap, "interval", args=[ctx], id="reaper",
-                      seconds=max(1.0, settings.lease_seconds / 2), coalesce=True,
-                      max_instances=1, misfire_grace_time=None)
-    scheduler.add_job(prune, "interval", args=[ctx], id="prune", hours=PRUNE_INTERVAL_HOURS,
-                      coalesce=True, max_instances=1, misfire_grace_time=None,
-                      next_run_time=ctx.clock() + timedelta(seconds=30))
+        scheduler.add_job(
+            enqueue_tick,
+            trigger,
+            args=[ctx, spec.name, trigger],
+            id=f"tick:{spec.name}",
+            misfire_grace_time=spec.schedule.misfire_grace_seconds,
+            coalesce=True,
+            max_instances=1,
+        )
+    scheduler.add_job(
+        reap,
+        "interval",
+        args=[ctx],
+        id="reaper",
+        seconds=max(1.0, settings.lease_seconds / 2),
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=None,
+    )
+    scheduler.add_job(
+        prune,
+        "interval",
+        args=[ctx],
+        id="prune",
+        hours=PRUNE_INTERVAL_HOURS,
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=None,
+        next_run_time=ctx.clock() + timedelta(seconds=30),
+    )
     return scheduler

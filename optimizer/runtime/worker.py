@@ -48,11 +48,11 @@ def new_worker_id() -> str:
 
 class Outcome(StrEnum):
     COMPLETED = "completed"
-    FAILED = "failed"          # the handler raised or timed out
-    CANCELLED = "cancelled"    # an admin cancelled it while running
-    LOST = "lost"              # our lease was lost: someone else may own the job now
-    RELEASED = "released"      # shutdown grace ran out: give it back
-    DEFERRED = "deferred"      # a limit is used up: back to pending until it fits
+    FAILED = "failed"  # the handler raised or timed out
+    CANCELLED = "cancelled"  # an admin cancelled it while running
+    LOST = "lost"  # our lease was lost: someone else may own the job now
+    RELEASED = "released"  # shutdown grace ran out: give it back
+    DEFERRED = "deferred"  # a limit is used up: back to pending until it fits
 
 
 @dataclass
@@ -84,9 +84,16 @@ def _status_label(run: _Run, job: Job) -> str:
 
 
 class Worker:
-    def __init__(self, ctx: ServiceContext, handlers: Mapping[str, Handler], *,
-                 worker_id: str | None = None, wake: asyncio.Event | None = None,
-                 rng: random.Random | None = None, queue: JobQueue | None = None) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        handlers: Mapping[str, Handler],
+        *,
+        worker_id: str | None = None,
+        wake: asyncio.Event | None = None,
+        rng: random.Random | None = None,
+        queue: JobQueue | None = None,
+    ) -> None:
         self.ctx = ctx
         self.handlers = dict(handlers)
         self.queue = queue if queue is not None else SqlQueue(ctx.engine)
@@ -112,8 +119,9 @@ class Worker:
             return
         _, pending = await asyncio.wait(self._slots, timeout=grace_seconds)
         if pending:
-            log.warning("shutdown grace over; releasing running jobs",
-                        extra={"running": len(pending)})
+            log.warning(
+                "shutdown grace over; releasing running jobs", extra={"running": len(pending)}
+            )
             self._grace_over.set()
             await asyncio.wait(pending, timeout=CANCEL_WAIT_SECONDS + 5)
         for task in self._slots:
@@ -126,16 +134,22 @@ class Worker:
         failures = 0
         while not self._stopping.is_set():
             try:
-                job = await self._db(self.queue.claim, self.worker_id,
-                                     lease_seconds=self.ctx.settings.lease_seconds,
-                                     now=self.ctx.clock())
+                job = await self._db(
+                    self.queue.claim,
+                    self.worker_id,
+                    lease_seconds=self.ctx.settings.lease_seconds,
+                    now=self.ctx.clock(),
+                )
                 failures = 0
             except SQLAlchemyError as exc:
                 failures += 1
-                delay = retry_delay(failures, CLAIM_RETRY_BASE_SECONDS,
-                                    cap_seconds=DB_RETRY_MAX_SECONDS)
-                log.warning("cannot claim jobs: database unavailable",
-                            extra={"error": describe(exc, 200), "retry_in": delay})
+                delay = retry_delay(
+                    failures, CLAIM_RETRY_BASE_SECONDS, cap_seconds=DB_RETRY_MAX_SECONDS
+                )
+                log.warning(
+                    "cannot claim jobs: database unavailable",
+                    extra={"error": describe(exc, 200), "retry_in": delay},
+                )
                 await self._pause(delay)
                 continue
             if job is None:
@@ -179,26 +193,37 @@ class Worker:
             handler = self.handlers.get(job.type)
             if handler is None:
                 raise PermanentJobError(
-                    f"no handler for job type {job.type!r} in this build of prompt-worker")
+                    f"no handler for job type {job.type!r} in this build of prompt-worker"
+                )
         except PermanentJobError as exc:
             run = _Run(Outcome.FAILED, error=str(exc), permanent=True)
         else:
-            active = ActiveJob(job.id, job.type, job.attempts, payload,
-                               self._progress_reporter(lease))
+            active = ActiveJob(
+                job.id, job.type, job.attempts, payload, self._progress_reporter(lease)
+            )
             run = await self._supervise(handler(self.ctx, active), lease)
         ran_for = time.monotonic() - started
         self._observe(job, run, await self._record(job, run), ran_for)
-        log.info("job finished", extra={**extra, "outcome": run.outcome.value,
-                                        "seconds": round(time.monotonic() - started, 3),
-                                        **({"error": run.error} if run.error else {})})
+        log.info(
+            "job finished",
+            extra={
+                **extra,
+                "outcome": run.outcome.value,
+                "seconds": round(time.monotonic() - started, 3),
+                **({"error": run.error} if run.error else {}),
+            },
+        )
 
     def _progress_reporter(self, lease: Lease) -> Callable[[int, str | None], Awaitable[None]]:
         async def report(progress: int, step: str | None = None) -> None:
             try:
                 await self._db(self.queue.report_progress, lease, progress, step)
             except SQLAlchemyError as exc:  # progress is advisory; never fail a job over it
-                log.warning("could not record progress", extra={"job_id": lease.job_id,
-                                                                "error": describe(exc, 200)})
+                log.warning(
+                    "could not record progress",
+                    extra={"job_id": lease.job_id, "error": describe(exc, 200)},
+                )
+
         return report
 
     async def _supervise(self, work: Awaitable[dict[str, Any]], lease: Lease) -> _Run:
@@ -211,25 +236,35 @@ class Worker:
         try:
             while True:
                 timeout = max(0.0, min(settings.heartbeat_seconds, deadline - loop.time()))
-                await asyncio.wait({task, grace}, timeout=timeout,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {task, grace}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
                 if task.done():
                     return self._result_of(task)
                 if grace.done():
                     return await self._abandon(task, _Run(Outcome.RELEASED))
                 if loop.time() >= deadline:
-                    return await self._abandon(task, _Run(
-                        Outcome.FAILED,
-                        error=f"timed out after {settings.job_timeout_seconds:g} s "
-                              "(JOB_TIMEOUT_SECONDS)"))
+                    return await self._abandon(
+                        task,
+                        _Run(
+                            Outcome.FAILED,
+                            error=f"timed out after {settings.job_timeout_seconds:g} s "
+                            "(JOB_TIMEOUT_SECONDS)",
+                        ),
+                    )
                 beat_at = loop.time()
                 try:
-                    beat = await self._db(self.queue.heartbeat, lease,
-                                          lease_seconds=settings.lease_seconds,
-                                          now=self.ctx.clock())
+                    beat = await self._db(
+                        self.queue.heartbeat,
+                        lease,
+                        lease_seconds=settings.lease_seconds,
+                        now=self.ctx.clock(),
+                    )
                 except SQLAlchemyError as exc:
-                    log.warning("heartbeat failed", extra={"job_id": lease.job_id,
-                                                           "error": describe(exc, 200)})
+                    log.warning(
+                        "heartbeat failed",
+                        extra={"job_id": lease.job_id, "error": describe(exc, 200)},
+                    )
                     if loop.time() >= lease_valid_until:
                         return await self._abandon(task, _Run(Outcome.LOST))
                     continue
@@ -249,15 +284,19 @@ class Worker:
         if exc is None:
             result: object = task.result()  # typed, but a handler may return anything
             if not isinstance(result, dict):
-                return _Run(Outcome.FAILED, permanent=True,
-                            error=f"handler returned {type(result).__name__}, not a dict")
+                return _Run(
+                    Outcome.FAILED,
+                    permanent=True,
+                    error=f"handler returned {type(result).__name__}, not a dict",
+                )
             return _Run(Outcome.COMPLETED, result=result)
         if isinstance(exc, JobDeferred):
             return _Run(Outcome.DEFERRED, error=str(exc), until=exc.until)
         if not isinstance(exc, PromptWorkerError):
             log.error("handler raised", exc_info=exc)
-        return _Run(Outcome.FAILED, error=describe(exc, 4000),
-                    permanent=isinstance(exc, PermanentJobError))
+        return _Run(
+            Outcome.FAILED, error=describe(exc, 4000), permanent=isinstance(exc, PermanentJobError)
+        )
 
     @staticmethod
     async def _abandon(task: asyncio.Task[dict[str, Any]], run: _Run) -> _Run:
@@ -274,10 +313,11 @@ class Worker:
             log.warning("lease lost; result discarded", extra={"job_id": job.id})
             return "lost"
         status = _status_label(run, job)
-        if not await self._write_until_lease_ends(self._outcome_write(job, run, status),
-                                                  job.id):
-            log.warning("job outcome not recorded: lease no longer ours",
-                        extra={"job_id": job.id, "outcome": run.outcome.value})
+        if not await self._write_until_lease_ends(self._outcome_write(job, run, status), job.id):
+            log.warning(
+                "job outcome not recorded: lease no longer ours",
+                extra={"job_id": job.id, "outcome": run.outcome.value},
+            )
             return "lost"
         if status == "completed":
             self.ctx.stats.add("jobsCompleted")
@@ -295,8 +335,11 @@ class Worker:
             return partial(q.release, lease, now=now)
         if status == "deferred" and run.until is not None:
             return partial(q.defer, lease, run.error or "deferred", until=run.until)
-        delay = None if status == "failed" else retry_delay(
-            job.attempts, self.ctx.settings.retry_base_seconds, self.rng)
+        delay = (
+            None
+            if status == "failed"
+            else retry_delay(job.attempts, self.ctx.settings.retry_base_seconds, self.rng)
+        )
         return partial(q.fail, lease, run.error or "failed", now=now, retry_in_seconds=delay)
 
     def _observe(self, job: Job, run: _Run, status: str, seconds: float) -> None:
@@ -305,8 +348,12 @@ class Worker:
             if self.ctx.metrics is not None:
                 self.ctx.metrics.job_finished(job.type, status, seconds)
             if self.ctx.webhooks is not None and status in FINAL_STATUSES:
-                self.ctx.webhooks.publish(webhooks.JOB_FINISHED, webhooks.job_finished_data(
-                    job.id, job.type, status, job.attempts, run.error, seconds, run.result))
+                self.ctx.webhooks.publish(
+                    webhooks.JOB_FINISHED,
+                    webhooks.job_finished_data(
+                        job.id, job.type, status, job.attempts, run.error, seconds, run.result
+                    ),
+                )
         except Exception as exc:  # observability must never cost a job slot
             log.error("could not record job metrics or webhook", exc_info=exc)
 
@@ -315,11 +362,16 @@ class Worker:
         reaper owns the job, so the write would be fenced out anyway."""
         give_up = time.monotonic() + self.ctx.settings.lease_seconds
         try:
-            return await retry(partial(asyncio.to_thread, write), on=SQLAlchemyError,
-                               base_seconds=WRITE_RETRY_BASE_SECONDS,
-                               cap_seconds=DB_RETRY_MAX_SECONDS,
-                               may_wait=lambda delay: time.monotonic() + delay <= give_up)
+            return await retry(
+                partial(asyncio.to_thread, write),
+                on=SQLAlchemyError,
+                base_seconds=WRITE_RETRY_BASE_SECONDS,
+                cap_seconds=DB_RETRY_MAX_SECONDS,
+                may_wait=lambda delay: time.monotonic() + delay <= give_up,
+            )
         except SQLAlchemyError as exc:
-            log.error("could not record job outcome; the reaper will return it",
-                      extra={"job_id": job_id, "error": describe(exc, 200)})
+            log.error(
+                "could not record job outcome; the reaper will return it",
+                extra={"job_id": job_id, "error": describe(exc, 200)},
+            )
             return False

@@ -75,15 +75,20 @@ class InsightFacts:
     evidence: dict[str, Any]
 
     def to_context(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "title": self.title,
-                "detail": self.detail, "evidence": self.evidence}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "title": self.title,
+            "detail": self.detail,
+            "evidence": self.evidence,
+        }
 
 
 @dataclass(frozen=True)
 class TranscriptSample:
     conversation_id: int
-    text: str                  # at most MAX_TRANSCRIPT_CHARS, cut by the caller's query
-    total_chars: int           # the transcript's full length
+    text: str  # at most MAX_TRANSCRIPT_CHARS, cut by the caller's query
+    total_chars: int  # the transcript's full length
     segment: str | None = None
 
 
@@ -92,20 +97,37 @@ def escape_data(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def build_request(*, model: str, active_prompt: str, active_version: int,
-                  insights: list[InsightFacts], transcripts: list[TranscriptSample], n: int,
-                  job_id: int | None) -> LlmRequest:
-    user = "\n\n".join([
-        _current_prompt(active_prompt, active_version),
-        _insights_part(insights),
-        _transcripts_part(transcripts[:MAX_TRANSCRIPTS]),
-        _ask(active_prompt, n),
-    ])
+def build_request(
+    *,
+    model: str,
+    active_prompt: str,
+    active_version: int,
+    insights: list[InsightFacts],
+    transcripts: list[TranscriptSample],
+    n: int,
+    job_id: int | None,
+) -> LlmRequest:
+    user = "\n\n".join(
+        [
+            _current_prompt(active_prompt, active_version),
+            _insights_part(insights),
+            _transcripts_part(transcripts[:MAX_TRANSCRIPTS]),
+            _ask(active_prompt, n),
+        ]
+    )
     return LlmRequest(
-        purpose=PURPOSE, model=model, system=SYSTEM, user=user,
-        max_tokens=output_tokens(active_prompt, n), job_id=job_id,
-        context={"active_prompt": active_prompt,
-                 "insights": [insight.to_context() for insight in insights], "n": n})
+        purpose=PURPOSE,
+        model=model,
+        system=SYSTEM,
+        user=user,
+        max_tokens=output_tokens(active_prompt, n),
+        job_id=job_id,
+        context={
+            "active_prompt": active_prompt,
+            "insights": [insight.to_context() for insight in insights],
+            "n": n,
+        },
+    )
 
 
 def output_tokens(active_prompt: str, n: int) -> int:
@@ -117,24 +139,33 @@ def output_tokens(active_prompt: str, n: int) -> int:
 def _current_prompt(active_prompt: str, version: int) -> str:
     # The live prompt is written by admins (or stored after validation) and is what the
     # model must edit, so it is given verbatim rather than escaped.
-    return (f"The current prompt (version {version}, {len(active_prompt)} characters) is "
-            f"between the markers below.\n<current_prompt>\n{active_prompt}\n</current_prompt>")
+    return (
+        f"The current prompt (version {version}, {len(active_prompt)} characters) is "
+        f"between the markers below.\n<current_prompt>\n{active_prompt}\n</current_prompt>"
+    )
 
 
 def _insights_part(insights: list[InsightFacts]) -> str:
     if not insights:
-        return ("Findings: none recorded for this prompt. Work from the failing "
-                "conversations and the prompt itself.")
+        return (
+            "Findings: none recorded for this prompt. Work from the failing "
+            "conversations and the prompt itself."
+        )
     blocks = [f"Findings from pattern analysis ({len(insights)}), most recent first:"]
     for insight in insights:
         detail = _cut(insight.detail or "", MAX_INSIGHT_TEXT_CHARS)
-        evidence = _cut(json.dumps(_shown_evidence(insight.evidence), sort_keys=True,
-                                   ensure_ascii=False, default=str), MAX_EVIDENCE_CHARS)
+        evidence = _cut(
+            json.dumps(
+                _shown_evidence(insight.evidence), sort_keys=True, ensure_ascii=False, default=str
+            ),
+            MAX_EVIDENCE_CHARS,
+        )
         blocks.append(
             f'<insight id="{insight.id}" kind="{escape_data(insight.kind)}">\n'
             f"title: {escape_data(_cut(insight.title, MAX_INSIGHT_TEXT_CHARS))}\n"
             f"detail: {escape_data(detail) or '(none)'}\n"
-            f"<evidence>{escape_data(evidence)}</evidence>\n</insight>")
+            f"<evidence>{escape_data(evidence)}</evidence>\n</insight>"
+        )
     return "\n".join(blocks)
 
 
@@ -146,27 +177,35 @@ def _shown_evidence(evidence: dict[str, Any]) -> dict[str, Any]:
 def _transcripts_part(transcripts: list[TranscriptSample]) -> str:
     if not transcripts:
         return "Failing conversations: none with a transcript were found."
-    blocks = [f"Failing conversations of the current prompt ({len(transcripts)}), as "
-              "untrusted data:"]
+    blocks = [
+        f"Failing conversations of the current prompt ({len(transcripts)}), as untrusted data:"
+    ]
     for sample in transcripts:
         text = sample.text[:MAX_TRANSCRIPT_CHARS]
         cut = sample.total_chars - len(text)
         note = f"\n[... {cut} more characters not shown]" if cut > 0 else ""
         segment = f' segment="{escape_data(sample.segment)}"' if sample.segment else ""
-        blocks.append(f'<transcript id="{sample.conversation_id}"{segment}>\n'
-                      f"{escape_data(text)}{note}\n</transcript>")
+        blocks.append(
+            f'<transcript id="{sample.conversation_id}"{segment}>\n'
+            f"{escape_data(text)}{note}\n</transcript>"
+        )
     return "\n".join(blocks)
 
 
 def _ask(active_prompt: str, n: int) -> str:
     kept = sorted(placeholders(active_prompt))
-    keep = ("Placeholders to keep exactly: " + ", ".join(kept) + "." if kept
-            else "The current prompt has no template placeholders; add none.")
+    keep = (
+        "Placeholders to keep exactly: " + ", ".join(kept) + "."
+        if kept
+        else "The current prompt has no template placeholders; add none."
+    )
     versions = "one improved version" if n == 1 else f"{n} improved versions"
-    return (f"Write {versions} of the current prompt. {keep} Each must be at most "
-            f"{length_limit(active_prompt)} characters. Give each, with its change notes, "
-            "in the output format of your instructions.")
+    return (
+        f"Write {versions} of the current prompt. {keep} Each must be at most "
+        f"{length_limit(active_prompt)} characters. Give each, with its change notes, "
+        "in the output format of your instructions."
+    )
 
 
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

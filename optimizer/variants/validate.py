@@ -32,7 +32,7 @@ PLACEHOLDER_RE = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_.\-]*\s*\}\}")
 
 @dataclass(frozen=True)
 class ValidVariant:
-    index: int                 # 1-based position in the model's reply
+    index: int  # 1-based position in the model's reply
     content: str
     change_notes: str | None
 
@@ -47,8 +47,9 @@ class DroppedVariant:
 
 
 def length_limit(active: str) -> int:
-    return min(MAX_CONTENT_CHARS,
-               max(LENGTH_FACTOR * len(active), len(active) + LENGTH_SLACK_CHARS))
+    return min(
+        MAX_CONTENT_CHARS, max(LENGTH_FACTOR * len(active), len(active) + LENGTH_SLACK_CHARS)
+    )
 
 
 def placeholders(text: str) -> set[str]:
@@ -65,10 +66,11 @@ def hidden_characters(content: str) -> str | None:
     other than tab and line breaks, or a bidi control); None when it holds none. Text from
     conversations reaches generated prompts, so this is where it is stopped."""
     for char in content:
-        if (unicodedata.category(char) == "Cc" and char not in "\t\n\r") \
-                or char in _BIDI_CONTROLS:
-            return (f"contains the invisible character U+{ord(char):04X}; a prompt must "
-                    "show what it says")
+        if (unicodedata.category(char) == "Cc" and char not in "\t\n\r") or char in _BIDI_CONTROLS:
+            return (
+                f"contains the invisible character U+{ord(char):04X}; a prompt must "
+                "show what it says"
+            )
     return None
 
 
@@ -86,14 +88,17 @@ def check_variant(content: str, active: str) -> str | None:
     if wanted - found:
         return "drops placeholder(s) " + ", ".join(sorted(wanted - found))
     if found - wanted:
-        return ("adds placeholder(s) " + ", ".join(sorted(found - wanted))
-                + " that the active prompt does not have")
+        return (
+            "adds placeholder(s) "
+            + ", ".join(sorted(found - wanted))
+            + " that the active prompt does not have"
+        )
     return None
 
 
-def validate_variants(variants: Sequence[ParsedVariant], active: str,
-                      existing_hashes: Mapping[str, int]) -> tuple[
-                          list[ValidVariant], list[DroppedVariant]]:
+def validate_variants(
+    variants: Sequence[ParsedVariant], active: str, existing_hashes: Mapping[str, int]
+) -> tuple[list[ValidVariant], list[DroppedVariant]]:
     """Split the batch into the variants to store and the ones dropped with the reason.
     `existing_hashes` maps the content hash of each version of the prompt to its number."""
     valid: list[ValidVariant] = []
@@ -121,5 +126,5 @@ def clean_notes(notes: str | None) -> str | None:
         return None
     notes = notes.replace("\x00", "").encode("utf-8", "replace").decode("utf-8").strip()
     if len(notes) > MAX_NOTES_CHARS:
-        notes = notes[:MAX_NOTES_CHARS - 1].rstrip() + "…"
+        notes = notes[: MAX_NOTES_CHARS - 1].rstrip() + "…"
     return notes or None

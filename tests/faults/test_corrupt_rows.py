@@ -21,32 +21,71 @@ from tests.support.replicas import (
 )
 
 BAD_PAYLOADS = [
-    ("not json", "experiment_monitoring", "not json at all",
-     "payload is not valid JSON (Expecting value"),
-    ("truncated", "experiment_monitoring", '{"scope": "all", "scheduled_for": "2026-',
-     "payload is not valid JSON (Unterminated string"),
+    (
+        "not json",
+        "experiment_monitoring",
+        "not json at all",
+        "payload is not valid JSON (Expecting value",
+    ),
+    (
+        "truncated",
+        "experiment_monitoring",
+        '{"scope": "all", "scheduled_for": "2026-',
+        "payload is not valid JSON (Unterminated string",
+    ),
     ("array", "experiment_monitoring", "[1, 2, 3]", "payload must be a JSON object, got list"),
     ("string", "experiment_monitoring", '"run it"', "payload must be a JSON object, got str"),
     ("number", "experiment_monitoring", "42", "payload must be a JSON object, got int"),
     ("null", "experiment_monitoring", "null", "payload must be a JSON object"),
-    ("too deep", "experiment_monitoring", "[" * 200_000 + "]" * 200_000,
-     "nesting too deep"),
-    ("number too long", "experiment_monitoring", '{"n": ' + "9" * 100_000 + "}",
-     "a number too long"),
-    ("absurd size", "experiment_monitoring",
-     json.dumps({"scope": "x" * (8 * 1024 * 1024)}), "payload is too large: 8,388,621 characters"),
-    ("NUL in a field", "full_cycle", '{"prompt": "support\\u0000bot"}',
-     "payload field prompt contains a NUL character"),
-    ("NUL in a key", "full_cycle", '{"prompt": "support-bot", "\\u0000": 1}',
-     "is a key that contains a NUL character"),
-    ("unknown field", "full_cycle", '{"prompt": "support-bot", "colour": 1}',
-     "unknown field 'colour' in payload; allowed: prompt, model, n, always_generate, scope"),
-    ("field out of range", "variant_generation", '{"prompt": "support-bot", "n": 99}',
-     "payload.n must be from 1 to 10; got 99"),
-    ("required field missing", "experiment_creation", '{"variants": [2]}',
-     "payload.prompt is required"),
-    ("unknown job type", "cleanup", "{}",
-     "no handler for job type 'cleanup' in this build of prompt-worker"),
+    ("too deep", "experiment_monitoring", "[" * 200_000 + "]" * 200_000, "nesting too deep"),
+    (
+        "number too long",
+        "experiment_monitoring",
+        '{"n": ' + "9" * 100_000 + "}",
+        "a number too long",
+    ),
+    (
+        "absurd size",
+        "experiment_monitoring",
+        json.dumps({"scope": "x" * (8 * 1024 * 1024)}),
+        "payload is too large: 8,388,621 characters",
+    ),
+    (
+        "NUL in a field",
+        "full_cycle",
+        '{"prompt": "support\\u0000bot"}',
+        "payload field prompt contains a NUL character",
+    ),
+    (
+        "NUL in a key",
+        "full_cycle",
+        '{"prompt": "support-bot", "\\u0000": 1}',
+        "is a key that contains a NUL character",
+    ),
+    (
+        "unknown field",
+        "full_cycle",
+        '{"prompt": "support-bot", "colour": 1}',
+        "unknown field 'colour' in payload; allowed: prompt, model, n, always_generate, scope",
+    ),
+    (
+        "field out of range",
+        "variant_generation",
+        '{"prompt": "support-bot", "n": 99}',
+        "payload.n must be from 1 to 10; got 99",
+    ),
+    (
+        "required field missing",
+        "experiment_creation",
+        '{"variants": [2]}',
+        "payload.prompt is required",
+    ),
+    (
+        "unknown job type",
+        "cleanup",
+        "{}",
+        "no handler for job type 'cleanup' in this build of prompt-worker",
+    ),
 ]
 
 
@@ -54,14 +93,20 @@ BAD_PAYLOADS = [
 def test_corrupt_payload_rows_fail_alone_and_the_worker_goes_on(pg_engine, tmp_path):
     seed_prompt(pg_engine, "support-bot")
     first_good = insert_job(pg_engine, "experiment_monitoring", "{}")
-    bad = {name: (insert_job(pg_engine, job_type, raw), fragment)
-           for name, job_type, raw, fragment in BAD_PAYLOADS}
+    bad = {
+        name: (insert_job(pg_engine, job_type, raw), fragment)
+        for name, job_type, raw, fragment in BAD_PAYLOADS
+    }
     good = insert_job(pg_engine, "experiment_monitoring", '{"scope": "all"}')
 
-    with replicas(url_of(pg_engine), tmp_path, 1, POLL_INTERVAL_SECONDS="0.2",
-                  LEASE_SECONDS="5") as (svc,):
-        wait_until(lambda: statuses(pg_engine)["pending"] == 0
-                   and statuses(pg_engine)["running"] == 0, 60, "every row to be handled")
+    with replicas(
+        url_of(pg_engine), tmp_path, 1, POLL_INTERVAL_SECONDS="0.2", LEASE_SECONDS="5"
+    ) as (svc,):
+        wait_until(
+            lambda: statuses(pg_engine)["pending"] == 0 and statuses(pg_engine)["running"] == 0,
+            60,
+            "every row to be handled",
+        )
         for name, (job_id, fragment) in bad.items():
             row = job(pg_engine, job_id)
             assert (row.status, row.attempts) == ("failed", 1), (name, row.status, row.error)

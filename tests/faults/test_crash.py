@@ -34,8 +34,9 @@ def test_sigkill_mid_llm_call_other_replica_finishes_the_job(pg_engine, tmp_path
         api.script(slow_reply(10.0))  # the first call streams slowly; later ones are quick
         env = {**api.env(), "LEASE_SECONDS": str(LEASE), "POLL_INTERVAL_SECONDS": "0.5"}
         with replicas(url_of(pg_engine), tmp_path, 2, **env) as procs:
-            job_id = insert_job(pg_engine, "full_cycle", {
-                "prompt": "support-bot", "always_generate": True, "n": 1})
+            job_id = insert_job(
+                pg_engine, "full_cycle", {"prompt": "support-bot", "always_generate": True, "n": 1}
+            )
             wait_until(lambda: api.in_flight == 1, 30, "the slow LLM call to start")
             owner_id = job(pg_engine, job_id).locked_by or ""
             (victim,) = [p for p in procs if f":{p.proc.pid}:" in owner_id]
@@ -45,8 +46,11 @@ def test_sigkill_mid_llm_call_other_replica_finishes_the_job(pg_engine, tmp_path
             orphaned = job(pg_engine, job_id)
             assert orphaned.status == "running" and orphaned.locked_by == owner_id
 
-            took = wait_until(lambda: job(pg_engine, job_id).status == "completed", 60,
-                              "the other replica to complete the job")
+            took = wait_until(
+                lambda: job(pg_engine, job_id).status == "completed",
+                60,
+                "the other replica to complete the job",
+            )
             assert took < 30
             assert survivor.proc.poll() is None
             assert survivor.terminate() == 0

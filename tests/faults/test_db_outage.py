@@ -52,8 +52,9 @@ class Inserter(threading.Thread):
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True, name="inserter")
-        self.engine = create_engine(url, pool_pre_ping=True, pool_size=1,
-                                    connect_args={"connect_timeout": 2})
+        self.engine = create_engine(
+            url, pool_pre_ping=True, pool_size=1, connect_args={"connect_timeout": 2}
+        )
         self.confirmed: list[str] = []
         self.failures = 0
         self.stop = threading.Event()
@@ -65,8 +66,13 @@ class Inserter(threading.Thread):
             key = f"load-{n}"
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(text("INSERT INTO optimization_jobs (type, dedupe_key) "
-                                      "VALUES ('experiment_monitoring', :k)"), {"k": key})
+                    conn.execute(
+                        text(
+                            "INSERT INTO optimization_jobs (type, dedupe_key) "
+                            "VALUES ('experiment_monitoring', :k)"
+                        ),
+                        {"k": key},
+                    )
                 self.confirmed.append(key)
             except SQLAlchemyError:
                 self.failures += 1
@@ -76,8 +82,11 @@ class Inserter(threading.Thread):
 
 def completed_count(engine: Engine) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(text(
-            "SELECT count(*) FROM optimization_jobs WHERE status = 'completed'")).scalar_one())
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM optimization_jobs WHERE status = 'completed'")
+            ).scalar_one()
+        )
 
 
 def probe(proc: ServiceProcess) -> tuple[int, str, int]:
@@ -93,8 +102,12 @@ def test_replicas_ride_out_a_database_outage_under_load(own_cluster, tmp_path):
     engine = create_db_engine(own_cluster.url)
     migrate(engine)
     inserter = Inserter(own_cluster.url)
-    env = {"LEASE_SECONDS": str(LEASE), "POLL_INTERVAL_SECONDS": "0.5",
-           "WORKER_CONCURRENCY": "2", "RETRY_BASE_SECONDS": "1"}
+    env = {
+        "LEASE_SECONDS": str(LEASE),
+        "POLL_INTERVAL_SECONDS": "0.5",
+        "WORKER_CONCURRENCY": "2",
+        "RETRY_BASE_SECONDS": "1",
+    }
     try:
         with replicas(own_cluster.url, tmp_path, 3, **env) as procs:
             pids = [p.proc.pid for p in procs]
@@ -123,19 +136,29 @@ def test_replicas_ride_out_a_database_outage_under_load(own_cluster, tmp_path):
 
             # Back: work resumes within seconds, every replica turns healthy and ready.
             before = completed_count(engine)
-            resumed = wait_until(lambda: completed_count(engine) > before, 30,
-                                 "a job to complete after the restart")
-            wait_until(lambda: all(probe(p) == (200, "healthy", 200) for p in procs), 30,
-                       "every replica to be healthy and ready again")
+            resumed = wait_until(
+                lambda: completed_count(engine) > before, 30, "a job to complete after the restart"
+            )
+            wait_until(
+                lambda: all(probe(p) == (200, "healthy", 200) for p in procs),
+                30,
+                "every replica to be healthy and ready again",
+            )
             recovered = time.monotonic() - restarted
             mark = len(inserter.confirmed)
             wait_until(lambda: len(inserter.confirmed) >= mark + 20, 30, "inserts to resume")
             inserter.stop.set()
             inserter.join(10)
-            wait_until(lambda: statuses(engine)["completed"] >= len(inserter.confirmed), 90,
-                       "every inserted job to complete")
-            wait_until(lambda: statuses(engine).keys() == {"completed"}, 30 + LEASE,
-                       "nothing pending or running")
+            wait_until(
+                lambda: statuses(engine)["completed"] >= len(inserter.confirmed),
+                90,
+                "every inserted job to complete",
+            )
+            wait_until(
+                lambda: statuses(engine).keys() == {"completed"},
+                30 + LEASE,
+                "nothing pending or running",
+            )
             assert [p.proc.pid for p in procs] == pids
             for proc in procs:
                 assert proc.terminate() == 0
@@ -146,8 +169,9 @@ def test_replicas_ride_out_a_database_outage_under_load(own_cluster, tmp_path):
     assert inserter.failures > 0, "the client never saw the outage"
     assert len(inserter.confirmed) > confirmed_before_restart
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT id, dedupe_key, status, locked_by FROM optimization_jobs")).all()
+        rows = conn.execute(
+            text("SELECT id, dedupe_key, status, locked_by FROM optimization_jobs")
+        ).all()
     engine.dispose()
     # Nothing lost: every insert the client saw commit is there (and maybe ones whose
     # commit it could not confirm), and each was completed and recorded exactly once.

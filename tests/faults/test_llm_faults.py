@@ -46,9 +46,15 @@ def generation(engine, name: str) -> int:
 def settled(engine) -> bool:
     """Nothing running, and nothing pending that is due."""
     with engine.connect() as conn:
-        return conn.execute(text(
-            "SELECT count(*) FROM optimization_jobs WHERE status = 'running' "
-            "OR (status = 'pending' AND run_after <= now())")).scalar_one() == 0
+        return (
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM optimization_jobs WHERE status = 'running' "
+                    "OR (status = 'pending' AND run_after <= now())"
+                )
+            ).scalar_one()
+            == 0
+        )
 
 
 @pytest.mark.postgres
@@ -56,26 +62,45 @@ def test_bursts_of_429_and_529_back_off_defer_retry_and_lose_nothing(pg_engine, 
     first = generation(pg_engine, "bot-one")
     second = generation(pg_engine, "bot-two")
     seed_prompt(pg_engine, "bot-three")
-    cycle = insert_job(pg_engine, "full_cycle",
-                       {"prompt": "bot-three", "always_generate": True, "n": 1})
+    cycle = insert_job(
+        pg_engine, "full_cycle", {"prompt": "bot-three", "always_generate": True, "n": 1}
+    )
     limited = Reply.error(429, retry_after="1")
     with FakeApi() as api:
         # One slot, so the calls come in order: the first job's call meets three 429s
         # (the SDK's try and two retries), the second job's meets 529 three times on
         # each model; everything after that succeeds.
         api.script(limited, limited, limited, *[Reply.error(529)] * 6)
-        with replicas(url_of(pg_engine), tmp_path, 1, **api.env(), **ONE_SLOT,
-                      LLM_MAX_RETRIES="2", RETRY_BASE_SECONDS="1") as (svc,):
-            wait_until(lambda: statuses(pg_engine).keys() == {"completed"}
-                       and statuses(pg_engine)["completed"] == 5, 90,
-                       "every job (and the two chained experiment_creation jobs) to complete")
+        with replicas(
+            url_of(pg_engine),
+            tmp_path,
+            1,
+            **api.env(),
+            **ONE_SLOT,
+            LLM_MAX_RETRIES="2",
+            RETRY_BASE_SECONDS="1",
+        ) as (svc,):
+            wait_until(
+                lambda: (
+                    statuses(pg_engine).keys() == {"completed"}
+                    and statuses(pg_engine)["completed"] == 5
+                ),
+                90,
+                "every job (and the two chained experiment_creation jobs) to complete",
+            )
 
             # A 429 asking for two minutes: deferred at once, no retry held in the slot.
             seen = api.requests
             api.script(Reply.error(429, retry_after="120"))
             later = generation(pg_engine, "bot-four")
-            wait_until(lambda: job(pg_engine, later).status == "pending"
-                       and job(pg_engine, later).error is not None, 30, "the deferral")
+            wait_until(
+                lambda: (
+                    job(pg_engine, later).status == "pending"
+                    and job(pg_engine, later).error is not None
+                ),
+                30,
+                "the deferral",
+            )
             deferred = job(pg_engine, later)
             now = datetime.now(UTC)
             assert timedelta(seconds=100) < deferred.run_after - now < timedelta(seconds=125)
@@ -84,10 +109,15 @@ def test_bursts_of_429_and_529_back_off_defer_retry_and_lose_nothing(pg_engine, 
             assert api.requests == seen + 1
             # Its time comes (moved forward here): it runs and completes.
             with pg_engine.begin() as conn:
-                conn.execute(text("UPDATE optimization_jobs SET run_after = now() "
-                                  "WHERE id = :id"), {"id": later})
-            wait_until(lambda: statuses(pg_engine) == {"completed": 7}, 30,
-                       "the deferred job (and its experiment_creation) to complete")
+                conn.execute(
+                    text("UPDATE optimization_jobs SET run_after = now() WHERE id = :id"),
+                    {"id": later},
+                )
+            wait_until(
+                lambda: statuses(pg_engine) == {"completed": 7},
+                30,
+                "the deferred job (and its experiment_creation) to complete",
+            )
             assert svc.terminate() == 0
 
     assert statuses(pg_engine) == {"completed": 7}
@@ -112,10 +142,20 @@ def test_hourly_call_limit_holds_and_the_rest_wait(pg_engine, tmp_path):
     ids = [generation(pg_engine, f"bot-{i}") for i in range(5)]
     with FakeApi() as api:
         api.script(Reply.error(429, retry_after="1"))  # a failed call counts too
-        with replicas(url_of(pg_engine), tmp_path, 1, **api.env(), **ONE_SLOT,
-                      LLM_MAX_RETRIES="0", LLM_CALLS_PER_HOUR="3") as (svc,):
-            wait_until(lambda: len(llm_calls(pg_engine)) >= 3 and settled(pg_engine), 60,
-                       "three calls, then every generation job waiting")
+        with replicas(
+            url_of(pg_engine),
+            tmp_path,
+            1,
+            **api.env(),
+            **ONE_SLOT,
+            LLM_MAX_RETRIES="0",
+            LLM_CALLS_PER_HOUR="3",
+        ) as (svc,):
+            wait_until(
+                lambda: len(llm_calls(pg_engine)) >= 3 and settled(pg_engine),
+                60,
+                "three calls, then every generation job waiting",
+            )
             # Nothing more reaches the API while the window is full.
             quiet_until = time.monotonic() + 2.0
             while time.monotonic() < quiet_until:
@@ -147,10 +187,15 @@ def test_daily_budget_holds_and_the_rest_wait_for_the_next_day(pg_engine, tmp_pa
     # Each call costs $0.40 (1000 input + 39,800 output tokens of Sonnet); the worst case of
     # one more is about $0.04. With $0.82 two calls fit and a third would not.
     budget = {"LLM_MAX_RETRIES": "0", "LLM_DAILY_BUDGET_USD": "0.82"}
-    with FakeApi(usage={"output_tokens": 39_800}) as api, replicas(
-            url_of(pg_engine), tmp_path, 1, **api.env(), **ONE_SLOT, **budget) as (svc,):
-        wait_until(lambda: settled(pg_engine) and statuses(pg_engine)["pending"] == 2,
-                   60, "two calls, then the other jobs waiting")
+    with (
+        FakeApi(usage={"output_tokens": 39_800}) as api,
+        replicas(url_of(pg_engine), tmp_path, 1, **api.env(), **ONE_SLOT, **budget) as (svc,),
+    ):
+        wait_until(
+            lambda: settled(pg_engine) and statuses(pg_engine)["pending"] == 2,
+            60,
+            "two calls, then the other jobs waiting",
+        )
         assert svc.terminate() == 0
 
     calls = llm_calls(pg_engine)

@@ -30,8 +30,15 @@ def test_sigterm_with_long_grace_finishes_the_job_and_exits_zero(pg_engine, tmp_
     seed_prompt(pg_engine, "support-bot")
     with FakeApi() as api:
         api.script(slow_reply(4.0))
-        with replicas(url_of(pg_engine), tmp_path, 1, **api.env(), SHUTDOWN_GRACE_SECONDS="60",
-                      WORKER_CONCURRENCY="2", POLL_INTERVAL_SECONDS="0.2") as (svc,):
+        with replicas(
+            url_of(pg_engine),
+            tmp_path,
+            1,
+            **api.env(),
+            SHUTDOWN_GRACE_SECONDS="60",
+            WORKER_CONCURRENCY="2",
+            POLL_INTERVAL_SECONDS="0.2",
+        ) as (svc,):
             job_id = insert_job(pg_engine, "full_cycle", CYCLE)
             wait_until(lambda: api.in_flight == 1, 30, "the slow LLM call to start")
             svc.proc.send_signal(signal.SIGTERM)
@@ -57,8 +64,9 @@ def test_sigterm_with_short_grace_hands_the_job_back_and_exits_zero(pg_engine, t
     url = url_of(pg_engine)
     with FakeApi() as api:
         api.script(slow_reply(120.0))
-        with replicas(url, tmp_path, 1, **api.env(), SHUTDOWN_GRACE_SECONDS="1",
-                      POLL_INTERVAL_SECONDS="0.2") as (svc,):
+        with replicas(
+            url, tmp_path, 1, **api.env(), SHUTDOWN_GRACE_SECONDS="1", POLL_INTERVAL_SECONDS="0.2"
+        ) as (svc,):
             job_id = insert_job(pg_engine, "full_cycle", CYCLE)
             wait_until(lambda: api.in_flight == 1, 30, "the slow LLM call to start")
             assert job(pg_engine, job_id).status == "running"
@@ -71,15 +79,22 @@ def test_sigterm_with_short_grace_hands_the_job_back_and_exits_zero(pg_engine, t
 
         back = job(pg_engine, job_id)
         assert (back.status, back.attempts, back.locked_by, back.lease_expires_at) == (
-            "pending", 0, None, None)
+            "pending",
+            0,
+            None,
+            None,
+        )
         # The abandoned call is on record (tokens may have been billed), as a failure.
         (call,) = llm_calls(pg_engine)
         assert call["outcome"] == "error" and "cancelled" in call["error"]
 
         # The next process picks it up and, with Claude answering promptly, finishes it.
         with replicas(url, tmp_path, 1, **api.env(), POLL_INTERVAL_SECONDS="0.2") as (nxt,):
-            wait_until(lambda: job(pg_engine, job_id).status == "completed", 30,
-                       "the job to complete in the next process")
+            wait_until(
+                lambda: job(pg_engine, job_id).status == "completed",
+                30,
+                "the job to complete in the next process",
+            )
             assert nxt.terminate() == 0
     assert job(pg_engine, job_id).attempts == 1
     assert [c["outcome"] for c in llm_calls(pg_engine)] == ["error", "ok"]

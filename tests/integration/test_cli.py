@@ -39,6 +39,7 @@ def cli(monkeypatch, capsys) -> Cli:
         code = main(list(argv))
         captured = capsys.readouterr()
         return Outcome(code, captured.out, captured.err)
+
     return run
 
 
@@ -95,8 +96,19 @@ def test_migrate_is_idempotent(cli, use_db):
 
 def test_add_prints_the_stored_job(cli, migrated, monkeypatch):
     monkeypatch.setenv("MAX_ATTEMPTS", "5")
-    result = cli("jobs", "add", "full_cycle", "--prompt", "support", "--payload",
-                 '{"n": 2}', "--priority", "7", "--run-at", "2030-01-02T03:04:05Z")
+    result = cli(
+        "jobs",
+        "add",
+        "full_cycle",
+        "--prompt",
+        "support",
+        "--payload",
+        '{"n": 2}',
+        "--priority",
+        "7",
+        "--run-at",
+        "2030-01-02T03:04:05Z",
+    )
     assert result.code == 0, result.err
     assert result.out.startswith('{\n  "id": ')  # indented for people
     shown = result.json()
@@ -124,15 +136,25 @@ def test_show_prints_the_job(cli, migrated):
 
 
 def test_list_table_and_json_with_filters(cli, migrated):
-    ids = [cli("jobs", "add", t, "--prompt", "support").json()["id"]
-           for t in ("pattern_analysis", "full_cycle", "full_cycle")]
+    ids = [
+        cli("jobs", "add", t, "--prompt", "support").json()["id"]
+        for t in ("pattern_analysis", "full_cycle", "full_cycle")
+    ]
     cli("jobs", "cancel", str(ids[0]))
 
     table = cli("jobs", "list")
     assert table.code == 0
     lines = table.out.splitlines()
-    assert lines[0].split() == ["ID", "TYPE", "STATUS", "PRIO", "ATTEMPTS", "PROGRESS",
-                                "CREATED", "ERROR"]
+    assert lines[0].split() == [
+        "ID",
+        "TYPE",
+        "STATUS",
+        "PRIO",
+        "ATTEMPTS",
+        "PROGRESS",
+        "CREATED",
+        "ERROR",
+    ]
     assert [line.split()[0] for line in lines[1:]] == [str(i) for i in reversed(ids)]
     assert "cancelled by an admin" in lines[-1] and "0/3" in lines[-1] and "0%" in lines[-1]
     # Fixed width: every row's STATUS cell starts under the header.
@@ -156,8 +178,11 @@ def test_list_on_an_empty_queue(cli, migrated):
 def test_list_shortens_long_errors_to_one_line(cli, migrated):
     job_id = cli("jobs", "add", "full_cycle", "--prompt", "support").json()["id"]
     with migrated.begin() as conn:
-        conn.execute(update(OptimizationJob).where(OptimizationJob.id == job_id)
-                     .values(status="failed", error="boom\n" + "x" * 500))
+        conn.execute(
+            update(OptimizationJob)
+            .where(OptimizationJob.id == job_id)
+            .values(status="failed", error="boom\n" + "x" * 500)
+        )
     lines = cli("jobs", "list").out.splitlines()
     assert len(lines) == 2
     assert lines[1].endswith("...") and "boom x" in lines[1] and len(lines[1]) < 160
@@ -187,9 +212,11 @@ def test_cancel_a_running_job_asks_it_to_stop(cli, migrated):
 def test_retry_a_failed_job(cli, migrated):
     job_id = cli("jobs", "add", "full_cycle", "--prompt", "support").json()["id"]
     with migrated.begin() as conn:
-        conn.execute(update(OptimizationJob).where(OptimizationJob.id == job_id)
-                     .values(status="failed", attempts=3, error="it broke",
-                             finished_at=utcnow()))
+        conn.execute(
+            update(OptimizationJob)
+            .where(OptimizationJob.id == job_id)
+            .values(status="failed", attempts=3, error="it broke", finished_at=utcnow())
+        )
     result = cli("jobs", "retry", str(job_id))
     assert result.code == 0, result.err
     stored = queue.get_job(migrated, job_id)
@@ -229,32 +256,38 @@ def test_bad_id(cli, migrated, raw):
 # --- bad input writes nothing ------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("args", "field"), [
-    (["bogus"], "type"),
-    (["full_cycle", "--payload", "not json"], "payload"),
-    (["full_cycle", "--payload", "[1]"], "payload"),
-    (["full_cycle", "--payload", '{"x": NaN}'], "payload"),
-    (["full_cycle", "--prompt", "bot", "--priority", "high"], "priority"),
-    (["full_cycle", "--prompt", "bot", "--priority", "1.5"], "priority"),
-    (["full_cycle", "--prompt", "bot", "--priority", "100000"], "priority"),
-    (["full_cycle", "--prompt", "bot", "--run-at", "tomorrow"], "run_at"),
-    (["full_cycle", "--prompt", "  "], "prompt"),
-    (["full_cycle", "--prompt", "two words"], "prompt"),
-    (["variant_generation", "--prompt", "bot", "--payload", '{"n": 99}'], "payload.n"),
-    (["full_cycle", "--payload", '{"n": 2}'], "payload.prompt"),
-])
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["bogus"], "type"),
+        (["full_cycle", "--payload", "not json"], "payload"),
+        (["full_cycle", "--payload", "[1]"], "payload"),
+        (["full_cycle", "--payload", '{"x": NaN}'], "payload"),
+        (["full_cycle", "--prompt", "bot", "--priority", "high"], "priority"),
+        (["full_cycle", "--prompt", "bot", "--priority", "1.5"], "priority"),
+        (["full_cycle", "--prompt", "bot", "--priority", "100000"], "priority"),
+        (["full_cycle", "--prompt", "bot", "--run-at", "tomorrow"], "run_at"),
+        (["full_cycle", "--prompt", "  "], "prompt"),
+        (["full_cycle", "--prompt", "two words"], "prompt"),
+        (["variant_generation", "--prompt", "bot", "--payload", '{"n": 99}'], "payload.n"),
+        (["full_cycle", "--payload", '{"n": 2}'], "payload.prompt"),
+    ],
+)
 def test_bad_add_input_writes_nothing(cli, migrated, args, field):
     assert_user_error(cli("jobs", "add", *args), field)
     assert count_jobs(migrated) == 0
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--status", "done"], "status must be one of"),
-    (["--type", "bogus"], "type must be one of"),
-    (["--limit", "0"], "limit"),
-    (["--limit", "501"], "limit"),
-    (["--limit", "ten"], "limit"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--status", "done"], "status must be one of"),
+        (["--type", "bogus"], "type must be one of"),
+        (["--limit", "0"], "limit"),
+        (["--limit", "501"], "limit"),
+        (["--limit", "ten"], "limit"),
+    ],
+)
 def test_bad_list_filters(cli, migrated, args, needle):
     assert_user_error(cli("jobs", "list", *args), needle)
 
@@ -270,15 +303,18 @@ def test_usage_errors_exit_2(cli, use_db, capsys):
 # --- the database is not ready -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [["jobs", "list"],
-                                  ["jobs", "add", "full_cycle", "--prompt", "support"],
-                                  ["jobs", "show", "1"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["jobs", "list"], ["jobs", "add", "full_cycle", "--prompt", "support"], ["jobs", "show", "1"]],
+)
 def test_unmigrated_database_says_run_migrate(cli, use_db, argv):
     where = db.sqlite_file(use_db)
     if where is not None:  # an existing but empty file, as older versions left behind
         sqlite3.connect(where).close()
-    assert_user_error(cli(*argv), f"database {db.describe(use_db)} has no prompt-worker "
-                                  "schema; run `prompt-worker migrate`")
+    assert_user_error(
+        cli(*argv),
+        f"database {db.describe(use_db)} has no prompt-worker schema; run `prompt-worker migrate`",
+    )
 
 
 @pytest.mark.parametrize("url", ["mysql://x", "not a url", "postgresql://h:port/x"])
@@ -297,16 +333,18 @@ def test_unreachable_database(cli, monkeypatch):
 def test_bad_setting_is_one_line(cli, monkeypatch, sqlite_url):
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
     monkeypatch.setenv("MAX_ATTEMPTS", "lots")
-    assert_user_error(cli("jobs", "list"),
-                      "MAX_ATTEMPTS must be a whole number from 1 to 100; got 'lots'")
+    assert_user_error(
+        cli("jobs", "list"), "MAX_ATTEMPTS must be a whole number from 1 to 100; got 'lots'"
+    )
 
 
 def test_every_bad_setting_is_named_on_the_one_line(cli, monkeypatch, sqlite_url):
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
     monkeypatch.setenv("WORKER_CONCURRENCY", "x")
     monkeypatch.setenv("MONITORING_CRON", "every minute")
-    assert_user_error(cli("status"), "WORKER_CONCURRENCY", "'x'", "MONITORING_CRON",
-                      "'every minute'")
+    assert_user_error(
+        cli("status"), "WORKER_CONCURRENCY", "'x'", "MONITORING_CRON", "'every minute'"
+    )
 
 
 # --- run ---------------------------------------------------------------------------------
@@ -327,8 +365,9 @@ def test_run_hands_settings_to_the_service(cli, monkeypatch, sqlite_url):
 
 
 def test_run_with_bad_settings_does_not_start(cli, monkeypatch):
-    monkeypatch.setattr("optimizer.service.run_service",
-                        lambda settings: pytest.fail("service started"))
+    monkeypatch.setattr(
+        "optimizer.service.run_service", lambda settings: pytest.fail("service started")
+    )
     monkeypatch.setenv("PORT", "eighty")
     assert_user_error(cli("run"), "PORT")
 
@@ -336,16 +375,27 @@ def test_run_with_bad_settings_does_not_start(cli, monkeypatch):
 # --- a real process ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("argv", "needle"), [
-    (["jobs", "add", "bogus"], "type must be one of"),
-    (["jobs", "add", "variant_generation", "--payload", '{"n": 99}'],
-     "payload.prompt is required"),
-    (["jobs", "list"], "run `prompt-worker migrate` first to create this one"),
-])
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["jobs", "add", "bogus"], "type must be one of"),
+        (
+            ["jobs", "add", "variant_generation", "--payload", '{"n": 99}'],
+            "payload.prompt is required",
+        ),
+        (["jobs", "list"], "run `prompt-worker migrate` first to create this one"),
+    ],
+)
 def test_real_process_reports_one_line(tmp_path, argv, needle):
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
-    proc = subprocess.run([sys.executable, "-m", "optimizer", *argv], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "optimizer", *argv],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
@@ -354,10 +404,26 @@ def test_real_process_reports_one_line(tmp_path, argv, needle):
 
 def test_real_process_with_a_bad_setting_reports_one_line(tmp_path):
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
-    assert subprocess.run([sys.executable, "-m", "optimizer", "migrate"], cwd=REPO, env=env,
-                          capture_output=True, timeout=60).returncode == 0
-    proc = subprocess.run([sys.executable, "-m", "optimizer", "status"], cwd=REPO,
-                          env={**env, "WORKER_CONCURRENCY": "x"}, capture_output=True,
-                          text=True, timeout=60)
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "optimizer", "migrate"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=60,
+        ).returncode
+        == 0
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "optimizer", "status"],
+        cwd=REPO,
+        env={**env, "WORKER_CONCURRENCY": "x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (proc.returncode, proc.stdout, proc.stderr) == (
-        1, "", "error: WORKER_CONCURRENCY must be a whole number from 1 to 64; got 'x'\n")
+        1,
+        "",
+        "error: WORKER_CONCURRENCY must be a whole number from 1 to 64; got 'x'\n",
+    )

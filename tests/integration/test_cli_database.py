@@ -43,13 +43,17 @@ ARGV: dict[tuple[str, ...], list[str]] = {
 NOT_IN_ARGV = {("migrate",), ("demo",), ("run",)}
 
 
-def _command_paths(parser: argparse.ArgumentParser,
-                   prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+def _command_paths(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> set[tuple[str, ...]]:
     subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subparsers:
         return {prefix}
-    return {path for name, sub in subparsers[0].choices.items()
-            for path in _command_paths(sub, (*prefix, name))}
+    return {
+        path
+        for name, sub in subparsers[0].choices.items()
+        for path in _command_paths(sub, (*prefix, name))
+    }
 
 
 def test_every_command_is_covered():
@@ -93,8 +97,9 @@ def test_an_absolute_path_in_database_url_is_named(tmp_path, monkeypatch, capsys
 
 
 def test_run_refuses_a_missing_file_without_creating_it(empty_dir, capsys, monkeypatch):
-    monkeypatch.setattr("optimizer.service.run_service",
-                        lambda settings: pytest.fail("service started"))
+    monkeypatch.setattr(
+        "optimizer.service.run_service", lambda settings: pytest.fail("service started")
+    )
     assert cli.main(["run"]) == 1
     err = capsys.readouterr().err
     assert f"no database at {empty_dir / 'prompt_worker.db'}" in err
@@ -105,7 +110,8 @@ def test_run_refuses_a_missing_file_without_creating_it(empty_dir, capsys, monke
 def test_migrate_creates_the_file_where_it_says(empty_dir, capsys):
     assert cli.main(["migrate"]) == 0
     assert capsys.readouterr().out.endswith(
-        f" is at schema revision {db.head_revision()} (the latest)\n")
+        f" is at schema revision {db.head_revision()} (the latest)\n"
+    )
     assert (empty_dir / "prompt_worker.db").is_file()
     assert cli.main(["jobs", "list"]) == 0
     assert capsys.readouterr().out == "no jobs match\n"
@@ -116,21 +122,23 @@ def test_migrate_into_a_missing_folder_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{target}")
     assert cli.main(["migrate"]) == 1
     err = capsys.readouterr().err
-    assert err == (f"error: cannot create the database {target}: folder {target.parent} "
-                   "does not exist\n")
+    assert err == (
+        f"error: cannot create the database {target}: folder {target.parent} does not exist\n"
+    )
 
 
 def test_an_unmigrated_sqlite_file_is_named_in_plain_words(empty_dir, capsys):
     sqlite3.connect(empty_dir / "prompt_worker.db").close()  # an empty file, as before
     assert cli.main(["prompts", "list"]) == 1
     err = capsys.readouterr().err
-    assert err == (f"error: database {empty_dir / 'prompt_worker.db'} has no prompt-worker "
-                   "schema; run `prompt-worker migrate`\n")
+    assert err == (
+        f"error: database {empty_dir / 'prompt_worker.db'} has no prompt-worker "
+        "schema; run `prompt-worker migrate`\n"
+    )
 
 
 @pytest.mark.postgres
-def test_an_unmigrated_postgres_database_is_named_without_credentials(
-        pg_url, monkeypatch, capsys):
+def test_an_unmigrated_postgres_database_is_named_without_credentials(pg_url, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", pg_url)
     assert cli.main(["experiments", "list"]) == 1
     err = capsys.readouterr().err
@@ -157,8 +165,14 @@ def test_sqlite_file_paths(tmp_path, monkeypatch):
 def test_real_process_outside_the_project(tmp_path, argv):
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["PYTHONPATH"] = str(REPO)
-    proc = subprocess.run([sys.executable, "-m", "optimizer", *argv], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "optimizer", *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert proc.stdout == "" and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr

@@ -39,6 +39,7 @@ def run(engine: Engine, monkeypatch, capsys) -> Run:
         code = cli.main(["experiments", *argv])
         captured = capsys.readouterr()
         return Outcome(code, captured.out, captured.err)
+
     return call
 
 
@@ -62,7 +63,10 @@ def test_start_prints_the_experiment_as_show_does(run, engine):
     experiment = started.json()
     assert experiment["status"] == "running" and experiment["created_by"] == "admin (CLI)"
     assert [(a["version"], a["is_control"], a["weight"]) for a in experiment["arms"]] == [
-        (1, True, 1.0), (2, False, 1.0), (3, False, 1.0)]
+        (1, True, 1.0),
+        (2, False, 1.0),
+        (3, False, 1.0),
+    ]
     assert version_statuses(engine) == {1: "active", 2: "testing", 3: "testing"}
     shown = run("show", str(experiment["id"]))
     assert shown.code == 0 and shown.out == started.out
@@ -73,44 +77,89 @@ def test_defaults_come_from_the_service_settings(run, monkeypatch):
     monkeypatch.setenv("MIN_CONVERSATIONS_PER_ARM", "250")
     experiment = run("start", "support-bot", "--variants", "2").json()
     assert (experiment["confidence"], experiment["min_conversations_per_arm"]) == (0.95, 250)
-    assert (experiment["primary_metric"], experiment["min_runtime_hours"],
-            experiment["max_runtime_hours"]) == ("success", 24.0, 336.0)
-    assert [g["metric"] for g in experiment["guardrails"]] == ["rating", "cost_usd",
-                                                               "latency_ms"]
+    assert (
+        experiment["primary_metric"],
+        experiment["min_runtime_hours"],
+        experiment["max_runtime_hours"],
+    ) == ("success", 24.0, 336.0)
+    assert [g["metric"] for g in experiment["guardrails"]] == ["rating", "cost_usd", "latency_ms"]
 
 
 def test_every_option(run, tmp_path):
     guardrails = tmp_path / "guardrails.json"
     guardrails.write_text('[{"metric": "cost_usd", "tolerance": 0.01, "required": true}]')
-    result = run("start", "support-bot", "--variants", " 3, 2 ", "--weights", "2,1,0.5",
-                 "--confidence", "0.97", "--min-conversations-per-arm", "50",
-                 "--min-runtime-hours", "1.5", "--max-runtime-hours", "48",
-                 "--primary-metric", "rating", "--guardrails", f"@{guardrails}")
+    result = run(
+        "start",
+        "support-bot",
+        "--variants",
+        " 3, 2 ",
+        "--weights",
+        "2,1,0.5",
+        "--confidence",
+        "0.97",
+        "--min-conversations-per-arm",
+        "50",
+        "--min-runtime-hours",
+        "1.5",
+        "--max-runtime-hours",
+        "48",
+        "--primary-metric",
+        "rating",
+        "--guardrails",
+        f"@{guardrails}",
+    )
     assert result.code == 0, result.err
     experiment = result.json()
     assert [(a["version"], a["weight"]) for a in experiment["arms"]] == [
-        (1, 2.0), (3, 1.0), (2, 0.5)]
-    assert {k: experiment[k] for k in ("confidence", "min_conversations_per_arm",
-                                       "min_runtime_hours", "max_runtime_hours",
-                                       "primary_metric")} == {
-        "confidence": 0.97, "min_conversations_per_arm": 50, "min_runtime_hours": 1.5,
-        "max_runtime_hours": 48.0, "primary_metric": "rating"}
-    assert experiment["guardrails"] == [{"metric": "cost_usd", "higher_is_better": False,
-                                         "tolerance": 0.01, "required": True, "cap": None}]
+        (1, 2.0),
+        (3, 1.0),
+        (2, 0.5),
+    ]
+    assert {
+        k: experiment[k]
+        for k in (
+            "confidence",
+            "min_conversations_per_arm",
+            "min_runtime_hours",
+            "max_runtime_hours",
+            "primary_metric",
+        )
+    } == {
+        "confidence": 0.97,
+        "min_conversations_per_arm": 50,
+        "min_runtime_hours": 1.5,
+        "max_runtime_hours": 48.0,
+        "primary_metric": "rating",
+    }
+    assert experiment["guardrails"] == [
+        {
+            "metric": "cost_usd",
+            "higher_is_better": False,
+            "tolerance": 0.01,
+            "required": True,
+            "cap": None,
+        }
+    ]
 
 
 async def test_the_same_experiment_as_post_experiments(engine, make_client, monkeypatch, capsys):
     """One set of defaults and checks: the CLI and the HTTP API store the same settings."""
     seed_prompt(engine, "via-http")
     seed_prompt(engine, "via-cli")
-    settings = Settings(admin_token=TOKEN, promotion_confidence=0.93,
-                        min_conversations_per_arm=321)
-    body = {"variants": [3, 2], "weights": [1, 2, 3], "min_runtime_hours": 2,
-            "guardrails": [{"metric": "latency_ms", "tolerance": 50}]}
+    settings = Settings(admin_token=TOKEN, promotion_confidence=0.93, min_conversations_per_arm=321)
+    body = {
+        "variants": [3, 2],
+        "weights": [1, 2, 3],
+        "min_runtime_hours": 2,
+        "guardrails": [{"metric": "latency_ms", "tolerance": 50}],
+    }
     client = await make_client(engine, settings)
     try:
-        resp = await client.post("/experiments", json={"prompt": "via-http", **body},
-                                 headers={"Authorization": f"Bearer {TOKEN}"})
+        resp = await client.post(
+            "/experiments",
+            json={"prompt": "via-http", **body},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
         assert resp.status == 201, await resp.text()
         via_http = await resp.json()
     finally:
@@ -120,15 +169,32 @@ async def test_the_same_experiment_as_post_experiments(engine, make_client, monk
     monkeypatch.setenv("PROMOTION_CONFIDENCE", "0.93")
     monkeypatch.setenv("MIN_CONVERSATIONS_PER_ARM", "321")
     capsys.readouterr()
-    assert cli.main(["experiments", "start", "via-cli", "--variants", "3,2", "--weights",
-                     "1,2,3", "--min-runtime-hours", "2", "--guardrails",
-                     json.dumps(body["guardrails"])]) == 0
+    assert (
+        cli.main(
+            [
+                "experiments",
+                "start",
+                "via-cli",
+                "--variants",
+                "3,2",
+                "--weights",
+                "1,2,3",
+                "--min-runtime-hours",
+                "2",
+                "--guardrails",
+                json.dumps(body["guardrails"]),
+            ]
+        )
+        == 0
+    )
     via_cli = json.loads(capsys.readouterr().out)
 
     def essentials(experiment: dict[str, Any]) -> dict[str, Any]:
         kept = {k: v for k, v in experiment.items() if k not in INCIDENTAL}
-        kept["arms"] = [{k: v for k, v in arm.items() if k not in ("id", "version_id")}
-                        for arm in experiment["arms"]]
+        kept["arms"] = [
+            {k: v for k, v in arm.items() if k not in ("id", "version_id")}
+            for arm in experiment["arms"]
+        ]
         return kept
 
     assert essentials(via_cli) == essentials(via_http)
@@ -161,41 +227,105 @@ BAD_STARTS = [
     (["support-bot", "--variants", "2", "--confidence", "inf"], "confidence", "a number"),
     (["support-bot", "--variants", "2", "--confidence", "1e999"], "confidence", "too large"),
     (["support-bot", "--variants", "2", "--confidence", HUGE], "confidence", "too large"),
-    (["support-bot", "--variants", "2", "--min-runtime-hours", "-1"], "min_runtime_hours",
-     "from 0 to"),
-    (["support-bot", "--variants", "2", "--max-runtime-hours", HUGE], "max_runtime_hours",
-     "too large"),
-    (["support-bot", "--variants", "2", "--max-runtime-hours", "1"], "max_runtime_hours",
-     "must not be less than"),
-    (["support-bot", "--variants", "2", "--min-conversations-per-arm", "0"],
-     "min_conversations_per_arm", "from 1"),
-    (["support-bot", "--variants", "2", "--min-conversations-per-arm", "1.5"],
-     "min_conversations_per_arm", "whole number"),
-    (["support-bot", "--variants", "2", "--min-conversations-per-arm", HUGE],
-     "min_conversations_per_arm", "from 1 to 1000000000"),
-    (["support-bot", "--variants", "2", "--primary-metric", "latency_ms"], "primary_metric",
-     "one of"),
-    (["support-bot", "--variants", "2", "--guardrails", "not json"], "guardrails",
-     "not valid JSON"),
-    (["support-bot", "--variants", "2", "--guardrails", '{"metric": "rating"}'],
-     "guardrails", "must be an array"),
-    (["support-bot", "--variants", "2", "--guardrails", '[{"metric": "mood"}]'],
-     "guardrails[0].metric", "one of"),
-    (["support-bot", "--variants", "2", "--guardrails",
-      '[{"metric": "rating", "tolerance": 1e999}]'], "guardrails", "JSON"),
-    (["support-bot", "--variants", "2", "--guardrails",
-      '[{"metric": "rating", "tolerance": NaN}]'], "guardrails", "NaN"),
-    (["support-bot", "--variants", "2", "--guardrails",
-      f'[{{"metric": "rating", "tolerance": {HUGE}}}]'], "guardrails[0].tolerance", ""),
-    (["support-bot", "--variants", "2", "--guardrails", "@/nonexistent/g.json"],
-     "guardrails", "cannot read /nonexistent/g.json"),
+    (
+        ["support-bot", "--variants", "2", "--min-runtime-hours", "-1"],
+        "min_runtime_hours",
+        "from 0 to",
+    ),
+    (
+        ["support-bot", "--variants", "2", "--max-runtime-hours", HUGE],
+        "max_runtime_hours",
+        "too large",
+    ),
+    (
+        ["support-bot", "--variants", "2", "--max-runtime-hours", "1"],
+        "max_runtime_hours",
+        "must not be less than",
+    ),
+    (
+        ["support-bot", "--variants", "2", "--min-conversations-per-arm", "0"],
+        "min_conversations_per_arm",
+        "from 1",
+    ),
+    (
+        ["support-bot", "--variants", "2", "--min-conversations-per-arm", "1.5"],
+        "min_conversations_per_arm",
+        "whole number",
+    ),
+    (
+        ["support-bot", "--variants", "2", "--min-conversations-per-arm", HUGE],
+        "min_conversations_per_arm",
+        "from 1 to 1000000000",
+    ),
+    (
+        ["support-bot", "--variants", "2", "--primary-metric", "latency_ms"],
+        "primary_metric",
+        "one of",
+    ),
+    (
+        ["support-bot", "--variants", "2", "--guardrails", "not json"],
+        "guardrails",
+        "not valid JSON",
+    ),
+    (
+        ["support-bot", "--variants", "2", "--guardrails", '{"metric": "rating"}'],
+        "guardrails",
+        "must be an array",
+    ),
+    (
+        ["support-bot", "--variants", "2", "--guardrails", '[{"metric": "mood"}]'],
+        "guardrails[0].metric",
+        "one of",
+    ),
+    (
+        [
+            "support-bot",
+            "--variants",
+            "2",
+            "--guardrails",
+            '[{"metric": "rating", "tolerance": 1e999}]',
+        ],
+        "guardrails",
+        "JSON",
+    ),
+    (
+        [
+            "support-bot",
+            "--variants",
+            "2",
+            "--guardrails",
+            '[{"metric": "rating", "tolerance": NaN}]',
+        ],
+        "guardrails",
+        "NaN",
+    ),
+    (
+        [
+            "support-bot",
+            "--variants",
+            "2",
+            "--guardrails",
+            f'[{{"metric": "rating", "tolerance": {HUGE}}}]',
+        ],
+        "guardrails[0].tolerance",
+        "",
+    ),
+    (
+        ["support-bot", "--variants", "2", "--guardrails", "@/nonexistent/g.json"],
+        "guardrails",
+        "cannot read /nonexistent/g.json",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("argv", "field", "needle"), BAD_STARTS,
-                         ids=[f"{i}-{case[1]}" for i, case in enumerate(BAD_STARTS)])
-def test_bad_input_is_one_line_naming_the_field_and_writes_nothing(run, engine, argv, field,
-                                                                   needle):
+@pytest.mark.parametrize(
+    ("argv", "field", "needle"),
+    BAD_STARTS,
+    ids=[f"{i}-{case[1]}" for i, case in enumerate(BAD_STARTS)],
+)
+def test_bad_input_is_one_line_naming_the_field_and_writes_nothing(
+    run, engine, argv, field, needle
+):
     assert_user_error(run("start", *argv), field, needle)
     assert experiment_count(engine) == 0
     assert version_statuses(engine) == UNTOUCHED
@@ -203,8 +333,10 @@ def test_bad_input_is_one_line_naming_the_field_and_writes_nothing(run, engine, 
 
 def test_a_second_live_experiment_is_refused(run, engine):
     first = run("start", "support-bot", "--variants", "2").json()
-    assert_user_error(run("start", "support-bot", "--variants", "3"),
-                      f"already has running experiment {first['id']}")
+    assert_user_error(
+        run("start", "support-bot", "--variants", "3"),
+        f"already has running experiment {first['id']}",
+    )
     assert experiment_count(engine) == 1
     assert version_statuses(engine) == {1: "active", 2: "testing", 3: "candidate"}
 
@@ -220,18 +352,24 @@ def test_usage_errors_exit_2(run, engine):
 def test_guardrails_file_must_be_utf8(run, engine, tmp_path: Path):
     path = tmp_path / "g.json"
     path.write_bytes(b'[{"metric": "rating", "tolerance": 0.1}]\xff')
-    assert_user_error(run("start", "support-bot", "--variants", "2", "--guardrails",
-                          f"@{path}"), "guardrails", "not UTF-8")
+    assert_user_error(
+        run("start", "support-bot", "--variants", "2", "--guardrails", f"@{path}"),
+        "guardrails",
+        "not UTF-8",
+    )
     assert experiment_count(engine) == 0
 
 
 # A command-line argument whose bytes are not UTF-8 reaches Python as a lone surrogate
 # (surrogateescape): "\udcff" for the byte 0xff.
-@pytest.mark.parametrize(("argv", "field"), [
-    (("stop", "1", "--reason", "tired \udcff"), "reason"),
-    (("list", "--prompt", "support\udcff"), "prompt"),
-    (("start", "support\udcff", "--variants", "2"), "prompt"),
-])
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (("stop", "1", "--reason", "tired \udcff"), "reason"),
+        (("list", "--prompt", "support\udcff"), "prompt"),
+        (("start", "support\udcff", "--variants", "2"), "prompt"),
+    ],
+)
 def test_arguments_that_are_not_utf8_are_a_clear_error(run, engine, argv, field):
     started = run("start", "support-bot", "--variants", "2")
     assert started.code == 0, started

@@ -28,6 +28,7 @@ def run(engine: Engine, monkeypatch, capsys):
         code = cli.main(["prompts", *argv])
         captured = capsys.readouterr()
         return Outcome(code, captured.out, captured.err)
+
     return call
 
 
@@ -59,16 +60,23 @@ def test_add_creates_then_adds_versions(run, tmp_path: Path, engine: Engine) -> 
     assert doc["versions"][0]["content"] == "Be helpful.\n"
     assert doc["activations"][0]["actor"] == "cli"
 
-    added = run("add", "support", "--file", write(tmp_path, "v2.txt", "Be brief.\n"),
-                "--notes", "shorter")
+    added = run(
+        "add", "support", "--file", write(tmp_path, "v2.txt", "Be brief.\n"), "--notes", "shorter"
+    )
     assert added.code == 0, added.err
     assert {k: added.json()[k] for k in ("number", "status", "parent", "change_notes")} == {
-        "number": 2, "status": "candidate", "parent": 1, "change_notes": "shorter"}
+        "number": 2,
+        "status": "candidate",
+        "parent": 1,
+        "change_notes": "shorter",
+    }
 
     shown = run("show", "support")
     assert shown.code == 0
     assert [(v["number"], v["status"]) for v in shown.json()["versions"]] == [
-        (1, "active"), (2, "candidate")]
+        (1, "active"),
+        (2, "candidate"),
+    ]
 
 
 def test_list_table_and_json(run, tmp_path: Path) -> None:
@@ -82,7 +90,9 @@ def test_list_table_and_json(run, tmp_path: Path) -> None:
     assert [line.split()[:3] for line in table[1:]] == [["alpha", "1", "2"], ["beta", "1", "1"]]
     listed = run("list", "--json").json()["prompts"]
     assert [(p["name"], p["active_version"], p["versions_count"]) for p in listed] == [
-        ("alpha", 1, 2), ("beta", 1, 1)]
+        ("alpha", 1, 2),
+        ("beta", 1, 1),
+    ]
 
 
 def test_diff(run, tmp_path: Path) -> None:
@@ -91,8 +101,14 @@ def test_diff(run, tmp_path: Path) -> None:
     result = run("diff", "support", "1", "2")
     assert result.code == 0, result.err
     assert result.out.splitlines() == [
-        "--- support@v1", "+++ support@v2", "@@ -1,3 +1,3 @@", " line one", "-line two",
-        "+line 2", " line three"]
+        "--- support@v1",
+        "+++ support@v2",
+        "@@ -1,3 +1,3 @@",
+        " line one",
+        "-line two",
+        "+line 2",
+        " line three",
+    ]
     assert run("diff", "support", "2", "2").out == ""
 
 
@@ -103,30 +119,33 @@ def test_rollback(run, tmp_path: Path, engine: Engine) -> None:
     assert result.code == 0, result.err
     doc = result.json()
     assert doc["active_version"] == 2
-    assert [(v["number"], v["status"]) for v in doc["versions"]] == [
-        (1, "retired"), (2, "active")]
-    assert {k: doc["activations"][-1][k] for k in ("from_version", "to_version", "actor",
-                                                   "reason")} == {
-        "from_version": 1, "to_version": 2, "actor": "cli", "reason": "v1 rambles"}
+    assert [(v["number"], v["status"]) for v in doc["versions"]] == [(1, "retired"), (2, "active")]
+    assert {
+        k: doc["activations"][-1][k] for k in ("from_version", "to_version", "actor", "reason")
+    } == {"from_version": 1, "to_version": 2, "actor": "cli", "reason": "v1 rambles"}
     again = run("rollback", "support", "--to", "1")
     assert again.code == 0 and again.json()["activations"][-1]["reason"]
 
 
 def test_user_errors_are_one_line(run, tmp_path: Path, engine: Engine) -> None:
-    assert_user_error(run("add", "support", "--file", str(tmp_path / "missing.txt")),
-                      "cannot read", "missing.txt")
+    assert_user_error(
+        run("add", "support", "--file", str(tmp_path / "missing.txt")), "cannot read", "missing.txt"
+    )
     assert_user_error(run("add", "support", "--file", str(tmp_path)), "cannot read")
     latin = tmp_path / "latin.txt"
     latin.write_bytes("caf\xe9".encode("latin-1"))
     assert_user_error(run("add", "support", "--file", str(latin)), "not UTF-8")
-    assert_user_error(run("add", "support", "--file", write(tmp_path, "blank", "  \n")),
-                      "content is empty")
+    assert_user_error(
+        run("add", "support", "--file", write(tmp_path, "blank", "  \n")), "content is empty"
+    )
     assert_user_error(run("add", "bad name", "--file", write(tmp_path, "ok", "ok")), "name")
     assert count(engine, Prompt) == 0
 
     run("add", "support", "--file", write(tmp_path, "v1", "one"))
-    assert_user_error(run("add", "support", "--file", write(tmp_path, "dup", "one")),
-                      "version 1 already has exactly this content")
+    assert_user_error(
+        run("add", "support", "--file", write(tmp_path, "dup", "one")),
+        "version 1 already has exactly this content",
+    )
     assert_user_error(run("show", "ghost"), "no prompt named 'ghost'")
     assert_user_error(run("diff", "support", "1", "7"), "no version 7")
     assert_user_error(run("diff", "support", "x", "1"), "A must be a version number")
@@ -161,8 +180,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_process(engine: Engine, argv: list[str], stdin: bytes) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": engine.url.render_as_string(hide_password=False)}
-    return subprocess.run([sys.executable, "-m", "optimizer", "prompts", *argv], cwd=REPO,
-                          env=env, input=stdin, capture_output=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "optimizer", "prompts", *argv],
+        cwd=REPO,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def test_add_reads_standard_input(engine: Engine) -> None:
@@ -171,20 +196,26 @@ def test_add_reads_standard_input(engine: Engine) -> None:
     assert created.returncode == 0, created.stderr
     assert json.loads(created.stdout)["versions"][0]["content"] == text
 
-    added = run_process(engine, ["add", "support", "--file", "-", "--notes", "piped"],
-                        b"Be brief.")
+    added = run_process(engine, ["add", "support", "--file", "-", "--notes", "piped"], b"Be brief.")
     assert added.returncode == 0, added.stderr
     assert {k: json.loads(added.stdout)[k] for k in ("number", "content", "change_notes")} == {
-        "number": 2, "content": "Be brief.", "change_notes": "piped"}
+        "number": 2,
+        "content": "Be brief.",
+        "change_notes": "piped",
+    }
 
 
-@pytest.mark.parametrize(("stdin", "needle"), [
-    (b"", "standard input is empty"),
-    (b"caf\xe9", "standard input is not UTF-8"),
-    (b" \n\t\n", "content is empty"),
-])
-def test_bad_standard_input_is_one_line_and_writes_nothing(engine: Engine, stdin: bytes,
-                                                            needle: str) -> None:
+@pytest.mark.parametrize(
+    ("stdin", "needle"),
+    [
+        (b"", "standard input is empty"),
+        (b"caf\xe9", "standard input is not UTF-8"),
+        (b" \n\t\n", "content is empty"),
+    ],
+)
+def test_bad_standard_input_is_one_line_and_writes_nothing(
+    engine: Engine, stdin: bytes, needle: str
+) -> None:
     result = run_process(engine, ["add", "support", "--file", "-"], stdin)
     err = result.stderr.decode()
     assert result.returncode == 1 and result.stdout == b""

@@ -39,7 +39,8 @@ def run_demo(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, 
 
 
 def test_demo_finds_the_bad_segment_and_promotes_a_fix(
-        offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     database = tmp_path / "demo.db"
     # 1.5 simulated days: the experiment can end after its 24 h minimum runtime.
     code, out, err = run_demo(capsys, "--days", "1.5", "--database", str(database))
@@ -59,11 +60,13 @@ def test_demo_finds_the_bad_segment_and_promotes_a_fix(
     engine = db.create_db_engine(f"sqlite:///{database}")
     try:
         with db.session_factory(engine)() as session:
-            active = session.scalars(select(PromptVersion).where(
-                PromptVersion.status == "active")).one()
+            active = session.scalars(
+                select(PromptVersion).where(PromptVersion.status == "active")
+            ).one()
             experiment = session.scalars(select(Experiment)).one()
-            sources = set(session.scalars(select(PromptVersion.source).where(
-                PromptVersion.version > 1)))
+            sources = set(
+                session.scalars(select(PromptVersion.source).where(PromptVersion.version > 1))
+            )
             providers = set(session.scalars(select(LlmCall.provider)))
     finally:
         engine.dispose()
@@ -73,30 +76,37 @@ def test_demo_finds_the_bad_segment_and_promotes_a_fix(
 
 
 def test_demo_repeats_exactly_with_the_same_seed(
-        offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     outputs = []
     for name in ("a.db", "b.db"):
         code, out, _ = run_demo(capsys, "--days", "0.25", "--database", str(tmp_path / name))
         assert code == 0
-        outputs.append([line for line in out.splitlines()
-                        if not line.startswith(("database:", "took "))])
+        outputs.append(
+            [line for line in out.splitlines() if not line.startswith(("database:", "took "))]
+        )
     assert outputs[0] == outputs[1]
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["--days", "0"], "--days must be more than 0"),
-    (["--days", "15"], "at most 14"),
-    (["--per-tick", "0"], "--per-tick must be between 1 and 1000"),
-    (["--database", "/no/such/folder/demo.db"], "does not exist"),
-])
-def test_demo_refuses_bad_arguments(offline: None, capsys: pytest.CaptureFixture[str],
-                                    argv: list[str], fragment: str) -> None:
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--days", "0"], "--days must be more than 0"),
+        (["--days", "15"], "at most 14"),
+        (["--per-tick", "0"], "--per-tick must be between 1 and 1000"),
+        (["--database", "/no/such/folder/demo.db"], "does not exist"),
+    ],
+)
+def test_demo_refuses_bad_arguments(
+    offline: None, capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
     code, out, err = run_demo(capsys, *argv)
     assert code != 0 and fragment in err and "Traceback" not in err
 
 
-def test_demo_will_not_overwrite_a_database(offline: None, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_will_not_overwrite_a_database(
+    offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     existing = tmp_path / "prod.db"
     existing.write_bytes(b"precious")
     code, _, err = run_demo(capsys, "--database", str(existing))
@@ -115,13 +125,25 @@ HANG_GUARD_SECONDS = 60
 async def run_demo_process(tmp_path: Path, base_url: str, *argv: str) -> tuple[int, str]:
     """`prompt-worker demo` in its own process, with a key and the API at `base_url`.
     Returns the exit status and everything it printed (stdout then stderr)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LLM_PROVIDER", "DATABASE_URL", "ANTHROPIC_AUTH_TOKEN")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LLM_PROVIDER", "DATABASE_URL", "ANTHROPIC_AUTH_TOKEN")
+    }
     env.update(ANTHROPIC_API_KEY=DEMO_KEY, ANTHROPIC_BASE_URL=base_url)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "optimizer", "demo", "--database", str(tmp_path / "demo.db"),
-        *argv, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "optimizer",
+        "demo",
+        "--database",
+        str(tmp_path / "demo.db"),
+        *argv,
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), HANG_GUARD_SECONDS)
     except TimeoutError:
@@ -147,8 +169,9 @@ def assert_one_line_stop(code: int, printed: str, *fragments: str) -> None:
 async def test_demo_stops_at_once_when_the_api_is_unreachable(tmp_path: Path) -> None:
     port = free_port()  # closed: nothing listens there
     code, printed = await run_demo_process(tmp_path, f"http://127.0.0.1:{port}")
-    assert_one_line_stop(code, printed, f"cannot reach the Anthropic API at "
-                                        f"http://127.0.0.1:{port}")
+    assert_one_line_stop(
+        code, printed, f"cannot reach the Anthropic API at http://127.0.0.1:{port}"
+    )
     assert not (tmp_path / "demo.db").exists()
 
 
@@ -183,19 +206,24 @@ def silent_port() -> Iterator[int]:
 
 async def test_probe_gives_up_on_an_api_that_never_answers(silent_port: int) -> None:
     settings = Settings(anthropic_api_key=DEMO_KEY)
-    problem = await probe_anthropic(settings, base_url=f"http://127.0.0.1:{silent_port}",
-                                    timeout=0.5)
-    assert problem == (f"the Anthropic API at http://127.0.0.1:{silent_port} did not answer "
-                       "within 0.5 s")
+    problem = await probe_anthropic(
+        settings, base_url=f"http://127.0.0.1:{silent_port}", timeout=0.5
+    )
+    assert problem == (
+        f"the Anthropic API at http://127.0.0.1:{silent_port} did not answer within 0.5 s"
+    )
 
 
-@pytest.mark.parametrize("status, fragment", [
-    (403, "may not use the Messages API or model claude-sonnet-5-5 (HTTP 403)"),
-    (404, "answered HTTP 404: check that model claude-sonnet-5-5 (LLM_MODEL_SONNET) exists"),
-    (429, "rate limiting this key (HTTP 429)"),
-    (500, "answered HTTP 500"),
-    (529, "overloaded (HTTP 529)"),
-])
+@pytest.mark.parametrize(
+    "status, fragment",
+    [
+        (403, "may not use the Messages API or model claude-sonnet-5-5 (HTTP 403)"),
+        (404, "answered HTTP 404: check that model claude-sonnet-5-5 (LLM_MODEL_SONNET) exists"),
+        (429, "rate limiting this key (HTTP 429)"),
+        (500, "answered HTTP 500"),
+        (529, "overloaded (HTTP 529)"),
+    ],
+)
 async def test_probe_names_each_refusal_in_one_line(status: int, fragment: str) -> None:
     settings = Settings(anthropic_api_key=DEMO_KEY)
     async with FakeAnthropic() as fake:

@@ -46,7 +46,8 @@ def test_both_tokens_are_required_with_a_message(compose):
     for token in TOKENS:
         assert re.fullmatch(rf"\$\{{{token}:\?[^}}]*{token}[^}}]*\}}", environment[token]), (
             f"{token} must be required from the environment with a message naming it "
-            f"(${{{token}:?...}}); got {environment[token]!r}")
+            f"(${{{token}:?...}}); got {environment[token]!r}"
+        )
 
 
 def test_the_service_uses_postgresql_through_psycopg_once_it_is_healthy(compose):
@@ -64,7 +65,8 @@ def test_the_service_is_built_from_the_dockerfile_that_migrates_before_it_runs(c
     build = compose["services"][SERVICE]["build"]
     assert (ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
     assert "command" not in compose["services"][SERVICE], (
-        "the image's CMD migrates before it runs; a command here would replace it")
+        "the image's CMD migrates before it runs; a command here would replace it"
+    )
     cmd = re.search(r"^CMD (.*)$", DOCKERFILE.read_text(encoding="utf-8"), re.MULTILINE)
     assert cmd is not None and "prompt-worker migrate && exec prompt-worker run" in cmd.group(1)
 
@@ -82,8 +84,9 @@ def test_the_published_port_is_the_one_the_image_listens_on(compose):
 def _compose_command() -> list[str] | None:
     docker = shutil.which("docker")
     if docker is not None:
-        probe = subprocess.run([docker, "compose", "version"], capture_output=True,
-                               timeout=60, check=False)
+        probe = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, timeout=60, check=False
+        )
         if probe.returncode == 0:
             return [docker, "compose"]
     standalone = shutil.which("docker-compose")
@@ -94,9 +97,11 @@ def _compose_command() -> list[str] | None:
 def compose_command() -> list[str]:
     command = _compose_command()
     if command is None:
-        pytest.skip("docker compose is not installed (neither the docker CLI with its "
-                    "compose plugin nor docker-compose): docker-compose.yml was not validated "
-                    "by Docker Compose")
+        pytest.skip(
+            "docker compose is not installed (neither the docker CLI with its "
+            "compose plugin nor docker-compose): docker-compose.yml was not validated "
+            "by Docker Compose"
+        )
     return command
 
 
@@ -104,21 +109,41 @@ def _config(command: list[str], tmp_path: Path, **env: str) -> subprocess.Comple
     # An empty env file, so that a developer's .env does not fill in what is being tested.
     empty = tmp_path / "empty.env"
     empty.write_text("", encoding="utf-8")
-    environ = {key: value for key, value in os.environ.items()
-               if key not in (*TOKENS, "POSTGRES_PASSWORD", "ANTHROPIC_API_KEY",
-                              "PROMPT_WORKER_PORT", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME")}
+    environ = {
+        key: value
+        for key, value in os.environ.items()
+        if key
+        not in (
+            *TOKENS,
+            "POSTGRES_PASSWORD",
+            "ANTHROPIC_API_KEY",
+            "PROMPT_WORKER_PORT",
+            "COMPOSE_FILE",
+            "COMPOSE_PROJECT_NAME",
+        )
+    }
     return subprocess.run(
         [*command, "--env-file", str(empty), "-f", str(COMPOSE_FILE), "config"],
-        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
-        env={**environ, **env})
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+        env={**environ, **env},
+    )
 
 
 def test_docker_compose_accepts_the_file(compose_command, tmp_path):
-    result = _config(compose_command, tmp_path, ADMIN_TOKEN="admin-token-for-config",
-                     INGEST_TOKEN="ingest-token-for-config")
+    result = _config(
+        compose_command,
+        tmp_path,
+        ADMIN_TOKEN="admin-token-for-config",
+        INGEST_TOKEN="ingest-token-for-config",
+    )
     assert result.returncode == 0, result.stderr
     assert "postgresql+psycopg://prompt_worker:prompt_worker@db:5432/prompt_worker" in (
-        result.stdout)
+        result.stdout
+    )
     assert "admin-token-for-config" in result.stdout
     assert "service_healthy" in result.stdout
 

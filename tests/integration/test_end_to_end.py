@@ -18,27 +18,42 @@ ADMIN, INGEST = "e2e-admin-token", "e2e-ingest-token"
 UNITS = 1000
 
 
-def call(svc: ServiceProcess, method: str, path: str, body: Any = None,
-         token: str = ADMIN, expect: int = 200) -> Any:
+def call(
+    svc: ServiceProcess,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str = ADMIN,
+    expect: int = 200,
+) -> Any:
     status, answer = svc.request(method, path, body, token)
     assert status == expect, (method, path, status, answer)
     return answer
 
 
 def start_experiment(svc: ServiceProcess, name: str) -> int:
-    call(svc, "POST", "/prompts", {"name": name, "content": "You are a support agent."},
-         expect=201)
-    call(svc, "POST", f"/prompts/{name}/versions",
-         {"content": "You are a careful support agent.", "change_notes": "be careful"},
-         expect=201)
+    call(svc, "POST", "/prompts", {"name": name, "content": "You are a support agent."}, expect=201)
+    call(
+        svc,
+        "POST",
+        f"/prompts/{name}/versions",
+        {"content": "You are a careful support agent.", "change_notes": "be careful"},
+        expect=201,
+    )
     # No minimum runtime, so the one monitoring check below may decide.
-    experiment = call(svc, "POST", "/experiments",
-                      {"prompt": name, "variants": [2], "min_runtime_hours": 0}, expect=201)
+    experiment = call(
+        svc,
+        "POST",
+        "/experiments",
+        {"prompt": name, "variants": [2], "min_runtime_hours": 0},
+        expect=201,
+    )
     return int(experiment["id"])
 
 
-def serve_traffic(svc: ServiceProcess, name: str, experiment_id: int,
-                  success_rate: dict[int, float], seed: int) -> Counter[int]:
+def serve_traffic(
+    svc: ServiceProcess, name: str, experiment_id: int, success_rate: dict[int, float], seed: int
+) -> Counter[int]:
     """Resolve every unit, as the application would, and report one conversation each."""
     rng = random.Random(seed)
     served: Counter[int] = Counter()
@@ -51,11 +66,18 @@ def serve_traffic(svc: ServiceProcess, name: str, experiment_id: int,
             assert call(svc, "GET", path, token=INGEST) == got
         version = got["version"]
         served[version] += 1
-        rows.append({"prompt": name, "version": version, "unit_id": f"user-{unit}",
-                     "experiment_id": experiment_id,
-                     "success": rng.random() < success_rate[version]})
-    answer = call(svc, "POST", "/v1/conversations", {"conversations": rows}, token=INGEST,
-                  expect=202)
+        rows.append(
+            {
+                "prompt": name,
+                "version": version,
+                "unit_id": f"user-{unit}",
+                "experiment_id": experiment_id,
+                "success": rng.random() < success_rate[version],
+            }
+        )
+    answer = call(
+        svc, "POST", "/v1/conversations", {"conversations": rows}, token=INGEST, expect=202
+    )
     assert answer == {"accepted": UNITS}
     return served
 
@@ -75,8 +97,14 @@ def run_monitoring(svc: ServiceProcess) -> dict[str, Any]:
 def test_winner_promoted_and_aa_pair_kept_running(engine: Engine, tmp_path):
     url = engine.url.render_as_string(hide_password=False)
     # Rate limits are tested on their own; this test sends its traffic as fast as it can.
-    svc = start_service(url, tmp_path, ADMIN_TOKEN=ADMIN, INGEST_TOKEN=INGEST,
-                        POLL_INTERVAL_SECONDS="0.2", APP_RATE_LIMIT_PER_SECOND="0")
+    svc = start_service(
+        url,
+        tmp_path,
+        ADMIN_TOKEN=ADMIN,
+        INGEST_TOKEN=INGEST,
+        POLL_INTERVAL_SECONDS="0.2",
+        APP_RATE_LIMIT_PER_SECOND="0",
+    )
     try:
         svc.wait_healthy()
         better = start_experiment(svc, "better-bot")

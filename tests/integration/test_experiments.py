@@ -50,12 +50,24 @@ AFTER_GATES = timedelta(hours=25)
 
 
 def create(engine: Engine, variants: Any, **kwargs: Any) -> store.ExperimentView:
-    settings_keys = ("primary_metric", "guardrails", "confidence",
-                     "min_conversations_per_arm", "min_runtime_hours", "max_runtime_hours")
+    settings_keys = (
+        "primary_metric",
+        "guardrails",
+        "confidence",
+        "min_conversations_per_arm",
+        "min_runtime_hours",
+        "max_runtime_hours",
+    )
     settings = validation.parse_settings(**{k: kwargs.pop(k) for k in settings_keys if k in kwargs})
     with session_factory(engine).begin() as session:
-        return store.create_experiment(session, kwargs.pop("prompt", "support-bot"), variants,
-                                       settings=settings, now=utcnow(), **kwargs)
+        return store.create_experiment(
+            session,
+            kwargs.pop("prompt", "support-bot"),
+            variants,
+            settings=settings,
+            now=utcnow(),
+            **kwargs,
+        )
 
 
 def experiment_count(engine: Engine) -> int:
@@ -71,8 +83,8 @@ BAD_CREATES = [
     ({"variants": "2"}, "variants"),
     ({"variants": [True]}, "variants[0]"),
     ({"variants": [2, 2]}, "variants"),
-    ({"variants": [9]}, "variants"),            # no such version
-    ({"variants": [1]}, "variants"),            # the active version
+    ({"variants": [9]}, "variants"),  # no such version
+    ({"variants": [1]}, "variants"),  # the active version
     ({"variants": [2], "weights": [1]}, "weights"),
     ({"variants": [2], "weights": [1, 0]}, "weights[1]"),
     ({"variants": [2], "weights": [1, "2"]}, "weights[1]"),
@@ -90,19 +102,23 @@ BAD_CREATES = [
     ({"variants": [2], "guardrails": {"metric": "rating"}}, "guardrails"),
     ({"variants": [2], "guardrails": [{"metric": "mood"}]}, "guardrails[0].metric"),
     ({"variants": [2], "guardrails": [{"metric": "rating", "tol": 1}]}, "guardrails[0].tol"),
-    ({"variants": [2], "guardrails": [{"metric": "cost_usd", "tolerance": -1}]},
-     "guardrails[0].tolerance"),
-    ({"variants": [2], "guardrails": [{"metric": "rating", "higher_is_better": "yes"}]},
-     "guardrails[0].higher_is_better"),
-    ({"variants": [2], "guardrails": [{"metric": "rating"}, {"metric": "rating"}]},
-     "guardrails"),
+    (
+        {"variants": [2], "guardrails": [{"metric": "cost_usd", "tolerance": -1}]},
+        "guardrails[0].tolerance",
+    ),
+    (
+        {"variants": [2], "guardrails": [{"metric": "rating", "higher_is_better": "yes"}]},
+        "guardrails[0].higher_is_better",
+    ),
+    ({"variants": [2], "guardrails": [{"metric": "rating"}, {"metric": "rating"}]}, "guardrails"),
 ]
 
 
 def test_negative_zero_is_stored_as_zero(engine):
     seed_prompt(engine)
-    view = create(engine, [2], min_runtime_hours=-0.0,
-                  guardrails=[{"metric": "rating", "tolerance": -0.0}])
+    view = create(
+        engine, [2], min_runtime_hours=-0.0, guardrails=[{"metric": "rating", "tolerance": -0.0}]
+    )
     shown = json.dumps(view.to_dict())
     assert "-0.0" not in shown
     assert view.min_runtime_hours == 0.0
@@ -121,18 +137,36 @@ def test_bad_creation_names_the_field_and_writes_nothing(engine, kwargs, field):
 
 def test_creation_makes_arms_and_marks_variants_testing(engine):
     seed_prompt(engine)
-    view = create(engine, [3, 2], weights=[2, 1, 1], confidence=0.95,
-                  guardrails=[{"metric": "latency_ms", "tolerance": 0.2}])
+    view = create(
+        engine,
+        [3, 2],
+        weights=[2, 1, 1],
+        confidence=0.95,
+        guardrails=[{"metric": "latency_ms", "tolerance": 0.2}],
+    )
     assert view.status == "running" and view.prompt == "support-bot"
     assert [(a.version, a.is_control, a.weight, a.status) for a in view.arms] == [
-        (1, True, 2.0, "active"), (3, False, 1.0, "active"), (2, False, 1.0, "active")]
+        (1, True, 2.0, "active"),
+        (3, False, 1.0, "active"),
+        (2, False, 1.0, "active"),
+    ]
     assert view.confidence == 0.95
-    assert view.guardrails == [{"metric": "latency_ms", "higher_is_better": False,
-                                "tolerance": 0.2, "required": False, "cap": None}]
+    assert view.guardrails == [
+        {
+            "metric": "latency_ms",
+            "higher_is_better": False,
+            "tolerance": 0.2,
+            "required": False,
+            "cap": None,
+        }
+    ]
     assert version_statuses(engine) == {1: "active", 2: "testing", 3: "testing"}
     default = validation.parse_settings()
-    assert {g["metric"] for g in json.loads(validation.guardrails_to_json(default.guardrails))} \
-        == {"rating", "cost_usd", "latency_ms"}
+    assert {g["metric"] for g in json.loads(validation.guardrails_to_json(default.guardrails))} == {
+        "rating",
+        "cost_usd",
+        "latency_ms",
+    }
 
 
 def test_one_live_experiment_per_prompt(engine):
@@ -171,8 +205,11 @@ def test_no_active_version_is_a_conflict(engine):
 # --- aggregation ---------------------------------------------------------------------------
 
 
-def _python_sums(rows: list[dict[str, Any]], experiment_id: int, caps: dict[str, float],
-                 ) -> dict[int, tuple[int, int, dict[str, RatioSums]]]:
+def _python_sums(
+    rows: list[dict[str, Any]],
+    experiment_id: int,
+    caps: dict[str, float],
+) -> dict[int, tuple[int, int, dict[str, RatioSums]]]:
     """slice -> (units, conversations served the slice, metric -> RatioSums), the slow way."""
     bounds = {"latency_ms": 86_400_000.0, "cost_usd": 1000.0}
     per_unit: dict[tuple[int, str], list[dict[str, Any]]] = {}
@@ -209,24 +246,31 @@ def test_aggregation_per_unit_equals_a_python_recomputation(engine, caps):
     for _ in range(400):
         arm = rng.choice(arms + [None])
         maybe = rng.random
-        rows.append({
-            "prompt_id": 1, "version_id": ids[1], "unit_id": f"u{rng.randint(0, 60)}",
-            "experiment_id": view.id if arm is not None or maybe() < 0.5 else None,
-            "arm_id": arm,
-            # units of the (stopped) third arm's slice served control; old rows without a slice
-            "assigned_arm_id": None if maybe() < 0.3 else (
-                arms[2] if arm == arms[0] and maybe() < 0.2 else arm),
-            "segment": rng.choice([None, "free", "pro"]),
-            "success": None if maybe() < 0.2 else maybe() < 0.4,
-            "rating": None if maybe() < 0.3 else rng.randint(1, 5),
-            "latency_ms": None if maybe() < 0.1 else rng.choice(
-                [rng.uniform(50, 900), 1e200, 86_400_000.0]),
-            "cost_usd": None if maybe() < 0.1 else rng.choice([rng.uniform(0, 0.02), 5e3]),
-        })
+        rows.append(
+            {
+                "prompt_id": 1,
+                "version_id": ids[1],
+                "unit_id": f"u{rng.randint(0, 60)}",
+                "experiment_id": view.id if arm is not None or maybe() < 0.5 else None,
+                "arm_id": arm,
+                # units of the (stopped) third arm's slice served control; old rows without a slice
+                "assigned_arm_id": None
+                if maybe() < 0.3
+                else (arms[2] if arm == arms[0] and maybe() < 0.2 else arm),
+                "segment": rng.choice([None, "free", "pro"]),
+                "success": None if maybe() < 0.2 else maybe() < 0.4,
+                "rating": None if maybe() < 0.3 else rng.randint(1, 5),
+                "latency_ms": None
+                if maybe() < 0.1
+                else rng.choice([rng.uniform(50, 900), 1e200, 86_400_000.0]),
+                "cost_usd": None if maybe() < 0.1 else rng.choice([rng.uniform(0, 0.02), 5e3]),
+            }
+        )
     with session_factory(engine).begin() as session:
         session.execute(insert(Conversation), rows)
-        arm_rows = session.scalars(select(ExperimentArm)
-                                   .where(ExperimentArm.experiment_id == view.id)).all()
+        arm_rows = session.scalars(
+            select(ExperimentArm).where(ExperimentArm.experiment_id == view.id)
+        ).all()
         next(a for a in arm_rows if a.id == arms[2]).status = "stopped"
         got = {a.arm_id: a for a in arm_data(session, view.id, arm_rows, {}, "success", caps)}
     want = _python_sums(rows, view.id, caps)
@@ -266,8 +310,9 @@ class Api:
         return await resp.json()
 
     async def start(self, variants: list[int], **extra: Any) -> dict[str, Any]:
-        return await self.post("/experiments", {"prompt": "support-bot", "variants": variants,
-                                                **extra}, status=201)
+        return await self.post(
+            "/experiments", {"prompt": "support-bot", "variants": variants, **extra}, status=201
+        )
 
     async def monitor(self, hours_later: timedelta = AFTER_GATES) -> dict[str, Any]:
         clock = Clock(utcnow() + hours_later)
@@ -286,8 +331,7 @@ async def api(engine: Engine, make_client: ClientMaker) -> Api:
 async def fill(api: Api, experiment: dict[str, Any], per_arm: list[tuple[int, int]]) -> None:
     arms = arm_ids(api.engine, experiment["id"])
     for arm, (n, successes) in zip(arms, per_arm, strict=True):
-        await asyncio.to_thread(add_conversations, api.engine, experiment["id"], arm, n,
-                                successes)
+        await asyncio.to_thread(add_conversations, api.engine, experiment["id"], arm, n, successes)
 
 
 async def test_a_clear_winner_is_promoted_and_becomes_active(api):
@@ -307,8 +351,9 @@ async def test_a_clear_winner_is_promoted_and_becomes_active(api):
     assert "sums" in shown["latest_analysis"]["statistics"]
     assert version_statuses(api.engine) == {1: "retired", 2: "active", 3: "candidate"}
     with session_factory(api.engine)() as session:
-        activation = session.scalars(select(PromptActivation)
-                                     .order_by(PromptActivation.id.desc())).first()
+        activation = session.scalars(
+            select(PromptActivation).order_by(PromptActivation.id.desc())
+        ).first()
     assert activation is not None and activation.actor == f"experiment {experiment['id']}"
     assert api.stats.snapshot()["experimentsCompleted"] == 1
     # A completed experiment is not checked again.
@@ -364,9 +409,9 @@ async def test_every_check_stores_an_analysis_row(api):
         [decision] = (await api.monitor(timedelta(hours=1)))["decisions"]
         assert decision["decision"] == "continue"
     with session_factory(api.engine)() as session:
-        rows = session.scalars(select(ExperimentAnalysis)
-                               .where(ExperimentAnalysis.experiment_id == experiment["id"])
-                               ).all()
+        rows = session.scalars(
+            select(ExperimentAnalysis).where(ExperimentAnalysis.experiment_id == experiment["id"])
+        ).all()
     assert len(rows) == 3
     for row in rows:
         assert row.decision == "continue" and row.reason and row.job_id is not None
@@ -376,8 +421,7 @@ async def test_every_check_stores_an_analysis_row(api):
 
 async def test_stop_by_hand_keeps_control_and_retires_variants(api):
     experiment = await api.start([2, 3])
-    stopped = await api.post(f"/experiments/{experiment['id']}/stop",
-                             {"reason": "copy change"})
+    stopped = await api.post(f"/experiments/{experiment['id']}/stop", {"reason": "copy change"})
     assert stopped["status"] == "stopped" and stopped["ended_at"]
     assert "copy change" in stopped["decision_reason"]
     assert "control version 1 stays active" in stopped["decision_reason"]
@@ -389,8 +433,9 @@ async def test_stop_by_hand_keeps_control_and_retires_variants(api):
 
 
 async def test_list_and_show(api):
-    experiment = await api.start([2], weights=[3, 1], primary_metric="rating",
-                                 min_runtime_hours=0, max_runtime_hours=48)
+    experiment = await api.start(
+        [2], weights=[3, 1], primary_metric="rating", min_runtime_hours=0, max_runtime_hours=48
+    )
     assert experiment["primary_metric"] == "rating"
     assert [a["weight"] for a in experiment["arms"]] == [3.0, 1.0]
     assert experiment["confidence"] == SETTINGS.promotion_confidence
@@ -402,28 +447,43 @@ async def test_list_and_show(api):
     shown = await api.get(f"/experiments/{experiment['id']}")
     assert shown["latest_analysis"] is None
     assert {k: shown[k] for k in ("id", "prompt", "status")} == {
-        "id": experiment["id"], "prompt": "support-bot", "status": "running"}
+        "id": experiment["id"],
+        "prompt": "support-bot",
+        "status": "running",
+    }
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "field"), [
-    ("post", "/experiments", {"prompt": "support-bot"}, 400, "variants"),
-    ("post", "/experiments", {"variants": [2]}, 400, "prompt"),
-    ("post", "/experiments", {"prompt": "support-bot", "variants": [2], "colour": 1}, 400,
-     "colour"),
-    ("post", "/experiments", {"prompt": "support-bot", "variants": [2], "confidence": "x"},
-     400, "confidence"),
-    ("post", "/experiments", [1], 400, None),
-    ("get", "/experiments?status=bogus", None, 400, "status"),
-    ("get", "/experiments?limit=0", None, 400, "limit"),
-    ("get", "/experiments?colour=red", None, 400, "colour"),
-    ("get", "/experiments/abc", None, 400, "id"),
-    ("get", "/experiments/999", None, 404, None),
-    ("post", "/experiments/999/stop", None, 404, None),
-    ("post", "/experiments/1/stop", {"why": "x"}, 400, "why"),
-    ("post", "/experiments/1/stop", {"reason": 5}, 400, "reason"),
-])
-async def test_bad_requests_answer_4xx_naming_the_field(api, method, path, body, status,
-                                                        field):
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "field"),
+    [
+        ("post", "/experiments", {"prompt": "support-bot"}, 400, "variants"),
+        ("post", "/experiments", {"variants": [2]}, 400, "prompt"),
+        (
+            "post",
+            "/experiments",
+            {"prompt": "support-bot", "variants": [2], "colour": 1},
+            400,
+            "colour",
+        ),
+        (
+            "post",
+            "/experiments",
+            {"prompt": "support-bot", "variants": [2], "confidence": "x"},
+            400,
+            "confidence",
+        ),
+        ("post", "/experiments", [1], 400, None),
+        ("get", "/experiments?status=bogus", None, 400, "status"),
+        ("get", "/experiments?limit=0", None, 400, "limit"),
+        ("get", "/experiments?colour=red", None, 400, "colour"),
+        ("get", "/experiments/abc", None, 400, "id"),
+        ("get", "/experiments/999", None, 404, None),
+        ("post", "/experiments/999/stop", None, 404, None),
+        ("post", "/experiments/1/stop", {"why": "x"}, 400, "why"),
+        ("post", "/experiments/1/stop", {"reason": 5}, 400, "reason"),
+    ],
+)
+async def test_bad_requests_answer_4xx_naming_the_field(api, method, path, body, status, field):
     if path.startswith("/experiments/1/"):
         await api.start([2])
     data = None if body is None else json.dumps(body).encode()
@@ -479,21 +539,34 @@ def test_cap_is_fixed_once_from_the_controls_early_values(engine):
     view = create(engine, [2])
     control, variant = (a.id for a in view.arms)
     start = utcnow() - timedelta(hours=5)
-    rows = [{"prompt_id": 1, "version_id": 1, "experiment_id": view.id, "arm_id": control,
-             "assigned_arm_id": control, "unit_id": f"u{i % 40}", "cost_usd": float(i + 1),
-             "occurred_at": start + timedelta(seconds=i)} for i in range(300)]
+    rows = [
+        {
+            "prompt_id": 1,
+            "version_id": 1,
+            "experiment_id": view.id,
+            "arm_id": control,
+            "assigned_arm_id": control,
+            "unit_id": f"u{i % 40}",
+            "cost_usd": float(i + 1),
+            "occurred_at": start + timedelta(seconds=i),
+        }
+        for i in range(300)
+    ]
     with session_factory(engine).begin() as session:
         session.execute(insert(Conversation), rows)
         experiment = session.get(Experiment, view.id)
-        arms = session.scalars(select(ExperimentArm)
-                               .where(ExperimentArm.experiment_id == view.id)).all()
+        arms = session.scalars(
+            select(ExperimentArm).where(ExperimentArm.experiment_id == view.id)
+        ).all()
         data = arm_data(session, view.id, arms, {}, "success", {})
         fixed = fix_missing_caps(session, experiment, data[0], {})
         # 99th percentile of the first 300 values 1..300 by time (the 297th smallest)
         assert fixed == {"cost_usd": 297.0}
         # a later, larger value does not move it: a fixed cap is never computed again
-        session.execute(insert(Conversation), [{**rows[0], "cost_usd": 999.0,
-                                                "occurred_at": start + timedelta(hours=1)}])
+        session.execute(
+            insert(Conversation),
+            [{**rows[0], "cost_usd": 999.0, "occurred_at": start + timedelta(hours=1)}],
+        )
         caps = caps_in_force(experiment, ())
         assert caps == {"cost_usd": 297.0}
         assert fix_missing_caps(session, experiment, data[0], caps) == {}
@@ -516,23 +589,42 @@ def test_a_cap_from_values_near_zero_never_stops_the_checks(engine):
     view = create(engine, [2])
     control, variant = (a.id for a in view.arms)
     start = utcnow() - timedelta(hours=5)
-    rows = [{"prompt_id": 1, "version_id": 1 + i % 2, "experiment_id": view.id,
-             "arm_id": (control, variant)[i % 2], "assigned_arm_id": (control, variant)[i % 2],
-             "unit_id": f"u{i}", "latency_ms": 1e-200, "occurred_at": start + timedelta(seconds=i)}
-            for i in range(500)]
+    rows = [
+        {
+            "prompt_id": 1,
+            "version_id": 1 + i % 2,
+            "experiment_id": view.id,
+            "arm_id": (control, variant)[i % 2],
+            "assigned_arm_id": (control, variant)[i % 2],
+            "unit_id": f"u{i}",
+            "latency_ms": 1e-200,
+            "occurred_at": start + timedelta(seconds=i),
+        }
+        for i in range(500)
+    ]
     with session_factory(engine).begin() as session:
         session.execute(insert(Conversation), rows)
     check = check_now(engine, view.id)
     assert check is not None and check.decision == "continue"
     with session_factory(engine)() as session:
         assert json.loads(session.get(Experiment, view.id).metric_caps) == {
-            "latency_ms": pytest.approx(1e-200)}
-        session.execute(insert(Conversation), [
-            {**rows[0], "unit_id": f"late{i}", "latency_ms": 500.0,
-             "arm_id": arm, "assigned_arm_id": arm,
-             "version_id": 1 if arm == control else 2,
-             "occurred_at": start + timedelta(hours=1)} for i, arm in
-            enumerate([control, variant] * 50)])
+            "latency_ms": pytest.approx(1e-200)
+        }
+        session.execute(
+            insert(Conversation),
+            [
+                {
+                    **rows[0],
+                    "unit_id": f"late{i}",
+                    "latency_ms": 500.0,
+                    "arm_id": arm,
+                    "assigned_arm_id": arm,
+                    "version_id": 1 if arm == control else 2,
+                    "occurred_at": start + timedelta(hours=1),
+                }
+                for i, arm in enumerate([control, variant] * 50)
+            ],
+        )
         session.commit()
     again = check_now(engine, view.id)
     assert again is not None and again.decision == "continue"

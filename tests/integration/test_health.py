@@ -32,8 +32,14 @@ from optimizer.runtime.queue import NewJob
 UNREACHABLE_URL = "postgresql+psycopg://nobody@127.0.0.1:1/x"
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 QUEUE_KEYS = {"pending", "running", "completed", "failed", "cancelled"}
-TOTAL_KEYS = {"jobsCompleted", "jobsFailed", "experimentsCreated", "experimentsCompleted",
-              "insights", "promptVersions"}
+TOTAL_KEYS = {
+    "jobsCompleted",
+    "jobsFailed",
+    "experimentsCreated",
+    "experimentsCompleted",
+    "insights",
+    "promptVersions",
+}
 
 
 @pytest.fixture
@@ -54,31 +60,59 @@ def add_rows(engine: Engine) -> None:
     """3 pending, 1 running, 2 completed, 1 failed, 1 cancelled jobs; 2 prompt versions,
     3 experiments (1 completed), 2 insights."""
     now = utcnow()
-    ids = [queue.enqueue(engine, NewJob(type="full_cycle"), max_attempts=3, now=now)[0].id
-           for _ in range(8)]
+    ids = [
+        queue.enqueue(engine, NewJob(type="full_cycle"), max_attempts=3, now=now)[0].id
+        for _ in range(8)
+    ]
     with engine.begin() as conn:
-        for job_id, status in zip(ids[3:], ("running", "completed", "completed", "failed",
-                                            "cancelled"), strict=True):
-            conn.execute(text("UPDATE optimization_jobs SET status = :s WHERE id = :i"),
-                         {"s": status, "i": job_id})
+        for job_id, status in zip(
+            ids[3:], ("running", "completed", "completed", "failed", "cancelled"), strict=True
+        ):
+            conn.execute(
+                text("UPDATE optimization_jobs SET status = :s WHERE id = :i"),
+                {"s": status, "i": job_id},
+            )
     with Session(engine) as session, session.begin():
         prompts = [Prompt(name=f"p{i}") for i in range(3)]
         session.add_all(prompts)
         session.flush()
-        session.add_all([PromptVersion(prompt_id=prompts[0].id, version=v, content=f"c{v}",
-                                       content_hash=f"h{v}") for v in (1, 2)])
-        session.add_all([Experiment(prompt_id=prompts[0].id, status="completed"),
-                         Experiment(prompt_id=prompts[1].id, status="running"),
-                         Experiment(prompt_id=prompts[2].id, status="stopped")])
-        session.add_all([PatternInsight(prompt_id=prompts[0].id, kind="theme",
-                                        fingerprint=f"f{i}", title=f"t{i}") for i in (1, 2)])
+        session.add_all(
+            [
+                PromptVersion(
+                    prompt_id=prompts[0].id, version=v, content=f"c{v}", content_hash=f"h{v}"
+                )
+                for v in (1, 2)
+            ]
+        )
+        session.add_all(
+            [
+                Experiment(prompt_id=prompts[0].id, status="completed"),
+                Experiment(prompt_id=prompts[1].id, status="running"),
+                Experiment(prompt_id=prompts[2].id, status="stopped"),
+            ]
+        )
+        session.add_all(
+            [
+                PatternInsight(
+                    prompt_id=prompts[0].id, kind="theme", fingerprint=f"f{i}", title=f"t{i}"
+                )
+                for i in (1, 2)
+            ]
+        )
 
 
 def assert_shape(body: dict[str, Any], *, served: bool = True) -> None:
     """`served`: the body as /health answers it, with the configuration problems that the
     HTTP layer adds to the monitor's report."""
-    assert set(body) == {"status", "uptime", "stats", "timestamp", "totals", "queue",
-                         "database"} | ({"problems"} if served else set())
+    assert set(body) == {
+        "status",
+        "uptime",
+        "stats",
+        "timestamp",
+        "totals",
+        "queue",
+        "database",
+    } | ({"problems"} if served else set())
     assert body["status"] in ("healthy", "degraded")
     assert isinstance(body["uptime"], int) and body["uptime"] >= 0
     assert set(body["stats"]) == set(STAT_NAMES)
@@ -120,10 +154,21 @@ async def test_counts_reflect_rows(engine):
     assert await health.refresh_once() is True
     body = health.report(utcnow())
     assert_shape(body, served=False)
-    assert body["queue"] == {"pending": 3, "running": 1, "completed": 2, "failed": 1,
-                             "cancelled": 1}
-    assert body["totals"] == {"jobsCompleted": 2, "jobsFailed": 1, "experimentsCreated": 3,
-                              "experimentsCompleted": 1, "insights": 2, "promptVersions": 2}
+    assert body["queue"] == {
+        "pending": 3,
+        "running": 1,
+        "completed": 2,
+        "failed": 1,
+        "cancelled": 1,
+    }
+    assert body["totals"] == {
+        "jobsCompleted": 2,
+        "jobsFailed": 1,
+        "experimentsCreated": 3,
+        "experimentsCompleted": 1,
+        "insights": 2,
+        "promptVersions": 2,
+    }
 
 
 async def test_health_never_touches_the_database(sqlite_engine, make_client):
@@ -140,7 +185,8 @@ async def test_health_never_touches_the_database(sqlite_engine, make_client):
 
 
 async def test_unreachable_database_is_degraded_and_health_still_answers(
-        unreachable_engine, make_client, caplog):
+    unreachable_engine, make_client, caplog
+):
     caplog.set_level(logging.INFO, logger="prompt_worker.health")
     health = HealthMonitor(unreachable_engine, RunStats(), started_at=utcnow())
     assert await health.refresh_once() is False
@@ -179,8 +225,7 @@ async def test_recovery_logs_and_turns_healthy(sqlite_engine, caplog):
 
 
 async def test_stale_snapshot_is_degraded(sqlite_engine):
-    health = HealthMonitor(sqlite_engine, RunStats(), started_at=utcnow(),
-                           refresh_seconds=5.0)
+    health = HealthMonitor(sqlite_engine, RunStats(), started_at=utcnow(), refresh_seconds=5.0)
     assert health.report(utcnow())["status"] == "degraded"  # nothing checked yet
     assert health.report(utcnow())["database"]["error"] == "not checked yet"
     await health.refresh_once()
@@ -193,8 +238,9 @@ async def test_stale_snapshot_is_degraded(sqlite_engine):
 
 
 async def test_refresh_forever_survives_failures_and_is_cancellable(unreachable_engine):
-    health = HealthMonitor(unreachable_engine, RunStats(), started_at=utcnow(),
-                           refresh_seconds=0.05)
+    health = HealthMonitor(
+        unreachable_engine, RunStats(), started_at=utcnow(), refresh_seconds=0.05
+    )
     task = asyncio.create_task(health.refresh_forever())
     await asyncio.sleep(0.4)
     assert not task.done()  # failures were recorded, the loop goes on
@@ -205,12 +251,12 @@ async def test_refresh_forever_survives_failures_and_is_cancellable(unreachable_
 
 
 async def test_refresh_forever_keeps_counts_current(sqlite_engine):
-    health = HealthMonitor(sqlite_engine, RunStats(), started_at=utcnow(),
-                           refresh_seconds=0.05)
+    health = HealthMonitor(sqlite_engine, RunStats(), started_at=utcnow(), refresh_seconds=0.05)
     task = asyncio.create_task(health.refresh_forever())
     try:
-        await asyncio.to_thread(queue.enqueue, sqlite_engine, NewJob(type="full_cycle"),
-                                max_attempts=3, now=utcnow())
+        await asyncio.to_thread(
+            queue.enqueue, sqlite_engine, NewJob(type="full_cycle"), max_attempts=3, now=utcnow()
+        )
         deadline = time.monotonic() + 5
         while health.report(utcnow())["queue"]["pending"] != 1:
             assert time.monotonic() < deadline, "count not refreshed"
@@ -260,8 +306,10 @@ def silent_server() -> Iterator[int]:
 async def test_ready_gives_up_on_a_hanging_database(silent_server, make_client, monkeypatch):
     monkeypatch.setattr(probes, "READY_TIMEOUT_SECONDS", 0.5)
     # libpq's shortest connect timeout, so the abandoned check thread ends soon after.
-    engine = create_engine(f"postgresql+psycopg://nobody@127.0.0.1:{silent_server}/x",
-                           connect_args={"connect_timeout": 2})
+    engine = create_engine(
+        f"postgresql+psycopg://nobody@127.0.0.1:{silent_server}/x",
+        connect_args={"connect_timeout": 2},
+    )
     try:
         client = await make_client(engine, Settings())
         started = time.monotonic()
@@ -285,13 +333,16 @@ async def test_ready_gives_up_on_a_hanging_database(silent_server, make_client, 
 TOKENS = Settings(admin_token="admin-token", ingest_token="ingest-token")
 
 
-@pytest.mark.parametrize("settings, codes", [
-    (TOKENS, ["no_llm_key"]),  # the default provider, no key
-    (TOKENS.model_copy(update={"anthropic_api_key": "sk-ant-test"}), []),
-    (TOKENS.model_copy(update={"llm_provider": "offline"}), []),
-    (Settings(llm_provider="offline"), ["no_admin_token", "no_ingest_token"]),
-    (Settings(llm_provider="offline", admin_token="a"), ["no_ingest_token"]),
-])
+@pytest.mark.parametrize(
+    "settings, codes",
+    [
+        (TOKENS, ["no_llm_key"]),  # the default provider, no key
+        (TOKENS.model_copy(update={"anthropic_api_key": "sk-ant-test"}), []),
+        (TOKENS.model_copy(update={"llm_provider": "offline"}), []),
+        (Settings(llm_provider="offline"), ["no_admin_token", "no_ingest_token"]),
+        (Settings(llm_provider="offline", admin_token="a"), ["no_ingest_token"]),
+    ],
+)
 async def test_health_lists_configuration_problems(sqlite_engine, make_client, settings, codes):
     health = HealthMonitor(sqlite_engine, RunStats(), started_at=utcnow())
     assert await health.refresh_once() is True
@@ -302,8 +353,7 @@ async def test_health_lists_configuration_problems(sqlite_engine, make_client, s
     assert body["status"] == "healthy"  # liveness: a configuration problem is not an outage
     for problem in body["problems"]:
         if problem["code"] == "no_llm_key":
-            assert problem["message"].startswith("no ANTHROPIC_API_KEY: variant generation "
-                                                 "is off")
+            assert problem["message"].startswith("no ANTHROPIC_API_KEY: variant generation is off")
             assert "LLM_PROVIDER=offline" in problem["message"]
         else:
             variable = problem["code"].removeprefix("no_").upper()

@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import json
 import random
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -46,19 +45,22 @@ class Site:
     plain: World  # plain-bot: v1 active, v2 and v3 candidates, no experiment
 
     def counts(self) -> dict[str, int]:
-        tables = sorted(t for t in inspect(self.engine).get_table_names()
-                        if t != "alembic_version")
+        tables = sorted(t for t in inspect(self.engine).get_table_names() if t != "alembic_version")
         with self.engine.connect() as conn:
-            return {t: int(conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one())
-                    for t in tables}
+            return {
+                t: int(conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one())
+                for t in tables
+            }
 
-    async def send(self, method: str, target: str, body: Any = None,
-                   token: str = ADMIN) -> tuple[int, dict[str, Any]]:
+    async def send(
+        self, method: str, target: str, body: Any = None, token: str = ADMIN
+    ) -> tuple[int, dict[str, Any]]:
         # ensure_ascii: a lone surrogate travels as the JSON escape \ud800, as a client's
         # JSON encoder sends it, not as bytes that are invalid UTF-8.
         data = b"" if body is None else json.dumps(body, ensure_ascii=True).encode()
-        resp = await self.client.request(method, target, data=data,
-                                         headers={"Authorization": f"Bearer {token}"})
+        resp = await self.client.request(
+            method, target, data=data, headers={"Authorization": f"Bearer {token}"}
+        )
         return resp.status, await resp.json()
 
 
@@ -70,8 +72,9 @@ async def site(engine: Engine, make_client: ClientMaker) -> Site:
     return Site(engine, client, running, plain)
 
 
-async def refused(site: Site, method: str, target: str, body: Any = None, *,
-                  token: str = ADMIN) -> dict[str, Any]:
+async def refused(
+    site: Site, method: str, target: str, body: Any = None, *, token: str = ADMIN
+) -> dict[str, Any]:
     """The answer to a request that must be a JSON 400 and write nothing."""
     before = await asyncio.to_thread(site.counts)
     status, answer = await site.send(method, target, body, token)
@@ -103,37 +106,50 @@ HUGE_SETTINGS = [
 
 @pytest.mark.parametrize(("extra", "field"), HUGE_SETTINGS)
 async def test_huge_numbers_in_a_new_experiment_are_400_naming_the_field(
-        site: Site, extra: dict[str, Any], field: str) -> None:
+    site: Site, extra: dict[str, Any], field: str
+) -> None:
     body = {"prompt": "plain-bot", "variants": [2], **extra}
     answer = await refused(site, "POST", "/experiments", body)
     assert answer["field"] == field and answer["error"].startswith(field), answer
     assert "9" * 80 not in answer["error"], "the whole number was echoed back"
     # The same request without the hostile value is accepted: nothing else was wrong.
-    status, _ = await site.send("POST", "/experiments", {"prompt": "plain-bot",
-                                                         "variants": [2]})
+    status, _ = await site.send("POST", "/experiments", {"prompt": "plain-bot", "variants": [2]})
     assert status == 201
 
 
 async def test_a_huge_version_number_in_a_new_experiment_is_400(site: Site) -> None:
-    answer = await refused(site, "POST", "/experiments",
-                           {"prompt": "plain-bot", "variants": [HUGE]})
+    answer = await refused(
+        site, "POST", "/experiments", {"prompt": "plain-bot", "variants": [HUGE]}
+    )
     assert answer["field"] == "variants[0]" and "9" * 80 not in answer["error"]
 
 
-FAST = Settings(poll_interval_seconds=0.05, lease_seconds=1.0, retry_base_seconds=0.0,
-                job_timeout_seconds=30, shutdown_grace_seconds=0.5)
+FAST = Settings(
+    poll_interval_seconds=0.05,
+    lease_seconds=1.0,
+    retry_base_seconds=0.0,
+    job_timeout_seconds=30,
+    shutdown_grace_seconds=0.5,
+)
 
 
-async def run_job_to_the_end(engine: Engine, job_type: str, payload: dict[str, Any]
-                             ) -> queue.Job:
+async def run_job_to_the_end(engine: Engine, job_type: str, payload: dict[str, Any]) -> queue.Job:
     """One job through the real worker and handlers; returns the finished row."""
-    job, _ = queue.enqueue(engine, NewJob(type=job_type, payload=payload),
-                           max_attempts=3, now=utcnow())
-    ctx = ServiceContext(settings=FAST, engine=engine, sessions=session_factory(engine),
-                         stats=RunStats(), clock=utcnow)
+    job, _ = queue.enqueue(
+        engine, NewJob(type=job_type, payload=payload), max_attempts=3, now=utcnow()
+    )
+    ctx = ServiceContext(
+        settings=FAST,
+        engine=engine,
+        sessions=session_factory(engine),
+        stats=RunStats(),
+        clock=utcnow,
+    )
     worker = Worker(ctx, default_handlers(), worker_id="hostile", rng=random.Random(1))
-    done: Callable[[], bool] = lambda: queue.get_job(engine, job.id).status in (  # noqa: E731
-        "completed", "failed")
+
+    def done() -> bool:
+        return queue.get_job(engine, job.id).status in ("completed", "failed")
+
     worker.start()
     try:
         deadline = asyncio.get_running_loop().time() + 20
@@ -147,10 +163,12 @@ async def run_job_to_the_end(engine: Engine, job_type: str, payload: dict[str, A
 
 @pytest.mark.parametrize(("extra", "field"), HUGE_SETTINGS)
 async def test_huge_numbers_in_an_experiment_creation_job_fail_it_at_once(
-        engine: Engine, extra: dict[str, Any], field: str) -> None:
+    engine: Engine, extra: dict[str, Any], field: str
+) -> None:
     seed(engine, "plain-bot")
-    job = await run_job_to_the_end(engine, "experiment_creation",
-                                   {"prompt": "plain-bot", "variants": [2], **extra})
+    job = await run_job_to_the_end(
+        engine, "experiment_creation", {"prompt": "plain-bot", "variants": [2], **extra}
+    )
     assert (job.status, job.attempts) == ("failed", 1), job.error
     assert job.error is not None and field in job.error and "9" * 80 not in job.error
 
@@ -165,27 +183,41 @@ def body_cases(bad: str) -> list[tuple[str, str, dict[str, Any], str]]:
         ("POST", "/experiments/{eid}/stop", {"reason": f"done{bad}"}, "reason"),
         ("POST", "/experiments", {"prompt": f"plain-bot{bad}", "variants": [2]}, "prompt"),
         ("POST", "/experiments", {"prompt": bad, "variants": [2]}, "prompt"),
-        ("POST", "/jobs", {"type": "pattern_analysis", "prompt": f"plain-bot{bad}"},
-         "prompt"),
-        ("POST", "/jobs", {"type": "experiment_creation",
-                           "payload": {"prompt": f"plain-bot{bad}"}}, "payload.prompt"),
-        ("POST", "/jobs", {"type": "experiment_creation",
-                           "payload": {"prompt": "plain-bot", "guardrails": [
-                               {"metric": f"rating{bad}"}]}}, "payload.guardrails[0].metric"),
+        ("POST", "/jobs", {"type": "pattern_analysis", "prompt": f"plain-bot{bad}"}, "prompt"),
+        (
+            "POST",
+            "/jobs",
+            {"type": "experiment_creation", "payload": {"prompt": f"plain-bot{bad}"}},
+            "payload.prompt",
+        ),
+        (
+            "POST",
+            "/jobs",
+            {
+                "type": "experiment_creation",
+                "payload": {"prompt": "plain-bot", "guardrails": [{"metric": f"rating{bad}"}]},
+            },
+            "payload.guardrails[0].metric",
+        ),
         ("POST", "/prompts", {"name": "new-bot", "content": f"Be kind.{bad}"}, "content"),
-        ("POST", "/prompts", {"name": "new-bot", "content": "Be kind.",
-                              "change_notes": bad}, "change_notes"),
+        (
+            "POST",
+            "/prompts",
+            {"name": "new-bot", "content": "Be kind.", "change_notes": bad},
+            "change_notes",
+        ),
         ("POST", "/prompts", {"name": f"new-bot{bad}", "content": "Be kind."}, "name"),
         ("POST", "/prompts/plain-bot/versions", {"content": f"Be brief.{bad}"}, "content"),
-        ("POST", "/prompts/plain-bot/rollback", {"version": 2, "reason": f"r{bad}"},
-         "reason"),
+        ("POST", "/prompts/plain-bot/rollback", {"version": 2, "reason": f"r{bad}"}, "reason"),
     ]
 
 
-@pytest.mark.parametrize(("bad", "words"), [(SURROGATE, SURROGATE_WORDS), (NUL, NUL_WORDS)],
-                         ids=["surrogate", "nul"])
+@pytest.mark.parametrize(
+    ("bad", "words"), [(SURROGATE, SURROGATE_WORDS), (NUL, NUL_WORDS)], ids=["surrogate", "nul"]
+)
 async def test_unstorable_text_in_an_admin_body_is_400_naming_the_field(
-        site: Site, bad: str, words: str) -> None:
+    site: Site, bad: str, words: str
+) -> None:
     for method, path, body, field in body_cases(bad):
         target = path.format(eid=site.running.experiment_id)
         answer = await refused(site, method, target, body)
@@ -196,43 +228,59 @@ async def test_unstorable_text_in_an_admin_body_is_400_naming_the_field(
 
 @pytest.mark.parametrize("bad", [SURROGATE, NUL], ids=["surrogate", "nul"])
 async def test_unstorable_text_in_an_unknown_body_key_is_400(site: Site, bad: str) -> None:
-    await refused(site, "POST", f"/experiments/{site.running.experiment_id}/stop",
-                  {f"reason{bad}": "x"})
-    await refused(site, "POST", "/experiments",
-                  {"prompt": "plain-bot", "variants": [2], f"x{bad}": 1})
+    await refused(
+        site, "POST", f"/experiments/{site.running.experiment_id}/stop", {f"reason{bad}": "x"}
+    )
+    await refused(
+        site, "POST", "/experiments", {"prompt": "plain-bot", "variants": [2], f"x{bad}": 1}
+    )
 
 
-@pytest.mark.parametrize(("field", "bad"), [
-    (field, bad) for field in ("unit_id", "prompt", "segment", "transcript")
-    for bad in (SURROGATE, NUL)])
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        (field, bad)
+        for field in ("unit_id", "prompt", "segment", "transcript")
+        for bad in (SURROGATE, NUL)
+    ],
+)
 async def test_unstorable_text_in_a_conversation_is_400_naming_the_row(
-        site: Site, field: str, bad: str) -> None:
-    row = {"prompt": "plain-bot", "version": 1, "unit_id": "u1", "segment": "s",
-           "transcript": "t"}
-    answer = await refused(site, "POST", "/v1/conversations",
-                           {"conversations": [row, {**row, field: f"a{bad}"}]}, token=INGEST)
+    site: Site, field: str, bad: str
+) -> None:
+    row = {"prompt": "plain-bot", "version": 1, "unit_id": "u1", "segment": "s", "transcript": "t"}
+    answer = await refused(
+        site,
+        "POST",
+        "/v1/conversations",
+        {"conversations": [row, {**row, field: f"a{bad}"}]},
+        token=INGEST,
+    )
     assert [(e["index"], e["field"]) for e in answer["errors"]] == [(1, field)]
 
 
 # --- NUL in path and query parameters --------------------------------------------------------
 
 
-@pytest.mark.parametrize(("target", "token", "field"), [
-    ("/experiments?prompt=%00", ADMIN, "prompt"),
-    ("/experiments?prompt=support-bot%00", ADMIN, "prompt"),
-    ("/experiments?status=%00", ADMIN, "status"),
-    ("/jobs?status=%00", ADMIN, "status"),
-    ("/jobs?type=%00", ADMIN, "type"),
-    ("/insights?prompt=support-bot%00", ADMIN, "prompt"),
-    ("/insights?kind=%00", ADMIN, "kind"),
-    ("/prompts/support-bot%00", ADMIN, "name"),
-    ("/v1/prompts/bot%00/resolve?unit_id=u1", INGEST, "prompt"),
-    ("/v1/prompts/support-bot%00/resolve?unit_id=u1", INGEST, "prompt"),
-    ("/v1/prompts/support-bot/resolve?unit_id=u1%00", INGEST, "unit_id"),
-    ("/v1/prompts/support-bot/resolve?unit_id=%00", INGEST, "unit_id"),
-])
+@pytest.mark.parametrize(
+    ("target", "token", "field"),
+    [
+        ("/experiments?prompt=%00", ADMIN, "prompt"),
+        ("/experiments?prompt=support-bot%00", ADMIN, "prompt"),
+        ("/experiments?status=%00", ADMIN, "status"),
+        ("/jobs?status=%00", ADMIN, "status"),
+        ("/jobs?type=%00", ADMIN, "type"),
+        ("/insights?prompt=support-bot%00", ADMIN, "prompt"),
+        ("/insights?kind=%00", ADMIN, "kind"),
+        ("/prompts/support-bot%00", ADMIN, "name"),
+        ("/v1/prompts/bot%00/resolve?unit_id=u1", INGEST, "prompt"),
+        ("/v1/prompts/support-bot%00/resolve?unit_id=u1", INGEST, "prompt"),
+        ("/v1/prompts/support-bot/resolve?unit_id=u1%00", INGEST, "unit_id"),
+        ("/v1/prompts/support-bot/resolve?unit_id=%00", INGEST, "unit_id"),
+    ],
+)
 async def test_nul_in_a_path_or_query_parameter_is_400_naming_it(
-        site: Site, target: str, token: str, field: str) -> None:
+    site: Site, target: str, token: str, field: str
+) -> None:
     answer = await refused(site, "GET", target, token=token)
     assert answer["field"] == field, answer
 
@@ -240,26 +288,39 @@ async def test_nul_in_a_path_or_query_parameter_is_400_naming_it(
 # --- empty and blank unit ids ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("query", "message"), [
-    ("unit_id=", "unit_id is empty"),
-    ("unit_id=%20%09", "unit_id is blank"),
-    ("unit_id=" + "u" * 250, "unit_id is 250 characters; at most 200"),
-])
-async def test_a_bad_unit_id_at_resolve_says_what_is_wrong(site: Site, query: str,
-                                                           message: str) -> None:
-    answer = await refused(site, "GET", f"/v1/prompts/support-bot/resolve?{query}",
-                           token=INGEST)
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("unit_id=", "unit_id is empty"),
+        ("unit_id=%20%09", "unit_id is blank"),
+        ("unit_id=" + "u" * 250, "unit_id is 250 characters; at most 200"),
+    ],
+)
+async def test_a_bad_unit_id_at_resolve_says_what_is_wrong(
+    site: Site, query: str, message: str
+) -> None:
+    answer = await refused(site, "GET", f"/v1/prompts/support-bot/resolve?{query}", token=INGEST)
     assert answer["field"] == "unit_id" and answer["error"].startswith(message), answer
 
 
-@pytest.mark.parametrize(("unit", "problem"), [
-    ("", "is empty"), (" \t", "is blank"), ("u" * 250, "is 250 characters; at most 200"),
-])
-async def test_a_bad_unit_id_at_ingest_says_what_is_wrong(site: Site, unit: str,
-                                                          problem: str) -> None:
-    answer = await refused(site, "POST", "/v1/conversations",
-                           {"prompt": "plain-bot", "version": 1, "unit_id": unit},
-                           token=INGEST)
+@pytest.mark.parametrize(
+    ("unit", "problem"),
+    [
+        ("", "is empty"),
+        (" \t", "is blank"),
+        ("u" * 250, "is 250 characters; at most 200"),
+    ],
+)
+async def test_a_bad_unit_id_at_ingest_says_what_is_wrong(
+    site: Site, unit: str, problem: str
+) -> None:
+    answer = await refused(
+        site,
+        "POST",
+        "/v1/conversations",
+        {"prompt": "plain-bot", "version": 1, "unit_id": unit},
+        token=INGEST,
+    )
     [error] = answer["errors"]
     assert error["field"] == "unit_id" and error["problem"].startswith(problem), error
 
@@ -267,11 +328,15 @@ async def test_a_bad_unit_id_at_ingest_says_what_is_wrong(site: Site, unit: str,
 # --- the same checks outside HTTP ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("raw", [
-    '{"prompt": "plain-bot\\u0000"}', '{"prompt": "\\ud800"}',
-    '{"prompt": "plain-bot", "guardrails": [{"metric": "rating\\u0000"}]}',
-    '{"\\u0000": 1}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"prompt": "plain-bot\\u0000"}',
+        '{"prompt": "\\ud800"}',
+        '{"prompt": "plain-bot", "guardrails": [{"metric": "rating\\u0000"}]}',
+        '{"\\u0000": 1}',
+    ],
+)
 def test_a_stored_payload_with_unstorable_text_fails_for_good(raw: str) -> None:
     with pytest.raises(PermanentJobError, match="payload field") as caught:
         decode_stored_payload(raw)
@@ -282,10 +347,12 @@ def test_a_stored_payload_with_unstorable_text_fails_for_good(raw: str) -> None:
 
 @pytest.mark.parametrize("bad", [NUL, SURROGATE], ids=["nul", "surrogate"])
 async def test_an_experiment_creation_job_naming_an_unstorable_prompt_fails_at_once(
-        engine: Engine, bad: str) -> None:
+    engine: Engine, bad: str
+) -> None:
     seed(engine, "plain-bot")
-    job = await run_job_to_the_end(engine, "experiment_creation",
-                                   {"prompt": f"plain-bot{bad}", "variants": [2]})
+    job = await run_job_to_the_end(
+        engine, "experiment_creation", {"prompt": f"plain-bot{bad}", "variants": [2]}
+    )
     assert (job.status, job.attempts) == ("failed", 1), job.error
     assert job.error is not None and "prompt" in job.error
 
@@ -300,8 +367,12 @@ def test_a_new_job_from_the_cli_refuses_unstorable_text() -> None:
 
 
 def test_check_unit_id_names_the_problem() -> None:
-    for value, message in (("", "unit_id is empty"), ("  ", "unit_id is blank"),
-                           (7, "unit_id must be a string"), (f"u{NUL}", NUL_WORDS),
-                           (f"u{SURROGATE}", SURROGATE_WORDS)):
+    for value, message in (
+        ("", "unit_id is empty"),
+        ("  ", "unit_id is blank"),
+        (7, "unit_id must be a string"),
+        (f"u{NUL}", NUL_WORDS),
+        (f"u{SURROGATE}", SURROGATE_WORDS),
+    ):
         with pytest.raises(InvalidInput, match=message):
             check_unit_id(value)

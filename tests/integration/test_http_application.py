@@ -36,8 +36,7 @@ async def client(engine: Engine, make_client: ClientMaker) -> TestClient:
     return await make_client(engine, SETTINGS)
 
 
-async def post(client: TestClient, body: Any, headers: dict[str, str] = AUTH
-               ) -> ClientResponse:
+async def post(client: TestClient, body: Any, headers: dict[str, str] = AUTH) -> ClientResponse:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     return await client.post("/v1/conversations", data=data, headers=headers)
 
@@ -48,8 +47,13 @@ async def post(client: TestClient, body: Any, headers: dict[str, str] = AUTH
 def test_resolve_without_experiment(engine: Engine) -> None:
     world = seed(engine, active=2)
     assert resolve(engine, "support-bot", "u1") == {
-        "prompt": "support-bot", "version": 2, "version_id": world.versions[2],
-        "content": "support-bot prompt v2", "experiment_id": None, "arm": None}
+        "prompt": "support-bot",
+        "version": 2,
+        "version_id": world.versions[2],
+        "content": "support-bot prompt v2",
+        "experiment_id": None,
+        "arm": None,
+    }
 
 
 def test_resolve_running_experiment_is_sticky_and_weighted(engine: Engine) -> None:
@@ -77,8 +81,7 @@ def test_resolve_paused_experiment_serves_control(engine: Engine) -> None:
         assert answer["version_id"] == world.versions[1]
 
 
-def test_stopped_arm_sends_its_units_to_control_and_moves_nobody_else(engine: Engine
-                                                                         ) -> None:
+def test_stopped_arm_sends_its_units_to_control_and_moves_nobody_else(engine: Engine) -> None:
     world = seed(engine, experiment=[(1, 1.0), (2, 1.0), (3, 1.0)])
     units = [f"u{i}" for i in range(600)]
     before = {u: resolve(engine, "support-bot", u)["version"] for u in units}
@@ -133,23 +136,32 @@ def test_resolve_writes_nothing(engine: Engine) -> None:
 
 async def test_http_resolve(client: TestClient, engine: Engine) -> None:
     world = seed(engine, experiment=[(1, 1.0), (2, 1.0)])
-    resp = await client.get("/v1/prompts/support-bot/resolve", params={"unit_id": "u 1/é"},
-                            headers=AUTH)
+    resp = await client.get(
+        "/v1/prompts/support-bot/resolve", params={"unit_id": "u 1/é"}, headers=AUTH
+    )
     assert resp.status == 200, await resp.text()
     body = await resp.json()
     assert body == resolve(engine, "support-bot", "u 1/é")
     assert body["experiment_id"] == world.experiment_id
 
 
-@pytest.mark.parametrize(("path", "params", "status", "field"), [
-    ("/v1/prompts/support-bot/resolve", {}, 400, "unit_id"),
-    ("/v1/prompts/support-bot/resolve", {"unit_id": ""}, 400, "unit_id"),
-    ("/v1/prompts/support-bot/resolve", {"unit_id": "u", "x": "1"}, 400, "x"),
-    ("/v1/prompts/nope/resolve", {"unit_id": "u"}, 404, None),
-])
-async def test_http_resolve_errors(client: TestClient, engine: Engine, path: str,
-                                   params: dict[str, str], status: int,
-                                   field: str | None) -> None:
+@pytest.mark.parametrize(
+    ("path", "params", "status", "field"),
+    [
+        ("/v1/prompts/support-bot/resolve", {}, 400, "unit_id"),
+        ("/v1/prompts/support-bot/resolve", {"unit_id": ""}, 400, "unit_id"),
+        ("/v1/prompts/support-bot/resolve", {"unit_id": "u", "x": "1"}, 400, "x"),
+        ("/v1/prompts/nope/resolve", {"unit_id": "u"}, 404, None),
+    ],
+)
+async def test_http_resolve_errors(
+    client: TestClient,
+    engine: Engine,
+    path: str,
+    params: dict[str, str],
+    status: int,
+    field: str | None,
+) -> None:
     seed(engine)
     resp = await client.get(path, params=params, headers=AUTH)
     assert resp.status == status
@@ -195,29 +207,36 @@ async def test_http_ingest_body_limit(engine: Engine, make_client: ClientMaker) 
     assert conversation_count(engine) == 0
 
 
-@pytest.mark.parametrize("headers", [
-    {}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {ADMIN}"},
-    {"Authorization": INGEST},
-])
-async def test_http_auth_refused(client: TestClient, engine: Engine,
-                                 headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {ADMIN}"},
+        {"Authorization": INGEST},
+    ],
+)
+async def test_http_auth_refused(
+    client: TestClient, engine: Engine, headers: dict[str, str]
+) -> None:
     seed(engine)
     resp = await post(client, record(), headers=headers)
     assert resp.status == 401
-    resp = await client.get("/v1/prompts/support-bot/resolve", params={"unit_id": "u"},
-                            headers=headers)
+    resp = await client.get(
+        "/v1/prompts/support-bot/resolve", params={"unit_id": "u"}, headers=headers
+    )
     assert resp.status == 401
     assert conversation_count(engine) == 0
 
 
-async def test_http_disabled_without_ingest_token(engine: Engine,
-                                                  make_client: ClientMaker) -> None:
+async def test_http_disabled_without_ingest_token(engine: Engine, make_client: ClientMaker) -> None:
     seed(engine)
     client = await make_client(engine, SETTINGS, ingest_token=None)
     resp = await post(client, record())
     assert resp.status == 503 and "INGEST_TOKEN" in (await resp.json())["error"]
-    resp = await client.get("/v1/prompts/support-bot/resolve", params={"unit_id": "u"},
-                            headers=AUTH)
+    resp = await client.get(
+        "/v1/prompts/support-bot/resolve", params={"unit_id": "u"}, headers=AUTH
+    )
     assert resp.status == 503
 
 

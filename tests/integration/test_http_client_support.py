@@ -13,18 +13,21 @@ from tests.support.http_client import (
 )
 
 
-async def test_default_settings_open_both_apis(sqlite_engine: Engine,
-                                               make_client: ClientMaker) -> None:
+async def test_default_settings_open_both_apis(
+    sqlite_engine: Engine, make_client: ClientMaker
+) -> None:
     client = await make_client(sqlite_engine)
     jobs = await client.get("/jobs", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert jobs.status == 200, await jobs.text()
-    resolve = await client.get("/v1/prompts/absent/resolve?unit_id=u",
-                               headers={"Authorization": f"Bearer {INGEST_TOKEN}"})
+    resolve = await client.get(
+        "/v1/prompts/absent/resolve?unit_id=u", headers={"Authorization": f"Bearer {INGEST_TOKEN}"}
+    )
     assert resolve.status == 404, await resolve.text()
 
 
-async def test_overrides_replace_single_settings(sqlite_engine: Engine,
-                                                 make_client: ClientMaker) -> None:
+async def test_overrides_replace_single_settings(
+    sqlite_engine: Engine, make_client: ClientMaker
+) -> None:
     client = await make_client(sqlite_engine, admin_token=None)
     resp = await client.get("/jobs", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert resp.status == 503, await resp.text()

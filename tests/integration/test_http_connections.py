@@ -30,13 +30,20 @@ ACCEPT_ERROR = "cannot accept connections: out of file descriptors or memory"
 STARTED = "prompt-worker running"
 
 
-def start(tmp: Path, database_url: str, max_open_files: int | None = None,
-          **env: str) -> ServiceProcess:
+def start(
+    tmp: Path, database_url: str, max_open_files: int | None = None, **env: str
+) -> ServiceProcess:
     """A service process with only the tokens given here (none from the caller's shell)."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if k not in ("ADMIN_TOKEN", "INGEST_TOKEN")}
-    full_env.update(DATABASE_URL=database_url, HOST="127.0.0.1", PORT=str(port),
-                    LOG_LEVEL="INFO", LOG_FORMAT="kv", **env)
+    full_env.update(
+        DATABASE_URL=database_url,
+        HOST="127.0.0.1",
+        PORT=str(port),
+        LOG_LEVEL="INFO",
+        LOG_FORMAT="kv",
+        **env,
+    )
 
     def limit_files() -> None:
         if max_open_files is not None:
@@ -44,9 +51,14 @@ def start(tmp: Path, database_url: str, max_open_files: int | None = None,
 
     log_path = tmp / f"service-{port}.log"
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "optimizer", "run"], cwd=REPO,
-                                env=full_env, stdout=log_file, stderr=subprocess.STDOUT,
-                                preexec_fn=limit_files)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "optimizer", "run"],
+            cwd=REPO,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limit_files,
+        )
     return ServiceProcess(proc, port, log_path)
 
 
@@ -65,8 +77,13 @@ def slow_clients_service(database) -> Iterator[ServiceProcess]:
     """Request deadline 1 s, keep-alive a minute: what closes a connection here is the
     request deadline, not the idle timeout."""
     path, url = database
-    svc = start(path.parent, url, HTTP_KEEPALIVE_TIMEOUT_SECONDS="60",
-                HTTP_REQUEST_TIMEOUT_SECONDS="1", INGEST_TOKEN=INGEST)
+    svc = start(
+        path.parent,
+        url,
+        HTTP_KEEPALIVE_TIMEOUT_SECONDS="60",
+        HTTP_REQUEST_TIMEOUT_SECONDS="1",
+        INGEST_TOKEN=INGEST,
+    )
     try:
         svc.wait_healthy()
         yield svc
@@ -78,8 +95,7 @@ def connect(svc: ServiceProcess, timeout: float = 10.0) -> socket.socket:
     return socket.create_connection(("127.0.0.1", svc.port), timeout=timeout)
 
 
-def closed_by_server(sock: socket.socket, keep_sending: bytes = b"", within: float = 15.0
-                     ) -> bool:
+def closed_by_server(sock: socket.socket, keep_sending: bytes = b"", within: float = 15.0) -> bool:
     """Wait until the server closes `sock`, sending `keep_sending` now and then meanwhile."""
     sock.settimeout(0.25)
     deadline = time.monotonic() + within
@@ -105,13 +121,14 @@ def raw_exchange(svc: ServiceProcess, request: bytes) -> tuple[int, dict[str, st
             chunks.append(chunk)
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip()
-               for k, _, v in (line.partition(":") for line in header_lines)}
+    headers = {
+        k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines)
+    }
     return int(status_line.split()[1]), headers, body
 
 
 def assert_no_echo(text: str, secret: str) -> None:
-    pieces = {secret[i:i + 8] for i in range(0, len(secret) - 8, 4)}
+    pieces = {secret[i : i + 8] for i in range(0, len(secret) - 8, 4)}
     assert not [p for p in pieces if p in text]
 
 
@@ -125,12 +142,15 @@ def test_connection_trickling_its_headers_is_closed(slow_clients_service):
 
 
 def test_connection_that_never_finishes_its_body_is_closed_without_an_error_log(
-        slow_clients_service):
+    slow_clients_service,
+):
     with connect(slow_clients_service) as sock:
-        sock.sendall(b"POST /v1/conversations HTTP/1.1\r\nHost: x\r\n"
-                     b"Authorization: Bearer " + INGEST.encode() + b"\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
-                     b'{"records": [')
+        sock.sendall(
+            b"POST /v1/conversations HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + INGEST.encode() + b"\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+            b'{"records": ['
+        )
         assert closed_by_server(sock, keep_sending=b" ")
     time.sleep(0.5)  # the handler's last line, if any, reaches the log
     logs = slow_clients_service.logs()
@@ -142,10 +162,13 @@ def test_unfinished_body_behind_pipelined_requests_is_closed(slow_clients_servic
     """aiohttp holds back requests beyond its queue of 32 and parses them later from no new
     bytes; the body of one of those must be on the clock too."""
     with connect(slow_clients_service) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 40
-                     + b"POST /v1/conversations HTTP/1.1\r\nHost: x\r\n"
-                     b"Authorization: Bearer " + INGEST.encode() + b"\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a")
+        sock.sendall(
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            * 40
+            + b"POST /v1/conversations HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + INGEST.encode() + b"\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a'
+        )
         assert closed_by_server(sock)
 
 
@@ -172,7 +195,8 @@ def test_deadline_is_per_request_not_per_connection(slow_clients_service):
 def test_oversized_header_gets_json_431_that_quotes_nothing(slow_clients_service):
     status, headers, body = raw_exchange(
         slow_clients_service,
-        f"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SECRET}\r\n\r\n".encode())
+        f"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SECRET}\r\n\r\n".encode(),
+    )
     assert status == 431
     assert headers["content-type"].startswith("application/json")
     answer = json.loads(body)
@@ -183,14 +207,20 @@ def test_oversized_header_gets_json_431_that_quotes_nothing(slow_clients_service
     assert_no_echo(slow_clients_service.logs(), SECRET)
 
 
-@pytest.mark.parametrize("request_bytes, problem", [
-    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Note: a\x01private-words\r\n\r\n",
-     "malformed HTTP request"),
-    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfcprivate-words\r\n\r\n", "HTTPS"),
-    (b"GET /private-words HTTP/9.7\r\nHost: x\r\n\r\n", "request line"),
-])
-def test_malformed_request_gets_json_400_that_quotes_nothing(slow_clients_service,
-                                                              request_bytes, problem):
+@pytest.mark.parametrize(
+    "request_bytes, problem",
+    [
+        (
+            b"GET /health HTTP/1.1\r\nHost: x\r\nX-Note: a\x01private-words\r\n\r\n",
+            "malformed HTTP request",
+        ),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfcprivate-words\r\n\r\n", "HTTPS"),
+        (b"GET /private-words HTTP/9.7\r\nHost: x\r\n\r\n", "request line"),
+    ],
+)
+def test_malformed_request_gets_json_400_that_quotes_nothing(
+    slow_clients_service, request_bytes, problem
+):
     status, headers, body = raw_exchange(slow_clients_service, request_bytes)
     assert status == 400
     assert headers["content-type"].startswith("application/json")
@@ -208,16 +238,19 @@ def test_body_not_matching_its_encoding_logs_no_traceback(slow_clients_service, 
     for _ in range(20):
         conn = http.client.HTTPConnection("127.0.0.1", slow_clients_service.port, timeout=10)
         try:
-            conn.request("POST", path, body=b"x" * 4000,
-                         headers={"Content-Encoding": "gzip",
-                                  "Content-Type": "application/json"})
+            conn.request(
+                "POST",
+                path,
+                body=b"x" * 4000,
+                headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+            )
             response = conn.getresponse()
             assert response.status < 500
             response.read()
         finally:
             conn.close()
     time.sleep(0.5)
-    added = slow_clients_service.logs()[len(before):]
+    added = slow_clients_service.logs()[len(before) :]
     assert "Traceback" not in added and "Unhandled exception" not in added, added
     assert added.count("\n") <= 3, added
 
@@ -226,8 +259,10 @@ def test_broken_chunked_body_gets_a_400_that_quotes_nothing(slow_clients_service
     status, headers, body = raw_exchange(
         slow_clients_service,
         b"POST /v1/conversations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-        + INGEST.encode() + b"\r\nContent-Type: application/json\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n2\r\n{\"\r\nzz-private-words\r\n\r\n")
+        + INGEST.encode()
+        + b"\r\nContent-Type: application/json\r\n"
+        b'Transfer-Encoding: chunked\r\n\r\n2\r\n{"\r\nzz-private-words\r\n\r\n',
+    )
     assert status == 400
     answer = json.loads(body)
     assert "private-words" not in answer["error"], answer
@@ -253,8 +288,13 @@ def test_idle_keepalive_connection_is_closed(database):
 
 def test_service_recovers_from_running_out_of_file_descriptors_with_a_short_log(database):
     path, url = database
-    svc = start(path.parent, url, max_open_files=64, HTTP_KEEPALIVE_TIMEOUT_SECONDS="1",
-                HTTP_REQUEST_TIMEOUT_SECONDS="1")
+    svc = start(
+        path.parent,
+        url,
+        max_open_files=64,
+        HTTP_KEEPALIVE_TIMEOUT_SECONDS="1",
+        HTTP_REQUEST_TIMEOUT_SECONDS="1",
+    )
     idle: list[socket.socket] = []
     try:
         svc.wait_healthy()
@@ -282,14 +322,16 @@ def test_service_recovers_from_running_out_of_file_descriptors_with_a_short_log(
 # --- the start-up line --------------------------------------------------------------------
 
 
-def test_startup_line_says_where_it_listens_and_what_stays_closed(slow_clients_service,
-                                                                  database):
+def test_startup_line_says_where_it_listens_and_what_stays_closed(slow_clients_service, database):
     path, _ = database
     (started,) = slow_clients_service.events(STARTED)
     assert started["url"] == f"http://127.0.0.1:{slow_clients_service.port}"
     assert started["database"] == str(path)
-    warnings = [line for line in slow_clients_service.logs().splitlines()
-                if "level=warning" in line and "_TOKEN" in line]
+    warnings = [
+        line
+        for line in slow_clients_service.logs().splitlines()
+        if "level=warning" in line and "_TOKEN" in line
+    ]
     assert len(warnings) == 1
     assert "ADMIN_TOKEN is not set" in warnings[0] and "503" in warnings[0]
 

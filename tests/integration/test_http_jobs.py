@@ -61,9 +61,16 @@ async def post_job(client: TestClient, body: Any) -> ClientResponse:
 
 async def test_create_job_returns_201_with_the_stored_job(client, engine):
     before = utcnow().replace(microsecond=0)
-    resp = await post_job(client, {"type": "pattern_analysis", "prompt": " support-bot ",
-                                   "payload": {"scope": "nightly"}, "priority": 7,
-                                   "run_at": "2030-01-02T03:04:05Z"})
+    resp = await post_job(
+        client,
+        {
+            "type": "pattern_analysis",
+            "prompt": " support-bot ",
+            "payload": {"scope": "nightly"},
+            "priority": 7,
+            "run_at": "2030-01-02T03:04:05Z",
+        },
+    )
     assert resp.status == 201
     job = await resp.json()
     assert resp.headers["Location"] == f"/jobs/{job['id']}"
@@ -89,8 +96,9 @@ async def test_create_job_with_only_a_type_uses_defaults(client, engine):
 
 
 async def test_payload_may_be_a_json_string_of_an_object(client):
-    resp = await post_job(client, {"type": "full_cycle", "payload": '{"n": 2, "prompt": "bot"}',
-                                   "priority": "-3"})
+    resp = await post_job(
+        client, {"type": "full_cycle", "payload": '{"n": 2, "prompt": "bot"}', "priority": "-3"}
+    )
     assert resp.status == 201
     job = await resp.json()
     assert job["payload"] == {"n": 2, "prompt": "bot"} and job["priority"] == -3
@@ -118,8 +126,9 @@ async def test_list_filters_by_status_and_type_newest_first(client, engine):
 
 
 async def test_get_job_by_id(client):
-    created = await (await post_job(client, {"type": "variant_generation",
-                                             "prompt": "support-bot"})).json()
+    created = await (
+        await post_job(client, {"type": "variant_generation", "prompt": "support-bot"})
+    ).json()
     resp = await client.get(f"/jobs/{created['id']}", headers=AUTH)
     assert resp.status == 200
     assert await resp.json() == created
@@ -140,8 +149,7 @@ async def test_cancel_pending_then_again_is_409(client, engine):
 
 async def test_cancel_running_job_asks_it_to_stop(client, engine):
     job_id = (await (await post_job(client, A_JOB)).json())["id"]
-    claimed = await asyncio.to_thread(queue.claim, engine, "w1", lease_seconds=60,
-                                      now=utcnow())
+    claimed = await asyncio.to_thread(queue.claim, engine, "w1", lease_seconds=60, now=utcnow())
     assert claimed is not None and claimed.id == job_id
     resp = await client.post(f"/jobs/{job_id}/cancel", headers=AUTH)
     assert resp.status == 200
@@ -161,8 +169,10 @@ async def test_missing_job_is_404(client):
 @pytest.mark.parametrize("bad_id", ["abc", "0", "-1", "1.5", "99999999999999999999", "١"])
 async def test_bad_job_id_is_400(client, engine, bad_id):
     before = await rows(engine)
-    for resp in (await client.get(f"/jobs/{bad_id}", headers=AUTH),
-                 await client.post(f"/jobs/{bad_id}/cancel", headers=AUTH)):
+    for resp in (
+        await client.get(f"/jobs/{bad_id}", headers=AUTH),
+        await client.post(f"/jobs/{bad_id}/cancel", headers=AUTH),
+    ):
         body = await error_of(resp, 400)
         assert body["field"] == "id"
     assert await rows(engine) == before
@@ -183,12 +193,12 @@ async def test_unknown_route_and_wrong_method_answer_json(client):
 ROUTES = [("POST", "/jobs"), ("GET", "/jobs"), ("GET", "/jobs/1"), ("POST", "/jobs/1/cancel")]
 BAD_AUTH = [
     None,
-    f"Bearer {'x' * len(TOKEN)}",           # same length, wrong
-    f"Bearer {TOKEN}-and-more",              # different length
-    "Bearer s",                              # much shorter
-    f"Basic {TOKEN}",                        # wrong scheme
-    "Bearer ",                               # no token
-    TOKEN,                                   # no scheme
+    f"Bearer {'x' * len(TOKEN)}",  # same length, wrong
+    f"Bearer {TOKEN}-and-more",  # different length
+    "Bearer s",  # much shorter
+    f"Basic {TOKEN}",  # wrong scheme
+    "Bearer ",  # no token
+    TOKEN,  # no scheme
 ]
 
 
@@ -197,8 +207,7 @@ BAD_AUTH = [
 async def test_missing_or_wrong_token_is_401(client, engine, method, path, authorization):
     before = await rows(engine)
     headers = {} if authorization is None else {"Authorization": authorization}
-    resp = await client.request(method, path, headers=headers,
-                                data=json.dumps(A_JOB))
+    resp = await client.request(method, path, headers=headers, data=json.dumps(A_JOB))
     body = await error_of(resp, 401)
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
     assert TOKEN not in body["error"] and TOKEN not in json.dumps(dict(resp.headers))
@@ -213,8 +222,7 @@ async def test_bearer_scheme_is_case_insensitive(client):
 @pytest.mark.parametrize(("method", "path"), ROUTES)
 async def test_admin_api_disabled_without_admin_token(engine, make_client, method, path):
     client = await make_client(engine, SETTINGS, admin_token=None)
-    resp = await client.request(method, path, headers=AUTH,
-                                data=json.dumps(A_JOB))
+    resp = await client.request(method, path, headers=AUTH, data=json.dumps(A_JOB))
     body = await error_of(resp, 503)
     assert body["error"] == "admin API disabled: set ADMIN_TOKEN"
     assert await rows(engine) == 0
@@ -237,64 +245,98 @@ BAD_BODIES: list[tuple[str, bytes | dict[str, Any], str | None]] = [
     ("empty body", b"", None),
     ("not utf-8", b'{"type": "full_\xff"}', None),
     ("NaN", b'{"type": "full_cycle", "payload": {"x": NaN}}', None),
-    ("huge integer", b'{"type": "full_cycle", "prompt": "bot", "priority": ' + b"9" * 5000
-     + b"}", None),
-    ("deep nesting", b'{"type": "full_cycle", "payload": {"a": ' + b"[" * 100_000
-     + b"]" * 100_000 + b"}}", None),
-    ("nesting over limit", b'{"type": "full_cycle", "payload": {"a": ' + b"[" * 80
-     + b"]" * 80 + b"}}", None),
+    (
+        "huge integer",
+        b'{"type": "full_cycle", "prompt": "bot", "priority": ' + b"9" * 5000 + b"}",
+        None,
+    ),
+    (
+        "deep nesting",
+        b'{"type": "full_cycle", "payload": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+        None,
+    ),
+    (
+        "nesting over limit",
+        b'{"type": "full_cycle", "payload": {"a": ' + b"[" * 80 + b"]" * 80 + b"}}",
+        None,
+    ),
     ("unknown field", {"type": "full_cycle", "priorty": 5}, "priorty"),
     ("missing type", {"priority": 1}, "type"),
     ("unknown type", {"type": "make_it_better"}, "type"),
     ("type not a string", {"type": ["full_cycle"]}, "type"),
-    ("priority word", {"type": "full_cycle", "prompt": "bot", "priority": "high"},
-     "priority"),
+    ("priority word", {"type": "full_cycle", "prompt": "bot", "priority": "high"}, "priority"),
     ("priority bool", {"type": "full_cycle", "prompt": "bot", "priority": True}, "priority"),
-    ("priority too big", {"type": "full_cycle", "prompt": "bot", "priority": 99999},
-     "priority"),
-    ("priority fraction", {"type": "full_cycle", "prompt": "bot", "priority": 1.5},
-     "priority"),
-    ("priority digits", {"type": "full_cycle", "prompt": "bot", "priority": "9" * 5000},
-     "priority"),
-    ("priority superscript", {"type": "full_cycle", "prompt": "bot", "priority": "²"},
-     "priority"),
+    ("priority too big", {"type": "full_cycle", "prompt": "bot", "priority": 99999}, "priority"),
+    ("priority fraction", {"type": "full_cycle", "prompt": "bot", "priority": 1.5}, "priority"),
+    (
+        "priority digits",
+        {"type": "full_cycle", "prompt": "bot", "priority": "9" * 5000},
+        "priority",
+    ),
+    ("priority superscript", {"type": "full_cycle", "prompt": "bot", "priority": "²"}, "priority"),
     ("run_at word", {"type": "full_cycle", "prompt": "bot", "run_at": "tomorrow"}, "run_at"),
-    ("run_at number", {"type": "full_cycle", "prompt": "bot", "run_at": 1700000000},
-     "run_at"),
-    ("run_at edge of calendar", {"type": "full_cycle", "prompt": "bot",
-                                 "run_at": "0001-01-01T00:00:00+01:00"}, "run_at"),
+    ("run_at number", {"type": "full_cycle", "prompt": "bot", "run_at": 1700000000}, "run_at"),
+    (
+        "run_at edge of calendar",
+        {"type": "full_cycle", "prompt": "bot", "run_at": "0001-01-01T00:00:00+01:00"},
+        "run_at",
+    ),
     ("payload array string", {"type": "full_cycle", "payload": "[1]"}, "payload"),
     ("payload not json", {"type": "full_cycle", "payload": "not json"}, "payload"),
     ("payload array", {"type": "full_cycle", "payload": [1]}, "payload"),
     ("payload number", {"type": "full_cycle", "payload": 5}, "payload"),
     ("payload string with NaN", {"type": "full_cycle", "payload": '{"x": NaN}'}, "payload"),
     ("payload string too deep", {"type": "full_cycle", "payload": "[" * 100_000}, "payload"),
-    ("payload string nested over limit",
-     {"type": "full_cycle", "payload": '{"a":' + "[" * 80 + "]" * 80 + "}"}, "payload"),
+    (
+        "payload string nested over limit",
+        {"type": "full_cycle", "payload": '{"a":' + "[" * 80 + "]" * 80 + "}"},
+        "payload",
+    ),
     ("payload string huge integer", {"type": "full_cycle", "payload": "1" * 5000}, "payload"),
     ("prompt empty", {"type": "pattern_analysis", "prompt": "  "}, "prompt"),
     ("prompt not a string", {"type": "pattern_analysis", "prompt": 5}, "prompt"),
     ("prompt not a name", {"type": "pattern_analysis", "prompt": "two words"}, "prompt"),
     # The payload is checked against its job type's model before anything is stored.
-    ("payload field out of range", {"type": "variant_generation", "prompt": "support-bot",
-                                    "payload": {"n": 99}}, "payload.n"),
-    ("payload field missing", {"type": "variant_generation", "payload": {"n": 2}},
-     "payload.prompt"),
-    ("payload field unknown", {"type": "full_cycle", "prompt": "bot",
-                               "payload": {"colour": 1}}, "payload.colour"),
-    ("payload field of the wrong kind", {"type": "experiment_creation", "prompt": "bot",
-                                         "payload": {"confidence": "high"}},
-     "payload.confidence"),
-    ("payload nested field", {"type": "experiment_creation", "prompt": "bot",
-                              "payload": {"guardrails": [{"metric": "mood"}]}},
-     "payload.guardrails[0].metric"),
-    ("prompt for a type that takes none", {"type": "experiment_monitoring", "prompt": "bot"},
-     "payload.prompt"),
+    (
+        "payload field out of range",
+        {"type": "variant_generation", "prompt": "support-bot", "payload": {"n": 99}},
+        "payload.n",
+    ),
+    (
+        "payload field missing",
+        {"type": "variant_generation", "payload": {"n": 2}},
+        "payload.prompt",
+    ),
+    (
+        "payload field unknown",
+        {"type": "full_cycle", "prompt": "bot", "payload": {"colour": 1}},
+        "payload.colour",
+    ),
+    (
+        "payload field of the wrong kind",
+        {"type": "experiment_creation", "prompt": "bot", "payload": {"confidence": "high"}},
+        "payload.confidence",
+    ),
+    (
+        "payload nested field",
+        {
+            "type": "experiment_creation",
+            "prompt": "bot",
+            "payload": {"guardrails": [{"metric": "mood"}]},
+        },
+        "payload.guardrails[0].metric",
+    ),
+    (
+        "prompt for a type that takes none",
+        {"type": "experiment_monitoring", "prompt": "bot"},
+        "payload.prompt",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("body", "field"), [(b, f) for _, b, f in BAD_BODIES],
-                         ids=[name for name, _, _ in BAD_BODIES])
+@pytest.mark.parametrize(
+    ("body", "field"), [(b, f) for _, b, f in BAD_BODIES], ids=[name for name, _, _ in BAD_BODIES]
+)
 async def test_bad_body_is_400_naming_the_field_and_writes_nothing(client, engine, body, field):
     before = await rows(engine)
     error = await error_of(await post_job(client, body), 400)
@@ -307,12 +349,16 @@ async def test_bad_body_is_400_naming_the_field_and_writes_nothing(client, engin
 
 async def test_a_payload_is_refused_at_once_not_when_the_job_runs(client, engine):
     # Before job specs this answered 201 and the job failed seconds later.
-    error = await error_of(await post_job(client, {"type": "variant_generation",
-                                                   "prompt": "support-bot",
-                                                   "payload": {"n": 99}}), 400)
+    error = await error_of(
+        await post_job(
+            client, {"type": "variant_generation", "prompt": "support-bot", "payload": {"n": 99}}
+        ),
+        400,
+    )
     assert error == {"error": "payload.n must be from 1 to 10; got 99", "field": "payload.n"}
-    missing = await error_of(await post_job(client, {"type": "variant_generation",
-                                                     "payload": {"n": 2}}), 400)
+    missing = await error_of(
+        await post_job(client, {"type": "variant_generation", "payload": {"n": 2}}), 400
+    )
     assert missing["error"].startswith("payload.prompt is required")
     assert await rows(engine) == 0
 
@@ -357,8 +403,9 @@ async def test_body_over_the_limit_is_413_json(engine, make_client):
     body = await error_of(await post_job(client, big), 413)
     assert "1024" in body["error"]
     assert await rows(engine) == 0
-    small = await post_job(client, {"type": "full_cycle", "prompt": "bot",
-                                    "payload": {"scope": "x" * 500}})
+    small = await post_job(
+        client, {"type": "full_cycle", "prompt": "bot", "payload": {"scope": "x" * 500}}
+    )
     assert small.status == 201
 
 
@@ -404,9 +451,11 @@ def unreachable_engine() -> Iterator[Engine]:
 
 async def test_database_unreachable_is_503_json(unreachable_engine, make_client):
     client = await make_client(unreachable_engine, SETTINGS)
-    for resp in (await client.get("/jobs", headers=AUTH),
-                 await client.get("/jobs/1", headers=AUTH),
-                 await post_job(client, A_JOB)):
+    for resp in (
+        await client.get("/jobs", headers=AUTH),
+        await client.get("/jobs/1", headers=AUTH),
+        await post_job(client, A_JOB),
+    ):
         body = await error_of(resp, 503)
         assert body["error"] == "database unavailable, try again"
         assert resp.headers["Retry-After"].isdigit()

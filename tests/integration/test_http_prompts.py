@@ -30,8 +30,9 @@ async def client(engine: Engine, make_client: ClientMaker) -> TestClient:
 
 def _counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        return {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one())
-                for t in TABLES}
+        return {
+            t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()) for t in TABLES
+        }
 
 
 async def counts(engine: Engine) -> dict[str, int]:
@@ -59,8 +60,12 @@ async def error_of(resp: ClientResponse, status: int, field: str | None = None) 
 
 async def seed(client: TestClient) -> None:
     await ok(await post(client, "/prompts", {"name": "support", "content": "Be helpful."}), 201)
-    await ok(await post(client, "/prompts/support/versions",
-                        {"content": "Be brief.", "change_notes": "shorter"}), 201)
+    await ok(
+        await post(
+            client, "/prompts/support/versions", {"content": "Be brief.", "change_notes": "shorter"}
+        ),
+        201,
+    )
 
 
 async def test_create_list_show(client: TestClient) -> None:
@@ -69,41 +74,68 @@ async def test_create_list_show(client: TestClient) -> None:
     assert resp.headers["Location"] == "/prompts/support"
     assert created["name"] == "support" and created["active_version"] == 1
     (v1,) = created["versions"]
-    assert {k: v1[k] for k in ("number", "status", "content", "change_notes", "parent",
-                               "source")} == {
-        "number": 1, "status": "active", "content": "Be helpful.", "change_notes": None,
-        "parent": None, "source": "manual"}
+    assert {
+        k: v1[k] for k in ("number", "status", "content", "change_notes", "parent", "source")
+    } == {
+        "number": 1,
+        "status": "active",
+        "content": "Be helpful.",
+        "change_notes": None,
+        "parent": None,
+        "source": "manual",
+    }
     assert v1["created_at"].endswith("Z")
     assert created["activations"][0]["actor"] == "admin-api"
     assert created["activations"][0]["reason"] == "created"
 
-    version = await ok(await post(client, "/prompts/support/versions",
-                                  {"content": "Be brief.", "change_notes": "shorter"}), 201)
+    version = await ok(
+        await post(
+            client, "/prompts/support/versions", {"content": "Be brief.", "change_notes": "shorter"}
+        ),
+        201,
+    )
     assert {k: version[k] for k in ("number", "status", "parent", "change_notes")} == {
-        "number": 2, "status": "candidate", "parent": 1, "change_notes": "shorter"}
+        "number": 2,
+        "status": "candidate",
+        "parent": 1,
+        "change_notes": "shorter",
+    }
 
     listed = await ok(await client.get("/prompts", headers=AUTH), 200)
     (entry,) = listed["prompts"]
     assert {k: entry[k] for k in ("name", "active_version", "versions_count")} == {
-        "name": "support", "active_version": 1, "versions_count": 2}
+        "name": "support",
+        "active_version": 1,
+        "versions_count": 2,
+    }
     assert entry["created_at"].endswith("Z")
 
     shown = await ok(await client.get("/prompts/support", headers=AUTH), 200)
     assert shown["active_version"] == 1
     assert [(v["number"], v["status"]) for v in shown["versions"]] == [
-        (1, "active"), (2, "candidate")]
+        (1, "active"),
+        (2, "candidate"),
+    ]
 
 
 async def test_rollback(client: TestClient, engine: Engine) -> None:
     await seed(client)
-    rolled = await ok(await post(client, "/prompts/support/rollback",
-                                 {"version": 2, "reason": "v1 too long"}), 200)
+    rolled = await ok(
+        await post(client, "/prompts/support/rollback", {"version": 2, "reason": "v1 too long"}),
+        200,
+    )
     assert rolled["active_version"] == 2
     assert [(v["number"], v["status"]) for v in rolled["versions"]] == [
-        (1, "retired"), (2, "active")]
+        (1, "retired"),
+        (2, "active"),
+    ]
     last = rolled["activations"][-1]
     assert {k: last[k] for k in ("from_version", "to_version", "actor", "reason")} == {
-        "from_version": 1, "to_version": 2, "actor": "admin-api", "reason": "v1 too long"}
+        "from_version": 1,
+        "to_version": 2,
+        "actor": "admin-api",
+        "reason": "v1 too long",
+    }
     assert last["at"].endswith("Z")
     back = await ok(await post(client, "/prompts/support/rollback", {"version": 1}), 200)
     assert back["active_version"] == 1
@@ -111,45 +143,60 @@ async def test_rollback(client: TestClient, engine: Engine) -> None:
 
 
 async def test_auth_required(client: TestClient, engine: Engine) -> None:
-    for method, path in (("POST", "/prompts"), ("GET", "/prompts"), ("GET", "/prompts/x"),
-                         ("POST", "/prompts/x/versions"), ("POST", "/prompts/x/rollback")):
+    for method, path in (
+        ("POST", "/prompts"),
+        ("GET", "/prompts"),
+        ("GET", "/prompts/x"),
+        ("POST", "/prompts/x/versions"),
+        ("POST", "/prompts/x/rollback"),
+    ):
         resp = await client.request(method, path, data=b'{"name": "x", "content": "y"}')
         await error_of(resp, 401)
-        resp = await client.request(method, path, headers={"Authorization": "Bearer nope"},
-                                    data=b'{"name": "x", "content": "y"}')
+        resp = await client.request(
+            method,
+            path,
+            headers={"Authorization": "Bearer nope"},
+            data=b'{"name": "x", "content": "y"}',
+        )
         await error_of(resp, 401)
     assert await counts(engine) == dict.fromkeys(TABLES, 0)
 
 
-@pytest.mark.parametrize(("path", "body", "field"), [
-    ("/prompts", {"content": "x"}, "name"),
-    ("/prompts", {"name": "x"}, "content"),
-    ("/prompts", {"name": "bad name", "content": "x"}, "name"),
-    ("/prompts", {"name": 7, "content": "x"}, "name"),
-    ("/prompts", {"name": "x", "content": ""}, "content"),
-    ("/prompts", {"name": "x", "content": "x" * 100_001}, "content"),
-    ("/prompts", {"name": "x", "content": "a\u0000b"}, "content"),
-    ("/prompts", {"name": "x", "content": "y", "extra": 1}, "extra"),
-    ("/prompts", [1], None),
-    ("/prompts", b"", None),
-    ("/prompts", b"{not json", None),
-    ("/prompts/support/versions", {}, "content"),
-    ("/prompts/support/versions", {"content": 5}, "content"),
-    ("/prompts/support/versions", {"content": "ok", "change_notes": "x" * 5001},
-     "change_notes"),
-    ("/prompts/support/versions", {"content": "ok", "status": "active"}, "status"),
-    ("/prompts/support/rollback", {}, "version"),
-    ("/prompts/support/rollback", {"version": "2"}, "version"),
-    ("/prompts/support/rollback", {"version": 0}, "version"),
-    ("/prompts/support/rollback", {"version": True}, "version"),
-    ("/prompts/support/rollback", {"version": 1.5}, "version"),
-    ("/prompts/support/rollback", {"version": 2, "reason": ""}, "reason"),
-    ("/prompts/support/rollback", {"version": 2, "reason": 3}, "reason"),
-    ("/prompts/bad%20name/versions", {"content": "ok"}, "name"),
-])
-async def test_bad_input_is_400_and_writes_nothing(client: TestClient, engine: Engine,
-                                                  path: str, body: Any,
-                                                  field: str | None) -> None:
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/prompts", {"content": "x"}, "name"),
+        ("/prompts", {"name": "x"}, "content"),
+        ("/prompts", {"name": "bad name", "content": "x"}, "name"),
+        ("/prompts", {"name": 7, "content": "x"}, "name"),
+        ("/prompts", {"name": "x", "content": ""}, "content"),
+        ("/prompts", {"name": "x", "content": "x" * 100_001}, "content"),
+        ("/prompts", {"name": "x", "content": "a\u0000b"}, "content"),
+        ("/prompts", {"name": "x", "content": "y", "extra": 1}, "extra"),
+        ("/prompts", [1], None),
+        ("/prompts", b"", None),
+        ("/prompts", b"{not json", None),
+        ("/prompts/support/versions", {}, "content"),
+        ("/prompts/support/versions", {"content": 5}, "content"),
+        (
+            "/prompts/support/versions",
+            {"content": "ok", "change_notes": "x" * 5001},
+            "change_notes",
+        ),
+        ("/prompts/support/versions", {"content": "ok", "status": "active"}, "status"),
+        ("/prompts/support/rollback", {}, "version"),
+        ("/prompts/support/rollback", {"version": "2"}, "version"),
+        ("/prompts/support/rollback", {"version": 0}, "version"),
+        ("/prompts/support/rollback", {"version": True}, "version"),
+        ("/prompts/support/rollback", {"version": 1.5}, "version"),
+        ("/prompts/support/rollback", {"version": 2, "reason": ""}, "reason"),
+        ("/prompts/support/rollback", {"version": 2, "reason": 3}, "reason"),
+        ("/prompts/bad%20name/versions", {"content": "ok"}, "name"),
+    ],
+)
+async def test_bad_input_is_400_and_writes_nothing(
+    client: TestClient, engine: Engine, path: str, body: Any, field: str | None
+) -> None:
     await seed(client)
     before = await counts(engine)
     await error_of(await post(client, path, body), 400, field)
@@ -160,7 +207,8 @@ async def test_not_found_is_404(client: TestClient, engine: Engine) -> None:
     await seed(client)
     before = await counts(engine)
     assert "no prompt named 'ghost'" in await error_of(
-        await client.get("/prompts/ghost", headers=AUTH), 404)
+        await client.get("/prompts/ghost", headers=AUTH), 404
+    )
     await error_of(await post(client, "/prompts/ghost/versions", {"content": "x"}), 404)
     await error_of(await post(client, "/prompts/ghost/rollback", {"version": 1}), 404)
     await error_of(await post(client, "/prompts/support/rollback", {"version": 9}), 404)
@@ -172,11 +220,14 @@ async def test_conflicts_are_409_and_write_nothing(client: TestClient, engine: E
     await seed(client)
     before = await counts(engine)
     assert "already exists" in await error_of(
-        await post(client, "/prompts", {"name": "support", "content": "new"}), 409)
+        await post(client, "/prompts", {"name": "support", "content": "new"}), 409
+    )
     assert "version 2" in await error_of(
-        await post(client, "/prompts/support/versions", {"content": "Be brief."}), 409)
+        await post(client, "/prompts/support/versions", {"content": "Be brief."}), 409
+    )
     assert "already active" in await error_of(
-        await post(client, "/prompts/support/rollback", {"version": 1}), 409)
+        await post(client, "/prompts/support/rollback", {"version": 1}), 409
+    )
 
     def start_experiment() -> int:
         with session_factory(engine).begin() as session:
@@ -187,8 +238,7 @@ async def test_conflicts_are_409_and_write_nothing(client: TestClient, engine: E
             return experiment.id
 
     experiment_id = await asyncio.to_thread(start_experiment)
-    message = await error_of(await post(client, "/prompts/support/rollback", {"version": 2}),
-                             409)
+    message = await error_of(await post(client, "/prompts/support/rollback", {"version": 2}), 409)
     assert f"experiment {experiment_id}" in message and "stop it first" in message
     assert await counts(engine) == before
     shown = await ok(await client.get("/prompts/support", headers=AUTH), 200)

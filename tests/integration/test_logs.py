@@ -28,8 +28,14 @@ from optimizer.runtime.worker import Worker
 from tests.support.kv import parse_kv_strictly
 from tests.support.procs import LOG_FIELD
 
-FAST = Settings(poll_interval_seconds=0.05, lease_seconds=1.0, retry_base_seconds=0.0,
-                job_timeout_seconds=30, shutdown_grace_seconds=0.5, worker_concurrency=2)
+FAST = Settings(
+    poll_interval_seconds=0.05,
+    lease_seconds=1.0,
+    retry_base_seconds=0.0,
+    job_timeout_seconds=30,
+    shutdown_grace_seconds=0.5,
+    worker_concurrency=2,
+)
 handler_log = logging.getLogger("prompt_worker.jobs.test_handler")
 SECRET_KEY = "sk-ant-api03-abcdefghijklmnop"
 SECRET_TOKEN = "Bearer s3cr3t-admin-token-value"
@@ -66,11 +72,20 @@ async def chatty(ctx: ServiceContext, job: ActiveJob) -> dict:
 
 
 async def run_jobs(engine: Engine, markers: list[str]) -> dict[str, int]:
-    ctx = ServiceContext(settings=FAST, engine=engine, sessions=session_factory(engine),
-                         stats=RunStats(), clock=utcnow)
+    ctx = ServiceContext(
+        settings=FAST,
+        engine=engine,
+        sessions=session_factory(engine),
+        stats=RunStats(),
+        clock=utcnow,
+    )
     worker = Worker(ctx, {"full_cycle": chatty}, worker_id="w", rng=random.Random(1))
-    ids = {m: queue.enqueue(engine, NewJob(type="full_cycle", payload={"marker": m}),
-                            max_attempts=3, now=utcnow())[0].id for m in markers}
+    ids = {
+        m: queue.enqueue(
+            engine, NewJob(type="full_cycle", payload={"marker": m}), max_attempts=3, now=utcnow()
+        )[0].id
+        for m in markers
+    }
     worker.start()
     deadline = time.monotonic() + 15
     try:
@@ -99,7 +114,8 @@ async def test_every_job_line_carries_the_job(sqlite_engine, captured):
         assert line["logger"] == "prompt_worker.jobs.test_handler"
     for msg in ("job started", "job finished"):
         assert {str(line["job_id"]) for line in lines if line["msg"] == msg} == {
-            str(i) for i in ids.values()}
+            str(i) for i in ids.values()
+        }
     # Outside a job: no job fields.
     [started] = [line for line in lines if line["msg"] == "worker started"]
     assert "job_id" not in started
@@ -121,8 +137,17 @@ def test_json_lines_keep_extras_exceptions_and_cut_long_values():
     log.addHandler(handler := make_handler("json", stream))
     log.propagate = False
     try:
-        log.warning("transcript", extra={"count": 3, "ratio": 0.5, "ok": True, "none": None,
-                                         "text": "x" * 10_000, "level": "not the frame's"})
+        log.warning(
+            "transcript",
+            extra={
+                "count": 3,
+                "ratio": 0.5,
+                "ok": True,
+                "none": None,
+                "text": "x" * 10_000,
+                "level": "not the frame's",
+            },
+        )
         try:
             raise ValueError("boom")
         except ValueError:
@@ -146,7 +171,12 @@ def test_setup_logging_picks_the_format():
         setup_logging("INFO", "json", stream)
         logging.getLogger("prompt_worker.test").info("hello", extra={"n": 1})
         assert json.loads(stream.getvalue()) | {"ts": None} == {
-            "ts": None, "level": "info", "logger": "prompt_worker.test", "msg": "hello", "n": 1}
+            "ts": None,
+            "level": "info",
+            "logger": "prompt_worker.test",
+            "msg": "hello",
+            "n": 1,
+        }
         stream = io.StringIO()
         setup_logging("INFO", "kv", stream)
         logging.getLogger("prompt_worker.test").info("hello", extra={"n": 1})
@@ -190,8 +220,10 @@ async def test_request_path_cannot_forge_a_kv_line(tmp_path, make_client):
     client = await make_client(down, Settings(ingest_token="ingest-token"))
     forged = "x%0d%1b%5b2Kts=FAKE%20level=error%0a%e2%80%a8msg=%22pwned%22%7f%c2%9b"
     try:
-        resp = await client.get(URL(f"/v1/prompts/{forged}/resolve?unit_id=u", encoded=True),
-                                headers={"Authorization": "Bearer ingest-token"})
+        resp = await client.get(
+            URL(f"/v1/prompts/{forged}/resolve?unit_id=u", encoded=True),
+            headers={"Authorization": "Bearer ingest-token"},
+        )
         assert resp.status == 503, await resp.text()
     finally:
         await client.close()
@@ -203,7 +235,7 @@ async def test_request_path_cannot_forge_a_kv_line(tmp_path, make_client):
     [line] = request_lines
     assert line.isprintable(), ascii(line)
     fields = parse_kv_strictly(line)
-    assert [key for key, _ in fields] == ["ts", "level", "logger", "msg", "method", "path",
-                                          "error"]
+    assert [key for key, _ in fields] == ["ts", "level", "logger", "msg", "method", "path", "error"]
     assert dict(fields)["path"] == (
-        '/v1/prompts/x\r\x1b[2Kts=FAKE level=error\n\u2028msg="pwned"\x7f\x9b/resolve')
+        '/v1/prompts/x\r\x1b[2Kts=FAKE level=error\n\u2028msg="pwned"\x7f\x9b/resolve'
+    )

@@ -32,21 +32,32 @@ from optimizer.runtime.worker import Worker
 from tests.support.experiments import add_conversations, arm_ids, seed_prompt
 from tests.support.http_client import ClientMaker
 
-FAST = Settings(poll_interval_seconds=0.05, lease_seconds=1.0, retry_base_seconds=0.0,
-                job_timeout_seconds=30, shutdown_grace_seconds=0.5)
+FAST = Settings(
+    poll_interval_seconds=0.05,
+    lease_seconds=1.0,
+    retry_base_seconds=0.0,
+    job_timeout_seconds=30,
+    shutdown_grace_seconds=0.5,
+)
 UNREACHABLE_URL = "postgresql+psycopg://nobody@127.0.0.1:1/x"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def make_ctx(engine: Engine, metrics: Metrics, **overrides: Any) -> ServiceContext:
-    return ServiceContext(settings=FAST.model_copy(update=overrides), engine=engine,
-                          sessions=session_factory(engine), stats=RunStats(), clock=utcnow,
-                          metrics=metrics)
+    return ServiceContext(
+        settings=FAST.model_copy(update=overrides),
+        engine=engine,
+        sessions=session_factory(engine),
+        stats=RunStats(),
+        clock=utcnow,
+        metrics=metrics,
+    )
 
 
 def add_job(engine: Engine, job_type: str, max_attempts: int = 3) -> int:
-    job, _ = queue.enqueue(engine, NewJob(type=job_type, payload={}),
-                           max_attempts=max_attempts, now=utcnow())
+    job, _ = queue.enqueue(
+        engine, NewJob(type=job_type, payload={}), max_attempts=max_attempts, now=utcnow()
+    )
     return job.id
 
 
@@ -58,8 +69,7 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None
 
 
 def finished(engine: Engine, *ids: int) -> Callable[[], bool]:
-    return lambda: all(queue.get_job(engine, i).status in ("completed", "failed")
-                       for i in ids)
+    return lambda: all(queue.get_job(engine, i).status in ("completed", "failed") for i in ids)
 
 
 def parse(body: str) -> Samples:
@@ -75,8 +85,9 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
-async def scrape(make_client: ClientMaker, engine: Engine, health: HealthMonitor,
-                 metrics: Metrics | None = None) -> tuple[str, Samples]:
+async def scrape(
+    make_client: ClientMaker, engine: Engine, health: HealthMonitor, metrics: Metrics | None = None
+) -> tuple[str, Samples]:
     client = await make_client(engine, Settings(), health=health, metrics=metrics)
     resp = await client.get("/metrics")
     assert resp.status == 200
@@ -89,8 +100,9 @@ def running_experiment(engine: Engine) -> int:
     """An experiment whose variant clearly wins, started long enough ago to be decided."""
     seed_prompt(engine, "support-bot")
     with session_factory(engine).begin() as session:
-        experiment_id = store.create_experiment(session, "support-bot", [2],
-                                                now=utcnow() - timedelta(hours=25)).id
+        experiment_id = store.create_experiment(
+            session, "support-bot", [2], now=utcnow() - timedelta(hours=25)
+        ).id
     control, variant = arm_ids(engine, experiment_id)
     add_conversations(engine, experiment_id, control, 400, 120)
     add_conversations(engine, experiment_id, variant, 400, 240)
@@ -98,9 +110,15 @@ def running_experiment(engine: Engine) -> int:
 
 
 def llm_record(outcome: str, **tokens: Any) -> usage.CallRecord:
-    return usage.CallRecord(purpose="variant_generation", requested_model="claude-test",
-                            model="claude-test", provider="anthropic", outcome=outcome,
-                            created_at=utcnow(), **tokens)
+    return usage.CallRecord(
+        purpose="variant_generation",
+        requested_model="claude-test",
+        model="claude-test",
+        provider="anthropic",
+        outcome=outcome,
+        created_at=utcnow(),
+        **tokens,
+    )
 
 
 async def test_scrape_after_real_jobs(engine, make_client):
@@ -108,11 +126,22 @@ async def test_scrape_after_real_jobs(engine, make_client):
 
     async def calls_claude(ctx: ServiceContext, job: ActiveJob) -> dict:
         # As the LLM clients do: the row is written in a thread, which copies the context.
-        await asyncio.to_thread(usage.record_call, ctx.sessions, llm_record(
-            "ok", job_id=job.id, input_tokens=1200, output_tokens=300,
-            cache_creation_input_tokens=40, cache_read_input_tokens=800, cost_usd=0.0125))
-        await asyncio.to_thread(usage.record_call, ctx.sessions,
-                                llm_record("rate_limited", job_id=job.id))
+        await asyncio.to_thread(
+            usage.record_call,
+            ctx.sessions,
+            llm_record(
+                "ok",
+                job_id=job.id,
+                input_tokens=1200,
+                output_tokens=300,
+                cache_creation_input_tokens=40,
+                cache_read_input_tokens=800,
+                cost_usd=0.0125,
+            ),
+        )
+        await asyncio.to_thread(
+            usage.record_call, ctx.sessions, llm_record("rate_limited", job_id=job.id)
+        )
         return {"message": "done"}
 
     async def refuses(ctx: ServiceContext, job: ActiveJob) -> dict:
@@ -122,13 +151,19 @@ async def test_scrape_after_real_jobs(engine, make_client):
         raise RuntimeError("upstream broke")
 
     handlers: dict[str, Handler] = {
-        "full_cycle": calls_claude, "pattern_analysis": refuses, "variant_generation": flaky,
-        "experiment_monitoring": default_handlers()["experiment_monitoring"]}
+        "full_cycle": calls_claude,
+        "pattern_analysis": refuses,
+        "variant_generation": flaky,
+        "experiment_monitoring": default_handlers()["experiment_monitoring"],
+    }
     metrics = Metrics()
     worker = Worker(make_ctx(engine, metrics), handlers, worker_id="w", rng=random.Random(1))
-    ids = [add_job(engine, "full_cycle"), add_job(engine, "pattern_analysis"),
-           add_job(engine, "variant_generation", max_attempts=2),
-           add_job(engine, "experiment_monitoring")]
+    ids = [
+        add_job(engine, "full_cycle"),
+        add_job(engine, "pattern_analysis"),
+        add_job(engine, "variant_generation", max_attempts=2),
+        add_job(engine, "experiment_monitoring"),
+    ]
     worker.start()
     try:
         await wait_for(finished(engine, *ids))
@@ -156,14 +191,22 @@ async def test_scrape_after_real_jobs(engine, make_client):
     assert 0 <= (value(samples, f"{duration}_sum", type="full_cycle") or -1) < 10
 
     pickup = "prompt_worker_job_pickup_latency_seconds"
-    for job_type, attempts in (("full_cycle", 1), ("variant_generation", 2),
-                               ("experiment_monitoring", 1)):
+    for job_type, attempts in (
+        ("full_cycle", 1),
+        ("variant_generation", 2),
+        ("experiment_monitoring", 1),
+    ):
         assert value(samples, f"{pickup}_count", type=job_type) == attempts
     # Claimed within a few polls of being due, not hours (a wrong baseline would show).
     assert 0 <= (value(samples, f"{pickup}_sum", type="full_cycle") or -1) < 10
 
-    for status, n in {"completed": 2, "failed": 2, "pending": 0, "running": 0,
-                      "cancelled": 0}.items():
+    for status, n in {
+        "completed": 2,
+        "failed": 2,
+        "pending": 0,
+        "running": 0,
+        "cancelled": 0,
+    }.items():
         assert value(samples, "prompt_worker_queue_depth", status=status) == n
     assert value(samples, "prompt_worker_database_up") == 1
 
@@ -173,8 +216,9 @@ async def test_scrape_after_real_jobs(engine, make_client):
     tokens = "prompt_worker_llm_tokens_total"
     for kind, n in {"input": 1200, "output": 300, "cache_write": 40, "cache_read": 800}.items():
         assert value(samples, tokens, model="claude-test", kind=kind) == n
-    assert value(samples, "prompt_worker_llm_cost_usd_total",
-                 model="claude-test") == pytest.approx(0.0125)
+    assert value(samples, "prompt_worker_llm_cost_usd_total", model="claude-test") == pytest.approx(
+        0.0125
+    )
 
     assert value(samples, "prompt_worker_experiment_decisions_total", decision="promote") == 1
 
@@ -216,8 +260,9 @@ async def test_last_known_queue_depth_is_served_through_an_outage(sqlite_engine,
 async def test_openmetrics_when_the_scraper_asks_for_it(sqlite_engine, make_client):
     health = HealthMonitor(sqlite_engine, RunStats(), started_at=utcnow())
     await scrape(make_client, sqlite_engine, health)
-    resp = await make_client.clients[0].get("/metrics",
-                                            headers={"Accept": "application/openmetrics-text"})
+    resp = await make_client.clients[0].get(
+        "/metrics", headers={"Accept": "application/openmetrics-text"}
+    )
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
     assert (await resp.text()).rstrip().endswith("# EOF")

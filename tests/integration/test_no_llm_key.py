@@ -26,14 +26,26 @@ from optimizer.runtime.worker import Worker
 from tests.integration.test_worker import wait_for
 from tests.support.experiments import seed_prompt
 
-NO_KEY = Settings(poll_interval_seconds=0.05, lease_seconds=1.0, retry_base_seconds=0.0,
-                  job_timeout_seconds=30, shutdown_grace_seconds=0.5, max_attempts=3)
+NO_KEY = Settings(
+    poll_interval_seconds=0.05,
+    lease_seconds=1.0,
+    retry_base_seconds=0.0,
+    job_timeout_seconds=30,
+    shutdown_grace_seconds=0.5,
+    max_attempts=3,
+)
 
 
 def worker(engine: Engine) -> Worker:
     sessions = session_factory(engine)
-    ctx = ServiceContext(settings=NO_KEY, engine=engine, sessions=sessions, stats=RunStats(),
-                         clock=utcnow, llm=build_llm_client(NO_KEY, sessions, utcnow))
+    ctx = ServiceContext(
+        settings=NO_KEY,
+        engine=engine,
+        sessions=sessions,
+        stats=RunStats(),
+        clock=utcnow,
+        llm=build_llm_client(NO_KEY, sessions, utcnow),
+    )
     return Worker(ctx, default_handlers(), worker_id="no-key", rng=random.Random(1))
 
 
@@ -47,8 +59,9 @@ def count(engine: Engine, model: type) -> int:
 
 
 async def run_one(engine: Engine, job_type: str, payload: dict[str, object]) -> dict:
-    job, _ = queue.enqueue(engine, NewJob(type=job_type, payload=payload), max_attempts=3,
-                           now=utcnow())
+    job, _ = queue.enqueue(
+        engine, NewJob(type=job_type, payload=payload), max_attempts=3, now=utcnow()
+    )
     running = worker(engine)
     running.start()
     try:
@@ -68,8 +81,7 @@ async def test_admin_variant_generation_fails_at_once_saying_what_to_set(engine)
 
 async def test_full_cycle_skips_generation_with_the_reason(engine):
     seed_prompt(engine, "support-bot", candidates=0)
-    job = await run_one(engine, "full_cycle",
-                        {"prompt": "support-bot", "always_generate": True})
+    job = await run_one(engine, "full_cycle", {"prompt": "support-bot", "always_generate": True})
     assert job["status"] == "completed", job["error"]
     result = job["result"]
     for step in ("generation", "creation"):

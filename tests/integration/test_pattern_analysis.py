@@ -795,8 +795,12 @@ async def analysed(engine: Engine) -> Engine:
 @pytest.fixture
 async def client(analysed: Engine, make_client: ClientMaker) -> TestClient:
     stats = RunStats()
-    return await make_client(analysed, Settings(admin_token=TOKEN), stats=stats,
-                             health=HealthMonitor(analysed, stats, NOW))
+    return await make_client(
+        analysed,
+        Settings(admin_token=TOKEN),
+        stats=stats,
+        health=HealthMonitor(analysed, stats, NOW),
+    )
 
 
 async def get(client: TestClient, query: str, token: str | None = TOKEN) -> tuple[int, Any]:

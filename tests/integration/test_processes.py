@@ -56,6 +56,7 @@ def experiments_table_locked(url: str) -> Iterator[Callable[[], None]]:
         if not released.is_set():
             released.set()
             trans.commit()
+
     try:
         yield release
     finally:
@@ -74,17 +75,23 @@ def statuses(engine: Engine) -> Counter[str]:
 
 @pytest.mark.postgres
 def test_three_replicas_drain_300_sql_jobs_each_exactly_once(pg_engine, tmp_path):
-    with services(url_of(pg_engine), tmp_path, 3, WORKER_CONCURRENCY="2",
-                  POLL_INTERVAL_SECONDS="1") as procs:
+    with services(
+        url_of(pg_engine), tmp_path, 3, WORKER_CONCURRENCY="2", POLL_INTERVAL_SECONDS="1"
+    ) as procs:
         with pg_engine.begin() as conn:
-            conn.execute(text("INSERT INTO optimization_jobs (type) "
-                              "SELECT 'experiment_monitoring' FROM generate_series(1, 300)"))
+            conn.execute(
+                text(
+                    "INSERT INTO optimization_jobs (type) "
+                    "SELECT 'experiment_monitoring' FROM generate_series(1, 300)"
+                )
+            )
         wait_until(lambda: statuses(pg_engine)["completed"] == 300, 120, "300 completions")
         for p in procs:
             assert p.terminate() == 0
     started = Counter(e["job_id"] for p in procs for e in p.events("job started"))
-    finished = Counter(e["job_id"] for p in procs for e in p.events("job finished")
-                       if e["outcome"] == "completed")
+    finished = Counter(
+        e["job_id"] for p in procs for e in p.events("job finished") if e["outcome"] == "completed"
+    )
     assert len(started) == 300 and set(started.values()) == {1}
     assert len(finished) == 300 and set(finished.values()) == {1}
     per_replica = [sum(1 for e in p.events("job finished")) for p in procs]
@@ -100,8 +107,9 @@ def test_sql_insert_wakes_worker_through_notify(pg_engine, tmp_path):
         wait_until(lambda: bool(procs[0].events("listening for new jobs")), 10, "LISTEN")
         time.sleep(0.5)  # let the catch-up claim after LISTEN go back to waiting
         with pg_engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO optimization_jobs (type) VALUES ('experiment_monitoring')"))
+            conn.execute(
+                text("INSERT INTO optimization_jobs (type) VALUES ('experiment_monitoring')")
+            )
         took = wait_until(lambda: statuses(pg_engine)["completed"] == 1, 10, "completion")
         assert took < 5
         assert procs[0].terminate() == 0
@@ -113,15 +121,22 @@ def test_sigkill_mid_job_is_finished_by_another_replica(pg_engine, tmp_path):
     env = {"LEASE_SECONDS": "2", "POLL_INTERVAL_SECONDS": "0.2"}
     with experiments_table_locked(url) as release, services(url, tmp_path, 1, **env) as (a,):
         with pg_engine.begin() as conn:
-            job_id = conn.execute(text("INSERT INTO optimization_jobs (type) "
-                                       "VALUES ('experiment_monitoring') RETURNING id")).scalar()
+            job_id = conn.execute(
+                text(
+                    "INSERT INTO optimization_jobs (type) "
+                    "VALUES ('experiment_monitoring') RETURNING id"
+                )
+            ).scalar()
         wait_until(lambda: queue.get_job(pg_engine, job_id).status == "running", 10, "claim")
         assert f":{a.proc.pid}:" in (queue.get_job(pg_engine, job_id).locked_by or "")
         a.kill()
         with services(url, tmp_path, 1, **env) as (b,):
             release()
-            wait_until(lambda: queue.get_job(pg_engine, job_id).status == "completed", 30,
-                       "completion by the second replica")
+            wait_until(
+                lambda: queue.get_job(pg_engine, job_id).status == "completed",
+                30,
+                "completion by the second replica",
+            )
             assert b.terminate() == 0
     job = queue.get_job(pg_engine, job_id)
     assert job.attempts == 2
@@ -132,11 +147,17 @@ def test_sigkill_mid_job_is_finished_by_another_replica(pg_engine, tmp_path):
 @pytest.mark.postgres
 def test_sigterm_mid_job_releases_it_and_exits_zero(pg_engine, tmp_path):
     url = url_of(pg_engine)
-    with experiments_table_locked(url), services(url, tmp_path, 1,
-                                                 SHUTDOWN_GRACE_SECONDS="1") as (a,):
+    with (
+        experiments_table_locked(url),
+        services(url, tmp_path, 1, SHUTDOWN_GRACE_SECONDS="1") as (a,),
+    ):
         with pg_engine.begin() as conn:
-            job_id = conn.execute(text("INSERT INTO optimization_jobs (type) "
-                                       "VALUES ('experiment_monitoring') RETURNING id")).scalar()
+            job_id = conn.execute(
+                text(
+                    "INSERT INTO optimization_jobs (type) "
+                    "VALUES ('experiment_monitoring') RETURNING id"
+                )
+            ).scalar()
         wait_until(lambda: queue.get_job(pg_engine, job_id).status == "running", 10, "claim")
         assert a.terminate(timeout=30) == 0
     job = queue.get_job(pg_engine, job_id)
@@ -146,11 +167,17 @@ def test_sigterm_mid_job_releases_it_and_exits_zero(pg_engine, tmp_path):
 @pytest.mark.postgres
 def test_sigterm_lets_job_finish_within_grace(pg_engine, tmp_path):
     url = url_of(pg_engine)
-    with experiments_table_locked(url) as release, services(
-            url, tmp_path, 1, SHUTDOWN_GRACE_SECONDS="20") as (a,):
+    with (
+        experiments_table_locked(url) as release,
+        services(url, tmp_path, 1, SHUTDOWN_GRACE_SECONDS="20") as (a,),
+    ):
         with pg_engine.begin() as conn:
-            job_id = conn.execute(text("INSERT INTO optimization_jobs (type) "
-                                       "VALUES ('experiment_monitoring') RETURNING id")).scalar()
+            job_id = conn.execute(
+                text(
+                    "INSERT INTO optimization_jobs (type) "
+                    "VALUES ('experiment_monitoring') RETURNING id"
+                )
+            ).scalar()
         wait_until(lambda: queue.get_job(pg_engine, job_id).status == "running", 10, "claim")
         a.proc.send_signal(15)
         time.sleep(0.5)
@@ -165,20 +192,25 @@ def test_sqlite_service_end_to_end(sqlite_engine, tmp_path):
         status, health = svc.get_json("/health")
         assert status == 200
         assert set(health) >= {"status", "uptime", "stats", "timestamp"}
-        assert set(health["stats"]) == {"jobsCompleted", "jobsFailed", "patternsAnalyzed",
-                                        "variantsGenerated", "experimentsCreated",
-                                        "experimentsCompleted"}
+        assert set(health["stats"]) == {
+            "jobsCompleted",
+            "jobsFailed",
+            "patternsAnalyzed",
+            "variantsGenerated",
+            "experimentsCreated",
+            "experimentsCompleted",
+        }
         assert svc.get_json("/ready")[0] == 200
         code, job = svc.request("POST", "/jobs", {"type": "experiment_monitoring"}, TOKEN)
         assert code == 201
-        wait_until(lambda: queue.get_job(sqlite_engine, job["id"]).status == "completed", 10,
-                   "HTTP job")
+        wait_until(
+            lambda: queue.get_job(sqlite_engine, job["id"]).status == "completed", 10, "HTTP job"
+        )
         path = url.removeprefix("sqlite:///")
         with sqlite3.connect(path) as raw:  # a plain SQL insert, as an admin would
             raw.execute("INSERT INTO optimization_jobs (type) VALUES ('experiment_monitoring')")
         wait_until(lambda: statuses(sqlite_engine)["completed"] == 2, 10, "SQL job")
-        wait_until(lambda: svc.get_json("/health")[1]["stats"]["jobsCompleted"] == 2, 10,
-                   "stats")
+        wait_until(lambda: svc.get_json("/health")[1]["stats"]["jobsCompleted"] == 2, 10, "stats")
         assert svc.terminate() == 0
     assert "Traceback" not in svc.logs()
 

@@ -69,8 +69,11 @@ async def rollback(trial: Trial) -> int:
 
 
 async def add_version(trial: Trial) -> int:
-    return await _post(trial, f"/prompts/{trial.prompt}/versions",
-                       {"content": f"A new take, {id(asyncio.current_task())}."})
+    return await _post(
+        trial,
+        f"/prompts/{trial.prompt}/versions",
+        {"content": f"A new take, {id(asyncio.current_task())}."},
+    )
 
 
 def _check(engine: Engine, experiment_id: int) -> str:
@@ -87,17 +90,24 @@ async def monitoring_check(trial: Trial) -> int:
 
 
 IDLE_OPERATIONS: dict[str, Operation] = {
-    "create": create_experiment, "rollback": rollback, "add_version": add_version}
+    "create": create_experiment,
+    "rollback": rollback,
+    "add_version": add_version,
+}
 RUNNING_OPERATIONS: dict[str, Operation] = {
-    **IDLE_OPERATIONS, "stop": stop_experiment, "promote": monitoring_check}
+    **IDLE_OPERATIONS,
+    "stop": stop_experiment,
+    "promote": monitoring_check,
+}
 
 
 def _pairs(operations: dict[str, Operation]) -> list[tuple[str, str]]:
     return list(itertools.combinations_with_replacement(sorted(operations), 2))
 
 
-CASES = ([("idle", *pair) for pair in _pairs(IDLE_OPERATIONS)]
-         + [("running", *pair) for pair in _pairs(RUNNING_OPERATIONS)])
+CASES = [("idle", *pair) for pair in _pairs(IDLE_OPERATIONS)] + [
+    ("running", *pair) for pair in _pairs(RUNNING_OPERATIONS)
+]
 
 
 @pytest.fixture
@@ -111,27 +121,35 @@ async def _prepare(client: TestClient, engine: Engine, name: str, state: str) ->
     await asyncio.to_thread(seed_prompt, engine, name, 3)
     trial = Trial(client, engine, name)
     if state == "running":
-        resp = await client.post("/experiments", headers=AUTH, data=json.dumps(
-            {"prompt": name, "variants": [2]}).encode())
+        resp = await client.post(
+            "/experiments",
+            headers=AUTH,
+            data=json.dumps({"prompt": name, "variants": [2]}).encode(),
+        )
         assert resp.status == 201, await resp.text()
         trial.experiment_id = int((await resp.json())["id"])
         control, variant = arm_ids(engine, trial.experiment_id)
-        await asyncio.to_thread(add_conversations, engine, trial.experiment_id, control,
-                                400, 120)
-        await asyncio.to_thread(add_conversations, engine, trial.experiment_id, variant,
-                                400, 240)
+        await asyncio.to_thread(add_conversations, engine, trial.experiment_id, control, 400, 120)
+        await asyncio.to_thread(add_conversations, engine, trial.experiment_id, variant, 400, 240)
     return trial
 
 
 def _violations(engine: Engine, name: str) -> list[str]:
     with session_factory(engine)() as session:
         prompt_id = session.scalar(select(Prompt.id).where(Prompt.name == name))
-        versions = dict(session.execute(select(PromptVersion.id, PromptVersion.status)
-                                        .where(PromptVersion.prompt_id == prompt_id)).all())
-        live = session.scalars(select(Experiment).where(Experiment.prompt_id == prompt_id,
-                                                        Experiment.status.in_(LIVE))).all()
-        arms = session.scalars(select(ExperimentArm).where(
-            ExperimentArm.experiment_id.in_([e.id for e in live]))).all()
+        versions = dict(
+            session.execute(
+                select(PromptVersion.id, PromptVersion.status).where(
+                    PromptVersion.prompt_id == prompt_id
+                )
+            ).all()
+        )
+        live = session.scalars(
+            select(Experiment).where(Experiment.prompt_id == prompt_id, Experiment.status.in_(LIVE))
+        ).all()
+        arms = session.scalars(
+            select(ExperimentArm).where(ExperimentArm.experiment_id.in_([e.id for e in live]))
+        ).all()
     problems = []
     active = [vid for vid, status in versions.items() if status == "active"]
     if len(active) != 1:
@@ -140,19 +158,21 @@ def _violations(engine: Engine, name: str) -> list[str]:
         problems.append(f"{len(live)} live experiments")
     for arm in arms:
         if arm.is_control and [arm.version_id] != active:
-            problems.append(f"control arm serves version id {arm.version_id} "
-                            f"({versions[arm.version_id]}), active is {active}")
+            problems.append(
+                f"control arm serves version id {arm.version_id} "
+                f"({versions[arm.version_id]}), active is {active}"
+            )
     testing = {vid for vid, status in versions.items() if status == "testing"}
     under_test = {arm.version_id for arm in arms if not arm.is_control and arm.status == "active"}
     if testing != under_test:
-        problems.append(f"versions testing {sorted(testing)} but arms under test "
-                        f"{sorted(under_test)}")
+        problems.append(
+            f"versions testing {sorted(testing)} but arms under test {sorted(under_test)}"
+        )
     return problems
 
 
 @pytest.mark.parametrize(("state", "first", "second"), CASES)
-async def test_concurrent_changes_leave_the_prompt_consistent(client, engine, state, first,
-                                                              second):
+async def test_concurrent_changes_leave_the_prompt_consistent(client, engine, state, first, second):
     operations = RUNNING_OPERATIONS if state == "running" else IDLE_OPERATIONS
     for n in range(TRIALS):
         name = f"race-{state}-{first}-{second}-{n}"
@@ -172,9 +192,15 @@ def test_ingest_is_not_blocked_by_the_prompt_lock(pg_engine):
         assert lock_prompt(holder, prompt_id) is not None
         with pg_engine.connect() as conn:
             conn.exec_driver_sql("SET lock_timeout = '2s'")
-            version_id = conn.execute(select(PromptVersion.id).where(
-                PromptVersion.prompt_id == prompt_id, PromptVersion.version == 1)).scalar_one()
-            conn.execute(insert(Conversation).values(prompt_id=prompt_id, version_id=version_id,
-                                                     unit_id="u1", success=True))
+            version_id = conn.execute(
+                select(PromptVersion.id).where(
+                    PromptVersion.prompt_id == prompt_id, PromptVersion.version == 1
+                )
+            ).scalar_one()
+            conn.execute(
+                insert(Conversation).values(
+                    prompt_id=prompt_id, version_id=version_id, unit_id="u1", success=True
+                )
+            )
             conn.commit()
         holder.rollback()

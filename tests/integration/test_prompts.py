@@ -23,8 +23,11 @@ def at(minutes: int) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def create(engine: Engine, name: str = "support", content: str = "You are helpful.",
-           ) -> prompts.PromptView:
+def create(
+    engine: Engine,
+    name: str = "support",
+    content: str = "You are helpful.",
+) -> prompts.PromptView:
     with session_factory(engine).begin() as session:
         return prompts.create_prompt(session, name, content, actor="tester", now=T0)
 
@@ -35,11 +38,18 @@ def add(engine: Engine, content: str, name: str = "support", **kwargs) -> prompt
         return prompts.add_version(session, name, content, **kwargs)
 
 
-def roll(engine: Engine, version: object, name: str = "support", *, reason: str = "bad",
-         now: datetime | None = None) -> prompts.PromptView:
+def roll(
+    engine: Engine,
+    version: object,
+    name: str = "support",
+    *,
+    reason: str = "bad",
+    now: datetime | None = None,
+) -> prompts.PromptView:
     with session_factory(engine).begin() as session:
-        return prompts.rollback(session, name, version, actor="oncall", reason=reason,
-                                now=now or at(10))
+        return prompts.rollback(
+            session, name, version, actor="oncall", reason=reason, now=now or at(10)
+        )
 
 
 def get(engine: Engine, name: str = "support") -> prompts.PromptView:
@@ -63,10 +73,22 @@ def test_create_makes_version_one_active_and_records_it(engine: Engine) -> None:
     assert view.created_at == T0
     (v1,) = view.versions
     assert (v1.number, v1.status, v1.content, v1.parent, v1.source) == (
-        1, "active", "You are helpful.", None, "manual")
+        1,
+        "active",
+        "You are helpful.",
+        None,
+        "manual",
+    )
     assert v1.created_at == T0
-    assert history(engine) == [{"from_version": None, "to_version": 1, "actor": "tester",
-                                "reason": "created", "at": "2026-03-01T12:00:00Z"}]
+    assert history(engine) == [
+        {
+            "from_version": None,
+            "to_version": 1,
+            "actor": "tester",
+            "reason": "created",
+            "at": "2026-03-01T12:00:00Z",
+        }
+    ]
 
 
 def test_content_hash_is_sha256_of_exact_text() -> None:
@@ -79,18 +101,28 @@ def test_content_hash_is_sha256_of_exact_text() -> None:
 def test_versions_are_numbered_and_parented_on_the_active_one(engine: Engine) -> None:
     create(engine)
     v2 = add(engine, "Be brief.", change_notes="shorter")
-    v3 = add(engine, "Be very brief.", parent_version=2, source="llm", model="claude-x",
-             insight_ids=[4, 5])
+    v3 = add(
+        engine,
+        "Be very brief.",
+        parent_version=2,
+        source="llm",
+        model="claude-x",
+        insight_ids=[4, 5],
+    )
     v4 = add(engine, "Be kind.")
     assert [(v.number, v.status, v.parent) for v in (v2, v3, v4)] == [
-        (2, "candidate", 1), (3, "candidate", 2), (4, "candidate", 1)]
+        (2, "candidate", 1),
+        (3, "candidate", 2),
+        (4, "candidate", 1),
+    ]
     assert v2.change_notes == "shorter" and v3.source == "llm"
     view = get(engine)
     assert view.active_version == 1
     assert [v.number for v in view.versions] == [1, 2, 3, 4]
     with engine.connect() as conn:
-        row = conn.execute(select(PromptVersion.model, PromptVersion.insight_ids)
-                           .where(PromptVersion.version == 3)).one()
+        row = conn.execute(
+            select(PromptVersion.model, PromptVersion.insight_ids).where(PromptVersion.version == 3)
+        ).one()
     assert tuple(row) == ("claude-x", "[4, 5]")
 
 
@@ -110,12 +142,23 @@ def test_list_prompts_and_summaries(engine: Engine) -> None:
         listed = prompts.list_prompts(session)
         summaries = prompts.prompt_summaries(session)
     assert [(p.name, p.active_version, len(p.versions)) for p in listed] == [
-        ("alpha", 1, 2), ("zeta", 1, 1)]
+        ("alpha", 1, 2),
+        ("zeta", 1, 1),
+    ]
     assert [s.to_dict() for s in summaries] == [
-        {"name": "alpha", "active_version": 1, "versions_count": 2,
-         "created_at": "2026-03-01T12:00:00Z"},
-        {"name": "zeta", "active_version": 1, "versions_count": 1,
-         "created_at": "2026-03-01T12:00:00Z"}]
+        {
+            "name": "alpha",
+            "active_version": 1,
+            "versions_count": 2,
+            "created_at": "2026-03-01T12:00:00Z",
+        },
+        {
+            "name": "zeta",
+            "active_version": 1,
+            "versions_count": 1,
+            "created_at": "2026-03-01T12:00:00Z",
+        },
+    ]
 
 
 def test_duplicate_name_conflicts(engine: Engine) -> None:
@@ -135,15 +178,29 @@ def test_duplicate_content_conflicts_naming_the_version(engine: Engine) -> None:
     assert add(engine, "Second. ").number == 3  # whitespace is a real change
 
 
-@pytest.mark.parametrize(("name", "content", "field"), [
-    ("", "x", "name"), ("has space", "x", "name"), ("é", "x", "name"), ("a/b", "x", "name"),
-    ("x" * 201, "x", "name"), ("ok\n", "x", "name"), (5, "x", "name"), (None, "x", "name"),
-    ("ok", "", "content"), ("ok", "   \n", "content"), ("ok", None, "content"),
-    ("ok", ["x"], "content"), ("ok", "x" * 100_001, "content"), ("ok", "a\x00b", "content"),
-    ("ok", "\ud800", "content"),
-])
-def test_bad_input_names_the_field_and_writes_nothing(engine: Engine, name: object,
-                                                      content: object, field: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "content", "field"),
+    [
+        ("", "x", "name"),
+        ("has space", "x", "name"),
+        ("é", "x", "name"),
+        ("a/b", "x", "name"),
+        ("x" * 201, "x", "name"),
+        ("ok\n", "x", "name"),
+        (5, "x", "name"),
+        (None, "x", "name"),
+        ("ok", "", "content"),
+        ("ok", "   \n", "content"),
+        ("ok", None, "content"),
+        ("ok", ["x"], "content"),
+        ("ok", "x" * 100_001, "content"),
+        ("ok", "a\x00b", "content"),
+        ("ok", "\ud800", "content"),
+    ],
+)
+def test_bad_input_names_the_field_and_writes_nothing(
+    engine: Engine, name: object, content: object, field: str
+) -> None:
     with pytest.raises(InvalidInput) as caught:
         create(engine, name, content)  # type: ignore[arg-type]
     assert caught.value.field == field
@@ -180,24 +237,45 @@ def test_rollback_moves_the_active_version_and_records_why(engine: Engine) -> No
     with session_factory(engine).begin() as session:
         view = prompts.get_prompt(session, "support")
         v3 = view.versions[2]
-        prompts.set_active_version(session, view.id, v3.id, actor="experiment 7",
-                                   reason="v3 won", now=at(5))
+        prompts.set_active_version(
+            session, view.id, v3.id, actor="experiment 7", reason="v3 won", now=at(5)
+        )
     after = roll(engine, 1, reason="v3 confuses users")
     assert after.active_version == 1
     assert [(v.number, v.status) for v in after.versions] == [
-        (1, "active"), (2, "candidate"), (3, "retired")]
+        (1, "active"),
+        (2, "candidate"),
+        (3, "retired"),
+    ]
     assert history(engine) == [
-        {"from_version": None, "to_version": 1, "actor": "tester", "reason": "created",
-         "at": "2026-03-01T12:00:00Z"},
-        {"from_version": 1, "to_version": 3, "actor": "experiment 7", "reason": "v3 won",
-         "at": "2026-03-01T12:05:00Z"},
-        {"from_version": 3, "to_version": 1, "actor": "oncall",
-         "reason": "v3 confuses users", "at": "2026-03-01T12:10:00Z"}]
+        {
+            "from_version": None,
+            "to_version": 1,
+            "actor": "tester",
+            "reason": "created",
+            "at": "2026-03-01T12:00:00Z",
+        },
+        {
+            "from_version": 1,
+            "to_version": 3,
+            "actor": "experiment 7",
+            "reason": "v3 won",
+            "at": "2026-03-01T12:05:00Z",
+        },
+        {
+            "from_version": 3,
+            "to_version": 1,
+            "actor": "oncall",
+            "reason": "v3 confuses users",
+            "at": "2026-03-01T12:10:00Z",
+        },
+    ]
     # A candidate can be rolled "forward" to by hand as well.
     assert roll(engine, 2, now=at(20)).active_version == 2
     with engine.connect() as conn:
-        active = conn.execute(select(func.count()).select_from(PromptVersion)
-                              .where(PromptVersion.status == "active")).scalar_one()
+        active = conn.execute(
+            select(func.count()).select_from(PromptVersion).where(PromptVersion.status == "active")
+        ).scalar_one()
     assert active == 1
     assert count(engine, PromptActivation) == 4
 
@@ -243,26 +321,31 @@ def test_database_allows_only_one_active_version(engine: Engine) -> None:
     create(engine)
     add(engine, "v2")
     with pytest.raises(IntegrityError), session_factory(engine).begin() as session:
-        session.execute(update(PromptVersion).where(PromptVersion.version == 2)
-                        .values(status="active"))
+        session.execute(
+            update(PromptVersion).where(PromptVersion.version == 2).values(status="active")
+        )
     roll(engine, 2)
     with pytest.raises(IntegrityError), session_factory(engine).begin() as session:
-        session.execute(update(PromptVersion).where(PromptVersion.version == 1)
-                        .values(status="active"))
+        session.execute(
+            update(PromptVersion).where(PromptVersion.version == 1).values(status="active")
+        )
 
 
 def test_set_active_version_checks_its_arguments(engine: Engine) -> None:
     a, b = create(engine, "a"), create(engine, "b")
     with session_factory(engine).begin() as session:
         with pytest.raises(Conflict, match="already active"):
-            prompts.set_active_version(session, a.id, a.versions[0].id, actor="x",
-                                       reason="y", now=T0)
+            prompts.set_active_version(
+                session, a.id, a.versions[0].id, actor="x", reason="y", now=T0
+            )
         with pytest.raises(NotFound):
-            prompts.set_active_version(session, a.id, b.versions[0].id, actor="x",
-                                       reason="y", now=T0)
+            prompts.set_active_version(
+                session, a.id, b.versions[0].id, actor="x", reason="y", now=T0
+            )
         with pytest.raises(NotFound):
-            prompts.set_active_version(session, 999, a.versions[0].id, actor="x",
-                                       reason="y", now=T0)
+            prompts.set_active_version(
+                session, 999, a.versions[0].id, actor="x", reason="y", now=T0
+            )
 
 
 def test_failed_call_inside_transaction_leaves_nothing(engine: Engine) -> None:

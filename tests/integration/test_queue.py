@@ -30,12 +30,24 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def add(engine: Engine, *, job_type: str = "full_cycle", priority: int = 0,
-        created: datetime = T0, run_at: datetime | None = None, max_attempts: int = 3,
-        dedupe_key: str | None = None, payload: dict | None = None) -> queue.Job:
+def add(
+    engine: Engine,
+    *,
+    job_type: str = "full_cycle",
+    priority: int = 0,
+    created: datetime = T0,
+    run_at: datetime | None = None,
+    max_attempts: int = 3,
+    dedupe_key: str | None = None,
+    payload: dict | None = None,
+) -> queue.Job:
     job, created_new = queue.enqueue(
-        engine, NewJob(type=job_type, payload=payload or {}, priority=priority, run_at=run_at),
-        max_attempts=max_attempts, now=created, dedupe_key=dedupe_key)
+        engine,
+        NewJob(type=job_type, payload=payload or {}, priority=priority, run_at=run_at),
+        max_attempts=max_attempts,
+        now=created,
+        dedupe_key=dedupe_key,
+    )
     assert created_new
     return job
 
@@ -53,9 +65,15 @@ def claim(engine: Engine, worker: str = "w1", now: datetime = T0) -> queue.Job:
 
 # --- enqueue and claim -----------------------------------------------------------------
 
+
 def test_enqueue_stores_what_was_asked(engine):
-    job = add(engine, job_type="pattern_analysis", priority=7, payload={"prompt": "support"},
-              max_attempts=5)
+    job = add(
+        engine,
+        job_type="pattern_analysis",
+        priority=7,
+        payload={"prompt": "support"},
+        max_attempts=5,
+    )
     stored = queue.get_job(engine, job.id)
     assert stored.type == "pattern_analysis"
     assert stored.status == "pending"
@@ -104,17 +122,32 @@ def test_future_run_after_is_not_claimed_until_due(engine):
 
 
 def test_dedupe_key_second_enqueue_returns_existing(engine):
-    first, created1 = queue.enqueue(engine, NewJob(type="experiment_monitoring"),
-                                    max_attempts=3, now=T0, dedupe_key="monitor:all:T0")
-    second, created2 = queue.enqueue(engine, NewJob(type="experiment_monitoring", priority=9),
-                                     max_attempts=3, now=at(1), dedupe_key="monitor:all:T0")
+    first, created1 = queue.enqueue(
+        engine,
+        NewJob(type="experiment_monitoring"),
+        max_attempts=3,
+        now=T0,
+        dedupe_key="monitor:all:T0",
+    )
+    second, created2 = queue.enqueue(
+        engine,
+        NewJob(type="experiment_monitoring", priority=9),
+        max_attempts=3,
+        now=at(1),
+        dedupe_key="monitor:all:T0",
+    )
     assert created1 is True
     assert created2 is False
     assert second.id == first.id
     assert second.priority == 0  # the first job is kept as it was
     assert row_count(engine) == 1
-    third, created3 = queue.enqueue(engine, NewJob(type="experiment_monitoring"),
-                                    max_attempts=3, now=at(2), dedupe_key="monitor:all:T1")
+    third, created3 = queue.enqueue(
+        engine,
+        NewJob(type="experiment_monitoring"),
+        max_attempts=3,
+        now=at(2),
+        dedupe_key="monitor:all:T1",
+    )
     assert created3 is True and third.id != first.id
     assert row_count(engine) == 2
 
@@ -126,6 +159,7 @@ def test_jobs_without_dedupe_key_never_collide(engine):
 
 
 # --- fencing ---------------------------------------------------------------------------
+
 
 def test_worker_whose_lease_was_taken_over_cannot_write(engine):
     job = add(engine)
@@ -188,6 +222,7 @@ def test_heartbeat_extends_lease_so_reaper_leaves_job(engine):
 
 # --- fail and retry --------------------------------------------------------------------
 
+
 def test_fail_with_retry_returns_to_pending_later(engine):
     add(engine)
     job = claim(engine, now=at(0))
@@ -231,8 +266,9 @@ def test_retry_until_failed_over_max_attempts(engine):
         assert claimed.id == job.id
         assert claimed.attempts == attempt
         final = claimed.attempts >= claimed.max_attempts
-        assert queue.fail(engine, claimed.lease, f"boom {attempt}", now=now,
-                          retry_in_seconds=None if final else 5)
+        assert queue.fail(
+            engine, claimed.lease, f"boom {attempt}", now=now, retry_in_seconds=None if final else 5
+        )
         stored = queue.get_job(engine, job.id)
         assert stored.status == ("failed" if final else "pending")
         assert stored.error == f"boom {attempt}"
@@ -243,6 +279,7 @@ def test_retry_until_failed_over_max_attempts(engine):
 
 
 # --- reaper ----------------------------------------------------------------------------
+
 
 def test_reaper_fails_job_whose_attempts_are_spent(engine):
     job = add(engine, max_attempts=1)
@@ -286,6 +323,7 @@ def test_reaper_handles_a_mix(engine):
 
 
 # --- cancel ----------------------------------------------------------------------------
+
 
 def test_cancel_pending_job(engine):
     job = add(engine)
@@ -339,12 +377,18 @@ def test_unknown_job_is_not_found(engine):
 
 # --- retry and release -----------------------------------------------------------------
 
+
 def test_retry_of_failed_job_starts_fresh(engine):
     job = add(engine, max_attempts=2)
     for _ in range(2):
         claimed = claim(engine, now=at(0))
-        queue.fail(engine, claimed.lease, "boom", now=at(0),
-                   retry_in_seconds=0 if claimed.attempts < 2 else None)
+        queue.fail(
+            engine,
+            claimed.lease,
+            "boom",
+            now=at(0),
+            retry_in_seconds=0 if claimed.attempts < 2 else None,
+        )
     assert queue.get_job(engine, job.id).status == "failed"
     retried = queue.retry(engine, job.id, now=at(100))
     assert retried.status == "pending"
@@ -390,6 +434,7 @@ def test_release_returns_job_without_spending_an_attempt(engine):
 
 # --- housekeeping ----------------------------------------------------------------------
 
+
 def test_prune_finished_deletes_only_old_finished_jobs(engine):
     # Distinct priorities fix the claim order.
     old_done = add(engine, priority=50)
@@ -413,8 +458,7 @@ def test_prune_finished_deletes_only_old_finished_jobs(engine):
     deleted = queue.prune_finished(engine, older_than=at(1000))
     assert deleted == 3
     remaining = {j.id: j.status for j in queue.list_jobs(engine)}
-    assert remaining == {recent_done.id: "completed", running.id: "running",
-                         pending.id: "pending"}
+    assert remaining == {recent_done.id: "completed", running.id: "running", pending.id: "pending"}
     assert queue.prune_finished(engine, older_than=at(1000)) == 0
     # A job finished exactly at the cutoff is not older than it.
     assert queue.prune_finished(engine, older_than=at(5000)) == 0
@@ -431,7 +475,12 @@ def test_count_by_status(engine):
     queue.fail(engine, second.lease, "x", now=at(11), retry_in_seconds=None)
     queue.cancel(engine, jobs[4].id, now=at(11))
     assert queue.count_by_status(engine) == {
-        "pending": 1, "running": 1, "completed": 1, "failed": 1, "cancelled": 1}
+        "pending": 1,
+        "running": 1,
+        "completed": 1,
+        "failed": 1,
+        "cancelled": 1,
+    }
 
 
 def test_list_jobs_filters_and_orders_newest_first(engine):
@@ -445,8 +494,7 @@ def test_list_jobs_filters_and_orders_newest_first(engine):
     assert [j.id for j in queue.list_jobs(engine, limit=1)] == [c.id]
 
 
-@pytest.mark.parametrize(("given", "stored"), [(-20, 0), (0, 0), (55, 55), (100, 100),
-                                               (250, 100)])
+@pytest.mark.parametrize(("given", "stored"), [(-20, 0), (0, 0), (55, 55), (100, 100), (250, 100)])
 def test_report_progress_clamps(engine, given, stored):
     add(engine)
     job = claim(engine, now=at(0))
@@ -472,6 +520,7 @@ def test_job_to_dict_decodes_json_and_formats_times(engine):
 
 
 # --- concurrency -----------------------------------------------------------------------
+
 
 def _claim_all_concurrently(engines: list[Engine], n_jobs: int) -> list[list[int]]:
     claimed: list[list[int]] = [[] for _ in engines]
@@ -529,6 +578,7 @@ def test_concurrent_claims_on_sqlite_take_each_job_once(sqlite_engine, sqlite_ur
 
 # --- the in-memory fake keeps these rules ----------------------------------------------------
 
+
 class _Side:
     """One queue driven by an operation sequence. Jobs and leases are named by the order in
     which they appeared, because the two queues number jobs differently (a PostgreSQL
@@ -548,8 +598,10 @@ class _Side:
         return self.ids.index(job.id)
 
     def snapshot(self) -> list[queue.Job]:
-        return sorted((dataclasses.replace(j, id=self.ids.index(j.id)) for j in self.rows()),
-                      key=lambda j: j.id)
+        return sorted(
+            (dataclasses.replace(j, id=self.ids.index(j.id)) for j in self.rows()),
+            key=lambda j: j.id,
+        )
 
     def apply(self, op: tuple[Any, ...], now: datetime) -> Any:
         name, *args = op
@@ -557,8 +609,12 @@ class _Side:
         if name == "enqueue":
             priority, run_in, max_attempts, key = args
             run_at = None if run_in is None else now + timedelta(seconds=run_in)
-            job, created = q.enqueue(NewJob(type="full_cycle", priority=priority, run_at=run_at),
-                                     max_attempts=max_attempts, now=now, dedupe_key=key)
+            job, created = q.enqueue(
+                NewJob(type="full_cycle", priority=priority, run_at=run_at),
+                max_attempts=max_attempts,
+                now=now,
+                dedupe_key=key,
+            )
             return self.index(job), created
         if name == "claim":
             job = q.claim(args[0], lease_seconds=LEASE, now=now)
@@ -589,8 +645,9 @@ class _Side:
             "progress": lambda percent, step: q.report_progress(lease, percent, step),
             "complete": lambda result: q.complete(lease, result, now=now),
             "fail": lambda error, delay: q.fail(lease, error, now=now, retry_in_seconds=delay),
-            "defer": lambda wait: q.defer(lease, "limit used up",
-                                          until=now + timedelta(seconds=wait)),
+            "defer": lambda wait: q.defer(
+                lease, "limit used up", until=now + timedelta(seconds=wait)
+            ),
             "release": lambda: q.release(lease, now=now),
             "mark_cancelled": lambda: q.mark_cancelled(lease, now=now),
         }
@@ -665,26 +722,47 @@ def test_memory_queue_agrees_with_the_sql_queue_on_every_rule(engine):
 
 
 _pick = st.integers(0, 7)
-_enqueue = st.tuples(st.just("enqueue"), st.integers(-1, 1), st.sampled_from([None, 0, 30]),
-                     st.integers(1, 3), st.sampled_from([None, None, "tick-1", "tick-2"]))
+_enqueue = st.tuples(
+    st.just("enqueue"),
+    st.integers(-1, 1),
+    st.sampled_from([None, 0, 30]),
+    st.integers(1, 3),
+    st.sampled_from([None, None, "tick-1", "tick-2"]),
+)
 _claim = st.tuples(st.just("claim"), st.sampled_from(["worker-a", "worker-b"]))
-_operations = st.lists(st.one_of(
-    _enqueue, _claim, _enqueue, _claim,  # twice: most operations need a job or a lease
-    st.tuples(st.just("advance"), st.sampled_from([1, 30, LEASE + 1, 3600])),
-    st.tuples(st.just("reap")),
-    st.tuples(st.sampled_from(["cancel", "retry"]), _pick),
-    st.tuples(st.sampled_from(["heartbeat", "release", "mark_cancelled"]), _pick),
-    st.tuples(st.just("progress"), _pick, st.integers(-10, 120),
-              st.sampled_from([None, "", "analysing", "x" * 300])),
-    st.tuples(st.just("complete"), _pick, st.sampled_from([{}, {"n": 1}, {"at": T0}])),
-    st.tuples(st.just("fail"), _pick, st.sampled_from(["boom", "e" * 5000]),
-              st.sampled_from([None, 0, 5.5, 90])),
-    st.tuples(st.just("defer"), _pick, st.sampled_from([10, 120])),
-), min_size=5, max_size=50)
+_operations = st.lists(
+    st.one_of(
+        _enqueue,
+        _claim,
+        _enqueue,
+        _claim,  # twice: most operations need a job or a lease
+        st.tuples(st.just("advance"), st.sampled_from([1, 30, LEASE + 1, 3600])),
+        st.tuples(st.just("reap")),
+        st.tuples(st.sampled_from(["cancel", "retry"]), _pick),
+        st.tuples(st.sampled_from(["heartbeat", "release", "mark_cancelled"]), _pick),
+        st.tuples(
+            st.just("progress"),
+            _pick,
+            st.integers(-10, 120),
+            st.sampled_from([None, "", "analysing", "x" * 300]),
+        ),
+        st.tuples(st.just("complete"), _pick, st.sampled_from([{}, {"n": 1}, {"at": T0}])),
+        st.tuples(
+            st.just("fail"),
+            _pick,
+            st.sampled_from(["boom", "e" * 5000]),
+            st.sampled_from([None, 0, 5.5, 90]),
+        ),
+        st.tuples(st.just("defer"), _pick, st.sampled_from([10, 120])),
+    ),
+    min_size=5,
+    max_size=50,
+)
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(operations=_operations)
 def test_memory_queue_agrees_with_the_sql_queue_on_any_sequence(engine, operations):
     _run_on_both(engine, operations)

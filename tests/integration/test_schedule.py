@@ -23,8 +23,13 @@ from optimizer.runtime.schedule import build_scheduler, enqueue_tick, prune, rea
 
 def replica(url: str) -> ServiceContext:
     engine = create_db_engine(url)
-    return ServiceContext(settings=Settings(database_url=url), engine=engine,
-                          sessions=session_factory(engine), stats=RunStats(), clock=utcnow)
+    return ServiceContext(
+        settings=Settings(database_url=url),
+        engine=engine,
+        sessions=session_factory(engine),
+        stats=RunStats(),
+        clock=utcnow,
+    )
 
 
 async def test_three_schedulers_same_ticks_one_job_each(engine):
@@ -34,9 +39,11 @@ async def test_three_schedulers_same_ticks_one_job_each(engine):
     schedulers = []
     every_second = CronTrigger(second="*", timezone="UTC")
     for i, ctx in enumerate(replicas):
+
         async def tick(ctx: ServiceContext = ctx, i: int = i) -> None:
             fired[i] += 1
             await enqueue_tick(ctx, "experiment_monitoring", every_second)
+
         sched = AsyncIOScheduler(timezone="UTC")
         sched.add_job(tick, every_second, misfire_grace_time=5, coalesce=True)
         schedulers.append(sched)
@@ -49,8 +56,14 @@ async def test_three_schedulers_same_ticks_one_job_each(engine):
     for ctx in replicas:
         ctx.engine.dispose()
     with engine.connect() as conn:
-        keys = [r[0] for r in conn.execute(text(
-            "SELECT dedupe_key FROM optimization_jobs WHERE type = 'experiment_monitoring'"))]
+        keys = [
+            r[0]
+            for r in conn.execute(
+                text(
+                    "SELECT dedupe_key FROM optimization_jobs WHERE type = 'experiment_monitoring'"
+                )
+            )
+        ]
     assert all(n >= 3 for n in fired), fired
     assert len(keys) == len(set(keys))
     assert len(keys) >= 3
@@ -61,10 +74,12 @@ async def test_reaper_and_prune_jobs_act_on_the_queue(engine):
     url = engine.url.render_as_string(hide_password=False)
     ctx = replica(url)
     now = utcnow()
-    stale, _ = queue.enqueue(engine, queue.NewJob("full_cycle"), max_attempts=3,
-                             now=now - timedelta(minutes=5))
-    old, _ = queue.enqueue(engine, queue.NewJob("full_cycle"), max_attempts=3,
-                           now=now - timedelta(days=30))
+    stale, _ = queue.enqueue(
+        engine, queue.NewJob("full_cycle"), max_attempts=3, now=now - timedelta(minutes=5)
+    )
+    old, _ = queue.enqueue(
+        engine, queue.NewJob("full_cycle"), max_attempts=3, now=now - timedelta(days=30)
+    )
     claimed = queue.claim(engine, "dead-worker", lease_seconds=1, now=now - timedelta(minutes=5))
     assert claimed is not None and claimed.id == old.id  # the older one first
     queue.complete(engine, claimed.lease, {}, now=now - timedelta(days=10))
@@ -77,23 +92,33 @@ async def test_reaper_and_prune_jobs_act_on_the_queue(engine):
 
 
 def test_scheduler_is_built_with_deliberate_misfire_and_coalesce_settings():
-    ctx = ServiceContext(settings=Settings(), engine=None, sessions=None,  # type: ignore[arg-type]
-                         stats=RunStats(), clock=utcnow)
+    ctx = ServiceContext(
+        settings=Settings(),
+        engine=None,
+        sessions=None,  # type: ignore[arg-type]
+        stats=RunStats(),
+        clock=utcnow,
+    )
     sched = build_scheduler(ctx)
     jobs = {job.id: job for job in sched.get_jobs()}
-    assert set(jobs) == {"tick:pattern_analysis", "tick:experiment_monitoring", "reaper",
-                         "prune"}
+    assert set(jobs) == {"tick:pattern_analysis", "tick:experiment_monitoring", "reaper", "prune"}
     assert jobs["tick:experiment_monitoring"].coalesce is True
     assert jobs["tick:experiment_monitoring"].misfire_grace_time == 300
     assert jobs["tick:pattern_analysis"].misfire_grace_time == 900
     assert str(jobs["tick:pattern_analysis"].trigger) == (
-        "cron[month='*', day='*', day_of_week='*', hour='*', minute='0']")
+        "cron[month='*', day='*', day_of_week='*', hour='*', minute='0']"
+    )
 
 
 def test_ticks_are_the_scheduled_job_specs_with_their_cron_setting_and_grace():
     settings = Settings(monitoring_cron="*/5 * * * *", pattern_analysis_cron="30 2 * * *")
-    ctx = ServiceContext(settings=settings, engine=None, sessions=None,  # type: ignore[arg-type]
-                         stats=RunStats(), clock=utcnow)
+    ctx = ServiceContext(
+        settings=settings,
+        engine=None,
+        sessions=None,  # type: ignore[arg-type]
+        stats=RunStats(),
+        clock=utcnow,
+    )
     jobs = {job.id: job for job in build_scheduler(ctx).get_jobs()}
     scheduled = [spec for spec in SPECS.values() if spec.schedule is not None]
     assert {f"tick:{spec.name}" for spec in scheduled} == set(jobs) - {"reaper", "prune"}
@@ -101,8 +126,9 @@ def test_ticks_are_the_scheduled_job_specs_with_their_cron_setting_and_grace():
         assert spec.schedule is not None
         tick = jobs[f"tick:{spec.name}"]
         assert tick.misfire_grace_time == spec.schedule.misfire_grace_seconds
-        assert str(tick.trigger) == str(schedule.cron_trigger(
-            getattr(settings, spec.schedule.cron_setting)))
+        assert str(tick.trigger) == str(
+            schedule.cron_trigger(getattr(settings, spec.schedule.cron_setting))
+        )
     assert str(jobs["tick:experiment_monitoring"].trigger).endswith("minute='*/5']")
 
 
@@ -116,6 +142,5 @@ async def test_a_tick_takes_max_attempts_from_the_spec_retry_policy(engine, monk
     await enqueue_tick(ctx, "pattern_analysis", every_second)
     ctx.engine.dispose()
     attempts = {job.type: job.max_attempts for job in queue.list_jobs(engine)}
-    assert attempts == {"experiment_monitoring": ctx.settings.max_attempts,
-                        "pattern_analysis": 7}
+    assert attempts == {"experiment_monitoring": ctx.settings.max_attempts, "pattern_analysis": 7}
     assert all(job.payload == '{"scope":"all"}' for job in queue.list_jobs(engine))

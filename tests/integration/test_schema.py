@@ -54,11 +54,14 @@ def test_plain_sql_insert_gets_every_default(engine):
 
 def test_plain_sql_job_is_claimable(engine):
     job_id = insert_sql(
-        engine, "INSERT INTO optimization_jobs (type, payload) "
-                "VALUES ('pattern_analysis', '{\"prompt\": \"support\"}')")
+        engine,
+        "INSERT INTO optimization_jobs (type, payload) "
+        "VALUES ('pattern_analysis', '{\"prompt\": \"support\"}')",
+    )
     # The default run_after is the database's clock; claim a little after it.
-    claimed = queue.claim(engine, "w1", lease_seconds=60,
-                          now=datetime.now(UTC) + timedelta(seconds=2))
+    claimed = queue.claim(
+        engine, "w1", lease_seconds=60, now=datetime.now(UTC) + timedelta(seconds=2)
+    )
     assert claimed is not None
     assert claimed.id == job_id
     assert claimed.status == "running"
@@ -87,18 +90,22 @@ def test_revision_0004_drops_the_type_check_and_its_downgrade_restores_it(db_url
         insert_sql(engine, sql)
         assert queue.count_by_status(engine) == {"pending": 2}
         with pytest.raises(IntegrityError):  # the other checks survive the rebuilt table
-            insert_sql(engine, "INSERT INTO optimization_jobs (type, progress) "
-                               "VALUES ('full_cycle', 101)")
+            insert_sql(
+                engine, "INSERT INTO optimization_jobs (type, progress) VALUES ('full_cycle', 101)"
+            )
     finally:
         engine.dispose()
 
 
-@pytest.mark.parametrize("sql", [
-    "INSERT INTO optimization_jobs (type, status) VALUES ('full_cycle', 'done')",
-    "INSERT INTO optimization_jobs (type, progress) VALUES ('full_cycle', 101)",
-    "INSERT INTO optimization_jobs (type, attempts) VALUES ('full_cycle', -1)",
-    "INSERT INTO optimization_jobs (type, max_attempts) VALUES ('full_cycle', 0)",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO optimization_jobs (type, status) VALUES ('full_cycle', 'done')",
+        "INSERT INTO optimization_jobs (type, progress) VALUES ('full_cycle', 101)",
+        "INSERT INTO optimization_jobs (type, attempts) VALUES ('full_cycle', -1)",
+        "INSERT INTO optimization_jobs (type, max_attempts) VALUES ('full_cycle', 0)",
+    ],
+)
 def test_other_check_constraints(engine, sql):
     with pytest.raises(IntegrityError):
         insert_sql(engine, sql)
@@ -147,8 +154,7 @@ def _psycopg_conninfo(engine: Engine) -> str:
 def test_plain_sql_insert_notifies_workers(pg_engine):
     with psycopg.connect(_psycopg_conninfo(pg_engine), autocommit=True) as listener:
         listener.execute("LISTEN optimization_jobs")
-        job_id = insert_sql(pg_engine,
-                            "INSERT INTO optimization_jobs (type) VALUES ('full_cycle')")
+        job_id = insert_sql(pg_engine, "INSERT INTO optimization_jobs (type) VALUES ('full_cycle')")
         received = list(listener.notifies(timeout=5, stop_after=1))
     assert len(received) == 1
     assert received[0].channel == "optimization_jobs"
@@ -158,13 +164,13 @@ def test_plain_sql_insert_notifies_workers(pg_engine):
 @pytest.mark.postgres
 def test_requeue_notifies_workers(pg_engine):
     job_id = insert_sql(pg_engine, "INSERT INTO optimization_jobs (type) VALUES ('full_cycle')")
-    claimed = queue.claim(pg_engine, "w1", lease_seconds=60,
-                          now=datetime.now(UTC) + timedelta(seconds=2))
+    claimed = queue.claim(
+        pg_engine, "w1", lease_seconds=60, now=datetime.now(UTC) + timedelta(seconds=2)
+    )
     assert claimed is not None
     with psycopg.connect(_psycopg_conninfo(pg_engine), autocommit=True) as listener:
         listener.execute("LISTEN optimization_jobs")
-        queue.fail(pg_engine, claimed.lease, "transient", now=datetime.now(UTC),
-                   retry_in_seconds=1)
+        queue.fail(pg_engine, claimed.lease, "transient", now=datetime.now(UTC), retry_in_seconds=1)
         received = list(listener.notifies(timeout=5, stop_after=1))
     assert [n.payload for n in received] == [str(job_id)]
 

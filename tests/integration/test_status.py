@@ -45,23 +45,40 @@ def cli(monkeypatch, capsys) -> Callable[..., Outcome]:
         code = main(list(argv))
         captured = capsys.readouterr()
         return Outcome(code, captured.out, captured.err)
+
     return run
 
 
 def call(model: str, provider: str, when: Any, **numbers: Any) -> usage.CallRecord:
-    return usage.CallRecord(purpose="variant_generation", requested_model=model, model=model,
-                            provider=provider, outcome="ok", created_at=when, **numbers)
+    return usage.CallRecord(
+        purpose="variant_generation",
+        requested_model=model,
+        model=model,
+        provider=provider,
+        outcome="ok",
+        created_at=when,
+        **numbers,
+    )
 
 
 def seed(engine: Engine) -> dict[str, Any]:
     now = utcnow()
-    ids = [queue.enqueue(engine, NewJob(type=t), max_attempts=3, now=now)[0].id
-           for t in ("pattern_analysis", "variant_generation", "full_cycle")]
+    ids = [
+        queue.enqueue(engine, NewJob(type=t), max_attempts=3, now=now)[0].id
+        for t in ("pattern_analysis", "variant_generation", "full_cycle")
+    ]
     with engine.begin() as conn:
-        conn.execute(text("UPDATE optimization_jobs SET status = 'failed', attempts = 3, "
-                          "error = :e WHERE id = :i"), {"e": LONG_ERROR, "i": ids[0]})
-        conn.execute(text("UPDATE optimization_jobs SET status = 'completed', attempts = 1 "
-                          "WHERE id = :i"), {"i": ids[1]})
+        conn.execute(
+            text(
+                "UPDATE optimization_jobs SET status = 'failed', attempts = 3, "
+                "error = :e WHERE id = :i"
+            ),
+            {"e": LONG_ERROR, "i": ids[0]},
+        )
+        conn.execute(
+            text("UPDATE optimization_jobs SET status = 'completed', attempts = 1 WHERE id = :i"),
+            {"i": ids[1]},
+        )
     seed_prompt(engine, "support-bot")
     sessions = session_factory(engine)
     with sessions.begin() as session:
@@ -73,14 +90,27 @@ def seed(engine: Engine) -> dict[str, Any]:
         outcome = check_experiment(session, experiment_id, now=now)
     assert outcome is not None and outcome.decision == "continue"
     for record in (
-            call("claude-a", "anthropic", now, input_tokens=1000, output_tokens=200,
-                 cache_creation_input_tokens=30, cache_read_input_tokens=500, cost_usd=0.25),
-            call("claude-a", "anthropic", now, input_tokens=500, output_tokens=100,
-                 cost_usd=0.5),
-            call("offline", "offline", now, input_tokens=7),
-            # Yesterday (UTC): neither today's spend nor the last hour.
-            call("claude-a", "anthropic", usage.utc_midnight(now) - timedelta(hours=2),
-                 input_tokens=99_999, cost_usd=9.0)):
+        call(
+            "claude-a",
+            "anthropic",
+            now,
+            input_tokens=1000,
+            output_tokens=200,
+            cache_creation_input_tokens=30,
+            cache_read_input_tokens=500,
+            cost_usd=0.25,
+        ),
+        call("claude-a", "anthropic", now, input_tokens=500, output_tokens=100, cost_usd=0.5),
+        call("offline", "offline", now, input_tokens=7),
+        # Yesterday (UTC): neither today's spend nor the last hour.
+        call(
+            "claude-a",
+            "anthropic",
+            usage.utc_midnight(now) - timedelta(hours=2),
+            input_tokens=99_999,
+            cost_usd=9.0,
+        ),
+    ):
         usage.record_call(sessions, record)
     return {"jobs": ids, "experiment": experiment_id, "arms": (control, variant)}
 
@@ -92,19 +122,30 @@ def test_status_json(cli, monkeypatch, sqlite_engine, sqlite_url):
     result = cli("status", "--json")
     assert result.code == 0, result.err
     body = json.loads(result.out)
-    assert body["queue"] == {"pending": 1, "running": 0, "completed": 1, "failed": 1,
-                             "cancelled": 0}
+    assert body["queue"] == {
+        "pending": 1,
+        "running": 0,
+        "completed": 1,
+        "failed": 1,
+        "cancelled": 0,
+    }
     jobs = body["recent_jobs"]
     assert [j["id"] for j in jobs] == seeded["jobs"][::-1]  # newest first
     failed = jobs[-1]
     assert (failed["type"], failed["status"], failed["attempts"]) == (
-        "pattern_analysis", "failed", 3)
+        "pattern_analysis",
+        "failed",
+        3,
+    )
     assert failed["error"] == excerpt(LONG_ERROR) and failed["error"].endswith("...")
     assert 0 <= failed["age_seconds"] < 60
 
     [experiment] = body["experiments"]
     assert (experiment["id"], experiment["prompt"], experiment["decision"]) == (
-        seeded["experiment"], "support-bot", "continue")
+        seeded["experiment"],
+        "support-bot",
+        "continue",
+    )
     assert experiment["checked_at"] is not None
     control, variant = experiment["arms"]
     assert control["is_control"] and control["version"] == 1
@@ -116,9 +157,16 @@ def test_status_json(cli, monkeypatch, sqlite_engine, sqlite_url):
     assert variant["level"] == pytest.approx(0.90)
 
     assert body["llm"] == {
-        "calls_today": 3, "input_tokens": 1507, "output_tokens": 300,
-        "cache_write_tokens": 30, "cache_read_tokens": 500, "cost_today_usd": 0.75,
-        "daily_budget_usd": 5.0, "calls_last_hour": 2, "calls_per_hour": 100}
+        "calls_today": 3,
+        "input_tokens": 1507,
+        "output_tokens": 300,
+        "cache_write_tokens": 30,
+        "cache_read_tokens": 500,
+        "cost_today_usd": 0.75,
+        "daily_budget_usd": 5.0,
+        "calls_last_hour": 2,
+        "calls_per_hour": 100,
+    }
 
 
 def test_status_text(cli, monkeypatch, sqlite_engine, sqlite_url):
@@ -128,14 +176,14 @@ def test_status_text(cli, monkeypatch, sqlite_engine, sqlite_url):
     assert result.code == 0, result.err
     out = result.out
     assert "Queue: pending 1  running 0  completed 1  failed 1  cancelled 0" in out
-    failed_line = next(line for line in out.splitlines()
-                       if line.strip().startswith(f"{seeded['jobs'][0]} "))
+    failed_line = next(
+        line for line in out.splitlines() if line.strip().startswith(f"{seeded['jobs'][0]} ")
+    )
     assert "pattern_analysis" in failed_line and "3/3" in failed_line
     assert excerpt(LONG_ERROR) in failed_line
     assert f"#{seeded['experiment']} support-bot RUNNING (metric success" in out
     assert ": continue" in out
-    variant_line = next(line for line in out.splitlines()
-                        if line.split()[:2] == ["2", "variant"])
+    variant_line = next(line for line in out.splitlines() if line.split()[:2] == ["2", "variant"])
     assert "380" in variant_line and "90.0% [" in variant_line
     assert "calls 3, tokens in 1,507 / out 300" in out
     assert "cost $0.7500 of $20.00 LLM_DAILY_BUDGET_USD (3.8%)" in out
@@ -149,12 +197,19 @@ def test_status_on_an_empty_database(cli, monkeypatch, sqlite_engine, sqlite_url
     assert "no jobs yet" in result.out and "no running or paused experiments" in result.out
 
 
-@pytest.mark.parametrize("url, said", [
-    ("postgresql+psycopg://nobody@127.0.0.1:1/x",  # nothing listens there
-     "error: cannot reach the database"),
-    ("sqlite:////nonexistent-dir/for/status/test.db",  # the directory does not exist
-     "error: no database at /nonexistent-dir/for/status/test.db"),
-])
+@pytest.mark.parametrize(
+    "url, said",
+    [
+        (
+            "postgresql+psycopg://nobody@127.0.0.1:1/x",  # nothing listens there
+            "error: cannot reach the database",
+        ),
+        (
+            "sqlite:////nonexistent-dir/for/status/test.db",  # the directory does not exist
+            "error: no database at /nonexistent-dir/for/status/test.db",
+        ),
+    ],
+)
 def test_unreachable_database_is_a_clear_error(cli, monkeypatch, url, said):
     monkeypatch.setenv("DATABASE_URL", url)
     result = cli("status")
@@ -170,17 +225,23 @@ def _experiment_in_state(engine: Engine, prompt: str, status: str, reason: str |
     with session_factory(engine).begin() as session:
         experiment_id = store.create_experiment(session, prompt, [2], now=utcnow()).id
     with engine.begin() as conn:
-        conn.execute(update(Experiment).where(Experiment.id == experiment_id)
-                     .values(status=status, decision_reason=reason))
+        conn.execute(
+            update(Experiment)
+            .where(Experiment.id == experiment_id)
+            .values(status=status, decision_reason=reason)
+        )
     return experiment_id
 
 
-def test_paused_experiments_are_shown_with_their_state(cli, monkeypatch, sqlite_engine,
-                                                       sqlite_url):
+def test_paused_experiments_are_shown_with_their_state(cli, monkeypatch, sqlite_engine, sqlite_url):
     """A paused experiment waits for a person: status must show it, and why it paused."""
     running = _experiment_in_state(sqlite_engine, "bot-running", "running", None)
-    paused = _experiment_in_state(sqlite_engine, "bot-paused", "paused",
-                                  "Paused for a sample ratio mismatch: check assignment.")
+    paused = _experiment_in_state(
+        sqlite_engine,
+        "bot-paused",
+        "paused",
+        "Paused for a sample ratio mismatch: check assignment.",
+    )
     _experiment_in_state(sqlite_engine, "bot-done", "completed", "Inconclusive.")
     _experiment_in_state(sqlite_engine, "bot-stopped", "stopped", "stopped by admin")
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
@@ -199,13 +260,17 @@ def test_paused_experiments_are_shown_with_their_state(cli, monkeypatch, sqlite_
     assert "bot-done" not in out and "bot-stopped" not in out
 
 
-@pytest.mark.parametrize("env, problem", [
-    ({}, True),  # the default provider and no key: variant generation cannot run
-    ({"ANTHROPIC_API_KEY": "sk-ant-test"}, False),
-    ({"LLM_PROVIDER": "offline"}, False),
-])
-def test_configuration_problems_are_shown(cli, monkeypatch, sqlite_engine, sqlite_url, env,
-                                          problem):
+@pytest.mark.parametrize(
+    "env, problem",
+    [
+        ({}, True),  # the default provider and no key: variant generation cannot run
+        ({"ANTHROPIC_API_KEY": "sk-ant-test"}, False),
+        ({"LLM_PROVIDER": "offline"}, False),
+    ],
+)
+def test_configuration_problems_are_shown(
+    cli, monkeypatch, sqlite_engine, sqlite_url, env, problem
+):
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -36,8 +36,13 @@ from optimizer.webhooks import WebhookSender
 from tests.support.experiments import add_conversations, arm_ids, seed_prompt
 
 SECRET = "a-long-random-webhook-secret"
-FAST = Settings(poll_interval_seconds=0.05, lease_seconds=1.0, retry_base_seconds=0.0,
-                job_timeout_seconds=30, shutdown_grace_seconds=0.5)
+FAST = Settings(
+    poll_interval_seconds=0.05,
+    lease_seconds=1.0,
+    retry_base_seconds=0.0,
+    job_timeout_seconds=30,
+    shutdown_grace_seconds=0.5,
+)
 
 
 @dataclass
@@ -93,8 +98,13 @@ async def senders() -> AsyncIterator[list[WebhookSender]]:
 
 
 def sender_for(senders: list[WebhookSender], url: str, **options: Any) -> WebhookSender:
-    options = {"base_delay": 0.05, "max_delay": 0.2, "timeout": 2.0,
-               "rng": random.Random(1), **options}
+    options = {
+        "base_delay": 0.05,
+        "max_delay": 0.2,
+        "timeout": 2.0,
+        "rng": random.Random(1),
+        **options,
+    }
     sender = WebhookSender(url, SECRET, **options)
     senders.append(sender)
     return sender
@@ -179,8 +189,7 @@ async def test_stop_drains_what_is_queued(receiver, senders):
     assert sender.delivered == 5 and len(receiver.requests) == 5
 
 
-async def test_stop_gives_up_on_a_hung_receiver_after_the_drain(silent_port, senders,
-                                                                   caplog):
+async def test_stop_gives_up_on_a_hung_receiver_after_the_drain(silent_port, senders, caplog):
     sender = sender_for(senders, f"http://127.0.0.1:{silent_port}/hook", timeout=30)
     sender.start()
     for n in range(3):
@@ -189,8 +198,9 @@ async def test_stop_gives_up_on_a_hung_receiver_after_the_drain(silent_port, sen
     started = time.monotonic()
     await sender.stop(0.3)
     assert time.monotonic() - started < 2
-    [warning] = [r for r in caplog.records
-                 if r.getMessage() == "webhook events not delivered at shutdown"]
+    [warning] = [
+        r for r in caplog.records if r.getMessage() == "webhook events not delivered at shutdown"
+    ]
     assert warning.__dict__["undelivered"] == 3
 
 
@@ -206,14 +216,21 @@ async def test_publish_from_a_thread(receiver, senders):
 
 
 def make_worker(engine: Engine, handlers: dict[str, Handler], sender: WebhookSender) -> Worker:
-    ctx = ServiceContext(settings=FAST, engine=engine, sessions=session_factory(engine),
-                         stats=RunStats(), clock=utcnow, webhooks=sender)
+    ctx = ServiceContext(
+        settings=FAST,
+        engine=engine,
+        sessions=session_factory(engine),
+        stats=RunStats(),
+        clock=utcnow,
+        webhooks=sender,
+    )
     return Worker(ctx, handlers, worker_id="w", rng=random.Random(1))
 
 
 def add_job(engine: Engine, job_type: str, max_attempts: int = 3) -> int:
-    return queue.enqueue(engine, NewJob(type=job_type), max_attempts=max_attempts,
-                         now=utcnow())[0].id
+    return queue.enqueue(engine, NewJob(type=job_type), max_attempts=max_attempts, now=utcnow())[
+        0
+    ].id
 
 
 def status_is(engine: Engine, job_id: int, *statuses: str) -> Callable[[], bool]:
@@ -238,9 +255,16 @@ async def test_one_event_per_final_outcome(engine, receiver, senders):
 
     sender = sender_for(senders, receiver.url)
     sender.start()
-    worker = make_worker(engine, {"full_cycle": ok, "variant_generation": broken,
-                                  "pattern_analysis": refused,
-                                  "experiment_creation": waits}, sender)
+    worker = make_worker(
+        engine,
+        {
+            "full_cycle": ok,
+            "variant_generation": broken,
+            "pattern_analysis": refused,
+            "experiment_creation": waits,
+        },
+        sender,
+    )
     done = add_job(engine, "full_cycle")
     retried_then_failed = add_job(engine, "variant_generation", max_attempts=2)
     failed = add_job(engine, "pattern_analysis")
@@ -259,8 +283,11 @@ async def test_one_event_per_final_outcome(engine, receiver, senders):
     assert len(receiver.requests) == 4  # the retried attempt sent nothing
     assert all(e["event"] == "job.finished" for e in events.values())
     assert {k: e["data"]["status"] for k, e in events.items()} == {
-        done: "completed", retried_then_failed: "failed", failed: "failed",
-        cancelled: "cancelled"}
+        done: "completed",
+        retried_then_failed: "failed",
+        failed: "failed",
+        cancelled: "cancelled",
+    }
     finished = events[done]["data"]
     assert finished["type"] == "full_cycle" and finished["attempts"] == 1
     assert finished["message"] == "all done" and "big" not in json.dumps(finished)
@@ -272,8 +299,9 @@ async def test_experiment_decisions_other_than_continue(engine, receiver, sender
     seed_prompt(engine, "decided")
     seed_prompt(engine, "undecided")
     with session_factory(engine).begin() as session:
-        decided = store.create_experiment(session, "decided", [2],
-                                          now=utcnow() - timedelta(hours=25)).id
+        decided = store.create_experiment(
+            session, "decided", [2], now=utcnow() - timedelta(hours=25)
+        ).id
         store.create_experiment(session, "undecided", [2], now=utcnow())
     control, variant = arm_ids(engine, decided)
     add_conversations(engine, decided, control, 400, 120)
@@ -292,24 +320,28 @@ async def test_experiment_decisions_other_than_continue(engine, receiver, sender
     [decision] = decisions  # the undecided experiment's "continue" is not sent
     data = decision["data"]
     assert (data["experiment_id"], data["prompt"], data["decision"]) == (
-        decided, "decided", "promote")
+        decided,
+        "decided",
+        "promote",
+    )
     assert data["status"] == "completed" and data["winner_version"] == 2
     assert data["job_id"] == job_id and data["reason"]
-    [headers] = [h for h, body in receiver.requests
-                 if json.loads(body)["event"] == "experiment.decision"]
+    [headers] = [
+        h for h, body in receiver.requests if json.loads(body)["event"] == "experiment.decision"
+    ]
     assert headers["X-Prompt-Worker-Event"] == "experiment.decision"
 
 
-async def test_dead_receiver_never_slows_or_fails_the_job(sqlite_engine, silent_port,
-                                                          senders, caplog):
+async def test_dead_receiver_never_slows_or_fails_the_job(
+    sqlite_engine, silent_port, senders, caplog
+):
     caplog.set_level(logging.INFO, logger="prompt_worker.webhooks")
 
     async def ok(ctx: ServiceContext, job: ActiveJob) -> dict:
         return {"message": "fine"}
 
     # Each try waits out a 0.5 s timeout: about 1.7 s before the sender gives up.
-    sender = sender_for(senders, f"http://127.0.0.1:{silent_port}/hook", attempts=3,
-                        timeout=0.5)
+    sender = sender_for(senders, f"http://127.0.0.1:{silent_port}/hook", attempts=3, timeout=0.5)
     sender.start()
     worker = make_worker(sqlite_engine, {"full_cycle": ok}, sender)
     first, second = add_job(sqlite_engine, "full_cycle"), add_job(sqlite_engine, "full_cycle")

@@ -24,21 +24,36 @@ from optimizer.runtime import queue
 from optimizer.runtime.queue import NewJob
 from optimizer.runtime.worker import Worker
 
-FAST = Settings(poll_interval_seconds=0.05, lease_seconds=1.0, retry_base_seconds=0.0,
-                job_timeout_seconds=30, shutdown_grace_seconds=0.5)
+FAST = Settings(
+    poll_interval_seconds=0.05,
+    lease_seconds=1.0,
+    retry_base_seconds=0.0,
+    job_timeout_seconds=30,
+    shutdown_grace_seconds=0.5,
+)
 
 
 def make_worker(engine: Engine, handlers: dict[str, Handler], **overrides: Any) -> Worker:
     settings = FAST.model_copy(update=overrides)
-    ctx = ServiceContext(settings=settings, engine=engine, sessions=session_factory(engine),
-                         stats=RunStats(), clock=utcnow)
+    ctx = ServiceContext(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        stats=RunStats(),
+        clock=utcnow,
+    )
     return Worker(ctx, handlers, worker_id="test-worker", rng=random.Random(1))
 
 
-def add_job(engine: Engine, job_type: str = "full_cycle", payload: dict | None = None,
-            max_attempts: int = 3) -> int:
-    job, _ = queue.enqueue(engine, NewJob(type=job_type, payload=payload or {}),
-                           max_attempts=max_attempts, now=utcnow())
+def add_job(
+    engine: Engine, job_type: str = "full_cycle", payload: dict | None = None, max_attempts: int = 3
+) -> int:
+    job, _ = queue.enqueue(
+        engine,
+        NewJob(type=job_type, payload=payload or {}),
+        max_attempts=max_attempts,
+        now=utcnow(),
+    )
     return job.id
 
 
@@ -162,17 +177,25 @@ async def test_permanent_error_fails_at_once(engine):
     assert job.attempts == 1 and job.error == "prompt 'x' does not exist; create it first"
 
 
-@pytest.mark.parametrize("raw,expected", [
-    ('{"prompt": "sup', "payload is not valid JSON"),
-    ('[1, 2]', "payload must be a JSON object, got list"),
-])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ('{"prompt": "sup', "payload is not valid JSON"),
+        ("[1, 2]", "payload must be a JSON object, got list"),
+    ],
+)
 async def test_corrupt_payload_fails_that_job_and_worker_goes_on(engine, raw, expected):
     async def handler(ctx: ServiceContext, job: ActiveJob) -> dict:
         return {"ok": True}
 
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO optimization_jobs (type, payload, priority) "
-                          "VALUES ('full_cycle', :p, 5)"), {"p": raw})
+        conn.execute(
+            text(
+                "INSERT INTO optimization_jobs (type, payload, priority) "
+                "VALUES ('full_cycle', :p, 5)"
+            ),
+            {"p": raw},
+        )
         bad_id = conn.execute(text("SELECT max(id) FROM optimization_jobs")).scalar()
     good_id = add_job(engine)
     worker = make_worker(engine, {"full_cycle": handler})
@@ -191,7 +214,8 @@ async def test_job_type_without_handler_fails_with_clear_message(engine):
     await wait_for(status_is(engine, job_id, "failed"))
     await worker.stop(1)
     assert queue.get_job(engine, job_id).error == (
-        "no handler for job type 'variant_generation' in this build of prompt-worker")
+        "no handler for job type 'variant_generation' in this build of prompt-worker"
+    )
 
 
 async def test_timeout_fails_the_attempt(engine):
@@ -243,8 +267,13 @@ async def test_lost_lease_discards_result(engine):
     worker.start()
     await wait_for(status_is(engine, job_id, "running"))
     with engine.begin() as conn:  # another worker took the job over
-        conn.execute(text("UPDATE optimization_jobs SET locked_by = 'other', "
-                          "attempts = attempts + 1 WHERE id = :id"), {"id": job_id})
+        conn.execute(
+            text(
+                "UPDATE optimization_jobs SET locked_by = 'other', "
+                "attempts = attempts + 1 WHERE id = :id"
+            ),
+            {"id": job_id},
+        )
     await asyncio.wait_for(finished.wait(), 5)
     await worker.stop(1)
     job = queue.get_job(engine, job_id)
@@ -309,5 +338,8 @@ async def test_monitoring_with_nothing_running_completes(engine):
     await wait_for(status_is(engine, job_id, "completed"))
     await worker.stop(1)
     result = queue.get_job(engine, job_id).to_dict()["result"]
-    assert result == {"experiments_checked": 0, "decisions": [],
-                      "message": "no running experiments"}
+    assert result == {
+        "experiments_checked": 0,
+        "decisions": [],
+        "message": "no running experiments",
+    }

@@ -18,8 +18,9 @@ from optimizer.db import create_db_engine, migrate
 def _pg_database(server_url: str) -> Iterator[str]:
     """A new empty database on the test server, dropped afterwards."""
     name = f"pw_prop_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(make_url(server_url).set(drivername="postgresql+psycopg"),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        make_url(server_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
@@ -31,10 +32,12 @@ def _pg_database(server_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(scope="module",
-                params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def module_engine(request: pytest.FixtureRequest,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def module_engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
     """A migrated engine kept for the whole module, on SQLite and on PostgreSQL."""
     with ExitStack() as stack:
         if request.param == "sqlite":

@@ -72,9 +72,15 @@ PARSER_ENCODINGS = ("br", "zstd", "gzip", "deflate")
 KNOWN_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD")
 METHODS = (*KNOWN_METHODS, "FOO")  # the parser refuses methods it does not know
 PROPERTY_SETTINGS = settings(
-    max_examples=80, deadline=None, database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.large_base_example])
+    max_examples=80,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
 
 
 @dataclass(frozen=True)
@@ -87,8 +93,11 @@ class Route:
 
 
 ROUTES = (
-    Route("GET", "/health"), Route("GET", "/ready"), Route("GET", "/metrics"),
-    Route("GET", "/openapi.json"), Route("GET", "/docs"),
+    Route("GET", "/health"),
+    Route("GET", "/ready"),
+    Route("GET", "/metrics"),
+    Route("GET", "/openapi.json"),
+    Route("GET", "/docs"),
     Route("POST", "/jobs", ADMIN, admin_jobs.NEW_JOB_FIELDS),
     Route("GET", "/jobs", ADMIN, params=admin_jobs.LIST_PARAMS),
     Route("GET", "/jobs/{id}", ADMIN),
@@ -120,30 +129,72 @@ class Req:
     def refused_by_parser(self) -> bool:
         """Answered by aiohttp's HTTP parser before our code runs: not JSON, still 4xx."""
         encoding = self.headers.get("Content-Encoding", "")
-        return (len(self.target) > MAX_LINE - 100 or encoding in PARSER_ENCODINGS
-                or self.method not in KNOWN_METHODS)
+        return (
+            len(self.target) > MAX_LINE - 100
+            or encoding in PARSER_ENCODINGS
+            or self.method not in KNOWN_METHODS
+        )
 
 
 # --- strategies ----------------------------------------------------------------------------
 
 # What a client can put in a header: no control characters (aiohttp refuses to send them).
-HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF,
-                                             exclude_characters="\x7f"), max_size=80)
+HEADER_TEXT = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF, exclude_characters="\x7f"),
+    max_size=80,
+)
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), TEXT, HOSTILE)
-JSON_VALUES = st.recursive(SCALARS, lambda kids: st.lists(kids, max_size=4)
-                           | st.dictionaries(TEXT, kids, max_size=4),
-                           max_leaves=12)
-INTERESTING = st.sampled_from([
-    "support-bot", "pattern_analysis", "full_cycle", "running", "pending", "u1", "", " ",
-    "x" * 300, 0, 1, 2, 3, -1, 2**31, 2**63, 2**64, 1.5, 1e308, True, False, None, [], {},
-    [1, 2], [2], [2, 3], {"a": 1}, "2026-01-01T00:00:00Z", "9999-12-31T23:59:59+14:00",
-    "not a date", "\x00", "é" * 201, "primary_metric", "success", "rating",
-])
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(TEXT, kids, max_size=4),
+    max_leaves=12,
+)
+INTERESTING = st.sampled_from(
+    [
+        "support-bot",
+        "pattern_analysis",
+        "full_cycle",
+        "running",
+        "pending",
+        "u1",
+        "",
+        " ",
+        "x" * 300,
+        0,
+        1,
+        2,
+        3,
+        -1,
+        2**31,
+        2**63,
+        2**64,
+        1.5,
+        1e308,
+        True,
+        False,
+        None,
+        [],
+        {},
+        [1, 2],
+        [2],
+        [2, 3],
+        {"a": 1},
+        "2026-01-01T00:00:00Z",
+        "9999-12-31T23:59:59+14:00",
+        "not a date",
+        "\x00",
+        "é" * 201,
+        "primary_metric",
+        "success",
+        "rating",
+    ]
+)
 
 
 def near_valid(fields: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any]]:
-    known = st.dictionaries(st.sampled_from(fields), INTERESTING | HOSTILE | JSON_VALUES,
-                            max_size=len(fields))
+    known = st.dictionaries(
+        st.sampled_from(fields), INTERESTING | HOSTILE | JSON_VALUES, max_size=len(fields)
+    )
     extra = st.dictionaries(TEXT, SCALARS, max_size=1)
     return st.builds(lambda a, b: {**b, **a}, known, extra)
 
@@ -151,27 +202,45 @@ def near_valid(fields: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any]]:
 # A valid body per route, every field and nested field filled in: replacing any one value
 # reaches the check behind it.
 VALID: dict[str, dict[str, Any]] = {
-    "/jobs": {"type": "experiment_creation", "prompt": "support-bot", "priority": 1,
-              "run_at": "2026-01-01T00:00:00Z",
-              "payload": {"variants": [3], "weights": [1, 2.5], "scope": "global",
-                          **EXPERIMENT_SETTINGS}},
+    "/jobs": {
+        "type": "experiment_creation",
+        "prompt": "support-bot",
+        "priority": 1,
+        "run_at": "2026-01-01T00:00:00Z",
+        "payload": {"variants": [3], "weights": [1, 2.5], "scope": "global", **EXPERIMENT_SETTINGS},
+    },
     "/prompts": {"name": "fuzzed", "content": "Be kind.", "change_notes": "n"},
     "/prompts/{name}/versions": {"content": "Be brief.", "change_notes": "n"},
     "/prompts/{name}/rollback": {"version": 1, "reason": "r"},
-    "/experiments": {"prompt": "support-bot", "variants": [3], "weights": [1, 2.5],
-                     **EXPERIMENT_SETTINGS},
+    "/experiments": {
+        "prompt": "support-bot",
+        "variants": [3],
+        "weights": [1, 2.5],
+        **EXPERIMENT_SETTINGS,
+    },
     "/experiments/{id}/stop": {"reason": "r"},
-    "/v1/conversations": {"prompt": "support-bot", "version": 1, "unit_id": "u1",
-                          "success": True, "rating": 4, "latency_ms": 10.0, "cost_usd": 0.01,
-                          "input_tokens": 10, "output_tokens": 5, "segment": "s",
-                          "tags": ["a", "b"], "transcript": "t",
-                          "occurred_at": "2026-01-01T00:00:00Z"},
+    "/v1/conversations": {
+        "prompt": "support-bot",
+        "version": 1,
+        "unit_id": "u1",
+        "success": True,
+        "rating": 4,
+        "latency_ms": 10.0,
+        "cost_usd": 0.01,
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "segment": "s",
+        "tags": ["a", "b"],
+        "transcript": "t",
+        "occurred_at": "2026-01-01T00:00:00Z",
+    },
 }
 
 
 # Mostly hostile values: the plainer ones are reached by near_valid and JSON_VALUES too.
-REPLACEMENTS = st.one_of(st.sampled_from(HOSTILE_STRINGS), HOSTILE, HOSTILE, INTERESTING,
-                         JSON_VALUES)
+REPLACEMENTS = st.one_of(
+    st.sampled_from(HOSTILE_STRINGS), HOSTILE, HOSTILE, INTERESTING, JSON_VALUES
+)
 
 
 def mutated(base: dict[str, Any]) -> st.SearchStrategy[Any]:
@@ -209,7 +278,10 @@ def documents_for(route: Route) -> st.SearchStrategy[Any]:
         row = VALID[route.path]
         documents = documents | st.builds(
             lambda good, bad, at: {"conversations": good[:at] + [bad] + good[at:]},
-            st.lists(st.just(row), max_size=5), mutated(row), st.integers(0, 5))
+            st.lists(st.just(row), max_size=5),
+            mutated(row),
+            st.integers(0, 5),
+        )
     return documents
 
 
@@ -242,8 +314,24 @@ def percent_bytes(raw: bytes) -> str:
     return "".join(f"%{b:02X}" for b in raw)
 
 
-HOSTILE_SEGMENTS = ["%00", "%ED%A0%80", "9" * 25, "9" * 400, "-" + "9" * 400, "1e308", "-0",
-                    "0x1", "NaN", "1.0", "%01", "%1B%5B2K", "%0D%0A", "%7F", "%C2%85", "%FF"]
+HOSTILE_SEGMENTS = [
+    "%00",
+    "%ED%A0%80",
+    "9" * 25,
+    "9" * 400,
+    "-" + "9" * 400,
+    "1e308",
+    "-0",
+    "0x1",
+    "NaN",
+    "1.0",
+    "%01",
+    "%1B%5B2K",
+    "%0D%0A",
+    "%7F",
+    "%C2%85",
+    "%FF",
+]
 
 
 def hostile_segments(seeded: list[str]) -> st.SearchStrategy[str]:
@@ -269,13 +357,19 @@ def segments(kind: str, seeded: dict[str, list[str]]) -> st.SearchStrategy[str]:
     )
 
 
-VALID_QUERY = {"/jobs": {"status": "pending", "type": "full_cycle", "limit": "5"},
-               "/experiments": {"status": "running", "prompt": "support-bot", "limit": "5"},
-               "/insights": {"prompt": "support-bot", "actionable": "true", "kind": "theme",
-                             "limit": "5"},
-               "/v1/prompts/{name}/resolve": {"unit_id": "u1"}}
-QUERY_VALUES = st.one_of(INTERESTING.map(str), TEXT, st.text(min_size=300, max_size=2000),
-                         HOSTILE.map(str), st.sampled_from(HOSTILE_STRINGS))
+VALID_QUERY = {
+    "/jobs": {"status": "pending", "type": "full_cycle", "limit": "5"},
+    "/experiments": {"status": "running", "prompt": "support-bot", "limit": "5"},
+    "/insights": {"prompt": "support-bot", "actionable": "true", "kind": "theme", "limit": "5"},
+    "/v1/prompts/{name}/resolve": {"unit_id": "u1"},
+}
+QUERY_VALUES = st.one_of(
+    INTERESTING.map(str),
+    TEXT,
+    st.text(min_size=300, max_size=2000),
+    HOSTILE.map(str),
+    st.sampled_from(HOSTILE_STRINGS),
+)
 
 
 def query_string(pairs: list[tuple[str, str]]) -> str:
@@ -287,44 +381,87 @@ def near_queries(route: Route) -> st.SearchStrategy[str]:
     valid = VALID_QUERY.get(route.path, {})
     if not valid:
         return st.just("")
+
     def spoil(name: str, bad: str, where: int) -> str:
         value = (bad, valid[name] + bad, bad + valid[name])[where]
         return query_string(list({**valid, name: value}.items()))
 
-    hostile = st.builds(spoil, st.sampled_from(sorted(valid)),
-                        st.sampled_from(HOSTILE_STRINGS), st.integers(0, 2))
+    hostile = st.builds(
+        spoil, st.sampled_from(sorted(valid)), st.sampled_from(HOSTILE_STRINGS), st.integers(0, 2)
+    )
     return hostile | st.builds(
         lambda name, value: query_string(list({**valid, name: value}.items())),
-        st.sampled_from(sorted(valid)), QUERY_VALUES)
+        st.sampled_from(sorted(valid)),
+        QUERY_VALUES,
+    )
 
 
 def queries(route: Route) -> st.SearchStrategy[str]:
     keys = st.sampled_from(route.params) | TEXT if route.params else TEXT
     pairs = st.lists(st.tuples(keys, QUERY_VALUES), max_size=4).map(query_string)
-    garbage = st.sampled_from(["%", "%%", "a=%ZZ", "=&&=", "&", "limit", "a=1=2", "%FF=%FE",
-                               "prompt=%00", "unit_id=%00", "status=%ED%A0%80"])
+    garbage = st.sampled_from(
+        [
+            "%",
+            "%%",
+            "a=%ZZ",
+            "=&&=",
+            "&",
+            "limit",
+            "a=1=2",
+            "%FF=%FE",
+            "prompt=%00",
+            "unit_id=%00",
+            "status=%ED%A0%80",
+        ]
+    )
     valid = st.just(query_string(list(VALID_QUERY.get(route.path, {}).items())))
-    return st.one_of(near_queries(route), st.just(""), valid, near_queries(route), pairs,
-                     garbage, st.binary(max_size=20).map(percent_bytes))
+    return st.one_of(
+        near_queries(route),
+        st.just(""),
+        valid,
+        near_queries(route),
+        pairs,
+        garbage,
+        st.binary(max_size=20).map(percent_bytes),
+    )
 
 
 def authorization(token: str | None) -> st.SearchStrategy[dict[str, str]]:
     right = {"Authorization": f"Bearer {token}"} if token else {}
-    others = [{}, {"Authorization": "Bearer"}, {"Authorization": f"Basic {token}"},
-              {"Authorization": f"Bearer {INGEST if token == ADMIN else ADMIN}"}]
+    others = [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": f"Basic {token}"},
+        {"Authorization": f"Bearer {INGEST if token == ADMIN else ADMIN}"},
+    ]
     printable = HEADER_TEXT.map(lambda s: {"Authorization": s})
-    return st.one_of(st.just(right), st.just(right), st.just(right), st.sampled_from(others),
-                     printable)
+    return st.one_of(
+        st.just(right), st.just(right), st.just(right), st.sampled_from(others), printable
+    )
 
 
 def extra_headers() -> st.SearchStrategy[dict[str, str]]:
-    content_type = st.sampled_from(["application/json", "text/plain", "multipart/form-data",
-                                    "application/x-www-form-urlencoded", "application/xml",
-                                    "application/json; charset=latin-1", "*/*", "garbage"])
+    content_type = st.sampled_from(
+        [
+            "application/json",
+            "text/plain",
+            "multipart/form-data",
+            "application/x-www-form-urlencoded",
+            "application/xml",
+            "application/json; charset=latin-1",
+            "*/*",
+            "garbage",
+        ]
+    )
     encoding = st.sampled_from(["identity", "x-nope", *PARSER_ENCODINGS])
-    return st.builds(lambda ct, ce: {**({"Content-Type": ct} if ct else {}),
-                                     **({"Content-Encoding": ce} if ce else {})},
-                     st.none() | content_type, st.sampled_from([None] * 4) | encoding)
+    return st.builds(
+        lambda ct, ce: {
+            **({"Content-Type": ct} if ct else {}),
+            **({"Content-Encoding": ce} if ce else {}),
+        },
+        st.none() | content_type,
+        st.sampled_from([None] * 4) | encoding,
+    )
 
 
 @st.composite
@@ -336,8 +473,11 @@ def requests(draw: st.DrawFn, route: Route, seeded: dict[str, list[str]]) -> Req
     for kind in ("id", "name"):
         if "{" + kind + "}" in path:
             real = st.sampled_from(seeded[kind])
-            segment = (st.one_of(real, real, hostile_segments(seeded[kind]))
-                       if near else segments(kind, seeded))
+            segment = (
+                st.one_of(real, real, hostile_segments(seeded[kind]))
+                if near
+                else segments(kind, seeded)
+            )
             path = path.replace("{" + kind + "}", draw(segment))
     query = draw(queries(route))
     if near:
@@ -361,13 +501,19 @@ class Harness:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.loop = asyncio.new_event_loop()
-        self.tables = sorted(t for t in inspect(engine).get_table_names()
-                             if t != "alembic_version")
+        self.tables = sorted(t for t in inspect(engine).get_table_names() if t != "alembic_version")
         self.seeded: dict[str, list[str]] = {}
-        self.plain = self._client(Settings(admin_token=ADMIN, ingest_token=INGEST,
-                                           max_body_bytes=MAX_BODY))
-        self.signed = self._client(Settings(admin_token=ADMIN, ingest_token=INGEST,
-                                            max_body_bytes=MAX_BODY, admin_hmac_secret=SECRET))
+        self.plain = self._client(
+            Settings(admin_token=ADMIN, ingest_token=INGEST, max_body_bytes=MAX_BODY)
+        )
+        self.signed = self._client(
+            Settings(
+                admin_token=ADMIN,
+                ingest_token=INGEST,
+                max_body_bytes=MAX_BODY,
+                admin_hmac_secret=SECRET,
+            )
+        )
 
     def _client(self, config: Settings) -> TestClient:
         return self.loop.run_until_complete(start_client(build_app(self.engine, config)))
@@ -377,27 +523,34 @@ class Harness:
         409 before its reason is read. Start another one, so each example gets that far."""
         with session_factory(self.engine).begin() as session:
             live = session.scalar(
-                select(Experiment.id).join(Prompt, Prompt.id == Experiment.prompt_id)
-                .where(Prompt.name == "support-bot",
-                       Experiment.status.in_(LIVE_EXPERIMENT_STATUSES)))
+                select(Experiment.id)
+                .join(Prompt, Prompt.id == Experiment.prompt_id)
+                .where(
+                    Prompt.name == "support-bot", Experiment.status.in_(LIVE_EXPERIMENT_STATUSES)
+                )
+            )
             if live is None:
-                version = prompts.add_version(session, "support-bot",
-                                              f"Be helpful ({uuid.uuid4()}).", now=utcnow())
-                live = store.create_experiment(session, "support-bot", [version.number],
-                                               now=utcnow()).id
+                version = prompts.add_version(
+                    session, "support-bot", f"Be helpful ({uuid.uuid4()}).", now=utcnow()
+                )
+                live = store.create_experiment(
+                    session, "support-bot", [version.number], now=utcnow()
+                ).id
         self.seeded["id"][0] = str(live)
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
-            row = conn.execute(text("SELECT " + ", ".join(
-                f'(SELECT count(*) FROM "{t}")' for t in self.tables))).one()
+            row = conn.execute(
+                text("SELECT " + ", ".join(f'(SELECT count(*) FROM "{t}")' for t in self.tables))
+            ).one()
         return dict(zip(self.tables, row, strict=True))
 
     async def _send(self, client: TestClient, req: Req) -> tuple[int, str, bytes]:
         root = str(client.make_url("/")).rstrip("/")
         try:
-            async with client.session.request(req.method, URL(root + req.target, encoded=True),
-                                              data=req.body, headers=req.headers) as resp:
+            async with client.session.request(
+                req.method, URL(root + req.target, encoded=True), data=req.body, headers=req.headers
+            ) as resp:
                 return resp.status, resp.content_type, await resp.read()
         except aiohttp.ClientError:
             if not req.refused_by_parser:
@@ -425,16 +578,21 @@ class Harness:
 def harness(module_engine: Engine) -> Iterator[Harness]:
     engine = module_engine
     world = seed(engine, experiment=[(1, 1.0), (2, 1.0)])
-    job, _ = queue.enqueue(engine, parse_new_job("pattern_analysis", prompt="support-bot"),
-                           max_attempts=3, now=utcnow())
+    job, _ = queue.enqueue(
+        engine,
+        parse_new_job("pattern_analysis", prompt="support-bot"),
+        max_attempts=3,
+        now=utcnow(),
+    )
     h = Harness(engine)
     h.seeded = {"id": [str(world.experiment_id), str(job.id)], "name": ["support-bot"]}
     yield h
     h.close()
 
 
-def check(route: Route, req: Req, status: int, content_type: str, body: bytes,
-          unchanged: bool) -> None:
+def check(
+    route: Route, req: Req, status: int, content_type: str, body: bytes, unchanged: bool
+) -> None:
     assert status < 500 or (route.path == "/ready" and status == 503), (status, body[:500])
     if status >= 400:
         assert unchanged, f"a refused request ({status}) changed the tables"
@@ -473,14 +631,20 @@ def test_bad_signatures_never_pass(harness: Harness, data: st.DataObject) -> Non
     route = data.draw(st.sampled_from(ADMIN_ROUTES))
     req = data.draw(requests(route, harness.seeded))
     now = int(time.time())
-    stamp = data.draw(st.one_of(st.just(str(now)), st.integers(-10**12, 10**13).map(str),
-                                HEADER_TEXT))
+    stamp = data.draw(
+        st.one_of(st.just(str(now)), st.integers(-(10**12), 10**13).map(str), HEADER_TEXT)
+    )
     other = sign("not-the-secret", req.method, req.target, req.body, now)["X-Signature"]
-    signature = data.draw(st.one_of(
-        st.just(other), HEADER_TEXT, st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
-        .map(lambda h: "sha256=" + h)))
-    headers = {"Authorization": f"Bearer {ADMIN}", "X-Timestamp": stamp,
-               "X-Signature": signature}
+    signature = data.draw(
+        st.one_of(
+            st.just(other),
+            HEADER_TEXT,
+            st.text(alphabet="0123456789abcdef", min_size=64, max_size=64).map(
+                lambda h: "sha256=" + h
+            ),
+        )
+    )
+    headers = {"Authorization": f"Bearer {ADMIN}", "X-Timestamp": stamp, "X-Signature": signature}
     req = Req(route.method, req.target, headers, req.body)
     status, content_type, body, unchanged = harness.exchange(req, signed=True)
     check(route, req, status, content_type, body, unchanged)

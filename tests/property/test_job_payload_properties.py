@@ -37,12 +37,18 @@ from tests.support.experiments import make_ctx, seed_prompt
 
 NAME = "pay-bot"
 # Without "variants" the job tests the newest candidate; the harness keeps exactly one.
-VALID_PAYLOAD: dict[str, Any] = {"prompt": NAME, "weights": [1, 2.5], "scope": "global",
-                                 **EXPERIMENT_SETTINGS}
-PAYLOADS = st.one_of(st.just(VALID_PAYLOAD),
-                     spoiled(VALID_PAYLOAD, st.sampled_from(HOSTILE_STRINGS) | HOSTILE))
-PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, database=None,
-                             suppress_health_check=[HealthCheck.too_slow])
+VALID_PAYLOAD: dict[str, Any] = {
+    "prompt": NAME,
+    "weights": [1, 2.5],
+    "scope": "global",
+    **EXPERIMENT_SETTINGS,
+}
+PAYLOADS = st.one_of(
+    st.just(VALID_PAYLOAD), spoiled(VALID_PAYLOAD, st.sampled_from(HOSTILE_STRINGS) | HOSTILE)
+)
+PROPERTY_SETTINGS = settings(
+    max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 class Harness:
@@ -50,32 +56,39 @@ class Harness:
         self.engine = engine
         self.ctx = make_ctx(engine)
         self.loop = asyncio.new_event_loop()
-        self.tables = sorted(t for t in inspect(engine).get_table_names()
-                             if t != "alembic_version")
+        self.tables = sorted(t for t in inspect(engine).get_table_names() if t != "alembic_version")
         seed_prompt(engine, NAME, candidates=1)
 
     def ready(self) -> None:
         """No live experiment and exactly one candidate, whatever the last example did."""
         with session_factory(self.engine).begin() as session:
             prompt_id = session.scalar(select(Prompt.id).where(Prompt.name == NAME))
-            live = session.scalar(select(Experiment.id).where(
-                Experiment.prompt_id == prompt_id,
-                Experiment.status.in_(LIVE_EXPERIMENT_STATUSES)))
+            live = session.scalar(
+                select(Experiment.id).where(
+                    Experiment.prompt_id == prompt_id,
+                    Experiment.status.in_(LIVE_EXPERIMENT_STATUSES),
+                )
+            )
             if live is not None:
                 store.stop_experiment(session, live, actor="test", now=utcnow())
-            candidates = session.scalar(select(func.count()).select_from(PromptVersion).where(
-                PromptVersion.prompt_id == prompt_id, PromptVersion.status == "candidate"))
+            candidates = session.scalar(
+                select(func.count())
+                .select_from(PromptVersion)
+                .where(PromptVersion.prompt_id == prompt_id, PromptVersion.status == "candidate")
+            )
             if not candidates:
                 prompts.add_version(session, NAME, f"Be kind ({uuid.uuid4()}).", now=utcnow())
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
-            row = conn.execute(text("SELECT " + ", ".join(
-                f'(SELECT count(*) FROM "{t}")' for t in self.tables))).one()
+            row = conn.execute(
+                text("SELECT " + ", ".join(f'(SELECT count(*) FROM "{t}")' for t in self.tables))
+            ).one()
         return dict(zip(self.tables, row, strict=True))
 
     def run(self, raw: str) -> dict[str, Any]:
         """The job as the worker runs it: the stored text decoded, then the handler."""
+
         async def report(progress: int, step: str | None = None) -> None:
             return None
 

@@ -41,13 +41,15 @@ from optimizer.resolve import resolve
 from tests.support.experiments import Clock, make_ctx, make_job, seed_prompt
 
 NAMES = count()
-TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
-               min_size=1, max_size=12).filter(str.strip)
+TEXT = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=12
+).filter(str.strip)
 FLOAT = {"allow_nan": False, "allow_infinity": False}
 OPTIONAL = {
     "success": st.none() | st.booleans(),
     "rating": st.none() | st.integers(1, 5),
-    "latency_ms": st.none() | st.sampled_from([0.0, 5e-324, 86_400_000.0])
+    "latency_ms": st.none()
+    | st.sampled_from([0.0, 5e-324, 86_400_000.0])
     | st.floats(0, 86_400_000, **FLOAT),
     "cost_usd": st.none() | st.sampled_from([0.0, 5e-324, 1000.0]) | st.floats(0, 1000, **FLOAT),
     "input_tokens": st.none() | st.integers(0, 10_000_000),
@@ -68,33 +70,61 @@ def traffic(draw: st.DrawFn) -> dict[str, Any]:
             row = draw(st.fixed_dictionaries({}, optional=OPTIONAL))
             rows.append({"unit_id": unit, "segment": segment, **row})
     extreme = draw(st.lists(st.sampled_from([1e200, math.inf, math.nan, -5.0]), max_size=3))
-    return {"rows": rows, "extreme": extreme, "variants": draw(st.integers(1, 3)),
-            "experiment": draw(st.booleans())}
+    return {
+        "rows": rows,
+        "extreme": extreme,
+        "variants": draw(st.integers(1, 3)),
+        "experiment": draw(st.booleans()),
+    }
 
 
 def _store(engine: Engine, name: str, shape: dict[str, Any]) -> None:
     records = []
     for row in shape["rows"]:
         answer = resolve(engine, name, row["unit_id"])
-        records.append({"prompt": name, "version": answer["version"],
-                        "experiment_id": answer["experiment_id"],
-                        **{k: v for k, v in row.items() if v is not None}})
+        records.append(
+            {
+                "prompt": name,
+                "version": answer["version"],
+                "experiment_id": answer["experiment_id"],
+                **{k: v for k, v in row.items() if v is not None},
+            }
+        )
     for start in range(0, len(records), 1000):
-        ingest(engine, {"conversations": records[start:start + 1000]}, now=utcnow())
+        ingest(engine, {"conversations": records[start : start + 1000]}, now=utcnow())
     if shape["extreme"]:
         with engine.begin() as conn:
-            template = conn.execute(select(C.__table__).order_by(C.id.desc())
-                                    .limit(1)).mappings().one()
-            conn.execute(insert(C), [
-                {**{k: template[k] for k in ("prompt_id", "version_id", "experiment_id",
-                                             "arm_id", "assigned_arm_id", "unit_id")},
-                 "latency_ms": value, "cost_usd": value, "success": True}
-                for value in shape["extreme"]])
+            template = (
+                conn.execute(select(C.__table__).order_by(C.id.desc()).limit(1)).mappings().one()
+            )
+            conn.execute(
+                insert(C),
+                [
+                    {
+                        **{
+                            k: template[k]
+                            for k in (
+                                "prompt_id",
+                                "version_id",
+                                "experiment_id",
+                                "arm_id",
+                                "assigned_arm_id",
+                                "unit_id",
+                            )
+                        },
+                        "latency_ms": value,
+                        "cost_usd": value,
+                        "success": True,
+                    }
+                    for value in shape["extreme"]
+                ],
+            )
 
 
 def _strict(text: str) -> Any:
     def refuse(constant: str) -> Any:
         raise AssertionError(f"stored JSON holds {constant}")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -102,14 +132,18 @@ def _check_stored(engine: Engine) -> None:
     with session_factory(engine)() as session:
         for analysis in session.scalars(select(ExperimentAnalysis)):
             stats = _strict(analysis.statistics)
-            own = (select(func.count()).where(
-                C.experiment_id == analysis.experiment_id, C.arm_id.is_not(None),
-                or_(C.assigned_arm_id.is_(None), C.assigned_arm_id == C.arm_id)))
+            own = select(func.count()).where(
+                C.experiment_id == analysis.experiment_id,
+                C.arm_id.is_not(None),
+                or_(C.assigned_arm_id.is_(None), C.assigned_arm_id == C.arm_id),
+            )
             assert sum(a["conversations"] for a in stats["sums"]) == session.scalar(own)
             units = select(func.count()).select_from(
-                select(C.arm_id, C.unit_id).where(C.experiment_id == analysis.experiment_id,
-                                                  C.arm_id.is_not(None))
-                .group_by(C.arm_id, C.unit_id).subquery())
+                select(C.arm_id, C.unit_id)
+                .where(C.experiment_id == analysis.experiment_id, C.arm_id.is_not(None))
+                .group_by(C.arm_id, C.unit_id)
+                .subquery()
+            )
             assert sum(a["units"] for a in stats["sums"]) == session.scalar(units)
         for insight in session.scalars(select(PatternInsight)):
             _strict(insight.evidence)
@@ -132,16 +166,24 @@ def _run(engine: Engine, shape: dict[str, Any]) -> None:
     seed_prompt(engine, name, candidates=shape["variants"])
     if shape["experiment"]:
         with session_factory(engine).begin() as session:
-            store.create_experiment(session, name, list(range(2, 2 + shape["variants"])),
-                                    now=utcnow())
+            store.create_experiment(
+                session, name, list(range(2, 2 + shape["variants"])), now=utcnow()
+            )
     _store(engine, name, shape)
     asyncio.run(_cycle(engine, name, shape))
     _check_stored(engine)
 
 
-PROPERTY = settings(max_examples=12, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPERTY = settings(
+    max_examples=12,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 
 
 @PROPERTY

@@ -35,8 +35,11 @@ def prose_lines(text: str) -> list[tuple[int, str]]:
 
 def links(text: str) -> list[tuple[int, str]]:
     """(line number, target) of every Markdown link outside fenced code."""
-    return [(number, match.group(1)) for number, line in prose_lines(text)
-            for match in _LINK.finditer(line)]
+    return [
+        (number, match.group(1))
+        for number, line in prose_lines(text)
+        for match in _LINK.finditer(line)
+    ]
 
 
 def slug(heading: str) -> str:

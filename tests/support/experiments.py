@@ -34,9 +34,12 @@ def seed_prompt(engine: Engine, name: str = "support-bot", candidates: int = 2) 
         for number in range(1, candidates + 2):
             content = f"You are {name}, take {number}."
             version = PromptVersion(
-                prompt_id=prompt.id, version=number, content=content,
+                prompt_id=prompt.id,
+                version=number,
+                content=content,
                 content_hash=hashlib.sha256(content.encode()).hexdigest(),
-                status="active" if number == 1 else "candidate")
+                status="active" if number == 1 else "candidate",
+            )
             session.add(version)
             session.flush()
             ids[number] = version.id
@@ -45,51 +48,72 @@ def seed_prompt(engine: Engine, name: str = "support-bot", candidates: int = 2) 
 
 def version_statuses(engine: Engine, name: str = "support-bot") -> dict[int, str]:
     with session_factory(engine)() as session:
-        rows = session.execute(select(PromptVersion.version, PromptVersion.status)
-                               .join(Prompt, Prompt.id == PromptVersion.prompt_id)
-                               .where(Prompt.name == name)).all()
+        rows = session.execute(
+            select(PromptVersion.version, PromptVersion.status)
+            .join(Prompt, Prompt.id == PromptVersion.prompt_id)
+            .where(Prompt.name == name)
+        ).all()
         return {number: status for number, status in rows}
 
 
 def arm_ids(engine: Engine, experiment_id: int) -> list[int]:
     """Arm ids, control first."""
     with session_factory(engine)() as session:
-        arms = session.scalars(select(ExperimentArm)
-                               .where(ExperimentArm.experiment_id == experiment_id)
-                               .order_by(ExperimentArm.is_control.desc(), ExperimentArm.id))
+        arms = session.scalars(
+            select(ExperimentArm)
+            .where(ExperimentArm.experiment_id == experiment_id)
+            .order_by(ExperimentArm.is_control.desc(), ExperimentArm.id)
+        )
         return [arm.id for arm in arms]
 
 
-def conversation_rows(n: int, successes: int, unit_prefix: str = "u",
-                      **extra: Any) -> Iterator[dict[str, Any]]:
+def conversation_rows(
+    n: int, successes: int, unit_prefix: str = "u", **extra: Any
+) -> Iterator[dict[str, Any]]:
     """n conversations of n units, exactly `successes` of them successful; ratings, latency
     and cost cycle through the same narrow ranges in every arm, so every guardrail is shown
     within its tolerance once there are a few hundred units per arm."""
     for i in range(n):
-        yield {"unit_id": f"{unit_prefix}{i}", "success": i < successes, "rating": 4 + i % 2,
-               "latency_ms": 100.0 + (i * 3) % 11, "cost_usd": 0.002 + 0.0001 * (i % 4),
-               **extra}
+        yield {
+            "unit_id": f"{unit_prefix}{i}",
+            "success": i < successes,
+            "rating": 4 + i % 2,
+            "latency_ms": 100.0 + (i * 3) % 11,
+            "cost_usd": 0.002 + 0.0001 * (i % 4),
+            **extra,
+        }
 
 
-def add_conversations(engine: Engine, experiment_id: int, arm_id: int, n: int,
-                      successes: int) -> None:
+def add_conversations(
+    engine: Engine, experiment_id: int, arm_id: int, n: int, successes: int
+) -> None:
     with session_factory(engine).begin() as session:
         arm = session.get(ExperimentArm, arm_id)
         assert arm is not None
         version = session.get(PromptVersion, arm.version_id)
         assert version is not None
         # Each arm its own users, as the assignment would have it.
-        rows = list(conversation_rows(n, successes, f"arm{arm_id}-u",
-                                      prompt_id=version.prompt_id, version_id=version.id,
-                                      experiment_id=experiment_id, arm_id=arm_id,
-                                      assigned_arm_id=arm_id))
+        rows = list(
+            conversation_rows(
+                n,
+                successes,
+                f"arm{arm_id}-u",
+                prompt_id=version.prompt_id,
+                version_id=version.id,
+                experiment_id=experiment_id,
+                arm_id=arm_id,
+                assigned_arm_id=arm_id,
+            )
+        )
         session.execute(insert(Conversation), rows)
 
 
-def add_job_row(engine: Engine, job_type: str = "experiment_monitoring",
-                payload: dict[str, Any] | None = None) -> int:
-    job, _ = queue.enqueue(engine, NewJob(type=job_type, payload=payload or {}),
-                           max_attempts=3, now=utcnow())
+def add_job_row(
+    engine: Engine, job_type: str = "experiment_monitoring", payload: dict[str, Any] | None = None
+) -> int:
+    job, _ = queue.enqueue(
+        engine, NewJob(type=job_type, payload=payload or {}), max_attempts=3, now=utcnow()
+    )
     return job.id
 
 
@@ -101,15 +125,21 @@ class Clock:
         return self.now
 
 
-def make_ctx(engine: Engine, clock: Callable[[], datetime] | None = None,
-             settings: Settings | None = None) -> ServiceContext:
-    return ServiceContext(settings=settings or Settings(), engine=engine,
-                          sessions=session_factory(engine), stats=RunStats(),
-                          clock=clock or utcnow)
+def make_ctx(
+    engine: Engine, clock: Callable[[], datetime] | None = None, settings: Settings | None = None
+) -> ServiceContext:
+    return ServiceContext(
+        settings=settings or Settings(),
+        engine=engine,
+        sessions=session_factory(engine),
+        stats=RunStats(),
+        clock=clock or utcnow,
+    )
 
 
-def make_job(engine: Engine, job_type: str = "experiment_monitoring",
-             payload: dict[str, Any] | None = None) -> tuple[ActiveJob, list[tuple[int, Any]]]:
+def make_job(
+    engine: Engine, job_type: str = "experiment_monitoring", payload: dict[str, Any] | None = None
+) -> tuple[ActiveJob, list[tuple[int, Any]]]:
     """An ActiveJob backed by a real job row (analysis rows reference it); the list
     collects the progress it reports."""
     job_id = add_job_row(engine, job_type, payload)

@@ -22,5 +22,7 @@ def parse_kv_strictly(line: str) -> list[tuple[str, str]]:
     """The (key, value) pairs of a line, in order; quoted values unescaped. Fails unless
     every character of the line belongs to one pair."""
     assert _LINE.fullmatch(line), ascii(line)
-    return [(key, _unescape(value) if value.startswith('"') else value)
-            for key, value in re.findall(_PAIR, line)]
+    return [
+        (key, _unescape(value) if value.startswith('"') else value)
+        for key, value in re.findall(_PAIR, line)
+    ]

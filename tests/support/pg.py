@@ -56,20 +56,33 @@ class PgCluster:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
     def start(self) -> None:
-        opts = (f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                "-c max_connections=200")
-        res = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir / "data"),
-                        "-l", str(self.datadir / "server.log"), "-o", opts, "-w", "-t", "60",
-                        "start")
+        opts = (
+            f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=200"
+        )
+        res = self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.datadir / "data"),
+            "-l",
+            str(self.datadir / "server.log"),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         if res.returncode != 0:
-            log = (self.datadir / "server.log")
+            log = self.datadir / "server.log"
             tail = log.read_text()[-2000:] if log.exists() else ""
             raise PostgresUnavailable(f"pg_ctl start failed: {res.stderr.strip()} {tail}")
 
     def stop(self, mode: str = "fast") -> None:
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir / "data"), "-m", mode,
-                  "-w", "stop")
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.datadir / "data"), "-m", mode, "-w", "stop"
+        )
 
     def is_running(self) -> bool:
         res = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir / "data"), "status")
@@ -95,8 +108,18 @@ def start_cluster() -> PgCluster:
     if as_postgres:
         shutil.chown(datadir, "postgres", "postgres")
         os.chmod(datadir, 0o700)
-    res = cluster._run(str(bindir / "initdb"), "-D", str(datadir / "data"), "-U", "postgres",
-                       "-A", "trust", "-E", "UTF8", "--no-sync")
+    res = cluster._run(
+        str(bindir / "initdb"),
+        "-D",
+        str(datadir / "data"),
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--no-sync",
+    )
     if res.returncode != 0:
         shutil.rmtree(datadir, ignore_errors=True)
         raise PostgresUnavailable(f"initdb failed: {res.stderr.strip()}")

@@ -42,8 +42,9 @@ class ServiceProcess:
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read() or b"null")
 
-    def request(self, method: str, path: str, body: Any = None,
-                token: str | None = None) -> tuple[int, Any]:
+    def request(
+        self, method: str, path: str, body: Any = None, token: str | None = None
+    ) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
@@ -94,10 +95,21 @@ class ServiceProcess:
 
 def start_service(database_url: str, log_dir: Path, **env: str) -> ServiceProcess:
     port = free_port()
-    full_env = {**os.environ, "DATABASE_URL": database_url, "HOST": "127.0.0.1",
-                "PORT": str(port), "LOG_LEVEL": "INFO", **env}
+    full_env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "LOG_LEVEL": "INFO",
+        **env,
+    }
     log_path = log_dir / f"service-{port}.log"
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "optimizer", "run"], cwd=REPO,
-                                env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "optimizer", "run"],
+            cwd=REPO,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     return ServiceProcess(proc, port, log_path)

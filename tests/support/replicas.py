@@ -33,8 +33,10 @@ FAKE_KEY = "sk-ant-fault-tests-not-a-real-key"
 NEVER = "0 0 31 2 *"
 NO_TICKS = {"MONITORING_CRON": NEVER, "PATTERN_ANALYSIS_CRON": NEVER}
 
-BILLING = ("When {{customer_name}} asks about billing, %s: confirm the account, quote the "
-           "amounts and dates from the invoice and say what happens next.")
+BILLING = (
+    "When {{customer_name}} asks about billing, %s: confirm the account, quote the "
+    "amounts and dates from the invoice and say what happens next."
+)
 
 
 def variants_reply(n: int = 3) -> str:
@@ -42,7 +44,9 @@ def variants_reply(n: int = 3) -> str:
     tones = ("be precise", "be patient", "be thorough", "be brief", "be warm")[:n]
     return "Here are the versions.\n" + "\n".join(
         f"<improved_prompt>\n{FIRST_PROMPT}\n{BILLING % tone}\n</improved_prompt>\n"
-        f"<change_notes>Adds billing guidance ({tone}).</change_notes>" for tone in tones)
+        f"<change_notes>Adds billing guidance ({tone}).</change_notes>"
+        for tone in tones
+    )
 
 
 def slow_reply(seconds: float, n: int = 1, chunk_size: int = 16, **changes: Any) -> Reply:
@@ -52,8 +56,9 @@ def slow_reply(seconds: float, n: int = 1, chunk_size: int = 16, **changes: Any)
     return Reply(text=body, chunk_delay=seconds / chunks, **changes)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
-               interval: float = 0.1) -> float:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
+) -> float:
     """Poll `predicate` until it is truthy; return the seconds it took."""
     start = time.monotonic()
     while not predicate():
@@ -83,6 +88,7 @@ def url_of(engine: Engine) -> str:
 
 # ---- the fake Anthropic API, in a thread ---------------------------------------------------
 
+
 class _RecordingFake(FakeAnthropic):
     """Also records when each request arrived and how many are being answered right now."""
 
@@ -108,8 +114,7 @@ class _QuietDisconnects(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (record.threadName == "fake-anthropic"
-                    and isinstance(exc, ConnectionResetError))
+        return not (record.threadName == "fake-anthropic" and isinstance(exc, ConnectionResetError))
 
 
 class FakeApi:
@@ -123,8 +128,9 @@ class FakeApi:
     def __init__(self, text: str | None = None, **kwargs: Any) -> None:
         self.fake = _RecordingFake(text if text is not None else variants_reply(1), **kwargs)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="fake-anthropic")
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="fake-anthropic"
+        )
 
     def __enter__(self) -> FakeApi:
         server_log = logging.getLogger("aiohttp.server")
@@ -137,7 +143,8 @@ class FakeApi:
     def __exit__(self, *exc: object) -> None:
         try:
             asyncio.run_coroutine_threadsafe(
-                self.fake.__aexit__(None, None, None), self._loop).result(30)
+                self.fake.__aexit__(None, None, None), self._loop
+            ).result(30)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
@@ -146,6 +153,7 @@ class FakeApi:
     def _on_loop(self, fn: Callable[[], None]) -> None:
         async def run() -> None:
             fn()
+
         asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
 
     def script(self, *replies: Reply) -> None:
@@ -171,30 +179,39 @@ class FakeApi:
         return self.fake.answered
 
     def env(self) -> dict[str, str]:
-        return {"ANTHROPIC_BASE_URL": self.fake.base_url, "ANTHROPIC_API_KEY": FAKE_KEY,
-                "LLM_PROVIDER": "anthropic"}
+        return {
+            "ANTHROPIC_BASE_URL": self.fake.base_url,
+            "ANTHROPIC_API_KEY": FAKE_KEY,
+            "LLM_PROVIDER": "anthropic",
+        }
 
 
 # ---- the database ----------------------------------------------------------------------------
+
 
 def seed_prompt(engine: Engine, name: str, content: str = FIRST_PROMPT) -> None:
     """A prompt with version 1 active and no conversations (a full_cycle with
     always_generate then makes exactly one LLM call: the variants)."""
     with db.session_factory(engine).begin() as session:
-        prompts.create_prompt(session, name, content, actor="fault-test",
-                              now=datetime.now(UTC) - timedelta(days=1))
+        prompts.create_prompt(
+            session, name, content, actor="fault-test", now=datetime.now(UTC) - timedelta(days=1)
+        )
 
 
-def insert_job(engine: Engine, job_type: str, payload: str | dict[str, Any] = "{}",
-               **columns: Any) -> int:
+def insert_job(
+    engine: Engine, job_type: str, payload: str | dict[str, Any] = "{}", **columns: Any
+) -> int:
     """A job as an admin adds it: a plain SQL INSERT, the payload as raw text."""
     raw = payload if isinstance(payload, str) else json.dumps(payload)
     names = ["type", "payload", *columns]
-    sql = (f"INSERT INTO optimization_jobs ({', '.join(names)}) "
-           f"VALUES ({', '.join(':' + n for n in names)}) RETURNING id")
+    sql = (
+        f"INSERT INTO optimization_jobs ({', '.join(names)}) "
+        f"VALUES ({', '.join(':' + n for n in names)}) RETURNING id"
+    )
     with engine.begin() as conn:
-        return int(conn.execute(text(sql), {"type": job_type, "payload": raw,
-                                            **columns}).scalar_one())
+        return int(
+            conn.execute(text(sql), {"type": job_type, "payload": raw, **columns}).scalar_one()
+        )
 
 
 def job(engine: Engine, job_id: int) -> queue.Job:
@@ -212,12 +229,17 @@ def scalar(engine: Engine, sql: str, **params: Any) -> Any:
 
 def llm_calls(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT id, job_id, model, outcome, cost_usd, error, "
-                                 "created_at FROM llm_calls ORDER BY id")).mappings()
+        rows = conn.execute(
+            text(
+                "SELECT id, job_id, model, outcome, cost_usd, error, "
+                "created_at FROM llm_calls ORDER BY id"
+            )
+        ).mappings()
         return [dict(row) for row in rows]
 
 
 # ---- the logs ----------------------------------------------------------------------------------
+
 
 def completions(procs: list[ServiceProcess]) -> Counter[int]:
     """Per job id, how many times a replica recorded it as completed: `job finished` with

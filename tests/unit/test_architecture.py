@@ -13,16 +13,29 @@ import pytest
 from tests.support.docs import ROOT
 
 # Modules of the process's top layer, as dotted prefixes.
-TOP = ("optimizer.runtime.worker", "optimizer.runtime.schedule", "optimizer.runtime.notify",
-       "optimizer.service", "optimizer.http", "optimizer.cli", "optimizer.demo")
+TOP = (
+    "optimizer.runtime.worker",
+    "optimizer.runtime.schedule",
+    "optimizer.runtime.notify",
+    "optimizer.service",
+    "optimizer.http",
+    "optimizer.cli",
+    "optimizer.demo",
+)
 JOBS = "optimizer.jobs"
 RUNTIME = "optimizer.runtime"
 # What handlers receive; it imports no handler.
 JOB_CONTEXT = "optimizer.jobs.context"
 # Modules of pure rules (no I/O), and what they must not import: the database and the
 # modules that talk to it.
-PURE = ("optimizer.prompt_text", "optimizer.variants.validate", "optimizer.variants.parse",
-        "optimizer.variants.meta_prompt", "optimizer.jobs.spec", "optimizer.jobs.payload_fields")
+PURE = (
+    "optimizer.prompt_text",
+    "optimizer.variants.validate",
+    "optimizer.variants.parse",
+    "optimizer.variants.meta_prompt",
+    "optimizer.jobs.spec",
+    "optimizer.jobs.payload_fields",
+)
 SQL = ("sqlalchemy", "models", "optimizer.db", "optimizer.prompts")
 
 
@@ -53,26 +66,34 @@ def _package_imports(package: str) -> dict[str, set[str]]:
 
 
 def _under(name: str, prefixes: tuple[str, ...]) -> bool:
-    return any(name == prefix or name.startswith(prefix + ".") or
-               (prefix.endswith("cli") and name.startswith(prefix + "_"))
-               for prefix in prefixes)
+    return any(
+        name == prefix
+        or name.startswith(prefix + ".")
+        or (prefix.endswith("cli") and name.startswith(prefix + "_"))
+        for prefix in prefixes
+    )
 
 
-def _violations(package: str, forbidden: tuple[str, ...],
-                allowed: tuple[str, ...] = ()) -> list[str]:
-    return sorted(f"{module} imports {name}"
-                  for module, names in _package_imports(package).items()
-                  for name in names
-                  if _under(name, forbidden) and not _under(name, allowed))
+def _violations(
+    package: str, forbidden: tuple[str, ...], allowed: tuple[str, ...] = ()
+) -> list[str]:
+    return sorted(
+        f"{module} imports {name}"
+        for module, names in _package_imports(package).items()
+        for name in names
+        if _under(name, forbidden) and not _under(name, allowed)
+    )
 
 
 def test_stats_imports_only_the_standard_library_numpy_and_scipy():
     outside = sorted(
         f"{module} imports {name}"
-        for module, names in _package_imports("optimizer.stats").items() for name in names
+        for module, names in _package_imports("optimizer.stats").items()
+        for name in names
         if not name.startswith("optimizer.stats")
         and name.split(".")[0] not in {"numpy", "scipy", "__future__"}
-        and name.split(".")[0] not in sys.stdlib_module_names)
+        and name.split(".")[0] not in sys.stdlib_module_names
+    )
     assert not outside
 
 
@@ -80,8 +101,9 @@ def test_models_import_nothing_from_the_service():
     assert not _violations("models", ("optimizer",))
 
 
-@pytest.mark.parametrize("package", ["optimizer.experiments", "optimizer.patterns",
-                                     "optimizer.llm"])
+@pytest.mark.parametrize(
+    "package", ["optimizer.experiments", "optimizer.patterns", "optimizer.llm"]
+)
 def test_domain_packages_import_no_job_handler_and_nothing_of_the_process(package: str):
     assert not _violations(package, (JOBS, *TOP))
 
@@ -105,11 +127,18 @@ def test_job_handlers_import_nothing_of_the_process():
 
 
 def test_shared_modules_import_no_job_handler_and_nothing_of_the_process():
-    shared = [path for path in sorted((ROOT / "optimizer").glob("*.py"))
-              if not _under(_module_name(path), (*TOP, "optimizer.__main__"))]
+    shared = [
+        path
+        for path in sorted((ROOT / "optimizer").glob("*.py"))
+        if not _under(_module_name(path), (*TOP, "optimizer.__main__"))
+    ]
     assert len(shared) > 10
-    violations = sorted(f"{_module_name(path)} imports {name}" for path in shared
-                        for name in _imports(path) if _under(name, (JOBS, *TOP)))
+    violations = sorted(
+        f"{_module_name(path)} imports {name}"
+        for path in shared
+        for name in _imports(path)
+        if _under(name, (JOBS, *TOP))
+    )
     assert not violations
 
 

@@ -28,8 +28,18 @@ def test_hash_scheme_is_locked() -> None:
     expected = int.from_bytes(hashlib.sha256(b"7:user-42").digest()[:8], "big") / 2**64
     assert unit_point(7, "user-42") == expected == 0.38789009630293964
     assert pick_arm(7, "user-42", [(1, 1.0), (2, 1.0)]) == 1
-    assert [pick_arm(7, f"u{i}", [(1, 1.0), (2, 3.0)]) for i in range(10)] == \
-        [2, 1, 2, 1, 1, 2, 1, 2, 1, 2]
+    assert [pick_arm(7, f"u{i}", [(1, 1.0), (2, 3.0)]) for i in range(10)] == [
+        2,
+        1,
+        2,
+        1,
+        1,
+        2,
+        1,
+        2,
+        1,
+        2,
+    ]
 
 
 @pytest.mark.parametrize("weights", [(1.0, 1.0), (1.0, 3.0), (2.0, 1.0, 1.0)])

@@ -62,8 +62,12 @@ def test_attempt_below_one_raises(attempt):
 
 
 @settings(max_examples=200)
-@given(attempt=st.integers(1, 10_000), base=st.floats(0.0, 1e6), cap=st.floats(0.0, 1e6),
-       seed=st.integers(0, 2**32))
+@given(
+    attempt=st.integers(1, 10_000),
+    base=st.floats(0.0, 1e6),
+    cap=st.floats(0.0, 1e6),
+    seed=st.integers(0, 2**32),
+)
 def test_jittered_delay_is_within_half_and_full_of_the_exact_one(attempt, base, cap, seed):
     exact = retry_delay(attempt, base, cap_seconds=cap)
     assert exact == min(cap, base * 2.0 ** min(attempt - 1, 64))
@@ -79,6 +83,7 @@ def test_failures_counted_through_a_long_outage_do_not_overflow():
 
 
 # --- the async retry loop ---------------------------------------------------------------------
+
 
 class Flaky:
     """Fails with `error` the first `failures` calls, then answers "ok"."""
@@ -99,8 +104,13 @@ class Flaky:
 async def test_retry_waits_the_backoff_between_tries_until_the_call_succeeds():
     call = Flaky(3, OSError("down"))
     waits: list[tuple[str, float]] = []
-    answer = await retry(call, on=OSError, base_seconds=0.001, cap_seconds=0.003,
-                         on_retry=lambda exc, delay: waits.append((str(exc), delay)))
+    answer = await retry(
+        call,
+        on=OSError,
+        base_seconds=0.001,
+        cap_seconds=0.003,
+        on_retry=lambda exc, delay: waits.append((str(exc), delay)),
+    )
     assert (answer, call.calls) == ("ok", 4)
     assert waits == [("down", 0.001), ("down", 0.002), ("down", 0.003)]
 
@@ -114,8 +124,9 @@ async def test_retry_raises_the_failure_when_the_next_wait_is_not_allowed():
         return len(offered) < 3
 
     with pytest.raises(OSError, match="still down"):
-        await retry(call, on=(OSError, TimeoutError), base_seconds=0.001, cap_seconds=1.0,
-                    may_wait=may_wait)
+        await retry(
+            call, on=(OSError, TimeoutError), base_seconds=0.001, cap_seconds=1.0, may_wait=may_wait
+        )
     assert call.calls == 3 and offered == [0.001, 0.002, 0.004]
 
 

@@ -44,18 +44,25 @@ def test_every_relative_link_points_at_an_existing_file_and_heading(page: Path):
         if not resolved.exists():
             broken.append(f"line {line}: {target}: no such file {resolved}")
             continue
-        if (anchor and resolved.suffix == ".md"
-                and anchor not in anchors(resolved.read_text(encoding="utf-8"))):
-            broken.append(f"line {line}: {target}: no heading #{anchor} in "
-                          f"{_relative(resolved)}")
+        if (
+            anchor
+            and resolved.suffix == ".md"
+            and anchor not in anchors(resolved.read_text(encoding="utf-8"))
+        ):
+            broken.append(f"line {line}: {target}: no heading #{anchor} in {_relative(resolved)}")
     assert not broken, f"{_relative(page)}:\n" + "\n".join(broken)
 
 
 def test_every_page_of_docs_is_in_its_contents_list():
-    contents = {target.partition("#")[0] for _, target in
-                links((DOCS / "README.md").read_text(encoding="utf-8"))}
-    missing = [page.name for page in DOCS.glob("*.md")
-               if page.name != "README.md" and page.name not in contents]
+    contents = {
+        target.partition("#")[0]
+        for _, target in links((DOCS / "README.md").read_text(encoding="utf-8"))
+    }
+    missing = [
+        page.name
+        for page in DOCS.glob("*.md")
+        if page.name != "README.md" and page.name not in contents
+    ]
     assert not missing, f"docs/README.md does not list: {missing}"
 
 
@@ -67,15 +74,17 @@ def test_every_setting_the_code_reads_is_documented():
     in_example = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, re.MULTILINE))
     assert not read - documented, (
         f"settings read by optimizer/config.py without a row in docs/configuration.md: "
-        f"{sorted(read - documented)}")
+        f"{sorted(read - documented)}"
+    )
     assert not read - in_example, (
         f"settings read by optimizer/config.py missing from .env.example: "
-        f"{sorted(read - in_example)}")
+        f"{sorted(read - in_example)}"
+    )
 
 
 def _shows_default(text: str, default: object) -> bool:
     """Whether a default as the docs write it (`8081`, "0 * * * *", unset) is `default`."""
-    text = text.strip().strip("`\"")
+    text = text.strip().strip('`"')
     if default is None:
         return text in ("", "unset")
     if isinstance(default, int | float):
@@ -89,17 +98,22 @@ def _shows_default(text: str, default: object) -> bool:
 def test_documented_defaults_are_the_models():
     table = dict(_TABLE_DEFAULT.findall(CONFIGURATION.read_text(encoding="utf-8")))
     example = dict(_EXAMPLE_DEFAULT.findall(ENV_EXAMPLE.read_text(encoding="utf-8")))
-    wrong = [f"{where}: {variable(field)} shows {shown.get(variable(field))!r}, the default "
-             f"is {info.default!r}"
-             for field, info in Settings.model_fields.items()
-             for where, shown in (("docs/configuration.md", table), (".env.example", example))
-             if not _shows_default(shown.get(variable(field), "?"), info.default)]
+    wrong = [
+        f"{where}: {variable(field)} shows {shown.get(variable(field))!r}, the default "
+        f"is {info.default!r}"
+        for field, info in Settings.model_fields.items()
+        for where, shown in (("docs/configuration.md", table), (".env.example", example))
+        if not _shows_default(shown.get(variable(field), "?"), info.default)
+    ]
     assert not wrong, "\n".join(wrong)
 
 
 def test_every_setting_has_a_description():
-    assert not [field for field, info in Settings.model_fields.items()
-                if not (info.description or "").strip()]
+    assert not [
+        field
+        for field, info in Settings.model_fields.items()
+        if not (info.description or "").strip()
+    ]
 
 
 def test_every_documented_setting_is_read_by_the_code():
@@ -115,20 +129,26 @@ def test_the_readme_quick_start_names_both_tokens_and_both_commands():
         assert needed in quick_start, f"the README's quick start does not mention {needed}"
 
 
-@pytest.mark.parametrize(("heading", "anchor"), [
-    ("Signed admin requests (optional)", "signed-admin-requests-optional"),
-    ("`full_cycle`", "full_cycle"),
-    ("A/A and A/B simulation", "aa-and-ab-simulation"),
-    ("The `scope` key", "the-scope-key"),
-    ("Users, not conversations", "users-not-conversations"),
-])
+@pytest.mark.parametrize(
+    ("heading", "anchor"),
+    [
+        ("Signed admin requests (optional)", "signed-admin-requests-optional"),
+        ("`full_cycle`", "full_cycle"),
+        ("A/A and A/B simulation", "aa-and-ab-simulation"),
+        ("The `scope` key", "the-scope-key"),
+        ("Users, not conversations", "users-not-conversations"),
+    ],
+)
 def test_anchors_are_computed_as_github_does(heading: str, anchor: str):
     assert slug(heading) == anchor
 
 
 def test_a_repeated_heading_gets_a_numbered_anchor():
     assert anchors("# A\n\n## Limits\n\n## Limits\n\n```\n## not a heading\n```\n") == {
-        "a", "limits", "limits-1"}
+        "a",
+        "limits",
+        "limits-1",
+    }
 
 
 def _shell_commands(text: str) -> list[str]:
@@ -137,9 +157,12 @@ def _shell_commands(text: str) -> list[str]:
 
 
 def test_every_docker_run_example_passes_both_tokens():
-    runs = [(page, line) for page in PAGES
-            for line in _shell_commands(page.read_text(encoding="utf-8"))
-            if re.search(r"\bdocker run\b", line) and "-e " in line]
+    runs = [
+        (page, line)
+        for page in PAGES
+        for line in _shell_commands(page.read_text(encoding="utf-8"))
+        if re.search(r"\bdocker run\b", line) and "-e " in line
+    ]
     assert runs, "no `docker run` example found"
     for page, line in runs:
         for token in ("ADMIN_TOKEN", "INGEST_TOKEN"):

@@ -24,8 +24,9 @@ ANY_TYPE = "experiment_monitoring"
 
 def minimal_payload(job_type: str) -> dict[str, object]:
     """The smallest valid payload of a type: its required fields, which are all prompt names."""
-    required = [name for name, info in SPECS[job_type].payload.model_fields.items()
-                if info.is_required()]
+    required = [
+        name for name, info in SPECS[job_type].payload.model_fields.items() if info.is_required()
+    ]
     assert set(required) <= {"prompt"}, required
     return {name: "support-bot" for name in required}
 
@@ -42,14 +43,16 @@ def rejected(field: str, **kwargs: object) -> InvalidInput:
 
 # --- type ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("job_type", JOB_TYPES)
 def test_every_job_type_is_accepted(job_type):
     payload = minimal_payload(job_type)
     assert parse_new_job(job_type, payload=payload) == NewJob(type=job_type, payload=payload)
 
 
-@pytest.mark.parametrize("job_type", ["", "FULL_CYCLE", "full-cycle", "cleanup", None, 3,
-                                      ["full_cycle"]])
+@pytest.mark.parametrize(
+    "job_type", ["", "FULL_CYCLE", "full-cycle", "cleanup", None, 3, ["full_cycle"]]
+)
 def test_unknown_type_is_rejected(job_type):
     err = rejected("type", type_=job_type)
     assert "full_cycle" in str(err)  # the message lists the valid choices
@@ -57,10 +60,19 @@ def test_unknown_type_is_rejected(job_type):
 
 # --- priority --------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("given", "expected"), [
-    (0, 0), (MIN_PRIORITY, MIN_PRIORITY), (MAX_PRIORITY, MAX_PRIORITY), (-7, -7),
-    ("12", 12), (" -3 ", -3), (None, 0),
-])
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (0, 0),
+        (MIN_PRIORITY, MIN_PRIORITY),
+        (MAX_PRIORITY, MAX_PRIORITY),
+        (-7, -7),
+        ("12", 12),
+        (" -3 ", -3),
+        (None, 0),
+    ],
+)
 def test_priority_accepted(given, expected):
     assert parse_new_job(ANY_TYPE, priority=given).priority == expected
 
@@ -71,8 +83,9 @@ def test_priority_out_of_bounds(given):
     assert str(MIN_PRIORITY) in str(err) and str(MAX_PRIORITY) in str(err)
 
 
-@pytest.mark.parametrize("given", [True, False, 1.5, 2.0, "high", "", "1e3", "\uff15",
-                                   "1_000", [1], {"p": 1}])
+@pytest.mark.parametrize(
+    "given", [True, False, 1.5, 2.0, "high", "", "1e3", "\uff15", "1_000", [1], {"p": 1}]
+)
 def test_priority_must_be_a_whole_number(given):
     err = rejected("priority", priority=given)
     assert "whole number" in str(err)
@@ -85,15 +98,19 @@ def test_long_priority_text_is_shortened_in_the_message():
 
 # --- run_at ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", [
-    "2026-11-22T09:00:00Z",
-    "2026-11-22T09:00:00z",
-    "2026-11-22T10:00:00+01:00",
-    "2026-11-22T04:00:00-05:00",
-    "2026-11-22T09:00:00",          # naive: taken as UTC
-    "2026-11-22 09:00:00",
-    " 2026-11-22T09:00:00.000Z ",
-])
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-22T09:00:00Z",
+        "2026-11-22T09:00:00z",
+        "2026-11-22T10:00:00+01:00",
+        "2026-11-22T04:00:00-05:00",
+        "2026-11-22T09:00:00",  # naive: taken as UTC
+        "2026-11-22 09:00:00",
+        " 2026-11-22T09:00:00.000Z ",
+    ],
+)
 def test_run_at_is_normalised_to_utc(text):
     job = parse_new_job(ANY_TYPE, run_at=text)
     assert job.run_at == datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -104,8 +121,10 @@ def test_run_at_absent_means_now():
     assert parse_new_job(ANY_TYPE).run_at is None
 
 
-@pytest.mark.parametrize("text", ["tomorrow", "2026-13-01T00:00:00Z", "2026-11-22T25:00",
-                                  "", "Z", "0001-01-01T00:00:00+01:00"])
+@pytest.mark.parametrize(
+    "text",
+    ["tomorrow", "2026-13-01T00:00:00Z", "2026-11-22T25:00", "", "Z", "0001-01-01T00:00:00+01:00"],
+)
 def test_bad_run_at_is_rejected(text):
     err = rejected("run_at", run_at=text)
     assert "ISO 8601" in str(err)
@@ -123,8 +142,15 @@ def test_parse_timestamp_names_the_field():
 
 
 # Python's fromisoformat stops at a NUL and would take what came before it.
-@pytest.mark.parametrize("value", ["2026-01-01T00:00:00\x00", "2026-01-01T00:00:00\x00junk",
-                                   "2026-01-01\x1bT00:00:00", "2026-01-01T00:00:00\ud800"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-01-01T00:00:00\x00",
+        "2026-01-01T00:00:00\x00junk",
+        "2026-01-01\x1bT00:00:00",
+        "2026-01-01T00:00:00\ud800",
+    ],
+)
 def test_parse_timestamp_refuses_control_characters_and_surrogates(value):
     with pytest.raises(InvalidInput) as info:
         parse_timestamp(value, "occurred_at")
@@ -132,6 +158,7 @@ def test_parse_timestamp_refuses_control_characters_and_surrogates(value):
 
 
 # --- payload and prompt ----------------------------------------------------------------
+
 
 def test_payload_as_json_text():
     job = parse_new_job("full_cycle", payload='{"prompt": "support", "n": 5}')
@@ -153,29 +180,72 @@ def test_what_is_stored_is_what_was_sent_without_defaults():
     assert job.payload == {"prompt": "support", "scope": "x"}
 
 
-@pytest.mark.parametrize(("job_type", "payload", "field", "words"), [
-    ("variant_generation", {"prompt": "support", "n": 99}, "payload.n",
-     "payload.n must be from 1 to 10; got 99"),
-    ("variant_generation", {"n": 2}, "payload.prompt", "payload.prompt is required"),
-    ("variant_generation", {"prompt": "support", "model": "two words"}, "payload.model",
-     "'sonnet' or 'opus' or a full model id"),
-    ("variant_generation", {"prompt": "support", "insight_ids": [0]},
-     "payload.insight_ids[0]", "at least 1"),
-    ("full_cycle", {"prompt": "support", "always_generate": "yes"}, "payload.always_generate",
-     "true or false"),
-    ("full_cycle", {"prompt": "support", "colour": 1}, "payload.colour",
-     "unknown field 'colour' in payload; allowed: prompt, model, n, always_generate, scope"),
-    ("pattern_analysis", {"prompt": "two words"}, "payload.prompt",
-     "letters, digits, '.', '_' or '-'"),
-    ("experiment_creation", {"prompt": "support", "confidence": 2}, "payload.confidence",
-     "from 0.5 to 0.9999"),
-    ("experiment_creation", {"prompt": "support", "variants": [2], "weights": [1]},
-     "payload.weights", "2 numbers, control first"),
-    ("experiment_creation", {"prompt": "support", "guardrails": [{"metric": "mood"}]},
-     "payload.guardrails[0].metric", "one of"),
-    ("experiment_monitoring", {"prompt": "support"}, "payload.prompt",
-     "unknown field 'prompt' in payload; allowed: scope"),
-])
+@pytest.mark.parametrize(
+    ("job_type", "payload", "field", "words"),
+    [
+        (
+            "variant_generation",
+            {"prompt": "support", "n": 99},
+            "payload.n",
+            "payload.n must be from 1 to 10; got 99",
+        ),
+        ("variant_generation", {"n": 2}, "payload.prompt", "payload.prompt is required"),
+        (
+            "variant_generation",
+            {"prompt": "support", "model": "two words"},
+            "payload.model",
+            "'sonnet' or 'opus' or a full model id",
+        ),
+        (
+            "variant_generation",
+            {"prompt": "support", "insight_ids": [0]},
+            "payload.insight_ids[0]",
+            "at least 1",
+        ),
+        (
+            "full_cycle",
+            {"prompt": "support", "always_generate": "yes"},
+            "payload.always_generate",
+            "true or false",
+        ),
+        (
+            "full_cycle",
+            {"prompt": "support", "colour": 1},
+            "payload.colour",
+            "unknown field 'colour' in payload; allowed: prompt, model, n, always_generate, scope",
+        ),
+        (
+            "pattern_analysis",
+            {"prompt": "two words"},
+            "payload.prompt",
+            "letters, digits, '.', '_' or '-'",
+        ),
+        (
+            "experiment_creation",
+            {"prompt": "support", "confidence": 2},
+            "payload.confidence",
+            "from 0.5 to 0.9999",
+        ),
+        (
+            "experiment_creation",
+            {"prompt": "support", "variants": [2], "weights": [1]},
+            "payload.weights",
+            "2 numbers, control first",
+        ),
+        (
+            "experiment_creation",
+            {"prompt": "support", "guardrails": [{"metric": "mood"}]},
+            "payload.guardrails[0].metric",
+            "one of",
+        ),
+        (
+            "experiment_monitoring",
+            {"prompt": "support"},
+            "payload.prompt",
+            "unknown field 'prompt' in payload; allowed: scope",
+        ),
+    ],
+)
 def test_the_payload_is_checked_against_its_type(job_type, payload, field, words):
     with pytest.raises(InvalidInput) as info:
         parse_new_job(job_type, payload=payload)
@@ -195,9 +265,18 @@ def test_payload_must_be_an_object(payload):
     assert "object" in str(err)
 
 
-@pytest.mark.parametrize("payload", ["{not json", '{"a": 1', "", '{"a": NaN}',
-                                     {"a": float("nan")}, {"a": float("inf")},
-                                     "[" * 100 + "]" * 100])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "{not json",
+        '{"a": 1',
+        "",
+        '{"a": NaN}',
+        {"a": float("nan")},
+        {"a": float("inf")},
+        "[" * 100 + "]" * 100,
+    ],
+)
 def test_invalid_payload_is_rejected(payload):
     rejected("payload", payload=payload)
 
@@ -234,6 +313,7 @@ def test_first_problem_reported_is_the_type():
 
 # --- stored payloads -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("raw", [None, "", "   \n"])
 def test_empty_stored_payload_is_empty_object(raw):
     assert decode_stored_payload(raw) == {}
@@ -249,8 +329,9 @@ def test_corrupt_or_truncated_payload_is_permanent_error(raw):
         decode_stored_payload(raw)
 
 
-@pytest.mark.parametrize(("raw", "kind"), [("[1, 2]", "list"), ('"x"', "str"), ("7", "int"),
-                                           ("null", "NoneType")])
+@pytest.mark.parametrize(
+    ("raw", "kind"), [("[1, 2]", "list"), ('"x"', "str"), ("7", "int"), ("null", "NoneType")]
+)
 def test_non_object_payload_is_permanent_error(raw, kind):
     with pytest.raises(PermanentJobError, match=f"JSON object, got {kind}"):
         decode_stored_payload(raw)

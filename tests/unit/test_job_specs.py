@@ -56,8 +56,11 @@ def test_a_spec_is_complete(spec: JobSpec):
     assert spec.retry.max_attempts is None or spec.retry.max_attempts >= 1
 
 
-@pytest.mark.parametrize("spec", [s for s in SPECS.values() if s.schedule is not None],
-                         ids=[s.name for s in SPECS.values() if s.schedule is not None])
+@pytest.mark.parametrize(
+    "spec",
+    [s for s in SPECS.values() if s.schedule is not None],
+    ids=[s.name for s in SPECS.values() if s.schedule is not None],
+)
 def test_a_schedule_names_a_cron_setting_and_a_grace(spec: JobSpec):
     assert spec.schedule is not None
     assert spec.schedule.cron_setting in Settings.model_fields
@@ -69,21 +72,27 @@ def test_a_schedule_names_a_cron_setting_and_a_grace(spec: JobSpec):
 def test_retries_default_to_the_service_setting():
     assert RetryPolicy().attempts(4) == 4
     assert RetryPolicy(max_attempts=7).attempts(4) == 7
-    assert all(registry_max_attempts(name, Settings(max_attempts=5)) ==
-               (spec.retry.max_attempts or 5) for name, spec in SPECS.items())
+    assert all(
+        registry_max_attempts(name, Settings(max_attempts=5)) == (spec.retry.max_attempts or 5)
+        for name, spec in SPECS.items()
+    )
 
 
 # --- the same check at enqueue and when the job runs ------------------------------------
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-                    | st.text(max_size=12),
-                    lambda inner: st.lists(inner, max_size=3)
-                    | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                    max_leaves=8)
-KEYS = sorted({key for spec in SPECS.values() for key in spec.payload.model_fields}
-              | {"colour"})
-PAYLOADS = st.dictionaries(st.sampled_from(KEYS), JSON | st.sampled_from(
-    ["support-bot", "opus", 3, [1, 2], True, 0.9, []]), max_size=4)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+KEYS = sorted({key for spec in SPECS.values() for key in spec.payload.model_fields} | {"colour"})
+PAYLOADS = st.dictionaries(
+    st.sampled_from(KEYS),
+    JSON | st.sampled_from(["support-bot", "opus", 3, [1, 2], True, 0.9, []]),
+    max_size=4,
+)
 
 
 async def _nothing(progress: int, step: str | None) -> None:
@@ -93,7 +102,8 @@ async def _nothing(progress: int, step: str | None) -> None:
 @settings(max_examples=300, deadline=None, database=None)
 @given(job_type=st.sampled_from(JOB_TYPES), payload=PAYLOADS)
 def test_a_payload_refused_at_enqueue_fails_with_the_same_words_when_it_runs(
-        job_type: str, payload: dict[str, Any]):
+    job_type: str, payload: dict[str, Any]
+):
     model = SPECS[job_type].payload
     job = ActiveJob(1, job_type, 1, payload, _nothing)
     try:
@@ -110,11 +120,13 @@ def test_a_payload_refused_at_enqueue_fails_with_the_same_words_when_it_runs(
 
 # --- docs/jobs.md -----------------------------------------------------------------------
 
+
 def test_the_job_type_reference_in_the_docs_is_the_one_the_specs_give():
     page = JOBS_DOC.read_text(encoding="utf-8")
     assert reference.splice(page, reference.reference()) == page, (
         "docs/jobs.md is out of date with the job specs; refresh it with "
-        "`.venv/bin/python -m optimizer.jobs.reference --write docs/jobs.md`")
+        "`.venv/bin/python -m optimizer.jobs.reference --write docs/jobs.md`"
+    )
 
 
 def test_the_reference_shows_every_field_with_its_type_default_and_bounds():
@@ -133,7 +145,7 @@ def test_the_docs_list_exactly_the_registered_types():
     listed = re.search(r"Job types: (.*?)\. Job statuses", page, re.S)
     assert listed is not None
     assert re.findall(r"`([a-z_]+)`", listed.group(1)) == list(JOB_TYPES)
-    section = page[page.index("## Job types"):page.index("## Adding a job")]
+    section = page[page.index("## Job types") : page.index("## Adding a job")]
     assert sorted(re.findall(r"^\| `([a-z_]+)` \|", section, re.M)) == sorted(JOB_TYPES)
 
 

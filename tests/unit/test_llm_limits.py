@@ -13,11 +13,22 @@ NOW = datetime(2026, 11, 22, 15, 30, tzinfo=UTC)
 TOMORROW = datetime(2026, 11, 23, tzinfo=UTC)
 
 
-def check(calls: int = 0, limiting: datetime | None = None, spent: float = 0.0, *,
-          per_hour: int = 10, budget: float = 20.0, estimate: float = 0.5
-          ) -> LimitDecision | None:
-    return decide(UsageSnapshot(calls, limiting, spent), now=NOW, calls_per_hour=per_hour,
-                  daily_budget_usd=budget, estimate_usd=estimate)
+def check(
+    calls: int = 0,
+    limiting: datetime | None = None,
+    spent: float = 0.0,
+    *,
+    per_hour: int = 10,
+    budget: float = 20.0,
+    estimate: float = 0.5,
+) -> LimitDecision | None:
+    return decide(
+        UsageSnapshot(calls, limiting, spent),
+        now=NOW,
+        calls_per_hour=per_hour,
+        daily_budget_usd=budget,
+        estimate_usd=estimate,
+    )
 
 
 def test_under_every_limit_the_call_goes_ahead() -> None:
@@ -63,17 +74,21 @@ def test_a_call_that_can_never_fit_the_budget_is_permanent() -> None:
 def test_midnight_is_computed_in_utc() -> None:
     # 23:30 UTC is already the next day at UTC+5; the budget day is still the UTC one.
     late_elsewhere = datetime(2026, 11, 22, 23, 30, tzinfo=UTC).astimezone(
-        timezone(timedelta(hours=5)))
+        timezone(timedelta(hours=5))
+    )
     assert utc_midnight(late_elsewhere) == datetime(2026, 11, 22, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("headers", "seconds"), [
-    ({"retry-after": "120"}, 120.0),
-    ({"retry-after": "1.5"}, 1.5),
-    ({"retry-after-ms": "250", "retry-after": "120"}, 0.25),
-    ({"retry-after": "Sun, 22 Nov 2026 15:32:00 GMT"}, 120.0),
-    ({"retry-after": "soon"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after": "120"}, 120.0),
+        ({"retry-after": "1.5"}, 1.5),
+        ({"retry-after-ms": "250", "retry-after": "120"}, 0.25),
+        ({"retry-after": "Sun, 22 Nov 2026 15:32:00 GMT"}, 120.0),
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
 def test_retry_after_header_forms(headers: dict[str, str], seconds: float | None) -> None:
     assert retry_after_seconds(headers, now=NOW) == seconds

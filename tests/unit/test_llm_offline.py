@@ -30,9 +30,10 @@ def test_duplicate_insights_give_one_sentence() -> None:
     assert len(lines) == len(set(lines))
 
 
-@given(st.lists(st.sampled_from(["billing", "refund", "shipping", "Billing"]), min_size=1,
-                max_size=8),
-       st.integers(min_value=1, max_value=13))
+@given(
+    st.lists(st.sampled_from(["billing", "refund", "shipping", "Billing"]), min_size=1, max_size=8),
+    st.integers(min_value=1, max_value=13),
+)
 def test_no_variant_repeats_a_line(values: list[str], n: int) -> None:
     insights = [_insight(v, f"finding {i} about {v}") for i, v in enumerate(values)]
     contents = _contents(variants_reply(PROMPT, insights, n))
@@ -46,8 +47,7 @@ def test_no_variant_repeats_a_line(values: list[str], n: int) -> None:
 
 
 @given(st.text(min_size=1, max_size=30))
-def test_segment_names_from_conversations_reach_variants_only_as_visible_text(
-        value: str) -> None:
+def test_segment_names_from_conversations_reach_variants_only_as_visible_text(value: str) -> None:
     """A segment is whatever the application logged: control and bidi characters in it must
     not end up in a prompt."""
     [content] = _contents(variants_reply(PROMPT, [_insight(value, "finding")], 1))

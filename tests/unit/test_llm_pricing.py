@@ -14,22 +14,25 @@ from optimizer.llm.pricing import (
 )
 
 
-@pytest.mark.parametrize(("model", "input_usd", "output_usd"), [
-    ("claude-opus-5-5", 4.0, 20.0),
-    ("claude-sonnet-5-5", 2.0, 10.0),
-    ("claude-sonnet-5", 2.0, 10.0),
-    ("claude-haiku-4-5", 1.0, 5.0),
-])
-def test_known_prices_per_million_tokens(model: str, input_usd: float,
-                                         output_usd: float) -> None:
+@pytest.mark.parametrize(
+    ("model", "input_usd", "output_usd"),
+    [
+        ("claude-opus-5-5", 4.0, 20.0),
+        ("claude-sonnet-5-5", 2.0, 10.0),
+        ("claude-sonnet-5", 2.0, 10.0),
+        ("claude-haiku-4-5", 1.0, 5.0),
+    ],
+)
+def test_known_prices_per_million_tokens(model: str, input_usd: float, output_usd: float) -> None:
     assert cost_usd(model, 1_000_000, 0) == pytest.approx(input_usd)
     assert cost_usd(model, 0, 1_000_000) == pytest.approx(output_usd)
 
 
 def test_a_call_adds_input_output_and_cache_parts() -> None:
     # sonnet: $2 in, $10 out; cache write 1.25x and read 0.1x of the input price.
-    cost = cost_usd("claude-sonnet-5-5", 1000, 500, cache_write_tokens=2000,
-                    cache_read_tokens=10_000)
+    cost = cost_usd(
+        "claude-sonnet-5-5", 1000, 500, cache_write_tokens=2000, cache_read_tokens=10_000
+    )
     expected = (1000 * 2 + 500 * 10 + 2000 * 2.5 + 10_000 * 0.2) / 1_000_000
     assert cost == pytest.approx(expected)
     assert cost == pytest.approx(0.014)

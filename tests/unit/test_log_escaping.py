@@ -15,21 +15,51 @@ from tests.support.kv import parse_kv_strictly
 
 # Characters that break or forge lines (CR, LF, NUL, ESC, DEL, C1 NEL and CSI, the Unicode
 # line and paragraph separators, a bidi override), the kv syntax itself, and lone surrogates.
-HOSTILE = ("\r", "\n", "\x00", "\x1b", "\x7f", "\x85", "\x9b", "\u2028", "\u2029", "\u202e",
-           "\x0b", "\x0c", "\x1c", "\t", " ", '"', "=", "\\", "\ud800", "\udfff",
-           " ts=FAKE", '" level=error msg="forged', "\r\x1b[2Kts=FAKE")
-TEXT = st.lists(st.one_of(st.text(st.characters(exclude_categories=()), max_size=8),
-                          st.sampled_from(HOSTILE)), max_size=8).map("".join)
+HOSTILE = (
+    "\r",
+    "\n",
+    "\x00",
+    "\x1b",
+    "\x7f",
+    "\x85",
+    "\x9b",
+    "\u2028",
+    "\u2029",
+    "\u202e",
+    "\x0b",
+    "\x0c",
+    "\x1c",
+    "\t",
+    " ",
+    '"',
+    "=",
+    "\\",
+    "\ud800",
+    "\udfff",
+    " ts=FAKE",
+    '" level=error msg="forged',
+    "\r\x1b[2Kts=FAKE",
+)
+TEXT = st.lists(
+    st.one_of(st.text(st.characters(exclude_categories=()), max_size=8), st.sampled_from(HOSTILE)),
+    max_size=8,
+).map("".join)
 # Field names a caller would pass in `extra`; frame and LogRecord names are tested elsewhere.
 _TAKEN = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "taskName", "ts", "level", "logger", "exc"}
+    "message",
+    "asctime",
+    "taskName",
+    "ts",
+    "level",
+    "logger",
+    "exc",
+}
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True).filter(lambda k: k not in _TAKEN)
 FRAME = ["ts", "level", "logger", "msg"]
 
 
 def make_record(msg: str, extra: dict[str, object]) -> logging.LogRecord:
-    record = logging.LogRecord("prompt_worker.http", logging.WARNING, __file__, 1, msg,
-                               None, None)
+    record = logging.LogRecord("prompt_worker.http", logging.WARNING, __file__, 1, msg, None, None)
     record.__dict__.update(extra)
     return record
 
@@ -59,21 +89,30 @@ def test_kv_line_is_one_clean_line_with_the_same_fields(msg: str, extra: dict[st
 
 
 @PROPERTY
-@given(extra=st.dictionaries(TEXT.filter(lambda k: k not in _TAKEN | {"msg"}), TEXT,
-                             min_size=1, max_size=4))
+@given(
+    extra=st.dictionaries(
+        TEXT.filter(lambda k: k not in _TAKEN | {"msg"}), TEXT, min_size=1, max_size=4
+    )
+)
 def test_kv_keys_of_any_text_cannot_forge_fields(extra: dict[str, str]):
     line = KeyValueFormatter().format(make_record("hello", extra))
     assert_one_clean_line(line)
     pairs = parse_kv_strictly(line)
     assert len(pairs) == len(FRAME) + len(extra)
-    assert pairs[:4] == [("ts", pairs[0][1]), ("level", "warning"),
-                         ("logger", "prompt_worker.http"), ("msg", "hello")]
+    assert pairs[:4] == [
+        ("ts", pairs[0][1]),
+        ("level", "warning"),
+        ("logger", "prompt_worker.http"),
+        ("msg", "hello"),
+    ]
     assert [value for _, value in pairs[4:]] == [scrub(v) for v in extra.values()]
 
 
 @PROPERTY
-@given(msg=TEXT, extra=st.dictionaries(TEXT.filter(lambda k: k not in _TAKEN | {"msg"}),
-                                       TEXT, max_size=4))
+@given(
+    msg=TEXT,
+    extra=st.dictionaries(TEXT.filter(lambda k: k not in _TAKEN | {"msg"}), TEXT, max_size=4),
+)
 def test_json_line_is_one_clean_line_with_the_same_fields(msg: str, extra: dict[str, str]):
     line = JsonFormatter().format(make_record(msg, extra))
     assert_one_clean_line(line)
@@ -81,7 +120,8 @@ def test_json_line_is_one_clean_line_with_the_same_fields(msg: str, extra: dict[
     assert list(parsed) == [*FRAME, *map(_as_json_reads_it, extra)]
     assert parsed["msg"] == _as_json_reads_it(scrub(msg))
     assert [parsed[_as_json_reads_it(k)] for k in extra] == [
-        _as_json_reads_it(scrub(v)) for v in extra.values()]
+        _as_json_reads_it(scrub(v)) for v in extra.values()
+    ]
 
 
 def _as_json_reads_it(text: str) -> str:
@@ -101,8 +141,7 @@ def test_exception_text_is_escaped_too():
     try:
         raise ValueError("bad\x1b[31m\r\u2028input")
     except ValueError:
-        record = logging.LogRecord("t", logging.ERROR, __file__, 1, "failed", None,
-                                   sys.exc_info())
+        record = logging.LogRecord("t", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
     for formatter in (KeyValueFormatter(), JsonFormatter()):
         line = formatter.format(record)
         assert_one_clean_line(line)

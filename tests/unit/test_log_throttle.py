@@ -95,19 +95,25 @@ def test_every_event_is_counted_and_lines_are_an_interval_apart(offsets):
     # A line is either the first event of a burst or the count of those held back since.
     assert sum(record.get("suppressed", 1) for _, record in lines.lines) == len(offsets)
     times = [t for t, _ in lines.lines]
-    assert all(later - earlier >= INTERVAL - 1e-9
-               for earlier, later in zip(times, times[1:], strict=False))
+    assert all(
+        later - earlier >= INTERVAL - 1e-9 for earlier, later in zip(times, times[1:], strict=False)
+    )
 
 
 def test_accept_errors_are_recognised():
-    assert is_accept_error({"message": "socket.accept() out of system resource",
-                            "exception": EMFILE})
+    assert is_accept_error(
+        {"message": "socket.accept() out of system resource", "exception": EMFILE}
+    )
     assert is_accept_error({"message": "anything", "exception": OSError(errno.ENFILE, "x")})
-    assert is_accept_error({"message": "Exception in callback "
-                                       "BaseSelectorEventLoop._start_serving(...)",
-                            "exception": ValueError("Invalid file descriptor: -1")})
-    assert not is_accept_error({"message": "Task exception was never retrieved",
-                                "exception": ValueError("x")})
+    assert is_accept_error(
+        {
+            "message": "Exception in callback BaseSelectorEventLoop._start_serving(...)",
+            "exception": ValueError("Invalid file descriptor: -1"),
+        }
+    )
+    assert not is_accept_error(
+        {"message": "Task exception was never retrieved", "exception": ValueError("x")}
+    )
     assert not is_accept_error({"message": "x", "exception": OSError(errno.ECONNRESET, "y")})
 
 
@@ -122,8 +128,9 @@ async def test_accept_error_storm_is_one_line_and_other_loop_errors_pass_through
     try:
         with caplog.at_level(logging.ERROR), accept_errors_throttled(loop):
             for _ in range(5000):
-                loop.call_exception_handler({"message": "socket.accept() out of system "
-                                                        "resource", "exception": EMFILE})
+                loop.call_exception_handler(
+                    {"message": "socket.accept() out of system resource", "exception": EMFILE}
+                )
             loop.call_exception_handler({"message": "something else"})
         assert loop.get_exception_handler() is previous
     finally:

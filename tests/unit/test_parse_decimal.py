@@ -12,16 +12,41 @@ from optimizer.errors import InvalidInput
 from optimizer.text_input import parse_decimal
 
 
-@pytest.mark.parametrize(("raw", "value"), [
-    ("0.95", 0.95), (" 24 ", 24.0), ("-1", -1.0), ("+.5", 0.5), ("7.", 7.0), ("1e-3", 0.001),
-    ("2E2", 200.0),
-])
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("0.95", 0.95),
+        (" 24 ", 24.0),
+        ("-1", -1.0),
+        ("+.5", 0.5),
+        ("7.", 7.0),
+        ("1e-3", 0.001),
+        ("2E2", 200.0),
+    ],
+)
 def test_plain_decimal_notation_is_read(raw: str, value: float) -> None:
     assert parse_decimal(raw, "weights") == value
 
 
-@pytest.mark.parametrize("raw", ["", " ", "nan", "inf", "-Infinity", "1_000", "0x10", "0,9",
-                                 "٣", "1e", ".", "1.2.3", "2%", "\x00"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        " ",
+        "nan",
+        "inf",
+        "-Infinity",
+        "1_000",
+        "0x10",
+        "0,9",
+        "٣",
+        "1e",
+        ".",
+        "1.2.3",
+        "2%",
+        "\x00",
+    ],
+)
 def test_anything_else_is_refused_saying_what_was_expected(raw: str) -> None:
     with pytest.raises(InvalidInput) as info:
         parse_decimal(raw, "confidence", what="a number like 0.95")

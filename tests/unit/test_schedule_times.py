@@ -10,8 +10,7 @@ def at(text: str) -> datetime:
 def test_latest_fire_time_is_the_scheduled_tick_not_now():
     trigger = cron_trigger("*/15 * * * *")
     for now in ("2026-11-22T10:15:00", "2026-11-22T10:15:00.400", "2026-11-22T10:19:59"):
-        assert latest_fire_time(trigger, at(now), timedelta(minutes=5)) == at(
-            "2026-11-22T10:15:00")
+        assert latest_fire_time(trigger, at(now), timedelta(minutes=5)) == at("2026-11-22T10:15:00")
 
 
 def test_latest_fire_time_outside_lookback_is_none():
@@ -28,4 +27,5 @@ def test_latest_fire_time_picks_newest_of_several():
 def test_dedupe_key_names_type_scope_and_utc_fire_time():
     fire = datetime.fromisoformat("2026-11-22T11:15:00+01:00")
     assert tick_dedupe_key("experiment_monitoring", "all", fire) == (
-        "experiment_monitoring:all:2026-11-22T10:15:00Z")
+        "experiment_monitoring:all:2026-11-22T10:15:00Z"
+    )

@@ -17,17 +17,24 @@ from optimizer.text_input import (
 )
 
 
-@pytest.mark.parametrize("text", ["", "plain", "\t\r\n\x01\x1b\x7f", "é😀\u202e",
-                                  json.loads('"\\ud83d\\ude00"')])  # a pair, joined
+@pytest.mark.parametrize(
+    "text", ["", "plain", "\t\r\n\x01\x1b\x7f", "é😀\u202e", json.loads('"\\ud83d\\ude00"')]
+)  # a pair, joined
 def test_storable_text_passes(text: str) -> None:
     assert unstorable(text) is None
     assert refuse_unstorable(text, "f") == text
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ("\x00", "NUL"), ("a\x00b", "NUL"), ("\ud800", "lone surrogate"),
-    ("x\udfff", "lone surrogate"), ("é\ud83d", "lone surrogate"),
-])
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("\x00", "NUL"),
+        ("a\x00b", "NUL"),
+        ("\ud800", "lone surrogate"),
+        ("x\udfff", "lone surrogate"),
+        ("é\ud83d", "lone surrogate"),
+    ],
+)
 def test_nul_and_lone_surrogates_are_refused_by_field(text: str, words: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         refuse_unstorable(text, "reason")
@@ -35,11 +42,17 @@ def test_nul_and_lone_surrogates_are_refused_by_field(text: str, words: str) -> 
     assert str(caught.value).startswith("reason contains") and words in str(caught.value)
 
 
-@pytest.mark.parametrize(("value", "problem"), [
-    ("", "is empty"), ("  \t", "is blank (only white space)"),
-    ("u" * 201, "is 201 characters; at most 200"), (7, "must be a string; got a number"),
-    (None, "must be a string; got null"), (["u"], "must be a string; got an array"),
-])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("", "is empty"),
+        ("  \t", "is blank (only white space)"),
+        ("u" * 201, "is 201 characters; at most 200"),
+        (7, "must be a string; got a number"),
+        (None, "must be a string; got null"),
+        (["u"], "must be a string; got an array"),
+    ],
+)
 def test_text_problem_says_what_is_wrong(value: object, problem: str) -> None:
     assert text_problem(value, 200) == problem
     with pytest.raises(InvalidInput, match=f"^unit_id {re.escape(problem)}"):
@@ -53,8 +66,11 @@ def test_blank_text_may_be_allowed() -> None:
 
 
 def test_first_unstorable_names_the_path_in_document_order() -> None:
-    document = {"prompt": "ok", "guardrails": [{"metric": "rating"}, {"metric": "a\x00"}],
-                "later": "\ud800"}
+    document = {
+        "prompt": "ok",
+        "guardrails": [{"metric": "rating"}, {"metric": "a\x00"}],
+        "later": "\ud800",
+    }
     found = first_unstorable(document, "payload")
     assert found is not None and found[0] == "payload.guardrails[1].metric"
     assert first_unstorable({"a": [1, 2.5, None, True, {"b": "fine"}]}) is None

@@ -12,7 +12,8 @@ def test_several_blocks_with_notes_and_prose_around() -> None:
         "<change_notes>Shorter answers.</change_notes>\n"
         "Some commentary between.\n"
         "<improved_prompt>  You are kind.  </improved_prompt>"
-        "<change_notes>\n Kinder tone. \n</change_notes>\nThanks!")
+        "<change_notes>\n Kinder tone. \n</change_notes>\nThanks!"
+    )
     assert parse_variants(reply) == [
         ParsedVariant("You are helpful.\nBe brief.", "Shorter answers."),
         ParsedVariant("You are kind.", "Kinder tone."),
@@ -25,14 +26,17 @@ def test_inner_whitespace_and_text_are_kept_exactly() -> None:
 
 
 def test_missing_change_notes_give_none() -> None:
-    reply = ("<improved_prompt>A</improved_prompt>\n"
-             "<improved_prompt>B</improved_prompt><change_notes>for B</change_notes>")
+    reply = (
+        "<improved_prompt>A</improved_prompt>\n"
+        "<improved_prompt>B</improved_prompt><change_notes>for B</change_notes>"
+    )
     assert parse_variants(reply) == [ParsedVariant("A", None), ParsedVariant("B", "for B")]
 
 
 def test_empty_change_notes_give_none() -> None:
-    assert parse_variants("<improved_prompt>A</improved_prompt><change_notes> </change_notes>"
-                          ) == [ParsedVariant("A", None)]
+    assert parse_variants("<improved_prompt>A</improved_prompt><change_notes> </change_notes>") == [
+        ParsedVariant("A", None)
+    ]
 
 
 def test_no_blocks() -> None:
@@ -57,8 +61,10 @@ def test_stray_closing_tags_are_ignored() -> None:
 
 
 def test_notes_of_a_later_block_are_not_taken() -> None:
-    reply = ("<improved_prompt>A</improved_prompt>"
-             "<improved_prompt>B</improved_prompt><change_notes>for B</change_notes>")
+    reply = (
+        "<improved_prompt>A</improved_prompt>"
+        "<improved_prompt>B</improved_prompt><change_notes>for B</change_notes>"
+    )
     assert parse_variants(reply)[0].change_notes is None
 
 

@@ -63,7 +63,11 @@ def test_placeholder_may_repeat_or_move() -> None:
 
 def test_placeholder_regex() -> None:
     assert placeholders("{{a}} {{ b_c }} {{d.e}} {{ f-g }} { {x} } {{1bad}} {{}}") == {
-        "{{a}}", "{{ b_c }}", "{{d.e}}", "{{ f-g }}"}
+        "{{a}}",
+        "{{ b_c }}",
+        "{{d.e}}",
+        "{{ f-g }}",
+    }
 
 
 def test_unstorable_text_is_dropped() -> None:
@@ -82,8 +86,9 @@ def test_tabs_and_line_breaks_are_fine() -> None:
 
 
 def test_identical_to_existing_version_is_dropped() -> None:
-    valid, dropped = validate_variants([v(ACTIVE), v("Hi {{name}} {{ topic }}")], ACTIVE,
-                                       {content_hash(ACTIVE): 4})
+    valid, dropped = validate_variants(
+        [v(ACTIVE), v("Hi {{name}} {{ topic }}")], ACTIVE, {content_hash(ACTIVE): 4}
+    )
     assert [x.index for x in valid] == [2]
     assert dropped[0].index == 1 and dropped[0].reason == "identical to version 4"
 
@@ -96,8 +101,9 @@ def test_whitespace_change_is_a_change() -> None:
 
 def test_duplicate_within_batch_is_dropped() -> None:
     text = "Hi {{name}} about {{ topic }}."
-    valid, dropped = validate_variants([v(text, "a"), v("Other {{name}} {{ topic }}"),
-                                        v(text, "b")], ACTIVE, {})
+    valid, dropped = validate_variants(
+        [v(text, "a"), v("Other {{name}} {{ topic }}"), v(text, "b")], ACTIVE, {}
+    )
     assert [(x.index, x.change_notes) for x in valid] == [(1, "a"), (2, None)]
     assert [(d.index, d.reason) for d in dropped] == [(3, "identical to variant 1 of this reply")]
 
@@ -109,7 +115,8 @@ def test_invalid_variant_does_not_block_a_later_identical_valid_one() -> None:
 
 def test_every_reason_is_reported_with_index() -> None:
     valid, dropped = validate_variants(
-        [v("Hello {{name}} {{ topic }} fine"), v("no placeholders"), v("")], ACTIVE, {})
+        [v("Hello {{name}} {{ topic }} fine"), v("no placeholders"), v("")], ACTIVE, {}
+    )
     assert [x.index for x in valid] == [1]
     assert [d.index for d in dropped] == [2, 3]
     assert all(d.to_dict()["reason"] for d in dropped)

@@ -29,24 +29,35 @@ from optimizer.runtime.worker import Worker
 from tests.support.memory_queue import MemoryQueue
 
 T0 = datetime(2026, 11, 22, 9, 0, 0, tzinfo=UTC)
-FAST: dict[str, Any] = {"poll_interval_seconds": 0.05, "lease_seconds": 1.0,
-                        "retry_base_seconds": 0.0, "job_timeout_seconds": 30,
-                        "shutdown_grace_seconds": 0.5}
+FAST: dict[str, Any] = {
+    "poll_interval_seconds": 0.05,
+    "lease_seconds": 1.0,
+    "retry_base_seconds": 0.0,
+    "job_timeout_seconds": 30,
+    "shutdown_grace_seconds": 0.5,
+}
 
 
-def make_worker(fake: MemoryQueue, handlers: dict[str, Handler], *, seed: int = 1,
-                **overrides: Any) -> Worker:
+def make_worker(
+    fake: MemoryQueue, handlers: dict[str, Handler], *, seed: int = 1, **overrides: Any
+) -> Worker:
     # The engine is never connected: the worker reaches jobs only through `queue`. The
     # clock stands still, so a job retried after a delay is not due again.
     engine = create_engine("sqlite://")
-    ctx = ServiceContext(settings=Settings(**{**FAST, **overrides}), engine=engine,
-                         sessions=session_factory(engine), stats=RunStats(), clock=lambda: T0)
+    ctx = ServiceContext(
+        settings=Settings(**{**FAST, **overrides}),
+        engine=engine,
+        sessions=session_factory(engine),
+        stats=RunStats(),
+        clock=lambda: T0,
+    )
     return Worker(ctx, handlers, worker_id="w", rng=random.Random(seed), queue=fake)
 
 
 def add_job(fake: MemoryQueue, max_attempts: int = 3, payload: dict | None = None) -> int:
-    job, _ = fake.enqueue(NewJob(type="full_cycle", payload=payload or {}),
-                          max_attempts=max_attempts, now=T0)
+    job, _ = fake.enqueue(
+        NewJob(type="full_cycle", payload=payload or {}), max_attempts=max_attempts, now=T0
+    )
     return job.id
 
 
@@ -77,12 +88,14 @@ def logged(caplog: pytest.LogCaptureFixture, message: str) -> Callable[[], bool]
 def failing(error: Exception) -> Handler:
     async def handler(ctx: ServiceContext, job: ActiveJob) -> dict:
         raise error
+
     return handler
 
 
 def succeeding() -> Handler:
     async def handler(ctx: ServiceContext, job: ActiveJob) -> dict:
         return {"ok": True}
+
     return handler
 
 
@@ -94,10 +107,12 @@ def waiting_forever(cancelled: asyncio.Event) -> Handler:
             cancelled.set()
             raise
         return {}
+
     return handler
 
 
 # --- outcomes ----------------------------------------------------------------------------
+
 
 async def test_completed_job_keeps_its_result_and_is_counted():
     fake = MemoryQueue()
@@ -135,8 +150,9 @@ async def test_failures_are_retried_until_the_last_attempt_fails_the_job():
     assert worker.ctx.stats.snapshot()["jobsFailed"] == 1
 
 
-def _fail_attempt(max_attempts: int, attempt: int, permanent: bool, base: float,
-                  seed: int) -> tuple[Job, dict[str, int], int]:
+def _fail_attempt(
+    max_attempts: int, attempt: int, permanent: bool, base: float, seed: int
+) -> tuple[Job, dict[str, int], int]:
     """Run attempt number `attempt` of a job whose handler fails; the attempts before it
     were spent by another worker."""
     fake = MemoryQueue()
@@ -155,8 +171,12 @@ def _fail_attempt(max_attempts: int, attempt: int, permanent: bool, base: float,
     async def scenario() -> RunStats:
         worker = make_worker(fake, {"full_cycle": handler}, seed=seed, retry_base_seconds=base)
         async with running(worker):
-            await wait_for(lambda: (fake.get_job(job_id).attempts == attempt
-                                    and fake.get_job(job_id).status != "running"))
+            await wait_for(
+                lambda: (
+                    fake.get_job(job_id).attempts == attempt
+                    and fake.get_job(job_id).status != "running"
+                )
+            )
         return worker.ctx.stats
 
     stats = asyncio.run(scenario())
@@ -164,10 +184,16 @@ def _fail_attempt(max_attempts: int, attempt: int, permanent: bool, base: float,
 
 
 @settings(max_examples=25, deadline=None)
-@given(max_attempts=st.integers(1, 5), data=st.data(), permanent=st.booleans(),
-       base=st.floats(1.0, 3600.0), seed=st.integers(0, 2**32))
+@given(
+    max_attempts=st.integers(1, 5),
+    data=st.data(),
+    permanent=st.booleans(),
+    base=st.floats(1.0, 3600.0),
+    seed=st.integers(0, 2**32),
+)
 def test_a_failed_attempt_is_retried_after_the_backoff_or_ends_the_job(
-        max_attempts: int, data: st.DataObject, permanent: bool, base: float, seed: int):
+    max_attempts: int, data: st.DataObject, permanent: bool, base: float, seed: int
+):
     attempt = data.draw(st.integers(1, max_attempts), label="attempt")
     job, stats, calls = _fail_attempt(max_attempts, attempt, permanent, base, seed)
     assert calls == 1
@@ -243,12 +269,14 @@ async def test_timeout_fails_the_attempt():
 
 # --- cancel, leases, shutdown --------------------------------------------------------------
 
+
 async def test_cancel_request_stops_the_handler_at_the_next_heartbeat():
     fake = MemoryQueue()
     cancelled = asyncio.Event()
     job_id = add_job(fake)
-    async with running(make_worker(fake, {"full_cycle": waiting_forever(cancelled)},
-                                   lease_seconds=0.6)):
+    async with running(
+        make_worker(fake, {"full_cycle": waiting_forever(cancelled)}, lease_seconds=0.6)
+    ):
         await wait_for(status_is(fake, job_id, "running"))
         assert fake.cancel(job_id, now=T0).cancel_requested
         await wait_for(status_is(fake, job_id, "cancelled"))
@@ -260,8 +288,9 @@ async def test_a_lease_taken_over_stops_the_handler_and_writes_nothing(caplog):
     fake = MemoryQueue()
     cancelled = asyncio.Event()
     job_id = add_job(fake)
-    async with running(make_worker(fake, {"full_cycle": waiting_forever(cancelled)},
-                                   lease_seconds=0.6)):
+    async with running(
+        make_worker(fake, {"full_cycle": waiting_forever(cancelled)}, lease_seconds=0.6)
+    ):
         await wait_for(status_is(fake, job_id, "running"))
         later = T0 + timedelta(hours=1)  # the reaper saw the lease expire; another took it
         assert fake.reap_expired(now=later).requeued == 1
@@ -297,8 +326,9 @@ async def test_heartbeats_failing_past_the_lease_give_the_job_up(caplog):
     fake = MemoryQueue()
     cancelled = asyncio.Event()
     job_id = add_job(fake)
-    async with running(make_worker(fake, {"full_cycle": waiting_forever(cancelled)},
-                                   lease_seconds=0.6)):
+    async with running(
+        make_worker(fake, {"full_cycle": waiting_forever(cancelled)}, lease_seconds=0.6)
+    ):
         await wait_for(status_is(fake, job_id, "running"))
         fake.failing["heartbeat"] = 1000
         await asyncio.wait_for(cancelled.wait(), 5)
@@ -320,6 +350,7 @@ async def test_shutdown_hands_back_a_job_that_outlives_the_grace():
 
 
 # --- progress and database errors ----------------------------------------------------------
+
 
 async def test_progress_is_recorded_while_running_and_a_failed_report_is_ignored(caplog):
     fake = MemoryQueue()
@@ -347,8 +378,9 @@ async def test_claims_go_on_after_the_database_fails(caplog):
     job_id = add_job(fake)
     async with running(make_worker(fake, {"full_cycle": succeeding()})):
         await wait_for(status_is(fake, job_id, "completed"))
-    [warning] = [r for r in caplog.records
-                 if r.getMessage() == "cannot claim jobs: database unavailable"]
+    [warning] = [
+        r for r in caplog.records if r.getMessage() == "cannot claim jobs: database unavailable"
+    ]
     assert warning.__dict__["retry_in"] == 1.0
 
 
