@@ -41,7 +41,7 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class JobSpec:
     name: str
-    summary: str  # one line, shown in `prompt-worker jobs types`, the OpenAPI document, docs
+    summary: str  # one line, shown in the OpenAPI document and docs/jobs.md
     payload: type[InputModel]  # validated when the job is enqueued and again when it runs
     handler: Handler
     schedule: Schedule | None = None
