@@ -1,14 +1,8 @@
 """Conversations the host application logs: validation and the all-or-nothing insert.
 
-A record (HTTP body, batch item or JSONL line) holds exactly these fields:
-
-    prompt, version, unit_id            required: prompt name, its version number, the unit
-    experiment_id                       optional: the experiment `resolve` reported
-    each metric's name                  optional: true/false (a proportion) or a number in
-                                        the metric's bounds (see optimizer.stats.metrics)
-    input_tokens, output_tokens (whole, 0..bound), segment (<= 200 chars),
-    tags (<= 50 strings of <= 100 chars), transcript (<= 100,000 chars),
-    occurred_at (ISO 8601, at most FUTURE_TOLERANCE ahead; default now)  optional
+A record (HTTP body, batch item or JSONL line) is an optimizer.ingest_record
+ConversationRecord: the one model that checks it and that the OpenAPI document shows. Here
+its names are looked up (prompt, version, experiment) and the rows inserted.
 
 A row with an experiment_id also gets `assigned_arm_id`: the arm whose slice holds the unit
 (pick_arm over every arm, stopped ones included, exactly as resolve computes it). While the
@@ -22,12 +16,12 @@ good: the rows go in with one executemany inside one transaction.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import insert, select, tuple_
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -36,41 +30,14 @@ from models.conversations import Conversation
 from models.experiments import Experiment, ExperimentArm
 from models.prompts import Prompt, PromptVersion
 from optimizer.assignment import pick_arm
-from optimizer.clock import iso
 from optimizer.errors import Conflict, InvalidInput
-from optimizer.prompt_text import MAX_NAME_CHARS
-from optimizer.stats import REGISTRY, Metric
-from optimizer.text_input import kind_of, parse_timestamp, text_problem
+from optimizer.ingest_record import FIELDS as FIELDS
+from optimizer.ingest_record import NOW, ConversationRecord, problems
+from optimizer.stats import REGISTRY
+from optimizer.text_input import kind_of
 
-FIELDS = (
-    "prompt",
-    "version",
-    "unit_id",
-    "experiment_id",
-    *(m.name for m in REGISTRY),
-    "input_tokens",
-    "output_tokens",
-    "segment",
-    "tags",
-    "transcript",
-    "occurred_at",
-)
 MAX_BATCH = 1000
-MAX_UNIT_ID = 200
-MAX_SEGMENT = 200
-MAX_TAGS, MAX_TAG = 50, 100
-MAX_TRANSCRIPT = 100_000
-MAX_INT32 = 2**31 - 1
-MAX_ID = 2**63 - 1
 MAX_KEPT_ERRORS = 100  # reported in full; the rest are counted, so memory stays bounded
-
-# The metrics' bounds are in the registry (optimizer.stats.metrics), and the checks treat
-# stored values outside them as missing: a larger value is a unit mistake or a broken
-# client, and one such row would swamp every sum a check takes.
-MAX_TOKENS = 10_000_000
-# How far past the server's clock occurred_at may be: clocks drift a little; a time further
-# ahead is a wrong clock or time zone. Far in the past is fine (imports of history).
-FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -97,123 +64,8 @@ class RowsInvalid(InvalidInput):
         self.omitted = omitted
 
 
-class _Bad(Exception):
-    """One field's problem, worded to follow "<field>: "."""
-
-
-# --- field checks ------------------------------------------------------------------------
-
-
-def _text(value: Any, max_len: int, *, allow_blank: bool = False) -> str:
-    problem = text_problem(value, max_len, allow_blank=allow_blank)
-    if problem is not None:
-        raise _Bad(problem)
-    return str(value)
-
-
-def _whole(value: Any, low: int, high: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        shown = (
-            kind_of(value)
-            if not isinstance(value, int) or isinstance(value, bool)
-            else _number(value)
-        )
-        raise _Bad(f"must be {what}; got {shown}")
-    return value
-
-
-def _amount(low: float, high: float, shown_high: str) -> Callable[[Any], float]:
-    rule = f"must be a finite number from {low:g} to {shown_high}"
-
-    def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Bad(f"{rule}; got {kind_of(value)}")
-        try:
-            number = float(value)
-        except OverflowError:
-            number = math.inf
-        if not low <= number <= high:  # NaN fails this too
-            raise _Bad(f"{rule}; got {_number(value)}")
-        return number + 0.0  # -0.0 is stored as 0.0
-
-    return check
-
-
-def _number(value: int | float) -> str:
-    """A number as an error shows it. A huge integer by its size: str() of an integer past
-    Python's digit limit raises, and nobody wants 400 digits echoed back."""
-    if isinstance(value, int) and value.bit_length() > 99:
-        return f"a whole number of about {int(value.bit_length() * math.log10(2))} digits"
-    return str(value)[:30]
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Bad(f"must be true or false; got {kind_of(value)}")
-    return value
-
-
-def _tags(value: Any) -> str:
-    if not isinstance(value, list):
-        raise _Bad(f"must be a list of strings; got {kind_of(value)}")
-    if len(value) > MAX_TAGS:
-        raise _Bad(f"must hold at most {MAX_TAGS} tags; got {len(value)}")
-    for position, tag in enumerate(value):
-        try:
-            _text(tag, MAX_TAG)
-        except _Bad as exc:
-            raise _Bad(f"tag {position} {exc}") from None
-    return json.dumps(value)
-
-
-def _occurred_at(value: Any, now: datetime) -> datetime:
-    try:
-        when = parse_timestamp(value, "occurred_at")
-    except InvalidInput:
-        raise _Bad(
-            f"must be an ISO 8601 date-time such as 2026-11-22T09:00:00Z; got {str(value)[:60]!r}"
-        ) from None
-    if when > now + FUTURE_TOLERANCE:
-        minutes = FUTURE_TOLERANCE.total_seconds() / 60
-        raise _Bad(
-            f"is {iso(when)}, more than {minutes:g} minutes after the server's time "
-            f"{iso(now)}; send when the conversation happened, in UTC or with its "
-            "offset"
-        )
-    return when
-
-
-def _metric_check(m: Metric) -> Callable[[Any], Any]:
-    """What a record may hold for the metric: true/false for a proportion, else a number
-    within its bounds (a whole one where the metric says so)."""
-    if m.kind == "proportion":
-        return _bool
-    low, high = m.bounds
-    if m.whole:
-        what = f"{low:g}..{high:g} (a whole number)"
-        return lambda v: _whole(v, int(low), int(high), what)
-    shown_high = f"{high:,.0f}" if high.is_integer() else f"{high:,}"
-    return _amount(low, high, f"{shown_high} {m.bound_note}".rstrip())
-
-
-# Optional fields: field name -> check. None (or absent) stores NULL.
-_OPTIONAL: dict[str, Callable[[Any], Any]] = {
-    **{m.name: _metric_check(m) for m in REGISTRY},
-    "input_tokens": lambda v: _whole(v, 0, MAX_TOKENS, f"a whole number from 0 to {MAX_TOKENS:,}"),
-    "output_tokens": lambda v: _whole(v, 0, MAX_TOKENS, f"a whole number from 0 to {MAX_TOKENS:,}"),
-    "segment": lambda v: _text(v, MAX_SEGMENT),
-    "tags": _tags,
-    "transcript": lambda v: _text(v, MAX_TRANSCRIPT, allow_blank=True),
-}
 # Metrics whose record field and column are named differently (none so far).
 _RENAMED = {m.name: m.column for m in REGISTRY if m.name != m.column}
-_REQUIRED: dict[str, Callable[[Any], Any]] = {
-    "prompt": lambda v: _text(v, MAX_NAME_CHARS),
-    "version": lambda v: _whole(
-        v, 1, MAX_INT32, "the prompt's version number (a whole number >= 1)"
-    ),
-    "unit_id": lambda v: _text(v, MAX_UNIT_ID),
-}
 
 
 @dataclass
@@ -228,38 +80,23 @@ class Draft:
 
 
 def check_record(raw: Any, index: int, now: datetime) -> tuple[Draft | None, list[RowError]]:
-    """Field-level checks that need no database."""
+    """Field-level checks that need no database: the record as ConversationRecord, or every
+    bad field's problem."""
     if not isinstance(raw, dict):
         return None, [RowError(index, None, f"must be a JSON object; got {kind_of(raw)}")]
-    errors = [
-        RowError(index, name, f"unknown field; allowed: {', '.join(FIELDS)}")
-        for name in raw
-        if name not in FIELDS
-    ]
-    found: dict[str, Any] = {}
-    for name, check in (
-        *_REQUIRED.items(),
-        *_OPTIONAL.items(),
-        ("experiment_id", lambda v: _whole(v, 1, MAX_ID, "a positive id")),
-        ("occurred_at", lambda v: _occurred_at(v, now)),
-    ):
-        value = raw.get(name)
-        if value is None:
-            if name in _REQUIRED:
-                errors.append(RowError(index, name, "is required"))
-            found[name] = now if name == "occurred_at" else None
-            continue
-        try:
-            found[name] = check(value)
-        except _Bad as exc:
-            errors.append(RowError(index, name, str(exc)))
-    if errors:
-        return None, errors
+    try:
+        record = ConversationRecord.model_validate(raw, context={NOW: now})
+    except ValidationError as exc:
+        return None, [RowError(index, name, problem) for name, problem in problems(exc).items()]
+    values = dict(record.__dict__)
+    if values["tags"] is not None:
+        values["tags"] = json.dumps(values["tags"])
+    if values["occurred_at"] is None:
+        values["occurred_at"] = now
     for name, column in _RENAMED.items():
-        found[column] = found.pop(name)
-    required = {name: found.pop(name) for name in ("prompt", "version")}
+        values[column] = values.pop(name)
     return Draft(
-        index, required["prompt"], required["version"], found.pop("experiment_id"), found
+        index, values.pop("prompt"), values.pop("version"), values.pop("experiment_id"), values
     ), []
 
 

@@ -10,6 +10,7 @@ as a path (`payload.n`, `guardrails[0].metric`), so the HTTP API answers
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -25,6 +26,15 @@ class InputModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
     # What a key of this model is called in messages: "unknown query parameter 'x'".
     noun: ClassVar[str] = "field"
+
+
+@dataclass(frozen=True)
+class MustBe:
+    """What a field must be, in its own words, for its type and range errors:
+    `Annotated[int, MustBe("1..5 (a whole number)")]` says "rating must be 1..5 (a whole
+    number); got 7"."""
+
+    what: str
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -46,6 +56,9 @@ _KINDS = {
 }
 
 
+_RANGES = ("greater_than_equal", "less_than_equal", "greater_than", "less_than")
+
+
 def validate(model: type[Model], data: Any, root: str = "") -> Model:
     """`data` as `model`, or InvalidInput about the first problem found."""
     try:
@@ -55,12 +68,17 @@ def validate(model: type[Model], data: Any, root: str = "") -> Model:
 
 
 def as_invalid_input(exc: ValidationError, model: type[BaseModel], root: str = "") -> InvalidInput:
-    error = exc.errors(include_url=False)[0]
+    field, message = describe_error(exc.errors(include_url=False)[0], model, root)
+    return InvalidInput(message, field=field or None)
+
+
+def describe_error(
+    error: Mapping[str, Any], model: type[BaseModel], root: str = ""
+) -> tuple[str, str]:
+    """One of pydantic's errors about `model` as (the field's path, a message naming it)."""
     loc = tuple(error["loc"])
     field = field_path(loc, root)
-    return InvalidInput(
-        _message(error, field, _field_info(model, loc), model, loc, root), field=field or None
-    )
+    return field, _message(error, field, _field_info(model, loc), model, loc, root)
 
 
 def field_path(loc: Sequence[str | int], root: str = "") -> str:
@@ -93,18 +111,9 @@ def _message(
         noun = parent.noun if parent is not None and issubclass(parent, InputModel) else "field"
         where = f" in {field_path(loc[:-1], root)}" if field_path(loc[:-1], root) else ""
         return f"unknown {noun} {loc[-1]!r}{where}; allowed: {allowed}"
-    if (
-        kind in ("float_type", "finite_number")
-        and isinstance(value, int)
-        and not isinstance(value, bool)
-        and _range(info, ctx)
-    ):
-        # An integer too large for a float: say which range it is outside of.
-        return f"{name} must be {_range(info, ctx)}; got {shown(value)}"
-    if kind in _KINDS:
-        return f"{name} must be {_KINDS[kind]}; got {_got(value)}"
-    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        return f"{name} must be {_range(info, ctx)}; got {shown(value)}"
+    wrong = _wrong_value(kind, name, value, info, ctx)
+    if wrong is not None:
+        return wrong
     if kind in ("string_too_short", "too_short"):
         least = ctx.get("min_length", 1)
         return (
@@ -122,6 +131,27 @@ def _message(
     if kind == "value_error":
         return f"{name} {ctx.get('error', error['msg'])}"
     return f"{name}: {error['msg']}"
+
+
+def _wrong_value(
+    kind: str, name: str, value: Any, info: FieldInfo | None, ctx: Mapping[str, Any]
+) -> str | None:
+    """A value of the wrong type or out of range: "<name> must be <what>; got <value>"."""
+    must = (
+        next((item for item in info.metadata if isinstance(item, MustBe)), None) if info else None
+    )
+    huge = kind in ("float_type", "finite_number") and isinstance(value, int)
+    if must is not None and (kind in _KINDS or kind in _RANGES):
+        wrong_type = kind in _KINDS and not huge
+        return f"{name} must be {must.what}; got {_got(value) if wrong_type else shown(value)}"
+    if huge and not isinstance(value, bool) and _range(info, ctx):
+        # An integer too large for a float: say which range it is outside of.
+        return f"{name} must be {_range(info, ctx)}; got {shown(value)}"
+    if kind in _KINDS:
+        return f"{name} must be {_KINDS[kind]}; got {_got(value)}"
+    if kind in _RANGES:
+        return f"{name} must be {_range(info, ctx)}; got {shown(value)}"
+    return None
 
 
 def rule(check: Callable[[Any], Any]) -> Callable[[Any], Any]:

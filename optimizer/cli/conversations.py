@@ -19,7 +19,8 @@ from optimizer import strict_json
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.errors import InvalidInput
-from optimizer.ingest import MAX_TRANSCRIPT, Ingestion, RowError, RowsInvalid
+from optimizer.ingest import Ingestion, RowError, RowsInvalid
+from optimizer.ingest_record import MAX_TRANSCRIPT
 from optimizer.text_input import parse_whole
 
 DEFAULT_BATCH, MAX_BATCH = 1000, 10_000

@@ -42,7 +42,8 @@ async def resolve_prompt(request: web.Request) -> web.Response:
 
 @rate_limited
 async def post_conversations(request: web.Request) -> web.Response:
-    # Not a model: ingest checks every row of a batch at once and reports each problem.
+    # Not read as ConversationsBody: ingest validates each record as ConversationRecord and
+    # reports every bad field of every row, not only the first problem.
     body = parse_json_document(await request.read())
     try:
         accepted = await asyncio.to_thread(ingest.ingest, request.app[ENGINE], body, now=utcnow())

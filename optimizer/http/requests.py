@@ -9,7 +9,6 @@ the domain's own function, here through `rule` so the message is the one the CLI
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, ClassVar, Union
 
 from pydantic import (
@@ -21,12 +20,12 @@ from pydantic import (
     PlainValidator,
     RootModel,
     WithJsonSchema,
-    create_model,
 )
 
 from models.experiments import EXPERIMENT_STATUSES
 from models.jobs import JOB_STATUSES
 from optimizer import ingest
+from optimizer.ingest_record import ConversationRecord
 from optimizer.input_models import InputModel, one_of, rule
 from optimizer.jobs.registry import JOB_TYPES, SPECS
 from optimizer.patterns import views
@@ -35,7 +34,6 @@ from optimizer.prompts import MAX_REASON_CHARS, MAX_VERSION
 from optimizer.resolve import check_unit_id
 from optimizer.runtime.job_input import MAX_PRIORITY, MIN_PRIORITY, parse_new_job
 from optimizer.runtime.queue import NewJob
-from optimizer.stats.metrics import REGISTRY, Metric
 from optimizer.text_input import parse_whole
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
@@ -239,66 +237,9 @@ class ResolveQuery(Query):
     )
 
 
-# --- conversations: a schema only --------------------------------------------------------------
-# optimizer.ingest parses records by hand: it reports every problem of every row of a batch
-# at once and is on the hot path of the service. This model only describes a record for the
-# OpenAPI document; it is built from ingest's own limits and the metric registry, and
-# tests/integration/test_openapi.py checks that it names exactly ingest.FIELDS.
-
-
-def _metric_field(m: Metric) -> tuple[Any, Any]:
-    if m.kind == "proportion":
-        return bool | None, Field(None, description=m.description)
-    low, high = m.bounds
-    if m.whole:
-        return int | None, Field(None, ge=int(low), le=int(high), description=m.description)
-    return float | None, Field(None, ge=low, le=high, description=m.description)
-
-
-def _text(limit: int, description: str, *, required: bool = False) -> tuple[Any, Any]:
-    if required:
-        return str, Field(min_length=1, max_length=limit, description=description)
-    return str | None, Field(None, min_length=1, max_length=limit, description=description)
-
-
-_RECORD_FIELDS: dict[str, Any] = {
-    "prompt": (str, Field(description="the prompt's name")),
-    "version": (
-        int,
-        Field(
-            ge=1, le=ingest.MAX_INT32, description="the version used (the version resolve returned)"
-        ),
-    ),
-    "unit_id": _text(ingest.MAX_UNIT_ID, "the user or session id, non-blank", required=True),
-    "experiment_id": (
-        int | None,
-        Field(None, ge=1, le=ingest.MAX_ID, description="the experiment_id resolve returned"),
-    ),
-    **{m.name: _metric_field(m) for m in REGISTRY},
-    "input_tokens": (int | None, Field(None, ge=0, le=ingest.MAX_TOKENS)),
-    "output_tokens": (int | None, Field(None, ge=0, le=ingest.MAX_TOKENS)),
-    "segment": _text(ingest.MAX_SEGMENT, "a segment of users, non-blank"),
-    "tags": (
-        list[Annotated[str, Field(min_length=1, max_length=ingest.MAX_TAG)]] | None,
-        Field(None, max_length=ingest.MAX_TAGS, description="non-blank strings"),
-    ),
-    "transcript": (str | None, Field(None, max_length=ingest.MAX_TRANSCRIPT)),
-    "occurred_at": (
-        datetime | None,
-        Field(
-            None,
-            description="ISO 8601 (no offset means "
-            "UTC), at most 5 minutes after the server's "
-            "clock; default: when the request is received",
-        ),
-    ),
-}
-ConversationRecord = create_model(
-    "ConversationRecord",
-    __config__=ConfigDict(extra="forbid"),
-    __doc__="One conversation the application logged; null counts as absent.",
-    **{name: _RECORD_FIELDS[name] for name in ingest.FIELDS if name in _RECORD_FIELDS},
-)
+# --- conversations ---------------------------------------------------------------------------
+# ConversationRecord (optimizer.ingest_record) is what ingest validates each record with;
+# ingest reads the body itself, to report every bad field of every row at once.
 
 
 class ConversationBatch(BaseModel):

@@ -27,13 +27,8 @@ from optimizer.cli.conversations import cmd_conversations_import, register
 from optimizer.config import Settings
 from optimizer.db import read_only
 from optimizer.errors import InvalidInput
-from optimizer.ingest import (
-    FUTURE_TOLERANCE,
-    MAX_BATCH,
-    MAX_TOKENS,
-    RowsInvalid,
-    ingest,
-)
+from optimizer.ingest import FIELDS, MAX_BATCH, RowsInvalid, ingest
+from optimizer.ingest_record import FUTURE_TOLERANCE, MAX_TOKENS
 from optimizer.resolve import resolve
 from optimizer.stats import metric
 
@@ -170,7 +165,8 @@ def test_single_record_with_every_field(engine: Engine) -> None:
 
 def test_minimal_record_defaults(engine: Engine) -> None:
     seed(engine)
-    assert ingest(engine, record(success=None), now=NOW) == 1
+    nulls = {"success": None, "experiment_id": None, "tags": None, "occurred_at": None}
+    assert ingest(engine, record(**nulls), now=NOW) == 1
     [row] = stored(engine)
     assert row.experiment_id is None and row.arm_id is None and row.success is None
     assert row.assigned_arm_id is None
@@ -203,6 +199,27 @@ def test_bad_rows_are_all_listed_and_nothing_is_written(engine: Engine) -> None:
     assert found == {(1, "rating"), (3, "tags")}  # field errors come before lookups
     assert "2 of 4" in str(caught.value)
     assert conversation_count(engine) == 0
+
+
+def test_every_bad_field_of_a_row_is_listed_once(sqlite_engine: Engine) -> None:
+    seed(sqlite_engine)
+    bad = record(
+        prompt=None, unit_id="", rating=9, tags=[1, " ", 2], occurred_at="soon", colour="red"
+    )
+    with pytest.raises(RowsInvalid) as caught:
+        ingest(sqlite_engine, {"conversations": [record(), bad]}, now=NOW)
+    problems = {e.field: e.problem for e in caught.value.errors}
+    assert {e.index for e in caught.value.errors} == {1} and len(caught.value.errors) == 6
+    assert problems == {
+        "prompt": "is required: the prompt's name",
+        "unit_id": "is empty",
+        "rating": "must be 1..5 (a whole number); got 9",
+        "tags": "tags[0] must be a string; got 1",
+        "occurred_at": "must be an ISO 8601 date-time such as 2026-11-22T09:00:00Z; got 'soon'",
+        "colour": "unknown field 'colour'; allowed: " + ", ".join(FIELDS),
+    }
+    assert "1 of 2 conversations are invalid" in str(caught.value)
+    assert conversation_count(sqlite_engine) == 0
 
 
 def test_reference_errors_per_row(engine: Engine) -> None:
@@ -488,7 +505,7 @@ def test_numbers_are_accepted_at_their_bound_and_refused_past_it(
     [
         ("latency_ms", 1e200, "must be a finite number from 0 to 86,400,000 (one day); got 1e+200"),
         ("latency_ms", -1, "must be a finite number from 0 to 86,400,000 (one day); got -1"),
-        ("latency_ms", "5", "must be a finite number from 0 to 86,400,000 (one day); got a string"),
+        ("latency_ms", "5", "must be a finite number from 0 to 86,400,000 (one day); got '5'"),
         ("cost_usd", 1000.5, "must be a finite number from 0 to 1,000; got 1000.5"),
         pytest.param(
             "cost_usd",
@@ -497,7 +514,7 @@ def test_numbers_are_accepted_at_their_bound_and_refused_past_it(
             id="cost_usd-10**5000",
         ),
         ("input_tokens", 10_000_001, "must be a whole number from 0 to 10,000,000; got 10000001"),
-        ("output_tokens", 1.0, "must be a whole number from 0 to 10,000,000; got a number"),
+        ("output_tokens", 1.0, "must be a whole number from 0 to 10,000,000; got 1.0"),
     ],
 )
 def test_bound_messages(sqlite_engine: Engine, name: str, value: Any, problem: str) -> None:

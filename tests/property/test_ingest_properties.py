@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -33,12 +34,8 @@ from sqlalchemy.orm import Session
 from models.conversations import Conversation
 from optimizer.clock import utcnow
 from optimizer.config import Settings
-from optimizer.ingest import (
-    FUTURE_TOLERANCE,
-    MAX_TOKENS,
-    RowsInvalid,
-    ingest,
-)
+from optimizer.ingest import RowsInvalid, ingest
+from optimizer.ingest_record import FUTURE_TOLERANCE, MAX_TOKENS, ConversationRecord
 from optimizer.stats import metric
 from tests.integration.test_ingest import World, seed
 from tests.support.http_client import build_app, start_client
@@ -47,6 +44,7 @@ NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 INGEST = "prop-ingest-token"
 MAX_LATENCY_MS = int(metric("latency_ms").bounds[1])
 MAX_COST_USD = int(metric("cost_usd").bounds[1])
+RECORD_SCHEMA = Draft202012Validator(ConversationRecord.model_json_schema())
 PROPERTY_SETTINGS = settings(
     max_examples=40,
     deadline=None,
@@ -372,6 +370,9 @@ def test_batches_are_stored_exactly_or_not_at_all(
     if bad is None:
         assert ingest(engine, {"conversations": rows}, now=NOW) == len(rows)
         assert_stored_exactly(engine, worlds, rows, after_id, NOW)
+        # What ingest accepts, the OpenAPI document's schema of a record accepts too.
+        for row in rows:
+            assert RECORD_SCHEMA.is_valid(row), row
         return
     with pytest.raises(RowsInvalid) as caught:
         ingest(engine, {"conversations": rows}, now=NOW)

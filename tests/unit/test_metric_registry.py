@@ -8,10 +8,12 @@ import dataclasses
 from collections.abc import Iterator
 
 import pytest
+from pydantic import ValidationError
 
 from models.conversations import Conversation
 from optimizer import ingest
 from optimizer.experiments import validation
+from optimizer.ingest_record import ConversationRecord
 from optimizer.stats import DEFAULT_GUARDRAILS, AnalysisSettings, higher_is_better, metric
 from optimizer.stats import metrics as registry
 from tests.support.docs import ROOT, prose_lines
@@ -107,14 +109,18 @@ def test_default_guardrails_are_the_registry_s() -> None:
 def test_ingest_accepts_every_metric_within_its_bounds_and_nothing_beyond() -> None:
     assert set(registry.NAMES) <= set(ingest.FIELDS)
     for m in registry.REGISTRY:
-        check = ingest._OPTIONAL[m.name]
+
+        def check(value: object, name: str = m.name) -> object:
+            record = {"prompt": "p", "version": 1, "unit_id": "u", name: value}
+            return getattr(ConversationRecord.model_validate(record), name)
+
         if m.kind == "proportion":
             assert check(True) is True and check(False) is False
             continue
         low, high = m.bounds
         assert check(int(low)) == low and check(int(high)) == high
         for outside in (low - 1, high + 1):
-            with pytest.raises(ingest._Bad):
+            with pytest.raises(ValidationError):
                 check(int(outside) if m.whole else outside)
 
 
