@@ -3,6 +3,7 @@
 from models.base import Base, UtcDateTime
 from models.conversations import Conversation
 from models.experiments import Experiment, ExperimentAnalysis, ExperimentArm
+from models.idempotency import IdempotencyKey
 from models.insights import PatternInsight
 from models.jobs import FINISHED_STATUSES, JOB_STATUSES, OptimizationJob
 from models.llm_calls import LlmCall
@@ -16,6 +17,7 @@ __all__ = [
     "ExperimentAnalysis",
     "ExperimentArm",
     "FINISHED_STATUSES",
+    "IdempotencyKey",
     "JOB_STATUSES",
     "LlmCall",
     "OptimizationJob",

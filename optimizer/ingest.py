@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from models.conversations import Conversation
 from models.experiments import Experiment, ExperimentArm
 from models.prompts import Prompt, PromptVersion
+from optimizer import idempotency
 from optimizer.assignment import pick_arm
 from optimizer.errors import Conflict, InvalidInput
 from optimizer.ingest_record import FIELDS as FIELDS
@@ -371,10 +372,33 @@ def records_of(body: Any) -> list[Any]:
     return [body]
 
 
-def ingest(engine: Engine, body: Any, *, now: datetime) -> int:
-    """Store every record in `body` or none; returns how many were stored."""
+def ingest(
+    engine: Engine, body: Any, *, now: datetime, key: idempotency.Claim | None = None
+) -> int:
+    """Store every record in `body` or none; returns how many were stored. With `key`, a
+    batch already stored under it (same body, within idempotency.KEPT) is not stored again:
+    its count is returned; a different body raises idempotency.KeyReused."""
+    if key is not None:
+        stored = idempotency.stored_answer(engine, key, now=now)
+        if stored is not None:
+            return stored
     records = records_of(body)
-    with engine.begin() as conn:
-        ingestion = Ingestion(conn, now)
-        ingestion.add(enumerate(records))
-        return ingestion.finish()
+    try:
+        with engine.begin() as conn:
+            ingestion = Ingestion(conn, now)
+            ingestion.add(enumerate(records))
+            accepted = ingestion.finish()
+            if key is not None:
+                idempotency.remember(conn, key, accepted, now=now)
+            return accepted
+    except idempotency.KeyTaken:
+        # A concurrent request with this key committed first (this one waited on its row):
+        # this batch was rolled back, and the answer is that request's.
+        assert key is not None
+        stored = idempotency.stored_answer(engine, key, now=now)
+        if stored is None:  # it expired in between
+            raise Conflict(
+                f"{idempotency.HEADER} {key.key!r} was being used by another request; "
+                "nothing was stored, send the batch again"
+            ) from None
+        return stored

@@ -2,6 +2,7 @@
 
 GET  /v1/prompts/{name}/resolve?unit_id=U   which version this unit gets (sticky; no write)
 POST /v1/conversations                      one record or {"conversations": [...]}; 202
+                                            (optional Idempotency-Key: optimizer.idempotency)
 
 A batch with bad rows answers 400 {"error", "field": null, "errors": [{index, field,
 problem}, ...]} and stores nothing. Each token is rate limited (optimizer.http.rate_limit):
@@ -15,12 +16,13 @@ import logging
 
 from aiohttp import web
 
-from optimizer import ingest
+from optimizer import idempotency, ingest
 from optimizer.clock import utcnow
 from optimizer.db import read_only
 from optimizer.http import responses as out
 from optimizer.http.body import parse_json_document, read_query
 from optimizer.http.endpoints import Endpoint, Reply, register
+from optimizer.http.errors import ApiError
 from optimizer.http.keys import ENGINE
 from optimizer.http.rate_limit import rate_limited
 from optimizer.http.requests import ConversationsBody, ResolveQuery
@@ -44,18 +46,39 @@ async def resolve_prompt(request: web.Request) -> web.Response:
 async def post_conversations(request: web.Request) -> web.Response:
     # Not read as ConversationsBody: ingest validates each record as ConversationRecord and
     # reports every bad field of every row, not only the first problem.
-    body = parse_json_document(await request.read())
+    raw = await request.read()
+    key = idempotency.claim(request.headers.getall(idempotency.HEADER, []), raw)
+    body = parse_json_document(raw)
     try:
-        accepted = await asyncio.to_thread(ingest.ingest, request.app[ENGINE], body, now=utcnow())
+        accepted = await asyncio.to_thread(
+            ingest.ingest, request.app[ENGINE], body, now=utcnow(), key=key
+        )
     except ingest.RowsInvalid as exc:
         return web.json_response(
             {"error": str(exc), "field": None, "errors": [error.to_dict() for error in exc.errors]},
             status=400,
         )
+    except idempotency.KeyReused as exc:
+        raise ApiError(409, str(exc), field=idempotency.HEADER) from None
     log.info("conversations ingested", extra={"accepted": accepted})
     return web.json_response({"accepted": accepted}, status=202)
 
 
+IDEMPOTENCY_KEY = {
+    "name": idempotency.HEADER,
+    "in": "header",
+    "required": False,
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": idempotency.MAX_LENGTH,
+        "pattern": "^[ -~]+$",
+    },
+    "description": "Optional; 1 to 200 printable ASCII characters chosen by the caller, "
+    "one per batch. A retry with the same key and the same body bytes within 24 h answers "
+    "the first 202 and stores nothing; the same key with another body is a 409. Kept in "
+    "the database, so it holds across restarts and replicas.",
+}
 _LIMITED = Reply("over the rate limit of this token", out.Error, headers=("Retry-After",))
 ENDPOINTS = (
     Endpoint(
@@ -81,17 +104,25 @@ ENDPOINTS = (
         "Log conversations",
         auth="ingest",
         body=ConversationsBody,
-        description="One record, or up to 1,000 stored all or nothing.",
+        description="One record, or up to 1,000 stored all or nothing. With an "
+        "Idempotency-Key, a retry of the same body within 24 h answers the first 202 "
+        "without storing again.",
+        headers=(IDEMPOTENCY_KEY,),
         replies={
-            202: Reply("every record was stored", out.Accepted),
+            202: Reply(
+                "every record was stored (or, for a retry with the same Idempotency-Key "
+                "and body, had been)",
+                out.Accepted,
+            ),
             400: Reply(
                 "bad records: nothing was stored; every problem listed, or "
-                "a body that is not a record or a batch",
+                "a body that is not a record or a batch, or a malformed Idempotency-Key",
                 out.RowErrors,
             ),
             409: Reply(
-                "a prompt, version or experiment was deleted while the "
-                "batch was stored; send it again"
+                "the Idempotency-Key was used in the last 24 h for a different body, or a "
+                "prompt, version or experiment was deleted while the batch was stored; "
+                "nothing was stored"
             ),
             429: _LIMITED,
         },

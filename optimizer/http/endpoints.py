@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -43,6 +43,7 @@ class Endpoint:
     body_required: bool = True
     query: type[InputModel] | None = None
     description: str = ""
+    headers: Sequence[Mapping[str, Any]] = ()  # request headers, as OpenAPI parameter objects
 
 
 REGISTERED = web.AppKey("registered_endpoints", list[Endpoint])

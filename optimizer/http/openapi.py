@@ -77,6 +77,7 @@ SIGNATURE_PARAMETERS = {
     },
 }
 HEADERS = {
+    "ETag": "the version of the answer; send it back in If-None-Match",
     "Location": "where the new resource can be read",
     "Retry-After": "seconds to wait before trying again",
     "WWW-Authenticate": "Bearer",
@@ -193,6 +194,7 @@ def _parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
             )
     if endpoint.query is not None:
         parameters += _query_parameters(endpoint.query)
+    parameters += [dict(header) for header in endpoint.headers]
     if endpoint.auth == "admin":
         parameters += [{"$ref": f"#/components/parameters/{key}"} for key in SIGNATURE_PARAMETERS]
     return parameters
@@ -227,9 +229,10 @@ def _operation(endpoint: Endpoint, refs: Refs) -> dict[str, Any]:
     for status, reply in _replies(endpoint).items():
         model = _reply_model(status, reply)
         answer: dict[str, Any] = {"description": reply.description}
-        answer["content"] = _content(
-            reply, refs[(model, "serialization")] if model is not None else None
-        )
+        if reply.media_type:  # "" for an answer with no body (304)
+            answer["content"] = _content(
+                reply, refs[(model, "serialization")] if model is not None else None
+            )
         if reply.headers:
             answer["headers"] = {
                 name: {"description": HEADERS[name], "schema": {"type": "string"}}
