@@ -9,6 +9,9 @@ The caller passes every arm of the experiment, stopped ones included, so slices 
 when an arm stops, the caller sends the units of its slice to control and every other unit
 keeps its arm. (Dropping the stopped arm from the list would shift the slices and move units
 between the arms still running, mixing their samples.)
+
+The scheme is specified for other languages, with test vectors, in docs/assignment.md; any
+change to it moves live users between arms, so it gets a new SCHEME_VERSION.
 """
 
 from __future__ import annotations
@@ -17,11 +20,17 @@ import hashlib
 import math
 from collections.abc import Sequence
 
+SCHEME_NAME = "sha256-unit-point"
+SCHEME_VERSION = 1
+SCHEME = f"{SCHEME_NAME}/{SCHEME_VERSION}"
+
 _SCALE = float(2**64)
 
 
 def unit_point(experiment_id: int, unit_id: str) -> float:
-    """The unit's place in [0, 1) for this experiment: the first 8 bytes of the digest."""
+    """The unit's place in [0, 1] for this experiment: the first 8 bytes of the digest as an
+    unsigned integer, rounded to the nearest float64 (Python's int/float does that), over
+    2**64. Points of the top 2**10 integers round to exactly 1.0: pick_arm's fallback."""
     digest = hashlib.sha256(f"{experiment_id}:{unit_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / _SCALE
 
@@ -36,11 +45,16 @@ def pick_arm(experiment_id: int, unit_id: str, arms: Sequence[tuple[int, float]]
     for arm_id, weight in ordered:
         if not (math.isfinite(weight) and weight > 0):
             raise ValueError(f"arm {arm_id} has weight {weight!r}; weights must be > 0")
-    total = math.fsum(weight for _, weight in ordered)
+    # A plain left-to-right float64 sum (not math.fsum, which is exactly rounded and costly to
+    # match in other languages): every SDK can repeat it bit for bit, and the total is then
+    # exactly the last cumulative sum.
+    total = 0.0
+    for _, weight in ordered:
+        total += weight
     target = unit_point(experiment_id, unit_id) * total
     cumulative = 0.0
     for arm_id, weight in ordered:
         cumulative += weight
         if target < cumulative:
             return arm_id
-    return ordered[-1][0]  # rounding at the very top of the interval
+    return ordered[-1][0]  # target == total: a point of 1.0, or the product rounded up

@@ -13,6 +13,7 @@ from optimizer.http import (
     admin_jobs,
     admin_prompts,
     application_api,
+    config_api,
     docs_page,
     openapi,
     probes,
@@ -56,6 +57,7 @@ def create_app(
     admin_experiments.add_routes(app)
     admin_insights.add_routes(app)
     application_api.add_routes(app)
+    config_api.add_routes(app)
     # Last: they describe every route registered above.
     openapi.add_routes(app)
     docs_page.add_routes(app)

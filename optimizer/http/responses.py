@@ -230,6 +230,51 @@ class Accepted(Answer):
     accepted: int = Field(description="how many conversations were stored")
 
 
+class ConfigVersion(Answer):
+    number: int
+    id: int
+    content: str
+
+
+class ConfigArm(Answer):
+    id: int
+    version: int
+    version_id: int
+    content: str
+    weight: float
+    status: str = _enum(ARM_STATUSES)
+    role: Literal["control", "variant"]
+
+
+class ConfigExperiment(Answer):
+    id: int
+    status: Literal["running", "paused"] = Field(
+        description="paused: everyone gets the control arm's version, with no experiment"
+    )
+    arms: list[ConfigArm] = Field(description="every arm, stopped ones too, ordered by id")
+
+
+class ConfigPrompt(Answer):
+    name: str
+    active_version: ConfigVersion | None
+    experiment: ConfigExperiment | None = Field(
+        description="present while an experiment with an active control arm runs or is paused"
+    )
+
+
+class Hashing(Answer):
+    scheme: str = Field(description="the assignment scheme (docs/assignment.md)")
+    version: int
+
+
+class ClientConfig(Answer):
+    """What an SDK needs to resolve every prompt locally, exactly as resolve would."""
+
+    hashing: Hashing
+    generated_at: datetime
+    prompts: list[ConfigPrompt] = Field(description="ordered by name")
+
+
 # --- probes ----------------------------------------------------------------------------------
 
 

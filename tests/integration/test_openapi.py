@@ -225,6 +225,7 @@ async def test_real_answers_match_the_response_schemas(client: TestClient) -> No
     resolved = await call(
         "GET", "/v1/prompts/{name}/resolve", "/v1/prompts/bot/resolve?unit_id=u1", headers=I
     )
+    await call("GET", "/v1/config", "/v1/config", headers=I)
     row = {
         "prompt": "bot",
         "version": resolved["version"],

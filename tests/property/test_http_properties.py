@@ -113,6 +113,7 @@ ROUTES = (
     Route("POST", "/experiments/{id}/stop", ADMIN, admin_experiments.STOP_FIELDS),
     Route("GET", "/insights", ADMIN, params=admin_insights.LIST_PARAMS),
     Route("GET", "/v1/prompts/{name}/resolve", INGEST, params=RESOLVE_PARAMS),
+    Route("GET", "/v1/config", INGEST),
     Route("POST", "/v1/conversations", INGEST, ingest.FIELDS),
 )
 ADMIN_ROUTES = tuple(r for r in ROUTES if r.token == ADMIN)

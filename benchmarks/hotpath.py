@@ -1,0 +1,373 @@
+"""The application's hot path side by side: resolve against a ceiling, ingest against COPY.
+
+One run, one load generator for every HTTP row (benchmarks.ingest's: a separate process,
+asyncio + aiohttp, keep-alive connections on loopback, closed loop, a warm-up, then a fixed
+number of seconds):
+- ceiling: a minimal aiohttp handler in its own process, a bearer check and a resolve-shaped
+  JSON answer from memory; the most an aiohttp server answers on this machine;
+- server resolve, GET /v1/prompts/{name}/resolve?unit_id=... with a running two-arm
+  experiment, against a real `prompt-worker run` on SQLite and on a throwaway PostgreSQL;
+- service ingest, POST /v1/conversations in batches of 500 into PostgreSQL;
+- raw COPY: the rows the service stored, copied back into the same table with psycopg, 500
+  rows per COPY and commit on one connection (the database's own ceiling for these rows).
+Then the ratios the aims are stated in: resolve / ceiling (aim >= 50%, p99 < 2 ms) and
+service ingest / COPY (aim >= 25%). When PostgreSQL cannot start, its rows are skipped.
+
+The SDK rows (get_prompt per call, log end to end) join once the SDK exists: see
+`sdk_rows`.
+
+Usage: python -m benchmarks.hotpath [--seconds 10] [--concurrency 8] [--warmup 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import psycopg  # noqa: E402
+from aiohttp import web  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from benchmarks._replicas import CpuMeter, postmaster_pid  # noqa: E402
+from benchmarks.ingest import (  # noqa: E402
+    AB,
+    ADMIN,
+    DEFAULT_MAX_BODY,
+    INGEST,
+    NEVER,
+    Load,
+    LoadResult,
+    batch_bodies,
+    pct,
+    run_phase,
+    set_up_prompts,
+)
+from optimizer.db import create_db_engine, migrate  # noqa: E402
+from tests.support.pg import PgCluster, PostgresUnavailable, start_cluster  # noqa: E402
+from tests.support.procs import ServiceProcess, free_port, start_service  # noqa: E402
+
+BATCH = 500
+
+
+@dataclass
+class Row:
+    label: str
+    rate: float  # requests/s (HTTP rows) or COPY statements/s
+    items: float  # conversations/s, 0 when a row does not carry conversations
+    p50: float
+    p99: float
+    errors: int
+    cpu: str = ""
+
+
+def other(cpu: dict[str, float]) -> float:
+    """CPU every other process on the machine used: above a few % means a noisy run."""
+    return max(cpu["machine"] - sum(v for k, v in cpu.items() if k != "machine"), 0.0)
+
+
+def http_row(label: str, result: LoadResult, cpu: dict[str, float], batch: int = 0) -> Row:
+    rate = len(result.latencies_ms) / result.window
+    lat = result.latencies_ms
+    share = f"server {cpu['service']:.0%}, generator {cpu['generator']:.0%}"
+    if "postgres" in cpu:
+        share += f", PostgreSQL {cpu['postgres']:.0%}"
+    share += f", other {other(cpu):.0%}"
+    row = Row(label, rate, rate * batch, pct(lat, 50), pct(lat, 99), sum(result.errors.values()))
+    row.cpu = share
+    if result.errors:
+        print(f"  {label}: errors {result.errors}; first: {result.first_error}")
+    return row
+
+
+# --- the ceiling: a minimal handler in its own process ------------------------------------
+
+
+def ceiling_main(port: int) -> None:
+    expected = f"Bearer {INGEST}"
+    answers = [
+        json.dumps(
+            {
+                "prompt": AB,
+                "version": version,
+                "version_id": version,
+                "content": "You are a concise, friendly support bot.",
+                "experiment_id": 1,
+                "arm": {"id": version, "role": role},
+            }
+        ).encode()
+        for version, role in ((1, "control"), (2, "variant"))
+    ]
+
+    async def resolve(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != expected:
+            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        unit = request.query.get("unit_id", "")
+        body = answers[hash(unit) & 1]
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v1/prompts/{name}/resolve", resolve)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def wait_listening(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"the ceiling server did not listen on port {port} within {timeout} s")
+
+
+def ceiling_row(args: argparse.Namespace) -> Row:
+    port = free_port()
+    proc = mp.get_context("spawn").Process(target=ceiling_main, args=(port,), name="ceiling")
+    proc.start()
+    try:
+        wait_listening(port)
+        load = resolve_load(args, f"http://127.0.0.1:{port}")
+        meter = CpuMeter({"service": [proc.pid or 0]})
+        phase = run_phase("ceiling", load, meter)
+    finally:
+        proc.terminate()
+        proc.join(timeout=10)
+    return http_row("ceiling: minimal aiohttp handler", phase.result, phase.cpu)
+
+
+# --- the real service ---------------------------------------------------------------------
+
+
+def resolve_load(args: argparse.Namespace, base_url: str) -> Load:
+    return Load("resolve", base_url, AB, args.concurrency, args.warmup, args.seconds)
+
+
+@contextmanager
+def service_on(url: str, tmp: Path) -> Iterator[ServiceProcess]:
+    """A migrated database and one healthy `prompt-worker run` on it, with the prompts."""
+    engine = create_db_engine(url)
+    migrate(engine)
+    engine.dispose()
+    probe = Load("ingest", "", AB, 1, 0, 1, batch=BATCH)
+    max_body = max(DEFAULT_MAX_BODY, max(len(b) for b in batch_bodies(probe)) + 4096)
+    service = start_service(
+        url,
+        tmp,
+        ADMIN_TOKEN=ADMIN,
+        INGEST_TOKEN=INGEST,
+        APP_RATE_LIMIT_PER_SECOND="0",
+        MAX_BODY_BYTES=str(max_body),
+        PATTERN_ANALYSIS_CRON=NEVER,
+        MONITORING_CRON=NEVER,
+    )
+    try:
+        service.wait_healthy(timeout=60)
+        yield service
+    finally:
+        service.terminate()
+
+
+def sqlite_rows(args: argparse.Namespace, tmp: Path) -> list[Row]:
+    with service_on(f"sqlite:///{tmp / 'hotpath.db'}", tmp) as service:
+        set_up_prompts(service)
+        meter = CpuMeter({"service": [service.proc.pid]})
+        phase = run_phase("resolve sqlite", resolve_load(args, service.base_url), meter)
+    return [http_row("server resolve, SQLite", phase.result, phase.cpu)]
+
+
+def postgres_rows(args: argparse.Namespace, cluster: PgCluster, tmp: Path) -> list[Row]:
+    rows = []
+    with service_on(cluster.url, tmp) as service:
+        experiment_id, arms = set_up_prompts(service)
+        meter = CpuMeter(
+            {"service": [service.proc.pid]}, trees={"postgres": postmaster_pid(cluster.datadir)}
+        )
+        phase = run_phase("resolve pg", resolve_load(args, service.base_url), meter)
+        rows.append(http_row("server resolve, PostgreSQL", phase.result, phase.cpu))
+        ingest = Load(
+            "ingest",
+            service.base_url,
+            AB,
+            args.concurrency,
+            args.warmup,
+            args.seconds,
+            batch=BATCH,
+            experiment_id=experiment_id,
+            arms=arms,
+        )
+        phase = run_phase("ingest pg", ingest, meter)
+        rows.append(
+            http_row(f"service ingest, PostgreSQL (batch {BATCH})", phase.result, phase.cpu, BATCH)
+        )
+    rows.append(copy_row(args, cluster))
+    return rows
+
+
+# --- raw COPY -----------------------------------------------------------------------------
+
+
+def psycopg_dsn(url: str) -> str:
+    parts = make_url(url)
+    return f"host={parts.host} port={parts.port} user={parts.username} dbname={parts.database}"
+
+
+def stored_rows(conn: psycopg.Connection[Any], columns: str) -> list[bytes]:
+    """BATCH of the conversations the service stored, as COPY text lines."""
+    chunks = []
+    query = f"COPY (SELECT {columns} FROM conversations LIMIT {BATCH}) TO STDOUT"
+    with conn.cursor() as cur, cur.copy(query) as copy:
+        for data in copy:
+            chunks.append(bytes(data))
+    return chunks
+
+
+def copy_for(
+    conn: psycopg.Connection[Any], statement: str, chunks: list[bytes], seconds: float
+) -> list[float]:
+    """COPY the batch again and again for `seconds`; each statement's time in ms."""
+    latencies: list[float] = []
+    end = time.perf_counter() + seconds
+    while (now := time.perf_counter()) < end:
+        with conn.cursor() as cur, cur.copy(statement) as copy:
+            for chunk in chunks:
+                copy.write(chunk)
+        conn.commit()
+        latencies.append((time.perf_counter() - now) * 1000)
+    return latencies
+
+
+def copy_row(args: argparse.Namespace, cluster: PgCluster) -> Row:
+    """Each statement COPYs one batch of stored rows back and commits, as ingest's batch
+    does; every column but the generated id."""
+    meter = CpuMeter({"client": [os.getpid()]}, trees={"postgres": postmaster_pid(cluster.datadir)})
+    with psycopg.connect(psycopg_dsn(cluster.url)) as conn:
+        names = conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'conversations' AND column_name <> 'id' ORDER BY ordinal_position"
+        ).fetchall()
+        columns = ", ".join(name for (name,) in names)
+        chunks = stored_rows(conn, columns)
+        conn.commit()
+        statement = f"COPY conversations ({columns}) FROM STDIN"
+        copy_for(conn, statement, chunks, args.warmup)
+        meter.start()
+        latencies = copy_for(conn, statement, chunks, args.seconds)
+        cpu = meter.stop()
+    rate = len(latencies) / args.seconds
+    row = Row("raw COPY, psycopg, 1 connection", rate, rate * BATCH, 0.0, 0.0, 0)
+    row.p50, row.p99 = pct(latencies, 50), pct(latencies, 99)
+    row.cpu = (
+        f"PostgreSQL {cpu['postgres']:.0%}, client {cpu['client']:.0%}, other {other(cpu):.0%}"
+    )
+    return row
+
+
+# --- the SDK, once it exists --------------------------------------------------------------
+
+
+def sdk_rows(args: argparse.Namespace, cluster: PgCluster | None) -> list[Row]:
+    """SDK get_prompt per call (aim <= 10 us) and SDK log end to end into PostgreSQL through
+    the service: measured here once the SDK exists. Nothing to measure yet."""
+    return []
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def find(rows: list[Row], prefix: str) -> Row | None:
+    return next((row for row in rows if row.label.startswith(prefix)), None)
+
+
+def print_ratios(rows: list[Row]) -> None:
+    ceiling = find(rows, "ceiling")
+    for prefix in ("server resolve, SQLite", "server resolve, PostgreSQL"):
+        resolve = find(rows, prefix)
+        if ceiling and resolve and ceiling.rate:
+            share = resolve.rate / ceiling.rate
+            verdict = "meets" if share >= 0.5 and resolve.p99 < 2 else "misses"
+            print(
+                f"{prefix} / ceiling: {share:.1%} of the req/s, p99 {resolve.p99:.2f} ms "
+                f"({verdict} the aim: >= 50%, p99 < 2 ms)"
+            )
+    ingest, copy = find(rows, "service ingest"), find(rows, "raw COPY")
+    if ingest and copy and copy.items:
+        share = ingest.items / copy.items
+        verdict = "meets" if share >= 0.25 else "misses"
+        print(f"service ingest / raw COPY: {share:.1%} of the rows/s ({verdict} the aim: >= 25%)")
+
+
+def print_report(rows: list[Row], args: argparse.Namespace, load_before: float) -> None:
+    print(
+        f"Hot path on {os.cpu_count()} CPU cores (1-minute load average {load_before:.2f} "
+        f"before the run); HTTP rows: one load generator process, {args.concurrency} "
+        f"keep-alive connections on loopback, {args.warmup:g} s warm-up, {args.seconds:g} s "
+        "measured"
+    )
+    print(f"{'row':<44} {'req/s':>8} {'conv/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  CPU")
+    for row in rows:
+        conv = f"{row.items:>8.0f}" if row.items else f"{'-':>8}"
+        print(
+            f"{row.label:<44} {row.rate:>8.0f} {conv} {row.p50:>8.2f} {row.p99:>8.2f} "
+            f"{row.errors:>6}  {row.cpu}"
+        )
+    print_ratios(rows)
+    print(f"1-minute load average after the run {os.getloadavg()[0]:.2f}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds a row")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds a row")
+    parser.add_argument("--concurrency", type=int, default=8, help="keep-alive connections")
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or args.concurrency < 1 or args.warmup < 0:
+        parser.error("--seconds and --concurrency must be positive, --warmup 0 or more")
+    return args
+
+
+def with_postgres(args: argparse.Namespace, tmp: Path) -> list[Row]:
+    try:
+        cluster = start_cluster()
+    except PostgresUnavailable as exc:
+        print(f"PostgreSQL could not start ({exc}); its rows are skipped")
+        return sdk_rows(args, None)
+    try:
+        return postgres_rows(args, cluster, tmp) + sdk_rows(args, cluster)
+    finally:
+        cluster.destroy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    load_before = os.getloadavg()[0]
+    tmp = Path(tempfile.mkdtemp(prefix="pw-bench-hotpath-"))
+    try:
+        rows = [ceiling_row(args), *sqlite_rows(args, tmp)]
+        rows += with_postgres(args, tmp)
+    except BaseException:
+        print(f"the services' logs are kept in {tmp}", file=sys.stderr)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+    print_report(rows, args, load_before)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
