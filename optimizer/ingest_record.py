@@ -168,13 +168,17 @@ _FIELDS: dict[str, Any] = {
 
 class _Record(InputModel):
     """Null counts as absent: a required field sent as null is missing, an optional one keeps
-    its default."""
+    its default. An unknown field is refused whatever its value, null included."""
 
     @model_validator(mode="before")
     @classmethod
     def _null_is_absent(cls, data: Any) -> Any:
         if isinstance(data, dict) and None in data.values():
-            return {name: value for name, value in data.items() if value is not None}
+            return {
+                name: value
+                for name, value in data.items()
+                if value is not None or name not in cls.model_fields
+            }
         return data
 
 

@@ -304,6 +304,7 @@ BAD_FIELDS = [
     ("occurred_at", "9999-12-31T23:59:59Z"),
     ("occurred_at", "2026-11-22T10:06:00+01:00"),
     ("bogus", 1),
+    ("bogus", None),  # an unknown field is refused even when null
 ]
 
 

@@ -119,7 +119,7 @@ async def test_admin_token_opens_no_application_route(
     seed(sqlite_engine)
     client = await make_client(sqlite_engine, SETTINGS)
     app_routes = [(m, p) for m, p in routes(client.app) if p.startswith("/v1/")]
-    assert len(app_routes) == 2
+    assert len(app_routes) == 3  # resolve, config, conversations
     before = await table_counts(sqlite_engine)
     for method, path in app_routes:
         resp = await client.request(
