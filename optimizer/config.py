@@ -91,16 +91,20 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(
         5.0, ge=0.05, le=3600, description="How often an idle worker looks for due jobs."
     )
-    job_timeout_seconds: float = Field(2700.0, ge=1, description="Longest a job attempt may run.")
+    job_timeout_seconds: float = Field(
+        2700.0, ge=1, le=604_800, description="Longest a job attempt may run."
+    )
     max_attempts: int = Field(
         3, ge=1, le=100, description="Attempts a job gets before it is marked failed."
     )
-    lease_seconds: float = Field(60.0, ge=0.5, description="Length of the lease on a running job.")
+    lease_seconds: float = Field(
+        60.0, ge=0.5, le=86_400, description="Length of the lease on a running job."
+    )
     retry_base_seconds: float = Field(
-        30.0, ge=0, description="Delay before the first retry; doubles per attempt."
+        30.0, ge=0, le=86_400, description="Delay before the first retry; doubles per attempt."
     )
     shutdown_grace_seconds: float = Field(
-        30.0, ge=0, description="On SIGTERM, how long running jobs may go on."
+        30.0, ge=0, le=86_400, description="On SIGTERM, how long running jobs may go on."
     )
     pattern_analysis_cron: Cron = Field(
         "0 * * * *", description="When a pattern_analysis job is enqueued (cron, UTC)."
@@ -118,7 +122,7 @@ class Settings(BaseSettings):
         description="Default min_conversations_per_arm of a new experiment.",
     )
     job_retention_days: float = Field(
-        7.0, ge=0, description="Finished jobs older than this many days are deleted."
+        7.0, ge=0, le=36_500, description="Finished jobs older than this many days are deleted."
     )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest HTTP request body accepted."

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from models.idempotency import IdempotencyKey
+from optimizer.db import read_only
 from optimizer.errors import Conflict, InvalidInput
 
 HEADER = "Idempotency-Key"
@@ -63,7 +64,7 @@ def claim(values: list[str], body: bytes) -> Claim | None:
 def stored_answer(engine: Engine, request: Claim, *, now: datetime) -> int | None:
     """The count answered to the batch stored with this key, if any within KEPT; KeyReused
     when that batch's body was another."""
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:  # a read: no SQLite write lock
         row = conn.execute(
             select(IdempotencyKey.body_sha256, IdempotencyKey.accepted).where(
                 IdempotencyKey.key == request.key, IdempotencyKey.expires_at > now

@@ -182,7 +182,8 @@ def parse_timestamp(value: Any, field_name: str) -> datetime:
     """ISO 8601; a time without an offset is taken as UTC."""
     if not isinstance(value, str):
         raise InvalidInput(
-            f"{field_name} must be an ISO 8601 date-time string; got {value!r}", field=field_name
+            f"{field_name} must be an ISO 8601 date-time string; got {shown(value)}",
+            field=field_name,
         )
     text = value.strip()
     if text.endswith(("Z", "z")):

@@ -15,6 +15,7 @@ from optimizer.runtime.queue import NewJob
 from optimizer.text_input import (
     check_text,
     first_unstorable,
+    kind_of,
     parse_timestamp,
     refuse_unstorable_in,
 )
@@ -61,9 +62,7 @@ def parse_payload_object(value: Any) -> dict[str, Any]:
     except strict_json.JsonRejected as exc:
         raise InvalidInput(f"payload is {exc}", field="payload") from None
     if not isinstance(value, dict):
-        raise InvalidInput(
-            f"payload must be a JSON object; got {type(value).__name__}", field="payload"
-        )
+        raise InvalidInput(f"payload must be a JSON object; got {kind_of(value)}", field="payload")
     refuse_unstorable_in(value, "payload")
     return value
 
@@ -114,7 +113,7 @@ def decode_stored_payload(raw: str | None) -> dict[str, Any]:
         ) from None
     if not isinstance(value, dict):
         raise PermanentJobError(
-            f"payload must be a JSON object, got {type(value).__name__}; "
+            f"payload must be a JSON object, got {kind_of(value)}; "
             "insert a new job with a JSON object payload"
         )
     # Refused here, once for every job type: a handler would otherwise pass the text to the

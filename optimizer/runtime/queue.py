@@ -75,7 +75,8 @@ class Job:
         for key in ("payload", "result"):
             raw = out[key]
             if isinstance(raw, str):
-                with contextlib.suppress(json.JSONDecodeError):
+                # A row written by hand may hold a huge number or deep nesting: kept as text.
+                with contextlib.suppress(ValueError, RecursionError):
                     out[key] = json.loads(raw)
         for key, value in out.items():
             if isinstance(value, datetime):

@@ -106,7 +106,7 @@ async def reap(ctx: ServiceContext) -> None:
     try:
         result = await asyncio.to_thread(queue.reap_expired, ctx.engine, now=ctx.clock())
     except SQLAlchemyError as exc:
-        log.warning("reaper skipped: database unavailable", extra={"error": str(exc)[:200]})
+        log.warning("reaper skipped: database unavailable", extra={"error": describe(exc, 200)})
         return
     if result.requeued or result.failed or result.cancelled:
         log.warning(
@@ -124,7 +124,7 @@ async def prune(ctx: ServiceContext) -> None:
     try:
         deleted = await asyncio.to_thread(queue.prune_finished, ctx.engine, older_than=cutoff)
     except SQLAlchemyError as exc:
-        log.warning("pruning skipped: database unavailable", extra={"error": str(exc)[:200]})
+        log.warning("pruning skipped: database unavailable", extra={"error": describe(exc, 200)})
         return
     if deleted:
         log.info("finished jobs pruned", extra={"deleted": deleted})

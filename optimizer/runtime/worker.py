@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from models.jobs import FINISHED_STATUSES
 from optimizer import logs, webhooks
 from optimizer import prometheus as metrics
 from optimizer.errors import JobDeferred, PermanentJobError, PromptWorkerError, describe
@@ -62,9 +64,6 @@ class _Run:
     error: str | None = None
     permanent: bool = False
     until: datetime | None = None
-
-
-FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 
 def _fails_for_good(run: _Run, job: Job) -> bool:
@@ -155,7 +154,10 @@ class Worker:
             if job is None:
                 await self._pause(self.ctx.settings.poll_interval_seconds, wakeable=True)
                 continue
-            await self._execute(job)
+            try:
+                await self._execute(job)
+            except Exception:  # a bug in recording must not end the slot; the reaper retries
+                log.exception("job could not be recorded", extra={"job_id": job.id})
 
     async def _pause(self, seconds: float, *, wakeable: bool = False) -> None:
         waiters = [asyncio.ensure_future(self._stopping.wait())]
@@ -289,6 +291,14 @@ class Worker:
                     permanent=True,
                     error=f"handler returned {type(result).__name__}, not a dict",
                 )
+            try:  # what queue.complete stores; a key it cannot write would end the slot
+                json.dumps(result, default=str)
+            except (TypeError, ValueError, RecursionError) as unwritable:
+                return _Run(
+                    Outcome.FAILED,
+                    permanent=True,
+                    error=f"handler result is not JSON: {describe(unwritable, 200)}",
+                )
             return _Run(Outcome.COMPLETED, result=result)
         if isinstance(exc, JobDeferred):
             return _Run(Outcome.DEFERRED, error=str(exc), until=exc.until)
@@ -347,7 +357,7 @@ class Worker:
         try:
             if self.ctx.metrics is not None:
                 self.ctx.metrics.job_finished(job.type, status, seconds)
-            if self.ctx.webhooks is not None and status in FINAL_STATUSES:
+            if self.ctx.webhooks is not None and status in FINISHED_STATUSES:
                 self.ctx.webhooks.publish(
                     webhooks.JOB_FINISHED,
                     webhooks.job_finished_data(

@@ -33,9 +33,9 @@ BAD_PAYLOADS = [
         '{"scope": "all", "scheduled_for": "2026-',
         "payload is not valid JSON (Unterminated string",
     ),
-    ("array", "experiment_monitoring", "[1, 2, 3]", "payload must be a JSON object, got list"),
-    ("string", "experiment_monitoring", '"run it"', "payload must be a JSON object, got str"),
-    ("number", "experiment_monitoring", "42", "payload must be a JSON object, got int"),
+    ("array", "experiment_monitoring", "[1, 2, 3]", "payload must be a JSON object, got an array"),
+    ("string", "experiment_monitoring", '"run it"', "payload must be a JSON object, got a string"),
+    ("number", "experiment_monitoring", "42", "payload must be a JSON object, got a number"),
     ("null", "experiment_monitoring", "null", "payload must be a JSON object"),
     ("too deep", "experiment_monitoring", "[" * 200_000 + "]" * 200_000, "nesting too deep"),
     (

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 
 from models.jobs import OptimizationJob
@@ -517,6 +517,16 @@ def test_job_to_dict_decodes_json_and_formats_times(engine):
     assert out["payload"] == {"prompt": "x"}
     assert out["created_at"] == "2026-11-22T09:00:00Z"
     assert out["result"] is None
+
+
+@pytest.mark.parametrize("raw", ["[" * 100_000 + "]" * 100_000, "1" * 5_000])
+def test_job_to_dict_keeps_unreadable_json_as_text(engine, raw):
+    job = add(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            update(OptimizationJob).where(OptimizationJob.id == job.id).values(payload=raw)
+        )
+    assert queue.get_job(engine, job.id).to_dict()["payload"] == raw
 
 
 # --- concurrency -----------------------------------------------------------------------

@@ -181,7 +181,7 @@ async def test_permanent_error_fails_at_once(engine):
     "raw,expected",
     [
         ('{"prompt": "sup', "payload is not valid JSON"),
-        ("[1, 2]", "payload must be a JSON object, got list"),
+        ("[1, 2]", "payload must be a JSON object, got an array"),
     ],
 )
 async def test_corrupt_payload_fails_that_job_and_worker_goes_on(engine, raw, expected):

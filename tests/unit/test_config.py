@@ -99,6 +99,9 @@ def test_values_are_read_and_converted():
         ("PROMOTION_CONFIDENCE", "90%"),
         ("MIN_CONVERSATIONS_PER_ARM", "0"),
         ("JOB_RETENTION_DAYS", "-1"),
+        ("JOB_RETENTION_DAYS", "1e9"),  # past what a datetime can subtract
+        ("LEASE_SECONDS", "1e13"),
+        ("JOB_TIMEOUT_SECONDS", "1e12"),
         ("MONITORING_CRON", "every minute"),
         ("MONITORING_CRON", "* * * *"),
         ("PATTERN_ANALYSIS_CRON", "61 * * * *"),
@@ -204,8 +207,16 @@ def test_every_problem_is_reported_on_one_line():
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
-        ("JOB_TIMEOUT_SECONDS", "soon", "JOB_TIMEOUT_SECONDS must be a number >= 1; got 'soon'"),
-        ("LEASE_SECONDS", "nan", "LEASE_SECONDS must be a finite number >= 0.5; got 'nan'"),
+        (
+            "JOB_TIMEOUT_SECONDS",
+            "soon",
+            "JOB_TIMEOUT_SECONDS must be a number from 1 to 604800; got 'soon'",
+        ),
+        (
+            "LEASE_SECONDS",
+            "nan",
+            "LEASE_SECONDS must be a finite number from 0.5 to 86400; got 'nan'",
+        ),
         (
             "PROMOTION_CONFIDENCE",
             "90%",

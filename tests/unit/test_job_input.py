@@ -330,7 +330,8 @@ def test_corrupt_or_truncated_payload_is_permanent_error(raw):
 
 
 @pytest.mark.parametrize(
-    ("raw", "kind"), [("[1, 2]", "list"), ('"x"', "str"), ("7", "int"), ("null", "NoneType")]
+    ("raw", "kind"),
+    [("[1, 2]", "an array"), ('"x"', "a string"), ("7", "a number"), ("null", "null")],
 )
 def test_non_object_payload_is_permanent_error(raw, kind):
     with pytest.raises(PermanentJobError, match=f"JSON object, got {kind}"):

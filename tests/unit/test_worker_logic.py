@@ -245,6 +245,22 @@ async def test_handler_returning_no_dict_fails_for_good():
     assert (job.attempts, job.error) == (1, "handler returned list, not a dict")
 
 
+async def test_handler_result_that_cannot_be_stored_fails_for_good_and_the_slot_goes_on():
+    fake = MemoryQueue()
+    done: list[int] = []
+
+    async def handler(ctx: ServiceContext, job: ActiveJob) -> Any:
+        done.append(job.id)
+        return {"ok": True} if len(done) > 1 else {(1, 2): "a tuple key json cannot write"}
+
+    first, second = add_job(fake), add_job(fake)
+    async with running(make_worker(fake, {"full_cycle": handler})):
+        await wait_for(status_is(fake, second, "completed"))
+    job = fake.get_job(first)
+    assert job.status == "failed" and job.attempts == 1
+    assert job.error is not None and job.error.startswith("handler result is not JSON: TypeError")
+
+
 async def test_deferred_job_waits_without_spending_an_attempt():
     fake = MemoryQueue()
     until = T0 + timedelta(hours=1)
