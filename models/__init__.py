@@ -8,6 +8,8 @@ from models.insights import PatternInsight
 from models.jobs import FINISHED_STATUSES, JOB_STATUSES, OptimizationJob
 from models.llm_calls import LlmCall
 from models.prompts import Prompt, PromptActivation, PromptVersion
+from models.rollups import ExperimentUnitSums
+from models.routing import RoutingStamp
 from models.signatures import UsedSignature
 
 __all__ = [
@@ -16,6 +18,7 @@ __all__ = [
     "Experiment",
     "ExperimentAnalysis",
     "ExperimentArm",
+    "ExperimentUnitSums",
     "FINISHED_STATUSES",
     "IdempotencyKey",
     "JOB_STATUSES",
@@ -25,6 +28,7 @@ __all__ = [
     "Prompt",
     "PromptActivation",
     "PromptVersion",
+    "RoutingStamp",
     "UsedSignature",
     "UtcDateTime",
 ]

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
+    FetchedValue,
     Float,
     ForeignKey,
     Index,
@@ -27,6 +29,9 @@ class Conversation(Base):
         Index("ix_conversations_experiment_arm", "experiment_id", "arm_id"),
         Index("ix_conversations_version_time", "version_id", "occurred_at"),
         Index("ix_conversations_prompt_time", "prompt_id", "occurred_at"),
+        # The rollups read the rows stored since their last pass by commit order
+        # (optimizer.experiments.rollup): on PostgreSQL this column, on SQLite the row id.
+        Index("ix_conversations_commit_order", "commit_order").ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
@@ -57,3 +62,9 @@ class Conversation(Base):
     transcript: Mapped[str | None] = mapped_column(Text)
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=NOW)
     ingested_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=NOW)
+    # PostgreSQL: the id of the transaction that stored the row (pg_current_xact_id(), set by
+    # the database). Transactions commit out of order, so row ids are no watermark there; a
+    # transaction id below every running one's belongs to a finished transaction. NULL on
+    # SQLite (one writer at a time: row ids are in commit order) and on rows stored before
+    # revision 0006.
+    commit_order: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue())

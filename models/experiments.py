@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Float,
@@ -55,6 +56,11 @@ class Experiment(Base):
     decision_reason: Mapped[str | None] = mapped_column(Text)
     # JSON {metric: cap}: heavy-tailed metrics are capped at these values in every check.
     metric_caps: Mapped[str | None] = mapped_column(Text)
+    # Where the rollup of this experiment's conversations stands (experiment_unit_sums):
+    # every conversation below it is counted there. NULL: nothing rolled up yet.
+    rolled_up_to: Mapped[int | None] = mapped_column(BigInteger)
+    # The caps (JSON) the rollup's sums were capped at: other caps in force start it afresh.
+    rollup_caps: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(200), server_default=text("'system'"))
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=NOW)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from models.conversations import Conversation as C
 from models.experiments import Experiment
-from optimizer.experiments.aggregate import OWN, SLICE
+from optimizer.experiments.rollup import OWN, SLICE
 from optimizer.stats import ArmData, Guardrail, metric
 from optimizer.stats.metrics import CAPPED
 

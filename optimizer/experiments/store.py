@@ -13,18 +13,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models.conversations import Conversation
 from models.experiments import EXPERIMENT_STATUSES, Experiment, ExperimentAnalysis, ExperimentArm
 from models.prompts import Prompt, PromptVersion
 from optimizer import prompts
 from optimizer.clock import iso
 from optimizer.errors import Conflict, InvalidInput, NotFound, PromptWorkerError
-from optimizer.experiments.aggregate import SLICE
 from optimizer.experiments.decide import Decision
+from optimizer.experiments.rollup import served_and_units
 from optimizer.experiments.validation import (
     ExperimentSettings,
     guardrails_to_json,
@@ -311,20 +310,7 @@ def _views(
         .where(ExperimentArm.experiment_id.in_(ids))
         .order_by(ExperimentArm.id)
     ).all()
-    counts = dict(
-        session.execute(
-            select(Conversation.arm_id, func.count())
-            .where(Conversation.experiment_id.in_(ids))
-            .group_by(Conversation.arm_id)
-        ).all()
-    )
-    units = dict(
-        session.execute(
-            select(SLICE, func.count(Conversation.unit_id.distinct()))
-            .where(Conversation.experiment_id.in_(ids))
-            .group_by(SLICE)
-        ).all()
-    )
+    counts, units = served_and_units(session, ids)
     names = dict(
         session.execute(
             select(Prompt.id, Prompt.name).where(Prompt.id.in_({e.prompt_id for e in experiments}))

@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import math
 import random
 from datetime import timedelta
 from typing import Any
@@ -38,6 +37,7 @@ from tests.support.experiments import (
     arm_ids,
     make_ctx,
     make_job,
+    python_arm_sums,
     seed_prompt,
     version_statuses,
 )
@@ -205,37 +205,6 @@ def test_no_active_version_is_a_conflict(engine):
 # --- aggregation ---------------------------------------------------------------------------
 
 
-def _python_sums(
-    rows: list[dict[str, Any]],
-    experiment_id: int,
-    caps: dict[str, float],
-) -> dict[int, tuple[int, int, dict[str, RatioSums]]]:
-    """slice -> (units, conversations served the slice, metric -> RatioSums), the slow way."""
-    bounds = {"latency_ms": 86_400_000.0, "cost_usd": 1000.0}
-    per_unit: dict[tuple[int, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        if r["experiment_id"] != experiment_id or r["arm_id"] is None:
-            continue
-        slice_ = r["assigned_arm_id"] if r["assigned_arm_id"] is not None else r["arm_id"]
-        per_unit.setdefault((slice_, r["unit_id"]), []).append(r)
-    out: dict[int, tuple[int, int, dict[str, RatioSums]]] = {}
-    for (slice_, _), mine in per_unit.items():
-        own = [r for r in mine if r["arm_id"] == slice_]
-        units, convs, metrics = out.get(slice_, (0, 0, {}))
-        for metric in ("success", "rating", "latency_ms", "cost_usd"):
-            values = []
-            for r in own:
-                v = r[metric]
-                if v is None or (metric in bounds and not 0 <= v <= bounds[metric]):
-                    continue
-                values.append(min(float(v), caps.get(metric, math.inf)))
-            y, m = sum(values), float(len(values))
-            add = RatioSums(1 if values else 0, y, m, y * y, m * m, y * m)
-            metrics[metric] = metrics.get(metric, RatioSums(0, 0, 0, 0, 0, 0)) + add
-        out[slice_] = (units + 1, convs + len(own), metrics)
-    return out
-
-
 @pytest.mark.parametrize("caps", [{}, {"cost_usd": 0.01, "latency_ms": 500.0}])
 def test_aggregation_per_unit_equals_a_python_recomputation(engine, caps):
     ids = seed_prompt(engine, candidates=2)
@@ -268,12 +237,13 @@ def test_aggregation_per_unit_equals_a_python_recomputation(engine, caps):
         )
     with session_factory(engine).begin() as session:
         session.execute(insert(Conversation), rows)
+    with session_factory(engine).begin() as session:
         arm_rows = session.scalars(
             select(ExperimentArm).where(ExperimentArm.experiment_id == view.id)
         ).all()
         next(a for a in arm_rows if a.id == arms[2]).status = "stopped"
         got = {a.arm_id: a for a in arm_data(session, view.id, arm_rows, {}, "success", caps)}
-    want = _python_sums(rows, view.id, caps)
+    want = python_arm_sums(rows, view.id, caps)
     assert set(got) == set(arms)
     for arm in arms:
         units, conversations, metrics = want.get(arm, (0, 0, {}))
@@ -554,6 +524,7 @@ def test_cap_is_fixed_once_from_the_controls_early_values(engine):
     ]
     with session_factory(engine).begin() as session:
         session.execute(insert(Conversation), rows)
+    with session_factory(engine).begin() as session:
         experiment = session.get(Experiment, view.id)
         arms = session.scalars(
             select(ExperimentArm).where(ExperimentArm.experiment_id == view.id)
@@ -563,10 +534,13 @@ def test_cap_is_fixed_once_from_the_controls_early_values(engine):
         # 99th percentile of the first 300 values 1..300 by time (the 297th smallest)
         assert fixed == {"cost_usd": 297.0}
         # a later, larger value does not move it: a fixed cap is never computed again
+    with session_factory(engine).begin() as session:
         session.execute(
             insert(Conversation),
             [{**rows[0], "cost_usd": 999.0, "occurred_at": start + timedelta(hours=1)}],
         )
+    with session_factory(engine).begin() as session:
+        experiment = session.get(Experiment, view.id)
         caps = caps_in_force(experiment, ())
         assert caps == {"cost_usd": 297.0}
         assert fix_missing_caps(session, experiment, data[0], caps) == {}

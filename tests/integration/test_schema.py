@@ -4,6 +4,7 @@ migrations themselves: they build exactly the models and undo cleanly."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -180,8 +181,17 @@ def _tables(engine: Engine) -> set[str]:
 
 
 def _differences_from_models(engine: Engine) -> list[object]:
+    dialect = engine.dialect.name
+
+    def built_here(obj: Any, name: Any, type_: str, reflected: bool, compare_to: Any) -> bool:
+        """An index made for the other database only (`ddl_if`) is not expected here."""
+        only = getattr(obj, "_ddl_if", None)
+        return only is None or only.dialect in (None, dialect)
+
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_object": built_here}
+        )
         return list(compare_metadata(context, Base.metadata))
 
 
@@ -204,6 +214,8 @@ def test_migrations_build_the_models_and_round_trip(db_url: str) -> None:
         assert _tables(engine) == set(Base.metadata.tables) - {
             "used_signatures",
             "idempotency_keys",
+            "experiment_unit_sums",
+            "routing_stamp",
         }
         _downgrade(engine, "base")
         assert _tables(engine) == set()

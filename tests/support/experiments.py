@@ -4,6 +4,7 @@ context whose clock the test sets."""
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,8 @@ from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.run_stats import RunStats
 from optimizer.runtime import queue
 from optimizer.runtime.queue import NewJob
+from optimizer.stats import RatioSums
+from optimizer.stats.metrics import REGISTRY
 
 
 def seed_prompt(engine: Engine, name: str = "support-bot", candidates: int = 2) -> dict[int, int]:
@@ -149,3 +152,36 @@ def make_job(
         progress.append((value, step))
 
     return ActiveJob(job_id, job_type, 1, dict(payload or {}), report), progress
+
+
+def python_arm_sums(
+    rows: list[dict[str, Any]],
+    experiment_id: int,
+    caps: dict[str, float],
+) -> dict[int, tuple[int, int, dict[str, RatioSums]]]:
+    """slice -> (units, conversations served the slice, metric -> RatioSums), the slow way."""
+    bounds = {m.name: m.bounds for m in REGISTRY if m.kind != "proportion"}
+    per_unit: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["experiment_id"] != experiment_id or r["arm_id"] is None:
+            continue
+        slice_ = r["assigned_arm_id"] if r["assigned_arm_id"] is not None else r["arm_id"]
+        per_unit.setdefault((slice_, r["unit_id"]), []).append(r)
+    out: dict[int, tuple[int, int, dict[str, RatioSums]]] = {}
+    for (slice_, _), mine in per_unit.items():
+        own = [r for r in mine if r["arm_id"] == slice_]
+        units, convs, metrics = out.get(slice_, (0, 0, {}))
+        for metric in ("success", "rating", "latency_ms", "cost_usd"):
+            values = []
+            for r in own:
+                v = r[metric]
+                if v is None or (
+                    metric in bounds and not bounds[metric][0] <= v <= bounds[metric][1]
+                ):
+                    continue
+                values.append(min(float(v), caps.get(metric, math.inf)))
+            y, m = sum(values), float(len(values))
+            add = RatioSums(1 if values else 0, y, m, y * y, m * m, y * m)
+            metrics[metric] = metrics.get(metric, RatioSums(0, 0, 0, 0, 0, 0)) + add
+        out[slice_] = (units + 1, convs + len(own), metrics)
+    return out
