@@ -124,6 +124,19 @@ class Settings(BaseSettings):
     job_retention_days: float = Field(
         7.0, ge=0, le=36_500, description="Finished jobs older than this many days are deleted."
     )
+    # At least 8 days: pattern analysis reads the last 7 (optimizer.retention).
+    conversation_retention_days: float = Field(
+        90.0,
+        ge=8,
+        le=36_500,
+        description="Conversations older than this many days are deleted (statistics kept).",
+    )
+    transcript_retention_days: float = Field(
+        30.0,
+        ge=8,
+        le=36_500,
+        description="Transcripts of conversations older than this many days are erased.",
+    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest HTTP request body accepted."
     )

@@ -4,8 +4,10 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-01
 
-experiment_unit_sums holds, per (experiment, slice, unit), what the per-unit statistics
-need (optimizer.experiments.rollup), so a check reads sums instead of every conversation.
+experiment_unit_sums holds, per (experiment, slice, unit), the unit's sums, and
+experiment_stratum_sums per (experiment, slice, unit segment) the sums over units a check
+reads (optimizer.experiments.rollup): a check reads a few rows instead of every
+conversation.
 ai_ab_experiments.rolled_up_to is how far each experiment's rollup has read, and
 rollup_caps the caps its sums were capped at.
 
@@ -75,8 +77,44 @@ def upgrade() -> None:
         ),
     )
 
+    op.create_table(
+        "experiment_stratum_sums",
+        sa.Column("experiment_id", ID, nullable=False),
+        sa.Column("slice_arm_id", ID, nullable=False),
+        sa.Column("stratum_key", sa.String(length=201), nullable=False),
+        sa.Column("stratum", sa.String(length=200), nullable=True),
+        sa.Column("units", sa.Integer(), nullable=False),
+        sa.Column("conversations", sa.Integer(), nullable=False),
+        *(
+            sa.Column(
+                f"{metric}_{part}", sa.Float() if part != "units" else sa.Integer(), nullable=False
+            )
+            for metric in METRICS
+            for part in ("units", "sy", "sm", "syy", "smm", "sym")
+        ),
+        sa.ForeignKeyConstraint(
+            ["experiment_id"],
+            ["ai_ab_experiments.id"],
+            name=op.f("fk_experiment_stratum_sums_experiment_id_ai_ab_experiments"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["slice_arm_id"],
+            ["ai_ab_experiment_arms.id"],
+            name=op.f("fk_experiment_stratum_sums_slice_arm_id_ai_ab_experiment_arms"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint(
+            "experiment_id",
+            "slice_arm_id",
+            "stratum_key",
+            name=op.f("pk_experiment_stratum_sums"),
+        ),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("experiment_stratum_sums")
     op.drop_table("experiment_unit_sums")
     with op.batch_alter_table("ai_ab_experiments", schema=None) as batch_op:
         batch_op.drop_column("rollup_caps")

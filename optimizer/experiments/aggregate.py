@@ -1,12 +1,12 @@
 """Sufficient statistics per arm and unit segment, read from the experiment's rollup.
 
 Users come back many times, so the unit (`unit_id`), not the conversation, is the
-independent observation. The rollup (optimizer.experiments.rollup) holds per (slice, unit)
-the unit's total y and count m per metric over its conversations served the slice's own
-arm; one statement groups those rows by (slice, the unit's segment): per group the number
-of units, and per metric the sums over units of y, m, y^2, m^2 and y*m
-(optimizer.stats.ratio turns them into per-conversation means with delta-method
-variances). Neither conversation nor unit rows travel into Python.
+independent observation. Per unit, y is its total of a metric over its conversations
+served the slice's own arm and m their count. The rollup (optimizer.experiments.rollup)
+keeps, per (slice, the unit's segment), the number of units and per metric the sums over
+units of y, m, y^2, m^2 and y*m (optimizer.stats.ratio turns them into per-conversation
+means with delta-method variances): a check reads a few rows per arm, whatever the
+experiment's size.
 
 Units are counted per slice for the sample-ratio test; metrics count only conversations
 served the slice's own arm, so the units of a stopped arm, now served control, stay out of
@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, bindparam, case, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from models.experiments import ExperimentArm
+from models.rollups import ExperimentStratumSums as T
 from models.rollups import ExperimentUnitSums as S
 from optimizer.experiments.rollup import roll_up
 from optimizer.stats import EMPTY_RATIO, ArmData, RatioSums
@@ -33,28 +34,19 @@ from optimizer.stats.metrics import NAMES
 
 
 def _statement() -> Select[Any]:
-    """Units with conversations served their slice's own arm, by slice and segment."""
+    """The stratum sums of the experiment's slices (units with own conversations)."""
     columns: list[ColumnElement[Any]] = [
-        S.slice_arm_id.label("slice"),
-        S.stratum.label("stratum"),
-        func.count().label("units"),
-        func.sum(S.own_conversations).label("conversations"),
+        T.slice_arm_id.label("slice"),
+        T.stratum.label("stratum"),
+        T.units.label("units"),
+        T.conversations.label("conversations"),
     ]
     for name in NAMES:
-        y, n = S.__table__.c[f"{name}_y"], S.__table__.c[f"{name}_m"]
         columns += [
-            func.count(case((n > 0, 1))).label(f"{name}_units"),
-            func.sum(y).label(f"{name}_sy"),
-            func.sum(n).label(f"{name}_sm"),
-            func.sum(y * y).label(f"{name}_syy"),
-            func.sum(n * n).label(f"{name}_smm"),
-            func.sum(y * n).label(f"{name}_sym"),
+            T.__table__.c[f"{name}_{part}"].label(f"{name}_{part}")
+            for part in ("units", "sy", "sm", "syy", "smm", "sym")
         ]
-    return (
-        select(*columns)
-        .where(S.experiment_id == bindparam("experiment_id"), S.own_conversations > 0)
-        .group_by(S.slice_arm_id, S.stratum)
-    )
+    return select(*columns).where(T.experiment_id == bindparam("experiment_id"), T.units > 0)
 
 
 # Units per stopped slice, every conversation counted (their own and the routed ones).
@@ -68,8 +60,6 @@ STOPPED_SLICE_UNITS = (
 )
 
 
-# Built once: constructing this many expressions costs more than running the statement on
-# a small experiment.
 AGGREGATE: Select[Any] = _statement()
 
 

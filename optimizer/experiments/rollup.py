@@ -1,10 +1,13 @@
-"""The experiment rollup: per (experiment, slice, unit), the sums a check needs.
+"""The experiment rollup: the sums a check needs, brought up to date by each check.
 
 A check used to group every conversation of its experiment; at 100 conversations a second
 that is 120M rows by day 14, rescanned every 15 minutes. Instead, each check first adds the
-conversations stored since the previous one to `experiment_unit_sums` (one INSERT ... SELECT
-... ON CONFLICT DO UPDATE, grouped by the database), then reads the sums: its cost follows
-the new rows and the number of units, not the experiment's history.
+conversations stored since the previous one, in two INSERT ... SELECT ... ON CONFLICT DO
+UPDATE statements the database groups: to `experiment_stratum_sums` (per slice and unit
+segment, the sums over units the statistics read) the change each touched unit makes,
+then to `experiment_unit_sums` (per slice and unit, the unit's own sums). The check then
+reads a few rows per arm: a pass costs the new rows and the units they touch, not the
+experiment's history.
 
 Why a rollup step with a watermark, and not sums kept by ingest: ingest must stay a plain
 append (COPY on PostgreSQL) that many replicas run at once; keeping per-unit sums there
@@ -25,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import (
     Float,
+    Select,
     Table,
     and_,
     bindparam,
@@ -43,9 +47,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from models.conversations import Conversation as C
 from models.experiments import Experiment, ExperimentArm
+from models.rollups import ExperimentStratumSums
 from models.rollups import ExperimentUnitSums as S
 from optimizer.db import upsert_insert
-from optimizer.stats.metrics import REGISTRY, Metric
+from optimizer.stats.metrics import NAMES, REGISTRY, Metric
 from optimizer.watermark import mark_now, not_read_yet, stored_between
 
 TINY = 1e-150
@@ -55,7 +60,9 @@ AGGREGATE_WORK_MEM = "64MB"
 SLICE = func.coalesce(C.assigned_arm_id, C.arm_id)
 # Served the slice's own version (always so for every arm but a stopped one's routed units).
 OWN = or_(C.assigned_arm_id.is_(None), C.assigned_arm_id == C.arm_id)
-_TABLE: Table = S.__table__  # type: ignore[assignment]  # a declarative model's table
+# The models' tables, typed as such (a declarative model's __table__ is a FromClause).
+_UNITS: Table = S.__table__  # type: ignore[assignment]
+_STRATA: Table = ExperimentStratumSums.__table__  # type: ignore[assignment]
 _OWN_ROW = and_(C.arm_id.is_not(None), OWN)
 _KEY = ("experiment_id", "slice_arm_id", "unit_id")
 
@@ -97,9 +104,9 @@ def _own(expr: Any) -> Any:
     return case((_OWN_ROW, expr), else_=None)
 
 
-def _pass_statement(dialect: str, since: int | None, until: int) -> Any:
-    """Adds the new rows' per-unit sums to the rollup. Binds: experiment_id and the caps
-    (aggregate.bind_caps)."""
+def _new_unit_sums(dialect: str, since: int | None, until: int) -> Select[Any]:
+    """Per (slice, unit), the sums of the rows stored between the marks. Binds:
+    experiment_id and the caps (bind_caps)."""
     sums: dict[str, Any] = {
         "experiment_id": C.experiment_id,
         "slice_arm_id": SLICE,
@@ -112,7 +119,7 @@ def _pass_statement(dialect: str, since: int | None, until: int) -> Any:
         value = _own(capped_value(m))
         sums[f"{m.name}_y"] = func.coalesce(func.sum(value), 0.0)
         sums[f"{m.name}_m"] = func.count(value)
-    source = (
+    return (
         select(*(expr.label(name) for name, expr in sums.items()))
         .where(
             C.experiment_id == bindparam("experiment_id"),
@@ -121,22 +128,127 @@ def _pass_statement(dialect: str, since: int | None, until: int) -> Any:
         )
         .group_by(C.experiment_id, SLICE, C.unit_id)
     )
-    table = _TABLE
-    insert = upsert_insert(dialect, table).from_select(list(sums), source)
+
+
+def _smaller_segment(a: Any, b: Any) -> Any:
+    """The smaller of two segments; NULL only when both are (SQLite's min() and
+    PostgreSQL's least() disagree on NULL, so it is spelled out)."""
+    return case((a.is_(None), b), (b.is_(None), a), (b < a, b), else_=a)
+
+
+def _unit_pass(dialect: str, since: int | None, until: int) -> Any:
+    """Adds the new rows' sums to their units' rows."""
+    source = _new_unit_sums(dialect, since, until)
+    names = [c.name for c in source.selected_columns]
+    insert = upsert_insert(dialect, _UNITS).from_select(names, source)
     new = insert.excluded
     merged: dict[str, Any] = {
-        name: table.c[name] + new[name] for name in sums if name not in (*_KEY, "stratum")
+        name: _UNITS.c[name] + new[name] for name in names if name not in (*_KEY, "stratum")
     }
-    # The smallest segment of either part; NULL only when both are (SQLite's min() and
-    # PostgreSQL's least() disagree on NULL, so it is spelled out).
-    old = table.c.stratum
-    merged["stratum"] = case(
-        (old.is_(None), new.stratum),
-        (new.stratum.is_(None), old),
-        (new.stratum < old, new.stratum),
-        else_=old,
-    )
+    merged["stratum"] = _smaller_segment(_UNITS.c.stratum, new.stratum)
     return insert.on_conflict_do_update(index_elements=list(_KEY), set_=merged)
+
+
+def _changes(dialect: str, since: int | None, until: int) -> Any:
+    """Per unit touched by the pass, its figures before (o_*) and after (n_*)."""
+    d = _new_unit_sums(dialect, since, until).subquery("d")
+    old = _UNITS.alias("old")
+    columns: list[Any] = [
+        d.c.slice_arm_id.label("slice"),
+        old.c.stratum.label("o_stratum"),
+        _smaller_segment(old.c.stratum, d.c.stratum).label("n_stratum"),
+        func.coalesce(old.c.own_conversations, 0).label("o_own"),
+        (func.coalesce(old.c.own_conversations, 0) + d.c.own_conversations).label("n_own"),
+    ]
+    for name in NAMES:
+        for part in ("y", "m"):
+            before = func.coalesce(old.c[f"{name}_{part}"], 0.0)
+            columns += [
+                before.label(f"o_{name}_{part}"),
+                d.c[f"{name}_{part}"].label(f"d_{name}_{part}"),
+                (before + d.c[f"{name}_{part}"]).label(f"n_{name}_{part}"),
+            ]
+    joined = d.outerjoin(
+        old,
+        and_(
+            old.c.experiment_id == d.c.experiment_id,
+            old.c.slice_arm_id == d.c.slice_arm_id,
+            old.c.unit_id == d.c.unit_id,
+        ),
+    )
+    return select(*columns).select_from(joined).subquery("j")
+
+
+def _positive(x: Any) -> Any:
+    return case((x > 0, 1), else_=0)
+
+
+def _stratum_pass(dialect: str, since: int | None, until: int) -> Any:
+    """Moves the stratum sums by what the pass changes in its units, before _unit_pass.
+    A unit that stays in its stratum adds its change, written so that rounding follows the
+    change and not the unit's size (y'^2 - y^2 as dy * (2y + dy)); a unit that is new or
+    changes stratum (a smaller segment arrived) leaves its old stratum whole and joins the
+    new one whole."""
+    j = _changes(dialect, since, until)
+    stays = and_(j.c.o_own > 0, j.c.o_stratum.is_not_distinct_from(j.c.n_stratum))
+
+    def part(sign: int, prefix: str, stratum: Any, units: Any, conversations: Any) -> Any:
+        columns: list[Any] = [
+            j.c.slice.label("slice"),
+            stratum.label("stratum"),
+            units.label("units"),
+            conversations.label("conversations"),
+        ]
+        for name in NAMES:
+            y, m = j.c[f"{prefix}_{name}_y"], j.c[f"{prefix}_{name}_m"]
+            columns += [
+                (sign * _positive(m)).label(f"{name}_units"),
+                (sign * y).label(f"{name}_sy"),
+                (sign * m).label(f"{name}_sm"),
+                (sign * y * y).label(f"{name}_syy"),
+                (sign * m * m).label(f"{name}_smm"),
+                (sign * y * m).label(f"{name}_sym"),
+            ]
+        return select(*columns)
+
+    same: list[Any] = [
+        j.c.slice.label("slice"),
+        j.c.n_stratum.label("stratum"),
+        literal(0).label("units"),
+        (j.c.n_own - j.c.o_own).label("conversations"),
+    ]
+    for name in NAMES:
+        oy, om = j.c[f"o_{name}_y"], j.c[f"o_{name}_m"]
+        dy, dm = j.c[f"d_{name}_y"], j.c[f"d_{name}_m"]
+        same += [
+            (_positive(om + dm) - _positive(om)).label(f"{name}_units"),
+            dy.label(f"{name}_sy"),
+            dm.label(f"{name}_sm"),
+            (dy * (2 * oy + dy)).label(f"{name}_syy"),
+            (dm * (2 * om + dm)).label(f"{name}_smm"),
+            (oy * dm + dy * om + dy * dm).label(f"{name}_sym"),
+        ]
+    parts = union_all(
+        select(*same).where(stays),
+        part(-1, "o", j.c.o_stratum, literal(-1), -j.c.o_own).where(j.c.o_own > 0, ~stays),
+        part(1, "n", j.c.n_stratum, literal(1), j.c.n_own).where(j.c.n_own > 0, ~stays),
+    ).subquery("parts")
+    sums = [c.name for c in _STRATA.c if c.name not in ("experiment_id", "slice_arm_id")]
+    sums = [n for n in sums if n not in ("stratum_key", "stratum")]
+    source = select(
+        bindparam("experiment_id").label("experiment_id"),
+        parts.c.slice.label("slice_arm_id"),
+        case((parts.c.stratum.is_(None), "-"), else_="=" + parts.c.stratum).label("stratum_key"),
+        parts.c.stratum.label("stratum"),
+        *(func.sum(parts.c[n]).label(n) for n in sums),
+    ).group_by(parts.c.slice, parts.c.stratum)
+    insert = upsert_insert(dialect, _STRATA).from_select(
+        ["experiment_id", "slice_arm_id", "stratum_key", "stratum", *sums], source
+    )
+    return insert.on_conflict_do_update(
+        index_elements=["experiment_id", "slice_arm_id", "stratum_key"],
+        set_={n: _STRATA.c[n] + insert.excluded[n] for n in sums},
+    )
 
 
 def _caps_text(caps: Mapping[str, float]) -> str:
@@ -158,11 +270,14 @@ def roll_up(session: Session, experiment_id: int, caps: Mapping[str, float]) -> 
     if experiment.rolled_up_to is not None and experiment.rollup_caps != wanted:
         # Sums capped otherwise cannot be re-capped: start again from the raw rows.
         session.execute(delete(S).where(S.experiment_id == experiment_id))
+        session.execute(delete(_STRATA).where(_STRATA.c.experiment_id == experiment_id))
         experiment.rolled_up_to = None
     until = mark_now(session)
     since = experiment.rolled_up_to
     if since is None or until > since:
-        session.execute(_pass_statement(dialect, since, until), bind_caps(experiment_id, caps))
+        params = bind_caps(experiment_id, caps)
+        session.execute(_stratum_pass(dialect, since, until), params)
+        session.execute(_unit_pass(dialect, since, until), params)
         experiment.rolled_up_to = until
     experiment.rollup_caps = wanted
     session.flush()

@@ -15,6 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import SQLAlchemyError
 
+from optimizer import retention
 from optimizer.clock import iso
 from optimizer.errors import describe
 from optimizer.jobs.context import ServiceContext
@@ -130,6 +131,29 @@ async def prune(ctx: ServiceContext) -> None:
         log.info("finished jobs pruned", extra={"deleted": deleted})
 
 
+async def prune_conversations(ctx: ServiceContext) -> None:
+    now = ctx.clock()
+    settings = ctx.settings
+    try:
+        pruned = await asyncio.to_thread(
+            retention.prune_conversations,
+            ctx.engine,
+            conversations_before=now - timedelta(days=settings.conversation_retention_days),
+            transcripts_before=now - timedelta(days=settings.transcript_retention_days),
+        )
+    except SQLAlchemyError as exc:
+        log.warning(
+            "conversation retention skipped: database unavailable",
+            extra={"error": describe(exc, 200)},
+        )
+        return
+    if pruned.conversations or pruned.transcripts:
+        log.info(
+            "old conversations pruned",
+            extra={"deleted": pruned.conversations, "transcripts_erased": pruned.transcripts},
+        )
+
+
 def build_scheduler(ctx: ServiceContext) -> AsyncIOScheduler:
     settings = ctx.settings
     scheduler = AsyncIOScheduler(timezone="UTC")
@@ -169,5 +193,16 @@ def build_scheduler(ctx: ServiceContext) -> AsyncIOScheduler:
         max_instances=1,
         misfire_grace_time=None,
         next_run_time=ctx.clock() + timedelta(seconds=30),
+    )
+    scheduler.add_job(
+        prune_conversations,
+        "interval",
+        args=[ctx],
+        id="conversation-retention",
+        hours=PRUNE_INTERVAL_HOURS,
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=None,
+        next_run_time=ctx.clock() + timedelta(seconds=60),
     )
     return scheduler

@@ -1,0 +1,105 @@
+"""Retention of raw conversations: transcripts after TRANSCRIPT_RETENTION_DAYS, whole rows
+after CONVERSATION_RETENTION_DAYS, without changing any statistic.
+
+- Pattern analysis reads the last 7 days only; both settings are at least 8 days.
+- A check reads its experiment's rollup (optimizer.experiments.rollup), so a row of a live
+  experiment may go once it is rolled up and every capped metric's cap is in force there:
+  a rollup starts again from raw rows only when its caps change, and caps are fixed from
+  the control's first values. Until then the experiment's old rows stay. A finished
+  experiment's checks are stored with their figures; its rows go at the age limit.
+- Transcripts feed no statistic.
+
+Deletes run in batches of BATCH rows, each its own short transaction, per prompt through
+the (prompt_id, occurred_at) index: a pass finds old rows without scanning young ones.
+Running it on several replicas at once is harmless (a row is deleted once).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from models.conversations import Conversation as C
+from models.experiments import Experiment
+from models.prompts import Prompt
+from optimizer.experiments.store import LIVE_STATUSES
+from optimizer.stats.metrics import CAPPED
+from optimizer.watermark import order_column
+
+BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class Pruned:
+    conversations: int
+    transcripts: int
+
+
+def _caps_complete(rollup_caps: str | None) -> bool:
+    try:
+        caps: Any = json.loads(rollup_caps or "{}")
+    except ValueError:
+        return False
+    return isinstance(caps, dict) and all(name in caps for name in CAPPED)
+
+
+def _deletable(engine: Engine) -> ColumnElement[bool]:
+    """Rows whose deletion changes no statistic (see the module's docstring)."""
+    with engine.connect() as conn:
+        live = conn.execute(
+            select(Experiment.id, Experiment.rolled_up_to, Experiment.rollup_caps).where(
+                Experiment.status.in_(LIVE_STATUSES)
+            )
+        ).all()
+    order = order_column(engine.dialect.name)
+    rolled_up = [
+        and_(C.experiment_id == row.id, order < row.rolled_up_to)
+        for row in live
+        if row.rolled_up_to is not None and _caps_complete(row.rollup_caps)
+    ]
+    live_ids = [row.id for row in live]
+    return or_(C.experiment_id.is_(None), C.experiment_id.not_in(live_ids), *rolled_up)
+
+
+def _batches(engine: Engine, statement: Any, ids: Any) -> int:
+    """Runs `statement` (WHERE id IN ids) until a batch touches fewer than BATCH rows."""
+    total = 0
+    while True:
+        with engine.begin() as conn:
+            done = conn.execute(statement.where(C.id.in_(ids))).rowcount
+        total += done
+        if done < BATCH:
+            return total
+
+
+def prune_conversations(
+    engine: Engine, *, conversations_before: datetime, transcripts_before: datetime
+) -> Pruned:
+    with engine.connect() as conn:
+        prompt_ids = list(conn.scalars(select(Prompt.id)))
+    deletable = _deletable(engine)
+    deleted = cleared = 0
+    for prompt_id in prompt_ids:
+        old_rows = (
+            select(C.id)
+            .where(C.prompt_id == prompt_id, C.occurred_at < conversations_before, deletable)
+            .limit(BATCH)
+        )
+        deleted += _batches(engine, delete(C), old_rows)
+        old_transcripts = (
+            select(C.id)
+            .where(
+                C.prompt_id == prompt_id,
+                C.occurred_at < transcripts_before,
+                C.transcript.is_not(None),
+            )
+            .limit(BATCH)
+        )
+        cleared += _batches(engine, update(C).values(transcript=None), old_transcripts)
+    return Pruned(conversations=deleted, transcripts=cleared)
