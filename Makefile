@@ -84,8 +84,8 @@ $(STAMP_RUN): pyproject.toml $(VENV)/pyvenv.cfg
 	$(PIP) -e .
 	@touch $@
 
-$(STAMP_TEST): pyproject.toml $(VENV)/pyvenv.cfg
-	$(PIP) -e '.[test]'
+$(STAMP_TEST): pyproject.toml clients/python/pyproject.toml $(VENV)/pyvenv.cfg
+	$(PIP) -e '.[test]' -e ./clients/python
 	@touch $@ $(STAMP_RUN)
 
 # Fetches get-pip.py to the path in argv[1]; one line on failure, not a traceback.
