@@ -28,7 +28,7 @@ help:
 	@echo "make check    lint, format check, types (mypy --strict), then make test: what CI runs"
 	@echo "make lint     ruff check ."
 	@echo "make format   ruff format . (rewrites files)"
-	@echo "make types    mypy, strict, on optimizer/ and models/"
+	@echo "make types    mypy, strict, on optimizer/, models/ and clients/python/"
 	@echo "make bench    run the scripts in benchmarks/"
 	@echo "make clean    remove .venv and caches (keeps the database file)"
 
