@@ -26,12 +26,16 @@ class Conversation(Base):
     __tablename__ = "conversations"
     __table_args__ = (
         CheckConstraint("rating IS NULL OR rating BETWEEN 1 AND 5", name="rating"),
-        Index("ix_conversations_experiment_arm", "experiment_id", "arm_id"),
         Index("ix_conversations_version_time", "version_id", "occurred_at"),
         Index("ix_conversations_prompt_time", "prompt_id", "occurred_at"),
-        # The rollups read the rows stored since their last pass by commit order
-        # (optimizer.experiments.rollup): on PostgreSQL this column, on SQLite the row id.
+        # The rollups read the rows stored since their last pass in commit order
+        # (optimizer.watermark): on PostgreSQL by commit_order, on SQLite by row id; per
+        # experiment (optimizer.experiments.rollup) and all at once (optimizer.patterns).
+        Index("ix_conversations_experiment_commit", "experiment_id", "commit_order").ddl_if(
+            dialect="postgresql"
+        ),
         Index("ix_conversations_commit_order", "commit_order").ddl_if(dialect="postgresql"),
+        Index("ix_conversations_experiment_id", "experiment_id", "id").ddl_if(dialect="sqlite"),
     )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import and_, func, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -39,12 +39,26 @@ def order_column(dialect: str) -> Any:
     return C.commit_order if dialect == "postgresql" else C.id
 
 
-def stored_between(dialect: str, since: int | None, until: int) -> ColumnElement[bool]:
-    """Rows stored from mark `since` (None: from the start) up to mark `until`."""
+def stored_between(
+    dialect: str, since: Any, until: Any, *, within: tuple[Any, Any] | None = None
+) -> ColumnElement[bool]:
+    """Rows stored from mark `since` (None: from the start) up to mark `until` (numbers,
+    or bind parameters for a statement built once); with `within` = (column, value), only
+    rows whose column has that value, read through the (column, order) index."""
     order = order_column(dialect)
     if since is None:
-        return or_(order.is_(None), order < until)
-    return and_(order >= since, order < until)
+        new = or_(order.is_(None), order < until)
+        return new if within is None else and_(within[0] == within[1], new)
+    if within is None:
+        return and_(order >= since, order < until)
+    column, value = within
+    # Row comparisons only the (column, order) index answers: a planner misled by the
+    # correlated statistics of a busy table would otherwise scan every experiment's new rows.
+    return and_(
+        column == value,
+        tuple_(column, order) >= tuple_(value, since),
+        tuple_(column, order) < tuple_(value, until),
+    )
 
 
 def not_read_yet(dialect: str, mark: Any) -> ColumnElement[bool]:

@@ -17,7 +17,8 @@ rows ids are not one, because transactions commit out of order. The column is ad
 without a default first and the default set after, so PostgreSQL does not rewrite the
 table: rows stored before this revision keep NULL and are rolled up by the first pass.
 On SQLite the column stays NULL (row ids are in commit order there: one writer at a time).
-PostgreSQL gets an index on it (SQLite reads by primary key).
+Indexes: on PostgreSQL (commit_order) and (experiment_id, commit_order), on SQLite
+(experiment_id, id); they replace (experiment_id, arm_id).
 """
 
 from collections.abc import Sequence
@@ -44,6 +45,13 @@ def upgrade() -> None:
             "SET DEFAULT (pg_current_xact_id()::text::bigint)"
         )
         op.create_index("ix_conversations_commit_order", "conversations", ["commit_order"])
+        op.create_index(
+            "ix_conversations_experiment_commit", "conversations", ["experiment_id", "commit_order"]
+        )
+    else:
+        op.create_index("ix_conversations_experiment_id", "conversations", ["experiment_id", "id"])
+    # Replaced by the index above: an experiment's rows are read by commit order now.
+    op.drop_index("ix_conversations_experiment_arm", table_name="conversations")
     with op.batch_alter_table("ai_ab_experiments", schema=None) as batch_op:
         batch_op.add_column(sa.Column("rolled_up_to", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("rollup_caps", sa.Text(), nullable=True))
@@ -119,7 +127,11 @@ def downgrade() -> None:
     with op.batch_alter_table("ai_ab_experiments", schema=None) as batch_op:
         batch_op.drop_column("rollup_caps")
         batch_op.drop_column("rolled_up_to")
+    op.create_index("ix_conversations_experiment_arm", "conversations", ["experiment_id", "arm_id"])
     if op.get_bind().dialect.name == "postgresql":
         op.drop_index("ix_conversations_commit_order", table_name="conversations")
+        op.drop_index("ix_conversations_experiment_commit", table_name="conversations")
+    else:
+        op.drop_index("ix_conversations_experiment_id", table_name="conversations")
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.drop_column("commit_order")

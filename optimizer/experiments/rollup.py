@@ -22,6 +22,7 @@ Each pass reads the rows stored since the previous one, exactly once
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -104,9 +105,9 @@ def _own(expr: Any) -> Any:
     return case((_OWN_ROW, expr), else_=None)
 
 
-def _new_unit_sums(dialect: str, since: int | None, until: int) -> Select[Any]:
+def _new_unit_sums(dialect: str, first: bool) -> Select[Any]:
     """Per (slice, unit), the sums of the rows stored between the marks. Binds:
-    experiment_id and the caps (bind_caps)."""
+    experiment_id, the caps (bind_caps), since (unless `first`) and until."""
     sums: dict[str, Any] = {
         "experiment_id": C.experiment_id,
         "slice_arm_id": SLICE,
@@ -122,9 +123,13 @@ def _new_unit_sums(dialect: str, since: int | None, until: int) -> Select[Any]:
     return (
         select(*(expr.label(name) for name, expr in sums.items()))
         .where(
-            C.experiment_id == bindparam("experiment_id"),
             SLICE.is_not(None),
-            stored_between(dialect, since, until),
+            stored_between(
+                dialect,
+                None if first else bindparam("since"),
+                bindparam("until"),
+                within=(C.experiment_id, bindparam("experiment_id")),
+            ),
         )
         .group_by(C.experiment_id, SLICE, C.unit_id)
     )
@@ -136,9 +141,9 @@ def _smaller_segment(a: Any, b: Any) -> Any:
     return case((a.is_(None), b), (b.is_(None), a), (b < a, b), else_=a)
 
 
-def _unit_pass(dialect: str, since: int | None, until: int) -> Any:
+def _unit_pass(dialect: str, first: bool) -> Any:
     """Adds the new rows' sums to their units' rows."""
-    source = _new_unit_sums(dialect, since, until)
+    source = _new_unit_sums(dialect, first)
     names = [c.name for c in source.selected_columns]
     insert = upsert_insert(dialect, _UNITS).from_select(names, source)
     new = insert.excluded
@@ -149,9 +154,9 @@ def _unit_pass(dialect: str, since: int | None, until: int) -> Any:
     return insert.on_conflict_do_update(index_elements=list(_KEY), set_=merged)
 
 
-def _changes(dialect: str, since: int | None, until: int) -> Any:
+def _changes(dialect: str, first: bool) -> Any:
     """Per unit touched by the pass, its figures before (o_*) and after (n_*)."""
-    d = _new_unit_sums(dialect, since, until).subquery("d")
+    d = _new_unit_sums(dialect, first).subquery("d")
     old = _UNITS.alias("old")
     columns: list[Any] = [
         d.c.slice_arm_id.label("slice"),
@@ -176,20 +181,21 @@ def _changes(dialect: str, since: int | None, until: int) -> Any:
             old.c.unit_id == d.c.unit_id,
         ),
     )
-    return select(*columns).select_from(joined).subquery("j")
+    # A CTE, evaluated once for the three parts of the union below.
+    return select(*columns).select_from(joined).cte("j")
 
 
 def _positive(x: Any) -> Any:
     return case((x > 0, 1), else_=0)
 
 
-def _stratum_pass(dialect: str, since: int | None, until: int) -> Any:
+def _stratum_pass(dialect: str, first: bool) -> Any:
     """Moves the stratum sums by what the pass changes in its units, before _unit_pass.
     A unit that stays in its stratum adds its change, written so that rounding follows the
     change and not the unit's size (y'^2 - y^2 as dy * (2y + dy)); a unit that is new or
     changes stratum (a smaller segment arrived) leaves its old stratum whole and joins the
     new one whole."""
-    j = _changes(dialect, since, until)
+    j = _changes(dialect, first)
     stays = and_(j.c.o_own > 0, j.c.o_stratum.is_not_distinct_from(j.c.n_stratum))
 
     def part(sign: int, prefix: str, stratum: Any, units: Any, conversations: Any) -> Any:
@@ -251,6 +257,12 @@ def _stratum_pass(dialect: str, since: int | None, until: int) -> Any:
     )
 
 
+@functools.cache
+def _pass_statements(dialect: str, first: bool) -> tuple[Any, Any]:
+    """Built once per kind: building them costs more than running them on a few rows."""
+    return _stratum_pass(dialect, first), _unit_pass(dialect, first)
+
+
 def _caps_text(caps: Mapping[str, float]) -> str:
     return json.dumps(dict(sorted(caps.items())))
 
@@ -275,9 +287,10 @@ def roll_up(session: Session, experiment_id: int, caps: Mapping[str, float]) -> 
     until = mark_now(session)
     since = experiment.rolled_up_to
     if since is None or until > since:
-        params = bind_caps(experiment_id, caps)
-        session.execute(_stratum_pass(dialect, since, until), params)
-        session.execute(_unit_pass(dialect, since, until), params)
+        params = {**bind_caps(experiment_id, caps), "since": since, "until": until}
+        stratum_pass, unit_pass = _pass_statements(dialect, since is None)
+        session.execute(stratum_pass, params)
+        session.execute(unit_pass, params)
         experiment.rolled_up_to = until
     experiment.rollup_caps = wanted
     session.flush()

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from models.conversations import Conversation
+from models.rollups import ExperimentStratumSums, ExperimentUnitSums
 from optimizer import ingest
 from optimizer.experiments import validation
 from optimizer.ingest_record import ConversationRecord
@@ -85,6 +86,18 @@ def test_every_metric_has_its_column_in_the_conversations_model() -> None:
         assert m.column in columns, m.name
         python_type = columns[m.column].type.python_type
         assert python_type is (bool if m.kind == "proportion" else int if m.whole else float)
+
+
+def test_the_experiment_rollup_has_every_metric_s_columns() -> None:
+    """A metric added without its rollup columns would be missing from every check."""
+    unit_sums = {c.name for c in ExperimentUnitSums.__table__.columns}
+    stratum_sums = {c.name for c in ExperimentStratumSums.__table__.columns}
+    for m in registry.REGISTRY:
+        assert {f"{m.name}_y", f"{m.name}_m"} <= unit_sums, m.name
+        parts = ("units", "sy", "sm", "syy", "smm", "sym")
+        assert {f"{m.name}_{p}" for p in parts} <= stratum_sums, m.name
+    named = {n for n in unit_sums if n.endswith(("_y", "_m"))}
+    assert named == {f"{m.name}_{p}" for m in registry.REGISTRY for p in ("y", "m")}
 
 
 def test_lookups_and_the_derived_lists() -> None:
