@@ -15,29 +15,32 @@ The first --e2e-runs runs of the first two rows also go through the real handler
 (rows inserted, pattern_analysis run, insights read back); the SQL's sums and the stored
 actionable findings must equal the numpy path's.
 
-Timing (--skip-timing leaves it out). One prompt with one active version; conversations
-spread evenly over the last 7 days, in 20 segments (one of them, seg-03, planted worse),
-with a few tags (refund, vip, web, mobile) and a short transcript each, one conversation
-per user by default (the most units a table can have: the costliest case for per-unit
-sums; --per-user K for K, a user then spanning several segments): 1M rows in
-SQLite and 5M in PostgreSQL (a throwaway cluster, as benchmarks/monitoring.py starts one,
-or --postgres URL). At 1/5 of the rows and at the full count it prints:
-- the time of one run of the real handler (segment and tag aggregates, the tests, BH, the
-  transcript samples and log-odds themes, sample ids, storing, chaining) and of the segment
-  aggregate alone, and their ratio; the totals, segment and tag aggregates together for
-  reference;
-- peak Python memory during a run (tracemalloc) and the growth of the process's peak RSS,
-  which must not grow with the number of conversations.
+Scale (--skip-timing leaves it out). One prompt with one active version on PostgreSQL (a
+throwaway cluster, as benchmarks/monitoring.py starts one, or --postgres URL), its history
+growing at a fixed rate (--per-hour, 5,000 conversations an hour: 1M conversations are 8.3
+days, 20M are 167 days) from a fixed population of users who come back (sessions of a few
+conversations; a heavy tail of users who come back hundreds of times), stored with COPY.
+The history grows backwards in time, so the runs stay at its newest end; after each growth a
+catch-up rollup pass reads it (untimed: a service would have rolled it up hour by hour).
+At each size (--sizes, 1M, 5M and 20M) --repeats runs an hour apart, each after an hour of
+new traffic, as the hourly schedule sees it; it prints the median time of the rollup pass
+over the new hour and of the analysis run (the real handler: its own pass, the rollup's
+sums, the tests, BH, transcript samples and themes, sample ids, storing, chaining), peak
+Python memory (tracemalloc) and the growth of the process's peak RSS, the rollup's size, and
+for comparison the same sums by a full scan of the raw conversations (tests/support/
+pattern_scan.py, what a run did before the rollup; --skip-raw leaves it out). Last, the ratio
+of the largest size's pass + run to the smallest's (aim: within 2x, memory flat).
 
 Usage: python -m benchmarks.pattern_analysis [--runs 500] [--e2e-runs 10] [--seed 1]
-       [--skip-accuracy] [--skip-timing] [--n 1000000] [--pg-n 5000000]
-       [--postgres URL] [--per-user 1] [--skip-sqlite] [--skip-postgres]
+       [--skip-accuracy] [--skip-timing] [--sizes 1000000,5000000,20000000]
+       [--per-hour 5000] [--users 100000] [--repeats 3] [--postgres URL] [--skip-raw]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import math
 import resource
 import statistics
@@ -68,6 +71,7 @@ from optimizer.clock import utcnow  # noqa: E402
 from optimizer.db import create_db_engine, migrate, read_only  # noqa: E402
 from optimizer.jobs.pattern_analysis import analyze_patterns  # noqa: E402
 from optimizer.patterns import aggregate, fingerprints  # noqa: E402
+from optimizer.patterns.rollup import floor_hour  # noqa: E402
 from optimizer.patterns.segments import (  # noqa: E402
     MIN_GROUP_N,
     REGRESSION_WINDOW,
@@ -82,47 +86,12 @@ from optimizer.patterns.segments import (  # noqa: E402
     evaluate,
 )
 from optimizer.patterns.significance import Significance, moments_of_units  # noqa: E402
+from tests.support import pattern_scan  # noqa: E402
 from tests.support.experiments import Clock, make_ctx, make_job, seed_prompt  # noqa: E402
+from tests.support.patterns import roll_up  # noqa: E402
 from tests.support.pg import start_cluster  # noqa: E402
 
 NAME = "bench"
-REPEATS = 3
-WEEK_SECONDS = 7 * 24 * 3600
-
-# Row g: segment g % 20; seg-03 succeeds 40% of the time, the rest 70% (a hash of g, not
-# random(), so both databases get the same data). Every row has a transcript. User
-# g / per_user: with more than one conversation a user spans several segments.
-_COLUMNS = """(prompt_id, version_id, unit_id, success, rating, segment, tags, transcript,
-               occurred_at)"""
-_VALUES = """:prompt_id, :version_id, 'u' || (g / :per_user), {ok},
-       CASE WHEN {ok} THEN 3 + (g / 7) % 3 ELSE 1 + (g / 7) % 3 END,
-       'seg-' || substr('0' || (g % 20), -2, 2),
-       CASE g % 10 WHEN 0 THEN '["refund"]' WHEN 1 THEN '["vip", "web"]'
-                   WHEN 2 THEN '["web"]' WHEN 3 THEN '["mobile", "web"]' ELSE NULL END,
-       'user: my ' || CASE (g / 3) % 5 WHEN 0 THEN 'order' WHEN 1 THEN 'account'
-                     WHEN 2 THEN 'delivery' WHEN 3 THEN 'password' ELSE 'plan' END
-       || ' question about the ' || CASE (g / 11) % 4 WHEN 0 THEN 'app' WHEN 1 THEN 'email'
-                                    WHEN 2 THEN 'screen' ELSE 'report' END
-       || CASE WHEN NOT {ok} AND g % 20 = 3 THEN ' and the invoice refund is wrong'
-               ELSE ' assistant: here is how' END"""
-# Knuth's multiplicative hash; its high bits (here: of 32) are the well-mixed ones.
-_OK = "((g * 2654435761) % 4294967296) / 4294968 < CASE WHEN g % 20 = 3 THEN 400 ELSE 700 END"
-
-SQLITE_FILL = f"""WITH RECURSIVE seq(g) AS (
-  SELECT :start UNION ALL SELECT g + 1 FROM seq WHERE g + 1 < :stop)
-INSERT INTO conversations {_COLUMNS}
-SELECT {_VALUES.format(ok=_OK)},
-       strftime('%Y-%m-%d %H:%M:%S', :now, '-' || (1 + g % {WEEK_SECONDS - 60}) || ' seconds')
-       || '.000000'
-FROM seq"""
-
-PG_FILL = f"""INSERT INTO conversations {_COLUMNS}
-SELECT {
-    _VALUES.format(ok=_OK).replace("substr('0' || (g % 20), -2, 2)", "lpad((g % 20)::text, 2, '0')")
-},
-       CAST(:now AS timestamptz) - make_interval(secs => 1 + g % {WEEK_SECONDS - 60})
-FROM generate_series(CAST(:start AS bigint), CAST(:stop AS bigint) - 1) AS g"""
-
 
 # --- accuracy: false findings from heavy users ---------------------------------------------
 
@@ -424,41 +393,118 @@ def accuracy(runs: int, e2e_runs: int, seed: int) -> None:
             engine.dispose()
 
 
-# --- timing ----------------------------------------------------------------------------------
+# --- scale: one pass at 1M, 5M and 20M conversations (PostgreSQL) -----------------------------
+
+COPY_COLUMNS = (
+    "prompt_id, version_id, unit_id, success, rating, latency_ms, cost_usd, segment, tags, "
+    "transcript, occurred_at"
+)
+TAG_CHOICES = ['["refund"]', '["vip", "web"]', '["web"]', '["mobile", "web"]', '["web", "web"]']
+TAG_WEIGHTS = [0.05, 0.05, 0.2, 0.1, 0.05]  # the rest (0.55): no tags
+WORDS = np.array(["order", "account", "delivery", "password", "plan", "app", "email", "report"])
+CHUNK_HOURS = 100
+USER_TAIL = 1.7
 
 
-def fill(
-    engine: Engine, ids: dict[str, int], start: int, stop: int, now: Any, per_user: int = 1
-) -> float:
-    pg = engine.dialect.name == "postgresql"
-    params = {
-        **ids,
-        "start": start,
-        "stop": stop,
-        "per_user": per_user,
-        "now": now if pg else now.strftime("%Y-%m-%d %H:%M:%S"),
-    }
+@dataclass(frozen=True)
+class Traffic:
+    """Conversations at a fixed rate: sessions of a few conversations a couple of minutes
+    apart (geometric, mean 3), each the session of a user drawn from a fixed population
+    with heavy-tailed activity (Pareto weights, shape USER_TAIL: most users come back a few
+    times a week, a few hundreds of times); a user's segment is fixed (20, seg-03 planted
+    worse), every user has a propensity of their own; tags on 45% of the conversations,
+    transcripts on 10%, ratings on 40%, heavy-tailed latency and cost."""
+
+    per_hour: int
+    users: int
+    prompt_id: int
+    version_id: int
+
+    @functools.cached_property
+    def activity(self) -> np.ndarray:
+        """Each user's cumulative share of the sessions."""
+        weights = np.random.default_rng(7).pareto(USER_TAIL, self.users) + 1.0
+        return np.cumsum(weights) / weights.sum()
+
+
+def traffic_block(traffic: Traffic, start: datetime, hours: int, rng: np.random.Generator) -> bytes:
+    """COPY text for `hours` hours of traffic from `start`, in order of time."""
+    n = traffic.per_hour * hours
+    lengths = rng.geometric(1 / 3, size=n // 2 + 16)
+    ends = np.cumsum(lengths)
+    sessions = int(np.searchsorted(ends, n)) + 1
+    lengths = lengths[:sessions].copy()
+    lengths[-1] -= int(ends[sessions - 1]) - n
+    session = np.repeat(np.arange(sessions), lengths)
+    position = np.arange(n) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    span = hours * 3600
+    begins = rng.random(sessions) * span
+    seconds = np.minimum(begins[session] + 120.0 * position, span - 1e-3)
+    order = np.argsort(seconds, kind="stable")
+    seconds, session = seconds[order], session[order]
+    users = np.searchsorted(traffic.activity, rng.random(sessions), side="right")
+    unit = np.minimum(users, traffic.users - 1)[session]
+    segment = unit % 20
+    propensity = ((unit * 2654435761) % 1000) / 1000.0 - 0.5
+    success = rng.random(n) < np.where(segment == 3, 0.40, 0.70) + 0.2 * propensity
+    rated = rng.random(n) < 0.4
+    rating = np.where(success, rng.integers(3, 6, n), rng.integers(1, 4, n))
+    tag_roll = rng.choice(len(TAG_CHOICES) + 1, size=n, p=[*TAG_WEIGHTS, 1 - sum(TAG_WEIGHTS)])
+    tags = np.array([*TAG_CHOICES, "\\N"])[tag_roll]
+    said = rng.random(n) < 0.1
+    words = WORDS[rng.integers(0, len(WORDS), n)]
+    moments = np.datetime64(start.replace(tzinfo=None), "us") + (seconds * 1e6).astype(
+        "timedelta64[us]"
+    )
+    columns = [
+        [str(traffic.prompt_id)] * n,
+        [str(traffic.version_id)] * n,
+        [f"u{u}" for u in unit.tolist()],
+        np.where(success, "t", "f").tolist(),
+        np.where(rated, rating.astype(str), "\\N").tolist(),
+        np.round(rng.lognormal(6.5, 1.0, n), 1).astype(str).tolist(),
+        np.round(rng.lognormal(-6.0, 1.2, n), 6).astype(str).tolist(),
+        [f"seg-{s:02d}" for s in segment.tolist()],
+        tags.tolist(),
+        [
+            (f"user: my {w} question" + (" and the invoice refund is wrong" if not ok else ""))
+            if say
+            else "\\N"
+            for w, ok, say in zip(words.tolist(), success.tolist(), said.tolist(), strict=True)
+        ],
+        [f"{m}+00" for m in np.datetime_as_string(moments, unit="us").tolist()],
+    ]
+    return ("\n".join(map("\t".join, zip(*columns, strict=True))) + "\n").encode()
+
+
+def copy_traffic(engine: Engine, traffic: Traffic, start: datetime, hours: int, seed: int) -> int:
+    """Stores `hours` hours of traffic from `start` with COPY, CHUNK_HOURS a transaction."""
+    rng = np.random.default_rng(seed)
+    stored = 0
+    raw = engine.raw_connection()
+    try:
+        for offset in range(0, hours, CHUNK_HOURS):
+            span = min(CHUNK_HOURS, hours - offset)
+            data = traffic_block(traffic, start + timedelta(hours=offset), span, rng)
+            statement = f"COPY conversations ({COPY_COLUMNS}) FROM STDIN"
+            with raw.cursor() as cur, cur.copy(statement) as copy:
+                copy.write(data)
+            raw.commit()
+            stored += traffic.per_hour * span
+    finally:
+        raw.close()
+    return stored
+
+
+def vacuum_analyze(engine: Engine) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t0 = time.perf_counter()
-    with engine.begin() as conn:
-        conn.execute(text(PG_FILL if pg else SQLITE_FILL), params)
-    if pg:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE conversations"))
-    else:
-        with engine.begin() as conn:
-            conn.execute(text("ANALYZE"))
-    return time.perf_counter() - t0
-
-
-def bare_segments(engine: Engine, version_id: int, bounds: aggregate.Bounds) -> None:
-    with read_only(engine).connect() as conn:
-        conn.execute(aggregate.SEGMENTS, bounds.params(version_id)).all()
-
-
-def all_aggregates(engine: Engine, version_id: int, bounds: aggregate.Bounds) -> None:
-    with read_only(engine).connect() as conn:
-        aggregate.segment_sums(conn, version_id, bounds)
-        aggregate.tag_sums(conn, version_id, bounds)
+    out = fn()
+    return out, time.perf_counter() - t0
 
 
 def one_run(engine: Engine, clock: Clock) -> dict[str, Any]:
@@ -467,91 +513,159 @@ def one_run(engine: Engine, clock: Clock) -> dict[str, Any]:
     return asyncio.run(analyze_patterns(ctx, job))["prompts"][0]  # type: ignore[no-any-return]
 
 
-def median_time(fn: Callable[[], object]) -> float:
-    times = []
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def raw_scan(engine: Engine, version_id: int, bounds: aggregate.Bounds) -> None:
+    """The statements a run used before the rollup: every conversation of the 7 days."""
+    with read_only(engine).connect() as conn:
+        pattern_scan.segment_sums(conn, version_id, bounds)
+        pattern_scan.tag_sums(conn, version_id, bounds)
 
 
 def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(engine: Engine, version_id: int, clock: Clock, rows: int, label: str) -> None:
-    bounds = aggregate.Bounds(clock.now)
-    bare_segments(engine, version_id, bounds)  # warm the caches for every timing alike
-    result = one_run(engine, clock)
-    assert result["actionable"] > 0, result
-    bare = median_time(lambda: bare_segments(engine, version_id, bounds))
-    aggregates = median_time(lambda: all_aggregates(engine, version_id, bounds))
-    full = median_time(lambda: one_run(engine, clock))
-    rss_before = max_rss_mb()
-    tracemalloc.start()
-    one_run(engine, clock)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    print(
-        f"  {label:>9} {rows:>10,} rows: run {full * 1000:8.1f} ms | segment aggregate "
-        f"alone {bare * 1000:8.1f} ms | ratio {full / bare:5.2f}x | totals+segment+tag "
-        f"aggregates {aggregates * 1000:8.1f} ms (run/aggregates {full / aggregates:4.2f}x)"
-        f" | python peak {peak / 1e6:6.2f} MB | peak RSS growth "
-        f"{max_rss_mb() - rss_before:5.1f} MB",
-        flush=True,
-    )
-    print(
-        f"            tests {result['tests']}, significant {result['significant']}, "
-        f"actionable {result['actionable']}, themes {result['theme_terms']}",
-        flush=True,
-    )
-
-
-def run(engine: Engine, total: int, name: str, per_user: int) -> None:
-    print(
-        f"{name}: one active version, 20 segments, tags refund/vip/web/mobile, "
-        f"{per_user} conversation(s) a user",
-        flush=True,
-    )
-    version_id = seed_prompt(engine, NAME, candidates=0)[1]
+def count(engine: Engine, table: str) -> int:
     with engine.connect() as conn:
-        prompt_id = conn.execute(
-            text("SELECT prompt_id FROM ai_prompt_versions WHERE id = :v"), {"v": version_id}
-        ).scalar_one()
-    ids = {"prompt_id": prompt_id, "version_id": version_id}
-    clock = Clock(utcnow().replace(microsecond=0) + timedelta(seconds=1))
-    fifth = total // 5
-    seconds = fill(engine, ids, 0, fifth, clock.now, per_user)
-    print(f"  generated {fifth:,} rows in {seconds:.1f} s", flush=True)
-    measure(engine, version_id, clock, fifth, "1/5 size")
-    seconds = fill(engine, ids, fifth, total, clock.now, per_user)
-    print(f"  generated {total - fifth:,} more rows in {seconds:.1f} s", flush=True)
-    measure(engine, version_id, clock, total, "full size")
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
-def timing(args: argparse.Namespace) -> None:
-    if not args.skip_sqlite:
-        with tempfile.TemporaryDirectory(prefix="pw-bench-") as tmp:
-            engine = create_db_engine(f"sqlite:///{tmp}/bench.db")
-            migrate(engine)
-            try:
-                run(engine, args.n, "SQLite", args.per_user)
-            finally:
-                engine.dispose()
-    if not args.skip_postgres:
-        cluster = None if args.postgres else start_cluster()
-        url = args.postgres or (cluster.url if cluster else "")
+@dataclass
+class Measured:
+    rows: int
+    pass_ms: float
+    run_ms: float
+    peak_mb: float
+    rss_growth_mb: float
+
+
+class Scale:
+    """One database whose history grows backwards from `end` while the runs go forwards:
+    each measured run comes an hour after the previous one, with an hour's new traffic."""
+
+    def __init__(self, engine: Engine, traffic: Traffic, end: datetime, seed: int) -> None:
+        self.engine, self.traffic, self.seed = engine, traffic, seed
+        self.oldest = end  # history covers [oldest, newest)
+        self.newest = end
+        self.rows = 0
+
+    def grow_to(self, rows: int) -> None:
+        hours = max(0, (rows - self.rows) // self.traffic.per_hour)
+        start = self.oldest - timedelta(hours=hours)
+        _, seconds = timed(
+            lambda: copy_traffic(self.engine, self.traffic, start, hours, self.seed + hours)
+        )
+        self.oldest, self.rows = start, self.rows + hours * self.traffic.per_hour
+        clock = Clock(self.newest + timedelta(minutes=5))
+        _, catch_up = timed(lambda: roll_up(self.engine, clock.now))
+        # As autovacuum would have by the time of the runs: the tables' statistics.
+        _, vacuum = timed(lambda: vacuum_analyze(self.engine))
+        days = (self.newest - self.oldest) / timedelta(days=1)
+        added = hours * self.traffic.per_hour
+        print(
+            f"  history {self.rows:>11,} conversations ({days:5.1f} days at "
+            f"{self.traffic.per_hour:,}/h): generated and copied {added:,} in {seconds:6.1f} s, "
+            f"catch-up rollup pass {catch_up:6.1f} s, VACUUM ANALYZE {vacuum:5.1f} s",
+            flush=True,
+        )
+
+    def next_hour(self) -> Clock:
+        """An hour's new traffic, and the clock of the run at the top of the next hour."""
+        copy_traffic(self.engine, self.traffic, self.newest, 1, self.seed + self.rows)
+        self.newest += timedelta(hours=1)
+        self.rows += self.traffic.per_hour
+        return Clock(self.newest + timedelta(minutes=1))
+
+    def measure(self, repeats: int, skip_raw: bool) -> Measured:
+        passes, runs = [], []
+        result: dict[str, Any] = {}
+        for _ in range(repeats):
+            clock = self.next_hour()
+            _, pass_s = timed(lambda clock=clock: roll_up(self.engine, clock.now))
+            result, run_s = timed(lambda clock=clock: one_run(self.engine, clock))
+            passes.append(pass_s)
+            runs.append(run_s)
+        clock = self.next_hour()
+        rss_before = max_rss_mb()
+        tracemalloc.start()
+        roll_up(self.engine, clock.now)
+        one_run(self.engine, clock)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        measured = Measured(
+            self.rows,
+            1000 * statistics.median(passes),
+            1000 * statistics.median(runs),
+            peak / 1e6,
+            max_rss_mb() - rss_before,
+        )
+        in_window = result.get("conversations_7d", 0)
+        print(
+            f"  {self.rows:>11,} conversations: rollup pass (the new hour, "
+            f"{self.traffic.per_hour:,} rows) {measured.pass_ms:8.1f} ms | analysis run "
+            f"{measured.run_ms:8.1f} ms | together {measured.pass_ms + measured.run_ms:8.1f} ms "
+            f"| python peak {measured.peak_mb:6.2f} MB | peak RSS growth "
+            f"{measured.rss_growth_mb:5.1f} MB",
+            flush=True,
+        )
+        print(
+            f"{'':15}7 days: {in_window:,} conversations of {result.get('units_7d', 0):,} users "
+            f"in {count(self.engine, 'pattern_unit_hours'):,} unit-hours (the rollup, 8 days: "
+            f"also {count(self.engine, 'pattern_segment_unit_hours'):,} segment and "
+            f"{count(self.engine, 'pattern_tag_unit_hours'):,} tag rows); tests "
+            f"{result.get('tests')}, actionable {result.get('actionable')}",
+            flush=True,
+        )
+        if not skip_raw:
+            version_id = self.traffic.version_id
+            _, raw_s = timed(lambda: raw_scan(self.engine, version_id, aggregate.Bounds(clock.now)))
+            print(
+                f"{'':15}for comparison, the same sums by a full scan of the raw "
+                f"conversations (before the rollup): {raw_s * 1000:9.1f} ms",
+                flush=True,
+            )
+        return measured
+
+
+def scale(args: argparse.Namespace) -> None:
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    cluster = None if args.postgres else start_cluster()
+    url = args.postgres or (cluster.url if cluster else "")
+    try:
+        engine = create_db_engine(make_url(url).render_as_string(hide_password=False))
+        migrate(engine)
         try:
-            engine = create_db_engine(make_url(url).render_as_string(hide_password=False))
-            migrate(engine)
-            try:
-                run(engine, args.pg_n, "PostgreSQL", args.per_user)
-            finally:
-                engine.dispose()
+            version_id = seed_prompt(engine, NAME, candidates=0)[1]
+            with engine.connect() as conn:
+                prompt_id = conn.execute(
+                    text("SELECT prompt_id FROM ai_prompt_versions WHERE id = :v"),
+                    {"v": version_id},
+                ).scalar_one()
+            traffic = Traffic(args.per_hour, args.users, prompt_id, version_id)
+            print(
+                f"PostgreSQL: one pattern pass (the rollup of the last hour's conversations, "
+                f"then the analysis run) as history grows, {args.per_hour:,} conversations an "
+                f"hour from {args.users:,} users; median of {args.repeats} runs an hour apart",
+                flush=True,
+            )
+            end = floor_hour(utcnow()) - timedelta(hours=args.repeats + 2)
+            world = Scale(engine, traffic, end, args.seed)
+            measured = []
+            for size in sizes:
+                world.grow_to(size)
+                measured.append(world.measure(args.repeats, args.skip_raw))
+            first, last = measured[0], measured[-1]
+            total = [m.pass_ms + m.run_ms for m in (first, last)]
+            print(
+                f"  {last.rows:,} against {first.rows:,} conversations: pass + run "
+                f"{total[1] / total[0]:4.2f}x (aim: within 2x); python peak "
+                f"{last.peak_mb:.2f} MB against {first.peak_mb:.2f} MB",
+                flush=True,
+            )
         finally:
-            if cluster is not None:
-                cluster.destroy()
+            engine.dispose()
+    finally:
+        if cluster is not None:
+            cluster.destroy()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -566,29 +680,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-timing", action="store_true")
-    parser.add_argument("--n", type=int, default=1_000_000, help="SQLite rows (1M)")
-    parser.add_argument("--pg-n", type=int, default=5_000_000, help="PostgreSQL rows (5M)")
+    parser.add_argument(
+        "--sizes",
+        default="1000000,5000000,20000000",
+        help="conversations of history at which to measure (1M, 5M, 20M)",
+    )
+    parser.add_argument("--per-hour", type=int, default=5_000, help="traffic (5,000 an hour)")
+    parser.add_argument("--users", type=int, default=100_000, help="user population (100,000)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs a size, an hour apart (3)")
     parser.add_argument(
         "--postgres",
         metavar="URL",
-        help="an existing PostgreSQL database (emptied tables are not "
-        "assumed: use a fresh one); default: start a throwaway cluster",
+        help="an existing, empty PostgreSQL database; default: start a throwaway cluster",
     )
     parser.add_argument(
-        "--per-user",
-        type=int,
-        default=1,
-        help="timing: conversations a user (1, the most users possible)",
+        "--skip-raw", action="store_true", help="do not time the full scan for comparison"
     )
-    parser.add_argument("--skip-sqlite", action="store_true")
-    parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args(argv)
     if not args.skip_accuracy:
         started = time.perf_counter()
         accuracy(args.runs, args.e2e_runs, args.seed)
         print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
     if not args.skip_timing:
-        timing(args)
+        scale(args)
     return 0
 
 

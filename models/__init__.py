@@ -7,8 +7,14 @@ from models.idempotency import IdempotencyKey
 from models.insights import PatternInsight
 from models.jobs import FINISHED_STATUSES, JOB_STATUSES, OptimizationJob
 from models.llm_calls import LlmCall
+from models.pattern_rollups import (
+    PatternSegmentUnitHour,
+    PatternTagUnitHour,
+    PatternUnitHour,
+    RollupMark,
+)
 from models.prompts import Prompt, PromptActivation, PromptVersion
-from models.rollups import ExperimentUnitSums
+from models.rollups import ExperimentStratumSums, ExperimentUnitSums
 from models.routing import RoutingStamp
 from models.signatures import UsedSignature
 
@@ -18,6 +24,7 @@ __all__ = [
     "Experiment",
     "ExperimentAnalysis",
     "ExperimentArm",
+    "ExperimentStratumSums",
     "ExperimentUnitSums",
     "FINISHED_STATUSES",
     "IdempotencyKey",
@@ -25,9 +32,13 @@ __all__ = [
     "LlmCall",
     "OptimizationJob",
     "PatternInsight",
+    "PatternSegmentUnitHour",
+    "PatternTagUnitHour",
+    "PatternUnitHour",
     "Prompt",
     "PromptActivation",
     "PromptVersion",
+    "RollupMark",
     "RoutingStamp",
     "UsedSignature",
     "UtcDateTime",

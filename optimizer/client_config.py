@@ -13,16 +13,22 @@ for every unit, exactly what optimizer.resolve answers:
                                            "status": "active" | "stopped",
                                            "role": "control" | "variant"}, ...]} | null}]}
 
-The rules are resolve's: an experiment is listed only while it is running or paused and its
-control arm is active (otherwise resolve ignores it); every arm is listed, stopped ones too,
-so the slices of the others never move. Prompts are ordered by name and arms by id, so the
-same state always gives the same document and the same ETag.
+The rules are resolve's: an experiment is listed only while it is running or paused, its
+control arm is active and every weight is a positive finite number (otherwise resolve
+ignores it: a weight of NaN or infinity, which PostgreSQL's `weight > 0` check lets
+through, cannot split units); every arm is listed, stopped ones too, so the slices of the
+others never move. Prompts are ordered by name and arms by id, so the same state always
+gives the same document and the same ETag.
+
+The server builds this document once per change of routing (optimizer.routing_refresh):
+resolve evaluates it (optimizer.routing) and GET /v1/config serves it as built.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -32,13 +38,13 @@ from sqlalchemy.orm import Session
 from models.experiments import Experiment, ExperimentArm
 from models.prompts import Prompt, PromptVersion
 from optimizer.assignment import SCHEME_NAME, SCHEME_VERSION
-from optimizer.clock import iso, utcnow
 
 LIVE_STATUSES = ("running", "paused")
 
 
 def build(session: Session) -> dict[str, Any]:
-    """The document without `generated_at` (what the ETag covers)."""
+    """The document without `generated_at` (what the ETag covers), read in `session`'s
+    transaction."""
     prompts = session.execute(
         select(
             Prompt.id,
@@ -96,6 +102,8 @@ def _live_experiments(session: Session) -> dict[int, dict[str, Any]]:
     for (prompt_id, experiment_id, status), experiment_arms in arms.items():
         if not any(arm.is_control and arm.status == "active" for arm in experiment_arms):
             continue
+        if not all(math.isfinite(arm.weight) and arm.weight > 0 for arm in experiment_arms):
+            continue
         live.setdefault(
             prompt_id,
             {
@@ -124,12 +132,6 @@ def etag(document: dict[str, Any]) -> str:
     stable = {key: value for key, value in document.items() if key != "generated_at"}
     canonical = json.dumps(stable, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return '"' + hashlib.sha256(canonical.encode()).hexdigest() + '"'
-
-
-def client_config(session: Session) -> tuple[dict[str, Any], str]:
-    """The document with `generated_at`, and its ETag."""
-    document = build(session)
-    return {**document, "generated_at": iso(utcnow())}, etag(document)
 
 
 def tag_matches(if_none_match: str | None, tag: str) -> bool:

@@ -8,6 +8,7 @@ after CONVERSATION_RETENTION_DAYS, without changing any statistic.
   the control's first values. Until then the experiment's old rows stay. A finished
   experiment's checks are stored with their figures; its rows go at the age limit.
 - Transcripts feed no statistic.
+- The pattern rollup's hours older than 8 days are deleted too: no window reaches them.
 
 Deletes run in batches of BATCH rows, each its own short transaction, per prompt through
 the (prompt_id, occurred_at) index: a pass finds old rows without scanning young ones.
@@ -21,14 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from models.conversations import Conversation as C
 from models.experiments import Experiment
 from models.prompts import Prompt
+from optimizer.db import session_factory
 from optimizer.experiments.store import LIVE_STATUSES
+from optimizer.patterns import rollup as patterns_rollup
 from optimizer.stats.metrics import CAPPED
 from optimizer.watermark import order_column
 
@@ -39,6 +42,7 @@ BATCH = 10_000
 class Pruned:
     conversations: int
     transcripts: int
+    pattern_hours: int
 
 
 def _caps_complete(rollup_caps: str | None) -> bool:
@@ -64,7 +68,12 @@ def _deletable(engine: Engine) -> ColumnElement[bool]:
         if row.rolled_up_to is not None and _caps_complete(row.rollup_caps)
     ]
     live_ids = [row.id for row in live]
-    return or_(C.experiment_id.is_(None), C.experiment_id.not_in(live_ids), *rolled_up)
+    safe = or_(C.experiment_id.is_(None), C.experiment_id.not_in(live_ids), *rolled_up)
+    if engine.dialect.name == "sqlite":
+        # The newest row stays: SQLite gives a new row max(id) + 1, so deleting the newest
+        # rows would hand their ids out again, below the rollups' marks.
+        return and_(safe, C.id < select(func.max(C.id)).scalar_subquery())
+    return safe
 
 
 def _batches(engine: Engine, statement: Any, ids: Any) -> int:
@@ -79,8 +88,9 @@ def _batches(engine: Engine, statement: Any, ids: Any) -> int:
 
 
 def prune_conversations(
-    engine: Engine, *, conversations_before: datetime, transcripts_before: datetime
+    engine: Engine, *, now: datetime, conversations_before: datetime, transcripts_before: datetime
 ) -> Pruned:
+    """Also prunes the pattern rollup's hours that no window reaches any more."""
     with engine.connect() as conn:
         prompt_ids = list(conn.scalars(select(Prompt.id)))
     deletable = _deletable(engine)
@@ -102,4 +112,6 @@ def prune_conversations(
             .limit(BATCH)
         )
         cleared += _batches(engine, update(C).values(transcript=None), old_transcripts)
-    return Pruned(conversations=deleted, transcripts=cleared)
+    with session_factory(engine).begin() as session:
+        hours = patterns_rollup.prune(session, now)
+    return Pruned(conversations=deleted, transcripts=cleared, pattern_hours=hours)

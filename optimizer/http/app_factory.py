@@ -18,6 +18,7 @@ from optimizer.http import (
     openapi,
     probes,
     rate_limit,
+    routing_app,
     signing,
 )
 from optimizer.http import prometheus as http_metrics
@@ -45,6 +46,7 @@ def create_app(
     app[ENGINE] = engine
     app[STATS] = stats
     app[HEALTH] = health
+    routing_app.install(app, engine)
     signing.install(app, settings)
     rate_limit.install(app, settings)
     probes.add_routes(app)

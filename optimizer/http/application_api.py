@@ -1,6 +1,7 @@
 """The application API (Bearer INGEST_TOKEN; the admin token does not open it):
 
-GET  /v1/prompts/{name}/resolve?unit_id=U   which version this unit gets (sticky; no write)
+GET  /v1/prompts/{name}/resolve?unit_id=U   which version this unit gets (sticky; answered
+                                            from memory: optimizer.routing_refresh)
 POST /v1/conversations                      one record or {"conversations": [...]}; 202
                                             (optional Idempotency-Key: optimizer.idempotency)
 
@@ -18,15 +19,16 @@ from aiohttp import web
 
 from optimizer import idempotency, ingest
 from optimizer.clock import utcnow
-from optimizer.db import read_only
 from optimizer.http import responses as out
-from optimizer.http.body import parse_json_document, read_query
+from optimizer.http.body import read_query
 from optimizer.http.endpoints import Endpoint, Reply, register
 from optimizer.http.errors import ApiError
+from optimizer.http.fast_json import parse_json_document
 from optimizer.http.keys import ENGINE
 from optimizer.http.rate_limit import rate_limited
 from optimizer.http.requests import ConversationsBody, ResolveQuery
-from optimizer.resolve import resolve
+from optimizer.http.routing_app import ROUTING
+from optimizer.resolve import check_prompt_name
 
 log = logging.getLogger("prompt_worker.http.application")
 
@@ -35,11 +37,14 @@ RESOLVE_PARAMS = tuple(ResolveQuery.model_fields)
 
 @rate_limited
 async def resolve_prompt(request: web.Request) -> web.Response:
+    # From the process's snapshot, on the event loop: no database access and no thread,
+    # except right after this process changed routing itself (optimizer.routing_refresh).
     query = read_query(request, ResolveQuery)
-    answer = await asyncio.to_thread(
-        resolve, read_only(request.app[ENGINE]), request.match_info["name"], query.unit_id
-    )
-    return web.json_response(answer)
+    name = check_prompt_name(request.match_info["name"])
+    cache = request.app[ROUTING]
+    snapshot = cache.fresh() or await cache.current()
+    body = snapshot.routing.body(name, query.unit_id)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 @rate_limited

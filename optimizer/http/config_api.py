@@ -1,36 +1,36 @@
 """GET /v1/config (Bearer INGEST_TOKEN): everything an SDK needs to resolve prompts locally
-(optimizer.client_config), with a strong ETag; a matching If-None-Match answers 304."""
+(optimizer.client_config), with a strong ETag; a matching If-None-Match answers 304.
+Served from the process's routing snapshot (optimizer.routing_refresh), the document
+resolve itself evaluates."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from aiohttp import web
-from sqlalchemy.orm import Session
 
-from optimizer.client_config import client_config, tag_matches
-from optimizer.db import read_only
+from optimizer.client_config import tag_matches
 from optimizer.http import responses as out
 from optimizer.http.body import read_query
 from optimizer.http.endpoints import Endpoint, Reply, register
-from optimizer.http.keys import ENGINE
 from optimizer.http.rate_limit import rate_limited
 from optimizer.http.requests import NoQuery
-
-
-def _read(request: web.Request) -> tuple[dict[str, Any], str]:
-    with Session(read_only(request.app[ENGINE])) as session:
-        return client_config(session)
+from optimizer.http.routing_app import ROUTING
 
 
 @rate_limited
 async def get_config(request: web.Request) -> web.Response:
+    # The process's snapshot, serialized and tagged once when it was read: a 304 or a 200
+    # costs no database access and no encoding.
     read_query(request, NoQuery)
-    document, tag = await asyncio.to_thread(_read, request)
-    if tag_matches(request.headers.get("If-None-Match"), tag):
-        return web.Response(status=304, headers={"ETag": tag})
-    return web.json_response(document, headers={"ETag": tag})
+    cache = request.app[ROUTING]
+    snapshot = cache.fresh() or await cache.current()
+    if tag_matches(request.headers.get("If-None-Match"), snapshot.etag):
+        return web.Response(status=304, headers={"ETag": snapshot.etag})
+    return web.Response(
+        body=snapshot.config_body,
+        content_type="application/json",
+        charset="utf-8",
+        headers={"ETag": snapshot.etag},
+    )
 
 
 ENDPOINTS = (

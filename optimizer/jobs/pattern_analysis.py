@@ -2,10 +2,14 @@
 as insights, and queue variant generation when something new is worth acting on.
 
 Payload: {} analyses every prompt whose active version has conversations in the last 24
-hours (before the run's now). That is a fixed rule rather than "newer than the last
-analysis" because nothing records an analysis that found nothing, and an hourly schedule
-over a 24-hour window re-checks every finding each hour, which is what keeps last_seen_at
-and occurrences meaningful. {"prompt": NAME} analyses that prompt only.
+whole hours (before the hour the run's now falls in: see aggregate.Bounds). That is a fixed
+rule rather than "newer than the last analysis" because nothing records an analysis that
+found nothing, and an hourly schedule over a 24-hour window re-checks every finding each
+hour, which is what keeps last_seen_at and occurrences meaningful. {"prompt": NAME}
+analyses that prompt only.
+
+A run first brings the pattern rollup up to date (optimizer.patterns.rollup, its own short
+transaction), then reads it.
 
 Per prompt the result holds: conversations and units per window, tests, significant,
 actionable, untested_metrics (each metric no conversation reports, with the reason), new,
@@ -26,7 +30,6 @@ from typing import Any
 
 from pydantic import Field
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from optimizer.clock import iso
@@ -40,9 +43,9 @@ from optimizer.jobs.spec import JobSpec, Schedule, job_payload
 from optimizer.patterns import aggregate, llm_themes, store
 from optimizer.patterns.aggregate import Bounds
 from optimizer.patterns.describe import InsightDraft, finding_draft, theme_draft
+from optimizer.patterns.rollup import roll_up_patterns
 from optimizer.patterns.segments import (
     Finding,
-    GroupSums,
     Rules,
     build_tests,
     evaluate,
@@ -73,7 +76,6 @@ class Analysis:
     themes: ThemeResult
     failed: list[tuple[int, str]]
     llm_refreshed_at: datetime | None
-    tags_note: str
     conversations: dict[str, int]
     units: dict[str, int]
     untested: dict[str, str]
@@ -88,13 +90,19 @@ def _rules(ctx: ServiceContext) -> Rules:
     )
 
 
-def _tags(session: Session, target: store.Target, bounds: Bounds) -> tuple[list[GroupSums], str]:
-    try:
-        with session.begin_nested():  # a failed statement must not end the transaction
-            return aggregate.tag_sums(session.connection(), target.version_id, bounds), "ok"
-    except DataError as exc:  # PostgreSQL < 16 meeting a malformed tags value
-        first = (str(exc.orig).strip().splitlines() or ["invalid JSON"])[0][:200]
-        return [], f"skipped: a conversation's tags is not valid JSON ({first})"
+def _roll_up(ctx: ServiceContext, now: datetime) -> str:
+    """Brings the pattern rollup up to date; its note on the tags."""
+    with ctx.sessions.begin() as session:
+        return roll_up_patterns(session, now).tags
+
+
+def _reader(ctx: ServiceContext) -> Session:
+    """A read-only session; on PostgreSQL one snapshot for all its statements, so the
+    totals, segments and tags agree even while another replica's rollup pass commits."""
+    engine = read_only(ctx.engine)
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="REPEATABLE READ")
+    return session_factory(engine)()
 
 
 def _finding_drafts(
@@ -137,10 +145,10 @@ def _finding_drafts(
 def _analyse(ctx: ServiceContext, target: store.Target, now: datetime) -> Analysis:
     """Everything that reads: one read-only transaction (no write lock on SQLite)."""
     rules, bounds = _rules(ctx), Bounds(now)
-    with session_factory(read_only(ctx.engine))() as session:
+    with _reader(ctx) as session:
         conn = session.connection()
         sums = aggregate.segment_sums(conn, target.version_id, bounds)
-        tags, tags_note = _tags(session, target, bounds)
+        tags = aggregate.tag_sums(conn, target.version_id, bounds)
         findings = evaluate(build_tests([*sums.segments, *tags], sums.totals), rules)
         failed = aggregate.transcripts(conn, target.version_id, bounds, success=False)
         succeeded = aggregate.transcripts(conn, target.version_id, bounds, success=True)
@@ -156,7 +164,7 @@ def _analyse(ctx: ServiceContext, target: store.Target, now: datetime) -> Analys
                 themes,
                 version_id=target.version_id,
                 window_start=bounds.since_7d,
-                window_end=now,
+                window_end=bounds.until,
                 sample_ids=ids,
             )
         )
@@ -167,7 +175,6 @@ def _analyse(ctx: ServiceContext, target: store.Target, now: datetime) -> Analys
         themes,
         failed,
         refreshed,
-        tags_note,
         {"24h": windows[0].conversations, "7d": windows[1].conversations},
         {"24h": windows[0].units, "7d": windows[1].units},
         untested_metrics(sums.totals),
@@ -241,13 +248,17 @@ async def analyze_prompt(
     """Analyse one prompt (a full_cycle job calls this with chain=False and queues the next
     step itself). Does not add to patternsAnalyzed: the caller counts its run once."""
     target = await asyncio.to_thread(_load_target, ctx, name)
-    return await _analyse_target(ctx, job, target, chain=chain)
+    tags_note = await asyncio.to_thread(_roll_up, ctx, ctx.clock())
+    return await _analyse_target(ctx, job, target, tags_note, chain=chain)
 
 
 async def _analyse_target(
-    ctx: ServiceContext, job: ActiveJob, target: store.Target, *, chain: bool
+    ctx: ServiceContext, job: ActiveJob, target: store.Target, tags_note: str, *, chain: bool
 ) -> dict[str, Any]:
+    """Analyse one prompt from the rollup as the caller's pass left it (`tags_note`: the
+    pass's note on the tags)."""
     now = ctx.clock()
+    bounds = Bounds(now)
     analysis = await asyncio.to_thread(_analyse, ctx, target, now)
     named = await llm_themes.name_themes(
         ctx.settings,
@@ -263,8 +274,8 @@ async def _analyse_target(
             llm_themes.draft(
                 named,
                 version_id=target.version_id,
-                window_start=Bounds(now).since_7d,
-                window_end=now,
+                window_start=bounds.since_7d,
+                window_end=bounds.until,
             )
         )
     saved = await asyncio.to_thread(_save, ctx, target, drafts, now)
@@ -294,7 +305,7 @@ async def _analyse_target(
     return {
         "prompt": target.name,
         "version": target.version,
-        "window_end": iso(now),
+        "window_end": iso(bounds.until),
         "conversations_24h": analysis.conversations.get("24h", 0),
         "conversations_7d": analysis.conversations.get("7d", 0),
         "units_24h": analysis.units.get("24h", 0),
@@ -309,7 +320,7 @@ async def _analyse_target(
         "theme_terms": [t.term for t in analysis.themes.terms],
         "themes_note": analysis.themes.skipped,
         "llm_themes": named.summary(),
-        "tags": analysis.tags_note,
+        "tags": tags_note,
         "insight_ids": [s.id for s in saved],
         "new_actionable_insight_ids": [s.id for s in fresh],
         "variant_generation_job_id": chained.job_id,
@@ -318,8 +329,9 @@ async def _analyse_target(
 
 
 def _recent(ctx: ServiceContext, now: datetime) -> list[store.Target]:
+    bounds = Bounds(now)
     with ctx.sessions() as session:
-        return store.recent_targets(session, Bounds(now).since_24h, now)
+        return store.recent_targets(session, bounds.since_24h, bounds.until)
 
 
 async def analyze_patterns(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any]:
@@ -329,11 +341,12 @@ async def analyze_patterns(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any
         results = [await analyze_prompt(ctx, job, name)]
         errors: list[dict[str, Any]] = []
     else:
+        tags_note = await asyncio.to_thread(_roll_up, ctx, ctx.clock())
         targets = await asyncio.to_thread(_recent, ctx, ctx.clock())
         results, errors = [], []
         for done, target in enumerate(targets, start=1):
             try:
-                results.append(await _analyse_target(ctx, job, target, chain=True))
+                results.append(await _analyse_target(ctx, job, target, tags_note, chain=True))
             except Exception as exc:  # one prompt's failure must not hide the others
                 log.error(
                     "pattern analysis failed",

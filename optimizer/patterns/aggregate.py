@@ -1,36 +1,42 @@
 """The SQL side of pattern analysis. Conversation rows never travel into Python to be
 counted, and neither do per-unit rows: the database returns sums over units per group.
 
-Units (`unit_id`) are the independent observations (see significance). Per unit the
-database forms its conversations and, per metric, the sum Y and count M of the values, for
-the last 24 hours and the last 7 days in one pass (conditional aggregates over the 7-day
-range, which the (version_id, occurred_at) index serves); per (group value, unit) the same
-for the unit's part in the group. Each part is paired with its unit's totals, and per group
-value the database sums the products the delta-method variance and the effective degrees
-of freedom need. The window totals, and the regression test (the last 24 hours as a group
-of the 7 days), come from the per-unit rows alone. Per-unit values are cast to floating
-point first, so sums of squares and fourth powers cannot overflow an integer.
+Units (`unit_id`) are the independent observations (see significance). The figures come
+from the pattern rollup (optimizer.patterns.rollup), which holds per (version, hour, unit)
+and per (version, hour, segment or tag, unit) the conversations n and, per metric, the sum
+y and count m of the values (and q, the sum of squares, on the version's rows). Per unit the
+database sums the unit's hours in the last 24 hours and the last 7 days in one pass
+(conditional sums over the 7-day range, which the rollup's primary key serves); per (group
+value, unit) the same for the unit's part in the group. Each part is paired with its unit's
+totals, and per group value the database sums the products the delta-method variance and
+the effective degrees of freedom need. The window totals, and the regression test (the last
+24 hours as a group of the 7 days), come from the per-unit rows alone. Per-unit values are
+cast to floating point first, so sums of squares and fourth powers cannot overflow an
+integer.
 
-Tags are a JSON list in a text column. They are unnested in SQL (json_each on SQLite,
-jsonb_array_elements on PostgreSQL, via a text cast so a json or jsonb column works too),
-each tag counted once per conversation even when listed twice, and a row whose tags are not
-a JSON array contributes no tags instead of failing the query. PostgreSQL 16 tests that
-with pg_input_is_valid; before 16 a regular expression admits only arrays of well-formed
-JSON strings (what ingest writes). Should a value still fail the cast there (a lone UTF-16
-surrogate escape), the caller skips the tag dimension with the reason.
+Windows are whole hours (Bounds): a run at `now` covers the 24 and the 168 hours before the
+hour `now` falls in. The hourly schedule runs at minute 0, so that is the last 24 complete
+hours; a conversation counts from its hour on, whenever it arrives. For such windows the
+per-unit figures are exactly those of a scan of the raw conversations (a property test
+checks it on both databases). The transcripts and sample ids still come from the raw rows
+of the same windows (kept at least 8 days, see optimizer.retention).
+
+Tags are unnested as optimizer.patterns.tags_sql describes: each tag counted once per
+conversation, and a row whose tags are not a JSON array contributes no tags.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     Float,
-    Integer,
     Select,
     String,
+    Table,
     bindparam,
     case,
     cast,
@@ -38,7 +44,6 @@ from sqlalchemy import (
     literal_column,
     null,
     select,
-    text,
     union_all,
 )
 from sqlalchemy.engine import Connection, RowMapping
@@ -47,10 +52,13 @@ from sqlalchemy.sql.selectable import Subquery
 
 from models.base import UtcDateTime
 from models.conversations import Conversation
+from optimizer.patterns import tags_sql
+from optimizer.patterns.rollup import TABLES, floor_hour
 from optimizer.patterns.sampling import TRANSCRIPT_CHARS, TRANSCRIPT_SAMPLE
 from optimizer.patterns.segments import (
     METRICS,
     MIN_GROUP_N,
+    WINDOW_HOURS,
     WINDOWS,
     GroupSums,
     GroupWindow,
@@ -58,26 +66,32 @@ from optimizer.patterns.segments import (
     WindowSums,
 )
 from optimizer.patterns.significance import GroupMoments, WindowMoments
-from optimizer.stats.metrics import PATTERNS, Metric
+from optimizer.stats.metrics import PATTERNS
 
 C = Conversation
+UNITS, SEGMENT_PARTS, TAG_PARTS = TABLES
 MAX_VALUES_PER_DIMENSION = 200  # the largest groups of a dimension, by 7-day count
 SAMPLE_IDS = 10
 
 
 @dataclass(frozen=True)
 class Bounds:
-    """The windows of one run, all ending at `until` (the run's now)."""
+    """The windows of a run at `now`: whole hours, [since, until) with `until` the start of
+    the hour `now` falls in."""
 
-    until: datetime
+    now: datetime
+
+    @property
+    def until(self) -> datetime:
+        return floor_hour(self.now)
 
     @property
     def since_24h(self) -> datetime:
-        return self.until - timedelta(hours=24)
+        return self.until - timedelta(hours=WINDOW_HOURS["24h"])
 
     @property
     def since_7d(self) -> datetime:
-        return self.until - timedelta(days=7)
+        return self.until - timedelta(hours=WINDOW_HOURS["7d"])
 
     def params(self, version_id: int) -> dict[str, Any]:
         return {
@@ -88,67 +102,68 @@ class Bounds:
         }
 
 
-def _at(name: str) -> Any:
+def at(name: str) -> Any:
+    """A bound moment (Bounds.params names them)."""
     return bindparam(name, type_=UtcDateTime())
 
 
-def _in_range(occurred_at: Any) -> list[ColumnElement[bool]]:
-    return [occurred_at > _at("since_7d"), occurred_at <= _at("until")]
-
-
-def _float_sum(expr: Any) -> Any:
+def float_sum(expr: Any) -> Any:
     return func.coalesce(cast(func.sum(expr), Float), 0.0)
 
 
-def _value(m: Metric, column: Any) -> Any:
-    """One conversation's value of the metric as a float: a proportion as 1.0 or 0.0."""
-    if m.kind == "proportion":
-        return case((column.is_(None), None), (column, 1.0), else_=0.0)
-    return cast(column, Float)
-
-
-def _columns(source: Any) -> dict[str, Any]:
-    """Each metric's column in `source`: the conversations table or the tagged rows."""
-    if source is C:
-        return {m.name: getattr(C, m.column) for m in PATTERNS}
-    return {m.name: source.c[m.name] for m in PATTERNS}
-
-
-def _per_unit(occurred_at: Any, columns: dict[str, Any], *, squares: bool = False) -> list[Any]:
-    """A unit's (or a unit's part in a group's) figures for both windows: conversations n,
-    and per metric the sum y, the count m and, with `squares`, a mean metric's sum of
-    squares q (only the window totals need it; narrow rows keep the sorts small; for a
-    proportion a value squared is the value, so q is y)."""
-    recent = occurred_at > _at("since_24h")
-    values = {m: _value(m, columns[m.name]) for m in PATTERNS}
+def _figures(table: Table, *, squares: bool = False) -> list[Any]:
+    """A unit's (or a unit's part in a group's) figures for both windows, summed over its
+    hours: conversations n, and per metric the sum y, the count m and, with `squares`, a
+    mean metric's sum of squares q (only the window totals need it; narrow rows keep the
+    sorts small; for a proportion a value squared is the value, so q is y)."""
+    recent = table.c.hour >= at("since_24h")
     out: list[Any] = []
     for window, keep in (("7d", None), ("24h", recent)):
 
-        def w(expr: Any, keep: Any = keep) -> Any:
-            return expr if keep is None else case((keep, expr), else_=None)
+        def w(name: str, keep: Any = keep) -> Any:
+            column = table.c[name]
+            return float_sum(column if keep is None else case((keep, column), else_=None))
 
-        every = func.count() if keep is None else func.count(w(1))
-        out.append(cast(every, Float).label(f"n_{window}"))
-        for m, value in values.items():
+        out.append(w("n").label(f"n_{window}"))
+        for m in PATTERNS:
             out += [
-                _float_sum(w(value)).label(f"{m.name}_y_{window}"),
-                cast(func.count(w(value)), Float).label(f"{m.name}_m_{window}"),
+                w(f"{m.name}_y").label(f"{m.name}_y_{window}"),
+                w(f"{m.name}_m").label(f"{m.name}_m_{window}"),
             ]
         if squares:
             out += [
-                _float_sum(w(value * value)).label(f"{m.name}_q_{window}")
-                for m, value in values.items()
+                w(f"{m.name}_q").label(f"{m.name}_q_{window}")
+                for m in PATTERNS
                 if m.kind != "proportion"
             ]
     return out
 
 
+def _in_windows(table: Table) -> list[ColumnElement[bool]]:
+    return [
+        table.c.version_id == bindparam("version_id"),
+        table.c.hour >= at("since_7d"),
+        table.c.hour < at("until"),
+    ]
+
+
 def _units(*extra: Any, squares: bool = False) -> Select[Any]:
-    """One row per unit of the version in the 7-day range: its figures (see _per_unit)."""
+    """One row per unit of the version in the 7-day range: its figures (see _figures)."""
     return (
-        select(*extra, C.unit_id, *_per_unit(C.occurred_at, _columns(C), squares=squares))
-        .where(C.version_id == bindparam("version_id"), *_in_range(C.occurred_at))
-        .group_by(C.unit_id)
+        select(*extra, UNITS.c.unit_id, *_figures(UNITS, squares=squares))
+        .where(*_in_windows(UNITS))
+        .group_by(UNITS.c.unit_id)
+    )
+
+
+def _parts(table: Table, column: str) -> Subquery:
+    """One row per (group value, unit): the unit's figures inside the group."""
+    value = table.c[column]
+    return (
+        select(value.label("value"), table.c.unit_id, *_figures(table))
+        .where(*_in_windows(table))
+        .group_by(table.c.unit_id, value)
+        .subquery("parts")
     )
 
 
@@ -159,13 +174,13 @@ def _count_if(condition: Any) -> Any:
 def _moment_columns(prefix: str, y: Any, m: Any) -> list[Any]:
     """Sums over units of y, m and their powers (WindowMoments' and GroupMoments' own)."""
     return [
-        _float_sum(y).label(f"{prefix}_y"),
-        _float_sum(m).label(f"{prefix}_m"),
-        _float_sum(y * y).label(f"{prefix}_yy"),
-        _float_sum(m * m).label(f"{prefix}_mm"),
-        _float_sum(y * m).label(f"{prefix}_ym"),
-        _float_sum(m * m * m).label(f"{prefix}_m3"),
-        _float_sum(m * m * m * m).label(f"{prefix}_m4"),
+        float_sum(y).label(f"{prefix}_y"),
+        float_sum(m).label(f"{prefix}_m"),
+        float_sum(y * y).label(f"{prefix}_yy"),
+        float_sum(m * m).label(f"{prefix}_mm"),
+        float_sum(y * m).label(f"{prefix}_ym"),
+        float_sum(m * m * m).label(f"{prefix}_m3"),
+        float_sum(m * m * m * m).label(f"{prefix}_m4"),
         _count_if(m > 0).label(f"{prefix}_units"),
     ]
 
@@ -175,28 +190,29 @@ def _cross_columns(prefix: str, yg: Any, mg: Any, y: Any, m: Any) -> list[Any]:
     the outside part's corrections (see GroupMoments)."""
     out = m - mg
     return [
-        _float_sum(yg * y).label(f"{prefix}_y_y"),
-        _float_sum(yg * m).label(f"{prefix}_y_m"),
-        _float_sum(mg * y).label(f"{prefix}_m_y"),
-        _float_sum(mg * m).label(f"{prefix}_m_m"),
+        float_sum(yg * y).label(f"{prefix}_y_y"),
+        float_sum(yg * m).label(f"{prefix}_y_m"),
+        float_sum(mg * y).label(f"{prefix}_m_y"),
+        float_sum(mg * m).label(f"{prefix}_m_m"),
         func.coalesce(func.sum(case((out > 0, 1), else_=0) - case((m > 0, 1), else_=0)), 0).label(
             f"{prefix}_out_units_adj"
         ),
-        _float_sum(out * out * out - m * m * m).label(f"{prefix}_out_m3_adj"),
-        _float_sum(out * out * out * out - m * m * m * m).label(f"{prefix}_out_m4_adj"),
+        float_sum(out * out * out - m * m * m).label(f"{prefix}_out_m3_adj"),
+        float_sum(out * out * out * out - m * m * m * m).label(f"{prefix}_out_m4_adj"),
     ]
 
 
-def _totals_statement() -> Select[Any]:
-    u = _units(squares=True).subquery("u")
+def totals_statement(u: Subquery) -> Select[Any]:
+    """The version's window sums from `u`, one row per unit with its figures (squares
+    included)."""
     columns: list[Any] = []
     for window in WINDOWS:
         columns += [
-            _float_sum(u.c[f"n_{window}"]).label(f"n_{window}"),
+            float_sum(u.c[f"n_{window}"]).label(f"n_{window}"),
             _count_if(u.c[f"n_{window}"] > 0).label(f"units_{window}"),
         ]
         columns += [
-            _float_sum(u.c[f"{m.name}_q_{window}"]).label(f"{m.name}_q_{window}")
+            float_sum(u.c[f"{m.name}_q_{window}"]).label(f"{m.name}_q_{window}")
             for m in PATTERNS
             if m.kind != "proportion"
         ]
@@ -221,35 +237,20 @@ UNIT_TOTALS = [
 ]
 
 
-def _segments_with_unit_totals() -> tuple[Subquery, ColumnElement[bool]]:
-    """Per (segment, unit) figures, each row with its unit's window totals (unit_*). The
-    NULL segment is grouped too, so a unit's rows cover all its conversations and a window
-    sum over the unit gives its totals: one grouped scan, no join (see _tags_with...)."""
-    parts = (
-        select(C.segment.label("value"), C.unit_id, *_per_unit(C.occurred_at, _columns(C)))
-        .where(C.version_id == bindparam("version_id"), *_in_range(C.occurred_at))
-        .group_by(C.unit_id, C.segment)
-        .subquery("parts")
-    )
-    totals = [
-        func.sum(parts.c[name]).over(partition_by=parts.c.unit_id).label(f"unit_{name}")
-        for name in UNIT_TOTALS
-    ]
-    joined = select(parts, *totals).subquery("joined")
-    return joined, joined.c.value.is_not(None)
+def with_unit_totals(
+    units: Callable[..., Select[Any]], parts: Subquery
+) -> tuple[Subquery, ColumnElement[bool]]:
+    """The per-(value, unit) rows of `parts`, each with its unit's window totals (unit_*);
+    `units(*extra)` selects the extra columns and then the same columns as `parts`, one row
+    per unit.
 
-
-def _tags_with_unit_totals(parts: Subquery) -> tuple[Subquery, ColumnElement[bool]]:
-    """The per-(tag, unit) rows of `parts`, each with its unit's window totals (unit_*).
-
-    Logically a join of `parts` to the per-unit subquery on unit_id. It is written as one
+    Logically a join of `parts` to the per-unit rows on unit_id. It is written as one
     stream of both kinds of row, partitioned by unit_id, because a join of two aggregates
-    is where PostgreSQL goes wrong on a stale estimate (the index leads with version_id, so
-    the planner cannot look up where occurred_at really ends): expecting one unit, it may
-    pick a nested loop that re-aggregates the units for every group row, which is
-    quadratic. A window partition is a sort, whatever the estimate."""
+    is where PostgreSQL goes wrong on a stale estimate: expecting one unit, it may pick a
+    nested loop that re-aggregates the units for every group row, which is quadratic. A
+    window partition is a sort, whatever the estimate."""
     names = [c.name for c in parts.c if c.name not in ("value", "unit_id")]
-    unit_rows = _units(cast(null(), String).label("value"), literal_column("1").label("is_unit"))
+    unit_rows = units(cast(null(), String).label("value"), literal_column("1").label("is_unit"))
     group_rows = select(
         parts.c.value,
         literal_column("0").label("is_unit"),
@@ -267,13 +268,13 @@ def _tags_with_unit_totals(parts: Subquery) -> tuple[Subquery, ColumnElement[boo
     return joined, joined.c.is_unit == 0
 
 
-def _groups_statement(g: Subquery, keep: ColumnElement[bool]) -> Select[Any]:
+def groups_statement(g: Subquery, keep: ColumnElement[bool]) -> Select[Any]:
     """Per group value, over the rows of `g` that `keep` selects (value, a unit's part in
     the group, and its unit_* totals): the sums over units the tests need; the largest
     groups by 7-day conversations."""
     columns: list[Any] = [g.c.value]
     for window in WINDOWS:
-        columns.append(_float_sum(g.c[f"n_{window}"]).label(f"n_{window}"))
+        columns.append(float_sum(g.c[f"n_{window}"]).label(f"n_{window}"))
         for metric in METRICS:
             names = (f"{metric}_y_{window}", f"{metric}_m_{window}")
             yg, mg = (g.c[name] for name in names)
@@ -291,86 +292,11 @@ def _groups_statement(g: Subquery, keep: ColumnElement[bool]) -> Select[Any]:
     )
 
 
-TOTALS: Select[Any] = _totals_statement()
-SEGMENTS: Select[Any] = _groups_statement(*_segments_with_unit_totals())
-
-# The metrics' columns as the tagged rows carry them.
-_TAGGED_METRICS = ", ".join(f"c.{m.column} AS {m.name}" for m in PATTERNS)
-_SQLITE_TAGGED = f"""
-SELECT c.id AS id, c.unit_id AS unit_id, j.value AS value, {_TAGGED_METRICS},
-       c.occurred_at AS occurred_at
-FROM conversations AS c,
-     json_each(CASE WHEN json_valid(c.tags) THEN
-               CASE WHEN json_type(c.tags) = 'array' THEN c.tags END END) AS j
-WHERE c.version_id = :version_id AND c.occurred_at > :since_7d AND c.occurred_at <= :until
-  AND c.tags IS NOT NULL AND j.type = 'text'
-  AND NOT EXISTS (SELECT 1 FROM json_each(c.tags) AS k
-                  WHERE k.key < j.key AND k.type = 'text' AND k.value = j.value)"""
-
-_PG_TAGGED = f"""
-SELECT c.id AS id, c.unit_id AS unit_id, t.value AS value, {_TAGGED_METRICS},
-       c.occurred_at AS occurred_at
-FROM conversations AS c
-CROSS JOIN LATERAL (SELECT DISTINCT e.value #>> '{{{{}}}}' AS value
-                    FROM jsonb_array_elements({{array}}) AS e
-                    WHERE jsonb_typeof(e.value) = 'string') AS t
-WHERE c.version_id = :version_id AND c.occurred_at > :since_7d AND c.occurred_at <= :until
-  AND c.tags IS NOT NULL"""
-
-
-# A JSON array of JSON strings, nothing else: jsonb accepts every text this matches, bar
-# lone surrogate escapes. \u0000 is left out because jsonb refuses it.
-_STRING = r'"(\\(["\\/bfnrt]|u(?!0000)[0-9a-fA-F]{4})|[^"\\\x01-\x1f])*"'
-TAGS_ARRAY_RE = rf"^\s*\[\s*({_STRING}\s*(,\s*{_STRING}\s*)*)?\]\s*$"
-
-
-def pg_tags_array(server_version: tuple[int | str, ...] | None, column: str = "c.tags") -> str:
-    """The tags as a jsonb array, or NULL when they are not one. Binds :tags_array_re
-    before PostgreSQL 16 (see tags_bind)."""
-    major = server_version[0] if server_version else None
-    if isinstance(major, int) and major >= 16:
-        return (
-            f"CASE WHEN pg_input_is_valid({column}::text, 'jsonb') THEN CASE WHEN "
-            f"jsonb_typeof({column}::text::jsonb) = 'array' THEN {column}::text::jsonb "
-            "END END"
-        )
-    return f"CASE WHEN {column}::text ~ :tags_array_re THEN {column}::text::jsonb END"
-
-
-def tags_bind() -> Any:
-    return bindparam("tags_array_re", value=TAGS_ARRAY_RE)
-
-
-def _tags_statement(conn: Connection) -> Select[Any]:
-    if conn.dialect.name == "postgresql":
-        sql = _PG_TAGGED.format(array=pg_tags_array(conn.dialect.server_version_info))
-    else:
-        sql = _SQLITE_TAGGED
-    binds = [bindparam("version_id"), _at("since_7d"), _at("until")]
-    if ":tags_array_re" in sql:
-        binds.append(tags_bind())
-    tagged = (
-        text(sql)
-        .bindparams(*binds)
-        .columns(
-            id=Integer(),
-            unit_id=String(),
-            value=String(),
-            **{m.name: getattr(C, m.column).type for m in PATTERNS},
-            occurred_at=UtcDateTime(),
-        )
-        .subquery("tagged")
-    )
-    parts = (
-        select(
-            tagged.c.value,
-            tagged.c.unit_id,
-            *_per_unit(tagged.c.occurred_at, _columns(tagged)),
-        )
-        .group_by(tagged.c.value, tagged.c.unit_id)
-        .subquery("parts")
-    )
-    return _groups_statement(*_tags_with_unit_totals(parts))
+TOTALS: Select[Any] = totals_statement(_units(squares=True).subquery("u"))
+SEGMENTS: Select[Any] = groups_statement(
+    *with_unit_totals(_units, _parts(SEGMENT_PARTS, "segment"))
+)
+TAGS: Select[Any] = groups_statement(*with_unit_totals(_units, _parts(TAG_PARTS, "tag")))
 
 
 def _window_moments(row: RowMapping, prefix: str, q: float) -> WindowMoments:
@@ -426,7 +352,8 @@ def _group_window(row: RowMapping, window: str) -> GroupWindow:
     )
 
 
-def _totals(row: RowMapping) -> VersionTotals:
+def totals_of(row: RowMapping) -> VersionTotals:
+    """The version's window sums from the row of a totals statement."""
     windows = {}
     for window in WINDOWS:
         # For a proportion a value squared is the value: q is y.
@@ -455,7 +382,8 @@ class VersionSums:
     segments: list[GroupSums]  # the largest MAX_VALUES_PER_DIMENSION segments
 
 
-def _groups(rows: Any, dimension: str) -> list[GroupSums]:
+def groups_of(rows: Any, dimension: str) -> list[GroupSums]:
+    """The groups from the rows of a groups statement."""
     return [
         GroupSums(dimension, str(row["value"]), {w: _group_window(row, w) for w in WINDOWS})
         for row in rows
@@ -464,13 +392,16 @@ def _groups(rows: Any, dimension: str) -> list[GroupSums]:
 
 def segment_sums(conn: Connection, version_id: int, bounds: Bounds) -> VersionSums:
     params = bounds.params(version_id)
-    totals = _totals(conn.execute(TOTALS, params).mappings().one())
-    return VersionSums(totals, _groups(conn.execute(SEGMENTS, params).mappings(), "segment"))
+    totals = totals_of(conn.execute(TOTALS, params).mappings().one())
+    return VersionSums(totals, groups_of(conn.execute(SEGMENTS, params).mappings(), "segment"))
 
 
 def tag_sums(conn: Connection, version_id: int, bounds: Bounds) -> list[GroupSums]:
-    rows = conn.execute(_tags_statement(conn), bounds.params(version_id)).mappings()
-    return _groups(rows, "tag")
+    return groups_of(conn.execute(TAGS, bounds.params(version_id)).mappings(), "tag")
+
+
+def _raw_window(since: datetime, until: datetime) -> list[ColumnElement[bool]]:
+    return [C.occurred_at >= since, C.occurred_at < until]
 
 
 def transcripts(
@@ -488,29 +419,12 @@ def transcripts(
             C.version_id == version_id,
             C.success.is_(success),
             C.transcript.is_not(None),
-            C.occurred_at > bounds.since_7d,
-            C.occurred_at <= bounds.until,
+            *_raw_window(bounds.since_7d, bounds.until),
         )
         .order_by(C.occurred_at.desc(), C.id.desc())
         .limit(limit)
     )
     return [(int(i), t or "") for i, t in rows]
-
-
-def _has_tag(conn: Connection, tag: str) -> ColumnElement[bool]:
-    if conn.dialect.name == "postgresql":
-        array = pg_tags_array(conn.dialect.server_version_info, "conversations.tags")
-        clause = text(f"({array}) @> jsonb_build_array(CAST(:tag AS text))")
-        if ":tags_array_re" in array:
-            clause = clause.bindparams(tags_bind())
-    else:
-        clause = text(
-            "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(conversations.tags)"
-            " THEN CASE WHEN json_type(conversations.tags) = 'array' THEN "
-            "conversations.tags END END) AS k WHERE k.type = 'text' AND "
-            "k.value = :tag)"
-        )
-    return clause.bindparams(tag=tag)  # type: ignore[return-value]
 
 
 def failing_ids(
@@ -524,20 +438,23 @@ def failing_ids(
     with_transcripts: bool = True,
     limit: int = SAMPLE_IDS,
 ) -> list[int]:
-    """Ids of the most recent failed conversations in the group and window. Those with a
-    transcript come first (variant generation shows transcripts, not ids); without
-    `with_transcripts` (the version logs none) that pass is skipped, since it would scan
-    the whole window for nothing."""
+    """Ids of the most recent failed conversations in the group and window [since, until).
+    Those with a transcript come first (variant generation shows transcripts, not ids);
+    without `with_transcripts` (the version logs none) that pass is skipped, since it would
+    scan the whole window for nothing."""
     query = select(C.id).where(
         C.version_id == version_id,
         C.success.is_(False),
-        C.occurred_at > since,
-        C.occurred_at <= until,
+        *_raw_window(since, until),
     )
     if dimension == "segment":
         query = query.where(C.segment == value)
     elif dimension == "tag" and value is not None:
-        query = query.where(C.tags.is_not(None), _has_tag(conn, value))
+        dialect = conn.dialect
+        query = query.where(
+            C.tags.is_not(None),
+            tags_sql.has_tag(dialect.name, dialect.server_version_info, value),
+        )
     # Newest first, in index order, so the scan stops after `limit` matches.
     newest = (C.occurred_at.desc(), C.id.desc())
     found: list[int] = []

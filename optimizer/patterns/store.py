@@ -62,10 +62,10 @@ def target_named(session: Session, name: str) -> Target:
 
 
 def recent_targets(session: Session, since: datetime, until: datetime) -> list[Target]:
-    """Prompts whose active version has conversations in (since, until]."""
+    """Prompts whose active version has conversations in [since, until)."""
     c = Conversation
     recent = exists().where(
-        c.version_id == PromptVersion.id, c.occurred_at > since, c.occurred_at <= until
+        c.version_id == PromptVersion.id, c.occurred_at >= since, c.occurred_at < until
     )
     return [Target(*row) for row in session.execute(_targets().where(recent).order_by(Prompt.name))]
 

@@ -138,6 +138,7 @@ async def prune_conversations(ctx: ServiceContext) -> None:
         pruned = await asyncio.to_thread(
             retention.prune_conversations,
             ctx.engine,
+            now=now,
             conversations_before=now - timedelta(days=settings.conversation_retention_days),
             transcripts_before=now - timedelta(days=settings.transcript_retention_days),
         )
@@ -147,10 +148,14 @@ async def prune_conversations(ctx: ServiceContext) -> None:
             extra={"error": describe(exc, 200)},
         )
         return
-    if pruned.conversations or pruned.transcripts:
+    if pruned.conversations or pruned.transcripts or pruned.pattern_hours:
         log.info(
             "old conversations pruned",
-            extra={"deleted": pruned.conversations, "transcripts_erased": pruned.transcripts},
+            extra={
+                "deleted": pruned.conversations,
+                "transcripts_erased": pruned.transcripts,
+                "pattern_rollup_hours_deleted": pruned.pattern_hours,
+            },
         )
 
 

@@ -44,6 +44,7 @@ from optimizer.prompts import set_active_version
 from optimizer.run_stats import RunStats
 from tests.support.experiments import Clock, make_ctx, make_job, seed_prompt
 from tests.support.http_client import ClientMaker
+from tests.support.patterns import roll_up
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 NAME = "support-bot"
@@ -272,17 +273,17 @@ async def test_tag_dimension_with_messy_rows(engine: Engine) -> None:
     assert not any(fp.startswith("segment:segment=") and i.is_actionable for fp, i in found.items())
 
 
-async def test_tags_that_break_the_cast_skip_only_the_tag_dimension(engine: Engine) -> None:
+async def test_tags_jsonb_refuses_cost_only_their_own_row(engine: Engine) -> None:
     data = rows(16, 3000, billing_rate, segments=SEGMENTS, tags=lambda r: ["web"])
     data[0]["tags"] = '["\\ud800"]'  # a lone surrogate escape: jsonb refuses it
-    seed(engine, data)
+    data[0]["occurred_at"] = NOW - timedelta(hours=1)
+    version_id = seed(engine, data)
     result = (await run(engine))["prompts"][0]
     assert insights(engine)["segment:segment=billing:success:7d"].is_actionable
-    version = engine.dialect.server_version_info or ()
-    if engine.dialect.name == "postgresql" and version < (16,):
-        assert result["tags"].startswith("skipped: a conversation's tags is not valid JSON")
-    else:
-        assert result["tags"] == "ok"
+    assert result["tags"] == "ok"
+    with engine.connect() as conn:
+        (web,) = [g for g in aggregate.tag_sums(conn, version_id, aggregate.Bounds(NOW))]
+    assert web.value == "web" and web.windows["7d"].conversations == len(data) - 1
 
 
 async def test_second_run_updates_instead_of_duplicating(engine: Engine) -> None:
@@ -477,12 +478,14 @@ async def test_heavy_users_do_not_make_a_finding_but_a_planted_segment_is_found(
 def reference_cells(data: list[dict[str, Any]]) -> dict[tuple[Any, ...], np.ndarray]:
     """The sums by their definition, from the raw rows in Python: (group, window, metric,
     "y" or "m") -> an array over units. group: ("total",), ("segment", value) or ("tag",
-    value), each tag once per conversation and anything but a JSON list giving no tags."""
+    value), each tag once per conversation and anything but a JSON list giving no tags.
+    The windows are the whole hours before NOW (on the hour): [NOW - 24 h, NOW), [NOW - 7 d,
+    NOW)."""
     units = {u: i for i, u in enumerate(sorted({r["unit_id"] for r in data}))}
     since = {"24h": NOW - timedelta(hours=24), "7d": NOW - timedelta(days=7)}
     cells: dict[tuple[Any, ...], np.ndarray] = {}
     for row, window, metric in itertools.product(data, WINDOWS, METRICS):
-        if row.get(metric) is None or not since[window] < row["occurred_at"] <= NOW:
+        if row.get(metric) is None or not since[window] <= row["occurred_at"] < NOW:
             continue
         groups = [("total",), *[("tag", t) for t in tags_of(row)]]
         if row.get("segment") is not None:
@@ -505,7 +508,8 @@ def tags_of(row: dict[str, Any]) -> set[str]:
 
 async def test_sql_sums_equal_their_definition(engine: Engine) -> None:
     """Units with conversations in several segments and tags, inside and outside the last
-    24 h, rows outside the 7 days, NULL segments, missing metrics and messy tags."""
+    24 h, rows outside the 7 days, NULL segments, missing metrics and messy tags; the sums
+    read from the rollup."""
     rng = random.Random(23)
     data = []
     for _ in range(1500):
@@ -532,9 +536,12 @@ async def test_sql_sums_equal_their_definition(engine: Engine) -> None:
             }
         )
     version_id = seed(engine, data)
+    # A run 25 minutes past the hour covers the whole hours before it.
+    later = NOW + timedelta(minutes=25)
+    roll_up(engine, later)
     with engine.connect() as conn:
-        version = aggregate.segment_sums(conn, version_id, aggregate.Bounds(NOW))
-        tags = aggregate.tag_sums(conn, version_id, aggregate.Bounds(NOW))
+        version = aggregate.segment_sums(conn, version_id, aggregate.Bounds(later))
+        tags = aggregate.tag_sums(conn, version_id, aggregate.Bounds(later))
     cells = reference_cells(data)
     units = len({r["unit_id"] for r in data})
 

@@ -187,6 +187,7 @@ def test_retention_changes_no_figure(engine: Engine) -> None:
     views = _views(engine, experiment)
     pruned = prune_conversations(
         engine,
+        now=now,
         conversations_before=now - timedelta(days=90),
         transcripts_before=now - timedelta(days=30),
     )
@@ -211,28 +212,40 @@ def test_retention_keeps_what_a_rollup_may_still_need(engine: Engine) -> None:
     ]
     with engine.begin() as conn:
         conn.execute(insert(Conversation), few + loose)
+        conn.execute(insert(Conversation), [{**loose[0], "occurred_at": utcnow()}])  # newest
     cutoff = utcnow() - timedelta(days=90)
-    assert (
-        prune_conversations(
-            engine, conversations_before=cutoff, transcripts_before=cutoff
+
+    def prune() -> int:
+        return prune_conversations(
+            engine, now=utcnow(), conversations_before=cutoff, transcripts_before=cutoff
         ).conversations
-        == 7
-    )
+
+    assert prune() == 7
     _check(engine, experiment)  # rolled up, but the caps are not fixed: still kept
-    assert (
-        prune_conversations(
-            engine, conversations_before=cutoff, transcripts_before=cutoff
-        ).conversations
-        == 0
-    )
+    assert prune() == 0
     with session_factory(engine).begin() as session:
         row = session.get(Experiment, experiment)
         assert row is not None
         row.status = "completed"
-    assert (
-        prune_conversations(
-            engine, conversations_before=cutoff, transcripts_before=cutoff
-        ).conversations
-        == 20
+    assert prune() == 20
+    assert _count(engine) == 1
+
+
+def test_on_sqlite_the_newest_row_stays_however_old(sqlite_engine: Engine) -> None:
+    """SQLite gives a new row max(id) + 1: were the newest row deleted, its id would be
+    handed out again, below the rollups' marks, and the row never counted."""
+    seed_prompt(sqlite_engine)
+    long_ago = utcnow() - timedelta(days=400)
+    rows = [
+        {"prompt_id": 1, "version_id": 1, "unit_id": f"u{i}", "occurred_at": long_ago}
+        for i in range(5)
+    ]
+    with sqlite_engine.begin() as conn:
+        conn.execute(insert(Conversation), rows)
+    cutoff = utcnow() - timedelta(days=90)
+    pruned = prune_conversations(
+        sqlite_engine, now=utcnow(), conversations_before=cutoff, transcripts_before=cutoff
     )
-    assert _count(engine) == 0
+    assert pruned.conversations == 4
+    with sqlite_engine.connect() as conn:
+        assert conn.scalar(select(func.max(Conversation.id))) == 5

@@ -215,7 +215,12 @@ def test_migrations_build_the_models_and_round_trip(db_url: str) -> None:
             "used_signatures",
             "idempotency_keys",
             "experiment_unit_sums",
+            "experiment_stratum_sums",
             "routing_stamp",
+            "pattern_unit_hours",
+            "pattern_segment_unit_hours",
+            "pattern_tag_unit_hours",
+            "rollup_marks",
         }
         _downgrade(engine, "base")
         assert _tables(engine) == set()

@@ -10,7 +10,8 @@ surrogates and NUL, control characters included; unit ids repeat within a batch.
 Properties: a valid batch answers its row count and stores exactly those rows (every field,
 the served and the assigned arm, finite numbers); a batch with one bad row raises
 RowsInvalid naming that row (400 over HTTP, never a 5xx) and stores nothing. Directly and
-over HTTP, on SQLite and PostgreSQL.
+over HTTP, on SQLite and PostgreSQL. On PostgreSQL, COPY (what ingest uses there) and
+INSERT store the same values for any valid batch.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, note, settings
@@ -32,12 +34,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from models.conversations import Conversation
+from optimizer import copy_insert
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.ingest import RowsInvalid, ingest
 from optimizer.ingest_record import FUTURE_TOLERANCE, MAX_TOKENS, ConversationRecord
 from optimizer.stats import metric
 from tests.integration.test_ingest import World, seed
+from tests.integration.test_ingest_copy import stored_rows
 from tests.support.http_client import build_app, start_client
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -379,6 +383,30 @@ def test_batches_are_stored_exactly_or_not_at_all(
     note(f"bad row {bad}: {caught.value.errors}")
     assert bad in {(e.index, e.field) for e in caught.value.errors}
     assert count(engine) == before
+
+
+@pytest.fixture
+def pg_worlds(pg_engine: Engine) -> Worlds:
+    return seed_worlds(pg_engine)
+
+
+@pytest.mark.postgres
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_copy_and_insert_store_the_same_values(
+    pg_engine: Engine, pg_worlds: Worlds, data: st.DataObject
+) -> None:
+    units = data.draw(UNIT_POOL)
+    rows = data.draw(
+        st.lists(valid_rows(pg_worlds, units, NOW, FUTURE_TOLERANCE), min_size=1, max_size=12)
+    )
+    start = last_id(pg_engine)
+    assert ingest(pg_engine, {"conversations": rows}, now=NOW) == len(rows)
+    middle = last_id(pg_engine)
+    with mock.patch.object(copy_insert, "available", return_value=False):
+        assert ingest(pg_engine, {"conversations": rows}, now=NOW) == len(rows)
+    by_copy = stored_rows(pg_engine, start)[: len(rows)]
+    assert by_copy == stored_rows(pg_engine, middle)
 
 
 # --- over HTTP, on SQLite and PostgreSQL -----------------------------------------------------
