@@ -8,6 +8,9 @@ number of seconds):
 - server resolve, GET /v1/prompts/{name}/resolve?unit_id=... with a running two-arm
   experiment, against a real `prompt-worker run` on SQLite and on a throwaway PostgreSQL;
 - service ingest, POST /v1/conversations in batches of 500 into PostgreSQL;
+- the client SDK (benchmarks.sdk_path): get_prompt per call, in-process, from a
+  configuration loaded over HTTP (aim <= 10 us), and log end to end into PostgreSQL through
+  the service (conversations/s until the service answered every batch);
 - raw COPY: the rows the service stored, copied back with psycopg on one connection the way
   a bulk loader would, --copy-block rows (default 5,000) per COPY and commit, naming the
   columns ingest fills (optimizer.ingest.COLUMNS): into `conversations` itself (its five
@@ -16,10 +19,8 @@ number of seconds):
   key (what "COPY of conversation-shaped rows" costs when nothing is checked).
 Then the ratios the aims are stated in: resolve / ceiling (aim >= 50%, p99 < 2 ms) and
 service ingest / raw COPY into conversations (aim >= 25%; the ratio to the bare table is
-printed beside it). When PostgreSQL cannot start, its rows are skipped.
-
-The SDK rows (get_prompt per call, log end to end) join once the SDK exists: see
-`sdk_rows`.
+printed beside it), and SDK get_prompt per call. When PostgreSQL cannot start, its rows
+are skipped.
 
 Usage: python -m benchmarks.hotpath [--seconds 10] [--concurrency 8] [--warmup 2]
                                     [--copy-block 5000]
@@ -64,6 +65,7 @@ from benchmarks.ingest import (  # noqa: E402
     run_phase,
     set_up_prompts,
 )
+from benchmarks.sdk_path import get_prompt_row, log_row  # noqa: E402
 from optimizer.db import create_db_engine, migrate  # noqa: E402
 from optimizer.ingest import COLUMNS  # noqa: E402
 from tests.support.pg import PgCluster, PostgresUnavailable, start_cluster  # noqa: E402
@@ -223,6 +225,8 @@ def postgres_rows(args: argparse.Namespace, cluster: PgCluster, tmp: Path) -> li
         rows.append(
             http_row(f"service ingest, PostgreSQL (batch {BATCH})", phase.result, phase.cpu, BATCH)
         )
+        rows.append(Row(**get_prompt_row(service.base_url, INGEST, AB)))
+        rows.append(Row(**log_row(service.base_url, INGEST, AB, cluster.url)))
     return rows + copy_rows(args, cluster)
 
 
@@ -306,12 +310,6 @@ def copy_row(
 # --- the SDK, once it exists --------------------------------------------------------------
 
 
-def sdk_rows(args: argparse.Namespace, cluster: PgCluster | None) -> list[Row]:
-    """SDK get_prompt per call (aim <= 10 us) and SDK log end to end into PostgreSQL through
-    the service: measured here once the SDK exists. Nothing to measure yet."""
-    return []
-
-
 # --- the report ---------------------------------------------------------------------------
 
 
@@ -330,6 +328,11 @@ def print_ratios(rows: list[Row]) -> None:
                 f"{prefix} / ceiling: {share:.1%} of the req/s, p99 {resolve.p99:.2f} ms "
                 f"({verdict} the aim: >= 50%, p99 < 2 ms)"
             )
+    sdk = find(rows, "SDK get_prompt")
+    if sdk and sdk.rate:
+        per_call = 1e6 / sdk.rate
+        verdict = "meets" if per_call <= 10 else "misses"
+        print(f"SDK get_prompt: {per_call:.2f} us per call ({verdict} the aim: <= 10 us)")
     ingest = find(rows, "service ingest")
     copy, bare = find(rows, "raw COPY into conversations"), find(rows, "raw COPY into bare")
     if ingest and copy and copy.items:
@@ -386,9 +389,9 @@ def with_postgres(args: argparse.Namespace, tmp: Path) -> list[Row]:
         cluster = start_cluster()
     except PostgresUnavailable as exc:
         print(f"PostgreSQL could not start ({exc}); its rows are skipped")
-        return sdk_rows(args, None)
+        return []
     try:
-        return postgres_rows(args, cluster, tmp) + sdk_rows(args, cluster)
+        return postgres_rows(args, cluster, tmp)
     finally:
         cluster.destroy()
 

@@ -35,6 +35,8 @@ PURE = (
     "optimizer.variants.meta_prompt",
     "optimizer.jobs.spec",
     "optimizer.jobs.payload_fields",
+    "optimizer.routing",
+    "optimizer.assignment",
 )
 SQL = ("sqlalchemy", "models", "optimizer.db", "optimizer.prompts")
 
