@@ -40,7 +40,12 @@ from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
 from optimizer.clock import utcnow  # noqa: E402
-from optimizer.db import create_db_engine, migrate, session_factory  # noqa: E402
+from optimizer.db import (  # noqa: E402
+    GROUPING_WORK_MEM,
+    create_db_engine,
+    migrate,
+    session_factory,
+)
 from optimizer.experiments import store  # noqa: E402
 from optimizer.jobs.context import ActiveJob  # noqa: E402
 from optimizer.jobs.monitoring import monitor_experiments  # noqa: E402
@@ -114,7 +119,7 @@ def fill(engine: Engine, start: int, stop: int) -> float:
 def full_grouping(engine: Engine, ids: list[int]) -> float:
     t0 = time.perf_counter()
     with engine.connect() as conn:
-        conn.execute(text("SET work_mem = '64MB'"))
+        conn.execute(text(f"SET work_mem = '{GROUPING_WORK_MEM}'"))
         for experiment_id in ids:
             conn.execute(FULL_GROUPING, {"experiment_id": experiment_id}).all()
     return time.perf_counter() - t0

@@ -11,7 +11,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Table, create_engine, event
+from sqlalchemy import Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
@@ -194,3 +194,14 @@ def upsert_insert(dialect: str, table: Table) -> Any:
     if dialect == "sqlite":
         return sqlite.insert(table)
     raise PromptWorkerError(f"prompt-worker needs PostgreSQL or SQLite, not {dialect}")
+
+
+# Enough for the per-unit groups of a rollup pass or an analysis to stay in memory: with
+# PostgreSQL's default 4 MB they spill to disk past ~100k units and take twice as long.
+GROUPING_WORK_MEM = "64MB"
+
+
+def raise_work_mem(session: Session) -> None:
+    """On PostgreSQL, GROUPING_WORK_MEM for the session's transaction only."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"SET LOCAL work_mem = '{GROUPING_WORK_MEM}'"))

@@ -62,13 +62,17 @@ def _deletable(engine: Engine) -> ColumnElement[bool]:
             )
         ).all()
     order = order_column(engine.dialect.name)
+    # Rows below the mark were read; so were those stored before revision 0006 (no order),
+    # by the first pass.
     rolled_up = [
-        and_(C.experiment_id == row.id, order < row.rolled_up_to)
+        and_(C.experiment_id == row.id, or_(order.is_(None), order < row.rolled_up_to))
         for row in live
         if row.rolled_up_to is not None and _caps_complete(row.rollup_caps)
     ]
-    live_ids = [row.id for row in live]
-    safe = or_(C.experiment_id.is_(None), C.experiment_id.not_in(live_ids), *rolled_up)
+    # Live now, in each batch's own statement: an experiment started during a long prune
+    # keeps its rows.
+    live_now = select(Experiment.id).where(Experiment.status.in_(LIVE_STATUSES))
+    safe = or_(C.experiment_id.is_(None), C.experiment_id.not_in(live_now), *rolled_up)
     if engine.dialect.name == "sqlite":
         # The newest row stays: SQLite gives a new row max(id) + 1, so deleting the newest
         # rows would hand their ids out again, below the rollups' marks.

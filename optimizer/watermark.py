@@ -52,8 +52,10 @@ def stored_between(
     if within is None:
         return and_(order >= since, order < until)
     column, value = within
-    # Row comparisons only the (column, order) index answers: a planner misled by the
-    # correlated statistics of a busy table would otherwise scan every experiment's new rows.
+    if dialect != "postgresql":
+        return and_(column == value, order >= since, order < until)
+    # Row comparisons only the (column, order) index answers: PostgreSQL's planner, misled by
+    # the correlated statistics of a busy table, would otherwise scan every new row.
     return and_(
         column == value,
         tuple_(column, order) >= tuple_(value, since),
@@ -61,6 +63,14 @@ def stored_between(
     )
 
 
-def not_read_yet(dialect: str, mark: Any) -> ColumnElement[bool]:
-    """Rows a rollup whose mark is the column `mark` (NULL: no pass yet) has not read."""
-    return or_(mark.is_(None), order_column(dialect) >= mark)
+def not_read_yet(dialect: str, within: tuple[Any, Any], mark: Any) -> ColumnElement[bool]:
+    """Rows whose `within` = (column, value) matches that a rollup with `mark` (a scalar SQL
+    expression; NULL: no pass yet) has not read, through the (column, order) index."""
+    column, value = within
+    order = order_column(dialect)
+    since = func.coalesce(mark, 0)
+    if dialect != "postgresql":
+        return and_(column == value, order >= since)
+    after = and_(column == value, tuple_(column, order) >= tuple_(value, since))
+    # Rows stored before revision 0006 (no commit order) are read by a first pass.
+    return or_(after, and_(column == value, order.is_(None), mark.is_(None)))

@@ -26,8 +26,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from models.experiments import ExperimentArm
-from models.rollups import ExperimentStratumSums as T
-from models.rollups import ExperimentUnitSums as S
+from models.rollups import ExperimentStratumSums, ExperimentUnitSums
 from optimizer.experiments.rollup import roll_up
 from optimizer.stats import EMPTY_RATIO, ArmData, RatioSums
 from optimizer.stats.metrics import NAMES
@@ -36,27 +35,30 @@ from optimizer.stats.metrics import NAMES
 def _statement() -> Select[Any]:
     """The stratum sums of the experiment's slices (units with own conversations)."""
     columns: list[ColumnElement[Any]] = [
-        T.slice_arm_id.label("slice"),
-        T.stratum.label("stratum"),
-        T.units.label("units"),
-        T.conversations.label("conversations"),
+        ExperimentStratumSums.slice_arm_id.label("slice"),
+        ExperimentStratumSums.stratum.label("stratum"),
+        ExperimentStratumSums.units.label("units"),
+        ExperimentStratumSums.conversations.label("conversations"),
     ]
     for name in NAMES:
         columns += [
-            T.__table__.c[f"{name}_{part}"].label(f"{name}_{part}")
+            ExperimentStratumSums.__table__.c[f"{name}_{part}"].label(f"{name}_{part}")
             for part in ("units", "sy", "sm", "syy", "smm", "sym")
         ]
-    return select(*columns).where(T.experiment_id == bindparam("experiment_id"), T.units > 0)
+    return select(*columns).where(
+        ExperimentStratumSums.experiment_id == bindparam("experiment_id"),
+        ExperimentStratumSums.units > 0,
+    )
 
 
 # Units per stopped slice, every conversation counted (their own and the routed ones).
 STOPPED_SLICE_UNITS = (
-    select(S.slice_arm_id.label("slice"), func.count().label("units"))
+    select(ExperimentUnitSums.slice_arm_id.label("slice"), func.count().label("units"))
     .where(
-        S.experiment_id == bindparam("experiment_id"),
-        S.slice_arm_id.in_(bindparam("stopped", expanding=True)),
+        ExperimentUnitSums.experiment_id == bindparam("experiment_id"),
+        ExperimentUnitSums.slice_arm_id.in_(bindparam("stopped", expanding=True)),
     )
-    .group_by(S.slice_arm_id)
+    .group_by(ExperimentUnitSums.slice_arm_id)
 )
 
 

@@ -39,7 +39,6 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
     union,
     union_all,
 )
@@ -50,12 +49,11 @@ from models.conversations import Conversation as C
 from models.experiments import Experiment, ExperimentArm
 from models.rollups import ExperimentStratumSums
 from models.rollups import ExperimentUnitSums as S
-from optimizer.db import upsert_insert
+from optimizer.db import raise_work_mem, upsert_insert
 from optimizer.stats.metrics import NAMES, REGISTRY, Metric
 from optimizer.watermark import mark_now, not_read_yet, stored_between
 
 TINY = 1e-150
-AGGREGATE_WORK_MEM = "64MB"
 # A unit's slice: the arm the deterministic assignment gives it (`assigned_arm_id`, or
 # `arm_id` on rows stored before it existed).
 SLICE = func.coalesce(C.assigned_arm_id, C.arm_id)
@@ -274,10 +272,7 @@ def roll_up(session: Session, experiment_id: int, caps: Mapping[str, float]) -> 
     if experiment is None:
         return
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        # The pass groups the new rows by unit: more than the default 4 MB holds per-unit
-        # groups without spilling to disk. For this transaction only.
-        session.execute(text(f"SET LOCAL work_mem = '{AGGREGATE_WORK_MEM}'"))
+    raise_work_mem(session)  # the pass groups the new rows by unit
     wanted = _caps_text(caps)
     if experiment.rolled_up_to is not None and experiment.rollup_caps != wanted:
         # Sums capped otherwise cannot be re-capped: start again from the raw rows.
@@ -306,12 +301,16 @@ def served_and_units(
     were served by control."""
     dialect = session.get_bind().dialect.name
     ids = list(experiment_ids)
-    new_rows = (
-        select(C.arm_id, SLICE.label("slice"), C.unit_id)
-        .join(Experiment, Experiment.id == C.experiment_id)
-        .where(C.experiment_id.in_(ids), not_read_yet(dialect, Experiment.rolled_up_to))
-        .subquery("new_rows")
-    )
+    if not ids:
+        return {}, {}
+
+    def unread(experiment_id: int) -> Any:
+        mark = select(Experiment.rolled_up_to).where(Experiment.id == experiment_id)
+        return select(C.arm_id, SLICE.label("slice"), C.unit_id).where(
+            not_read_yet(dialect, (C.experiment_id, experiment_id), mark.scalar_subquery())
+        )
+
+    new_rows = union_all(*(unread(x) for x in ids)).subquery("new_rows")
     control = ExperimentArm.__table__.alias("control")
     served_parts = union_all(
         select(S.slice_arm_id.label("arm"), S.own_conversations.label("n")).where(

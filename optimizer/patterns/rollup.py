@@ -40,7 +40,6 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import DataError
@@ -56,7 +55,7 @@ from models.pattern_rollups import (
     RollupMark,
 )
 from models.prompts import PromptVersion
-from optimizer.db import upsert_insert
+from optimizer.db import raise_work_mem, upsert_insert
 from optimizer.patterns import tags_sql
 from optimizer.stats.metrics import PATTERNS, Metric
 from optimizer.watermark import mark_now, stored_between
@@ -68,7 +67,6 @@ MARK = "patterns"
 # run in step with a pass made a little earlier.
 ROLLUP_DAYS = 8
 MAX_TAG_CHARS = 200  # ingest admits 100; longer tags stored by hand are not counted
-WORK_MEM = "64MB"
 _UNITS: Table = PatternUnitHour.__table__  # type: ignore[assignment]  # a model's table
 _SEGMENTS: Table = PatternSegmentUnitHour.__table__  # type: ignore[assignment]
 _TAGS: Table = PatternTagUnitHour.__table__  # type: ignore[assignment]
@@ -214,11 +212,7 @@ def _add_tags(session: Session, statement: Any) -> str:
 def roll_up_patterns(session: Session, now: datetime) -> Pass:
     """Add the conversations stored since the previous pass to the pattern rollup. Commit
     soon after: the mark's row stays locked until then."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        # The pass groups the new rows by unit and hour: more than the default 4 MB holds
-        # the groups without spilling to disk. For this transaction only.
-        session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+    raise_work_mem(session)  # the pass groups the new rows by unit and hour
     since = _lock_mark(session)
     until = mark_now(session)
     if since is not None and until <= since:
