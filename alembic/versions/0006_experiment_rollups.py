@@ -36,19 +36,27 @@ METRICS = ("success", "rating", "cost_usd", "latency_ms")
 
 
 def upgrade() -> None:
-    postgres = op.get_bind().dialect.name == "postgresql"
-    with op.batch_alter_table("conversations", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("commit_order", sa.BigInteger(), nullable=True))
-    if postgres:
+    if op.get_bind().dialect.name == "postgresql":
+        # IF NOT EXISTS: on a large table an operator may prepare the column and build the
+        # indexes beforehand with CREATE INDEX CONCURRENTLY, which does not block ingest
+        # (docs/operations.md).
+        op.execute("ALTER TABLE conversations ADD COLUMN IF NOT EXISTS commit_order BIGINT")
         op.execute(
             "ALTER TABLE conversations ALTER COLUMN commit_order "
             "SET DEFAULT (pg_current_xact_id()::text::bigint)"
         )
-        op.create_index("ix_conversations_commit_order", "conversations", ["commit_order"])
         op.create_index(
-            "ix_conversations_experiment_commit", "conversations", ["experiment_id", "commit_order"]
+            "ix_conversations_commit_order", "conversations", ["commit_order"], if_not_exists=True
+        )
+        op.create_index(
+            "ix_conversations_experiment_commit",
+            "conversations",
+            ["experiment_id", "commit_order"],
+            if_not_exists=True,
         )
     else:
+        with op.batch_alter_table("conversations", schema=None) as batch_op:
+            batch_op.add_column(sa.Column("commit_order", sa.BigInteger(), nullable=True))
         op.create_index("ix_conversations_experiment_id", "conversations", ["experiment_id", "id"])
     # Replaced by the index above: an experiment's rows are read by commit order now.
     op.drop_index("ix_conversations_experiment_arm", table_name="conversations")
