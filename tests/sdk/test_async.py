@@ -1,6 +1,7 @@
 """AsyncClient: the same behaviour as Client on the application's event loop, against the
 service's real app (answers, logging into the database, ETag, outage, cold start) and the
-scripted fake (batches, Retry-After, retries with one key, the memory bound, close)."""
+scripted fake (batches, Retry-After, retries with one key, the memory bound, close, one
+client used on successive event loops)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -180,4 +182,65 @@ async def test_close_gives_up_after_its_timeout(fake: ThreadedServer, script: Sc
     await client.close(timeout=0.3)
     client.log(record(2))
     assert (client.stats.dropped_at_close, client.stats.sent) == (2, 0)
-    assert all(task.done() for task in client._tasks)
+    assert client._on_loop is not None
+    assert all(task.done() for task in client._on_loop.tasks)
+
+
+def test_one_client_outlives_its_event_loop(fake: ThreadedServer, script: Script) -> None:
+    """Two asyncio.run() calls with one client (as a script, or a test framework creating a
+    loop per test, does): between them nothing raises and what is logged is kept; on the
+    second loop the tasks start again and deliver it."""
+    client = connect(fake.url, batch_size=3)
+
+    served: list[Any] = []
+
+    async def first() -> None:
+        await client.start()
+        served.append(client.get_prompt("bot", "u1"))
+        for n in range(4):
+            client.log(record(n))
+        await until(lambda: len(script.posted()) == 1, what="a full batch")
+
+    asyncio.run(first())  # ends with record 3 buffered and the loop closed
+    client.log(record(4))  # no loop running here
+    with ThreadPoolExecutor(1) as elsewhere:
+        elsewhere.submit(client.log, record(5)).result()  # would raise what log() raised
+    assert client.get_prompt("bot", "u1") == served[0]
+    assert client.stats.buffered == 3
+
+    async def second() -> None:
+        assert client.get_prompt("bot", "u1") == served[0]  # starts the tasks on this loop
+        assert await client.flush(timeout=20)
+        assert await client.refresh()
+        await client.close()
+
+    asyncio.run(second())
+    assert sent_numbers(script.posted()) == list(range(6))
+    stats = client.stats
+    assert (stats.sent, stats.dropped_at_close, stats.config_failures) == (6, 0, 0)
+    assert len(script.requests("GET", "/v1/config")) == 3  # a start on each loop, a refresh
+
+
+def test_async_calls_on_another_running_loop_move_the_tasks_there(
+    fake: ThreadedServer, script: Script
+) -> None:
+    """The tasks' events and HTTP client belong to their loop: awaiting flush() on another
+    loop, while theirs still runs in another thread, stops them there and starts them here."""
+    client = connect(fake.url)
+    other = ThreadedServer(web.Application)  # only its event loop, running in a thread
+    try:
+        asyncio.run_coroutine_threadsafe(client.start(), other.loop).result(timeout=60)
+        first = client._on_loop
+        assert first is not None and first.loop is other.loop
+        client.log(record(0))  # from this thread, with no loop: wakes the tasks over there
+
+        async def here() -> None:
+            assert await client.flush(timeout=20)
+            assert client._on_loop is not first and all(t.done() for t in first.tasks)
+            client.log(record(1))
+            await client.close()
+
+        asyncio.run(here())
+    finally:
+        other.close()
+    assert sent_numbers(script.posted()) == [0, 1]

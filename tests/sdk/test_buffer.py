@@ -1,6 +1,6 @@
-"""The pure parts of delivery: the buffer (batches by size and age, the memory bound, the
-batch kept intact across retries), what each answer means, Retry-After and backoff, and
-how a conversation is encoded."""
+"""The pure parts of delivery: the buffer (batches by size and age, the memory bound in
+conversations and in bytes, the batch kept intact across retries), what each answer means,
+Retry-After and backoff, and how a conversation is encoded."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def keys() -> object:
     return lambda: f"key-{next(count)}"
 
 
-def row(i: int) -> bytes:
-    return json.dumps({"n": i}).encode()
+def row(i: int, pad: int = 0) -> bytes:
+    return json.dumps({"n": i, **({"pad": "x" * pad} if pad else {})}).encode()
 
 
 def numbers(rows: list[tuple[int, bytes]]) -> list[int]:
@@ -106,6 +106,24 @@ def test_clear_makes_an_answer_for_a_batch_in_flight_a_no_op() -> None:
 def test_batch_size_must_leave_room_to_drop_pending_rows() -> None:
     with pytest.raises(ValueError, match="less than max_buffered"):
         Buffer(10, 10, 1.0)
+    with pytest.raises(ValueError, match="max_bytes must be at least 1"):
+        Buffer(1, 10, 1.0, max_bytes=0)
+
+
+def test_the_bytes_bound_drops_the_oldest_waiting_and_never_the_batch_in_flight() -> None:
+    size = len(row(0, 40))  # the same for rows 0 to 9
+    buffer = Buffer(2, 100, 60.0, keys(), max_bytes=4 * size)
+    for i in range(3):
+        assert buffer.add(row(i, 40), 0.0)[1] == 0
+    batch = buffer.take(0.0)  # rows 0 and 1 in flight
+    assert batch is not None and batch.size == 2 * size
+    assert buffer.add(row(3, 40), 0.0)[1] == 0  # exactly at the bound: still room
+    assert buffer.bytes == 4 * size
+    assert buffer.add(row(4, 40), 0.0)[1] == 1  # row 2, the oldest waiting, makes room
+    assert numbers(_pending_rows(buffer)) == [3, 4] and buffer.bytes == 4 * size
+    assert buffer.add(row(5, 4 * size), 0.0)[1] == 3  # too large even alone: dropped, last
+    assert numbers(_pending_rows(buffer)) == [] and buffer.bytes == batch.size
+    assert buffer.done(batch) == 2 and buffer.bytes == 0
 
 
 ops = st.lists(
@@ -118,11 +136,19 @@ ops = st.lists(
 )
 
 
-@given(batch_size=st.integers(1, 6), extra=st.integers(1, 10), script=ops)
-def test_bound_order_and_accounting(batch_size: int, extra: int, script: list) -> None:
-    """Whatever happens, the buffer holds at most max_buffered rows, drops only the oldest
-    rows not yet in a batch, keeps the order, and accounts for every row exactly once."""
-    model = Model(Buffer(batch_size, batch_size + extra, 0.0, keys()))
+@given(
+    batch_size=st.integers(1, 6),
+    extra=st.integers(1, 10),
+    max_bytes=st.none() | st.integers(1, 400),
+    script=ops,
+)
+def test_bound_order_and_accounting(
+    batch_size: int, extra: int, max_bytes: int | None, script: list
+) -> None:
+    """Whatever happens, the buffer holds at most max_buffered rows and max_bytes bytes,
+    drops only the oldest rows not yet in a batch, keeps the order, and accounts for every
+    row exactly once."""
+    model = Model(Buffer(batch_size, batch_size + extra, 0.0, keys(), max_bytes=max_bytes))
     for op, count in script:
         if op == "add":
             model.add(count)
@@ -130,12 +156,13 @@ def test_bound_order_and_accounting(batch_size: int, extra: int, script: list) -
             model.current = model.buffer.take(0.0)
         else:
             model.answer(op)
+        model.check_bounds()
     while (batch := model.buffer.take(0.0)) is not None:
         model.finished += numbers(batch.rows)
         model.buffer.done(batch)
     assert model.finished == sorted(model.finished)  # order kept through splits and drops
     assert sorted(model.finished + sorted(model.dropped)) == list(range(model.logged))
-    assert model.buffer.settled(model.buffer.last_seq)
+    assert model.buffer.settled(model.buffer.last_seq) and model.buffer.bytes == 0
 
 
 class Model:
@@ -148,14 +175,18 @@ class Model:
 
     def add(self, count: int) -> None:
         for _ in range(count):
-            before = set(numbers(_pending_rows(self.buffer)))
-            _, drop = self.buffer.add(row(self.logged), 0.0)
+            waiting = [*numbers(_pending_rows(self.buffer)), self.logged]
+            _, drop = self.buffer.add(row(self.logged, self.logged * 37 % 90), 0.0)
             self.logged += 1
-            if drop:
-                lost = before - set(numbers(_pending_rows(self.buffer)))
-                assert lost == {min(before)}  # the oldest pending row
-                self.dropped |= lost
-            assert len(self.buffer) <= self.buffer.max_buffered
+            assert numbers(_pending_rows(self.buffer)) == waiting[drop:]  # the oldest went
+            self.dropped |= set(waiting[:drop])
+
+    def check_bounds(self) -> None:
+        buffer = self.buffer
+        held = _pending_rows(buffer) + [r for batch in buffer._formed for r in batch.rows]
+        assert buffer.bytes == sum(len(body) for _, body in held)
+        assert len(buffer) == len(held) <= buffer.max_buffered
+        assert buffer.max_bytes is None or buffer.bytes <= buffer.max_bytes
 
     def answer(self, op: str) -> None:
         batch = self.current

@@ -1,21 +1,25 @@
 """The sync Client against a scripted fake service: batches by size and by age, Retry-After,
 retries with the same Idempotency-Key and bytes, refusals dropped and counted, the memory
-bound, flush, close, the context manager and the flush at interpreter exit."""
+bounds, flush, close, the context manager, a client garbage collected unclosed, and the
+flush at interpreter exit."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
 import pytest
-from prompt_worker_client import Client
+from prompt_worker_client import Client, sync_client
+from prompt_worker_client.protocol import encode_conversation
 
 from tests.sdk.documents import ab_document
 from tests.sdk.servers import Script, Seen, ThreadedServer, fake_service, wait_for
@@ -195,6 +199,37 @@ def test_a_full_buffer_drops_the_oldest_waiting_with_one_warning(
     assert len(warnings) == 1
 
 
+def test_the_bytes_bound_drops_the_oldest_waiting_with_one_warning(
+    fake: ThreadedServer, script: Script, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Few conversations, but long ones: the bound in bytes is what drops them."""
+    script.hold = threading.Event()
+
+    def long(n: int) -> dict[str, Any]:
+        return record(n, transcript="x" * 1000, occurred_at="2026-12-01T09:00:00+00:00")
+
+    size = len(encode_conversation(long(10), datetime.now(UTC)))  # the same for 10 to 99
+    with caplog.at_level(logging.WARNING, "prompt_worker_client"):
+        client = client_for(fake, batch_size=5, max_buffered=1000, max_buffered_bytes=12 * size)
+        for n in range(10, 15):
+            client.log(long(n))
+        wait_for(lambda: len(script.posted()) == 1, what="the first batch in flight")
+        for n in range(15, 40):
+            client.log(long(n))
+        stats = client.stats
+        assert (stats.dropped_overflow, stats.buffered, stats.buffered_bytes) == (
+            18,
+            12,
+            12 * size,
+        )
+        script.hold.set()
+        assert client.flush(timeout=20)
+        client.close()
+    # The batch in flight is kept whole; of the rest, the newest 7 remain.
+    assert sent_numbers(script.posted()) == [*range(10, 15), *range(33, 40)]
+    assert len([r for r in caplog.records if "buffer full" in r.getMessage()]) == 1
+
+
 def test_close_gives_up_after_its_timeout_and_counts_what_it_dropped(
     fake: ThreadedServer, script: Script
 ) -> None:
@@ -232,14 +267,34 @@ def test_records_that_cannot_be_sent_are_dropped_at_once(
     assert client.stats.dropped_invalid == 2
 
 
+def test_a_client_dropped_unclosed_is_collected_and_delivers_what_it_buffered(
+    fake: ThreadedServer, script: Script
+) -> None:
+    client = client_for(fake)
+    for n in range(4):
+        client.log(record(n))
+    collected, worker, threads = weakref.ref(client), client._worker, client._threads
+    assert worker in sync_client._open
+    del client
+    gc.collect()
+    assert collected() is None  # its threads and the exit hook do not keep it alive
+    wait_for(lambda: not any(t.is_alive() for t in threads), what="its threads to end")
+    assert sent_numbers(script.posted()) == list(range(4))
+    assert worker not in sync_client._open  # so the exit hook has nothing left to wait for
+
+
 def test_flush_at_interpreter_exit(fake: ThreadedServer, script: Script) -> None:
     program = textwrap.dedent(
         f"""
         from prompt_worker_client import Client
-        client = Client({fake.url!r}, {INGEST_TOKEN!r}, flush_interval=3600)
+        clients = [
+            Client({fake.url!r}, {INGEST_TOKEN!r}, flush_interval=3600) for _ in range(2)
+        ]
         for n in range(7):
-            client.log({{"prompt": "plain", "version": 4, "unit_id": f"u{{n}}", "n": n}})
-        print(client.stats.sent)
+            clients[n % 2].log(
+                {{"prompt": "plain", "version": 4, "unit_id": f"u{{n}}", "n": n}}
+            )
+        print(sum(client.stats.sent for client in clients))
         """
     )
     done = subprocess.run(
@@ -247,7 +302,8 @@ def test_flush_at_interpreter_exit(fake: ThreadedServer, script: Script) -> None
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0"  # nothing was sent before the exit
-    assert sent_numbers(script.posted()) == list(range(7))
+    assert sorted(sent_numbers(script.posted())) == list(range(7))
+    assert len(script.posted()) == 2  # one batch from each client
 
 
 def test_config_refresh_uses_the_etag(fake: ThreadedServer, script: Script) -> None:
@@ -302,6 +358,9 @@ def test_settings_are_checked() -> None:
         Client("http://127.0.0.1:9", " ")
     with pytest.raises(ValueError, match="flush_interval must be more than 0"):
         Client("http://127.0.0.1:9", "t", flush_interval=float("nan"))
+    for wrong in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="max_buffered_bytes must be a whole number"):
+            Client("http://127.0.0.1:9", "t", max_buffered_bytes=wrong)  # type: ignore[arg-type]
 
 
 def test_slow_requests_never_block_the_caller(fake: ThreadedServer, script: Script) -> None:

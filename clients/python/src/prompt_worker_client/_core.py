@@ -36,6 +36,7 @@ from prompt_worker_client.protocol import (
 from prompt_worker_client.stats import Stats
 
 RETRY_BASE = 0.5  # seconds before the first retry of a batch, doubling after each failure
+MAX_BUFFERED_BYTES = 64 * 1024 * 1024  # the default bound on the buffer's JSON, in bytes
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Options:
     batch_size: int = 500
     flush_interval: float = 1.0
     max_buffered: int = 10_000
+    max_buffered_bytes: int = MAX_BUFFERED_BYTES
     request_timeout: float = 10.0
     init_timeout: float = 5.0
     close_timeout: float = 5.0
@@ -66,6 +68,10 @@ class Options:
             raise ValueError(f"batch_size must be from 1 to {MAX_BATCH} (the service's limit)")
         if self.max_buffered <= self.batch_size:
             raise ValueError("max_buffered must be larger than batch_size")
+        if isinstance(self.max_buffered_bytes, bool) or not (
+            isinstance(self.max_buffered_bytes, int) and self.max_buffered_bytes > 0
+        ):
+            raise ValueError("max_buffered_bytes must be a whole number of bytes, more than 0")
         positive = ("refresh_interval", "flush_interval", "request_timeout", "max_backoff")
         for name in (*positive, "init_timeout", "close_timeout"):
             value = getattr(self, name)
@@ -87,7 +93,12 @@ class Core:
         self.options = options
         self.lock = RLock()
         self.config: Config | None = None
-        self.buffer = Buffer(options.batch_size, options.max_buffered, options.flush_interval)
+        self.buffer = Buffer(
+            options.batch_size,
+            options.max_buffered,
+            options.flush_interval,
+            max_bytes=options.max_buffered_bytes,
+        )
         self.closed = False
         self._stats = Stats()
         self._throttle = Throttle()
@@ -99,7 +110,7 @@ class Core:
 
     def stats(self) -> Stats:
         with self.lock:
-            return replace(self._stats, buffered=len(self.buffer))
+            return replace(self._stats, buffered=len(self.buffer), buffered_bytes=self.buffer.bytes)
 
     # --- get_prompt ------------------------------------------------------------------
 
@@ -240,9 +251,11 @@ class Core:
             self._throttle.log(
                 logging.WARNING,
                 "overflow",
-                "log buffer full (%d conversations): dropped the oldest; is the service "
-                "reachable? (stats.dropped_overflow counts them)",
+                "log buffer full (max_buffered=%d conversations, max_buffered_bytes=%d): "
+                "dropped the oldest; is the service reachable? (stats.dropped_overflow counts "
+                "them)",
                 self.options.max_buffered,
+                self.options.max_buffered_bytes,
             )
         return wake
 

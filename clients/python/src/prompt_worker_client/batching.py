@@ -1,5 +1,6 @@
 """The log buffer: conversations waiting to be sent, cut into batches by size and age, with a
-bound on memory. Pure: the caller passes the monotonic time and holds the lock.
+bound on memory (in conversations and in bytes of their JSON). Pure: the caller passes the
+monotonic time and holds the lock.
 
 A batch, once formed, keeps its rows, its body bytes and its Idempotency-Key until the
 service answers for it: a retry sends exactly the bytes first sent with the same key, so a
@@ -28,12 +29,18 @@ class Batch:
 
     rows: list[Row]
     key: str
-    body: bytes = field(init=False, repr=False)
     attempts: int = 0  # failed attempts so far
     not_before: float = 0.0  # monotonic time before which it is not sent again
+    size: int = field(init=False)  # bytes of the rows' JSON
 
     def __post_init__(self) -> None:
-        self.body = _OPEN + b",".join(row for _, row in self.rows) + _CLOSE
+        self.size = sum(len(row) for _, row in self.rows)
+
+    @property
+    def body(self) -> bytes:
+        """The request body: the same bytes at every attempt. Joined per attempt rather than
+        kept, so that a batch does not hold its conversations twice in memory."""
+        return _OPEN + b",".join(row for _, row in self.rows) + _CLOSE
 
 
 class Buffer:
@@ -43,16 +50,21 @@ class Buffer:
         max_buffered: int,
         flush_interval: float,
         make_key: Callable[[], str] = new_key,
+        max_bytes: int | None = None,
     ) -> None:
         if not 1 <= batch_size < max_buffered:
             raise ValueError("batch_size must be at least 1 and less than max_buffered")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
         self.batch_size = batch_size
         self.max_buffered = max_buffered
+        self.max_bytes = max_bytes  # None: no bound in bytes
         self.flush_interval = flush_interval
         self._make_key = make_key
         self._pending: deque[tuple[int, bytes, float]] = deque()  # (seq, row, logged at)
         self._formed: deque[Batch] = deque()  # the head is the batch being sent
         self._formed_rows = 0
+        self.bytes = 0  # of every row held, pending or formed
         self.last_seq = 0
         self._flush_upto = 0
 
@@ -62,16 +74,24 @@ class Buffer:
     def add(self, row: bytes, now: float) -> tuple[bool, int]:
         """Buffer one conversation. Answers whether the sender should be woken (the first
         row starts the age clock; a full batch is due now) and how many were dropped to make
-        room (0 or 1). Only pending rows are dropped: batch_size < max_buffered guarantees
-        there is one whenever the buffer is full."""
-        dropped = 0
-        if len(self) >= self.max_buffered:
-            self._pending.popleft()
-            dropped = 1
+        room: the oldest rows not yet in a batch, the new one last. Past max_buffered that is
+        one (batch_size < max_buffered guarantees a pending row to drop); past max_bytes it
+        may be several, or the new row itself when it does not fit beside the batches formed
+        (or alone)."""
         self.last_seq += 1
         self._pending.append((self.last_seq, row, now))
+        self.bytes += len(row)
+        dropped = 0
+        while self._pending and self._over_bound():
+            self.bytes -= len(self._pending.popleft()[1])
+            dropped += 1
         waiting = len(self._pending)
         return waiting == 1 or waiting == self.batch_size, dropped
+
+    def _over_bound(self) -> bool:
+        return len(self) > self.max_buffered or (
+            self.max_bytes is not None and self.bytes > self.max_bytes
+        )
 
     def wait_time(self, now: float) -> float | None:
         """Seconds until the sender has something to send (0: now); None when empty."""
@@ -106,6 +126,7 @@ class Buffer:
             return 0
         self._formed.popleft()
         self._formed_rows -= len(batch.rows)
+        self.bytes -= batch.size
         return len(batch.rows)
 
     def retry_later(self, batch: Batch, delay: float, now: float) -> None:
@@ -123,6 +144,7 @@ class Buffer:
         for new in reversed(batches):
             self._formed.appendleft(new)
             self._formed_rows += len(new.rows)
+            self.bytes += new.size
 
     def request_flush(self) -> int:
         """Send every row buffered so far without waiting for its age; answers the sequence
@@ -144,4 +166,5 @@ class Buffer:
         self._pending.clear()
         self._formed.clear()
         self._formed_rows = 0
+        self.bytes = 0
         return count

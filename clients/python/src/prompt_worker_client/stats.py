@@ -29,3 +29,4 @@ class Stats:
     dropped_invalid: int = 0  # not sendable (not JSON, no version): dropped by log()
     dropped_at_close: int = 0  # still undelivered when close() gave up, or logged after it
     buffered: int = 0  # conversations waiting now (being sent included)
+    buffered_bytes: int = 0  # the size of their JSON (what max_buffered_bytes bounds)
