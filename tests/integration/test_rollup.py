@@ -4,6 +4,7 @@ and transcripts without changing any figure a check or an experiment view shows.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 from datetime import timedelta
@@ -16,13 +17,15 @@ from sqlalchemy.engine import Engine
 from models.conversations import Conversation
 from models.experiments import Experiment, ExperimentArm
 from optimizer.clock import utcnow
+from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.experiments import store
 from optimizer.experiments.aggregate import arm_data
 from optimizer.experiments.caps import caps_in_force, fix_missing_caps
 from optimizer.retention import prune_conversations
+from optimizer.runtime import schedule
 from optimizer.stats import ArmData
-from tests.support.experiments import arm_ids, python_arm_sums, seed_prompt
+from tests.support.experiments import arm_ids, make_ctx, python_arm_sums, seed_prompt
 
 SUMS = ("sum_y", "sum_m", "sum_yy", "sum_mm", "sum_ym")
 
@@ -249,3 +252,25 @@ def test_on_sqlite_the_newest_row_stays_however_old(sqlite_engine: Engine) -> No
     assert pruned.conversations == 4
     with sqlite_engine.connect() as conn:
         assert conn.scalar(select(func.max(Conversation.id))) == 5
+
+
+def test_the_hourly_task_prunes_at_the_configured_ages(sqlite_engine: Engine) -> None:
+    seed_prompt(sqlite_engine)
+    now = utcnow()
+    rows = [
+        {
+            "prompt_id": 1,
+            "version_id": 1,
+            "unit_id": f"u{days}",
+            "occurred_at": now - timedelta(days=days),
+            "transcript": "t",
+        }
+        for days in (30, 15, 9, 0)
+    ]
+    with sqlite_engine.begin() as conn:
+        conn.execute(insert(Conversation), rows)
+    settings = Settings(conversation_retention_days=20, transcript_retention_days=10)
+    asyncio.run(schedule.prune_conversations(make_ctx(sqlite_engine, settings=settings)))
+    with sqlite_engine.connect() as conn:
+        left = dict(conn.execute(select(Conversation.unit_id, Conversation.transcript)).all())
+    assert left == {"u15": None, "u9": "t", "u0": "t"}

@@ -101,7 +101,14 @@ def test_scheduler_is_built_with_deliberate_misfire_and_coalesce_settings():
     )
     sched = build_scheduler(ctx)
     jobs = {job.id: job for job in sched.get_jobs()}
-    assert set(jobs) == {"tick:pattern_analysis", "tick:experiment_monitoring", "reaper", "prune"}
+    assert set(jobs) == {
+        "tick:pattern_analysis",
+        "tick:experiment_monitoring",
+        "reaper",
+        "prune",
+        "conversation-retention",
+    }
+    assert jobs["conversation-retention"].coalesce is True
     assert jobs["tick:experiment_monitoring"].coalesce is True
     assert jobs["tick:experiment_monitoring"].misfire_grace_time == 300
     assert jobs["tick:pattern_analysis"].misfire_grace_time == 900
@@ -121,7 +128,8 @@ def test_ticks_are_the_scheduled_job_specs_with_their_cron_setting_and_grace():
     )
     jobs = {job.id: job for job in build_scheduler(ctx).get_jobs()}
     scheduled = [spec for spec in SPECS.values() if spec.schedule is not None]
-    assert {f"tick:{spec.name}" for spec in scheduled} == set(jobs) - {"reaper", "prune"}
+    maintenance = {"reaper", "prune", "conversation-retention"}
+    assert {f"tick:{spec.name}" for spec in scheduled} == set(jobs) - maintenance
     for spec in scheduled:
         assert spec.schedule is not None
         tick = jobs[f"tick:{spec.name}"]

@@ -93,8 +93,10 @@ def test_429_waits_for_retry_after_and_resends_the_same_batch(
     if form == "seconds":
         header, wait = "2", 2.0
     else:
-        at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
-        header, wait = format_datetime(at, usegmt=True), 2.0  # 2 to 3 s from now
+        # 4 to 5 s from now: the first attempt may take up to 2 s on a busy machine and
+        # still leave a wait that backoff alone (at most 0.5 s) could not explain.
+        at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+        header, wait = format_datetime(at, usegmt=True), 2.0
     script.posts.append((429, {"Retry-After": header}, {"error": "over the rate limit"}))
     with client_for(fake) as client:
         for n in range(4):
