@@ -1,4 +1,5 @@
-"""Which prompt version a unit gets right now: the hot path of the application API.
+"""Which prompt version a unit gets right now, read from the database: the resolve that
+the CLI, the demo and tests use.
 
 Read-only (no write, so it stays fast and can never contend for a lock it does not need)
 and sticky: while an experiment runs, `pick_arm` maps the unit to the same arm every time.
@@ -15,7 +16,7 @@ experiment exposes nobody new: everyone gets the control version, with no experi
 
 The HTTP route answers from the process's snapshot (optimizer.routing_refresh) without
 touching the database; `resolve` here reads the same configuration from the database and
-evaluates it the same way (optimizer.routing), for the CLI, the demo and tests.
+evaluates it the same way (optimizer.routing).
 """
 
 from __future__ import annotations

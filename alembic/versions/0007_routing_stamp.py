@@ -35,7 +35,10 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 CHANNEL = "prompt_routing"
-# Per table, the columns whose change can change some unit's answer.
+# Per table, the columns whose change can change some unit's answer. Migrations never
+# import the service's code, so optimizer.routing_writes.ROUTING_COLUMNS (which of this
+# process's own UPDATEs count) repeats these lists; tests/integration/
+# test_routing_snapshot.py checks the two agree.
 WATCHED = {
     "prompts": ("id", "name"),
     "ai_prompt_versions": ("id", "prompt_id", "version", "content", "status"),

@@ -46,13 +46,13 @@ def create_app(
     app[ENGINE] = engine
     app[STATS] = stats
     app[HEALTH] = health
-    routing_app.install(app, engine)
     signing.install(app, settings)
     rate_limit.install(app, settings)
     probes.add_routes(app)
     # Tests build many apps: each gets its own registry unless the service passes its own.
     metrics = metrics or Metrics()
     metrics.track_queue(health)
+    routing_app.install(app, engine, metrics)
     http_metrics.add_routes(app, metrics)
     admin_jobs.add_routes(app)
     admin_prompts.add_routes(app)

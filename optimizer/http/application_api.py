@@ -27,7 +27,7 @@ from optimizer.http.fast_json import parse_json_document
 from optimizer.http.keys import ENGINE
 from optimizer.http.rate_limit import rate_limited
 from optimizer.http.requests import ConversationsBody, ResolveQuery
-from optimizer.http.routing_app import ROUTING
+from optimizer.http.routing_app import ROUTING_CACHE
 from optimizer.resolve import check_prompt_name
 
 log = logging.getLogger("prompt_worker.http.application")
@@ -41,7 +41,7 @@ async def resolve_prompt(request: web.Request) -> web.Response:
     # except right after this process changed routing itself (optimizer.routing_refresh).
     query = read_query(request, ResolveQuery)
     name = check_prompt_name(request.match_info["name"])
-    cache = request.app[ROUTING]
+    cache = request.app[ROUTING_CACHE]
     snapshot = cache.fresh() or await cache.current()
     body = snapshot.routing.body(name, query.unit_id)
     return web.Response(body=body, content_type="application/json", charset="utf-8")

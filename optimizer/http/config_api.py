@@ -13,7 +13,7 @@ from optimizer.http.body import read_query
 from optimizer.http.endpoints import Endpoint, Reply, register
 from optimizer.http.rate_limit import rate_limited
 from optimizer.http.requests import NoQuery
-from optimizer.http.routing_app import ROUTING
+from optimizer.http.routing_app import ROUTING_CACHE
 
 
 @rate_limited
@@ -21,7 +21,7 @@ async def get_config(request: web.Request) -> web.Response:
     # The process's snapshot, serialized and tagged once when it was read: a 304 or a 200
     # costs no database access and no encoding.
     read_query(request, NoQuery)
-    cache = request.app[ROUTING]
+    cache = request.app[ROUTING_CACHE]
     snapshot = cache.fresh() or await cache.current()
     if tag_matches(request.headers.get("If-None-Match"), snapshot.etag):
         return web.Response(status=304, headers={"ETag": snapshot.etag})
