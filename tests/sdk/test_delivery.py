@@ -282,7 +282,9 @@ def test_a_client_dropped_unclosed_is_collected_and_delivers_what_it_buffered(
     assert collected() is None  # its threads and the exit hook do not keep it alive
     wait_for(lambda: not any(t.is_alive() for t in threads), what="its threads to end")
     assert sent_numbers(script.posted()) == list(range(4))
-    assert worker not in sync_client._open  # so the exit hook has nothing left to wait for
+    # Leaving the set is the close's last step, just after its threads end: the exit hook
+    # then has nothing left to wait for.
+    wait_for(lambda: worker not in sync_client._open, what="the worker to leave the open set")
 
 
 def test_flush_at_interpreter_exit(fake: ThreadedServer, script: Script) -> None:
