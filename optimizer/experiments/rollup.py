@@ -49,7 +49,7 @@ from models.conversations import Conversation as C
 from models.experiments import Experiment, ExperimentArm
 from models.rollups import ExperimentStratumSums
 from models.rollups import ExperimentUnitSums as S
-from optimizer.db import raise_work_mem, upsert_insert
+from optimizer.db import prepare_rollup_transaction, upsert_insert
 from optimizer.stats.metrics import NAMES, REGISTRY, Metric
 from optimizer.watermark import mark_now, not_read_yet, stored_between
 
@@ -272,7 +272,7 @@ def roll_up(session: Session, experiment_id: int, caps: Mapping[str, float]) -> 
     if experiment is None:
         return
     dialect = session.get_bind().dialect.name
-    raise_work_mem(session)  # the pass groups the new rows by unit
+    prepare_rollup_transaction(session)  # the pass groups the new rows by unit
     wanted = _caps_text(caps)
     if experiment.rolled_up_to is not None and experiment.rollup_caps != wanted:
         # Sums capped otherwise cannot be re-capped: start again from the raw rows.

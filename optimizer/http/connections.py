@@ -5,7 +5,10 @@ headers) after `keepalive_timeout`, which we set from HTTP_KEEPALIVE_TIMEOUT_SEC
 instead of its default of about an hour. What it lacks, added here:
 
 - a deadline for each request, from its first byte until its headers and body are all in
-  (HTTP_REQUEST_TIMEOUT_SECONDS); a client that trickles bytes is cut off;
+  (HTTP_REQUEST_TIMEOUT_SECONDS); a client that trickles bytes is cut off. A request only
+  notes when it started (a timer per request costs more than the rest of a resolve's own
+  work); the server sweeps its connections every quarter of the timeout (at most every
+  SWEEP_SECONDS), so a late client is cut off within that much after its deadline;
 - JSON answers for requests that cannot be parsed (aiohttp's plain-text 400 echoes the
   start of the offending line, a bearer token included);
 - a middleware that treats "the client is gone" as what it is, not as a server error.
@@ -41,6 +44,7 @@ from optimizer.log_throttle import LOG_INTERVAL_SECONDS, ThrottledLog
 log = logging.getLogger("prompt_worker.http")
 
 INTERNAL_ERROR_MESSAGE = "internal error; it has been logged"
+SWEEP_SECONDS = 1.0
 # Most specific first. Never the parser's own message: it quotes the bytes it choked on.
 _PARSE_PROBLEMS: tuple[tuple[type[HttpProcessingError], str], ...] = (
     (BadHttpMethod, "invalid method, or not HTTP at all (HTTPS sent to this HTTP port?)"),
@@ -96,26 +100,22 @@ class GuardedRequestHandler(RequestHandler):
         super().__init__(manager, loop=loop, **kwargs)
         self._request_timeout = request_timeout
         self._logs = logs
-        self._deadline: asyncio.TimerHandle | None = None
+        self._receiving_since: float | None = None  # loop time of the request's first byte
         self._incoming: StreamReader | None = None  # the body being received
 
     def data_received(self, data: bytes) -> None:
         # The first byte of a request starts its clock; the end of its body stops it.
-        if data and self._deadline is None and self.transport is not None:
-            self._deadline = self._loop.call_later(self._request_timeout, self._too_slow)
+        if data and self._receiving_since is None:
+            self._receiving_since = self._loop.time()
         queued = len(self._messages)
         super().data_received(data)
         if len(self._messages) > queued:
             # Earlier new messages are complete: the parser only moves on after a body.
             _, self._incoming = self._messages[-1]
-            if (
-                self._deadline is None
-                and not self._incoming.is_eof()
-                and self.transport is not None
-            ):
+            if self._receiving_since is None and not self._incoming.is_eof():
                 # Pipelined requests held back in the parser are parsed later, from no new
                 # bytes (data_received(b"")): the clock must start for their body too.
-                self._deadline = self._loop.call_later(self._request_timeout, self._too_slow)
+                self._receiving_since = self._loop.time()
             self._incoming.on_eof(self._request_received)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -124,12 +124,15 @@ class GuardedRequestHandler(RequestHandler):
 
     def _request_received(self) -> None:
         self._incoming = None
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._receiving_since = None
+
+    def cut_off_if_late(self, now: float) -> None:
+        since = self._receiving_since
+        if since is not None and now - since >= self._request_timeout:
+            self._too_slow()
 
     def _too_slow(self) -> None:
-        self._deadline = None
+        self._receiving_since = None
         if self.transport is None:
             return
         peer = self.transport.get_extra_info("peername")
@@ -200,6 +203,24 @@ class GuardedServer(web.Server):
         self._protocol_kwargs = kwargs  # what RequestHandler takes: keepalive_timeout, ...
         self._request_timeout = request_timeout
         self._logs = ConnectionLogs(loop)
+        self._sweep_seconds = min(SWEEP_SECONDS, request_timeout / 4)
+        self._sweeper = loop.call_later(self._sweep_seconds, self._sweep)
+
+    def _sweep(self) -> None:
+        loop = self._protocol_loop
+        self._sweeper = loop.call_later(self._sweep_seconds, self._sweep)  # first: always next
+        now = loop.time()
+        for handler in list(self._connections):
+            if isinstance(handler, GuardedRequestHandler):
+                handler.cut_off_if_late(now)
+
+    def pre_shutdown(self) -> None:
+        self._sweeper.cancel()
+        super().pre_shutdown()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        self._sweeper.cancel()
+        await super().shutdown(timeout)
 
     def __call__(self) -> RequestHandler:
         return GuardedRequestHandler(

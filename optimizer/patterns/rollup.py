@@ -55,7 +55,7 @@ from models.pattern_rollups import (
     RollupMark,
 )
 from models.prompts import PromptVersion
-from optimizer.db import raise_work_mem, upsert_insert
+from optimizer.db import prepare_rollup_transaction, upsert_insert
 from optimizer.patterns import tags_sql
 from optimizer.stats.metrics import PATTERNS, Metric
 from optimizer.watermark import mark_now, stored_between
@@ -212,7 +212,7 @@ def _add_tags(session: Session, statement: Any) -> str:
 def roll_up_patterns(session: Session, now: datetime) -> Pass:
     """Add the conversations stored since the previous pass to the pattern rollup. Commit
     soon after: the mark's row stays locked until then."""
-    raise_work_mem(session)  # the pass groups the new rows by unit and hour
+    prepare_rollup_transaction(session)  # the pass groups the new rows by unit and hour
     since = _lock_mark(session)
     until = mark_now(session)
     if since is not None and until <= since:

@@ -189,6 +189,20 @@ def test_deadline_is_per_request_not_per_connection(slow_clients_service):
         conn.close()
 
 
+def test_request_completed_inside_its_deadline_is_answered(slow_clients_service):
+    """A body that arrives 0.6 s after its headers (deadline 1 s, swept every 0.25 s) is
+    answered, not cut off early."""
+    with connect(slow_clients_service) as sock:
+        sock.sendall(
+            b"POST /v1/conversations HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+        )
+        time.sleep(0.6)
+        sock.sendall(b"{}")
+        sock.settimeout(5)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 401")
+
+
 # --- malformed requests -------------------------------------------------------------------
 
 
