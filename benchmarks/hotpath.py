@@ -1,13 +1,18 @@
 """The application's hot path side by side: resolve against a ceiling, ingest against COPY.
 
-One run, one load generator for every HTTP row (benchmarks.ingest's: a separate process,
-asyncio + aiohttp, keep-alive connections on loopback, closed loop, a warm-up, then a fixed
-number of seconds):
+HTTP rows run closed-loop on keep-alive connections on loopback, after a warm-up, for a
+fixed number of seconds. With two cores or more every server is pinned to core 0 and the
+load generator to the others, so the two never share a core by chance.
 - ceiling: a minimal aiohttp handler in its own process, a bearer check and a resolve-shaped
   JSON answer from memory; the most an aiohttp server answers on this machine;
-- server resolve, GET /v1/prompts/{name}/resolve?unit_id=... with a running two-arm
-  experiment, against a real `prompt-worker run` on SQLite and on a throwaway PostgreSQL;
-- service ingest, POST /v1/conversations in batches of 500 into PostgreSQL;
+- server resolve, GET /v1/prompts/{name}/resolve?unit_id=... (another unit each request)
+  with a running two-arm experiment, against a real `prompt-worker run` on SQLite and on a
+  throwaway PostgreSQL. These GET rows use wrk (one thread; `apt-get install wrk`), or the
+  Python generator below when wrk is missing (it needs a core of its own, so figures are a
+  floor); --rounds rounds over the three (all three servers up meanwhile, so a noisy
+  minute falls on all of them alike), the median of each figure reported;
+- service ingest, POST /v1/conversations in batches of 500 into PostgreSQL, with
+  benchmarks.ingest's generator (a separate process, asyncio + aiohttp);
 - the client SDK (benchmarks.sdk_path): get_prompt per call, in-process, from a
   configuration loaded over HTTP (aim <= 10 us), and log end to end into PostgreSQL through
   the service (conversations/s until the service answered every batch);
@@ -23,18 +28,20 @@ printed beside it), and SDK get_prompt per call. When PostgreSQL cannot start, i
 are skipped.
 
 Usage: python -m benchmarks.hotpath [--seconds 10] [--concurrency 8] [--warmup 2]
-                                    [--copy-block 5000]
+                                    [--rounds 3] [--copy-block 5000]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,18 +102,40 @@ def other(cpu: dict[str, float]) -> float:
 def http_row(label: str, result: LoadResult, cpu: dict[str, float], batch: int = 0) -> Row:
     rate = len(result.latencies_ms) / result.window
     lat = result.latencies_ms
-    share = f"server {cpu['service']:.0%}, generator {cpu['generator']:.0%}"
-    if "postgres" in cpu:
-        share += f", PostgreSQL {cpu['postgres']:.0%}"
-    share += f", other {other(cpu):.0%}"
     row = Row(label, rate, rate * batch, pct(lat, 50), pct(lat, 99), sum(result.errors.values()))
-    row.cpu = share
+    row.cpu = cpu_text(cpu)
     if result.errors:
         print(f"  {label}: errors {result.errors}; first: {result.first_error}")
     return row
 
 
-# --- wrk: a load generator in C, for the GET rows -----------------------------------------
+# --- the GET rows: pinned, in rounds ----------------------------------------------------
+
+# With two cores or more, every server runs on SERVER_CPUS and the load generator on the
+# others: left to the scheduler, a generator sometimes shares the server's core, and a
+# row's throughput then moves by a third from one run to the next.
+SERVER_CPUS = {0}
+
+
+def generator_cpus() -> set[int] | None:
+    cpus = os.sched_getaffinity(0) - SERVER_CPUS
+    return cpus if cpus and os.sched_getaffinity(0) >= SERVER_CPUS else None
+
+
+def pin_server(pid: int) -> None:
+    """Every thread of `pid` on SERVER_CPUS (threads it starts later inherit it)."""
+    if generator_cpus() is None:
+        return
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(tid), SERVER_CPUS)
+
+
+def _pin_generator() -> None:
+    cpus = generator_cpus()
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+
 
 # Each request asks for another unit (the hashing path), with the ingest token.
 WRK_SCRIPT = """
@@ -127,6 +156,24 @@ def _wrk_ms(text: str) -> float:
     return float(match.group(1)) * WRK_UNITS[match.group(2)]
 
 
+def _wrk(command: list[str], seconds: float) -> tuple[str, float]:
+    """Run wrk for `seconds` on the generator's cores: its output and the CPU seconds it
+    used (from the kernel's account of the exited child)."""
+    proc = subprocess.Popen(
+        [command[0], f"-d{seconds:g}s", *command[1:]],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=_pin_generator,
+    )
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {out}")
+    return out, usage.ru_utime + usage.ru_stime
+
+
 def wrk_row(label: str, args: argparse.Namespace, base_url: str, meter: CpuMeter) -> Row:
     """`args.seconds` of wrk (one thread, `args.concurrency` keep-alive connections) after a
     warm-up run; latencies from wrk's own --latency distribution."""
@@ -136,22 +183,15 @@ def wrk_row(label: str, args: argparse.Namespace, base_url: str, meter: CpuMeter
     command = ["wrk", "-t1", f"-c{args.concurrency}", "--latency", "-s", script.name, url]
     try:
         if args.warmup:
-            subprocess.run(
-                [*command[:1], f"-d{args.warmup:g}s", *command[1:]], check=True, capture_output=True
-            )
-        proc = subprocess.Popen(
-            [*command[:1], f"-d{args.seconds:g}s", *command[1:]],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        meter.pids["generator"] = [proc.pid]
+            _wrk(command, args.warmup)
+        meter.pids.pop("generator", None)
         meter.start()
-        out, _ = proc.communicate(timeout=args.seconds + 60)
+        started = time.perf_counter()
+        out, cpu_seconds = _wrk(command, args.seconds)
         shares = meter.stop()
+        shares["generator"] = cpu_seconds / (time.perf_counter() - started)
     finally:
         os.unlink(script.name)
-    if proc.returncode != 0:
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {out}")
     rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _wrk_ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _wrk_ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -162,21 +202,56 @@ def wrk_row(label: str, args: argparse.Namespace, base_url: str, meter: CpuMeter
     errors = (int(bad.group(1)) if bad else 0) + (
         sum(int(g) for g in sockets.groups()) if sockets else 0
     )
-    row = Row(label + " [wrk]", rate, 0.0, p50, p99, errors)
-    row.cpu = f"server {shares['service']:.0%}, generator {shares['generator']:.0%}"
-    if "postgres" in shares:
-        row.cpu += f", PostgreSQL {shares['postgres']:.0%}"
-    row.cpu += f", other {other(shares):.0%}"
+    row = Row(label, rate, 0.0, p50, p99, errors)
+    row.cpu = cpu_text(shares)
     return row
 
 
-def get_rows(label: str, args: argparse.Namespace, base_url: str, meter: CpuMeter) -> list[Row]:
-    """A GET row with the Python load generator, and with wrk when it is installed (it
-    leaves the server more of the machine's two cores)."""
-    phase = run_phase(label, resolve_load(args, base_url), meter)
-    rows = [http_row(label, phase.result, phase.cpu)]
-    if shutil.which("wrk"):
-        rows.append(wrk_row(label, args, base_url, meter))
+def python_row(label: str, args: argparse.Namespace, base_url: str, meter: CpuMeter) -> Row:
+    """The same with the Python load generator (when wrk is not installed): it needs a core
+    of its own to keep up, so the server's figures are a floor."""
+    load = Load("resolve", base_url, AB, args.concurrency, args.warmup, args.seconds)
+    phase = run_phase(label, load, meter)
+    return http_row(label, phase.result, phase.cpu)
+
+
+def cpu_text(shares: dict[str, float]) -> str:
+    text = f"server {shares['service']:.0%}, generator {shares['generator']:.0%}"
+    if "postgres" in shares:
+        text += f", PostgreSQL {shares['postgres']:.0%}"
+    return text + f", other {other(shares):.0%}"
+
+
+@dataclass
+class Target:
+    label: str
+    base_url: str
+    meter: CpuMeter
+
+
+def get_rows(args: argparse.Namespace, targets: list[Target]) -> list[Row]:
+    """`args.rounds` rounds over the targets, one row each per round (so a quiet or a
+    noisy minute falls on all of them alike); per target the median of each figure."""
+    measure = wrk_row if shutil.which("wrk") else python_row
+    if measure is python_row:
+        print("wrk is not installed (apt-get install wrk): GET rows use the Python generator")
+    samples: dict[str, list[Row]] = {t.label: [] for t in targets}
+    for _ in range(args.rounds):
+        for target in targets:
+            samples[target.label].append(measure(target.label, args, target.base_url, target.meter))
+    rows = []
+    for label, runs in samples.items():
+        middle = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
+        row = Row(
+            f"{label} (median of {len(runs)})" if len(runs) > 1 else label,
+            statistics.median(r.rate for r in runs),
+            0.0,
+            statistics.median(r.p50 for r in runs),
+            statistics.median(r.p99 for r in runs),
+            sum(r.errors for r in runs),
+        )
+        row.cpu = middle.cpu
+        rows.append(row)
     return rows
 
 
@@ -222,15 +297,16 @@ def wait_listening(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"the ceiling server did not listen on port {port} within {timeout} s")
 
 
-def ceiling_rows(args: argparse.Namespace) -> list[Row]:
+@contextmanager
+def ceiling_server() -> Iterator[Target]:
     port = free_port()
     proc = mp.get_context("spawn").Process(target=ceiling_main, args=(port,), name="ceiling")
     proc.start()
     try:
         wait_listening(port)
+        pin_server(proc.pid or 0)
         meter = CpuMeter({"service": [proc.pid or 0]})
-        label = "ceiling: minimal aiohttp handler"
-        return get_rows(label, args, f"http://127.0.0.1:{port}", meter)
+        yield Target("ceiling: minimal aiohttp handler", f"http://127.0.0.1:{port}", meter)
     finally:
         proc.terminate()
         proc.join(timeout=10)
@@ -239,13 +315,10 @@ def ceiling_rows(args: argparse.Namespace) -> list[Row]:
 # --- the real service ---------------------------------------------------------------------
 
 
-def resolve_load(args: argparse.Namespace, base_url: str) -> Load:
-    return Load("resolve", base_url, AB, args.concurrency, args.warmup, args.seconds)
-
-
 @contextmanager
 def service_on(url: str, tmp: Path) -> Iterator[ServiceProcess]:
-    """A migrated database and one healthy `prompt-worker run` on it, with the prompts."""
+    """A migrated database and one healthy `prompt-worker run` on it, with the prompts,
+    pinned like the ceiling."""
     engine = create_db_engine(url)
     migrate(engine)
     engine.dispose()
@@ -263,44 +336,42 @@ def service_on(url: str, tmp: Path) -> Iterator[ServiceProcess]:
     )
     try:
         service.wait_healthy(timeout=60)
+        pin_server(service.proc.pid)
         yield service
     finally:
         service.terminate()
 
 
-def sqlite_rows(args: argparse.Namespace, tmp: Path) -> list[Row]:
-    with service_on(f"sqlite:///{tmp / 'hotpath.db'}", tmp) as service:
-        set_up_prompts(service)
-        meter = CpuMeter({"service": [service.proc.pid]})
-        return get_rows("server resolve, SQLite", args, service.base_url, meter)
+def resolve_target(label: str, service: ServiceProcess, cluster: PgCluster | None) -> Target:
+    trees = {"postgres": postmaster_pid(cluster.datadir)} if cluster is not None else None
+    return Target(label, service.base_url, CpuMeter({"service": [service.proc.pid]}, trees))
 
 
-def postgres_rows(args: argparse.Namespace, cluster: PgCluster, tmp: Path) -> list[Row]:
-    rows = []
-    with service_on(cluster.url, tmp) as service:
-        experiment_id, arms = set_up_prompts(service)
-        meter = CpuMeter(
-            {"service": [service.proc.pid]}, trees={"postgres": postmaster_pid(cluster.datadir)}
-        )
-        rows += get_rows("server resolve, PostgreSQL", args, service.base_url, meter)
-        ingest = Load(
-            "ingest",
-            service.base_url,
-            AB,
-            args.concurrency,
-            args.warmup,
-            args.seconds,
-            batch=BATCH,
-            experiment_id=experiment_id,
-            arms=arms,
-        )
-        phase = run_phase("ingest pg", ingest, meter)
-        rows.append(
-            http_row(f"service ingest, PostgreSQL (batch {BATCH})", phase.result, phase.cpu, BATCH)
-        )
-        rows.append(Row(**get_prompt_row(service.base_url, INGEST, AB)))
-        rows.append(Row(**log_row(service.base_url, INGEST, AB, cluster.url)))
-    return rows + copy_rows(args, cluster)
+def postgres_rows(
+    args: argparse.Namespace, cluster: PgCluster, service: ServiceProcess, experiment: Any
+) -> list[Row]:
+    """Ingest and the SDK into PostgreSQL, then raw COPY."""
+    experiment_id, arms = experiment
+    meter = CpuMeter(
+        {"service": [service.proc.pid]}, trees={"postgres": postmaster_pid(cluster.datadir)}
+    )
+    ingest = Load(
+        "ingest",
+        service.base_url,
+        AB,
+        args.concurrency,
+        args.warmup,
+        args.seconds,
+        batch=BATCH,
+        experiment_id=experiment_id,
+        arms=arms,
+    )
+    phase = run_phase("ingest pg", ingest, meter)
+    return [
+        http_row(f"service ingest, PostgreSQL (batch {BATCH})", phase.result, phase.cpu, BATCH),
+        Row(**get_prompt_row(service.base_url, INGEST, AB)),
+        Row(**log_row(service.base_url, INGEST, AB, cluster.url)),
+    ]
 
 
 # --- raw COPY -----------------------------------------------------------------------------
@@ -386,31 +457,21 @@ def copy_row(
 # --- the report ---------------------------------------------------------------------------
 
 
-def find(rows: list[Row], prefix: str, tag: str = "") -> Row | None:
-    """The row whose label starts with `prefix` and ends with the generator's `tag`."""
-    return next(
-        (
-            row
-            for row in rows
-            if row.label.startswith(prefix)
-            and (row.label.endswith(tag) if tag else "[" not in row.label)
-        ),
-        None,
-    )
+def find(rows: list[Row], prefix: str) -> Row | None:
+    return next((row for row in rows if row.label.startswith(prefix)), None)
 
 
 def print_ratios(rows: list[Row]) -> None:
-    for tag in ("", " [wrk]"):  # each generator against its own ceiling
-        ceiling = find(rows, "ceiling", tag)
-        for prefix in ("server resolve, SQLite", "server resolve, PostgreSQL"):
-            resolve = find(rows, prefix, tag)
-            if ceiling and resolve and ceiling.rate:
-                share = resolve.rate / ceiling.rate
-                verdict = "meets" if share >= 0.5 and resolve.p99 < 2 else "misses"
-                print(
-                    f"{prefix}{tag} / ceiling: {share:.1%} of the req/s, p99 "
-                    f"{resolve.p99:.2f} ms ({verdict} the aim: >= 50%, p99 < 2 ms)"
-                )
+    ceiling = find(rows, "ceiling")
+    for prefix in ("server resolve, SQLite", "server resolve, PostgreSQL"):
+        resolve = find(rows, prefix)
+        if ceiling and resolve and ceiling.rate:
+            share = resolve.rate / ceiling.rate
+            verdict = "meets" if share >= 0.5 and resolve.p99 < 2 else "misses"
+            print(
+                f"{prefix} / ceiling: {share:.1%} of the req/s, p99 {resolve.p99:.2f} ms "
+                f"({verdict} the aim: >= 50%, p99 < 2 ms)"
+            )
     sdk = find(rows, "SDK get_prompt")
     if sdk and sdk.rate:
         per_call = 1e6 / sdk.rate
@@ -436,9 +497,9 @@ def print_ratios(rows: list[Row]) -> None:
 def print_report(rows: list[Row], args: argparse.Namespace, load_before: float) -> None:
     print(
         f"Hot path on {os.cpu_count()} CPU cores (1-minute load average {load_before:.2f} "
-        f"before the run); HTTP rows: one load generator process, {args.concurrency} "
-        f"keep-alive connections on loopback, {args.warmup:g} s warm-up, {args.seconds:g} s "
-        "measured"
+        f"before the run); HTTP rows: {args.concurrency} keep-alive connections on "
+        f"loopback, {args.warmup:g} s warm-up, {args.seconds:g} s measured; GET rows: "
+        f"{'wrk' if shutil.which('wrk') else 'the Python generator'}, {args.rounds} rounds"
     )
     print(f"{'row':<44} {'req/s':>8} {'conv/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  CPU")
     for row in rows:
@@ -457,26 +518,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds a row")
     parser.add_argument("--concurrency", type=int, default=8, help="keep-alive connections")
     parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds over the GET rows (median reported)"
+    )
+    parser.add_argument(
         "--copy-block", type=int, default=5000, help="rows per COPY statement (raw COPY rows)"
     )
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.concurrency < 1 or args.warmup < 0 or args.copy_block < 1:
+    if (
+        args.seconds <= 0
+        or min(args.concurrency, args.copy_block, args.rounds) < 1
+        or args.warmup < 0
+    ):
         parser.error(
-            "--seconds, --concurrency and --copy-block must be positive, --warmup 0 or more"
+            "--seconds, --concurrency, --rounds and --copy-block must be positive, "
+            "--warmup 0 or more"
         )
     return args
 
 
-def with_postgres(args: argparse.Namespace, tmp: Path) -> list[Row]:
+def start_postgres() -> PgCluster | None:
     try:
-        cluster = start_cluster()
+        return start_cluster()
     except PostgresUnavailable as exc:
         print(f"PostgreSQL could not start ({exc}); its rows are skipped")
-        return []
-    try:
-        return postgres_rows(args, cluster, tmp)
-    finally:
-        cluster.destroy()
+        return None
+
+
+def measure_all(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> list[Row]:
+    ceiling = stack.enter_context(ceiling_server())
+    sqlite = stack.enter_context(service_on(f"sqlite:///{tmp / 'hotpath.db'}", tmp))
+    set_up_prompts(sqlite)
+    targets = [ceiling, resolve_target("server resolve, SQLite", sqlite, None)]
+    cluster = start_postgres()
+    if cluster is None:
+        return get_rows(args, targets)
+    stack.callback(cluster.destroy)
+    pg = stack.enter_context(service_on(cluster.url, tmp))
+    experiment = set_up_prompts(pg)
+    targets.append(resolve_target("server resolve, PostgreSQL", pg, cluster))
+    rows = get_rows(args, targets)
+    rows += postgres_rows(args, cluster, pg, experiment)
+    return rows + copy_rows(args, cluster)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -484,8 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="pw-bench-hotpath-"))
     try:
-        rows = [*ceiling_rows(args), *sqlite_rows(args, tmp)]
-        rows += with_postgres(args, tmp)
+        with contextlib.ExitStack() as stack:
+            rows = measure_all(args, tmp, stack)
     except BaseException:
         print(f"the services' logs are kept in {tmp}", file=sys.stderr)
         raise

@@ -115,7 +115,7 @@ def rate_limited(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def limited(request: web.Request) -> web.StreamResponse:
         buckets = request.app.get(APP_RATE_LIMIT)
-        token = presented_token(request)
+        token = presented_token(request) if buckets is not None else None
         if buckets is not None and token is not None:
             wait = buckets.take(token_key(token))
             if wait > 0:
