@@ -3,8 +3,9 @@
 HTTP rows run closed-loop on keep-alive connections on loopback, after a warm-up, for a
 fixed number of seconds. With two cores or more every server is pinned to core 0 and the
 load generator to the others, so the two never share a core by chance.
-- ceiling: a minimal aiohttp handler in its own process, a bearer check and a resolve-shaped
-  JSON answer from memory; the most an aiohttp server answers on this machine;
+- ceiling: a minimal aiohttp handler in its own process, on the service's event loop (uvloop
+  where installed), a bearer check and a resolve-shaped JSON answer from memory; the most
+  an aiohttp server answers on this machine;
 - server resolve, GET /v1/prompts/{name}/resolve?unit_id=... (another unit each request)
   with a running two-arm experiment, against a real `prompt-worker run` on SQLite and on a
   throwaway PostgreSQL. These GET rows use wrk (one thread; `apt-get install wrk`), or the
@@ -77,6 +78,7 @@ from benchmarks.ingest import (  # noqa: E402
 from benchmarks.sdk_path import get_prompt_row, log_row  # noqa: E402
 from optimizer.db import create_db_engine, migrate  # noqa: E402
 from optimizer.ingest import COLUMNS  # noqa: E402
+from optimizer.service import new_event_loop  # noqa: E402
 from tests.support.pg import PgCluster, PostgresUnavailable, start_cluster  # noqa: E402
 from tests.support.procs import ServiceProcess, free_port, start_service  # noqa: E402
 
@@ -283,7 +285,9 @@ def ceiling_main(port: int) -> None:
 
     app = web.Application()
     app.router.add_get("/v1/prompts/{name}/resolve", resolve)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    # The service's own event loop (uvloop where installed): the same stack under both.
+    loop = new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop)
 
 
 def wait_listening(port: int, timeout: float = 30.0) -> None:

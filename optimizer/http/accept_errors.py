@@ -1,11 +1,16 @@
-"""An event-loop exception handler that turns accept-error storms into one line per interval.
+"""Running out of file descriptors: said in the log once per interval, not thousands of times.
 
 Out of file descriptors (EMFILE/ENFILE) or memory, asyncio's accept loop reports
 "socket.accept() out of system resource" through the loop's exception handler, and on
 CPython 3.11 it does so up to `backlog` times per retry, each retry scheduling more: 49,649
 lines in 4 s were seen under `ulimit -n 256`. The cure for the cause is closing idle
-connections (HTTP_KEEPALIVE_TIMEOUT_SECONDS); this keeps the log readable meanwhile.
-Everything else goes on to the handler that was there before (or asyncio's default).
+connections (HTTP_KEEPALIVE_TIMEOUT_SECONDS); the exception handler here keeps the log
+readable meanwhile. Everything else goes on to the handler that was there before (or
+asyncio's default).
+
+uvloop (the service's loop where installed) reports nothing: libuv accepts and closes the
+waiting connections to drain its backlog. So `watch_open_files` also counts the process's
+open descriptors every second and says so, throttled alike, once they pass 90% of the limit.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
+import resource
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -82,3 +89,44 @@ def accept_errors_throttled(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
         yield
     finally:
         loop.set_exception_handler(previous)
+
+
+OPEN_FILES_SHARE = 0.9
+OPEN_FILES_CHECK_SECONDS = 1.0
+
+
+def open_files() -> tuple[int, int] | None:
+    """(descriptors open, the soft limit) for this process; None without /proc/self/fd."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError as exc:
+        if exc.errno in _RESOURCE_ERRNOS:  # reading the list needs a descriptor too
+            return soft, soft
+        return None
+    return used, soft
+
+
+async def watch_open_files(interval: float = OPEN_FILES_CHECK_SECONDS) -> None:
+    """Until cancelled: a throttled warning whenever the open descriptors pass
+    OPEN_FILES_SHARE of the limit."""
+    warning = ThrottledLog(
+        log,
+        logging.WARNING,
+        "nearly out of file descriptors: new connections may be refused",
+        LOG_INTERVAL_SECONDS,
+        asyncio.get_running_loop(),
+    )
+    while True:
+        counts = open_files()
+        if counts is None:
+            return
+        used, limit = counts
+        if limit != resource.RLIM_INFINITY and used >= OPEN_FILES_SHARE * limit:
+            warning.note(
+                open=used,
+                limit=limit,
+                hint="idle connections are closed after HTTP_KEEPALIVE_TIMEOUT_SECONDS; raise "
+                "the open-files limit (ulimit -n) if this persists",
+            )
+        await asyncio.sleep(interval)

@@ -27,6 +27,7 @@ INGEST = "ing-3c5e7a9b1d-token"
 # Distinctive, so any echo of it in an answer or a log line is found.
 SECRET = "sk-" + "".join(f"{i:04x}" for i in range(2300))
 ACCEPT_ERROR = "cannot accept connections: out of file descriptors or memory"
+OUT_OF_FILES = "nearly out of file descriptors"
 STARTED = "prompt-worker running"
 
 
@@ -306,7 +307,8 @@ def test_service_recovers_from_running_out_of_file_descriptors_with_a_short_log(
         path.parent,
         url,
         max_open_files=64,
-        HTTP_KEEPALIVE_TIMEOUT_SECONDS="1",
+        # Idle connections held 3 s: long enough for the once-a-second open-files watch.
+        HTTP_KEEPALIVE_TIMEOUT_SECONDS="3",
         HTTP_REQUEST_TIMEOUT_SECONDS="1",
     )
     idle: list[socket.socket] = []
@@ -328,8 +330,10 @@ def test_service_recovers_from_running_out_of_file_descriptors_with_a_short_log(
             sock.close()
         svc.terminate()
     lines = svc.logs().splitlines()
-    accept_errors = [line for line in lines if ACCEPT_ERROR in line]
-    assert 1 <= len(accept_errors) <= 3, accept_errors
+    # asyncio's loop reports the failed accepts; uvloop's reports nothing (libuv drains its
+    # backlog by itself), and the open-files watch says it instead. Both, throttled.
+    said = [line for line in lines if ACCEPT_ERROR in line or OUT_OF_FILES in line]
+    assert 1 <= len(said) <= 4, "\n".join(lines[:30])
     assert len(lines) < 40, "\n".join(lines[:40])
 
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
+import resource
 from collections.abc import Callable
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from optimizer.http import accept_errors
 from optimizer.http.accept_errors import accept_errors_throttled, is_accept_error
 from optimizer.log_throttle import BurstWindow, ThrottledLog
 
@@ -139,3 +142,37 @@ async def test_accept_error_storm_is_one_line_and_other_loop_errors_pass_through
     accept_lines = [r for r in caplog.records if r.name == "prompt_worker.http"]
     assert len(accept_lines) == 1
     assert "Too many open files" in accept_lines[0].error
+
+
+# --- the open-files watch (what uvloop's silent accepts leave to us) ----------------------
+
+
+def test_open_files_counts_this_process_and_reads_a_full_table_as_full(monkeypatch) -> None:
+    counts = accept_errors.open_files()
+    assert counts is not None
+    used, limit = counts
+    assert 3 <= used <= limit == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+    def full(_path: str) -> list[str]:
+        raise EMFILE
+
+    monkeypatch.setattr(os, "listdir", full)
+    assert accept_errors.open_files() == (limit, limit)
+
+    def missing(_path: str) -> list[str]:
+        raise FileNotFoundError(errno.ENOENT, "no /proc here")
+
+    monkeypatch.setattr(os, "listdir", missing)
+    assert accept_errors.open_files() is None
+
+
+async def test_watch_warns_past_nine_tenths_of_the_limit_once_per_interval(
+    monkeypatch, caplog
+) -> None:
+    readings = iter([(80, 100), (89, 100), (90, 100), (99, 100), (100, 100), (50, 100)])
+    monkeypatch.setattr(accept_errors, "open_files", lambda: next(readings, None))
+    with caplog.at_level(logging.WARNING, logger="prompt_worker.http"):
+        await asyncio.wait_for(accept_errors.watch_open_files(interval=0.001), timeout=5)
+    said = [r for r in caplog.records if "nearly out of file descriptors" in r.getMessage()]
+    assert len(said) == 1  # the first reading at 90%; the next two held for the interval
+    assert (said[0].open, said[0].limit) == (90, 100)
