@@ -238,9 +238,14 @@ def get_rows(args: argparse.Namespace, targets: list[Target]) -> list[Row]:
     if measure is python_row:
         print("wrk is not installed (apt-get install wrk): GET rows use the Python generator")
     samples: dict[str, list[Row]] = {t.label: [] for t in targets}
-    for _ in range(args.rounds):
+    for number in range(1, args.rounds + 1):
+        done = []
         for target in targets:
-            samples[target.label].append(measure(target.label, args, target.base_url, target.meter))
+            row = measure(target.label, args, target.base_url, target.meter)
+            samples[target.label].append(row)
+            name = target.label.split(",")[-1].strip()
+            done.append(f"{name} {row.rate:,.0f}/s p99 {row.p99:.2f}")
+        print(f"  round {number}: " + " | ".join(done), flush=True)
     rows = []
     for label, runs in samples.items():
         middle = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
