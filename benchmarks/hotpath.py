@@ -39,6 +39,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import random
 import re
 import shutil
 import socket
@@ -232,15 +233,18 @@ class Target:
 
 
 def get_rows(args: argparse.Namespace, targets: list[Target]) -> list[Row]:
-    """`args.rounds` rounds over the targets, one row each per round (so a quiet or a
-    noisy minute falls on all of them alike); per target the median of each figure."""
+    """`args.rounds` rounds over the targets, one row each per round, in a shuffled order
+    (so a quiet or a noisy minute falls on all of them alike); per target the median of
+    each figure."""
     measure = wrk_row if shutil.which("wrk") else python_row
     if measure is python_row:
         print("wrk is not installed (apt-get install wrk): GET rows use the Python generator")
     samples: dict[str, list[Row]] = {t.label: [] for t in targets}
+    order = random.Random(1)
     for number in range(1, args.rounds + 1):
         done = []
-        for target in targets:
+        # Each round in another order: whatever a row leaves behind falls on all of them.
+        for target in order.sample(targets, len(targets)):
             row = measure(target.label, args, target.base_url, target.meter)
             samples[target.label].append(row)
             name = target.label.split(",")[-1].strip()
