@@ -151,9 +151,11 @@ def _live_experiments(session: Session) -> tuple[ExperimentLine, ...]:
         for status in ordered
         for view in store.list_experiments(session, status=status, limit=MAX_EXPERIMENTS)
     ]
+    views = views[:MAX_EXPERIMENTS]
+    latest = store.latest_analyses(session, [view.id for view in views])
     lines = []
-    for view in views[:MAX_EXPERIMENTS]:
-        analysis = store.latest_analysis(session, view.id)
+    for view in views:
+        analysis = latest.get(view.id)
         intervals = _intervals(analysis.statistics if analysis else None, view.primary_metric)
         arms = tuple(
             ArmLine(a.version, a.is_control, a.status, a.conversations, **intervals.get(a.id, {}))

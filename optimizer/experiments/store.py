@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -74,10 +74,24 @@ class AnalysisView:
     srm_detected: bool
     statistics: Any
     checked_at: datetime
+    job_id: int | None = None
+
+    @classmethod
+    def of(cls, row: ExperimentAnalysis) -> AnalysisView:
+        return cls(
+            row.id,
+            row.decision,
+            row.reason,
+            row.srm_detected,
+            _loads_or_text(row.statistics),
+            row.checked_at,
+            row.job_id,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "job_id": self.job_id,
             "decision": self.decision,
             "reason": self.reason,
             "srm_detected": self.srm_detected,
@@ -380,16 +394,36 @@ def latest_analysis(session: Session, experiment_id: int) -> AnalysisView | None
         .order_by(ExperimentAnalysis.id.desc())
         .limit(1)
     )
-    if row is None:
-        return None
-    return AnalysisView(
-        row.id,
-        row.decision,
-        row.reason,
-        row.srm_detected,
-        _loads_or_text(row.statistics),
-        row.checked_at,
+    return None if row is None else AnalysisView.of(row)
+
+
+def latest_analyses(session: Session, experiment_ids: Sequence[int]) -> dict[int, AnalysisView]:
+    """Per experiment that has one, its latest check, in one query."""
+    if not experiment_ids:
+        return {}
+    newest = (
+        select(func.max(ExperimentAnalysis.id))
+        .where(ExperimentAnalysis.experiment_id.in_(list(experiment_ids)))
+        .group_by(ExperimentAnalysis.experiment_id)
     )
+    rows = session.scalars(select(ExperimentAnalysis).where(ExperimentAnalysis.id.in_(newest)))
+    return {row.experiment_id: AnalysisView.of(row) for row in rows}
+
+
+def list_analyses(
+    session: Session, experiment_id: int, *, after_id: int = 0, limit: int
+) -> list[AnalysisView]:
+    """The experiment's checks with an id above `after_id`, oldest first, at most `limit`
+    (keyset pages: pass the last id seen). NotFound for an experiment that does not exist."""
+    if session.get(Experiment, experiment_id) is None:
+        raise NotFound(f"no experiment with id {experiment_id}")
+    rows = session.scalars(
+        select(ExperimentAnalysis)
+        .where(ExperimentAnalysis.experiment_id == experiment_id, ExperimentAnalysis.id > after_id)
+        .order_by(ExperimentAnalysis.id)
+        .limit(limit)
+    )
+    return [AnalysisView.of(row) for row in rows]
 
 
 # --- stop and decisions --------------------------------------------------------------------

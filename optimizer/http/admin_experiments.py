@@ -1,5 +1,5 @@
 """Admin experiment API: POST /experiments, GET /experiments, GET /experiments/{id},
-POST /experiments/{id}/stop."""
+GET /experiments/{id}/analyses, POST /experiments/{id}/stop."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from optimizer.http import responses as out
 from optimizer.http.body import path_id, read_body, read_optional_body, read_query
 from optimizer.http.endpoints import Endpoint, Reply, register
 from optimizer.http.keys import ENGINE, SETTINGS, STATS
-from optimizer.http.requests import ExperimentListQuery, StopBody
+from optimizer.http.requests import AnalysisListQuery, ExperimentListQuery, StopBody
 
 log = logging.getLogger("prompt_worker.http.experiments")
 
 NEW_EXPERIMENT_FIELDS = tuple(NewExperiment.model_fields)
 LIST_PARAMS = tuple(ExperimentListQuery.model_fields)
+ANALYSES_PARAMS = tuple(AnalysisListQuery.model_fields)
 STOP_FIELDS = tuple(StopBody.model_fields)
 HTTP_ACTOR = "admin (HTTP)"
 
@@ -79,6 +80,30 @@ async def get_experiment(request: web.Request) -> web.Response:
     return web.json_response(view.to_dict())
 
 
+def _analyses(
+    engine: Engine, experiment_id: int, query: AnalysisListQuery
+) -> list[store.AnalysisView]:
+    with session_factory(engine)() as session:
+        # One more than asked: whether another page follows, without a count.
+        return store.list_analyses(
+            session, experiment_id, after_id=query.after, limit=query.limit + 1
+        )
+
+
+async def list_analyses(request: web.Request) -> web.Response:
+    experiment_id = path_id(request)
+    query = read_query(request, AnalysisListQuery)
+    views = await asyncio.to_thread(_analyses, request.app[ENGINE], experiment_id, query)
+    page = views[: query.limit]
+    return web.json_response(
+        {
+            "experiment_id": experiment_id,
+            "analyses": [v.to_dict() for v in page],
+            "next_after": page[-1].id if len(views) > query.limit else None,
+        }
+    )
+
+
 def _stop(engine: Engine, experiment_id: int, reason: str | None) -> store.ExperimentView:
     with session_factory(engine).begin() as session:
         return store.stop_experiment(
@@ -128,6 +153,19 @@ ENDPOINTS = (
         "One experiment",
         auth="admin",
         replies={200: _EXPERIMENT, 404: _NO_EXPERIMENT},
+    ),
+    Endpoint(
+        "GET",
+        "/experiments/{id}/analyses",
+        list_analyses,
+        "An experiment's checks",
+        auth="admin",
+        query=AnalysisListQuery,
+        description="Every stored monitoring check of the experiment with its figures "
+        "(the `statistics` document: per arm and metric the estimates and always-valid "
+        "intervals, guardrails, sample-ratio test, sums), oldest first, in pages: pass "
+        "`next_after` as `after` for the next one.",
+        replies={200: Reply("a page of checks", out.AnalysisPage), 404: _NO_EXPERIMENT},
     ),
     Endpoint(
         "POST",

@@ -34,7 +34,7 @@ from optimizer.prompts import MAX_REASON_CHARS, MAX_VERSION
 from optimizer.resolve import check_unit_id
 from optimizer.runtime.job_input import MAX_PRIORITY, MIN_PRIORITY, parse_new_job
 from optimizer.runtime.queue import NewJob
-from optimizer.text_input import parse_whole
+from optimizer.text_input import MAX_ID, parse_whole
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 DEFAULT_ROLLBACK_REASON = "rollback via the admin API"
@@ -198,6 +198,13 @@ class ExperimentListQuery(Query):
         | None
     ) = Field(None, description="only experiments in this status")
     prompt: str | None = Field(None, description="only this prompt's experiments")
+    limit: Limit = _limit(DEFAULT_LIMIT)
+
+
+class AnalysisListQuery(Query):
+    after: Annotated[
+        int, BeforeValidator(rule(lambda raw: parse_whole(raw, "after", 0, MAX_ID)))
+    ] = Field(0, description="only checks with a larger id: the `next_after` of the last page")
     limit: Limit = _limit(DEFAULT_LIMIT)
 
 

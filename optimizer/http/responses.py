@@ -153,6 +153,7 @@ class StoredGuardrail(Answer):
 
 class Analysis(Answer):
     id: int
+    job_id: int | None = Field(description="the monitoring job that made the check")
     decision: str
     reason: str
     srm_detected: bool
@@ -177,6 +178,14 @@ class Experiment(Answer):
     max_runtime_hours: float
     created_by: str | None
     latest_analysis: Analysis | None
+
+
+class AnalysisPage(Answer):
+    experiment_id: int
+    analyses: list[Analysis] = Field(description="oldest first")
+    next_after: int | None = Field(
+        description="pass as `after` for the next page; null when this page is the last"
+    )
 
 
 class ExperimentList(Answer):

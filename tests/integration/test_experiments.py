@@ -602,3 +602,63 @@ def test_a_cap_from_values_near_zero_never_stops_the_checks(engine):
         session.commit()
     again = check_now(engine, view.id)
     assert again is not None and again.decision == "continue"
+
+
+# --- GET /experiments/{id}/analyses -------------------------------------------------------
+
+
+async def test_every_check_is_listed_oldest_first_in_keyset_pages(api):
+    experiment = await api.start([2])
+    empty = await api.get(f"/experiments/{experiment['id']}/analyses")
+    assert empty == {"experiment_id": experiment["id"], "analyses": [], "next_after": None}
+    await fill(api, experiment, [(40, 12), (40, 13)])
+    for _ in range(5):  # before the runtime gate: every check continues
+        result = await api.monitor(hours_later=timedelta(0))
+        assert [d["decision"] for d in result["decisions"]] == ["continue"]
+    with session_factory(api.engine)() as session:
+        stored = session.execute(
+            select(ExperimentAnalysis.id, ExperimentAnalysis.job_id)
+            .where(ExperimentAnalysis.experiment_id == experiment["id"])
+            .order_by(ExperimentAnalysis.id)
+        ).all()
+    assert len(stored) == 5
+    seen: list[dict[str, Any]] = []
+    pages = 0
+    after = 0
+    while True:
+        page = await api.get(f"/experiments/{experiment['id']}/analyses?limit=2&after={after}")
+        pages += 1
+        assert len(page["analyses"]) <= 2
+        seen += page["analyses"]
+        if page["next_after"] is None:
+            break
+        assert page["next_after"] == page["analyses"][-1]["id"]
+        after = page["next_after"]
+    assert pages == 3
+    assert [(a["id"], a["job_id"]) for a in seen] == [tuple(row) for row in stored]
+    assert [a["checked_at"] for a in seen] == sorted(a["checked_at"] for a in seen)
+    for analysis in seen:
+        assert analysis["decision"] == "continue" and analysis["reason"]
+        assert {"comparisons", "sums", "srm"} <= set(analysis["statistics"])
+    # The latest check is the one the experiment shows.
+    shown = await api.get(f"/experiments/{experiment['id']}")
+    assert shown["latest_analysis"] == seen[-1]
+    # A page that ends exactly at the last check says so.
+    last = await api.get(f"/experiments/{experiment['id']}/analyses?after={stored[2][0]}&limit=2")
+    assert [a["id"] for a in last["analyses"]] == [stored[3][0], stored[4][0]]
+    assert last["next_after"] is None
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("limit=0", "limit"), ("limit=501", "limit"), ("after=-1", "after"), ("after=x", "after")],
+)
+async def test_bad_analyses_query_names_the_parameter(api, query, field):
+    experiment = await api.start([2])
+    answer = await api.get(f"/experiments/{experiment['id']}/analyses?{query}", status=400)
+    assert answer["field"] == field, answer
+
+
+async def test_analyses_of_an_unknown_experiment_is_404(api):
+    answer = await api.get("/experiments/999999/analyses", status=404)
+    assert "999999" in answer["error"]

@@ -10,10 +10,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import event, insert, text, update
 from sqlalchemy.engine import Engine
 
-from models.experiments import Experiment
+from models.experiments import Experiment, ExperimentAnalysis
 from optimizer.cli import main
 from optimizer.clock import utcnow
 from optimizer.db import session_factory
@@ -285,3 +285,34 @@ def test_configuration_problems_are_shown(
     else:
         assert body["problems"] == []
         assert "Configuration problems" not in out
+
+
+def test_latest_analyses_match_one_by_one_in_one_query(engine: Engine) -> None:
+    ids = [_experiment_in_state(engine, f"p{i}", "running", None) for i in range(4)]
+    with session_factory(engine).begin() as session:
+        for n, experiment_id in enumerate(ids[:3]):  # the last one has no check
+            for k in range(n + 1):
+                session.execute(
+                    insert(ExperimentAnalysis).values(
+                        experiment_id=experiment_id,
+                        decision="continue",
+                        reason=f"check {k}",
+                        statistics=json.dumps({"k": k, "x": None}),
+                    )
+                )
+    statements: list[str] = []
+    with session_factory(engine)() as session:
+        expected = {i: store.latest_analysis(session, i) for i in ids}
+
+        def count(*args: Any) -> None:
+            statements.append(args[2])
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            latest = store.latest_analyses(session, ids)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+    assert len(statements) == 1
+    assert latest == {i: a for i, a in expected.items() if a is not None}
+    assert [latest[i].reason for i in ids[:3]] == ["check 0", "check 1", "check 2"]
+    assert ids[3] not in latest

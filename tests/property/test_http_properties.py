@@ -110,6 +110,7 @@ ROUTES = (
     Route("POST", "/experiments", ADMIN, admin_experiments.NEW_EXPERIMENT_FIELDS),
     Route("GET", "/experiments", ADMIN, params=admin_experiments.LIST_PARAMS),
     Route("GET", "/experiments/{id}", ADMIN),
+    Route("GET", "/experiments/{id}/analyses", ADMIN, params=admin_experiments.ANALYSES_PARAMS),
     Route("POST", "/experiments/{id}/stop", ADMIN, admin_experiments.STOP_FIELDS),
     Route("GET", "/insights", ADMIN, params=admin_insights.LIST_PARAMS),
     Route("GET", "/v1/prompts/{name}/resolve", INGEST, params=RESOLVE_PARAMS),
