@@ -21,6 +21,7 @@ TOP = (
     "optimizer.http",
     "optimizer.cli",
     "optimizer.demo",
+    "optimizer.ui",
 )
 JOBS = "optimizer.jobs"
 RUNTIME = "optimizer.runtime"
@@ -37,6 +38,9 @@ PURE = (
     "optimizer.jobs.payload_fields",
     "optimizer.routing",
     "optimizer.assignment",
+    "optimizer.ui.series",
+    "optimizer.ui.charts",
+    "optimizer.ui.diff",
 )
 SQL = ("sqlalchemy", "models", "optimizer.db", "optimizer.prompts")
 
