@@ -115,8 +115,7 @@ def rate_limited(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def limited(request: web.Request) -> web.StreamResponse:
         buckets = request.app.get(APP_RATE_LIMIT)
-        token = presented_token(request) if buckets is not None else None
-        if buckets is not None and token is not None:
+        if buckets is not None and (token := presented_token(request)) is not None:
             wait = buckets.take(token_key(token))
             if wait > 0:
                 seconds = retry_after_seconds(wait)

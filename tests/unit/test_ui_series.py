@@ -66,6 +66,20 @@ def stats(*comparisons: dict[str, Any], **extra: Any) -> dict[str, Any]:
     }
 
 
+# The keys of a stored guardrail check the readers use.
+GUARDRAIL_KEYS = (
+    "arm_id",
+    "metric",
+    "status",
+    "tolerance",
+    "higher_is_better",
+    "mean_control",
+    "relative",
+    "gain_low",
+    "gain_high",
+)
+
+
 def row(i: int, statistics: Any, decision: str = "continue", reason: str = "r") -> Row:
     return Row(i, decision, reason, T0 + timedelta(hours=i), statistics)
 
@@ -86,18 +100,7 @@ def test_the_keys_read_are_the_keys_the_analysis_writes():
         "higher_is_better",
         "error",
     } <= names(Comparison)
-    assert {
-        "arm_id",
-        "metric",
-        "status",
-        "tolerance",
-        "higher_is_better",
-        "mean_control",
-        "relative",
-        "gain_low",
-        "gain_high",
-        "error",
-    } <= names(GuardrailCheck)
+    assert {*GUARDRAIL_KEYS, "error"} <= names(GuardrailCheck)
     srm_keys = {"detected", "bayes_factor", "threshold", "error", "arm_ids", "counts"}
     assert srm_keys | {"expected_shares"} <= names(SrmCheck)
 
@@ -175,20 +178,7 @@ comparison_like = st.fixed_dictionaries(
 )
 guardrail_like = st.fixed_dictionaries(
     {},
-    optional={
-        key: field_values
-        for key in (
-            "arm_id",
-            "metric",
-            "status",
-            "tolerance",
-            "higher_is_better",
-            "mean_control",
-            "relative",
-            "gain_low",
-            "gain_high",
-        )
-    },
+    optional={key: field_values for key in GUARDRAIL_KEYS},
 )
 statistics_like = st.fixed_dictionaries(
     {},
