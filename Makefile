@@ -18,7 +18,7 @@ PYTHON_CANDIDATES := $(if $(PYTHON),$(PYTHON),python3 python3.13 python3.12 pyth
 # variables already set in the shell.
 LOAD_ENV := if [ -f .env ]; then set -a; . ./.env; set +a; fi
 
-.PHONY: help run migrate test check lint format types demo bench clean
+.PHONY: help run migrate test check lint format types demo bench screenshots clean
 
 help:
 	@echo "make run      create .venv, install, migrate the database, start the service"
@@ -30,6 +30,7 @@ help:
 	@echo "make format   ruff format . (rewrites files)"
 	@echo "make types    mypy, strict, on optimizer/, models/ and clients/python/"
 	@echo "make bench    run the scripts in benchmarks/"
+	@echo "make screenshots  redraw docs/screenshots/*.png with headless Chromium"
 	@echo "make clean    remove .venv and caches (keeps the database file)"
 
 run: $(STAMP_RUN)
@@ -73,6 +74,11 @@ bench: $(STAMP_TEST)
 	  $(VENV_PY) -m "benchmarks.$$name"; \
 	done; \
 	[ "$$found" = 1 ] || echo "no benchmarks found in benchmarks/"
+
+# The dashboard pictures in docs/: the test CI runs, told to write into the tree; it fails
+# (not skips) without Chromium.
+screenshots: $(STAMP_TEST)
+	UPDATE_SCREENSHOTS=1 REQUIRE_BROWSER=1 $(VENV)/bin/pytest -q tests/browser/test_screenshots.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

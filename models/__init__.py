@@ -17,6 +17,7 @@ from models.prompts import Prompt, PromptActivation, PromptVersion
 from models.rollups import ExperimentStratumSums, ExperimentUnitSums
 from models.routing import RoutingStamp
 from models.signatures import UsedSignature
+from models.ui_sessions import UiSession
 
 __all__ = [
     "Base",
@@ -40,6 +41,7 @@ __all__ = [
     "PromptVersion",
     "RollupMark",
     "RoutingStamp",
+    "UiSession",
     "UsedSignature",
     "UtcDateTime",
 ]

@@ -32,6 +32,7 @@ DEFAULT_DATABASE_URL = "sqlite:///prompt_worker.db"
 LlmProvider = Literal["anthropic", "offline"]
 LogFormat = Literal["kv", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+UiAccess = Literal["auto", "off", "read-only", "full"]
 LLM_PROVIDERS: tuple[str, ...] = get_args(LlmProvider)
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 LOG_LEVELS = tuple(level.lower() for level in get_args(LogLevel))
@@ -66,6 +67,7 @@ Cron = Annotated[str, AfterValidator(_cron)]
 AnyCaseLevel = Annotated[LogLevel, BeforeValidator(_upper)]
 AnyCaseFormat = Annotated[LogFormat, BeforeValidator(_lower)]
 AnyCaseProvider = Annotated[LlmProvider, BeforeValidator(_lower)]
+AnyCaseUiAccess = Annotated[UiAccess, BeforeValidator(_lower)]
 HttpUrl = Annotated[str | None, AfterValidator(_http_url)]
 
 
@@ -194,6 +196,20 @@ class Settings(BaseSettings):
     app_rate_limit_burst: int = Field(
         2000, ge=1, description="Requests a token may make at once before the rate applies."
     )
+    # auto: the dashboard is off while ADMIN_HMAC_SECRET is set, since a browser form cannot
+    # sign requests and a token-only login would grant more than the signed admin API does.
+    ui_access: AnyCaseUiAccess = Field(
+        "auto",
+        description="The /ui/ dashboard: auto (off when ADMIN_HMAC_SECRET is set), off, "
+        "read-only or full.",
+    )
+    # aiohttp does not trust X-Forwarded-Proto, so behind a TLS proxy it cannot tell by itself.
+    ui_secure_cookies: bool = Field(
+        False, description="Mark the dashboard's cookies Secure (HTTPS only)."
+    )
+    ui_session_hours: float = Field(
+        8.0, gt=0, le=168, description="Hours a dashboard login lasts (from login, not idle)."
+    )
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -292,7 +308,10 @@ def _expected(info: FieldInfo, error: ErrorDetails) -> str:
         else "a number"
     )
     low = next((m.ge for m in info.metadata if isinstance(m, annotated_types.Ge)), None)
+    above = next((m.gt for m in info.metadata if isinstance(m, annotated_types.Gt)), None)
     high = next((m.le for m in info.metadata if isinstance(m, annotated_types.Le)), None)
+    if above is not None:
+        return f"{kind} above {above}" + (f" and at most {high}" if high is not None else "")
     if low is not None and high is not None:
         return f"{kind} from {low} to {high}"
     return f"{kind} >= {low}" if low is not None else kind

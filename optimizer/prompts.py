@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from models.experiments import Experiment
 from models.prompts import Prompt, PromptActivation, PromptVersion
@@ -85,6 +85,25 @@ class PromptSummary:
             "versions_count": self.versions_count,
             "created_at": iso(self.created_at),
         }
+
+
+@dataclass(frozen=True)
+class VersionDetail:
+    """Every column of a version but its text (`content_chars` says how long that is), for
+    lists that must not load up to 100k characters per version."""
+
+    id: int
+    number: int
+    status: str
+    source: str
+    parent: int | None  # the parent's version number
+    model: str | None
+    insight_ids: tuple[int, ...]
+    change_notes: str | None
+    content_hash: str
+    content_chars: int
+    llm_call_id: int | None
+    created_at: datetime
 
 
 # --- validation --------------------------------------------------------------------------
@@ -239,6 +258,129 @@ def prompt_summaries(session: Session) -> list[PromptSummary]:
         )
         for name, created_at, n, version in rows
     ]
+
+
+def version_details(session: Session, name: Any) -> list[VersionDetail]:
+    """The prompt's versions, oldest first, without their texts: one query for the prompt
+    and one for the versions. NotFound for an unknown prompt."""
+    prompt = _prompt_row(session, name)
+    v, parent = PromptVersion, aliased(PromptVersion)
+    rows = session.execute(
+        select(
+            v.id,
+            v.version,
+            v.status,
+            v.source,
+            parent.version,
+            v.model,
+            v.insight_ids,
+            v.change_notes,
+            v.content_hash,
+            func.length(v.content),
+            v.llm_call_id,
+            v.created_at,
+        )
+        .outerjoin(parent, parent.id == v.parent_version_id)
+        .where(v.prompt_id == prompt.id)
+        .order_by(v.version)
+    )
+    return [
+        VersionDetail(
+            id=id_,
+            number=number,
+            status=status,
+            source=source,
+            parent=parent_number,
+            model=model,
+            insight_ids=decode_insight_ids(insight_ids),
+            change_notes=notes,
+            content_hash=digest,
+            content_chars=int(chars or 0),
+            llm_call_id=llm_call_id,
+            created_at=created_at,
+        )
+        for (
+            id_,
+            number,
+            status,
+            source,
+            parent_number,
+            model,
+            insight_ids,
+            notes,
+            digest,
+            chars,
+            llm_call_id,
+            created_at,
+        ) in rows
+    ]
+
+
+def decode_insight_ids(raw: str | None) -> tuple[int, ...]:
+    """A version's stored insight ids (a JSON list). A row edited by hand into anything
+    else reads as none, and entries that are not whole numbers are skipped, so one bad row
+    cannot break a page."""
+    try:
+        value = json.loads(raw) if raw else []
+    except (ValueError, RecursionError):
+        return ()
+    if not isinstance(value, list):
+        return ()
+    return tuple(x for x in value if isinstance(x, int) and not isinstance(x, bool))
+
+
+@dataclass(frozen=True)
+class PromptActivity:
+    """When a prompt last changed (a new version or a change of the active one) and its live
+    experiment, if any: the dashboard's prompt list beside `prompt_summaries`."""
+
+    updated_at: datetime | None
+    live_experiment_id: int | None
+    live_status: str | None
+
+
+def prompt_activity(session: Session) -> dict[str, PromptActivity]:
+    """Per prompt name, in one query whatever the number of prompts and versions."""
+    versions = (
+        select(PromptVersion.prompt_id, func.max(PromptVersion.created_at).label("at"))
+        .group_by(PromptVersion.prompt_id)
+        .subquery()
+    )
+    changes = (
+        select(PromptActivation.prompt_id, func.max(PromptActivation.created_at).label("at"))
+        .group_by(PromptActivation.prompt_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Prompt.name, versions.c.at, changes.c.at, Experiment.id, Experiment.status)
+        .outerjoin(versions, versions.c.prompt_id == Prompt.id)
+        .outerjoin(changes, changes.c.prompt_id == Prompt.id)
+        .outerjoin(
+            Experiment,
+            (Experiment.prompt_id == Prompt.id) & Experiment.status.in_(LIVE_EXPERIMENT_STATUSES),
+        )
+        .order_by(Prompt.name, Experiment.id)
+    )
+    out: dict[str, PromptActivity] = {}
+    for name, version_at, change_at, live_id, live_status in rows:
+        moments = [t for t in (version_at, change_at) if t is not None]
+        # At most one experiment per prompt is live; a second (edited by hand) adds a row,
+        # and the newest wins.
+        out[name] = PromptActivity(max(moments, default=None), live_id, live_status)
+    return out
+
+
+def version_texts(session: Session, name: Any, numbers: Sequence[int]) -> dict[int, str]:
+    """The texts of the prompt's versions `numbers` (those that exist) and no others, so a
+    page showing one or two versions does not load all of them. NotFound for an unknown
+    prompt."""
+    prompt = _prompt_row(session, name)
+    rows = session.execute(
+        select(PromptVersion.version, PromptVersion.content).where(
+            PromptVersion.prompt_id == prompt.id, PromptVersion.version.in_(set(numbers))
+        )
+    )
+    return {number: text for number, text in rows}
 
 
 def get_version(session: Session, name: Any, number: Any) -> VersionView:

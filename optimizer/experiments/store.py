@@ -101,6 +101,19 @@ class AnalysisView:
 
 
 @dataclass(frozen=True)
+class DecisionView:
+    """A check that decided something other than `continue`, with its experiment's prompt."""
+
+    id: int
+    experiment_id: int
+    prompt: str
+    decision: str
+    reason: str
+    srm_detected: bool
+    checked_at: datetime
+
+
+@dataclass(frozen=True)
 class ExperimentView:
     id: int
     prompt: str
@@ -296,14 +309,22 @@ def get_experiment(
 
 
 def list_experiments(
-    session: Session, *, status: str | None = None, prompt: str | None = None, limit: int = 50
+    session: Session,
+    *,
+    status: str | None = None,
+    prompt: str | None = None,
+    limit: int = 50,
+    before_id: int | None = None,
 ) -> list[ExperimentView]:
+    """Newest first; `before_id` gives the next page (those with a smaller id)."""
     if status is not None and status not in EXPERIMENT_STATUSES:
         raise InvalidInput(
             f"status must be one of {', '.join(EXPERIMENT_STATUSES)}; got {shown(status)}",
             field="status",
         )
     stmt = select(Experiment).order_by(Experiment.id.desc()).limit(limit)
+    if before_id is not None:
+        stmt = stmt.where(Experiment.id < before_id)
     if status is not None:
         stmt = stmt.where(Experiment.status == status)
     if prompt is not None:
@@ -424,6 +445,26 @@ def list_analyses(
         .limit(limit)
     )
     return [AnalysisView.of(row) for row in rows]
+
+
+def recent_decisions(session: Session, limit: int = 10) -> list[DecisionView]:
+    """The latest checks that decided something other than `continue`, newest first (by
+    id: the order they were recorded), in one query."""
+    a = ExperimentAnalysis
+    rows = session.execute(
+        select(
+            a.id, a.experiment_id, Prompt.name, a.decision, a.reason, a.srm_detected, a.checked_at
+        )
+        .join(Experiment, Experiment.id == a.experiment_id)
+        .join(Prompt, Prompt.id == Experiment.prompt_id)
+        .where(a.decision != "continue")
+        .order_by(a.id.desc())
+        .limit(limit)
+    )
+    return [
+        DecisionView(id_, experiment_id, name, decision, reason, bool(srm), checked_at)
+        for id_, experiment_id, name, decision, reason, srm, checked_at in rows
+    ]
 
 
 # --- stop and decisions --------------------------------------------------------------------

@@ -27,6 +27,7 @@ from optimizer.http.errors import error_middleware
 from optimizer.http.keys import ENGINE, HEALTH, SETTINGS, STATS
 from optimizer.prometheus import Metrics
 from optimizer.run_stats import RunStats
+from optimizer.ui import app as ui
 
 
 def create_app(
@@ -60,6 +61,7 @@ def create_app(
     admin_insights.add_routes(app)
     application_api.add_routes(app)
     config_api.add_routes(app)
+    ui.install(app, settings, engine)
     # Last: they describe every route registered above.
     openapi.add_routes(app)
     docs_page.add_routes(app)

@@ -4,6 +4,7 @@ with the filters validated once for both."""
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from models.prompts import Prompt, PromptVersion
 from optimizer.clock import iso
 from optimizer.errors import InvalidInput, NotFound
 from optimizer.prompt_text import validate_name
+from optimizer.prompts import decode_insight_ids
 from optimizer.text_input import parse_whole
 
 KINDS = ("segment", "regression", "theme")
@@ -136,3 +138,26 @@ def list_insights(
         )
         for row, name_, version in rows
     ]
+
+
+def generated_from(
+    session: Session, insight_ids: Collection[int]
+) -> dict[int, list[tuple[str, int]]]:
+    """Per insight id asked for, the versions of its prompt (name, number) whose recorded
+    `insight_ids` hold it, in number order; an empty list for none. One query over the
+    versions of those prompts that record any, read without their texts."""
+    wanted = set(insight_ids)
+    found: dict[int, list[tuple[str, int]]] = {i: [] for i in wanted}
+    if not wanted:
+        return found
+    rows = session.execute(
+        select(PatternInsight.id, Prompt.name, PromptVersion.version, PromptVersion.insight_ids)
+        .join(PromptVersion, PromptVersion.prompt_id == PatternInsight.prompt_id)
+        .join(Prompt, Prompt.id == PatternInsight.prompt_id)
+        .where(PatternInsight.id.in_(wanted), PromptVersion.insight_ids.is_not(None))
+        .order_by(PatternInsight.id, PromptVersion.version)
+    )
+    for insight_id, name, number, raw in rows:
+        if insight_id in decode_insight_ids(raw):
+            found[insight_id].append((name, number))
+    return found

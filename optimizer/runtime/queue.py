@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -386,10 +387,28 @@ def get_job(engine: Engine, job_id: int) -> Job:
     return Job.from_row(row)
 
 
+def get_jobs(engine: Engine, job_ids: Sequence[int]) -> list[Job]:
+    """The jobs with these ids that exist, in one query (ids missing from the table are left
+    out), by id."""
+    if not job_ids:
+        return []
+    stmt = select(*_COLUMNS).where(J.id.in_(set(job_ids))).order_by(J.id)
+    with engine.connect() as conn:
+        return [Job.from_row(r) for r in conn.execute(stmt).mappings()]
+
+
 def list_jobs(
-    engine: Engine, *, status: str | None = None, job_type: str | None = None, limit: int = 50
+    engine: Engine,
+    *,
+    status: str | None = None,
+    job_type: str | None = None,
+    limit: int = 50,
+    before_id: int | None = None,
 ) -> list[Job]:
+    """Newest first; `before_id` gives the next page (jobs with a smaller id)."""
     stmt = select(*_COLUMNS).order_by(J.id.desc()).limit(limit)
+    if before_id is not None:
+        stmt = stmt.where(J.id < before_id)
     if status is not None:
         stmt = stmt.where(J.status == status)
     if job_type is not None:

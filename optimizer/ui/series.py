@@ -56,6 +56,7 @@ class LiftPoint:
     n_control: int | None
     n_arm: int | None
     error: str | None
+    prob_beat_control: float | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,7 @@ def _lift_point(row: CheckRow, entry: dict[str, Any]) -> LiftPoint:
         n_control=_int(entry.get("n_control")),
         n_arm=_int(entry.get("n_arm")),
         error=_text(entry.get("error")),
+        prob_beat_control=_num(entry.get("prob_beat_control")),
     )
 
 

@@ -221,6 +221,7 @@ def test_migrations_build_the_models_and_round_trip(db_url: str) -> None:
             "pattern_segment_unit_hours",
             "pattern_tag_unit_hours",
             "rollup_marks",
+            "ui_sessions",
         }
         _downgrade(engine, "base")
         assert _tables(engine) == set()
@@ -239,3 +240,18 @@ def test_used_signature_is_recorded_once(engine: Engine) -> None:
         conn.execute(insert(UsedSignature), [row])
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM used_signatures")).scalar_one() == 1
+
+
+def test_revision_0009_adds_ui_sessions_and_its_downgrade_drops_only_that(engine: Engine) -> None:
+    # A job row written before stays through the downgrade and the upgrade again.
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO optimization_jobs (type) VALUES ('pattern_analysis')"))
+    before = _tables(engine)
+    assert "ui_sessions" in before
+    _downgrade(engine, "0008")
+    assert _tables(engine) == before - {"ui_sessions"}
+    migrate(engine)
+    assert _tables(engine) == before
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM optimization_jobs")).scalar_one() == 1
+        assert conn.execute(text("SELECT count(*) FROM ui_sessions")).scalar_one() == 0

@@ -41,6 +41,9 @@ PURE = (
     "optimizer.ui.series",
     "optimizer.ui.charts",
     "optimizer.ui.diff",
+    "optimizer.ui.access",
+    "optimizer.ui.csrf",
+    "optimizer.ui.login_limit",
 )
 SQL = ("sqlalchemy", "models", "optimizer.db", "optimizer.prompts")
 

@@ -87,6 +87,8 @@ def _shows_default(text: str, default: object) -> bool:
     text = text.strip().strip('`"')
     if default is None:
         return text in ("", "unset")
+    if isinstance(default, bool):  # before int: a bool is an int
+        return text == str(default).lower()
     if isinstance(default, int | float):
         try:
             return float(text) == default

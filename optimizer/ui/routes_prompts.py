@@ -1,0 +1,264 @@
+"""The dashboard's prompt pages: the list, one prompt (versions, compare form, activation
+history, rollback), one version's text, the diff of two versions, and the rollback action.
+
+Every read goes through optimizer.prompts; a page loads only the texts it shows (none for
+the list and the prompt page, one for a version, two for a diff).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from aiohttp import web
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+from yarl import URL
+
+from optimizer import prompts
+from optimizer.clock import utcnow
+from optimizer.db import session_factory
+from optimizer.errors import InvalidInput, NotFound
+from optimizer.prompt_text import validate_name
+from optimizer.text_input import parse_whole, shown
+from optimizer.ui import web as ui_web
+from optimizer.ui.diff import diff_lines, side_by_side
+
+PAGE_SIZE = 50
+VIEWS = ("inline", "side")
+VERSION_USAGE = "a version number (a positive whole number)"
+
+View = Literal["inline", "side"]
+
+
+# --- parameters ----------------------------------------------------------------------------
+
+
+def parse_version(raw: str, field: str) -> int:
+    """A version number typed in a URL or a form, worded as the CLI and the API word it."""
+    number = parse_whole(raw, field, 1, prompts.MAX_VERSION, what=VERSION_USAGE)
+    return prompts.validate_version_number(number, field)
+
+
+def parse_view(raw: str | None) -> View:
+    if raw is None or raw == "inline":
+        return "inline"
+    if raw == "side":
+        return "side"
+    raise InvalidInput(f"view must be one of {', '.join(VIEWS)}; got {shown(raw)}", field="view")
+
+
+def _name(request: web.Request) -> str:
+    return validate_name(request.match_info["name"])
+
+
+def prompt_path(name: str) -> str:
+    """The prompt's page; the list for a name a browser would read as a dot segment."""
+    path = f"{ui_web.PREFIX}prompts/{name}"
+    return path if ui_web.is_local(path) else f"{ui_web.PREFIX}prompts"
+
+
+def _find(details: Sequence[prompts.VersionDetail], name: str, number: int) -> None:
+    if not any(d.number == number for d in details):
+        known = ", ".join(str(d.number) for d in details) or "none"
+        raise NotFound(f"prompt {name!r} has no version {number}; versions are {known}")
+
+
+# --- the list ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    summary: prompts.PromptSummary
+    activity: prompts.PromptActivity | None
+
+
+def list_context(session: Session, after: str | None) -> dict[str, object]:
+    """A page of prompts by name, after `after`. The summaries hold no text, so reading all
+    names (one query) and slicing here keeps the page at a fixed number of queries."""
+    summaries = prompts.prompt_summaries(session)
+    activity = prompts.prompt_activity(session)
+    rest = [s for s in summaries if after is None or s.name > after]
+    shown = rest[:PAGE_SIZE]
+    next_url = None
+    if len(rest) > PAGE_SIZE:
+        next_url = str(URL(f"{ui_web.PREFIX}prompts").with_query(after=shown[-1].name))
+    return {
+        "rows": [PromptRow(s, activity.get(s.name)) for s in shown],
+        "total": len(summaries),
+        "after": after,
+        "next_url": next_url,
+    }
+
+
+async def prompts_page(request: web.Request) -> web.Response:
+    raw = request.query.get("after")
+    after = validate_name(raw, "after") if raw is not None else None
+    return await ui_web.page(
+        request, "prompts.html", lambda s: list_context(s, after), section="prompts"
+    )
+
+
+# --- one prompt ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Activation:
+    from_version: int | None
+    to_version: int | None
+    actor: str
+    reason: str
+    at: datetime | None
+
+
+def _activations(raw: Sequence[Mapping[str, Any]]) -> list[Activation]:
+    """activation_history's rows, newest first, with their times as datetimes again."""
+    rows = [
+        Activation(
+            r["from_version"],
+            r["to_version"],
+            r["actor"],
+            r["reason"],
+            datetime.fromisoformat(r["at"]) if r["at"] else None,
+        )
+        for r in raw
+    ]
+    return rows[::-1]
+
+
+def resolve_pair(
+    details: Sequence[prompts.VersionDetail], old: int | None, new: int | None
+) -> tuple[int, int]:
+    """(from, to) with what was not given filled in: `to` is the active version (or the
+    newest), `from` is the parent of `to`, or else the version before it (or `to` itself
+    when it is the first). `details` is not empty."""
+    if new is None:
+        new = next((d for d in details if d.status == "active"), details[-1]).number
+    if old is None:
+        target = next((d for d in details if d.number == new), None)
+        earlier = [d.number for d in details if d.number < new]
+        if target is not None and target.parent is not None:
+            old = target.parent
+        else:
+            old = earlier[-1] if earlier else new
+    return old, new
+
+
+def prompt_context(session: Session, name: str) -> dict[str, object]:
+    details = prompts.version_details(session, name)
+    history = _activations(prompts.activation_history(session, name))
+    activity = prompts.prompt_activity(session).get(name)
+    active = next((d for d in details if d.status == "active"), None)
+    compare_from, compare_to = resolve_pair(details, None, None) if details else (None, None)
+    return {
+        "name": name,
+        "versions": details[::-1],  # newest first: what people look at
+        "active": active,
+        "history": history,
+        "activity": activity,
+        "compare_from": compare_from,
+        "compare_to": compare_to,
+        "rollback_choices": [d for d in details[::-1] if d.status != "active"],
+        "rollback_default": next(
+            (d.number for d in details[::-1] if active and d.number < active.number), None
+        ),
+    }
+
+
+async def prompt_page(request: web.Request) -> web.Response:
+    name = _name(request)
+    return await ui_web.page(
+        request, "prompt.html", lambda s: prompt_context(s, name), section="prompts"
+    )
+
+
+# --- one version ---------------------------------------------------------------------------
+
+
+def version_context(session: Session, name: str, number: int) -> dict[str, object]:
+    details = prompts.version_details(session, name)
+    _find(details, name, number)
+    detail = next(d for d in details if d.number == number)
+    text = prompts.version_texts(session, name, [number]).get(number)
+    if text is None:  # deleted between the two reads
+        raise NotFound(f"prompt {name!r} has no version {number}")
+    return {"name": name, "version": detail, "text": text}
+
+
+async def version_page(request: web.Request) -> web.Response:
+    name = _name(request)
+    number = parse_version(request.match_info["n"], "version")
+    return await ui_web.page(
+        request, "version.html", lambda s: version_context(s, name, number), section="prompts"
+    )
+
+
+# --- the diff ------------------------------------------------------------------------------
+
+
+def diff_url(name: str, old: int, new: int, view: str) -> str:
+    path = f"{ui_web.PREFIX}prompts/{name}/diff"
+    return str(URL(path).with_query({"from": old, "to": new, "view": view}))
+
+
+def diff_context(
+    session: Session, name: str, old: int | None, new: int | None, view: View
+) -> dict[str, object]:
+    details = prompts.version_details(session, name)
+    if not details:
+        raise NotFound(f"prompt {name!r} has no versions")
+    old, new = resolve_pair(details, old, new)
+    _find(details, name, old)
+    _find(details, name, new)
+    texts = prompts.version_texts(session, name, [old, new])
+    hunks = diff_lines(texts[old], texts[new])
+    by_number = {d.number: d for d in details}
+    return {
+        "name": name,
+        "old": by_number[old],
+        "new": by_number[new],
+        "view": view,
+        "hunks": hunks,
+        "rows": side_by_side(hunks) if view == "side" else [],
+        "versions": [d.number for d in details],
+        "inline_url": diff_url(name, old, new, "inline"),
+        "side_url": diff_url(name, old, new, "side"),
+        "swap_url": diff_url(name, new, old, view),
+    }
+
+
+async def diff_page(request: web.Request) -> web.Response:
+    name = _name(request)
+    query = request.query
+    old = parse_version(query["from"], "from") if query.get("from") else None
+    new = parse_version(query["to"], "to") if query.get("to") else None
+    view = parse_view(query.get("view"))
+    return await ui_web.page(
+        request, "diff.html", lambda s: diff_context(s, name, old, new, view), section="prompts"
+    )
+
+
+# --- rollback ------------------------------------------------------------------------------
+
+
+async def rollback_action(request: web.Request) -> web.Response:
+    name = _name(request)
+    fields = await ui_web.form(request)
+    number = parse_version(fields.get("version", ""), "version")
+    reason = fields.get("reason", "")
+
+    def work(engine: Engine) -> None:
+        with session_factory(engine).begin() as session:
+            prompts.rollback(session, name, number, actor=ui_web.ACTOR, reason=reason, now=utcnow())
+
+    return await ui_web.act(request, work, done=prompt_path(name), notice="rolled-back")
+
+
+def add_routes(ui: web.Application) -> None:
+    ui.router.add_get("/prompts", prompts_page)
+    ui.router.add_get("/prompts/{name}", prompt_page)
+    ui.router.add_get("/prompts/{name}/versions/{n}", version_page)
+    ui.router.add_get("/prompts/{name}/diff", diff_page)
+    ui.router.add_post("/prompts/{name}/rollback", rollback_action)

@@ -1,0 +1,260 @@
+"""The dashboard's insights page through the real app: filters parsed as GET /insights
+parses them (400 naming the parameter, 404 for an unknown prompt), each insight's evidence
+in words and as stored, the versions generated from it, escaping, and a constant number of
+queries on the small and the large seed.
+
+The large seed is written once per module on SQLite only: it takes about ten seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
+from markupsafe import escape
+from multidict import MultiDict
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+from yarl import URL
+
+from models.insights import PatternInsight
+from models.prompts import Prompt, PromptVersion
+from optimizer.clock import utcnow
+from optimizer.db import create_db_engine, session_factory
+from optimizer.errors import InvalidInput
+from optimizer.patterns import views
+from optimizer.prompts import decode_insight_ids
+from optimizer.ui.routes_insights import PAGE_SIZE, parse_filters
+from tests.support.http_client import ADMIN_TOKEN, ClientMaker
+from tests.support.ui_client import logged_in
+from tests.support.ui_seed import Seeded, seed_empty, seed_large, seed_one_version, seed_small
+
+QUERIES = re.compile(r'db;desc="queries=(\d+)"')
+ARTICLE = re.compile(r'<article class="card insight" id="insight-(\d+)">(.*?)</article>', re.S)
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Seeded]]:
+    """SLOW (about 10 s): the large seed on SQLite, shared by this module's tests."""
+    path: Path = tmp_path_factory.mktemp("large") / "large.db"
+    engine = create_db_engine(f"sqlite:///{path}")
+    seeded = seed_large(engine, utcnow())
+    yield engine, seeded
+    engine.dispose()
+
+
+async def _client(make_client: ClientMaker, engine: Engine, **overrides: object) -> TestClient:
+    client = await make_client(engine, **overrides)
+    await logged_in(client, ADMIN_TOKEN)
+    return client
+
+
+async def _get(client: TestClient, path: str, status: int = 200) -> str:
+    answer = await client.get(path, allow_redirects=False)
+    text = await answer.text()
+    assert answer.status == status, text
+    assert "Traceback" not in text and not re.search(r"\bnan\b", text, re.I)
+    return text
+
+
+async def _queries(client: TestClient, path: str) -> int:
+    answer = await client.get(path)
+    assert answer.status == 200, await answer.text()
+    found = QUERIES.search(answer.headers["Server-Timing"])
+    assert found, answer.headers["Server-Timing"]
+    return int(found.group(1))
+
+
+def _articles(page: str) -> dict[int, str]:
+    return {int(i): body for i, body in ARTICLE.findall(page)}
+
+
+def _insights(engine: Engine) -> list[tuple[int, str, str, bool]]:
+    """(id, prompt, kind, actionable) of every stored insight."""
+    with session_factory(engine)() as session:
+        rows = session.execute(
+            select(
+                PatternInsight.id, Prompt.name, PatternInsight.kind, PatternInsight.is_actionable
+            ).join(Prompt, Prompt.id == PatternInsight.prompt_id)
+        )
+        return [(i, name, kind, bool(actionable)) for i, name, kind, actionable in rows]
+
+
+def _generated(engine: Engine) -> dict[int, set[tuple[str, int]]]:
+    """Per insight id, the versions whose recorded insight ids hold it (read directly)."""
+    found: dict[int, set[tuple[str, int]]] = {}
+    with session_factory(engine)() as session:
+        rows = session.execute(
+            select(Prompt.name, PromptVersion.version, PromptVersion.insight_ids).join(
+                Prompt, Prompt.id == PromptVersion.prompt_id
+            )
+        )
+        for name, number, raw in rows:
+            for insight_id in decode_insight_ids(raw):
+                found.setdefault(insight_id, set()).add((name, number))
+    return found
+
+
+@pytest.mark.parametrize("seed", [seed_empty, seed_one_version])
+async def test_no_insights_yet(engine: Engine, make_client: ClientMaker, seed) -> None:
+    seed(engine, utcnow())
+    client = await _client(make_client, engine)
+    page = await _get(client, "/ui/insights")
+    assert "No insights yet - pattern analysis records them" in page
+    assert 'aria-current="page">Insights' in page
+
+
+async def test_every_insight_with_its_evidence_and_generated_versions(
+    engine: Engine, make_client: ClientMaker
+) -> None:
+    seed_small(engine, utcnow())
+    client = await _client(make_client, engine)
+    page = await _get(client, "/ui/insights")
+    shown = _articles(page)
+    stored = _insights(engine)
+    assert set(shown) == {i for i, *_ in stored} and len(shown) == 9
+    generated = _generated(engine)
+    assert any(generated.values())  # the seed links versions to insights
+    for insight_id, body in shown.items():
+        links = set(re.findall(r'<a href="/ui/prompts/([^/"]+)/versions/(\d+)">\1 v\2</a>', body))
+        assert {(n, int(v)) for n, v in links} == generated.get(insight_id, set())
+        if not links:
+            assert "no version made from it yet" in body
+        assert "<summary>Evidence as stored (JSON)</summary>" in body
+    # Evidence in words: the segment finding's segment, metric and counts.
+    assert "<dt>segment</dt><dd>mobile</dd>" in page
+    assert "<dt>metric</dt><dd>success</dd>" in page
+    assert "412 conversations" in page
+    assert "<dt>effect</dt><dd>4.31 → 4.02</dd>" in page
+    # Stored text is escaped, in the title and in the raw JSON alike.
+    assert "<script>alert" not in page
+    assert (
+        "Ratings fell after the last version &lt;script&gt;alert(&#39;seed&#39;)&lt;/script&gt;"
+        in page
+    )
+    assert "配送" in page and "¿cuándo llega?" in page
+
+
+async def test_filters_narrow_the_list(engine: Engine, make_client: ClientMaker) -> None:
+    seeded = seed_small(engine, utcnow())
+    stored = _insights(engine)
+    client = await _client(make_client, engine)
+    name = seeded.prompt_names[1]
+    cases = {
+        f"prompt={name}": {i for i, p, *_ in stored if p == name},
+        "actionable=true": {i for i, *_, a in stored if a},
+        "actionable=FALSE": {i for i, *_, a in stored if not a},
+        "kind=theme": {i for i, _, k, _ in stored if k == "theme"},
+        f"prompt={name}&kind=segment&actionable=true": {
+            i for i, p, k, a in stored if p == name and k == "segment" and a
+        },
+        "prompt=&actionable=&kind=": {i for i, *_ in stored},
+    }
+    for query, expected in cases.items():
+        page = await _get(client, f"/ui/insights?{query}")
+        assert set(_articles(page)) == expected, query
+    page = await _get(client, "/ui/insights?kind=regression&actionable=false")
+    assert '<option value="regression" selected>' in page
+    assert '<option value="false" selected>' in page
+    assert 'href="/ui/insights">clear filters</a>' in page
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "field", "message"),
+    [
+        ("kind=bogus", 400, "kind", "kind must be one of segment, regression, theme; got 'bogus'"),
+        ("actionable=maybe", 400, "actionable", "actionable must be true or false; got 'maybe'"),
+        ("prompt=bad%20name!", 400, "prompt", "prompt must be 1 to 200 characters"),
+        ("prompt=%00", 400, "prompt", "prompt contains a NUL character"),
+        ("prompt=no-such-prompt", 404, None, "no prompt named 'no-such-prompt'"),
+    ],
+)
+async def test_bad_filters_get_the_apis_messages(
+    engine: Engine,
+    make_client: ClientMaker,
+    query: str,
+    status: int,
+    field: str | None,
+    message: str,
+) -> None:
+    seed_one_version(engine, utcnow())
+    client = await _client(make_client, engine)
+    page = await _get(client, f"/ui/insights?{query}", status)
+    assert str(escape(message)) in page
+    if field is not None:
+        assert f"Field: <code>{field}</code>" in page
+    api = await client.get(f"/insights?{query}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert api.status == status
+    body = await api.json()
+    assert message in body["error"] and body["field"] == field
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["prompt", "actionable", "kind", "notice"]),
+        st.text(max_size=20),
+        max_size=4,
+    )
+)
+def test_filters_parse_or_name_their_parameter(params: dict[str, str]) -> None:
+    try:
+        filters = parse_filters(MultiDict(params))
+    except InvalidInput as exc:
+        assert exc.field in ("prompt", "actionable", "kind") and exc.field in str(exc)
+        return
+    assert filters.kind in (None, *views.KINDS)
+    assert parse_filters(URL(filters.url()).query) == filters
+
+
+async def test_hand_edited_evidence_reads_safely(engine: Engine, make_client: ClientMaker) -> None:
+    seed_small(engine, utcnow())
+    ids = [i for i, *_ in _insights(engine)]
+    edits = {
+        ids[
+            0
+        ]: '{"effect": NaN, "metric": "<b>m</b>", "ci_low": 1e400, "n": 10000000000000000000000}',
+        ids[1]: "[1, 2, 3]",
+        ids[2]: "not json",
+        ids[3]: '{"group": {"n": "many"}, "terms": [{"term": "<i>t</i>"}, 7, null]}',
+    }
+    with session_factory(engine).begin() as session:
+        for insight_id, text in edits.items():
+            session.execute(
+                update(PatternInsight).where(PatternInsight.id == insight_id).values(evidence=text)
+            )
+    client = await _client(make_client, engine)
+    page = await _get(client, "/ui/insights")
+    assert len(_articles(page)) == 9
+    assert "<b>m</b>" not in page and "<i>t</i>" not in page
+    assert "&lt;b&gt;m&lt;/b&gt;" in page
+    assert "<dt>unreadable</dt><dd>not json</dd>" in page
+
+
+async def test_read_only_mode_shows_the_page(engine: Engine, make_client: ClientMaker) -> None:
+    seed_small(engine, utcnow())
+    client = await _client(make_client, engine, ui_access="read-only")
+    page = await _get(client, "/ui/insights")
+    assert len(_articles(page)) == 9
+    assert 'method="post"' not in page.replace('method="post" action="/ui/logout"', "")
+
+
+async def test_the_large_seed_shows_one_page_in_constant_queries(
+    large: tuple[Engine, Seeded], sqlite_engine: Engine, make_client: ClientMaker
+) -> None:
+    engine, _ = large
+    seed_small(sqlite_engine, utcnow())
+    big = await _client(make_client, engine)
+    small = await _client(make_client, sqlite_engine)
+    page = await _get(big, "/ui/insights")
+    assert len(_articles(page)) == PAGE_SIZE
+    assert f"The {PAGE_SIZE} most recently seen are shown" in page
+    for query in ("", "?kind=segment", "?actionable=true&kind=regression"):
+        assert await _queries(big, f"/ui/insights{query}") == await _queries(
+            small, f"/ui/insights{query}"
+        )
+    assert await _queries(big, "/ui/insights") <= 6

@@ -1,0 +1,136 @@
+"""Drive the Debian Chromium through its own chromedriver, offline, for the /ui/ tests.
+
+Selenium is told where the driver is (Service(executable_path=...)), so Selenium Manager
+never runs and nothing is downloaded; SE_OFFLINE=1 keeps it offline should that path ever
+be dropped. Debian builds chromium and chromium-driver from one source package, so their
+versions always match.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from selenium.webdriver import Chrome
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.support.procs import ServiceProcess
+from tests.support.ui_seed import Seeded
+
+ADMIN_TOKEN = "browser-admin-token-Ωmega-0123456789"
+INGEST_TOKEN = "browser-ingest-token-0123456789"
+
+# Seconds to wait for a page change; generous for two shared cores, never a timing assertion.
+WAIT = 20.0
+
+# --no-sandbox: the tests run as root in CI, where Chromium's sandbox refuses to start.
+# The background-networking flags stop Chromium from calling Google hosts, which the closed
+# network refuses (and which would slow every start).
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--window-size=1280,900",
+)
+
+
+@dataclass(frozen=True)
+class BrowserPaths:
+    chromium: str
+    chromedriver: str
+
+    def missing(self) -> list[str]:
+        """The binaries that are not there (empty when both are)."""
+        return [p for p in (self.chromium, self.chromedriver) if not _executable(p)]
+
+
+@dataclass(frozen=True)
+class SeededService:
+    """A running `prompt-worker run` over a database seeded before it started."""
+
+    service: ServiceProcess
+    seeded: Seeded
+    database_url: str
+
+    @property
+    def base_url(self) -> str:
+        return self.service.base_url
+
+
+def _executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def chromium_paths() -> BrowserPaths:
+    """CHROMIUM_BIN and CHROMEDRIVER when set, else Debian's paths."""
+    return BrowserPaths(
+        chromium=os.environ.get("CHROMIUM_BIN") or shutil.which("chromium") or "/usr/bin/chromium",
+        chromedriver=os.environ.get("CHROMEDRIVER")
+        or shutil.which("chromedriver")
+        or "/usr/bin/chromedriver",
+    )
+
+
+def new_driver(tmp: Path) -> Chrome:
+    """A headless Chromium with its profile and chromedriver log under `tmp`."""
+    os.environ["SE_OFFLINE"] = "1"
+    os.environ["SE_AVOID_STATS"] = "1"
+    paths = chromium_paths()
+    opts = Options()
+    opts.binary_location = paths.chromium
+    for flag in CHROMIUM_FLAGS:
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={tmp / 'profile'}")
+    # Keeps every console message so tests can require an empty error log.
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=paths.chromedriver, log_output=str(tmp / "chromedriver.log"))
+    return Chrome(options=opts, service=service)
+
+
+def reset(driver: Chrome) -> None:
+    """A blank tab with no cookies and an empty console log, so tests do not leak state.
+
+    Cookies ignore the port, so a session cookie of one test service would otherwise be
+    sent to the next one."""
+    driver.get("about:blank")
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    console_log(driver)
+
+
+def submit_and_wait(driver: Chrome, field_name: str, value: str) -> None:
+    """Type `value` into the form field `field_name`, press Enter, and wait for the next page."""
+    field = driver.find_element(By.NAME, field_name)
+    field.clear()
+    field.send_keys(value, Keys.ENTER)
+    WebDriverWait(driver, WAIT).until(expected_conditions.staleness_of(field))
+
+
+def login(driver: Chrome, base_url: str, token: str) -> None:
+    """Fill the /ui/login form with `token` and submit it; the caller checks where it landed."""
+    driver.get(f"{base_url}/ui/login")
+    submit_and_wait(driver, "token", token)
+
+
+def console_log(driver: Chrome) -> list[dict[str, object]]:
+    """Every console entry since the last read (reading drains Chromium's buffer)."""
+    entries: list[dict[str, object]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
+    return entries
+
+
+def console_errors(driver: Chrome) -> list[str]:
+    """Console messages of level SEVERE since the last read: failed loads, script errors,
+    CSP refusals."""
+    return [str(e.get("message", "")) for e in console_log(driver) if e.get("level") == "SEVERE"]
