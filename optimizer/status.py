@@ -145,13 +145,7 @@ def read_status(engine: Engine, settings: Settings, now: datetime) -> Status:
 
 def _live_experiments(session: Session) -> tuple[ExperimentLine, ...]:
     """Every experiment that has not ended, paused ones (waiting for a person) first."""
-    ordered = sorted(store.LIVE_STATUSES, key=lambda status: status != "paused")
-    views = [
-        view
-        for status in ordered
-        for view in store.list_experiments(session, status=status, limit=MAX_EXPERIMENTS)
-    ]
-    views = views[:MAX_EXPERIMENTS]
+    views = store.live_experiments(session, limit=MAX_EXPERIMENTS)
     latest = store.latest_analyses(session, [view.id for view in views])
     lines = []
     for view in views:

@@ -308,6 +308,18 @@ def get_experiment(
     return _views(session, [experiment], with_analysis=with_analysis)[0]
 
 
+def live_experiments(session: Session, *, limit: int) -> list[ExperimentView]:
+    """Every experiment that has not ended, paused ones (waiting for a person) first, then
+    newest first; in one read of the experiments."""
+    stmt = (
+        select(Experiment)
+        .where(Experiment.status.in_(LIVE_STATUSES))
+        .order_by((Experiment.status == "paused").desc(), Experiment.id.desc())
+        .limit(limit)
+    )
+    return _views(session, list(session.scalars(stmt)), with_analysis=False)
+
+
 def list_experiments(
     session: Session,
     *,

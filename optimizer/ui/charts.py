@@ -6,6 +6,7 @@ of text is escaped; point tooltips are `<title>` elements.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,8 +90,14 @@ def time_ticks(t0: datetime, t1: datetime, n: int = 6) -> list[tuple[datetime, s
 # --- drawing --------------------------------------------------------------------------------
 
 
+# Characters XML 1.0 does not allow (C0 controls other than tab and newlines, surrogates,
+# U+FFFE/U+FFFF): a metric name written by hand may hold one, and the SVG must stay
+# well-formed, so each becomes U+FFFD.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _e(text: object) -> str:
-    return str(escape(str(text)))
+    return str(escape(_NOT_XML.sub("\ufffd", str(text))))
 
 
 def _pct(value: float | None) -> str:

@@ -8,6 +8,7 @@ optimizer/ui/series.py and charts.py, so a hand-edited check never breaks the pa
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from optimizer.clock import utcnow
 from optimizer.db import session_factory
 from optimizer.experiments import store
 from optimizer.patterns.views import parse_prompt
+from optimizer.stats.finite import finite_only
 from optimizer.text_input import parse_id, refuse_unstorable
 from optimizer.ui import charts, series, web
 
@@ -179,14 +181,20 @@ def _finite(value: Any) -> bool:
         return False
 
 
+def _shown(value: Any) -> str:
+    # As JSON, with NaN (which json.loads reads) as null: nothing shown may be NaN.
+    text = value if isinstance(value, str) else json.dumps(finite_only(value), ensure_ascii=False)
+    return text[:300]
+
+
 def guardrail_settings(stored: Any) -> list[str]:
     """The experiment's guardrails in words; a hand-edited value reads as what it is."""
     if not isinstance(stored, list):
-        return [] if stored in (None, "", []) else [str(stored)[:500]]
+        return [] if stored in (None, "") else [_shown(stored)]
     lines = []
     for g in stored:
         if not isinstance(g, dict) or not isinstance(g.get("metric"), str):
-            lines.append(str(g)[:200])
+            lines.append(_shown(g))
             continue
         better = "higher" if g.get("higher_is_better", True) is not False else "lower"
         tolerance = g.get("tolerance")

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Generator, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium.webdriver import Chrome
@@ -28,12 +29,14 @@ from tests.support.browser import (
     chromium_paths,
     new_driver,
     reset,
+    sign_in,
 )
 from tests.support.procs import ServiceProcess, start_service
 from tests.support.ui_seed import Seeded
 
 HERE = Path(__file__).parent
 LOG_TAIL_LINES = 40
+NEVER = "0 0 29 2 *"
 
 # Services started by the fixtures below and still running: a failing test gets their logs.
 _LIVE: list[ServiceProcess] = []
@@ -88,6 +91,11 @@ def _serve(
         INGEST_TOKEN=INGEST_TOKEN,
         # A shell's HMAC secret would turn the UI off (UI_ACCESS=auto); blank means unset.
         ADMIN_HMAC_SECRET="",
+        # Ticks only on 29 February: a monitoring tick during a test would add a check to
+        # the seeded experiment (one more chart point), a pattern-analysis tick would
+        # change the insights under the pages.
+        MONITORING_CRON=NEVER,
+        PATTERN_ANALYSIS_CRON=NEVER,
     )
     _LIVE.append(service)
     try:
@@ -120,6 +128,29 @@ def small_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededService
 def large_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededService]:
     """A service on 100 prompts x 50 versions, 1,000 experiments and 200 checks on one."""
     yield from _serve(tmp_path_factory, "large", ui_seed.seed_large)
+
+
+@pytest.fixture(scope="module")
+def acting_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededService]:
+    """The small seed again, for the tests that change things (roll back, stop, cancel,
+    add): the pages of small_ui stay as seeded whatever order the tests run in."""
+    yield from _serve(tmp_path_factory, "acting", ui_seed.seed_small)
+
+
+@pytest.fixture(scope="session")
+def ui_sessions() -> dict[str, dict[str, Any]]:
+    """The session cookie of each service logged in to so far, by base URL."""
+    return {}
+
+
+@pytest.fixture
+def admin(driver: Chrome, ui_sessions: dict[str, dict[str, Any]]) -> Callable[[str], None]:
+    """`admin(service.base_url)`: the blank browser becomes logged in to that service."""
+
+    def go(base_url: str) -> None:
+        sign_in(driver, base_url, ui_sessions)
+
+    return go
 
 
 @pytest.fixture(autouse=True)

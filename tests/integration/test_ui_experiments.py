@@ -330,7 +330,10 @@ async def test_hand_edited_checks_and_script_in_texts_are_shown_safely(
         session.execute(
             update(Experiment)
             .where(Experiment.id == experiment_id)
-            .values(created_by=SCRIPT, guardrails='[{"metric": "<b>x</b>", "tolerance": NaN}]')
+            .values(
+                created_by=SCRIPT,
+                guardrails='[{"metric": "<b>x</b>", "tolerance": NaN}, {"x": NaN}]',
+            )
         )
         edits = {
             ids[0]: "not json at all",
@@ -348,6 +351,7 @@ async def test_hand_edited_checks_and_script_in_texts_are_shown_safely(
     assert "<script>alert" not in page and "<b>x</b>" not in page
     assert "&lt;script&gt;alert" in page
     assert "holds no readable sample-ratio result" in page
+    assert "&lt;b&gt;x&lt;/b&gt; (higher is better); {&#34;x&#34;: null}" in page
 
 
 @pytest.mark.parametrize(

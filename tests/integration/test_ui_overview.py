@@ -39,7 +39,7 @@ SEEDS = {"empty": seed_empty, "one_version": seed_one_version, "small": seed_sma
 # The overview's statements, the session lookup included: status.read_status lists the
 # running and the paused experiments in two passes of five statements each (see the report
 # of issue 14, piece D3); the rest is one statement per figure.
-OVERVIEW_QUERIES = 17
+OVERVIEW_QUERIES = 12
 
 
 def queries(header: str) -> int:

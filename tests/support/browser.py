@@ -9,9 +9,12 @@ versions always match.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from selenium.webdriver import Chrome
 from selenium.webdriver.chrome.options import Options
@@ -20,9 +23,16 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
+from sqlalchemy import text
 
+from optimizer.db import create_db_engine
+from optimizer.ui.guard import COOKIE
 from tests.support.procs import ServiceProcess
 from tests.support.ui_seed import Seeded
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# An error page's title starts with its status ("404 Not found · prompt-worker").
+ERROR_TITLE = re.compile(r"^[45]\d\d\b")
 
 ADMIN_TOKEN = "browser-admin-token-Ωmega-0123456789"
 INGEST_TOKEN = "browser-ingest-token-0123456789"
@@ -134,3 +144,70 @@ def console_errors(driver: Chrome) -> list[str]:
     """Console messages of level SEVERE since the last read: failed loads, script errors,
     CSP refusals."""
     return [str(e.get("message", "")) for e in console_log(driver) if e.get("level") == "SEVERE"]
+
+
+def sign_in(driver: Chrome, base_url: str, sessions: dict[str, dict[str, Any]]) -> None:
+    """Be logged in to the service at `base_url`: through the login form the first time,
+    after that by putting back the session cookie that login set (`sessions` keeps it per
+    service), which saves a form round trip per test."""
+    cookie = sessions.get(base_url)
+    if cookie is None:
+        login(driver, base_url, ADMIN_TOKEN)
+        found = driver.get_cookie(COOKIE)
+        if found is None:
+            raise AssertionError(f"login to {base_url} set no {COOKIE} cookie")
+        sessions[base_url] = found
+        return
+    driver.execute_cdp_cmd(
+        "Network.setCookie",
+        {
+            "name": cookie["name"],
+            "value": cookie["value"],
+            "url": f"{base_url}/ui/",
+            "path": cookie["path"],
+            "httpOnly": True,
+            "sameSite": "Strict",
+        },
+    )
+
+
+def page_problems(driver: Chrome) -> list[str]:
+    """What makes the current page not a good page: the login form instead of it, an error
+    page (a 4xx/5xx title or the error section), no visible h1, console errors."""
+    problems = []
+    path = driver.current_url.split("?", 1)[0]
+    if path.endswith("/ui/login"):
+        problems.append("sent to the login page")
+    if ERROR_TITLE.match(driver.title) or driver.find_elements(By.CSS_SELECTOR, ".error-page"):
+        problems.append(f"error page: {driver.title!r}")
+    headings = driver.find_elements(By.TAG_NAME, "h1")
+    if not headings or not headings[0].is_displayed() or not headings[0].text.strip():
+        problems.append("no visible h1")
+    problems += [f"console: {message}" for message in console_errors(driver)]
+    return problems
+
+
+def run_sql(database_url: str, statement: str, params: Mapping[str, object]) -> list[Any]:
+    """One statement on the service's database from outside (what another process would do);
+    the rows it returns, if any."""
+    engine = create_db_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(statement), dict(params))
+            return list(result) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def full_page_png(driver: Chrome, width: int) -> bytes:
+    """The whole page at `width` CSS pixels as PNG: the viewport is set to that width, then
+    to the document's height at that width, so nothing is cut off or scrolled."""
+    metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    try:
+        height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+        metrics["height"] = max(height, 1)
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        return driver.get_screenshot_as_png()
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

@@ -245,8 +245,9 @@ def test_guardrail_band_translates_the_margin_back_to_relative_change(
     assert low <= high
     slack = 1e-9 * (1 + abs(relative) + abs(half / mean_control))
     assert low - slack <= relative <= high + slack
-    # The band's width is the gain interval's, scaled by the control mean.
-    assert math.isclose(high - low, 2 * half / abs(mean_control), rel_tol=1e-6, abs_tol=1e-9)
+    # The band's width is the gain interval's, scaled by the control mean (up to rounding at
+    # the magnitude of the values: a tiny band around a huge change keeps fewer digits).
+    assert math.isclose(high - low, 2 * half / abs(mean_control), rel_tol=1e-6, abs_tol=slack)
 
 
 def test_guardrail_band_without_a_control_mean_is_unknown():
