@@ -79,15 +79,25 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
     return json_error(exc.status, message, headers=headers)
 
 
-def _from_exception(request: web.Request, exc: Exception) -> web.Response:
+def refusal(exc: Exception) -> ApiError | None:
+    """The answer to a request the project's own errors refused (bad input 400, unknown
+    404, clashing with the state 409, or a handler's own ApiError); None for anything else.
+    The API sends it as JSON, the dashboard as a page."""
     if isinstance(exc, ApiError):
-        return json_error(exc.status, str(exc), exc.field, exc.headers)
+        return exc
     if isinstance(exc, InvalidInput):
-        return json_error(400, str(exc), exc.field)
+        return ApiError(400, str(exc), exc.field)
     if isinstance(exc, NotFound):
-        return json_error(404, str(exc))
+        return ApiError(404, str(exc))
     if isinstance(exc, Conflict):
-        return json_error(409, str(exc))
+        return ApiError(409, str(exc))
+    return None
+
+
+def _from_exception(request: web.Request, exc: Exception) -> web.Response:
+    refused = refusal(exc)
+    if refused is not None:
+        return json_error(refused.status, str(refused), refused.field, refused.headers)
     if isinstance(exc, web.RequestPayloadError):
         # A body that does not match its Content-Encoding (or broken chunking) is the
         # caller's mistake; it used to surface as a 500.

@@ -19,12 +19,11 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 from optimizer.clock import utcnow
-from optimizer.errors import Conflict, InvalidInput, NotFound
 from optimizer.http.errors import (
     DB_UNAVAILABLE_MESSAGE,
     RETRY_AFTER_SECONDS,
-    ApiError,
     is_database_outage,
+    refusal,
 )
 from optimizer.http.keys import ENGINE, SETTINGS
 from optimizer.ui import sessions
@@ -119,14 +118,11 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
 
 def _from_exception(request: web.Request, exc: Exception) -> web.Response:
     """The project's errors as pages; anything unexpected logged and shown as a bare 500."""
-    if isinstance(exc, ApiError):
-        return error_page(request, exc.status, str(exc), field=exc.field, headers=exc.headers)
-    if isinstance(exc, InvalidInput):
-        return error_page(request, 400, str(exc), field=exc.field)
-    if isinstance(exc, NotFound):
-        return error_page(request, 404, str(exc))
-    if isinstance(exc, Conflict):
-        return error_page(request, 409, str(exc))
+    refused = refusal(exc)
+    if refused is not None:
+        return error_page(
+            request, refused.status, str(refused), field=refused.field, headers=refused.headers
+        )
     if isinstance(exc, web.RequestPayloadError):
         return error_page(request, 400, "The form could not be read; send it again.")
     if is_database_outage(exc):

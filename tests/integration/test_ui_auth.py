@@ -19,7 +19,7 @@ from datetime import timedelta
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, make_mocked_request
+from aiohttp.test_utils import make_mocked_request
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -36,11 +36,13 @@ from optimizer.ui.web import act, form, page
 from tests.support.http_client import ADMIN_TOKEN, INGEST_TOKEN, ClientMaker
 from tests.support.ui_client import (
     COOKIE,
+    assert_html_page,
     csrf_of,
     logged_in,
     login_answer,
     nonce_of,
     session_cookie,
+    signed_in,
 )
 
 # --- test-only routes -------------------------------------------------------------------
@@ -92,14 +94,6 @@ def test_routes(monkeypatch: pytest.MonkeyPatch) -> None:
 def session_rows(engine: Engine) -> list[UiSession]:
     with session_factory(engine)() as session:
         return list(session.scalars(select(UiSession)))
-
-
-def assert_html_page(answer_text: str, headers: object) -> None:
-    assert "text/html" in headers["Content-Type"]  # type: ignore[index]
-    assert "default-src 'self'" in headers["Content-Security-Policy"]  # type: ignore[index]
-    assert headers["Cache-Control"] == "no-store"  # type: ignore[index]
-    assert answer_text.lstrip().startswith("<!doctype html>")
-    assert "Traceback" not in answer_text and '"error":' not in answer_text
 
 
 # --- login ------------------------------------------------------------------------------
@@ -289,8 +283,7 @@ async def test_logout_deletes_the_session(engine: Engine, make_client: ClientMak
 async def test_rotating_admin_token_ends_every_session(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    client = await make_client(engine)
-    await logged_in(client, ADMIN_TOKEN)
+    client = await signed_in(make_client, engine)
     token = session_cookie(client)
     rotated = await make_client(engine, admin_token="a-brand-new-admin-token")
     answer = await rotated.get(
@@ -420,8 +413,7 @@ async def test_full_access_with_the_secret_set_allows_actions(
 async def test_a_post_without_the_right_csrf_token_is_refused(
     engine: Engine, make_client: ClientMaker, data: dict[str, str]
 ) -> None:
-    client = await make_client(engine)
-    await logged_in(client, ADMIN_TOKEN)
+    client = await signed_in(make_client, engine)
     answer = await client.post("/ui/test-act", data=data, allow_redirects=False)
     assert answer.status == 403
     text = await answer.text()
@@ -437,8 +429,7 @@ async def test_another_sessions_csrf_token_is_refused(
 ) -> None:
     first = await make_client(engine)
     other_csrf = await logged_in(first, ADMIN_TOKEN)
-    second = await make_client(engine)
-    await logged_in(second, ADMIN_TOKEN)
+    second = await signed_in(make_client, engine)
     answer = await second.post("/ui/test-act", data={"csrf": other_csrf}, allow_redirects=False)
     assert answer.status == 403
     assert DONE == []
@@ -612,8 +603,7 @@ async def test_every_answer_carries_server_timing_with_a_query_count(
 async def test_the_page_context_has_the_sessions_csrf_token(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    client: TestClient = await make_client(engine)
-    await logged_in(client, ADMIN_TOKEN)
+    client = await signed_in(make_client, engine)
     text = await (await client.get("/ui/test-page")).text()
     assert f'name="csrf" value="{csrf_of(client)}"' in text
     assert 'href="/ui/jobs" class="active"' in text

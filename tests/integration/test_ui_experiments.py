@@ -1,19 +1,16 @@
 """The dashboard's experiment pages through the real app: the list (status and prompt
 filters, keyset pages), the detail page (arms, the lift chart with one point per stored
 check, guardrail charts, SRM, the decision timeline, latest figures), and the stop action
-(CSRF, read-only mode, 404/409), on the seeds of tests/support/ui_seed.py.
-
-The large seed (1,000 experiments, 200 checks) is written once per module on SQLite only:
-it takes about ten seconds.
+(CSRF, read-only mode, 404/409), on the seeds of tests/support/ui_seed.py; the large seed
+(the module fixture `large_seed`, SQLite only) for pages and query counts at size.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,58 +20,27 @@ from sqlalchemy.engine import Engine
 from yarl import URL
 
 from models.experiments import EXPERIMENT_STATUSES, Experiment, ExperimentAnalysis
-from optimizer.clock import utcnow
-from optimizer.db import create_db_engine, session_factory
+from optimizer.db import session_factory
 from optimizer.errors import InvalidInput
 from optimizer.ui.routes_experiments import parse_list_filters
 from optimizer.ui.web import ACTOR
-from tests.support.http_client import ADMIN_TOKEN, ClientMaker
-from tests.support.ui_client import csrf_of, logged_in
-from tests.support.ui_seed import (
-    SCRIPT,
-    Seeded,
-    seed_empty,
-    seed_large,
-    seed_one_version,
-    seed_small,
-)
+from tests.support.http_client import ClientMaker
+from tests.support.ui_client import csrf_of, html_of, query_count, seeded_client, signed_in
+from tests.support.ui_seed import SCRIPT, Seeded
 
-QUERIES = re.compile(r'db;desc="queries=(\d+)"')
 ROW_IDS = re.compile(r'<th scope="row" class="num"><a href="/ui/experiments/(\d+)">')
 LIFT_SVG = re.compile(r'<svg[^>]*class="chart chart-lift".*?</svg>', re.S)
 POINT_IDS = re.compile(r'<circle class="point[^"]*"[^>]*data-analysis-id="(\d+)"')
 
 
-@pytest.fixture(scope="module")
-def large(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Seeded]]:
-    """SLOW (about 10 s): the large seed on SQLite, shared by this module's tests."""
-    path: Path = tmp_path_factory.mktemp("large") / "large.db"
-    engine = create_db_engine(f"sqlite:///{path}")
-    seeded = seed_large(engine, utcnow())
-    yield engine, seeded
-    engine.dispose()
-
-
-async def _client(make_client: ClientMaker, engine: Engine, **overrides: object) -> TestClient:
-    client = await make_client(engine, **overrides)
-    await logged_in(client, ADMIN_TOKEN)
-    return client
-
-
-async def _get(client: TestClient, path: str, status: int = 200) -> str:
-    answer = await client.get(path, allow_redirects=False)
-    text = await answer.text()
-    assert answer.status == status, text
-    assert "Traceback" not in text and not re.search(r"\bnan\b", text, re.I)
-    return text
-
-
-async def _queries(client: TestClient, path: str) -> int:
-    answer = await client.get(path)
-    assert answer.status == 200, await answer.text()
-    found = QUERIES.search(answer.headers["Server-Timing"])
-    assert found, answer.headers["Server-Timing"]
-    return int(found.group(1))
+async def _stop(client: TestClient, experiment_id: int, **fields: str) -> ClientResponse:
+    """POST the stop form of `experiment_id` with the session's CSRF token (unless `fields`
+    gives another) and `fields`; the answer, unfollowed."""
+    return await client.post(
+        f"/ui/experiments/{experiment_id}/stop",
+        data={"csrf": csrf_of(client), **fields},
+        allow_redirects=False,
+    )
 
 
 def _status_of(engine: Engine, experiment_id: int) -> tuple[str, str | None]:
@@ -104,24 +70,22 @@ def _lift_points(page: str) -> list[int]:
 # --- list ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [seed_empty, seed_one_version])
+@pytest.mark.parametrize("seed", ["empty", "one_version"])
 async def test_the_list_without_experiments_says_so(
-    engine: Engine, make_client: ClientMaker, seed
+    engine: Engine, make_client: ClientMaker, seed: str
 ) -> None:
-    seed(engine, utcnow())
-    client = await _client(make_client, engine)
-    page = await _get(client, "/ui/experiments")
+    client, _ = await seeded_client(make_client, engine, seed)
+    page = await html_of(client, "/ui/experiments")
     assert "No experiments yet - start one" in page
     assert 'aria-current="page">Experiments' in page
-    assert await _queries(client, "/ui/experiments") <= 6
+    assert await query_count(client, "/ui/experiments") <= 6
 
 
 async def test_the_list_shows_every_experiment_with_filters(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    seeded = seed_small(engine, utcnow())
-    client = await _client(make_client, engine)
-    page = await _get(client, "/ui/experiments")
+    client, seeded = await seeded_client(make_client, engine)
+    page = await html_of(client, "/ui/experiments")
     ids = [int(i) for i in ROW_IDS.findall(page)]
     assert len(ids) == 4 and ids == sorted(ids, reverse=True)
     assert seeded.running_experiment_id in ids
@@ -131,16 +95,16 @@ async def test_the_list_shows_every_experiment_with_filters(
         assert f'href="/ui/experiments?status={status}"' in page
     assert "Next page" not in page
 
-    only_running = await _get(client, "/ui/experiments?status=running")
+    only_running = await html_of(client, "/ui/experiments?status=running")
     assert [int(i) for i in ROW_IDS.findall(only_running)] == [seeded.running_experiment_id]
     assert 'class="active" aria-current="true">running' in only_running
 
-    by_prompt = await _get(client, f"/ui/experiments?prompt={running}&status=")
+    by_prompt = await html_of(client, f"/ui/experiments?prompt={running}&status=")
     shown = [int(i) for i in ROW_IDS.findall(by_prompt)]
     assert seeded.running_experiment_id in shown and len(shown) < 4
     assert f'value="{running}"' in by_prompt
 
-    none = await _get(client, "/ui/experiments?status=stopped&prompt=no-such-prompt")
+    none = await html_of(client, "/ui/experiments?status=stopped&prompt=no-such-prompt")
     assert "No experiments stopped for prompt <code>no-such-prompt</code>" in none
 
 
@@ -159,8 +123,8 @@ async def test_the_list_shows_every_experiment_with_filters(
 async def test_bad_list_parameters_are_400_pages_naming_them(
     engine: Engine, make_client: ClientMaker, query: str, field: str, message: str
 ) -> None:
-    client = await _client(make_client, engine)
-    page = await _get(client, f"/ui/experiments?{query}", 400)
+    client = await signed_in(make_client, engine)
+    page = await html_of(client, f"/ui/experiments?{query}", 400)
     assert message in page
     assert f"Field: <code>{field}</code>" in page
 
@@ -198,7 +162,7 @@ def test_list_filters_parse_or_name_their_parameter(params: dict[str, str]) -> N
 async def test_odd_query_strings_get_a_page_or_a_400(
     sqlite_engine: Engine, make_client: ClientMaker, query: str
 ) -> None:
-    client = await _client(make_client, sqlite_engine)
+    client = await signed_in(make_client, sqlite_engine)
     answer = await client.get(f"/ui/experiments?{query}", allow_redirects=False)
     assert answer.status in (200, 400), await answer.text()
     assert "text/html" in answer.headers["Content-Type"]
@@ -206,39 +170,38 @@ async def test_odd_query_strings_get_a_page_or_a_400(
 
 
 async def test_large_list_pages_cover_every_experiment_once_in_constant_queries(
-    large: tuple[Engine, Seeded], make_client: ClientMaker
+    large_seed: tuple[Engine, Seeded], make_client: ClientMaker
 ) -> None:
-    engine, _ = large
-    client = await _client(make_client, engine)
+    engine, _ = large_seed
+    client = await signed_in(make_client, engine)
     seen: list[int] = []
     path: str | None = "/ui/experiments"
     counts = set()
     while path is not None:
-        page = await _get(client, path)
+        page = await html_of(client, path)
         rows = [int(i) for i in ROW_IDS.findall(page)]
         assert 1 <= len(rows) <= 50
         seen += rows
-        counts.add(await _queries(client, path))
+        counts.add(await query_count(client, path))
         found = re.search(r'<a href="([^"]+)" rel="next">', page)
         path = found.group(1).replace("&amp;", "&") if found else None
     assert len(seen) == len(set(seen)) == 1000
     assert seen == sorted(seen, reverse=True)
     assert len(counts) == 1 and counts.pop() <= 6
     # A filter is kept across pages.
-    paused = await _get(client, "/ui/experiments?status=completed")
+    paused = await html_of(client, "/ui/experiments?status=completed")
     assert "status=completed&amp;before=" in paused
 
 
 async def test_list_and_detail_cost_the_same_queries_small_and_large(
-    large: tuple[Engine, Seeded], sqlite_engine: Engine, make_client: ClientMaker
+    large_seed: tuple[Engine, Seeded], sqlite_engine: Engine, make_client: ClientMaker
 ) -> None:
-    small_seed = seed_small(sqlite_engine, utcnow())
-    large_engine, large_seed = large
-    small = await _client(make_client, sqlite_engine)
-    big = await _client(make_client, large_engine)
-    assert await _queries(small, "/ui/experiments") == await _queries(big, "/ui/experiments")
-    small_detail = await _queries(small, f"/ui/experiments/{small_seed.checked_experiment_id}")
-    big_detail = await _queries(big, f"/ui/experiments/{large_seed.checked_experiment_id}")
+    small, small_seed = await seeded_client(make_client, sqlite_engine)
+    large_engine, large_seed = large_seed
+    big = await signed_in(make_client, large_engine)
+    assert await query_count(small, "/ui/experiments") == await query_count(big, "/ui/experiments")
+    small_detail = await query_count(small, f"/ui/experiments/{small_seed.checked_experiment_id}")
+    big_detail = await query_count(big, f"/ui/experiments/{large_seed.checked_experiment_id}")
     assert small_detail == big_detail <= 10
 
 
@@ -246,10 +209,9 @@ async def test_list_and_detail_cost_the_same_queries_small_and_large(
 
 
 async def test_the_detail_page_draws_every_check(engine: Engine, make_client: ClientMaker) -> None:
-    seeded = seed_small(engine, utcnow())
+    client, seeded = await seeded_client(make_client, engine)
     assert seeded.checked_experiment_id is not None
-    client = await _client(make_client, engine)
-    page = await _get(client, f"/ui/experiments/{seeded.checked_experiment_id}")
+    page = await html_of(client, f"/ui/experiments/{seeded.checked_experiment_id}")
     stored = _analysis_ids(engine, seeded.checked_experiment_id)
     assert len(stored) == seeded.checks == 12
     points = _lift_points(page)
@@ -266,12 +228,12 @@ async def test_the_detail_page_draws_every_check(engine: Engine, make_client: Cl
 
 
 async def test_every_check_of_the_large_seed_is_one_chart_point(
-    large: tuple[Engine, Seeded], make_client: ClientMaker
+    large_seed: tuple[Engine, Seeded], make_client: ClientMaker
 ) -> None:
-    engine, seeded = large
+    engine, seeded = large_seed
     assert seeded.checked_experiment_id is not None
-    client = await _client(make_client, engine)
-    page = await _get(client, f"/ui/experiments/{seeded.checked_experiment_id}")
+    client = await signed_in(make_client, engine)
+    page = await html_of(client, f"/ui/experiments/{seeded.checked_experiment_id}")
     stored = _analysis_ids(engine, seeded.checked_experiment_id)
     assert len(stored) == 200
     assert sorted(set(_lift_points(page))) == stored
@@ -291,14 +253,13 @@ async def test_every_check_of_the_large_seed_is_one_chart_point(
 async def test_a_finished_experiment_has_no_stop_form(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    seed_small(engine, utcnow())
+    client, _ = await seeded_client(make_client, engine)
     with session_factory(engine)() as session:
         finished = session.scalar(
             select(Experiment.id).where(Experiment.status.in_(("completed", "stopped")))
         )
     assert finished is not None
-    client = await _client(make_client, engine)
-    page = await _get(client, f"/ui/experiments/{finished}")
+    page = await html_of(client, f"/ui/experiments/{finished}")
     assert "/stop" not in page
     assert "Outcome" in page
 
@@ -306,15 +267,14 @@ async def test_a_finished_experiment_has_no_stop_form(
 async def test_an_experiment_without_checks_reads_plainly(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    seeded = seed_small(engine, utcnow())
+    client, seeded = await seeded_client(make_client, engine)
     with session_factory(engine).begin() as session:
         session.execute(
             ExperimentAnalysis.__table__.delete().where(
                 ExperimentAnalysis.experiment_id == seeded.checked_experiment_id
             )
         )
-    client = await _client(make_client, engine)
-    page = await _get(client, f"/ui/experiments/{seeded.checked_experiment_id}")
+    page = await html_of(client, f"/ui/experiments/{seeded.checked_experiment_id}")
     assert "no checks yet" in page
     assert "No checks yet - nothing has been decided." in page
 
@@ -322,7 +282,7 @@ async def test_an_experiment_without_checks_reads_plainly(
 async def test_hand_edited_checks_and_script_in_texts_are_shown_safely(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    seeded = seed_small(engine, utcnow())
+    client, seeded = await seeded_client(make_client, engine)
     experiment_id = seeded.checked_experiment_id
     assert experiment_id is not None
     ids = _analysis_ids(engine, experiment_id)
@@ -346,8 +306,7 @@ async def test_hand_edited_checks_and_script_in_texts_are_shown_safely(
                 .where(ExperimentAnalysis.id == analysis_id)
                 .values(statistics=text, reason=SCRIPT)
             )
-    client = await _client(make_client, engine)
-    page = await _get(client, f"/ui/experiments/{experiment_id}")
+    page = await html_of(client, f"/ui/experiments/{experiment_id}")
     assert "<script>alert" not in page and "<b>x</b>" not in page
     assert "&lt;script&gt;alert" in page
     assert "holds no readable sample-ratio result" in page
@@ -361,8 +320,8 @@ async def test_hand_edited_checks_and_script_in_texts_are_shown_safely(
 async def test_bad_and_unknown_experiment_ids(
     engine: Engine, make_client: ClientMaker, path: str, status: int
 ) -> None:
-    client = await _client(make_client, engine)
-    page = await _get(client, path, status)
+    client = await signed_in(make_client, engine)
+    page = await html_of(client, path, status)
     if status == 400:
         assert "id must be a positive whole number" in page
     else:
@@ -375,15 +334,10 @@ async def test_bad_and_unknown_experiment_ids(
 async def test_stop_ends_the_experiment_as_the_ui_actor(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    seeded = seed_small(engine, utcnow())
+    client, seeded = await seeded_client(make_client, engine)
     experiment_id = seeded.running_experiment_id
     assert experiment_id is not None
-    client = await _client(make_client, engine)
-    answer = await client.post(
-        f"/ui/experiments/{experiment_id}/stop",
-        data={"csrf": csrf_of(client), "reason": "wrong audience — «campagne» <script>"},
-        allow_redirects=False,
-    )
+    answer = await _stop(client, experiment_id, reason="wrong audience — «campagne» <script>")
     assert answer.status == 303, await answer.text()
     assert (
         answer.headers["Location"] == f"/ui/experiments/{experiment_id}?notice=experiment-stopped"
@@ -393,15 +347,11 @@ async def test_stop_ends_the_experiment_as_the_ui_actor(
     assert reason is not None and reason.startswith(
         f"stopped by {ACTOR}: wrong audience — «campagne»"
     )
-    page = await _get(client, answer.headers["Location"])
+    page = await html_of(client, answer.headers["Location"])
     assert "The experiment has been stopped." in page
     assert "/stop" not in page  # no form once it is over
 
-    again = await client.post(
-        f"/ui/experiments/{experiment_id}/stop",
-        data={"csrf": csrf_of(client)},
-        allow_redirects=False,
-    )
+    again = await _stop(client, experiment_id)
     assert again.status == 409
     assert f"experiment {experiment_id} is already stopped" in await again.text()
 
@@ -409,32 +359,20 @@ async def test_stop_ends_the_experiment_as_the_ui_actor(
 async def test_stop_without_a_reason_and_of_unknown_experiments(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    seeded = seed_small(engine, utcnow())
-    client = await _client(make_client, engine)
-    missing = await client.post(
-        "/ui/experiments/987654/stop", data={"csrf": csrf_of(client)}, allow_redirects=False
-    )
+    client, seeded = await seeded_client(make_client, engine)
+    missing = await _stop(client, 987654)
     assert missing.status == 404
     assert seeded.running_experiment_id is not None
-    answer = await client.post(
-        f"/ui/experiments/{seeded.running_experiment_id}/stop",
-        data={"csrf": csrf_of(client), "reason": ""},
-        allow_redirects=False,
-    )
+    answer = await _stop(client, seeded.running_experiment_id, reason="")
     assert answer.status == 303
     status, reason = _status_of(engine, seeded.running_experiment_id)
     assert status == "stopped" and reason == (f"stopped by {ACTOR}; control version 2 stays active")
 
 
 async def test_stop_needs_the_csrf_token(engine: Engine, make_client: ClientMaker) -> None:
-    seeded = seed_small(engine, utcnow())
+    client, seeded = await seeded_client(make_client, engine)
     assert seeded.running_experiment_id is not None
-    client = await _client(make_client, engine)
-    answer = await client.post(
-        f"/ui/experiments/{seeded.running_experiment_id}/stop",
-        data={"csrf": "forged", "reason": "x"},
-        allow_redirects=False,
-    )
+    answer = await _stop(client, seeded.running_experiment_id, csrf="forged", reason="x")
     assert answer.status == 403
     assert _status_of(engine, seeded.running_experiment_id)[0] == "running"
 
@@ -442,16 +380,11 @@ async def test_stop_needs_the_csrf_token(engine: Engine, make_client: ClientMake
 async def test_read_only_mode_hides_the_form_and_refuses_the_stop(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    seeded = seed_small(engine, utcnow())
+    client, seeded = await seeded_client(make_client, engine, ui_access="read-only")
     experiment_id = seeded.running_experiment_id
     assert experiment_id is not None
-    client = await _client(make_client, engine, ui_access="read-only")
-    page = await _get(client, f"/ui/experiments/{experiment_id}")
+    page = await html_of(client, f"/ui/experiments/{experiment_id}")
     assert "/stop" not in page and "Lift in success" in page
-    answer = await client.post(
-        f"/ui/experiments/{experiment_id}/stop",
-        data={"csrf": csrf_of(client), "reason": "x"},
-        allow_redirects=False,
-    )
+    answer = await _stop(client, experiment_id, reason="x")
     assert answer.status == 403
     assert _status_of(engine, experiment_id)[0] == "running"

@@ -1,19 +1,14 @@
 """The dashboard's insights page through the real app: filters parsed as GET /insights
 parses them (400 naming the parameter, 404 for an unknown prompt), each insight's evidence
 in words and as stored, the versions generated from it, escaping, and a constant number of
-queries on the small and the large seed.
-
-The large seed is written once per module on SQLite only: it takes about ten seconds.
+queries on the small and the large seed (the module fixture `large_seed`, SQLite only).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 from markupsafe import escape
@@ -24,50 +19,16 @@ from yarl import URL
 
 from models.insights import PatternInsight
 from models.prompts import Prompt, PromptVersion
-from optimizer.clock import utcnow
-from optimizer.db import create_db_engine, session_factory
+from optimizer.db import session_factory
 from optimizer.errors import InvalidInput
 from optimizer.patterns import views
 from optimizer.prompts import decode_insight_ids
 from optimizer.ui.routes_insights import PAGE_SIZE, parse_filters
 from tests.support.http_client import ADMIN_TOKEN, ClientMaker
-from tests.support.ui_client import logged_in
-from tests.support.ui_seed import Seeded, seed_empty, seed_large, seed_one_version, seed_small
+from tests.support.ui_client import html_of, query_count, seeded_client, signed_in
+from tests.support.ui_seed import Seeded
 
-QUERIES = re.compile(r'db;desc="queries=(\d+)"')
 ARTICLE = re.compile(r'<article class="card insight" id="insight-(\d+)">(.*?)</article>', re.S)
-
-
-@pytest.fixture(scope="module")
-def large(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Seeded]]:
-    """SLOW (about 10 s): the large seed on SQLite, shared by this module's tests."""
-    path: Path = tmp_path_factory.mktemp("large") / "large.db"
-    engine = create_db_engine(f"sqlite:///{path}")
-    seeded = seed_large(engine, utcnow())
-    yield engine, seeded
-    engine.dispose()
-
-
-async def _client(make_client: ClientMaker, engine: Engine, **overrides: object) -> TestClient:
-    client = await make_client(engine, **overrides)
-    await logged_in(client, ADMIN_TOKEN)
-    return client
-
-
-async def _get(client: TestClient, path: str, status: int = 200) -> str:
-    answer = await client.get(path, allow_redirects=False)
-    text = await answer.text()
-    assert answer.status == status, text
-    assert "Traceback" not in text and not re.search(r"\bnan\b", text, re.I)
-    return text
-
-
-async def _queries(client: TestClient, path: str) -> int:
-    answer = await client.get(path)
-    assert answer.status == 200, await answer.text()
-    found = QUERIES.search(answer.headers["Server-Timing"])
-    assert found, answer.headers["Server-Timing"]
-    return int(found.group(1))
 
 
 def _articles(page: str) -> dict[int, str]:
@@ -100,11 +61,10 @@ def _generated(engine: Engine) -> dict[int, set[tuple[str, int]]]:
     return found
 
 
-@pytest.mark.parametrize("seed", [seed_empty, seed_one_version])
-async def test_no_insights_yet(engine: Engine, make_client: ClientMaker, seed) -> None:
-    seed(engine, utcnow())
-    client = await _client(make_client, engine)
-    page = await _get(client, "/ui/insights")
+@pytest.mark.parametrize("seed", ["empty", "one_version"])
+async def test_no_insights_yet(engine: Engine, make_client: ClientMaker, seed: str) -> None:
+    client, _ = await seeded_client(make_client, engine, seed)
+    page = await html_of(client, "/ui/insights")
     assert "No insights yet - pattern analysis records them" in page
     assert 'aria-current="page">Insights' in page
 
@@ -112,9 +72,8 @@ async def test_no_insights_yet(engine: Engine, make_client: ClientMaker, seed) -
 async def test_every_insight_with_its_evidence_and_generated_versions(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    seed_small(engine, utcnow())
-    client = await _client(make_client, engine)
-    page = await _get(client, "/ui/insights")
+    client, _ = await seeded_client(make_client, engine)
+    page = await html_of(client, "/ui/insights")
     shown = _articles(page)
     stored = _insights(engine)
     assert set(shown) == {i for i, *_ in stored} and len(shown) == 9
@@ -141,9 +100,8 @@ async def test_every_insight_with_its_evidence_and_generated_versions(
 
 
 async def test_filters_narrow_the_list(engine: Engine, make_client: ClientMaker) -> None:
-    seeded = seed_small(engine, utcnow())
+    client, seeded = await seeded_client(make_client, engine)
     stored = _insights(engine)
-    client = await _client(make_client, engine)
     name = seeded.prompt_names[1]
     cases = {
         f"prompt={name}": {i for i, p, *_ in stored if p == name},
@@ -156,9 +114,9 @@ async def test_filters_narrow_the_list(engine: Engine, make_client: ClientMaker)
         "prompt=&actionable=&kind=": {i for i, *_ in stored},
     }
     for query, expected in cases.items():
-        page = await _get(client, f"/ui/insights?{query}")
+        page = await html_of(client, f"/ui/insights?{query}")
         assert set(_articles(page)) == expected, query
-    page = await _get(client, "/ui/insights?kind=regression&actionable=false")
+    page = await html_of(client, "/ui/insights?kind=regression&actionable=false")
     assert '<option value="regression" selected>' in page
     assert '<option value="false" selected>' in page
     assert 'href="/ui/insights">clear filters</a>' in page
@@ -182,9 +140,8 @@ async def test_bad_filters_get_the_apis_messages(
     field: str | None,
     message: str,
 ) -> None:
-    seed_one_version(engine, utcnow())
-    client = await _client(make_client, engine)
-    page = await _get(client, f"/ui/insights?{query}", status)
+    client, _ = await seeded_client(make_client, engine, "one_version")
+    page = await html_of(client, f"/ui/insights?{query}", status)
     assert str(escape(message)) in page
     if field is not None:
         assert f"Field: <code>{field}</code>" in page
@@ -212,7 +169,7 @@ def test_filters_parse_or_name_their_parameter(params: dict[str, str]) -> None:
 
 
 async def test_hand_edited_evidence_reads_safely(engine: Engine, make_client: ClientMaker) -> None:
-    seed_small(engine, utcnow())
+    client, _ = await seeded_client(make_client, engine)
     ids = [i for i, *_ in _insights(engine)]
     edits = {
         ids[
@@ -227,8 +184,7 @@ async def test_hand_edited_evidence_reads_safely(engine: Engine, make_client: Cl
             session.execute(
                 update(PatternInsight).where(PatternInsight.id == insight_id).values(evidence=text)
             )
-    client = await _client(make_client, engine)
-    page = await _get(client, "/ui/insights")
+    page = await html_of(client, "/ui/insights")
     assert len(_articles(page)) == 9
     assert "<b>m</b>" not in page and "<i>t</i>" not in page
     assert "&lt;b&gt;m&lt;/b&gt;" in page
@@ -236,25 +192,23 @@ async def test_hand_edited_evidence_reads_safely(engine: Engine, make_client: Cl
 
 
 async def test_read_only_mode_shows_the_page(engine: Engine, make_client: ClientMaker) -> None:
-    seed_small(engine, utcnow())
-    client = await _client(make_client, engine, ui_access="read-only")
-    page = await _get(client, "/ui/insights")
+    client, _ = await seeded_client(make_client, engine, ui_access="read-only")
+    page = await html_of(client, "/ui/insights")
     assert len(_articles(page)) == 9
     assert 'method="post"' not in page.replace('method="post" action="/ui/logout"', "")
 
 
 async def test_the_large_seed_shows_one_page_in_constant_queries(
-    large: tuple[Engine, Seeded], sqlite_engine: Engine, make_client: ClientMaker
+    large_seed: tuple[Engine, Seeded], sqlite_engine: Engine, make_client: ClientMaker
 ) -> None:
-    engine, _ = large
-    seed_small(sqlite_engine, utcnow())
-    big = await _client(make_client, engine)
-    small = await _client(make_client, sqlite_engine)
-    page = await _get(big, "/ui/insights")
+    engine, _ = large_seed
+    big = await signed_in(make_client, engine)
+    small, _ = await seeded_client(make_client, sqlite_engine)
+    page = await html_of(big, "/ui/insights")
     assert len(_articles(page)) == PAGE_SIZE
     assert f"The {PAGE_SIZE} most recently seen are shown" in page
     for query in ("", "?kind=segment", "?actionable=true&kind=regression"):
-        assert await _queries(big, f"/ui/insights{query}") == await _queries(
+        assert await query_count(big, f"/ui/insights{query}") == await query_count(
             small, f"/ui/insights{query}"
         )
-    assert await _queries(big, "/ui/insights") <= 6
+    assert await query_count(big, "/ui/insights") <= 6

@@ -12,10 +12,8 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,50 +21,25 @@ from markupsafe import escape
 from sqlalchemy.engine import Engine
 
 from optimizer.clock import utcnow
-from optimizer.db import create_db_engine
 from optimizer.jobs.registry import JOB_TYPES, max_attempts
 from optimizer.runtime import queue
 from tests.support.http_client import ADMIN_TOKEN, TEST_SETTINGS, ClientMaker
-from tests.support.ui_client import csrf_of, logged_in, session_cookie
-from tests.support.ui_seed import (
-    LONG_ERROR,
-    SCRIPT,
-    Seeded,
-    seed_empty,
-    seed_large,
-    seed_one_version,
-    seed_small,
+from tests.support.ui_client import (
+    SEEDS,
+    csrf_of,
+    html_of,
+    logged_in,
+    query_count,
+    seeded_client,
+    session_cookie,
+    signed_in,
 )
+from tests.support.ui_seed import LONG_ERROR, SCRIPT, Seeded
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-SEEDS = {"empty": seed_empty, "one_version": seed_one_version, "small": seed_small}
 ROW = re.compile(r'<tr data-job-id="(\d+)" data-status="(\w+)">')
 FIELD_ERROR = re.compile(r'<p class="field-error" id="error-([a-z_]+)">(.*?)</p>', re.S)
 NEXT = re.compile(r'<a href="([^"]+)" rel="next">')
-
-
-def queries(answer: ClientResponse) -> int:
-    found = re.search(r'db;desc="queries=(\d+)"', answer.headers["Server-Timing"])
-    assert found, answer.headers["Server-Timing"]
-    return int(found.group(1))
-
-
-async def page(client: TestClient, path: str, status: int = 200) -> str:
-    answer = await client.get(path, allow_redirects=False)
-    text = await answer.text()
-    assert answer.status == status, text
-    assert answer.content_type == "text/html"
-    assert "Internal error" not in text
-    return text
-
-
-async def seeded_client(
-    engine: Engine, make_client: ClientMaker, seed: str = "small", **overrides: Any
-) -> tuple[TestClient, Seeded, str]:
-    seeded = await asyncio.to_thread(SEEDS[seed], engine, utcnow())
-    client = await make_client(engine, **overrides)
-    csrf = await logged_in(client, ADMIN_TOKEN)
-    return client, seeded, csrf
 
 
 def job(engine: Engine, job_id: int) -> queue.Job:
@@ -82,8 +55,8 @@ def rows(text: str) -> list[tuple[int, str]]:
 
 @pytest.mark.parametrize("seed", list(SEEDS))
 async def test_jobs_page_on_each_seed(engine: Engine, make_client: ClientMaker, seed: str) -> None:
-    client, seeded, _ = await seeded_client(engine, make_client, seed)
-    text = await page(client, "/ui/jobs")
+    client, seeded = await seeded_client(make_client, engine, seed)
+    text = await html_of(client, "/ui/jobs")
     assert "<h1>Jobs</h1>" in text
     if seeded.pending_job_id is None:
         assert "No jobs yet - the scheduler adds them" in text
@@ -108,15 +81,15 @@ async def test_jobs_page_on_each_seed(engine: Engine, make_client: ClientMaker, 
 
 
 async def test_filters_by_status_and_type(engine: Engine, make_client: ClientMaker) -> None:
-    client, seeded, _ = await seeded_client(engine, make_client)
-    failed = await page(client, "/ui/jobs?status=failed")
+    client, seeded = await seeded_client(make_client, engine)
+    failed = await html_of(client, "/ui/jobs?status=failed")
     assert rows(failed) == [(seeded.failed_job_id, "failed")]
     assert '<option value="failed" selected>' in failed
-    monitoring = rows(await page(client, "/ui/jobs?type=experiment_monitoring&status="))
+    monitoring = rows(await html_of(client, "/ui/jobs?type=experiment_monitoring&status="))
     assert len(monitoring) == seeded.checks and {s for _, s in monitoring} == {"completed"}
-    both = await page(client, "/ui/jobs?type=pattern_analysis&status=running")
+    both = await html_of(client, "/ui/jobs?type=pattern_analysis&status=running")
     assert rows(both) == [(seeded.running_job_id, "running")]
-    nothing = await page(client, "/ui/jobs?type=full_cycle")
+    nothing = await html_of(client, "/ui/jobs?type=full_cycle")
     assert "No jobs match these filters." in nothing
 
 
@@ -134,14 +107,14 @@ async def test_filters_by_status_and_type(engine: Engine, make_client: ClientMak
 async def test_bad_filters_are_a_400_page_naming_them(
     engine: Engine, make_client: ClientMaker, query: str, field: str, words: str
 ) -> None:
-    client, _, _ = await seeded_client(engine, make_client, "empty")
-    text = await page(client, f"/ui/jobs?{query}", 400)
+    client, _ = await seeded_client(make_client, engine, "empty")
+    text = await html_of(client, f"/ui/jobs?{query}", 400)
     assert words in text
     assert f"<code>{field}</code>" in text
 
 
 async def test_keyset_pages_list_every_job_once(engine: Engine, make_client: ClientMaker) -> None:
-    client, _, _ = await seeded_client(engine, make_client, "empty")
+    client, _ = await seeded_client(make_client, engine, "empty")
     now = utcnow()
 
     def add(n: int) -> None:
@@ -158,7 +131,7 @@ async def test_keyset_pages_list_every_job_once(engine: Engine, make_client: Cli
     path: str | None = "/ui/jobs?type=pattern_analysis"
     sizes = []
     while path is not None:
-        text = await page(client, html.unescape(path))
+        text = await html_of(client, html.unescape(path))
         listed = [i for i, _ in rows(text)]
         sizes.append(len(listed))
         seen += listed
@@ -176,15 +149,18 @@ async def test_keyset_pages_list_every_job_once(engine: Engine, make_client: Cli
 async def test_a_jobs_page_shows_its_error_in_full_and_escaped(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    client, seeded, _ = await seeded_client(engine, make_client)
-    text = await page(client, f"/ui/jobs/{seeded.failed_job_id}")
+    client, seeded = await seeded_client(make_client, engine)
+    # Not html_of: the stored error holds a traceback, which this page is to show.
+    answer = await client.get(f"/ui/jobs/{seeded.failed_job_id}")
+    text = await answer.text()
+    assert answer.status == 200 and answer.content_type == "text/html", text
     error = re.search(r'<pre class="job-error">(.*?)</pre>', text, re.S)
     assert error and html.unescape(error.group(1)) == LONG_ERROR  # every line, as stored
     assert SCRIPT not in text and str(escape(SCRIPT)) in text
     assert "variant_generation" in text and "3 of 3" in text
     assert '"n": 3' in html.unescape(text)  # the payload, indented JSON
     assert "/cancel" not in text  # a failed job has no cancel button
-    running = await page(client, f"/ui/jobs/{seeded.running_job_id}")
+    running = await html_of(client, f"/ui/jobs/{seeded.running_job_id}")
     assert f'data-job-id="{seeded.running_job_id}" data-status="running"' in running
     assert f'action="/ui/jobs/{seeded.running_job_id}/cancel"' in running
     assert "jobs.js" in running
@@ -194,8 +170,8 @@ async def test_a_jobs_page_shows_its_error_in_full_and_escaped(
 async def test_an_unknown_or_bad_job_id(
     engine: Engine, make_client: ClientMaker, path: str, status: int
 ) -> None:
-    client, _, _ = await seeded_client(engine, make_client, "empty")
-    text = await page(client, path, status)
+    client, _ = await seeded_client(make_client, engine, "empty")
+    text = await html_of(client, path, status)
     assert ("job 424242 does not exist" in text) if status == 404 else ("<code>id</code>" in text)
 
 
@@ -203,7 +179,8 @@ async def test_an_unknown_or_bad_job_id(
 
 
 async def test_cancel_a_pending_and_a_running_job(engine: Engine, make_client: ClientMaker) -> None:
-    client, seeded, csrf = await seeded_client(engine, make_client)
+    client, seeded = await seeded_client(make_client, engine)
+    csrf = csrf_of(client)
     pending, running = seeded.pending_job_id, seeded.running_job_id
     assert pending is not None and running is not None
     answer = await client.post(
@@ -212,7 +189,7 @@ async def test_cancel_a_pending_and_a_running_job(engine: Engine, make_client: C
     assert answer.status == 303
     assert answer.headers["Location"] == f"/ui/jobs/{pending}?notice=job-cancelled"
     assert (await asyncio.to_thread(job, engine, pending)).status == "cancelled"
-    shown = await page(client, answer.headers["Location"])
+    shown = await html_of(client, answer.headers["Location"])
     assert "The job has been cancelled" in shown
     answer = await client.post(
         f"/ui/jobs/{running}/cancel", data={"csrf": csrf}, allow_redirects=False
@@ -221,12 +198,13 @@ async def test_cancel_a_pending_and_a_running_job(engine: Engine, make_client: C
     after = await asyncio.to_thread(job, engine, running)
     assert after.status == "running" and after.cancel_requested
     # Asked once: the button is gone, the status says so.
-    text = await page(client, f"/ui/jobs/{running}")
+    text = await html_of(client, f"/ui/jobs/{running}")
     assert "cancel requested" in text and "/cancel" not in text
 
 
 async def test_cancel_refusals(engine: Engine, make_client: ClientMaker) -> None:
-    client, seeded, csrf = await seeded_client(engine, make_client)
+    client, seeded = await seeded_client(make_client, engine)
+    csrf = csrf_of(client)
     failed = seeded.failed_job_id
     finished = await client.post(f"/ui/jobs/{failed}/cancel", data={"csrf": csrf})
     assert finished.status == 409
@@ -244,7 +222,7 @@ async def test_cancel_refusals(engine: Engine, make_client: ClientMaker) -> None
 async def test_live_gives_status_progress_and_step(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    client, seeded, _ = await seeded_client(engine, make_client)
+    client, seeded = await seeded_client(make_client, engine)
     ids = f"{seeded.running_job_id},{seeded.pending_job_id},424242,{seeded.running_job_id}"
     answer = await client.get(f"/ui/jobs/live?ids={ids}")
     assert answer.status == 200 and answer.content_type == "application/json"
@@ -273,7 +251,7 @@ async def test_live_gives_status_progress_and_step(
 async def test_live_refuses_bad_ids_as_json(
     engine: Engine, make_client: ClientMaker, ids: str, words: str
 ) -> None:
-    client, _, _ = await seeded_client(engine, make_client, "empty")
+    client, _ = await seeded_client(make_client, engine, "empty")
     answer = await client.get("/ui/jobs/live", params={"ids": ids})
     assert answer.status == 400 and answer.content_type == "application/json"
     body = await answer.json()
@@ -293,8 +271,9 @@ def test_jobs_js_is_small_plain_and_polls_the_live_route() -> None:
 async def test_the_form_lists_every_type_and_adds_a_job(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    client, seeded, csrf = await seeded_client(engine, make_client, max_attempts=4)
-    form = await page(client, "/ui/jobs/new")
+    client, seeded = await seeded_client(make_client, engine, max_attempts=4)
+    csrf = csrf_of(client)
+    form = await html_of(client, "/ui/jobs/new")
     for job_type in JOB_TYPES:
         assert f'<option value="{job_type}">' in form
     assert f'<option value="{seeded.prompt_names[0]}">' in form  # the prompt names to pick
@@ -321,11 +300,12 @@ async def test_the_form_lists_every_type_and_adds_a_job(
     assert added.run_after == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     settings_ = TEST_SETTINGS.model_copy(update={"max_attempts": 4})
     assert added.max_attempts == max_attempts("variant_generation", settings_)
-    assert "The job has been added to the queue." in await page(client, location)
+    assert "The job has been added to the queue." in await html_of(client, location)
 
 
 async def test_empty_fields_mean_the_defaults(engine: Engine, make_client: ClientMaker) -> None:
-    client, _, csrf = await seeded_client(engine, make_client, "empty")
+    client, _ = await seeded_client(make_client, engine, "empty")
+    csrf = csrf_of(client)
     before = utcnow()
     answer = await client.post(
         "/ui/jobs/new",
@@ -341,7 +321,8 @@ async def test_empty_fields_mean_the_defaults(engine: Engine, make_client: Clien
 async def test_a_bad_payload_is_shown_by_its_field_with_the_values_kept(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    client, _, csrf = await seeded_client(engine, make_client, "empty")
+    client, _ = await seeded_client(make_client, engine, "empty")
+    csrf = csrf_of(client)
     payload = '{"prompt": "<script>x</script>", "n": 3}'
     answer = await client.post(
         "/ui/jobs/new",
@@ -421,12 +402,13 @@ async def test_the_form_gives_the_message_post_jobs_gives(
 async def test_read_only_hides_the_forms_and_refuses_the_posts(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    client, seeded, csrf = await seeded_client(engine, make_client, ui_access="read-only")
-    listing = await page(client, "/ui/jobs")
+    client, seeded = await seeded_client(make_client, engine, ui_access="read-only")
+    csrf = csrf_of(client)
+    listing = await html_of(client, "/ui/jobs")
     assert "/cancel" not in listing and "/ui/jobs/new" not in listing
-    detail = await page(client, f"/ui/jobs/{seeded.pending_job_id}")
+    detail = await html_of(client, f"/ui/jobs/{seeded.pending_job_id}")
     assert "/cancel" not in detail
-    form = await page(client, "/ui/jobs/new")
+    form = await html_of(client, "/ui/jobs/new")
     assert "read-only" in form and 'action="/ui/jobs/new"' not in form
     refused = await client.post(f"/ui/jobs/{seeded.pending_job_id}/cancel", data={"csrf": csrf})
     assert refused.status == 403 and "UI_ACCESS=read-only" in await refused.text()
@@ -440,38 +422,24 @@ async def test_read_only_hides_the_forms_and_refuses_the_posts(
 
 
 async def page_queries(client: TestClient, seeded: Seeded) -> dict[str, int]:
-    paths = [
-        "/ui/jobs",
-        "/ui/jobs?status=completed&type=experiment_monitoring",
-        f"/ui/jobs?before={seeded.pending_job_id}",
-        f"/ui/jobs/{seeded.failed_job_id}",
-        f"/ui/jobs/live?ids={seeded.running_job_id},{seeded.pending_job_id}",
-        "/ui/jobs/new",
-    ]
-    counts = {}
-    for path in paths:
-        answer = await client.get(path)
-        assert answer.status == 200, await answer.text()
-        counts[path.split("?")[0].replace(str(seeded.failed_job_id), "{id}")] = queries(answer)
-    return counts
+    paths = {
+        "list": "/ui/jobs",
+        "filtered": "/ui/jobs?status=completed&type=experiment_monitoring",
+        "next page": f"/ui/jobs?before={seeded.pending_job_id}",
+        "job": f"/ui/jobs/{seeded.failed_job_id}",
+        "live": f"/ui/jobs/live?ids={seeded.running_job_id},{seeded.pending_job_id}",
+        "form": "/ui/jobs/new",
+    }
+    return {name: await query_count(client, path) for name, path in paths.items()}
 
 
 async def test_query_counts_do_not_grow_with_the_data_large_seed(
-    tmp_path: Path, make_client: ClientMaker
+    large_seed: tuple[Engine, Seeded], sqlite_engine: Engine, make_client: ClientMaker
 ) -> None:
-    """SLOW (seeds 100 prompts x 50 versions, 1,000 experiments, 200 checks; SQLite only)."""
-    counts = []
-    for seed in (seed_small, seed_large):
-        engine = create_db_engine(f"sqlite:///{tmp_path / seed.__name__}.db")
-        try:
-            seeded = await asyncio.to_thread(seed, engine, utcnow())
-            client = await make_client(engine)
-            await logged_in(client, ADMIN_TOKEN)
-            counts.append(await page_queries(client, seeded))
-            await client.close()
-        finally:
-            engine.dispose()
-    small, large = counts
+    """SLOW: the large seed (the module fixture, SQLite only)."""
+    client, seeded = await seeded_client(make_client, sqlite_engine)
+    small = await page_queries(client, seeded)
+    large = await page_queries(await signed_in(make_client, large_seed[0]), large_seed[1])
     assert small == large
     # Lists at most 6, details at most 10 (the session lookup included).
     assert all(n <= 6 for n in small.values()), small

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from markupsafe import escape
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
@@ -19,58 +17,27 @@ from sqlalchemy.engine import Engine
 from models.experiments import ExperimentAnalysis
 from models.llm_calls import LlmCall
 from optimizer.clock import utcnow
-from optimizer.db import create_db_engine, session_factory
+from optimizer.db import session_factory
 from optimizer.experiments import store
 from optimizer.health import HealthMonitor
 from optimizer.run_stats import RunStats
 from optimizer.status import read_status
-from tests.support.http_client import ADMIN_TOKEN, TEST_SETTINGS, ClientMaker
-from tests.support.ui_client import logged_in
-from tests.support.ui_seed import (
-    SCRIPT,
-    Seeded,
-    seed_empty,
-    seed_large,
-    seed_one_version,
-    seed_small,
-)
+from tests.support.http_client import TEST_SETTINGS, ClientMaker
+from tests.support.ui_client import SEEDS, html_of, query_count, seeded_client, signed_in
+from tests.support.ui_seed import SCRIPT, Seeded
 
-SEEDS = {"empty": seed_empty, "one_version": seed_one_version, "small": seed_small}
 # The overview's statements, the session lookup included: status.read_status lists the
 # running and the paused experiments in two passes of five statements each (see the report
 # of issue 14, piece D3); the rest is one statement per figure.
 OVERVIEW_QUERIES = 12
 
 
-def queries(header: str) -> int:
-    found = re.search(r'db;desc="queries=(\d+)"', header)
-    assert found, header
-    return int(found.group(1))
-
-
-async def overview(client: TestClient) -> tuple[str, int]:
-    answer = await client.get("/ui/", allow_redirects=False)
-    text = await answer.text()
-    assert answer.status == 200, text
-    assert answer.content_type == "text/html"
-    return text, queries(answer.headers["Server-Timing"])
-
-
-async def seeded_client(
-    engine: Engine, make_client: ClientMaker, seed: str = "small", **kwargs: Any
-) -> tuple[TestClient, Seeded]:
-    seeded = await asyncio.to_thread(SEEDS[seed], engine, utcnow())
-    client = await make_client(engine, **kwargs)
-    await logged_in(client, ADMIN_TOKEN)
-    return client, seeded
-
-
 @pytest.mark.parametrize("seed", list(SEEDS))
 async def test_the_overview_on_each_seed(
     engine: Engine, make_client: ClientMaker, seed: str
 ) -> None:
-    client, seeded = await seeded_client(engine, make_client, seed)
-    text, _ = await overview(client)
+    client, seeded = await seeded_client(make_client, engine, seed)
+    text = await html_of(client, "/ui/")
     assert "<h1>Overview</h1>" in text and 'aria-current="page">Overview' in text
     for heading in ("Health", "This process since start", "LLM calls today", "Queue"):
         assert f">{heading}</h2>" in text
@@ -96,8 +63,8 @@ async def test_the_overview_on_each_seed(
 async def test_live_experiments_show_the_primary_interval(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    client, seeded = await seeded_client(engine, make_client)
-    text, _ = await overview(client)
+    client, seeded = await seeded_client(make_client, engine)
+    text = await html_of(client, "/ui/")
     status = await asyncio.to_thread(read_status, engine, TEST_SETTINGS, utcnow())
     running = next(e for e in status.experiments if e.id == seeded.running_experiment_id)
     assert running.primary_metric in text
@@ -114,7 +81,7 @@ async def test_live_experiments_show_the_primary_interval(
 async def test_recent_decisions_show_each_reason_in_full_and_escaped(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    client, _ = await seeded_client(engine, make_client)
+    client, _ = await seeded_client(make_client, engine)
     long_reason = f"Stop v4 {SCRIPT}: " + "worse than control on every metric; " * 40
 
     def rewrite() -> None:
@@ -132,7 +99,7 @@ async def test_recent_decisions_show_each_reason_in_full_and_escaped(
             )
 
     await asyncio.to_thread(rewrite)
-    text, _ = await overview(client)
+    text = await html_of(client, "/ui/")
     assert SCRIPT not in text
     assert f"<td>{escape(long_reason)}</td>" in text
     with session_factory(engine)() as session:
@@ -147,7 +114,7 @@ async def test_llm_spend_and_calls_against_the_limits(
     engine: Engine, make_client: ClientMaker
 ) -> None:
     client, _ = await seeded_client(
-        engine, make_client, "empty", llm_daily_budget_usd=1.0, llm_calls_per_hour=3
+        make_client, engine, "empty", llm_daily_budget_usd=1.0, llm_calls_per_hour=3
     )
 
     def add_calls() -> None:
@@ -167,10 +134,10 @@ async def test_llm_spend_and_calls_against_the_limits(
                     )
                 )
 
-    text, _ = await overview(client)
+    text = await html_of(client, "/ui/")
     assert "$0.00 of $1.00 (LLM_DAILY_BUDGET_USD)" in text and "budget reached" not in text
     await asyncio.to_thread(add_calls)
-    text, _ = await overview(client)
+    text = await html_of(client, "/ui/")
     assert "$1.50 of $1.00 (LLM_DAILY_BUDGET_USD)" in text and "budget reached" in text
     assert "3 of 3 (LLM_CALLS_PER_HOUR)" in text and "limit reached" in text
     assert "36,003 in, 2,700 out" in text
@@ -182,13 +149,13 @@ async def test_health_and_run_stats_come_from_the_monitor(
 ) -> None:
     stats = RunStats()
     health = HealthMonitor(engine, stats, utcnow())
-    client, _ = await seeded_client(engine, make_client, "one_version", stats=stats, health=health)
-    text, _ = await overview(client)
+    client, _ = await seeded_client(make_client, engine, "one_version", stats=stats, health=health)
+    text = await html_of(client, "/ui/")
     assert "degraded" in text and "not checked yet" in text  # no refresh has run yet
     assert await health.refresh_once()
     stats.add("jobsCompleted", 1234)
     stats.add("variantsGenerated", 3)
-    text, _ = await overview(client)
+    text = await html_of(client, "/ui/")
     assert "healthy" in text and "reachable" in text
     assert '<dt>Jobs completed</dt><dd class="num">1,234</dd>' in text
     assert '<dt>Variants generated</dt><dd class="num">3</dd>' in text
@@ -213,8 +180,8 @@ async def test_configuration_problems_are_warnings(
     shown: list[str],
     not_shown: list[str],
 ) -> None:
-    client, _ = await seeded_client(engine, make_client, "empty", **settings)
-    text, _ = await overview(client)
+    client, _ = await seeded_client(make_client, engine, "empty", **settings)
+    text = await html_of(client, "/ui/")
     for words in shown:
         assert re.search(
             rf'<p class="warning" role="alert">[^<]*<strong>[^<]*</strong> {words}', text
@@ -226,25 +193,17 @@ async def test_configuration_problems_are_warnings(
 async def test_read_only_overview_has_no_forms_but_logout(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    client, _ = await seeded_client(engine, make_client, ui_access="read-only")
-    text, _ = await overview(client)
+    client, _ = await seeded_client(make_client, engine, ui_access="read-only")
+    text = await html_of(client, "/ui/")
     assert re.findall(r'<form method="post" action="([^"]+)"', text) == ["/ui/logout"]
     assert "/ui/jobs/new" not in text
 
 
 async def test_query_count_does_not_grow_with_the_data_large_seed(
-    tmp_path: Path, make_client: ClientMaker
+    large_seed: tuple[Engine, Seeded], sqlite_engine: Engine, make_client: ClientMaker
 ) -> None:
-    """SLOW (seeds 100 prompts x 50 versions, 1,000 experiments, 200 checks; SQLite only)."""
-    counts = []
-    for seed in (seed_small, seed_large):
-        engine = create_db_engine(f"sqlite:///{tmp_path / seed.__name__}.db")
-        try:
-            await asyncio.to_thread(seed, engine, utcnow())
-            client = await make_client(engine)
-            await logged_in(client, ADMIN_TOKEN)
-            counts.append((await overview(client))[1])
-            await client.close()
-        finally:
-            engine.dispose()
-    assert counts[0] == counts[1] <= OVERVIEW_QUERIES
+    """SLOW: the large seed (the module fixture, SQLite only)."""
+    small, _ = await seeded_client(make_client, sqlite_engine)
+    large = await signed_in(make_client, large_seed[0])
+    small_count = await query_count(small, "/ui/")
+    assert small_count == await query_count(large, "/ui/") <= OVERVIEW_QUERIES

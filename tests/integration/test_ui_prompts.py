@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from aiohttp import ClientResponse
@@ -21,22 +20,14 @@ from sqlalchemy.engine import Engine
 from models.prompts import Prompt, PromptActivation, PromptVersion
 from optimizer import prompts
 from optimizer.clock import utcnow
-from optimizer.db import create_db_engine, session_factory
+from optimizer.db import session_factory
 from optimizer.errors import InvalidInput
 from optimizer.ui.routes_prompts import parse_version, parse_view, resolve_pair
 from optimizer.ui.web import NOTICES
-from tests.support.http_client import ADMIN_TOKEN, ClientMaker
-from tests.support.ui_client import logged_in
-from tests.support.ui_seed import (
-    Seeded,
-    seed_empty,
-    seed_large,
-    seed_one_version,
-    seed_small,
-    seed_world,
-)
+from tests.support.http_client import ClientMaker
+from tests.support.ui_client import csrf_of, html_of, query_count, seeded_client, signed_in
+from tests.support.ui_seed import Seeded, seed_world
 
-QUERIES = re.compile(r'db;desc="queries=(\d+)"')
 NOTES = "<script>alert('notes')</script> — «ton» ✓"
 OLD_TEXT = "Bonjour ☕\nBe concise.\nNever promise refunds.\nSign off politely.\n"
 NEW_TEXT = (
@@ -44,25 +35,14 @@ NEW_TEXT = (
 )
 
 
-async def _client(make_client: ClientMaker, engine: Engine, **overrides: object) -> TestClient:
-    client = await make_client(engine, **overrides)
-    await logged_in(client, ADMIN_TOKEN)
-    return client
-
-
-async def _get(client: TestClient, path: str, status: int = 200) -> str:
-    answer = await client.get(path, allow_redirects=False)
-    text = await answer.text()
-    assert answer.status == status, text
-    assert "text/html" in answer.headers["Content-Type"]
-    assert "Traceback" not in text
-    return text
-
-
-def _queries(answer: ClientResponse) -> int:
-    found = QUERIES.search(answer.headers["Server-Timing"])
-    assert found, answer.headers["Server-Timing"]
-    return int(found.group(1))
+async def _rollback(client: TestClient, name: str, **fields: str) -> ClientResponse:
+    """POST the rollback form of `name` with the session's CSRF token (unless `fields` gives
+    another) and `fields`; the answer, unfollowed."""
+    return await client.post(
+        f"/ui/prompts/{name}/rollback",
+        data={"csrf": csrf_of(client), **fields},
+        allow_redirects=False,
+    )
 
 
 def _two_versions(engine: Engine) -> None:
@@ -100,38 +80,35 @@ def _activations(engine: Engine, name: str) -> list[PromptActivation]:
 async def test_empty_database_shows_a_readable_empty_list(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    seed_empty(engine, utcnow())
-    client = await _client(make_client, engine)
-    text = await _get(client, "/ui/prompts")
+    client, _ = await seeded_client(make_client, engine, "empty")
+    text = await html_of(client, "/ui/prompts")
     assert "No prompts yet" in text
     assert 'aria-current="page">Prompts<' in text
 
 
 async def test_one_version_prompt_pages(engine: Engine, make_client: ClientMaker) -> None:
-    seeded = seed_one_version(engine, utcnow())
+    client, seeded = await seeded_client(make_client, engine, "one_version")
     (name,) = seeded.prompt_names
-    client = await _client(make_client, engine)
-    listing = await _get(client, "/ui/prompts")
+    listing = await html_of(client, "/ui/prompts")
     assert f'href="/ui/prompts/{name}"' in listing and "1 prompt." in listing
-    page = await _get(client, f"/ui/prompts/{name}")
+    page = await html_of(client, f"/ui/prompts/{name}")
     assert f"/ui/prompts/{name}/versions/1" in page
     assert "badge-active" in page
     # Nothing to compare with or roll back to.
     assert "/diff" not in page and "/rollback" not in page
-    version = await _get(client, f"/ui/prompts/{name}/versions/1")
+    version = await html_of(client, f"/ui/prompts/{name}/versions/1")
     with session_factory(engine)() as session:
         text = prompts.version_texts(session, name, [1])[1]
     assert "<pre" in version and str(escape(text.splitlines()[0])) in version
-    diff = await _get(client, f"/ui/prompts/{name}/diff")
+    diff = await html_of(client, f"/ui/prompts/{name}/diff")
     assert "The texts are identical" in diff
 
 
 async def test_small_seed_pages_show_versions_history_and_live_experiments(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    seeded = seed_small(engine, utcnow())
-    client = await _client(make_client, engine)
-    listing = await _get(client, "/ui/prompts")
+    client, seeded = await seeded_client(make_client, engine)
+    listing = await html_of(client, "/ui/prompts")
     for name in seeded.prompt_names:
         assert f'href="/ui/prompts/{name}"' in listing
     assert f'href="/ui/experiments/{seeded.running_experiment_id}"' in listing
@@ -142,7 +119,7 @@ async def test_small_seed_pages_show_versions_history_and_live_experiments(
     with session_factory(engine)() as session:
         details = prompts.version_details(session, name)
         history = prompts.activation_history(session, name)
-    page = await _get(client, f"/ui/prompts/{name}")
+    page = await html_of(client, f"/ui/prompts/{name}")
     for d in details:
         assert f'href="/ui/prompts/{name}/versions/{d.number}">v{d.number}</a>' in page
         if d.model:
@@ -158,7 +135,7 @@ async def test_small_seed_pages_show_versions_history_and_live_experiments(
 
     # The running experiment's prompt: rollback is refused, so the form says why instead.
     running = seeded.prompt_names[0]
-    blocked = await _get(client, f"/ui/prompts/{running}")
+    blocked = await html_of(client, f"/ui/prompts/{running}")
     assert "stop it before rolling back" in blocked
     assert "/rollback" not in blocked
 
@@ -168,8 +145,8 @@ async def test_diff_marks_changed_words_lines_and_hunks(
     engine: Engine, make_client: ClientMaker, view: str
 ) -> None:
     _two_versions(engine)
-    client = await _client(make_client, engine)
-    text = await _get(client, f"/ui/prompts/faq/diff?from=1&to=2&view={view}")
+    client = await signed_in(make_client, engine)
+    text = await html_of(client, f"/ui/prompts/faq/diff?from=1&to=2&view={view}")
     assert "Be<ins> warm and</ins> concise." in text  # the words, not the whole line
     assert "<ins>Add a 你好.</ins>" in text  # an added line
     assert "@@ -1,4 +1,5 @@" in text
@@ -179,10 +156,10 @@ async def test_diff_marks_changed_words_lines_and_hunks(
     assert 'class="diff side"' in text if view == "side" else 'class="diff"' in text
     assert "/ui/prompts/faq/diff?from=2&amp;to=1" in text  # swap
     # Defaults: to = the active version (v1, no parent) -> nothing to compare: identical.
-    same = await _get(client, "/ui/prompts/faq/diff")
+    same = await html_of(client, "/ui/prompts/faq/diff")
     assert "The texts are identical" in same
     # The reverse diff deletes what the forward one added.
-    back = await _get(client, "/ui/prompts/faq/diff?from=2&to=1")
+    back = await html_of(client, "/ui/prompts/faq/diff?from=2&to=1")
     assert "<del>Add a 你好.</del>" in back
 
 
@@ -193,8 +170,8 @@ async def test_version_page_shows_the_full_text_and_a_diff_against_its_parent(
     long_text = "Réponds brièvement <b>toujours</b>.\n" * 2_500  # ~90k characters
     with session_factory(engine).begin() as session:
         prompts.add_version(session, "faq", long_text, parent_version=2, now=utcnow())
-    client = await _client(make_client, engine)
-    page = await _get(client, "/ui/prompts/faq/versions/3")
+    client = await signed_in(make_client, engine)
+    page = await html_of(client, "/ui/prompts/faq/versions/3")
     assert page.count("Réponds brièvement &lt;b&gt;toujours&lt;/b&gt;.") == 2_500
     assert 'href="/ui/prompts/faq/diff?from=2&amp;to=3"' in page
     assert f"{len(long_text):,} characters" in page
@@ -205,13 +182,13 @@ async def test_the_prompt_list_pages_by_name(engine: Engine, make_client: Client
         engine, utcnow(), prompts=55, versions=1, experiments=0, checks=0, extras=False
     )
     names = sorted(seeded.prompt_names)
-    client = await _client(make_client, engine)
-    first = await _get(client, "/ui/prompts")
+    client = await signed_in(make_client, engine)
+    first = await html_of(client, "/ui/prompts")
     assert f'href="/ui/prompts/{names[49]}"' in first
     assert f'href="/ui/prompts/{names[50]}"' not in first
     link = re.search(r'href="(/ui/prompts\?after=[^"]+)" rel="next"', first)
     assert link, "no next-page link"
-    second = await _get(client, link.group(1).replace("&amp;", "&"))
+    second = await html_of(client, link.group(1).replace("&amp;", "&"))
     assert all(f'href="/ui/prompts/{n}"' in second for n in names[50:])
     assert f'href="/ui/prompts/{names[49]}"' not in second
     assert 'rel="next"' not in second
@@ -237,8 +214,8 @@ async def test_bad_parameters_are_400_pages_naming_them(
     engine: Engine, make_client: ClientMaker, path: str, field: str
 ) -> None:
     _two_versions(engine)
-    client = await _client(make_client, engine)
-    text = await _get(client, path, 400)
+    client = await signed_in(make_client, engine)
+    text = await html_of(client, path, 400)
     assert f"Field: <code>{field}</code>" in text
     assert "<script>" not in text
 
@@ -257,8 +234,8 @@ async def test_unknown_prompts_and_versions_are_404_pages(
     engine: Engine, make_client: ClientMaker, path: str
 ) -> None:
     _two_versions(engine)
-    client = await _client(make_client, engine)
-    text = await _get(client, path, 404)
+    client = await signed_in(make_client, engine)
+    text = await html_of(client, path, 404)
     assert "nope" in text or "no version 7" in text
 
 
@@ -319,26 +296,23 @@ def test_default_pair_is_the_active_version_against_its_parent_or_predecessor(
 async def test_rollback_changes_the_active_version_and_records_the_ui_actor(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    seeded = seed_small(engine, utcnow())
+    client, seeded = await seeded_client(make_client, engine)
     name = seeded.multi_version_prompt
     assert name is not None
     active = _active(engine, name)
     assert active is not None and active >= 2
-    client = await _client(make_client, engine)
-    page = await _get(client, f"/ui/prompts/{name}")
+    page = await html_of(client, f"/ui/prompts/{name}")
     csrf = re.search(r'name="csrf" value="([^"]+)"', page)
     assert csrf
-    answer = await client.post(
-        f"/ui/prompts/{name}/rollback",
-        data={"csrf": csrf.group(1), "version": "1", "reason": "v2 <b>hurt</b> refunds — «oops»"},
-        allow_redirects=False,
+    answer = await _rollback(
+        client, name, csrf=csrf.group(1), version="1", reason="v2 <b>hurt</b> refunds — «oops»"
     )
     assert answer.status == 303, await answer.text()
     assert answer.headers["Location"] == f"/ui/prompts/{name}?notice=rolled-back"
     assert _active(engine, name) == 1
     last = _activations(engine, name)[-1]
     assert last.actor == "admin (UI)" and last.reason == "v2 <b>hurt</b> refunds — «oops»"
-    after = await _get(client, answer.headers["Location"])
+    after = await html_of(client, answer.headers["Location"])
     assert NOTICES["rolled-back"] in after
     assert "v2 &lt;b&gt;hurt&lt;/b&gt; refunds" in after  # the history shows the reason
 
@@ -363,19 +337,15 @@ async def test_refused_rollbacks_are_error_pages_and_change_nothing(
     status: int,
     message: str,
 ) -> None:
-    seeded = seed_small(engine, utcnow())
+    client, seeded = await seeded_client(make_client, engine)
     assert seeded.multi_version_prompt is not None
     name = {"multi": seeded.multi_version_prompt, "running": seeded.prompt_names[0]}.get(
         prompt, prompt
     )
     if fields.get("version") == "active":
         fields = {**fields, "version": str(_active(engine, name))}
-    client = await make_client(engine)
-    csrf = await logged_in(client, ADMIN_TOKEN)
     before = _activations(engine, name) if prompt != "nope" else []
-    answer = await client.post(
-        f"/ui/prompts/{name}/rollback", data={"csrf": csrf, **fields}, allow_redirects=False
-    )
+    answer = await _rollback(client, name, **fields)
     text = await answer.text()
     assert answer.status == status, text
     assert message in text and "Traceback" not in text
@@ -386,20 +356,14 @@ async def test_refused_rollbacks_are_error_pages_and_change_nothing(
 async def test_read_only_mode_hides_the_rollback_form_and_refuses_the_post(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    seeded = seed_small(engine, utcnow())
+    client, seeded = await seeded_client(make_client, engine, ui_access="read-only")
     name = seeded.multi_version_prompt
     assert name is not None
-    client = await make_client(engine, ui_access="read-only")
-    csrf = await logged_in(client, ADMIN_TOKEN)
-    page = await _get(client, f"/ui/prompts/{name}")
+    page = await html_of(client, f"/ui/prompts/{name}")
     assert "/rollback" not in page and "<textarea" not in page
     assert f'action="/ui/prompts/{name}/diff"' in page  # reading still works
     active = _active(engine, name)
-    answer = await client.post(
-        f"/ui/prompts/{name}/rollback",
-        data={"csrf": csrf, "version": "1", "reason": "r"},
-        allow_redirects=False,
-    )
+    answer = await _rollback(client, name, version="1", reason="r")
     assert answer.status == 403
     assert _active(engine, name) == active
 
@@ -408,7 +372,7 @@ async def test_rollback_without_csrf_is_refused(engine: Engine, make_client: Cli
     _two_versions(engine)
     with session_factory(engine).begin() as session:
         prompts.rollback(session, "faq", 2, actor="t", reason="r", now=utcnow())
-    client = await _client(make_client, engine)
+    client = await signed_in(make_client, engine)
     answer = await client.post(
         "/ui/prompts/faq/rollback", data={"version": "1", "reason": "r"}, allow_redirects=False
     )
@@ -429,32 +393,20 @@ PAGES = (
 BUDGET = {"/ui/prompts": 6}  # lists; detail pages get 10
 
 
-async def _counts(make_client: ClientMaker, engine: Engine, seeded: Seeded) -> list[int]:
-    client = await _client(make_client, engine)
+async def _counts(client: TestClient, seeded: Seeded) -> list[int]:
     name = seeded.multi_version_prompt
-    counts = []
-    for pattern in PAGES:
-        answer = await client.get(pattern.format(name=name))
-        assert answer.status == 200, await answer.text()
-        counts.append(_queries(answer))
-    return counts
+    return [await query_count(client, pattern.format(name=name)) for pattern in PAGES]
 
 
 async def test_query_counts_do_not_grow_with_the_data_slow_large_seed(
-    tmp_path: Path, make_client: ClientMaker
+    large_seed: tuple[Engine, Seeded], sqlite_engine: Engine, make_client: ClientMaker
 ) -> None:
-    """SLOW: writes the large seed (100 prompts x 50 versions, 1,000 experiments)."""
-    small = create_db_engine(f"sqlite:///{tmp_path / 'small.db'}")
-    large = create_db_engine(f"sqlite:///{tmp_path / 'large.db'}")
-    try:
-        now = utcnow()
-        small_counts = await _counts(make_client, small, seed_small(small, now))
-        large_counts = await _counts(make_client, large, seed_large(large, now))
-        assert small_counts == large_counts
-        for pattern, n in zip(PAGES, large_counts, strict=True):
-            assert n - 1 <= BUDGET.get(pattern, 10), (pattern, n)  # 1: the session lookup
-        with session_factory(large)() as session:
-            assert session.query(PromptVersion).count() == 100 * 50
-    finally:
-        small.dispose()
-        large.dispose()
+    """SLOW: the large seed (the module fixture, SQLite only)."""
+    large, large_seeded = large_seed
+    small_counts = await _counts(*await seeded_client(make_client, sqlite_engine))
+    large_counts = await _counts(await signed_in(make_client, large), large_seeded)
+    assert small_counts == large_counts
+    for pattern, n in zip(PAGES, large_counts, strict=True):
+        assert n - 1 <= BUDGET.get(pattern, 10), (pattern, n)  # 1: the session lookup
+    with session_factory(large)() as session:
+        assert session.query(PromptVersion).count() == 100 * 50
