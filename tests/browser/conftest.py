@@ -25,6 +25,7 @@ from tests.support import ui_seed
 from tests.support.browser import (
     ADMIN_TOKEN,
     INGEST_TOKEN,
+    Admin,
     SeededService,
     chromium_paths,
     new_driver,
@@ -144,7 +145,7 @@ def ui_sessions() -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture
-def admin(driver: Chrome, ui_sessions: dict[str, dict[str, Any]]) -> Callable[[str], None]:
+def admin(driver: Chrome, ui_sessions: dict[str, dict[str, Any]]) -> Admin:
     """`admin(service.base_url)`: the blank browser becomes logged in to that service."""
 
     def go(base_url: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,9 @@ ERROR_TITLE = re.compile(r"^[45]\d\d\b")
 
 ADMIN_TOKEN = "browser-admin-token-Ωmega-0123456789"
 INGEST_TOKEN = "browser-ingest-token-0123456789"
+
+# The `admin` fixture: admin(base_url) logs the blank browser in to that service.
+Admin = Callable[[str], None]
 
 # Seconds to wait for a page change; generous for two shared cores, never a timing assertion.
 WAIT = 20.0
