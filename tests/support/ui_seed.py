@@ -13,11 +13,22 @@ would write:
   check by check (the lifts wander, then settle). Three quarters of the way through, the
   worse variant is stopped (`stop_arms`): its arm and version are marked so, and its slice
   keeps counting units, as a real stop does;
+- the live experiments' checks are backed by their conversations, stored as ingest stores
+  them: each simulated unit's conversations, with a unit id the assignment puts in its
+  arm's slice, and once an arm is stopped its slice's new units served control (arm_id the
+  control, assigned_arm_id the stopped arm). The rollup then holds them all, as the last
+  check leaves it. So the arms' units and conversations the pages show
+  (store.get_experiment) are the latest check's, and a new check sees the same sums;
+  except that control's conversations also count those it served a stopped arm's units
+  (served_and_units), which a check leaves out of every arm's metrics. Finished
+  experiments keep their last check but no conversations: the large seed's ten would add
+  60,000 rows and double its time, so their arms show no units;
 - texts are realistic: Unicode, a `<script>` in change notes and titles, a long multi-line
   job error, optional columns left empty.
 
-Nothing goes through the HTTP API (thousands of versions would take minutes on two cores),
-and everything is written in one transaction.
+Nothing goes through the HTTP API (thousands of versions would take minutes on two cores).
+Everything is written in one transaction, then the rollup in a second one (its pass reads
+committed rows only).
 """
 
 from __future__ import annotations
@@ -28,18 +39,21 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.engine import Connection, Engine
 
+from models.conversations import Conversation
 from models.experiments import Experiment, ExperimentAnalysis, ExperimentArm
 from models.insights import PatternInsight
 from models.jobs import OptimizationJob
 from models.llm_calls import LlmCall
 from models.prompts import Prompt, PromptActivation, PromptVersion
-from optimizer.db import migrate
+from optimizer.assignment import pick_arm
+from optimizer.db import migrate, session_factory
 from optimizer.experiments.monitor import _sums as monitor_sums  # the stored layout itself
+from optimizer.experiments.rollup import roll_up
 from optimizer.experiments.validation import guardrails_to_json
 from optimizer.stats import (
     DEFAULT_GUARDRAILS,
@@ -77,6 +91,8 @@ WORKER = "worker-7f3c:4242"
 SCRIPT = "<script>alert('seed')</script>"
 FINISHED_WITH_CHECK = 10  # the newest finished experiments keep their last check
 UNITS_PER_FINISHED_ARM = 2500
+UNIT_PREFIXES = ("user-", "session:", "kundin-ä")  # unit ids as applications send them
+INGEST_DELAY = timedelta(seconds=2)
 
 
 def _table(model: Any) -> Table:
@@ -170,10 +186,13 @@ def seed_world(
     world = _plan(now, prompts, versions, experiments)
     with engine.begin() as conn:
         _write_prompts(conn, world, now, extras)
-        running = _experiments(conn, world, now, experiments, checks, rng) if experiments else None
+        running, logged = (
+            _experiments(conn, world, now, experiments, checks, rng) if experiments else (None, [])
+        )
         jobs = _jobs(conn, world, now, running) if extras else _Jobs()
         if running is not None:
             _store_checks(conn, running, jobs.monitoring)
+    _roll_up(engine, logged)
     return Seeded(
         prompt_names=tuple(p.name for p in world),
         multi_version_prompt=next(
@@ -473,41 +492,88 @@ BETTER = _Profile(0.325, 4.15, 0.0125, 1230.0)
 WORSE = _Profile(0.25, 3.9, 0.012, 1300.0)
 
 
-class _Arm:
-    """One arm's unit sums as they grow: per metric [units, y, m, yy, mm, ym]."""
+class _Visit(NamedTuple):
+    """One unit's conversations (one, or two for a returning user), as they are logged:
+    cost and latency before any cap, a rating only where the user gave one. (A tuple:
+    the large seed makes 80,000 of them.)"""
 
-    def __init__(self, arm_id: int, version: int, is_control: bool, profile: _Profile) -> None:
-        self.arm_id, self.version, self.is_control = arm_id, version, is_control
-        self.profile, self.active = profile, True
+    at: datetime  # the first conversation; a second comes halfway to the next check
+    until: datetime  # the check that counts them
+    segment: str
+    success: tuple[bool, ...]
+    rating: tuple[int | None, ...]
+    cost_usd: tuple[float, ...]
+    latency_ms: tuple[float, ...]
+    routed: bool  # in a stopped arm's slice, so served control
+
+
+def _draw(rng: random.Random, p: _Profile, at: datetime, until: datetime) -> _Visit:
+    k = 2 if rng.random() < 0.25 else 1  # a quarter of the users come back
+    success = tuple(rng.random() < p.success for _ in range(k))
+    segment = rng.choices(SEGMENTS, SEGMENT_WEIGHTS)[0]
+    stars = [min(5, max(1, round(rng.gauss(p.rating, 0.9)))) for _ in range(k)]
+    rating = tuple(s if rng.random() < 0.35 else None for s in stars)
+    cost = tuple(rng.lognormvariate(0, 0.5) * p.cost_usd for _ in range(k))
+    latency = tuple(rng.lognormvariate(0, 0.4) * p.latency_ms for _ in range(k))
+    return _Visit(at, until, segment, success, rating, cost, latency, routed=False)
+
+
+class _Arm:
+    """One arm's unit sums as they grow: per metric [units, y, m, yy, mm, ym]; and every
+    unit's conversations (`visits`), which the seed stores as ingest would."""
+
+    def __init__(
+        self,
+        arm_id: int,
+        version_id: int,
+        version: int,
+        is_control: bool,
+        profile: _Profile,
+        *,
+        logged: bool,
+    ) -> None:
+        self.arm_id, self.version_id, self.version = arm_id, version_id, version
+        self.is_control, self.profile, self.active = is_control, profile, True
         self.units = self.conversations = 0
         self.sums = {name: [0.0] * 6 for name in NAMES}
         self.strata = {segment: [0.0] * 6 for segment in SEGMENTS}
+        self.logged = logged  # keeps its `visits` (see the module's docstring)
+        self.visits: list[_Visit] = []
+        # The control traffic of units routed away from this arm once stopped: drawn from
+        # a stream of its own, so the stop leaves every check's figures as they were.
+        self._routed = random.Random(-arm_id)
 
-    def add_units(self, rng: random.Random, n: int) -> None:
-        """`n` new units in the slice; a stopped arm's units are served control, so they
-        count for the sample-ratio test only."""
+    def add_units(self, rng: random.Random, n: int, since: datetime, until: datetime) -> None:
+        """`n` new units in the slice, first seen evenly over [since, until). A stopped
+        arm's units are served control: they count for its slice's units (the
+        sample-ratio test) but not in its metrics or conversations."""
         self.units += n
-        if self.active:
-            for _ in range(n):
-                self._unit(rng)
+        for j in range(n):
+            at = since + (until - since) * (j + 0.5) / n
+            if self.active:
+                visit = self._unit(_draw(rng, self.profile, at, until))
+            elif self.logged:
+                visit = _draw(self._routed, CONTROL, at, until)._replace(routed=True)
+            else:
+                continue
+            if self.logged:
+                self.visits.append(visit)
 
-    def _unit(self, rng: random.Random) -> None:
-        p = self.profile
-        k = 2 if rng.random() < 0.25 else 1  # a quarter of the users come back
+    def _unit(self, visit: _Visit) -> _Visit:
+        """Adds the unit's conversations to the sums, capped as the check caps them."""
+        k = len(visit.success)
         self.conversations += k
-        wins = sum(rng.random() < p.success for _ in range(k))
+        wins = sum(visit.success)
         _add(self.sums["success"], wins, k)
-        _add(self.strata[rng.choices(SEGMENTS, SEGMENT_WEIGHTS)[0]], wins, k)
-        stars = [min(5, max(1, round(rng.gauss(p.rating, 0.9)))) for _ in range(k)]
-        rated = [s for s in stars if rng.random() < 0.35]
+        _add(self.strata[visit.segment], wins, k)
+        rated = [r for r in visit.rating if r is not None]
         if rated:
             _add(self.sums["rating"], sum(rated), len(rated))
-        cost = sum(min(rng.lognormvariate(0, 0.5) * p.cost_usd, CAPS["cost_usd"]) for _ in range(k))
+        cost = sum(min(c, CAPS["cost_usd"]) for c in visit.cost_usd)
         _add(self.sums["cost_usd"], cost, k)
-        wait = sum(
-            min(rng.lognormvariate(0, 0.4) * p.latency_ms, CAPS["latency_ms"]) for _ in range(k)
-        )
+        wait = sum(min(w, CAPS["latency_ms"]) for w in visit.latency_ms)
         _add(self.sums["latency_ms"], wait, k)
+        return visit
 
     def data(self) -> ArmData:
         return ArmData(
@@ -573,10 +639,11 @@ def _running_checks(
     stop_at = (3 * checks + 3) // 4 if checks >= 2 else 0
     out = []
     for k in range(1, checks + 1):
-        for arm in arms:
-            arm.add_units(rng, per_check + rng.randint(-per_check // 10, per_check // 10))
-        analysis, stored = _statistics(arms)
         at = started + k * CHECK_EVERY
+        for arm in arms:
+            n = per_check + rng.randint(-per_check // 10, per_check // 10)
+            arm.add_units(rng, n, at - CHECK_EVERY, at)
+        analysis, stored = _statistics(arms)
         hours = (at - started).total_seconds() / 3600
         said = "; ".join(_describe(c, arms) for c in analysis.comparisons)
         if k == stop_at:
@@ -597,11 +664,14 @@ def _running_checks(
     return out
 
 
-def _one_check(arms: Sequence[_Arm], units: Sequence[int]) -> tuple[Analysis, str]:
-    """A check of an experiment seen once: `units` new units per arm, then the analysis."""
+def _one_check(
+    arms: Sequence[_Arm], units: Sequence[int], started: datetime, at: datetime
+) -> tuple[Analysis, str]:
+    """A check at `at` of an experiment seen once: `units` new units per arm since it
+    started, then the analysis."""
     rng = random.Random(arms[0].arm_id)
     for arm, n in zip(arms, units, strict=True):
-        arm.add_units(rng, n)
+        arm.add_units(rng, n, started, at)
     return _statistics(arms)
 
 
@@ -684,7 +754,13 @@ def _live(world: list[_Prompt], now: datetime, checks: int) -> list[_Planned]:
                 "Sample ratio mismatch: the arms' traffic does not match their weights. "
                 "Paused; everyone gets the active version meanwhile."
             )
-            row = _experiment_row(p, "paused", now - timedelta(hours=30), decision_reason=reason)
+            row = _experiment_row(
+                p,
+                "paused",
+                now - timedelta(hours=30),
+                decision_reason=reason,
+                metric_caps=json.dumps(CAPS),
+            )
             planned.append(_Planned(row, tested))
     running = world[0]
     started = now - timedelta(minutes=5) - checks * CHECK_EVERY
@@ -700,8 +776,9 @@ def _experiments(
     count: int,
     checks: int,
     rng: random.Random,
-) -> _Running:
-    """Finished ones first (oldest), then the paused one, then the running one (newest)."""
+) -> tuple[_Running, list[int]]:
+    """Finished ones first (oldest), then the paused one, then the running one (newest).
+    Also the ids of those given conversations: the live ones with a check."""
     live = _live(world, now, checks)
     planned = _finished(world, now, count - len(live)) + live
     ids = _insert(conn, Experiment, [p.row for p in planned])
@@ -716,7 +793,10 @@ def _experiments(
     running.checks = _running_checks(running.arms, checks, live[-1].row["started_at"], rng)
     if any(c.decision == "stop_arms" for c in running.checks):
         _stop_arm(conn, world[0], running)
-    return running
+    logged = [(i, p.row["prompt_id"], arms[i]) for i, p in zip(ids, planned, strict=True)]
+    logged = [(i, prompt_id, a) for i, prompt_id, a in logged if any(arm.visits for arm in a)]
+    _insert_conversations(conn, logged)
+    return running, [i for i, _, _ in logged]
 
 
 def _write_arms(
@@ -738,7 +818,14 @@ def _write_arms(
     profiles = (CONTROL, BETTER, WORSE)
     return {
         experiment_id: [
-            _Arm(next(arm_ids), number, i == 0, profiles[i])
+            _Arm(
+                next(arm_ids),
+                by_prompt[plan.row["prompt_id"]].version_ids[number],
+                number,
+                i == 0,
+                profiles[i],
+                logged=plan.row["ended_at"] is None,
+            )
             for i, number in enumerate(plan.versions)
         ]
         for experiment_id, plan in zip(ids, planned, strict=True)
@@ -753,13 +840,13 @@ def _finished_check(arms: list[_Arm], row: dict[str, Any]) -> _Check:
     decision = "promote" if promoted else "continue" if stopped else "inconclusive"
     reason = "Continue: no winner yet." if stopped else row["decision_reason"]
     at = row["ended_at"] - (timedelta(minutes=20) if stopped else timedelta(0))
-    analysis, stored = _one_check(arms, [UNITS_PER_FINISHED_ARM] * len(arms))
+    analysis, stored = _one_check(arms, [UNITS_PER_FINISHED_ARM] * len(arms), row["started_at"], at)
     return _Check(at, decision, reason, stored, bool(analysis.srm.detected))
 
 
 def _paused_check(arms: list[_Arm], started: datetime, at: datetime) -> _Check:
     """Control's slice got far more units than its weight gives it: SRM, paused."""
-    analysis, stored = _one_check(arms, [2600] + [2000] * (len(arms) - 1))
+    analysis, stored = _one_check(arms, [2600] + [2000] * (len(arms) - 1), started, at)
     counts = ", ".join(f"v{a.version}: {a.units}" for a in arms)
     share = f"{100 / len(arms):.1f}%"
     reason = (
@@ -785,6 +872,83 @@ def _stop_arm(conn: Connection, prompt: _Prompt, running: _Running) -> None:
         .where(versions.c.id == prompt.version_ids[arm.version])
         .values(status="rejected")
     )
+
+
+# --- conversations -----------------------------------------------------------------------
+
+
+def _unit_ids(experiment_id: int, arms: Sequence[_Arm]) -> dict[int, list[str]]:
+    """Per arm, as many unit ids as its slice has units: ids that the assignment (pick_arm
+    over every arm, as resolve and ingest compute it) puts in that slice."""
+    slices = [(a.arm_id, 1.0) for a in arms]
+    missing = {a.arm_id: len(a.visits) for a in arms}
+    found: dict[int, list[str]] = {a.arm_id: [] for a in arms}
+    n = 0
+    while any(missing.values()):
+        unit = f"{UNIT_PREFIXES[n % len(UNIT_PREFIXES)]}{n}"
+        arm = pick_arm(experiment_id, unit, slices)
+        if missing[arm]:
+            found[arm].append(unit)
+            missing[arm] -= 1
+        n += 1
+    return found
+
+
+def _conversation_rows(
+    experiment_id: int, prompt_id: int, arms: Sequence[_Arm]
+) -> list[dict[str, Any]]:
+    """The experiment's conversations as ingest stores them: the arm served (control for a
+    stopped arm's routed units) and its version, the unit's slice in assigned_arm_id."""
+    control = next(a for a in arms if a.is_control)
+    units = _unit_ids(experiment_id, arms)
+    rows: list[dict[str, Any]] = []
+    for arm in arms:
+        for unit, visit in zip(units[arm.arm_id], arm.visits, strict=True):
+            # A stopped arm's units, served control since: get_experiment counts these
+            # conversations as control's (what it served) and the units in the stopped
+            # arm's slice, as the check does (its own metrics leave them out).
+            served = control if visit.routed else arm
+            for i, success in enumerate(visit.success):
+                at = visit.at if i == 0 else visit.at + (visit.until - visit.at) / 2
+                rows.append(
+                    {
+                        "prompt_id": prompt_id,
+                        "version_id": served.version_id,
+                        "experiment_id": experiment_id,
+                        "arm_id": served.arm_id,
+                        "assigned_arm_id": arm.arm_id,
+                        "unit_id": unit,
+                        "success": success,
+                        "rating": visit.rating[i],
+                        "cost_usd": visit.cost_usd[i],
+                        "latency_ms": visit.latency_ms[i],
+                        "segment": visit.segment,
+                        "occurred_at": at,
+                        "ingested_at": at + INGEST_DELAY,
+                    }
+                )
+    rows.sort(key=lambda row: row["occurred_at"])  # stored in the order they came
+    return rows
+
+
+def _insert_conversations(
+    conn: Connection, experiments: Sequence[tuple[int, int, Sequence[_Arm]]]
+) -> None:
+    """The conversations of (experiment id, prompt id, arms), in one executemany."""
+    rows = [r for i, prompt_id, arms in experiments for r in _conversation_rows(i, prompt_id, arms)]
+    if rows:
+        conn.execute(insert(_table(Conversation)), rows)
+
+
+def _roll_up(engine: Engine, experiment_ids: Sequence[int]) -> None:
+    """Each check rolls its experiment's new conversations up (optimizer.experiments.rollup),
+    so after the last one the rollup holds them all; the rollup itself does it here. After
+    the rows are committed: on PostgreSQL a pass reads only finished transactions' rows."""
+    if not experiment_ids:
+        return
+    with session_factory(engine).begin() as session:
+        for experiment_id in experiment_ids:
+            roll_up(session, experiment_id, CAPS)
 
 
 def _analysis_row(experiment_id: int, check: _Check, job_id: int | None) -> dict[str, Any]:
