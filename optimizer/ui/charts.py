@@ -17,7 +17,23 @@ from optimizer.ui.series import DecisionMark, GuardrailSeries, LiftSeries
 
 PALETTE = ("#1f6feb", "#d1242f", "#1a7f37", "#8250df", "#bc4c00", "#57606a")
 INK, GRID, MUTED = "#24292f", "#d0d7de", "#6e7781"
-LEFT, RIGHT, TOP, BOTTOM = 64, 20, 52, 46
+# Margins around the plot. The top one holds the title, the legend and the decision labels,
+# the right one (at least RIGHT, else as wide as the longest) the labels of the zero and
+# tolerance lines: none of them ever covers data.
+LEFT, RIGHT, TOP, BOTTOM = 64, 20, 58, 46
+# Room inside the plot before the first and after the last check, so their markers and
+# interval bars are drawn whole rather than cut by the frame.
+PAD_X = 14
+# Horizontal distance between the marks of neighbouring arms at one check, and the most any
+# arm is moved off its check's time (px); a marker's radius is 3.5.
+DODGE, DODGE_MAX = 5.0, 8.0
+# Width of one character per px of font size, a little above DejaVu Sans' average, so a
+# label given that much room fits.
+CHAR_EM = 0.62
+# Smallest vertical distance between two line labels in the right margin (px).
+LABEL_GAP = 13
+# Distance from the plot's right edge to the start of a line label (px).
+LINE_LABEL_X = 6
 X_LABEL = "check time (UTC)"
 # Steps the time axis may use, in seconds: each divides the next sensible unit.
 TIME_STEPS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600)
@@ -110,6 +126,7 @@ class _Frame:
 
     width: int
     height: int
+    right: float  # the plot's right edge
     t0: float
     t1: float
     y0: float
@@ -121,7 +138,7 @@ class _Frame:
 
     def x(self, moment: datetime) -> float:
         share = (_utc(moment).timestamp() - self.t0) / (self.t1 - self.t0)
-        return LEFT + share * (self.width - LEFT - RIGHT)
+        return LEFT + PAD_X + share * (self.right - LEFT - 2 * PAD_X)
 
     def y(self, percent: float) -> float:
         share = (percent - self.y0) / (self.y1 - self.y0)
@@ -147,8 +164,13 @@ class _Line:
     marks: tuple[_Mark, ...]
 
 
+def text_width(text: str, font_size: float) -> float:
+    """About how wide `text` is drawn at `font_size` px (a little more rather than less)."""
+    return CHAR_EM * font_size * len(text)
+
+
 def _frame(
-    width: int, height: int, times: Sequence[datetime], values: list[float]
+    size: tuple[int, int], right: float, times: Sequence[datetime], values: list[float]
 ) -> tuple[_Frame, list[float]]:
     stamps = [_utc(t).timestamp() for t in times]
     t0, t1 = min(stamps), max(stamps)
@@ -158,7 +180,7 @@ def _frame(
     # A hand-edited 1e307 overflows to inf once in %; such a value cannot be placed anyway.
     values = [v for v in values if math.isfinite(v)] or [0.0]
     ticks = nice_ticks(min(values), max(values), 5)
-    return _Frame(width, height, t0, t1, ticks[0], ticks[-1]), ticks
+    return _Frame(size[0], size[1], right, t0, t1, ticks[0], ticks[-1]), ticks
 
 
 def _open(kind: str, width: int, height: int, title: str) -> list[str]:
@@ -182,7 +204,7 @@ def _empty(kind: str, width: int, height: int, title: str, message: str) -> Mark
 
 
 def _axes(frame: _Frame, y_ticks: list[float], y_label: str) -> list[str]:
-    right = frame.width - RIGHT
+    right = frame.right
     parts = [
         f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{frame.bottom}" '
         f'stroke="{INK}"/>',
@@ -217,15 +239,46 @@ def _axes(frame: _Frame, y_ticks: list[float], y_label: str) -> list[str]:
     return parts
 
 
-def _hline(frame: _Frame, percent: float, css: str, label: str, dash: str = "") -> str:
-    y = frame.y(percent)
-    dashes = f' stroke-dasharray="{dash}"' if dash else ""
-    return (
-        f'<line class="{css}" x1="{LEFT}" y1="{y:.1f}" x2="{frame.width - RIGHT}" '
-        f'y2="{y:.1f}" stroke="{INK}"{dashes}/><text class="{css}-label" '
-        f'x="{frame.width - RIGHT - 4}" y="{y - 4:.1f}" text-anchor="end" font-size="11" '
-        f'fill="{INK}">{_e(label)}</text>'
-    )
+@dataclass(frozen=True)
+class _HLine:
+    """A horizontal reference line (zero, tolerance) with its label in the right margin."""
+
+    percent: float
+    css: str
+    label: str
+    dash: str = ""
+
+
+def spread(wanted: Sequence[float], gap: float, low: float, high: float) -> list[float]:
+    """Positions as close to `wanted` as possible, in the same order, at least `gap` apart
+    and within low..high when there is room for that: the labels of nearby lines do not
+    overlap each other or leave the plot's height."""
+    order = sorted(range(len(wanted)), key=lambda i: wanted[i])
+    placed = [min(max(wanted[i], low), high) for i in order]
+    for k in range(1, len(placed)):  # push down past the one above
+        placed[k] = max(placed[k], placed[k - 1] + gap)
+    for k in range(len(placed) - 1, -1, -1):  # pull back up from the bottom edge
+        ceiling = high if k == len(placed) - 1 else placed[k + 1] - gap
+        placed[k] = min(placed[k], ceiling)
+    result = [0.0] * len(wanted)
+    for i, position in zip(order, placed, strict=True):
+        result[i] = position
+    return result
+
+
+def _hlines(frame: _Frame, lines: Sequence[_HLine]) -> list[str]:
+    ys = [frame.y(line.percent) for line in lines]
+    label_ys = spread([y + 4 for y in ys], LABEL_GAP, TOP + 4, frame.bottom + 4)
+    parts = []
+    for line, y, label_y in zip(lines, ys, label_ys, strict=True):
+        dashes = f' stroke-dasharray="{line.dash}"' if line.dash else ""
+        parts.append(
+            f'<line class="{line.css}" x1="{LEFT}" y1="{y:.1f}" x2="{frame.right}" '
+            f'y2="{y:.1f}" stroke="{INK}"{dashes}/><text class="{line.css}-label" '
+            f'x="{frame.right + LINE_LABEL_X}" y="{label_y:.1f}" font-size="11" '
+            f'fill="{INK}">{_e(line.label)}</text>'
+        )
+    return parts
 
 
 def _decision_class(decision: str) -> str:
@@ -234,37 +287,52 @@ def _decision_class(decision: str) -> str:
 
 
 def _decisions(frame: _Frame, decisions: Sequence[DecisionMark]) -> list[str]:
-    parts = []
-    for mark in decisions:
+    """A dashed line per decision, its name centred above the plot. A name that would
+    overlap the one before it is left out (the line stays, and its tooltip and the
+    decision table name it)."""
+    parts, taken_to = [], -math.inf
+    for mark in sorted(decisions, key=lambda d: _utc(d.checked_at)):
         x = frame.x(mark.checked_at)
         tip = f"{mark.decision} at {_utc(mark.checked_at):%Y-%m-%d %H:%M} UTC: {mark.reason}"
+        half = text_width(mark.decision, 10) / 2
+        # Kept within the picture at either end.
+        centre = min(max(x, LEFT + half), frame.width - 2 - half)
+        label = ""
+        if centre - half >= taken_to + 6:
+            taken_to = centre + half
+            label = (
+                f'<text x="{centre:.1f}" y="{TOP - 6}" text-anchor="middle" font-size="10" '
+                f'fill="{MUTED}">{_e(mark.decision)}</text>'
+            )
         parts.append(
             f'<g class="decision decision-{_decision_class(mark.decision)}" '
             f'data-analysis-id="{mark.analysis_id}"><title>{_e(tip)}</title>'
-            f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{frame.bottom}" '
-            f'stroke="{MUTED}" stroke-dasharray="4 3"/><text x="{x + 3:.1f}" y="{TOP + 10}" '
-            f'font-size="10" fill="{MUTED}">{_e(mark.decision)}</text></g>'
+            f'<line x1="{x:.1f}" y1="{TOP - 3}" x2="{x:.1f}" y2="{frame.bottom}" '
+            f'stroke="{MUTED}" stroke-dasharray="4 3"/>{label}</g>'
         )
     return parts
 
 
 def _legend(lines: Sequence[_Line], width: int) -> list[str]:
+    """One swatch and label per arm in a row under the title, as many as fit the width
+    (every point's tooltip names its arm too)."""
     parts, x = [], float(LEFT)
     for i, line in enumerate(lines):
+        end = x + 14 + text_width(line.label, 11)
+        if end > width:
+            break
         colour = PALETTE[i % len(PALETTE)]
         parts.append(
             f'<g class="legend"><rect x="{x:.1f}" y="28" width="10" height="10" '
             f'fill="{colour}"/><text x="{x + 14:.1f}" y="37" font-size="11" '
             f'fill="{INK}">{_e(line.label)}</text></g>'
         )
-        x += 30 + 7 * len(line.label)
-        if x > width - RIGHT:
-            break
+        x = end + 16
     return parts
 
 
-def _mark(frame: _Frame, mark: _Mark, colour: str) -> str:
-    x = frame.x(mark.checked_at)
+def _mark(frame: _Frame, mark: _Mark, colour: str, dx: float) -> str:
+    x = frame.x(mark.checked_at) + dx
     head = f'data-analysis-id="{mark.analysis_id}"><title>{_e(mark.tooltip)}</title>'
     if mark.value is None:
         # No estimate at this check: a hollow marker on the time axis, not on the zero line.
@@ -274,11 +342,21 @@ def _mark(frame: _Frame, mark: _Mark, colour: str) -> str:
         )
     bar = ""
     if mark.low is not None and mark.high is not None:
+        low, high = max(mark.low, frame.y0), min(mark.high, frame.y1)
         bar = (
-            f'<line class="interval" x1="{x:.1f}" y1="{frame.y(mark.low):.1f}" x2="{x:.1f}" '
-            f'y2="{frame.y(mark.high):.1f}" stroke="{colour}" stroke-opacity="0.45" '
+            f'<line class="interval" x1="{x:.1f}" y1="{frame.y(low):.1f}" x2="{x:.1f}" '
+            f'y2="{frame.y(high):.1f}" stroke="{colour}" stroke-opacity="0.45" '
             f'stroke-width="3"/>'
         )
+        # An interval wider than the axis: a chevron at each cut end says it goes on (the
+        # tooltip has its bounds).
+        for cut, edge, tip in ((mark.low < low, frame.bottom, 4), (mark.high > high, TOP, -4)):
+            if cut:
+                bar += (
+                    f'<polyline class="interval-cut" points="{x - 4:.1f},{edge - tip:.1f} '
+                    f'{x:.1f},{edge:.1f} {x + 4:.1f},{edge - tip:.1f}" fill="none" '
+                    f'stroke="{colour}" stroke-width="1.5"/>'
+                )
     return (
         f'{bar}<circle class="point {mark.css}" cx="{x:.1f}" cy="{frame.y(mark.value):.1f}" '
         f'r="3.5" fill="{colour}" {head}</circle>'
@@ -287,27 +365,43 @@ def _mark(frame: _Frame, mark: _Mark, colour: str) -> str:
 
 def _series(frame: _Frame, lines: Sequence[_Line]) -> list[str]:
     parts = []
+    # The arms' marks at one check sit a few px apart, so their interval bars do not cover
+    # each other; the spread stays well inside PAD_X.
+    step = min(DODGE, 2 * DODGE_MAX / max(len(lines) - 1, 1))
     for i, line in enumerate(lines):
         colour = PALETTE[i % len(PALETTE)]
+        dx = (i - (len(lines) - 1) / 2) * step
         known = [(m.checked_at, m.value) for m in line.marks if m.value is not None]
         if len(known) > 1:
-            path = " ".join(f"{frame.x(t):.1f},{frame.y(v):.1f}" for t, v in known)
+            path = " ".join(f"{frame.x(t) + dx:.1f},{frame.y(v):.1f}" for t, v in known)
             parts.append(
                 f'<polyline class="trend" points="{path}" fill="none" stroke="{colour}" '
                 f'stroke-width="1.5"/>'
             )
         parts.append(f'<g class="arm" data-arm="{_e(line.label)}">')
-        parts.extend(_mark(frame, mark, colour) for mark in line.marks)
+        parts.extend(_mark(frame, mark, colour, dx) for mark in line.marks)
         parts.append("</g>")
     return parts
 
 
 def _percentages(lines: Sequence[_Line], *extra: float) -> list[float]:
-    values = [0.0, *extra]
+    """The values the y axis must show: zero, `extra`, every estimate and each line's latest
+    interval; older intervals only up to one such span beyond them. The first checks of an
+    experiment have intervals of hundreds of %, which would otherwise flatten everything
+    after them; their bars are cut at the plot's edge (_mark draws the cut)."""
+    core = [0.0, *extra]
+    bounds: list[float] = []
     for line in lines:
+        latest = next((m for m in reversed(line.marks) if m.value is not None), None)
         for mark in line.marks:
-            values.extend(v for v in (mark.value, mark.low, mark.high) if v is not None)
-    return values
+            if mark.value is not None:
+                core.append(mark.value)
+            pair = [v for v in (mark.low, mark.high) if v is not None]
+            (core if mark is latest else bounds).extend(pair)
+    finite = [v for v in core if math.isfinite(v)]
+    low, high = min(finite), max(finite)
+    span = max(high - low, 1.0)
+    return finite + [min(max(b, low - span), high + span) for b in bounds if math.isfinite(b)]
 
 
 def _chart(
@@ -320,22 +414,24 @@ def _chart(
     size: tuple[int, int],
     limit: float | None = None,
 ) -> Markup:
-    width, height = max(size[0], 240), max(size[1], 160)
+    width, height = max(size[0], 320), max(size[1], 160)
     if not times:
         return _empty(kind, width, height, title, "no checks yet")
     extra = () if limit is None else (limit,)
-    frame, y_ticks = _frame(width, height, times, _percentages(lines, *extra))
+    hlines = [_HLine(0.0, "zero", "0 (no change)")]
+    if limit is not None:
+        hlines.append(_HLine(limit, "tolerance", f"tolerance {limit:+g}%", "6 4"))
+    margin = max(RIGHT, LINE_LABEL_X + 4 + max(text_width(h.label, 11) for h in hlines))
+    frame, y_ticks = _frame((width, height), width - margin, times, _percentages(lines, *extra))
     parts = _open(kind, width, height, title)
     parts += _legend(lines, width)
     parts += _axes(frame, y_ticks, y_label)
-    parts.append(_hline(frame, 0.0, "zero", "0 (no change)"))
-    if limit is not None:
-        parts.append(_hline(frame, limit, "tolerance", f"tolerance {limit:+g}%", "6 4"))
+    parts += _hlines(frame, hlines)
     parts += _decisions(frame, decisions)
     parts += _series(frame, lines)
     if not any(m.value is not None for line in lines for m in line.marks):
         parts.append(
-            f'<text class="chart-empty" x="{(LEFT + width - RIGHT) / 2:.1f}" y="{TOP + 24}" '
+            f'<text class="chart-empty" x="{(LEFT + frame.right) / 2:.1f}" y="{TOP + 24}" '
             f'text-anchor="middle" font-size="12" fill="{MUTED}">no estimate yet</text>'
         )
     parts.append("</svg>")
@@ -350,7 +446,7 @@ def _stamp(moment: datetime) -> str:
 
 
 def lift_chart(
-    series: LiftSeries, *, title: str | None = None, width: int = 880, height: int = 300
+    series: LiftSeries, *, title: str | None = None, width: int = 960, height: int = 300
 ) -> Markup:
     """Relative lift of each variant arm over control, in %, one point per stored check with
     its always-valid interval as an error bar, a zero line and a marker per decision."""
@@ -382,7 +478,7 @@ def lift_chart(
 
 
 def guardrail_chart(
-    series: GuardrailSeries, *, title: str | None = None, width: int = 880, height: int = 260
+    series: GuardrailSeries, *, title: str | None = None, width: int = 960, height: int = 260
 ) -> Markup:
     """A guardrail metric's change against control, in %, per arm and check, with the
     tolerance line and approximate bounds (translated at the control mean)."""

@@ -55,6 +55,16 @@ def pct(ratio: float | None) -> str:
     return "0.0%" if shown in ("+0.0", "-0.0") else f"{shown}%"
 
 
+def sig(value: float | None, digits: int = 3) -> str:
+    """A signed number to `digits` significant digits: 0.021987 -> "+0.022", -0.0155 ->
+    "-0.0155"; for differences whose scale is the metric's own (no percent)."""
+    # Read from stored JSON, so anything but a finite number shows as a dash.
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return DASH
+    shown = f"{value:+.{digits}g}"
+    return "0" if float(shown) == 0 else shown
+
+
 def num(value: float | None) -> str:
     """A number with thousands separators: 12345 -> "12,345", 0.5 -> "0.5"."""
     if value is None or isinstance(value, bool):
@@ -78,7 +88,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=when, ago=ago, pct=pct, num=num)
+    env.filters.update(when=when, ago=ago, pct=pct, num=num, sig=sig)
     return env
 
 

@@ -72,8 +72,8 @@ async def test_live_experiments_show_the_primary_interval(
     assert checked, "the seed's running experiment has a checked variant"
     for arm in checked:
         assert arm.low is not None and arm.high is not None
-        assert f"{arm.diff:+.4g}" in text
-        assert f"({arm.low:.4g} to {arm.high:.4g}" in text
+        assert f"{arm.diff:+.3g} abs." in text
+        assert f"({arm.low:+.3g} to {arm.high:+.3g}" in text
     paused = next(e for e in status.experiments if e.status == "paused")
     assert paused.reason and str(escape(paused.reason)) in text
 
@@ -135,11 +135,12 @@ async def test_llm_spend_and_calls_against_the_limits(
                 )
 
     text = await html_of(client, "/ui/")
-    assert "$0.00 of $1.00 (LLM_DAILY_BUDGET_USD)" in text and "budget reached" not in text
+    assert "$0.00 of $1.00</span>" in text and "budget reached" not in text
+    assert "<code>LLM_DAILY_BUDGET_USD</code>" in text and "<code>LLM_CALLS_PER_HOUR</code>" in text
     await asyncio.to_thread(add_calls)
     text = await html_of(client, "/ui/")
-    assert "$1.50 of $1.00 (LLM_DAILY_BUDGET_USD)" in text and "budget reached" in text
-    assert "3 of 3 (LLM_CALLS_PER_HOUR)" in text and "limit reached" in text
+    assert "$1.50 of $1.00</span>" in text and "budget reached" in text
+    assert "3 of 3</span>" in text and "limit reached" in text
     assert "36,003 in, 2,700 out" in text
     assert '<progress max="100" value="100.0">' in text  # capped: never past the end
 

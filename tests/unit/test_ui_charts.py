@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from optimizer.ui.charts import guardrail_chart, lift_chart, nice_ticks, time_ticks
+from optimizer.ui.charts import guardrail_chart, lift_chart, nice_ticks, spread, time_ticks
 from optimizer.ui.series import (
     ArmSeries,
     DecisionMark,
@@ -205,3 +205,137 @@ def test_time_ticks_label_by_the_span():
     assert time_ticks(T0.replace(tzinfo=None), T0.replace(tzinfo=None)) == [
         (T0, "2024-05-01 12:00")
     ]
+
+
+def plot_x_range(root: ET.Element) -> tuple[float, float]:
+    """The plot's left and right edge: the ends of the horizontal axis line."""
+    (x_axis,) = [a for a in with_class(root, "axis") if a.get("y1") == a.get("y2")]
+    return float(x_axis.get("x1", "nan")), float(x_axis.get("x2", "nan"))
+
+
+def plot_top(root: ET.Element) -> float:
+    (y_axis,) = [a for a in with_class(root, "axis") if a.get("x1") == a.get("x2")]
+    return min(float(y_axis.get("y1", "nan")), float(y_axis.get("y2", "nan")))
+
+
+def test_the_first_and_last_checks_are_drawn_whole_inside_the_plot():
+    for width in (320, 600, 960):
+        root = parse(lift_chart(lift([point(i, 0.01 * i) for i in range(6)]), width=width))
+        left, right = plot_x_range(root)
+        marks = with_class(root, "point")
+        assert len(marks) == 6
+        for mark in marks:
+            x, r = float(mark.get("cx", "nan")), float(mark.get("r", "nan"))
+            assert left < x - r and x + r < right
+        for bar in with_class(root, "interval"):
+            x, half = float(bar.get("x1", "nan")), float(bar.get("stroke-width", "nan")) / 2
+            assert left < x - half and x + half < right
+
+
+def test_the_arms_of_one_check_sit_apart_and_inside_the_plot():
+    points = [point(i, 0.01 * i) for i in range(3)]
+    arms = tuple(ArmSeries(k, f"v{k}", tuple(points)) for k in range(2, 12))
+    series = LiftSeries("success", True, arms, (), tuple(p.checked_at for p in points))
+    root = parse(lift_chart(series, width=600))
+    left, right = plot_x_range(root)
+    for check in range(3):
+        xs = [
+            float(c.get("cx", "nan"))
+            for c in with_class(root, "point")
+            if c.get("data-analysis-id") == str(check)
+        ]
+        assert len(xs) == 10 and len(set(xs)) == 10
+        assert all(left < x - 3.5 and x + 3.5 < right for x in xs)
+
+
+def test_line_labels_sit_right_of_the_plot_and_apart():
+    # A tolerance of -0.1% on a -40%..+5% axis: its line is a pixel or two from the zero line.
+    points = (GuardrailPoint(1, T0, -0.35, -0.4, 0.05, "undecided", None),)
+    series = GuardrailSeries(
+        "cost", False, -0.001, 0.001, (GuardrailArm(2, "v2", points),), (), (T0,)
+    )
+    root = parse(guardrail_chart(series, width=600))
+    _, right = plot_x_range(root)
+    (zero,) = with_class(root, "zero-label")
+    (tolerance,) = with_class(root, "tolerance-label")
+    assert "".join(zero.itertext()) == "0 (no change)"
+    for label in (zero, tolerance):
+        x = float(label.get("x", "nan"))
+        # Past the plot, so never over a point, and its text fits in the picture.
+        assert x > right
+        assert x + 11 * 0.62 * len("".join(label.itertext())) <= 600
+    assert abs(float(zero.get("y", "nan")) - float(tolerance.get("y", "nan"))) >= 13
+
+
+def test_decision_labels_sit_above_the_plot_and_never_overlap():
+    points = [point(i) for i in range(6)]
+    close = points[2].checked_at + timedelta(minutes=1)
+    decisions = [
+        DecisionMark(2, points[2].checked_at, "pause_srm", "ratio"),
+        DecisionMark(7, close, "stop_arms", "v2 worse"),
+        DecisionMark(5, points[5].checked_at, "promote", "v2 wins"),
+    ]
+    root = parse(lift_chart(lift(points, decisions), width=600))
+    top = plot_top(root)
+    marks = with_class(root, "decision")
+    # Every decision keeps its line and tooltip.
+    assert sorted(int(m.get("data-analysis-id", "")) for m in marks) == [2, 5, 7]
+    spans = []
+    for mark in marks:
+        for label in mark.iter(f"{SVG}text"):
+            assert float(label.get("y", "nan")) < top
+            half = 10 * 0.62 * len("".join(label.itertext())) / 2
+            x = float(label.get("x", "nan"))
+            assert x - half >= 0 and x + half <= 600
+            spans.append((x - half, x + half))
+    # A minute apart: the second name would cover the first, so only one is written.
+    assert len(spans) == 2
+    spans.sort()
+    assert spans[0][1] < spans[1][0]
+
+
+@given(st.lists(st.floats(-500, 500), max_size=6))
+def test_spread_keeps_order_and_distance_when_there_is_room(wanted):
+    placed = spread(wanted, 13, 0, 400)
+    order = sorted(range(len(wanted)), key=lambda i: wanted[i])
+    ys = [placed[i] for i in order]
+    assert all(b - a >= 13 - 1e-9 for a, b in zip(ys, ys[1:], strict=False))
+    assert all(0 <= y <= 400 for y in ys)
+
+
+def test_spread_moves_only_what_collides():
+    assert spread([100.0, 300.0], 13, 0, 400) == [100.0, 300.0]
+    assert spread([100.0, 95.0], 13, 0, 400) == [108.0, 95.0]
+    assert spread([399.0, 400.0], 13, 0, 400) == [387.0, 400.0]
+
+
+def test_early_wide_intervals_are_cut_at_the_edge_instead_of_flattening_the_chart():
+    # The first checks of an experiment: intervals of hundreds of %; later ones a few %.
+    wide = [
+        LiftPoint(
+            i,
+            T0 + timedelta(hours=i),
+            0.03,
+            0.03 - 2.6 / (i + 1),
+            0.03 + 2.6 / (i + 1),
+            100,
+            99,
+            None,
+        )
+        for i in range(3)
+    ]
+    points = wide + [point(i, 0.03) for i in range(3, 40)]
+    root = parse(lift_chart(lift(points)))
+    y_ticks = [
+        float(t.rstrip("%")) for t in texts(root) if t.endswith("%") and t[0] in "-+0123456789"
+    ]
+    # The axis shows the estimates and the latest interval with room to spare, not +-260 %.
+    assert max(y_ticks) - min(y_ticks) <= 40, y_ticks
+    # The cut bars stay inside the plot, each cut end marked; the late bars are whole.
+    cuts = with_class(root, "interval-cut")
+    assert len(cuts) == 2 * 3
+    bars = with_class(root, "interval")
+    ys = [float(b.get(k, "nan")) for b in bars for k in ("y1", "y2")]
+    circles_y = [float(c.get("cy", "nan")) for c in with_class(root, "point")]
+    assert min(ys) >= 0 and max(ys) <= float(root.get("height", "0"))
+    assert len(circles_y) == 40

@@ -11,7 +11,7 @@ import pytest
 from jinja2 import UndefinedError
 from markupsafe import Markup
 
-from optimizer.ui.render import ago, environment, num, pct, render, when
+from optimizer.ui.render import ago, environment, num, pct, render, sig, when
 from optimizer.ui.web import NOTICES, UiContext
 
 NOW = datetime(2026, 12, 1, 13, 5, 42, tzinfo=UTC)
@@ -72,6 +72,29 @@ def test_ago_of_nothing_and_of_a_naive_time():
 )
 def test_pct(ratio, text):
     assert pct(ratio) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.021987, "+0.022"),
+        (-0.015563, "-0.0156"),
+        (0.059541, "+0.0595"),
+        (-0.003896, "-0.0039"),
+        (12.345, "+12.3"),
+        (123456.0, "+1.23e+05"),
+        (0.0, "0"),
+        (-0.0, "0"),
+        (-1e-300, "-1e-300"),
+        (None, "—"),
+        (math.nan, "—"),
+        (-math.inf, "—"),
+        ("0.5", "—"),
+        (True, "—"),
+    ],
+)
+def test_sig(value, text):
+    assert sig(value) == text
 
 
 @pytest.mark.parametrize(
