@@ -57,7 +57,7 @@ def pages(seeded: Seeded) -> list[tuple[str, str]]:
         ("prompts", "/ui/prompts"),
         ("prompt (all versions)", f"/ui/prompts/{prompt}"),
         ("version text", f"/ui/prompts/{prompt}/versions/2"),
-        ("diff v1..newest, side", f"/ui/prompts/{prompt}/diff?from=1&view=side"),
+        ("diff v1..active, side", f"/ui/prompts/{prompt}/diff?from=1&view=side"),
         ("experiments", "/ui/experiments"),
         ("insights", "/ui/insights"),
         ("jobs", "/ui/jobs"),
