@@ -166,6 +166,10 @@ class HealthMonitor:
             "error": error,
         }
 
+    @property
+    def started_at(self) -> datetime:
+        return self._started_at
+
     def report(self, now: datetime, *, detailed: bool = False) -> dict[str, Any]:
         """The /health body. Reads only memory: safe when the database is down. The
         database error is generic unless `detailed` (an admin asked)."""

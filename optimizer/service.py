@@ -34,6 +34,7 @@ from optimizer.run_stats import RunStats
 from optimizer.runtime.notify import listen_for_jobs
 from optimizer.runtime.schedule import build_scheduler
 from optimizer.runtime.worker import Worker
+from optimizer.ui.access import ui_mode
 from optimizer.webhooks import WebhookSender
 
 log = logging.getLogger("prompt_worker.service")
@@ -134,6 +135,8 @@ def _announce(settings: Settings, runner: web.AppRunner, worker_id: str) -> None
             "url": listen_url(settings.host, port),
             "database": db.describe(settings.database_url),
             "worker_id": worker_id,
+            # off, read-only or full: with ADMIN_HMAC_SECRET set the default is off.
+            "dashboard": ui_mode(settings) if settings.admin_token else "off",
         },
     )
     for problem in configuration_problems(settings):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup, escape
 
 DASH = "—"
 MINUTE, HOUR, DAY = 60, 3600, 86400
@@ -78,6 +80,15 @@ def num(value: float | None) -> str:
     return f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
+_BACKTICKED = re.compile(r"`([^`\n]+)`")
+
+
+def code_spans(message: str) -> Markup:
+    """A message written for the API or the CLI, where commands and settings stand in
+    backticks, with those shown as code (everything else escaped)."""
+    return Markup(_BACKTICKED.sub(r"<code>\1</code>", str(escape(message))))
+
+
 @functools.cache
 def environment() -> Environment:
     env = Environment(
@@ -88,7 +99,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=when, ago=ago, pct=pct, num=num, sig=sig)
+    env.filters.update(when=when, ago=ago, pct=pct, num=num, sig=sig, code_spans=code_spans)
     return env
 
 

@@ -156,6 +156,8 @@ async def logout(request: web.Request) -> web.Response:
     )
     response = see_other(with_notice(LOGIN, "logged-out"))
     response.del_cookie(COOKIE, path=PREFIX)
+    # Pages kept for the back button go too (ui.js reloads any that a browser still restores).
+    response.headers["Clear-Site-Data"] = '"cache"'
     return response
 
 

@@ -55,12 +55,17 @@ def usage(llm: LlmSpend) -> dict[str, Usage]:
 
 
 def overview_context(
-    session: Session, engine: Engine, settings: Settings, report: dict[str, Any], now: datetime
+    session: Session,
+    engine: Engine,
+    settings: Settings,
+    report: dict[str, Any],
+    started_at: datetime,
+    now: datetime,
 ) -> dict[str, object]:
     status = read_status(engine, settings, now)
     return {
         "health": report,
-        "started_at": now - timedelta(seconds=int(report["uptime"])),
+        "started_at": started_at,
         "run_stats": [(label(k), v) for k, v in report["stats"].items()],
         "status": status,
         "recent_jobs": [
@@ -78,11 +83,12 @@ async def overview(request: web.Request) -> web.Response:
     engine, settings = request.config_dict[ENGINE], request.config_dict[SETTINGS]
     now = utcnow()
     # Memory only: the health monitor's snapshot never waits on the database.
-    report = request.config_dict[HEALTH].report(now, detailed=True)
+    health = request.config_dict[HEALTH]
+    report = health.report(now, detailed=True)
     return await ui_web.page(
         request,
         "overview.html",
-        lambda session: overview_context(session, engine, settings, report, now),
+        lambda session: overview_context(session, engine, settings, report, health.started_at, now),
         section="overview",
     )
 

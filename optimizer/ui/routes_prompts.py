@@ -131,11 +131,15 @@ def _activations(raw: Sequence[Mapping[str, Any]]) -> list[Activation]:
 def resolve_pair(
     details: Sequence[prompts.VersionDetail], old: int | None, new: int | None
 ) -> tuple[int, int]:
-    """(from, to) with what was not given filled in: `to` is the active version (or the
-    newest), `from` is the parent of `to`, or else the version before it (or `to` itself
-    when it is the first). `details` is not empty."""
+    """(from, to) with what was not given filled in. With neither: the active version (or
+    the newest) against the newest when newer versions wait (what a candidate would change),
+    else against its parent, or the version before it (or itself when it is the first).
+    With only `to`: its parent or predecessor. `details` is oldest first, not empty."""
+    active = next((d for d in details if d.status == "active"), details[-1])
     if new is None:
-        new = next((d for d in details if d.status == "active"), details[-1]).number
+        if old is None and details[-1].number > active.number:
+            return active.number, details[-1].number
+        new = active.number
     if old is None:
         target = next((d for d in details if d.number == new), None)
         earlier = [d.number for d in details if d.number < new]

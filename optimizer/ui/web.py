@@ -33,7 +33,7 @@ ACTOR = "admin (UI)"
 # show nothing.
 NOTICES: dict[str, str] = {
     "logged-out": "You have been logged out.",
-    "rolled-back": "Rolled back: the chosen version is now the active one.",
+    "rolled-back": "Done: the version you chose is now the active one (see the history).",
     "experiment-stopped": "The experiment has been stopped.",
     "job-cancelled": "The job has been cancelled (a running job stops at its next step).",
     "job-added": "The job has been added to the queue.",

@@ -493,3 +493,28 @@ def test_the_jobs_page_moves_a_running_jobs_progress_without_a_reload(
     assert console_errors(driver) == []
     job = api(acting_ui, f"/jobs/{job_id}")
     assert (job["progress"], job["current_step"]) == (progress, step)
+
+
+def test_a_job_that_finishes_while_shown_gets_its_page_loaded_again(
+    driver: Chrome, admin: Admin, acting_ui: SeededService
+) -> None:
+    # A status change changes more than the live cells (buttons, counts, the result): the
+    # page is asked for again, so no stale Cancel button stays.
+    job_id = acting_ui.seeded.running_job_id
+    assert job_id is not None
+    admin(acting_ui.base_url)
+    driver.get(f"{acting_ui.base_url}/ui/jobs/{job_id}")
+    assert driver.find_elements(By.CSS_SELECTOR, f"form[action='/ui/jobs/{job_id}/cancel']")
+    driver.execute_script("window.__marker = 1;")
+    run_sql(
+        acting_ui.database_url,
+        "UPDATE optimization_jobs SET status = 'completed', progress = 100, "
+        'result = \'{"answer": "done ✓"}\' WHERE id = :id',
+        {"id": job_id},
+    )
+    WebDriverWait(driver, WAIT).until(
+        lambda d: d.execute_script("return window.__marker === undefined;")
+    )
+    assert not driver.find_elements(By.CSS_SELECTOR, f"form[action='/ui/jobs/{job_id}/cancel']")
+    assert "done ✓" in driver.find_element(By.TAG_NAME, "body").text
+    assert console_errors(driver) == []

@@ -111,3 +111,20 @@ def test_a_forged_post_without_the_csrf_token_gets_the_403_page(
     # The forged logout did nothing: the session still opens pages.
     driver.get(f"{empty_ui.base_url}/ui/")
     assert path_of(driver) == "/ui/"
+
+
+def test_after_logout_the_back_button_shows_no_page_of_the_session(
+    driver: Chrome, small_ui: SeededService
+):
+    login(driver, small_ui.base_url, ADMIN_TOKEN)
+    assert path_of(driver) == "/ui/"
+    driver.get(f"{small_ui.base_url}/ui/jobs")
+    logout = driver.find_element(By.CSS_SELECTOR, "form[action='/ui/logout'] button")
+    logout.click()
+    WebDriverWait(driver, WAIT).until(lambda d: path_of(d) == "/ui/login")
+    for _ in range(2):  # back to the jobs page, then to the overview
+        driver.back()
+        # A page restored from the back/forward cache reloads, and the server sends the
+        # browser without a session to the login page.
+        WebDriverWait(driver, WAIT).until(lambda d: path_of(d) == "/ui/login")
+        assert "Log out" not in page_text(driver)

@@ -345,6 +345,7 @@ def test_startup_line_says_where_it_listens_and_what_stays_closed(slow_clients_s
     (started,) = slow_clients_service.events(STARTED)
     assert started["url"] == f"http://127.0.0.1:{slow_clients_service.port}"
     assert started["database"] == str(path)
+    assert started["dashboard"] == "off"  # no ADMIN_TOKEN: nobody could log in
     warnings = [
         line
         for line in slow_clients_service.logs().splitlines()

@@ -155,9 +155,9 @@ async def test_diff_marks_changed_words_lines_and_hunks(
     assert "<script>alert" not in text
     assert 'class="diff side"' in text if view == "side" else 'class="diff"' in text
     assert "/ui/prompts/faq/diff?from=2&amp;to=1" in text  # swap
-    # Defaults: to = the active version (v1, no parent) -> nothing to compare: identical.
-    same = await html_of(client, "/ui/prompts/faq/diff")
-    assert "The texts are identical" in same
+    # Defaults: the active v1 against the newer candidate v2 (what it would change).
+    default = await html_of(client, "/ui/prompts/faq/diff")
+    assert "Be<ins> warm and</ins> concise." in default
     # The reverse diff deletes what the forward one added.
     back = await html_of(client, "/ui/prompts/faq/diff?from=2&to=1")
     assert "<del>Add a 你好.</del>" in back
@@ -260,7 +260,7 @@ def test_version_parameters_parse_or_name_their_field(raw: str) -> None:
     st.integers(0, 7),
     st.booleans(),
 )
-def test_default_pair_is_the_active_version_against_its_parent_or_predecessor(
+def test_default_pair_is_the_active_version_against_the_newest_or_its_parent(
     numbers: list[int], active_at: int, with_parent: bool
 ) -> None:
     numbers.sort()
@@ -284,9 +284,16 @@ def test_default_pair_is_the_active_version_against_its_parent_or_predecessor(
         for n in numbers
     ]
     old, new = resolve_pair(details, None, None)
-    assert new == active
     earlier = [n for n in numbers if n < active]
-    assert old == (parent if parent is not None else (earlier[-1] if earlier else active))
+    if active < numbers[-1]:  # newer versions wait: what would the newest change?
+        assert (old, new) == (active, numbers[-1])
+    else:
+        assert new == active
+        assert old == (parent if parent is not None else (earlier[-1] if earlier else active))
+    # Only `to`: against its parent or predecessor.
+    assert resolve_pair(details, None, active)[0] == (
+        parent if parent is not None else (earlier[-1] if earlier else active)
+    )
     assert resolve_pair(details, numbers[0], numbers[-1]) == (numbers[0], numbers[-1])
 
 

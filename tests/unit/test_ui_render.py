@@ -11,7 +11,7 @@ import pytest
 from jinja2 import UndefinedError
 from markupsafe import Markup
 
-from optimizer.ui.render import ago, environment, num, pct, render, sig, when
+from optimizer.ui.render import ago, code_spans, environment, num, pct, render, sig, when
 from optimizer.ui.web import NOTICES, UiContext
 
 NOW = datetime(2026, 12, 1, 13, 5, 42, tzinfo=UTC)
@@ -223,3 +223,11 @@ def test_no_template_has_inline_style_or_script():
         source = env.loader.get_source(env, name)[0]
         assert not re.search(r"\sstyle=|<style", source), name
         assert not re.search(r"<script(?![^>]*\ssrc=)|\son[a-z]+=", source), name
+
+
+def test_messages_show_backticked_commands_as_code_and_escape_the_rest():
+    shown = code_spans("stop it (`prompt-worker experiments stop 3`), not <b>`x`</b> & `")
+    assert shown == (
+        "stop it (<code>prompt-worker experiments stop 3</code>), "
+        "not &lt;b&gt;<code>x</code>&lt;/b&gt; &amp; `"
+    )

@@ -1,9 +1,13 @@
 // Live progress on /ui/jobs and /ui/jobs/{id}: while a shown job is pending or running,
-// ask /ui/jobs/live every 2 s and update its status, progress bar and step in place.
-// The pages work without this file (each has a "Refresh" link).
+// ask /ui/jobs/live and update its progress bar and step in place, every 2 s while
+// something moves, less often (up to every 15 s) while nothing does. When a job's status
+// changes (it starts, finishes, fails), the page is loaded again: its buttons, counts and
+// result then come from the server. The pages work without this file ("Refresh" link).
 (function () {
   "use strict";
   var PERIOD_MS = 2000;
+  var MAX_PERIOD_MS = 15000;
+  var period = PERIOD_MS;
   var UNFINISHED = ["pending", "running"];
 
   function watched() {
@@ -46,6 +50,7 @@
     if (step) { step.textContent = job.step || ""; }
   }
 
+  // True when the page was asked for again (a status changed); else whether anything moved.
   function update(ids, jobs) {
     var found = jobs.map(function (job) { return String(job.id); });
     ids.forEach(function (id) {
@@ -56,13 +61,27 @@
         });
       }
     });
+    var moved = false;
+    var restarted = false;
     jobs.forEach(function (job) {
       document.querySelectorAll('[data-job-id="' + job.id + '"]').forEach(function (el) {
-        if (el.getAttribute("data-status") !== job.status) { setStatus(el, job); }
-        el.setAttribute("data-status", job.status);
+        if (el.getAttribute("data-status") !== job.status) {
+          setStatus(el, job);
+          el.setAttribute("data-status", job.status);
+          restarted = true;
+        }
+        var key = job.progress + "|" + (job.step || "") + "|" + job.cancel_requested;
+        if (el.getAttribute("data-seen") !== null && el.getAttribute("data-seen") !== key) {
+          moved = true;
+        }
+        el.setAttribute("data-seen", key);
         setProgress(el, job);
       });
     });
+    if (restarted) {
+      window.location.reload();
+    }
+    return restarted || moved;
   }
 
   function poll() {
@@ -81,8 +100,9 @@
         return answer.json();
       })
       .then(function (body) {
-        update(ids, body.jobs);
-        window.setTimeout(poll, PERIOD_MS);
+        var changed = update(ids, body.jobs);
+        period = changed ? PERIOD_MS : Math.min(MAX_PERIOD_MS, period * 1.5);
+        window.setTimeout(poll, period);
       })
       .catch(function () { /* leave the page as it is; "Refresh" reloads it */ });
   }
