@@ -54,9 +54,13 @@ def test_batches_by_size_then_the_rest_on_flush(fake: ThreadedServer, script: Sc
     with client_for(fake, batch_size=10) as client:
         for n in range(25):
             client.log(record(n))
-        wait_for(lambda: len(script.posted()) == 2, what="two full batches")
+        # The fake records a batch before it answers, and the client counts it as sent only
+        # on the answer: wait for both. The rest waits for its age (60 s) or a flush.
+        wait_for(
+            lambda: len(script.posted()) == 2 and client.stats.buffered == 5,
+            what="two full batches sent and answered, five records left",
+        )
         assert [len(p.conversations()) for p in script.posted()] == [10, 10]
-        assert client.stats.buffered == 5  # the rest waits for its age (60 s) or a flush
         assert client.flush(timeout=10)
         posts = script.posted()
         assert [len(p.conversations()) for p in posts] == [10, 10, 5]
