@@ -230,16 +230,12 @@ def earlier_attempt(session: Session, prompt_id: int, job_id: int) -> EarlierAtt
     if not rows:
         return None
     first = rows[0]
-    try:
-        ids = json.loads(first.insight_ids or "[]")
-    except json.JSONDecodeError:
-        ids = []
     return EarlierAttempt(
         stored=[StoredVariant(row.version, row.change_notes) for row in rows],
         provider=first.provider,
         requested_model=first.requested_model,
         model=first.model,
-        insight_ids=ids if isinstance(ids, list) else [],
+        insight_ids=list(prompts.decode_insight_ids(first.insight_ids)),
     )
 
 
