@@ -2,6 +2,7 @@
 
 from models.base import Base, UtcDateTime
 from models.conversations import Conversation
+from models.evaluations import CandidateEvaluation
 from models.experiments import Experiment, ExperimentAnalysis, ExperimentArm
 from models.idempotency import IdempotencyKey
 from models.insights import PatternInsight
@@ -21,6 +22,7 @@ from models.ui_sessions import UiSession
 
 __all__ = [
     "Base",
+    "CandidateEvaluation",
     "Conversation",
     "Experiment",
     "ExperimentAnalysis",

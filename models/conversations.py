@@ -64,6 +64,9 @@ class Conversation(Base):
     segment: Mapped[str | None] = mapped_column(String(200))
     tags: Mapped[str | None] = mapped_column(Text)  # JSON list of strings
     transcript: Mapped[str | None] = mapped_column(Text)
+    # The structured transcript (JSON list of {"role", "content"}), when the application sent
+    # one; replay reads the user turns from it. NULL on rows stored before revision 0010.
+    messages: Mapped[str | None] = mapped_column(Text)
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=NOW)
     ingested_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=NOW)
     # PostgreSQL: the id of the transaction that stored the row (pg_current_xact_id(), set by

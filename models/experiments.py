@@ -21,7 +21,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import ID, NOW, Base, UtcDateTime
 
-EXPERIMENT_STATUSES = ("running", "paused", "completed", "stopped")
+EXPERIMENT_STATUSES = ("running", "paused", "awaiting_approval", "completed", "stopped")
+# Live: traffic is split between the arms. At most one live experiment per prompt.
+LIVE_STATUSES = ("running", "paused", "awaiting_approval")
 ARM_STATUSES = ("active", "stopped")
 
 
@@ -31,19 +33,19 @@ class Experiment(Base):
         CheckConstraint(
             "status IN (" + ", ".join(repr(s) for s in EXPERIMENT_STATUSES) + ")", name="status"
         ),
-        # One live (running or paused) experiment per prompt.
+        # One live experiment per prompt.
         Index(
             "uq_ai_ab_experiments_one_live",
             "prompt_id",
             unique=True,
-            sqlite_where=text("status IN ('running', 'paused')"),
-            postgresql_where=text("status IN ('running', 'paused')"),
+            sqlite_where=text("status IN ('running', 'paused', 'awaiting_approval')"),
+            postgresql_where=text("status IN ('running', 'paused', 'awaiting_approval')"),
         ),
     )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16), server_default=text("'running'"))
+    status: Mapped[str] = mapped_column(String(32), server_default=text("'running'"))
     primary_metric: Mapped[str] = mapped_column(String(64), server_default=text("'success'"))
     guardrails: Mapped[str] = mapped_column(Text, server_default=text("'[]'"))  # JSON
     confidence: Mapped[float] = mapped_column(Float, server_default=text("0.9"))

@@ -21,11 +21,24 @@ from models.base import ID, NOW, Base, UtcDateTime
 VERSION_STATUSES = ("candidate", "testing", "active", "retired", "rejected")
 
 
+PROMOTION_MODES = ("auto", "approve")
+
+
 class Prompt(Base):
     __tablename__ = "prompts"
+    __table_args__ = (
+        CheckConstraint(
+            "promotion_mode IS NULL OR promotion_mode IN ('auto', 'approve')",
+            name="promotion_mode",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    # NULL follows the PROMOTION_MODE setting; 'approve' makes a winner wait for a person.
+    promotion_mode: Mapped[str | None] = mapped_column(String(16))
+    # Extra criteria the replay judge applies to this prompt's candidates (optional).
+    judge_rubric: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=NOW)
 
 
@@ -53,6 +66,9 @@ class PromptVersion(Base):
     content: Mapped[str] = mapped_column(Text)
     content_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), server_default=text("'candidate'"))
+    # Why the version has its status, when something decided it (a candidate rejected by
+    # replay carries its win rates here).
+    status_reason: Mapped[str | None] = mapped_column(Text)
     change_notes: Mapped[str | None] = mapped_column(Text)
     parent_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("ai_prompt_versions.id", ondelete="SET NULL")

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from models.experiments import Experiment, ExperimentArm
 from models.prompts import Prompt, PromptVersion
 from optimizer.assignment import SCHEME_NAME, SCHEME_VERSION
-from optimizer.experiments.store import LIVE_STATUSES
+from models.experiments import LIVE_STATUSES
 
 
 def build(session: Session) -> dict[str, Any]:

@@ -33,6 +33,7 @@ LlmProvider = Literal["anthropic", "offline"]
 LogFormat = Literal["kv", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 UiAccess = Literal["auto", "off", "read-only", "full"]
+PromotionMode = Literal["auto", "approve"]
 LLM_PROVIDERS: tuple[str, ...] = get_args(LlmProvider)
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 LOG_LEVELS = tuple(level.lower() for level in get_args(LogLevel))
@@ -68,6 +69,7 @@ AnyCaseLevel = Annotated[LogLevel, BeforeValidator(_upper)]
 AnyCaseFormat = Annotated[LogFormat, BeforeValidator(_lower)]
 AnyCaseProvider = Annotated[LlmProvider, BeforeValidator(_lower)]
 AnyCaseUiAccess = Annotated[UiAccess, BeforeValidator(_lower)]
+AnyCasePromotionMode = Annotated[PromotionMode, BeforeValidator(_lower)]
 HttpUrl = Annotated[str | None, AfterValidator(_http_url)]
 
 
@@ -209,6 +211,32 @@ class Settings(BaseSettings):
     )
     ui_session_hours: float = Field(
         8.0, gt=0, le=168, description="Hours a dashboard login lasts (from login, not idle)."
+    )
+    promotion_mode: AnyCasePromotionMode = Field(
+        "auto",
+        description="auto (a winner becomes active) or approve (it waits for a person); "
+        "a prompt may override it.",
+    )
+    max_live_candidates: int = Field(
+        2, ge=1, le=5, description="Most candidates of one generation that go live."
+    )
+    replay_enabled: bool = Field(
+        True, description="Replay and judge candidates on logged conversations before exposure."
+    )
+    replay_model: str = Field(
+        "sonnet", description="Model that answers replayed conversations (alias or id)."
+    )
+    judge_model: str = Field(
+        "sonnet", description="Model that judges replayed answers pairwise (alias or id)."
+    )
+    replay_failing_sample: int = Field(
+        8, ge=1, le=200, description="Failing conversations replayed per candidate."
+    )
+    replay_holdout_sample: int = Field(
+        6, ge=0, le=200, description="Held-out successful conversations replayed per candidate."
+    )
+    replay_max_turns: int = Field(
+        2, ge=1, le=20, description="Most user turns of a conversation replayed."
     )
 
     @property

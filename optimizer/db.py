@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -13,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -169,12 +171,36 @@ def alembic_config() -> Config:
 def migrate(engine: Engine) -> None:
     """Bring the schema to head. Safe to run on every start and from several replicas:
     on PostgreSQL an advisory lock serialises concurrent runs."""
-    cfg = alembic_config()
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7217001)")
+    with migration_connection(engine) as conn:
+        cfg = alembic_config()
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+@contextmanager
+def migration_connection(engine: Engine) -> Iterator[Connection]:
+    """One transaction for a migration. On SQLite, foreign keys are off while it runs and
+    checked before it commits: batch mode changes a constraint by copying the table and
+    dropping the old one, and with foreign keys on that DROP deletes (ON DELETE CASCADE) or
+    empties (SET NULL) every row that refers to it. SQLite ignores the pragma inside a
+    transaction, so it is set on the raw connection before BEGIN."""
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7217001)")
+                yield conn
+                if sqlite and (broken := conn.exec_driver_sql("PRAGMA foreign_key_check").all()):
+                    raise PromptWorkerError(
+                        f"the migration left {len(broken)} row(s) referring to missing rows "
+                        f"(first: {tuple(broken[0])}); nothing was changed"
+                    )
+        finally:
+            if sqlite:
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
 def head_revision() -> str | None:

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from models.experiments import Experiment
+from models.experiments import LIVE_STATUSES, Experiment
 from models.prompts import Prompt, PromptActivation, PromptVersion
 from optimizer.clock import iso
 from optimizer.errors import Conflict, InvalidInput, NotFound
@@ -28,7 +28,6 @@ MAX_ACTOR_CHARS = 200
 MAX_REASON_CHARS = 5_000
 MAX_VERSION = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
 SOURCES = ("manual", "llm", "offline", "rollback")
-LIVE_EXPERIMENT_STATUSES = ("running", "paused")
 
 
 @dataclass(frozen=True)
@@ -357,7 +356,7 @@ def prompt_activity(session: Session) -> dict[str, PromptActivity]:
         .outerjoin(changes, changes.c.prompt_id == Prompt.id)
         .outerjoin(
             Experiment,
-            (Experiment.prompt_id == Prompt.id) & Experiment.status.in_(LIVE_EXPERIMENT_STATUSES),
+            (Experiment.prompt_id == Prompt.id) & Experiment.status.in_(LIVE_STATUSES),
         )
         .order_by(Prompt.name, Experiment.id)
     )
@@ -591,7 +590,7 @@ def rollback(
     reason = check_text(reason, "reason", MAX_REASON_CHARS)
     live = session.scalars(
         select(Experiment).where(
-            Experiment.prompt_id == prompt.id, Experiment.status.in_(LIVE_EXPERIMENT_STATUSES)
+            Experiment.prompt_id == prompt.id, Experiment.status.in_(LIVE_STATUSES)
         )
     ).first()
     if live is not None:

@@ -30,7 +30,7 @@ from models.conversations import Conversation as C
 from models.experiments import Experiment
 from models.prompts import Prompt
 from optimizer.db import session_factory
-from optimizer.experiments.store import LIVE_STATUSES
+from models.experiments import LIVE_STATUSES
 from optimizer.patterns import rollup as patterns_rollup
 from optimizer.stats.metrics import CAPPED
 from optimizer.watermark import order_column

@@ -17,7 +17,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models.experiments import EXPERIMENT_STATUSES, Experiment, ExperimentAnalysis, ExperimentArm
+from models.experiments import (
+    EXPERIMENT_STATUSES,
+    LIVE_STATUSES,
+    Experiment,
+    ExperimentAnalysis,
+    ExperimentArm,
+)
 from models.prompts import Prompt, PromptVersion
 from optimizer import prompts
 from optimizer.clock import iso
@@ -33,7 +39,6 @@ from optimizer.experiments.validation import (
 )
 from optimizer.text_input import refuse_unstorable, shown
 
-LIVE_STATUSES = ("running", "paused")
 DEFAULT_CANDIDATES = 3
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import Table, exists, select, update
 from sqlalchemy.orm import Session
 
 from models.conversations import Conversation
-from models.experiments import Experiment
+from models.experiments import LIVE_STATUSES, Experiment
 from models.insights import PatternInsight
 from models.jobs import OptimizationJob
 from models.prompts import Prompt, PromptVersion
@@ -23,7 +23,7 @@ from optimizer.db import upsert_insert
 from optimizer.errors import PermanentJobError
 from optimizer.patterns import fingerprints
 from optimizer.patterns.describe import InsightDraft
-from optimizer.prompts import LIVE_EXPERIMENT_STATUSES, lock_prompt
+from optimizer.prompts import lock_prompt
 from optimizer.stats import finite_only
 
 INSIGHTS: Table = PatternInsight.__table__  # type: ignore[assignment]
@@ -210,7 +210,7 @@ def _retire_unconfirmed(session: Session, target: Target, confirmed: list[str]) 
 def live_experiment(session: Session, prompt_id: int) -> tuple[int, str] | None:
     row = session.execute(
         select(Experiment.id, Experiment.status)
-        .where(Experiment.prompt_id == prompt_id, Experiment.status.in_(LIVE_EXPERIMENT_STATUSES))
+        .where(Experiment.prompt_id == prompt_id, Experiment.status.in_(LIVE_STATUSES))
         .order_by(Experiment.id)
     ).first()
     return (int(row[0]), str(row[1])) if row is not None else None

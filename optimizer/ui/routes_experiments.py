@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from yarl import URL
 
-from models.experiments import EXPERIMENT_STATUSES
+from models.experiments import EXPERIMENT_STATUSES, LIVE_STATUSES
 from optimizer.clock import utcnow
 from optimizer.db import session_factory
 from optimizer.experiments import store
@@ -214,7 +214,7 @@ def detail_page(experiment_id: int) -> Callable[[Session], Mapping[str, object]]
         labels = series.arm_labels(checks)
         return {
             "experiment": view,
-            "live": view.status in store.LIVE_STATUSES,
+            "live": view.status in LIVE_STATUSES,
             "checks": len(checks),
             "guardrail_settings": guardrail_settings(view.guardrails),
             "lift_chart": charts.lift_chart(lift),

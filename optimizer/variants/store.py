@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.conversations import Conversation
-from models.experiments import Experiment
+from models.experiments import LIVE_STATUSES, Experiment
 from models.insights import PatternInsight
 from models.llm_calls import LlmCall
 from models.prompts import Prompt, PromptVersion
@@ -196,7 +196,7 @@ def live_experiment(session: Session, prompt_id: int) -> tuple[int, str] | None:
     row = session.execute(
         select(Experiment.id, Experiment.status).where(
             Experiment.prompt_id == prompt_id,
-            Experiment.status.in_(prompts.LIVE_EXPERIMENT_STATUSES),
+            Experiment.status.in_(LIVE_STATUSES),
         )
     ).first()
     return (row[0], row[1]) if row is not None else None

@@ -22,6 +22,7 @@ from optimizer.db import (
     current_revision,
     head_revision,
     migrate,
+    migration_connection,
 )
 from optimizer.runtime import queue
 
@@ -197,7 +198,7 @@ def _differences_from_models(engine: Engine) -> list[object]:
 
 def _downgrade(engine: Engine, revision: str) -> None:
     cfg = alembic_config()
-    with engine.begin() as conn:
+    with migration_connection(engine) as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
 
@@ -222,6 +223,7 @@ def test_migrations_build_the_models_and_round_trip(db_url: str) -> None:
             "pattern_tag_unit_hours",
             "rollup_marks",
             "ui_sessions",
+            "candidate_evaluations",
         }
         _downgrade(engine, "base")
         assert _tables(engine) == set()
@@ -249,9 +251,49 @@ def test_revision_0009_adds_ui_sessions_and_its_downgrade_drops_only_that(engine
     before = _tables(engine)
     assert "ui_sessions" in before
     _downgrade(engine, "0008")
-    assert _tables(engine) == before - {"ui_sessions"}
+    assert _tables(engine) == before - {"ui_sessions", "candidate_evaluations"}
     migrate(engine)
     assert _tables(engine) == before
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM optimization_jobs")).scalar_one() == 1
         assert conn.execute(text("SELECT count(*) FROM ui_sessions")).scalar_one() == 0
+
+
+def test_revision_0010_keeps_one_live_experiment_and_its_downgrade_pauses_awaiting(
+    engine: Engine,
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO prompts (name) VALUES ('p')"))
+        conn.execute(
+            text(
+                "INSERT INTO ai_prompt_versions (prompt_id, version, content, content_hash) "
+                "VALUES ((SELECT id FROM prompts WHERE name = 'p'), 1, 'x', 'h')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO ai_ab_experiments (prompt_id, status) "
+                "VALUES ((SELECT id FROM prompts WHERE name = 'p'), 'awaiting_approval')"
+            )
+        )
+    # Awaiting approval is live: a second live experiment of the prompt is refused.
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO ai_ab_experiments (prompt_id, status) "
+                "VALUES ((SELECT id FROM prompts WHERE name = 'p'), 'running')"
+            )
+        )
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("UPDATE prompts SET promotion_mode = 'sometimes'"))
+    _downgrade(engine, "0009")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM ai_ab_experiments")).scalar_one() == "paused"
+    assert "candidate_evaluations" not in _tables(engine)
+    migrate(engine)
+    assert _differences_from_models(engine) == []
+    # Rebuilding prompts and ai_ab_experiments (SQLite's batch mode) deleted no row that
+    # refers to them: foreign keys are off while a migration runs.
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM ai_prompt_versions")).scalar_one() == 1
+        assert conn.execute(text("SELECT count(*) FROM ai_ab_experiments")).scalar_one() == 1
