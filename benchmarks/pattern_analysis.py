@@ -13,7 +13,8 @@ finding (a) or with seg-03 found (b), under
   with numpy from per-user arrays (significance.moments_of_units).
 The first --e2e-runs runs of the first two rows also go through the real handler on SQLite
 (rows inserted, pattern_analysis run, insights read back); the SQL's sums and the stored
-actionable findings must equal the numpy path's.
+actionable findings (the actionable facets of the stored insights, which group the
+findings about the same conversations) must equal the numpy path's.
 
 Scale (--skip-timing leaves it out). One prompt with one active version on PostgreSQL (a
 throwaway cluster, as benchmarks/monitoring.py starts one, or --postgres URL), its history
@@ -28,7 +29,9 @@ over the new hour and of the analysis run (the real handler: its own pass, the r
 sums, the tests, BH, transcript samples and themes, sample ids, storing, chaining), peak
 Python memory (tracemalloc) and the growth of the process's peak RSS, the rollup's size, and
 for comparison the same sums by a full scan of the raw conversations (tests/support/
-pattern_scan.py, what a run did before the rollup; --skip-raw leaves it out). Last, the ratio
+pattern_scan.py, what a run did before the rollup; --skip-raw leaves it out), and what
+grouping's count of shared conversations (optimizer.patterns.overlap) costs when a run
+needs it: the planted segment with one tag, and with four. Last, the ratio
 of the largest size's pass + run to the smallest's (aim: within 2x, memory flat).
 
 Usage: python -m benchmarks.pattern_analysis [--runs 500] [--e2e-runs 10] [--seed 1]
@@ -41,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import json
 import math
 import resource
 import statistics
@@ -71,6 +75,8 @@ from optimizer.clock import utcnow  # noqa: E402
 from optimizer.db import create_db_engine, migrate, read_only  # noqa: E402
 from optimizer.jobs.pattern_analysis import analyze_patterns  # noqa: E402
 from optimizer.patterns import aggregate, fingerprints  # noqa: E402
+from optimizer.patterns.grouping import Subject  # noqa: E402
+from optimizer.patterns.overlap import co_occurrences  # noqa: E402
 from optimizer.patterns.rollup import floor_hour  # noqa: E402
 from optimizer.patterns.segments import (  # noqa: E402
     MIN_GROUP_N,
@@ -271,12 +277,20 @@ def e2e_actionable(
     asyncio.run(analyze_patterns(ctx, job))
     with engine.connect() as conn:
         sql = aggregate.segment_sums(conn, version_id, aggregate.Bounds(ACCURACY_NOW))
-        found = frozenset(
-            conn.scalars(
-                select(PatternInsight.fingerprint).where(
-                    PatternInsight.prompt_id == prompt_id, PatternInsight.is_actionable.is_(True)
-                )
+        stored = conn.scalars(
+            select(PatternInsight.evidence).where(
+                PatternInsight.prompt_id == prompt_id, PatternInsight.is_actionable.is_(True)
             )
+        )
+        # An insight groups the findings about the same conversations: its actionable
+        # facets are the findings the numpy path names one by one.
+        found = frozenset(
+            fingerprints.regression(f["metric"])
+            if f["dimension"] is None
+            else fingerprints.segment(f["dimension"], f["value"], f["metric"], f["window"])
+            for raw in stored
+            for f in json.loads(raw)["facets"]
+            if f["actionable"]
         )
     return found, sql.totals, sql.segments
 
@@ -520,6 +534,29 @@ def raw_scan(engine: Engine, version_id: int, bounds: aggregate.Bounds) -> None:
         pattern_scan.tag_sums(conn, version_id, bounds)
 
 
+def overlap_cost(engine: Engine, version_id: int, bounds: aggregate.Bounds) -> None:
+    """What grouping's count of shared conversations costs when a run needs it (here no
+    tag does worse, so the runs above never do): with one candidate tag (only the
+    candidate segment's rows are read) and with several (every conversation's tags of the
+    7 days are read)."""
+    seg = Subject("segment", PLANTED)
+    tags = [Subject("tag", t) for t in ("refund", "vip", "web", "mobile")]
+    times = []
+    for subjects in ([seg, tags[0]], [seg, *tags]):
+        with read_only(engine).connect() as conn:
+            counts, seconds = timed(
+                lambda conn=conn, subjects=subjects: co_occurrences(
+                    conn, version_id, bounds, subjects
+                )
+            )
+        times.append(f"{seconds * 1000:8.1f} ms ({len(counts)} pairs)")
+    print(
+        f"{'':15}grouping's shared conversations, when needed: a segment and one tag "
+        f"{times[0]}; a segment and four tags {times[1]}",
+        flush=True,
+    )
+
+
 def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -615,6 +652,7 @@ class Scale:
             f"{result.get('tests')}, actionable {result.get('actionable')}",
             flush=True,
         )
+        overlap_cost(self.engine, self.traffic.version_id, aggregate.Bounds(clock.now))
         if not skip_raw:
             version_id = self.traffic.version_id
             _, raw_s = timed(lambda: raw_scan(self.engine, version_id, aggregate.Bounds(clock.now)))

@@ -24,6 +24,9 @@ from models.base import ID, NOW, Base, UtcDateTime
 EXPERIMENT_STATUSES = ("running", "paused", "awaiting_approval", "completed", "stopped")
 # Live: traffic is split between the arms. At most one live experiment per prompt.
 LIVE_STATUSES = ("running", "paused", "awaiting_approval")
+# Traffic is split between the arms: running, or a winner waiting for a person's approval
+# (the split stays until the person decides). Paused: everyone gets the control.
+SPLIT_STATUSES = ("running", "awaiting_approval")
 ARM_STATUSES = ("active", "stopped")
 
 

@@ -13,12 +13,17 @@ for every unit, exactly what optimizer.resolve answers:
                                            "status": "active" | "stopped",
                                            "role": "control" | "variant"}, ...]} | null}]}
 
-The rules are resolve's: an experiment is listed only while it is running or paused, its
-control arm is active and every weight is a positive finite number (otherwise resolve
-ignores it: a weight of NaN or infinity, which PostgreSQL's `weight > 0` check lets
-through, cannot split units); every arm is listed, stopped ones too, so the slices of the
-others never move. Prompts are ordered by name and arms by id, so the same state always
-gives the same document and the same ETag.
+The rules are resolve's: an experiment is listed only while it is live (running, paused or
+awaiting approval; one awaiting approval is listed as "running": its traffic keeps its split
+until a person decides, and SDKs know only the two routing states), its control arm is
+active and every weight is a positive finite number (otherwise resolve ignores it: a
+weight of NaN or infinity, which PostgreSQL's `weight > 0` check lets through, cannot split
+units); every arm is listed, stopped ones too, so the slices of the others never move.
+Prompts are ordered by name and arms by id, so the same state always gives the same
+document and the same ETag.
+
+Every `content` is the version's text as served: its protected-section markers removed
+(optimizer.prompt_text.served_text), as the admin API never does.
 
 The server builds this document once per change of routing (optimizer.routing_refresh):
 resolve evaluates it (optimizer.routing) and GET /v1/config serves it as built.
@@ -35,10 +40,10 @@ from typing import Any
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from models.experiments import Experiment, ExperimentArm
+from models.experiments import LIVE_STATUSES, SPLIT_STATUSES, Experiment, ExperimentArm
 from models.prompts import Prompt, PromptVersion
 from optimizer.assignment import SCHEME_NAME, SCHEME_VERSION
-from models.experiments import LIVE_STATUSES
+from optimizer.prompt_text import served_text
 
 
 def build(session: Session) -> dict[str, Any]:
@@ -66,7 +71,11 @@ def build(session: Session) -> dict[str, Any]:
                 "name": prompt.name,
                 "active_version": None
                 if prompt.version_id is None
-                else {"number": prompt.version, "id": prompt.version_id, "content": prompt.content},
+                else {
+                    "number": prompt.version,
+                    "id": prompt.version_id,
+                    "content": served_text(prompt.content),
+                },
                 "experiment": experiments.get(prompt.id),
             }
             for prompt in prompts
@@ -75,7 +84,7 @@ def build(session: Session) -> dict[str, Any]:
 
 
 def _live_experiments(session: Session) -> dict[int, dict[str, Any]]:
-    """Per prompt id, its running or paused experiment whose control arm is active."""
+    """Per prompt id, its live experiment whose control arm is active."""
     rows = session.execute(
         select(
             Experiment.prompt_id,
@@ -107,13 +116,13 @@ def _live_experiments(session: Session) -> dict[int, dict[str, Any]]:
             prompt_id,
             {
                 "id": experiment_id,
-                "status": status,
+                "status": routing_status(status),
                 "arms": [
                     {
                         "id": arm.id,
                         "version": arm.version,
                         "version_id": arm.version_id,
-                        "content": arm.content,
+                        "content": served_text(arm.content),
                         "weight": arm.weight,
                         "status": arm.status,
                         "role": "control" if arm.is_control else "variant",
@@ -123,6 +132,12 @@ def _live_experiments(session: Session) -> dict[int, dict[str, Any]]:
             },
         )
     return live
+
+
+def routing_status(status: str) -> str:
+    """How a live experiment routes: "running" splits the traffic (also while a winner awaits
+    approval), "paused" serves everyone the control."""
+    return "running" if status in SPLIT_STATUSES else "paused"
 
 
 def etag(document: dict[str, Any]) -> str:

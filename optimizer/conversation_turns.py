@@ -27,7 +27,10 @@ _SPEAKERS = {
     "agent": "assistant",
     "system": "system",
 }
-_SPEAKER_LINE = re.compile(r"^\s*(" + "|".join(_SPEAKERS) + r")\s*:\s?(.*)$", re.IGNORECASE)
+# ASCII: under Unicode case folding "ſystem:" and "aİ:" would match, and name no speaker.
+_SPEAKER_LINE = re.compile(
+    r"^\s*(" + "|".join(_SPEAKERS) + r")\s*:\s?(.*)$", re.IGNORECASE | re.ASCII
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,9 @@ def _has_user_turn(turns: list[Turn]) -> bool:
 def _from_messages(text: str) -> list[Turn] | Unusable:
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
+        # ValueError: not JSON, or a number past int()'s digit limit; RecursionError: nested
+        # too deep. Ingest stores neither: the row was edited by hand.
         return Unusable("its stored messages are not JSON (edited by hand?)")
     if not isinstance(data, list):
         return Unusable("its stored messages are not a list (edited by hand?)")

@@ -30,13 +30,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from models.conversations import Conversation
-from models.experiments import Experiment, ExperimentArm
+from models.experiments import SPLIT_STATUSES, Experiment, ExperimentArm
 from models.prompts import Prompt, PromptVersion
 from optimizer import copy_insert, idempotency
 from optimizer.assignment import pick_arm
 from optimizer.errors import Conflict, InvalidInput
 from optimizer.ingest_record import FIELDS as FIELDS
-from optimizer.ingest_record import NOW, ConversationRecord, problems
+from optimizer.ingest_record import NOW, ConversationRecord, problems, stored_messages
 from optimizer.stats import REGISTRY
 from optimizer.text_input import kind_of
 
@@ -70,9 +70,10 @@ class RowsInvalid(InvalidInput):
 
 # Metrics whose record field and column are named differently (none so far).
 _RENAMED = {m.name: m.column for m in REGISTRY if m.name != m.column}
-# The record's fields stored as they are, then the two that are converted on the way.
+# The record's fields stored as they are, then those converted on the way (to JSON text;
+# occurred_at to its default).
 _LOOKED_UP = ("prompt", "version", "experiment_id")
-_CONVERTED = ("tags", "occurred_at")
+_CONVERTED = ("tags", "messages", "occurred_at")
 _PLAIN = tuple(name for name in FIELDS if name not in _LOOKED_UP + _CONVERTED)
 _plain_values = attrgetter(*_PLAIN)
 # The columns a row fills, in the order of its tuple. Named, never positional: a column added
@@ -114,7 +115,12 @@ def check_record(raw: Any, index: int, now: datetime) -> tuple[Draft | None, lis
     tags, occurred_at = fields["tags"], fields["occurred_at"]
     if tags is not None:
         tags = json.dumps(tags) if tags else _NO_TAGS
-    values = (*_plain_values(record), tags, now if occurred_at is None else occurred_at)
+    values = (
+        *_plain_values(record),
+        tags,
+        stored_messages(fields["messages"]),
+        now if occurred_at is None else occurred_at,
+    )
     return Draft(
         index,
         fields["prompt"],
@@ -247,7 +253,9 @@ def _load_experiments(conn: Connection, ids: set[int]) -> dict[int, ExperimentRe
         .where(Experiment.id.in_(sorted(ids)))
     )
     for row in rows:
-        experiment = found.setdefault(row.id, ExperimentRef(row.prompt_id, row.status == "running"))
+        experiment = found.setdefault(
+            row.id, ExperimentRef(row.prompt_id, row.status in SPLIT_STATUSES)
+        )
         if row.arm_id is not None and row.version is not None:
             experiment.add(
                 ArmRef(

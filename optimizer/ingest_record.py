@@ -9,7 +9,16 @@ A record holds exactly these fields (`null` counts as absent):
                                         the metric's bounds (see optimizer.stats.metrics)
     input_tokens, output_tokens (whole, 0..bound), segment (<= 200 chars),
     tags (<= 50 strings of <= 100 chars), transcript (<= 100,000 chars),
+    messages (the structured transcript, below),
     occurred_at (ISO 8601, at most FUTURE_TOLERANCE ahead; default now)  optional
+
+`messages` is a list of at most MAX_MESSAGES {"role", "content"} objects: role one of
+optimizer.conversation_turns.ROLES, content a string, or Anthropic's list of text blocks
+({"type": "text", "text": ...}), joined into one string here so that what is stored is
+always a string; the contents hold at most MAX_MESSAGES_CHARS characters in all, the
+transcript's limit. An empty list counts as absent (stored as NULL, so replay falls back to
+the text transcript). A message or a block with another key is refused, as a record is,
+except the two keys Anthropic's text blocks may carry beside their text (BLOCK_METADATA).
 
 `problems` turns a record's validation error into one problem per bad field, in the words
 of the shared adapter (optimizer.input_models), so a batch reports every bad field of
@@ -18,7 +27,8 @@ every row.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -34,16 +44,26 @@ from pydantic import (
 )
 
 from optimizer.clock import iso, utcnow
+from optimizer.conversation_turns import ROLES
 from optimizer.errors import InvalidInput
-from optimizer.input_models import InputModel, MustBe, describe_error, plus_zero
+from optimizer.input_models import InputModel, MustBe, describe_error, one_of, plus_zero
 from optimizer.prompt_text import MAX_NAME_CHARS
 from optimizer.resolve import MAX_UNIT_ID
 from optimizer.stats import REGISTRY, Metric
-from optimizer.text_input import MAX_ID, parse_timestamp, shown, text_problem
+from optimizer.text_input import MAX_ID, kind_of, parse_timestamp, shown, text_problem, unstorable
 
 MAX_SEGMENT = 200
 MAX_TAGS, MAX_TAG = 50, 100
 MAX_TRANSCRIPT = 100_000
+MAX_MESSAGES = 500
+# The structured transcript holds as much text as the text one may: the same conversation.
+MAX_MESSAGES_CHARS = MAX_TRANSCRIPT
+# Keys an Anthropic text block may carry beside "type" and "text": how to cache or cite it,
+# not words of the conversation. Dropped, so messages sent to Claude can be logged as they are.
+BLOCK_METADATA = ("cache_control", "citations")
+# Between the texts of a message's blocks: a user's blocks (a document, then a question)
+# run together otherwise.
+BLOCK_SEPARATOR = "\n\n"
 MAX_INT32 = 2**31 - 1
 # The metrics' bounds are in the registry (optimizer.stats.metrics), and the checks treat
 # stored values outside them as missing: a larger value is a unit mistake or a broken
@@ -115,6 +135,109 @@ def _metric_field(m: Metric) -> tuple[Any, Any]:
     )
 
 
+_TEXT_BLOCK = '{"type": "text", "text": "..."}'
+
+
+def message_content(value: Any) -> str:
+    """A message's content as stored: a string as it is, a list of text blocks joined."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, list):
+        text = BLOCK_SEPARATOR.join(
+            words for at, block in enumerate(value) if (words := _block_text(block, at))
+        )
+    else:
+        raise ValueError(
+            f"must be a string (or a list of text blocks {_TEXT_BLOCK}); got {kind_of(value)}"
+        )
+    problem = unstorable(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text
+
+
+def _block_text(block: Any, at: int) -> str:
+    if not isinstance(block, dict):
+        raise ValueError(
+            f"holds {kind_of(block)} at [{at}]; a list may hold only text blocks "
+            f"{_TEXT_BLOCK}, or send the text as a string"
+        )
+    kind = block.get("type")
+    if kind != "text":
+        raise ValueError(
+            f"holds a block of type {shown(kind)} at [{at}]; only text is stored: send "
+            "the text as a string (a tool's result as a message of role 'tool')"
+        )
+    for key in block:
+        if key not in ("type", "text", *BLOCK_METADATA):
+            raise ValueError(
+                f"holds a text block with the unknown key {shown(key)} at [{at}]; allowed: "
+                f"type, text, {', '.join(BLOCK_METADATA)}"
+            )
+    text = block.get("text")
+    if not isinstance(text, str):
+        raise ValueError(
+            f"holds a text block at [{at}] whose text is not a string; got {kind_of(text)}"
+        )
+    return text
+
+
+class ConversationMessage(InputModel):
+    """One turn of the structured transcript."""
+
+    role: Annotated[
+        str, PlainValidator(one_of(ROLES)), WithJsonSchema({"type": "string", "enum": list(ROLES)})
+    ]
+    content: Annotated[
+        str,
+        PlainValidator(message_content),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string"},
+                    {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "type": {"const": "text"},
+                                "text": {"type": "string"},
+                                **{key: {} for key in BLOCK_METADATA},
+                            },
+                            "required": ["type", "text"],
+                            "additionalProperties": False,
+                        },
+                    },
+                ],
+                "description": "a string, or Anthropic's text blocks (joined with a blank "
+                f"line; {' and '.join(BLOCK_METADATA)} ignored)",
+            }
+        ),
+    ]
+
+
+def _messages(messages: list[ConversationMessage]) -> list[ConversationMessage]:
+    total = sum(len(message.content) for message in messages)
+    if total > MAX_MESSAGES_CHARS:
+        raise ValueError(
+            f"hold {total:,} characters of content in all; at most {MAX_MESSAGES_CHARS:,} "
+            "(as a transcript)"
+        )
+    return messages
+
+
+def stored_messages(messages: Sequence[ConversationMessage] | None) -> str | None:
+    """The column's JSON text: [{"role", "content"}, ...] with string contents; NULL for none
+    (an empty list too: replay then reads the text transcript)."""
+    if not messages:
+        return None
+    return json.dumps(
+        [{"role": message.role, "content": message.content} for message in messages],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
 _TOKENS = MustBe(f"a whole number from 0 to {MAX_TOKENS:,}")
 _FIELDS: dict[str, Any] = {
     "prompt": (
@@ -151,6 +274,16 @@ _FIELDS: dict[str, Any] = {
     "transcript": (
         _text_field(MAX_TRANSCRIPT, allow_blank=True) | None,
         Field(None, description="the conversation"),
+    ),
+    "messages": (
+        Annotated[list[ConversationMessage], AfterValidator(_messages)] | None,
+        Field(
+            None,
+            max_length=MAX_MESSAGES,
+            description=f"the conversation as turns, at most {MAX_MESSAGES}, with at most "
+            f"{MAX_MESSAGES_CHARS:,} characters of content in all; an empty list counts as "
+            "absent",
+        ),
     ),
     "occurred_at": (
         Annotated[

@@ -21,7 +21,13 @@ from models.experiments import LIVE_STATUSES, Experiment
 from models.prompts import Prompt, PromptActivation, PromptVersion
 from optimizer.clock import iso
 from optimizer.errors import Conflict, InvalidInput, NotFound
-from optimizer.prompt_text import MAX_CONTENT_CHARS, MAX_NOTES_CHARS, content_hash, validate_name
+from optimizer.prompt_text import (
+    MAX_CONTENT_CHARS,
+    MAX_NOTES_CHARS,
+    check_markup,
+    content_hash,
+    validate_name,
+)
 from optimizer.text_input import check_text, kind_of, refuse_unstorable, shown
 
 MAX_ACTOR_CHARS = 200
@@ -40,11 +46,13 @@ class VersionView:
     source: str
     created_at: datetime
     id: int
+    status_reason: str | None = None  # why it has its status (a replay rejection's figures)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "number": self.number,
             "status": self.status,
+            "status_reason": self.status_reason,
             "content": self.content,
             "change_notes": self.change_notes,
             "parent": self.parent,
@@ -119,7 +127,9 @@ def validate_content(content: Any) -> str:
             field="content",
         )
     refuse_unstorable(content, "content")
-    return content
+    # Every way a version is added passes here (POST /prompts, POST /prompts/{name}/versions,
+    # `prompts add`, generated candidates), so malformed markers are never stored.
+    return check_markup(content)
 
 
 def validate_notes(notes: Any) -> str | None:
@@ -207,6 +217,7 @@ def _views(rows: Sequence[PromptVersion]) -> tuple[VersionView, ...]:
             source=row.source,
             created_at=row.created_at,
             id=row.id,
+            status_reason=row.status_reason,
         )
         for row in rows
     )

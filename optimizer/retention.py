@@ -1,5 +1,6 @@
-"""Retention of raw conversations: transcripts after TRANSCRIPT_RETENTION_DAYS, whole rows
-after CONVERSATION_RETENTION_DAYS, without changing any statistic.
+"""Retention of raw conversations: transcripts (the text one and the structured `messages`)
+after TRANSCRIPT_RETENTION_DAYS, whole rows after CONVERSATION_RETENTION_DAYS, without
+changing any statistic.
 
 - Pattern analysis reads the last 7 days only; both settings are at least 8 days.
 - A check reads its experiment's rollup (optimizer.experiments.rollup), so a row of a live
@@ -7,7 +8,8 @@ after CONVERSATION_RETENTION_DAYS, without changing any statistic.
   a rollup starts again from raw rows only when its caps change, and caps are fixed from
   the control's first values. Until then the experiment's old rows stay. A finished
   experiment's checks are stored with their figures; its rows go at the age limit.
-- Transcripts feed no statistic.
+- Transcripts feed no statistic. Both forms hold what users wrote, so both are erased
+  together: erasing one would leave the same words in the other.
 - The pattern rollup's hours older than 8 days are deleted too: no window reaches them.
 
 Deletes run in batches of BATCH rows, each its own short transaction, per prompt through
@@ -27,10 +29,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from models.conversations import Conversation as C
-from models.experiments import Experiment
+from models.experiments import LIVE_STATUSES, Experiment
 from models.prompts import Prompt
 from optimizer.db import session_factory
-from models.experiments import LIVE_STATUSES
 from optimizer.patterns import rollup as patterns_rollup
 from optimizer.stats.metrics import CAPPED
 from optimizer.watermark import order_column
@@ -41,7 +42,7 @@ BATCH = 10_000
 @dataclass(frozen=True)
 class Pruned:
     conversations: int
-    transcripts: int
+    transcripts: int  # rows whose transcript and/or messages were erased
     pattern_hours: int
 
 
@@ -111,11 +112,13 @@ def prune_conversations(
             .where(
                 C.prompt_id == prompt_id,
                 C.occurred_at < transcripts_before,
-                C.transcript.is_not(None),
+                or_(C.transcript.is_not(None), C.messages.is_not(None)),
             )
             .limit(BATCH)
         )
-        cleared += _batches(engine, update(C).values(transcript=None), old_transcripts)
+        cleared += _batches(
+            engine, update(C).values(transcript=None, messages=None), old_transcripts
+        )
     with session_factory(engine).begin() as session:
         hours = patterns_rollup.prune(session, now)
     return Pruned(conversations=deleted, transcripts=cleared, pattern_hours=hours)

@@ -10,8 +10,9 @@ and a ready body:
      "experiment_id": 5 | null,
      "arm": {"id": 12, "role": "control" | "variant"} | null}
 
-The rules (the document lists an experiment only while it is running or paused with an
-active control arm; resolve ignores any other):
+The rules (the document lists an experiment only while it is live with an active control
+arm, as "running" or "paused": one awaiting approval keeps its split and is listed as
+"running"; resolve ignores any other):
 - a running experiment: the unit's arm by `pick_arm` over every arm, stopped ones too, so
   no slice moves; a unit in a stopped arm's slice gets control;
 - a paused experiment: everyone gets control, with no experiment and no arm;

@@ -60,13 +60,15 @@ class ArmLine:
 class ExperimentLine:
     id: int
     prompt: str
-    status: str  # running or paused: a paused one waits for a person
+    # running, paused or awaiting_approval: the last two wait for a person
+    status: str
     primary_metric: str
     started_at: datetime
     checked_at: datetime | None
     decision: str | None
     arms: tuple[ArmLine, ...]
-    reason: str | None = None  # why it paused (what to do is in the text)
+    reason: str | None = None  # why it paused or waits (what to do is in the text)
+    winner_version: int | None = None  # awaiting approval: the version proposed
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def read_status(engine: Engine, settings: Settings, now: datetime) -> Status:
 
 
 def _live_experiments(session: Session) -> tuple[ExperimentLine, ...]:
-    """Every experiment that has not ended, paused ones (waiting for a person) first."""
+    """Every experiment that has not ended, those waiting for a person first."""
     views = store.live_experiments(session, limit=MAX_EXPERIMENTS)
     latest = store.latest_analyses(session, [view.id for view in views])
     lines = []
@@ -166,6 +168,7 @@ def _live_experiments(session: Session) -> tuple[ExperimentLine, ...]:
                 analysis.decision if analysis else None,
                 arms,
                 view.decision_reason,
+                view.winner_version,
             )
         )
     return tuple(lines)

@@ -1,5 +1,10 @@
 """Outbound webhooks: one signed POST per finished job and per experiment decision.
 
+`experiment.decision` carries the check's outcome (optimizer.experiments.monitor.CheckOutcome):
+a winner that waits for a person (promotion mode approve) is decision `promote` with status
+`awaiting_approval` and `winner_version` the version proposed; with status `completed` it
+is active already. A person's approve, reject or promote sends no event.
+
 `publish` only puts the event on a bounded in-memory queue and returns; a background task
 delivers it. A slow or dead receiver therefore never delays or fails a job: the queue fills,
 the oldest events are dropped with a warning, and each delivery gives up after a few

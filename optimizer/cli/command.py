@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from optimizer import db
 from optimizer.cli import conversations as cli_conversations
 from optimizer.cli import demo as cli_demo
+from optimizer.cli import evaluations as cli_evaluations
 from optimizer.cli import experiments as cli_experiments
 from optimizer.cli import insights as cli_insights
 from optimizer.cli import jobs as cli_jobs
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(func=cmd_migrate, creates_database=True)
     cli_jobs.register(commands)
     cli_prompts.register(commands)
+    cli_evaluations.register(commands)
     cli_experiments.register(commands)
     cli_insights.register(commands)
     cli_conversations.register(commands)

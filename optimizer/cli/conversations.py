@@ -20,12 +20,13 @@ from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.errors import InvalidInput
 from optimizer.ingest import Ingestion, RowError, RowsInvalid
-from optimizer.ingest_record import MAX_TRANSCRIPT
+from optimizer.ingest_record import MAX_MESSAGES, MAX_MESSAGES_CHARS, MAX_TRANSCRIPT
 from optimizer.text_input import parse_whole
 
 DEFAULT_BATCH, MAX_BATCH = 1000, 10_000
-# A line holds one record: a full transcript escaped as JSON plus the other fields.
-MAX_LINE_BYTES = 8 * MAX_TRANSCRIPT + 64 * 1024
+# A line holds one record: a full transcript and full messages escaped as JSON (each message
+# with its keys, or its blocks' keys), plus the other fields.
+MAX_LINE_BYTES = 8 * (MAX_TRANSCRIPT + MAX_MESSAGES_CHARS) + 256 * MAX_MESSAGES + 64 * 1024
 _READ_CHUNK = 1 << 20
 
 

@@ -1,4 +1,5 @@
-"""`prompt-worker experiments start PROMPT --variants 2,3 [...] | list | show ID | stop ID`.
+"""`prompt-worker experiments start PROMPT --variants 2,3 [...] | list | show ID | stop ID |
+approve ID --reason R | reject ID --reason R | promote ID (--arm A | --version V) --reason R`.
 
 `start` is POST /experiments from a shell: its options are that body's fields, turned from
 text into the values the API receives, then checked and stored by the same code.
@@ -7,36 +8,42 @@ text into the values the API receives, then checked and stored by the same code.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from models.experiments import EXPERIMENT_STATUSES
 from optimizer import prompt_text, strict_json
 from optimizer.cli.output import print_json, table
+from optimizer.cli.prompts import parse_version
 from optimizer.clock import table_time, utcnow
 from optimizer.config import MAX_MIN_CONVERSATIONS_PER_ARM, Settings
 from optimizer.db import session_factory
 from optimizer.errors import InvalidInput
-from optimizer.experiments import store
+from optimizer.experiments import approvals, store
 from optimizer.experiments.defaults import settings_with_defaults
 from optimizer.experiments.validation import PRIMARY_METRICS, parse_settings
+from optimizer.input_models import validate
 from optimizer.text_input import MAX_ID, parse_decimal, parse_id, parse_whole
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 CLI_ACTOR = "admin (CLI)"
 TABLE_HEADER = ("ID", "PROMPT", "STATUS", "ARMS (version:conversations)", "WINNER", "STARTED")
+REASON_HELP = "why (required): recorded with the experiment and the activation"
 _BUILT_IN = parse_settings()  # for the help text only; never copied into a request
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    group = subparsers.add_parser("experiments", help="start, list, show and stop A/B experiments")
+    group = subparsers.add_parser(
+        "experiments", help="start, list, show, stop, approve and promote A/B experiments"
+    )
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     _add_start_parser(actions)
 
     listing = actions.add_parser("list", help="list the newest experiments")
-    listing.add_argument("--status", metavar="S", help="running, paused, completed or stopped")
+    listing.add_argument("--status", metavar="S", help=", ".join(EXPERIMENT_STATUSES))
     listing.add_argument("--prompt", metavar="NAME", help="only this prompt's experiments")
     listing.add_argument(
         "--limit",
@@ -55,6 +62,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     stop.add_argument("id", metavar="ID", help="the experiment id")
     stop.add_argument("--reason", metavar="TEXT", help="why, recorded with the experiment")
     stop.set_defaults(func=cmd_experiments_stop)
+    _add_decision_parsers(actions)
+
+
+def _add_decision_parsers(actions: Any) -> None:
+    for name, func, what in (
+        ("approve", cmd_experiments_approve, "approve the winner it proposes: it becomes active"),
+        ("reject", cmd_experiments_reject, "reject the winner it proposes: the control stays"),
+    ):
+        parser = actions.add_parser(name, help=f"for an experiment awaiting approval: {what}")
+        parser.add_argument("id", metavar="ID", help="the experiment id")
+        parser.add_argument("--reason", metavar="TEXT", required=True, help=REASON_HELP)
+        parser.set_defaults(func=func)
+    promote = actions.add_parser(
+        "promote",
+        help="make one variant arm of a live experiment active by hand; the experiment ends",
+    )
+    promote.add_argument("id", metavar="ID", help="the experiment id")
+    which = promote.add_mutually_exclusive_group(required=True)
+    which.add_argument("--arm", metavar="A", help="the arm's id (see `experiments show`)")
+    which.add_argument("--version", metavar="V", help="or the arm's version number")
+    promote.add_argument("--reason", metavar="TEXT", required=True, help=REASON_HELP)
+    promote.set_defaults(func=cmd_experiments_promote)
 
 
 def _add_start_parser(actions: Any) -> None:
@@ -216,6 +245,38 @@ def cmd_experiments_stop(args: argparse.Namespace, settings: Settings, engine: E
             session, experiment_id, actor=CLI_ACTOR, reason=args.reason, now=utcnow()
         )
     return print_json(view.to_dict())
+
+
+def _decided(
+    engine: Engine,
+    act: Callable[..., store.ExperimentView],
+    experiment_id: int,
+    body: approvals.DecisionBody | approvals.PromoteBody,
+) -> int:
+    with session_factory(engine).begin() as session:
+        view = act(session, experiment_id, body, actor=CLI_ACTOR, now=utcnow())
+    return print_json(view.to_dict())
+
+
+def cmd_experiments_approve(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    body = validate(approvals.DecisionBody, {"reason": args.reason})
+    return _decided(engine, approvals.approve, parse_id(args.id), body)
+
+
+def cmd_experiments_reject(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    body = validate(approvals.DecisionBody, {"reason": args.reason})
+    return _decided(engine, approvals.reject, parse_id(args.id), body)
+
+
+def cmd_experiments_promote(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    experiment_id = parse_id(args.id)
+    which: dict[str, Any] = {}
+    if args.arm is not None:
+        which["arm"] = parse_id(args.arm, "arm")
+    if args.version is not None:
+        which["version"] = parse_version(args.version, "version")
+    body = validate(approvals.PromoteBody, {**which, "reason": args.reason})
+    return _decided(engine, approvals.promote, experiment_id, body)
 
 
 def _row(view: store.ExperimentView) -> tuple[str, ...]:

@@ -1,4 +1,7 @@
-"""`prompt-worker insights list [--prompt NAME] [--actionable] [--kind K] [--limit N] [--json]`."""
+"""`prompt-worker insights list [--prompt NAME] [--actionable] [--kind K] [--limit N] [--json]`.
+
+The table shows per insight how many findings it groups (FACETS); `--json` gives each
+insight's evidence whole, its "facets" included."""
 
 from __future__ import annotations
 
@@ -13,7 +16,18 @@ from optimizer.config import Settings
 from optimizer.db import read_only, session_factory
 from optimizer.patterns import views
 
-TABLE_HEADER = ("ID", "PROMPT", "VER", "KIND", "ACTIONABLE", "EFFECT", "SEEN", "LAST SEEN", "TITLE")
+TABLE_HEADER = (
+    "ID",
+    "PROMPT",
+    "VER",
+    "KIND",
+    "ACTIONABLE",
+    "EFFECT",
+    "FACETS",
+    "SEEN",
+    "LAST SEEN",
+    "TITLE",
+)
 TITLE_COLUMN_CHARS = 80
 
 
@@ -64,6 +78,9 @@ def _row(view: views.InsightView) -> tuple[str, ...]:
         view.kind,
         "yes" if view.is_actionable else "no",
         effect,
+        # How many findings the insight groups (the title names the others); "-" for a
+        # theme or a row from before grouping.
+        str(len(view.facets)) if view.facets else "-",
         str(view.occurrences),
         table_time(view.last_seen_at),
         title,

@@ -1,4 +1,4 @@
-"""`prompt-worker prompts add|list|show|diff|rollback`: manage prompts from a shell."""
+"""`prompt-worker prompts add|list|show|diff|rollback|settings`: manage prompts from a shell."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import argparse
 import difflib
 import sys
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from optimizer import prompt_text, prompts
+from optimizer import prompt_settings, prompt_text, prompts
 from optimizer.cli.output import print_json, table
 from optimizer.clock import table_time, utcnow
 from optimizer.config import Settings
@@ -24,7 +25,9 @@ TABLE_HEADER = ("NAME", "ACTIVE", "VERSIONS", "CREATED")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    group = subparsers.add_parser("prompts", help="add, list, show, diff and roll back prompts")
+    group = subparsers.add_parser(
+        "prompts", help="add, list, show, diff, roll back prompts and change their settings"
+    )
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     add = actions.add_parser(
@@ -64,6 +67,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="why (recorded with the change)",
     )
     back.set_defaults(func=cmd_prompts_rollback)
+    _add_settings_parser(actions)
+
+
+def _add_settings_parser(actions: Any) -> None:
+    settings = actions.add_parser(
+        "settings",
+        help="show or change a prompt's promotion mode and judge rubric; prints JSON",
+        description="Without options, print the prompt's settings. Options given change "
+        "only their setting, as POST /prompts/{name}/settings does.",
+    )
+    settings.add_argument("name", metavar="NAME", help="the prompt's name")
+    settings.add_argument(
+        "--promotion-mode",
+        metavar="MODE",
+        help="approve (a winner waits for a person), auto (it becomes active at once) or "
+        "inherit (follow PROMOTION_MODE)",
+    )
+    rubric = settings.add_mutually_exclusive_group()
+    rubric.add_argument(
+        "--judge-rubric-file",
+        metavar="F",
+        help="UTF-8 text the replay judge adds to its criteria; - reads standard input",
+    )
+    rubric.add_argument(
+        "--no-judge-rubric", action="store_true", help="remove the prompt's judge rubric"
+    )
+    settings.set_defaults(func=cmd_prompts_settings)
 
 
 def parse_version(raw: str, field: str) -> int:
@@ -121,7 +151,9 @@ def cmd_prompts_add(args: argparse.Namespace, settings: Settings, engine: Engine
             prompts.create_prompt(
                 session, name, content, actor=CLI_ACTOR, now=utcnow(), change_notes=args.notes
             )
-            document: object = prompts.prompt_document(session, name)
+            document: object = prompt_settings.document_with_settings(
+                session, name, settings.promotion_mode
+            )
         else:
             document = prompts.add_version(
                 session, name, content, change_notes=args.notes, now=utcnow()
@@ -157,8 +189,34 @@ def format_table(summaries: list[prompts.PromptSummary]) -> str:
 
 def cmd_prompts_show(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     with session_factory(engine).begin() as session:
-        document = prompts.prompt_document(session, prompt_text.validate_name(args.name))
+        document = prompt_settings.document_with_settings(
+            session, prompt_text.validate_name(args.name), settings.promotion_mode
+        )
     return print_json(document, ensure_ascii=False)
+
+
+def settings_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given, as the POST /prompts/{name}/settings body they stand for."""
+    body: dict[str, Any] = {}
+    if args.promotion_mode is not None:
+        body["promotion_mode"] = args.promotion_mode
+    if args.no_judge_rubric:
+        body["judge_rubric"] = None
+    elif args.judge_rubric_file is not None:
+        body["judge_rubric"] = read_text_file(args.judge_rubric_file)
+    return body
+
+
+def cmd_prompts_settings(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
+    name = prompt_text.validate_name(args.name)
+    body = settings_request(args)
+    parsed = prompt_settings.parse_body(body) if body else None
+    with session_factory(engine).begin() as session:
+        if parsed is None:
+            shown = prompt_settings.get_settings(session, name, settings.promotion_mode)
+        else:
+            shown = prompt_settings.update_settings(session, name, parsed, settings.promotion_mode)
+    return print_json(shown.to_dict(), ensure_ascii=False)
 
 
 def cmd_prompts_diff(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
@@ -186,5 +244,5 @@ def cmd_prompts_rollback(args: argparse.Namespace, settings: Settings, engine: E
     number = parse_version(args.to, "to")
     with session_factory(engine).begin() as session:
         prompts.rollback(session, name, number, actor=CLI_ACTOR, reason=args.reason, now=utcnow())
-        document = prompts.prompt_document(session, name)
+        document = prompt_settings.document_with_settings(session, name, settings.promotion_mode)
     return print_json(document, ensure_ascii=False)

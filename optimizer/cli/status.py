@@ -1,5 +1,5 @@
-"""`prompt-worker status`: queue, recent jobs, unfinished (running or paused) experiments
-and LLM spend on one screen, or as JSON with --json."""
+"""`prompt-worker status`: queue, recent jobs, unfinished (running, paused or awaiting
+approval) experiments and LLM spend on one screen, or as JSON with --json."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from optimizer.status import (
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     status = subparsers.add_parser(
         "status",
-        help="configuration problems, queue depth, recent jobs, running and paused "
-        "experiments and LLM spend today",
+        help="configuration problems, queue depth, recent jobs, running, paused and "
+        "awaiting-approval experiments and LLM spend today",
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
     status.set_defaults(func=cmd_status)
@@ -98,6 +98,11 @@ def _experiment(e: ExperimentLine) -> str:
         f"  #{e.id} {e.prompt} {e.status.upper()} (metric {e.primary_metric}, "
         f"since {table_time(e.started_at)}), {checked}"
     )
+    if e.status == "awaiting_approval":
+        head += (
+            f"\n    WAITING FOR APPROVAL of version {e.winner_version}: "
+            f"`prompt-worker experiments approve {e.id} --reason ...` (or reject)"
+        )
     if e.status != "running":
         # Not running means waiting for a person: say why, since that says what to do.
         head += f"\n    {e.status}: {excerpt(e.reason, REASON_CHARS) or 'no reason recorded'}"
@@ -154,8 +159,8 @@ def format_status(report: Status) -> str:
             f"Recent jobs (newest {len(report.recent_jobs)})",
             _jobs(report.recent_jobs),
             "",
-            "Experiments not finished, paused first (interval: arm minus control on the "
-            "metric, always valid)",
+            "Experiments not finished, awaiting approval and paused first (interval: arm "
+            "minus control on the metric, always valid)",
             experiments,
             "",
             "LLM spend today (UTC)",

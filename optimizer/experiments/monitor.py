@@ -16,11 +16,13 @@ from sqlalchemy.orm import Session
 
 from models.experiments import Experiment, ExperimentAnalysis, ExperimentArm
 from models.prompts import Prompt, PromptVersion
+from optimizer.config import PromotionMode
 from optimizer.experiments import store
 from optimizer.experiments.aggregate import arm_data
 from optimizer.experiments.caps import caps_in_force, fix_missing_caps
 from optimizer.experiments.decide import DecisionSettings, decide
 from optimizer.experiments.validation import guardrails_from_json
+from optimizer.prompt_settings import effective_mode
 from optimizer.stats import AnalysisSettings, ArmData, RatioSums, analyze
 
 
@@ -55,6 +57,8 @@ class CheckOutcome:
 
 
 def running_experiment_ids(session: Session) -> list[int]:
+    """Only running ones: a paused experiment and one awaiting approval wait for a person,
+    and checking them again could only contradict what was already decided."""
     return list(
         session.scalars(
             select(Experiment.id).where(Experiment.status == "running").order_by(Experiment.id)
@@ -79,12 +83,18 @@ def decision_settings(experiment: Experiment) -> DecisionSettings:
 
 
 def check_experiment(
-    session: Session, experiment_id: int, *, now: datetime, job_id: int | None = None
+    session: Session,
+    experiment_id: int,
+    *,
+    now: datetime,
+    job_id: int | None = None,
+    promotion_mode: PromotionMode = "auto",
 ) -> CheckOutcome | None:
-    """None when the experiment is no longer running (stopped or paused meanwhile)."""
+    """None when the experiment is no longer running (stopped, paused, decided meanwhile).
+    `promotion_mode` is the PROMOTION_MODE setting; the prompt's own mode overrides it."""
     experiment = store.lock_experiment(session, experiment_id)
-    prompt_name = session.scalars(
-        select(Prompt.name).where(Prompt.id == experiment.prompt_id)
+    prompt_name, own_mode = session.execute(
+        select(Prompt.name, Prompt.promotion_mode).where(Prompt.id == experiment.prompt_id)
     ).one()
     if experiment.status != "running":
         return None
@@ -105,7 +115,14 @@ def check_experiment(
         data = arm_data(session, experiment_id, arms, numbers, settings.primary_metric, caps)
     analysis = analyze(data, settings, caps)
     decision = decide(analysis, data, decision_settings(experiment), experiment.started_at, now)
-    store.apply_decision(session, experiment, arms, decision, now=now)
+    store.apply_decision(
+        session,
+        experiment,
+        arms,
+        decision,
+        now=now,
+        promotion_mode=effective_mode(own_mode, promotion_mode),
+    )
     srm = bool(analysis.srm.detected)
     row = ExperimentAnalysis(
         experiment_id=experiment_id,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ from models.experiments import (
 from models.prompts import Prompt, PromptVersion
 from optimizer import prompts
 from optimizer.clock import iso
+from optimizer.config import PromotionMode
 from optimizer.errors import Conflict, InvalidInput, NotFound, PromptWorkerError
 from optimizer.experiments.decide import Decision
 from optimizer.experiments.rollup import served_and_units
@@ -314,12 +315,15 @@ def get_experiment(
 
 
 def live_experiments(session: Session, *, limit: int) -> list[ExperimentView]:
-    """Every experiment that has not ended, paused ones (waiting for a person) first, then
-    newest first; in one read of the experiments."""
+    """Every experiment that has not ended: those waiting for a person first (awaiting
+    approval, then paused), then newest first; in one read of the experiments."""
+    waiting = case(
+        (Experiment.status == "awaiting_approval", 0), (Experiment.status == "paused", 1), else_=2
+    )
     stmt = (
         select(Experiment)
         .where(Experiment.status.in_(LIVE_STATUSES))
-        .order_by((Experiment.status == "paused").desc(), Experiment.id.desc())
+        .order_by(waiting, Experiment.id.desc())
         .limit(limit)
     )
     return _views(session, list(session.scalars(stmt)), with_analysis=False)
@@ -522,12 +526,13 @@ def stop_experiment(
     if experiment.status not in LIVE_STATUSES:
         raise Conflict(
             f"experiment {experiment_id} is already {experiment.status}; only a "
-            "running or paused experiment can be stopped"
+            "running, paused or awaiting_approval experiment can be stopped"
         )
     arms = arms_of(session, experiment_id)
-    control = _control_number(session, arms)
+    control = control_number(session, arms)
     why = f": {reason.strip()[:500]}" if reason and reason.strip() else ""
-    _end(
+    experiment.winner_version_id = None  # a winner awaiting approval is not one any more
+    end_experiment(
         session,
         experiment,
         arms,
@@ -546,12 +551,28 @@ def apply_decision(
     decision: Decision,
     *,
     now: datetime,
+    promotion_mode: PromotionMode = "auto",
 ) -> None:
-    """Carry out one monitoring decision; the caller's transaction makes it atomic."""
+    """Carry out one monitoring decision; the caller's transaction makes it atomic.
+    `promotion_mode` is the prompt's effective mode: in `approve` a winner waits for a
+    person (awaiting_approval) instead of becoming active."""
     if decision.kind == "continue":
         return
     if decision.kind == "promote":
-        _promote(session, experiment, arms, decision, now=now)
+        winner = _winner(experiment, arms, decision)
+        if promotion_mode == "approve":
+            _propose(session, experiment, winner, decision)
+        else:
+            promote_arm(
+                session,
+                experiment,
+                arms,
+                winner,
+                actor=f"experiment {experiment.id}",
+                activation_reason=decision.reason,
+                reason=decision.reason,
+                now=now,
+            )
     elif decision.kind == "stop_arms":
         _stop_arms(session, experiment, arms, decision, now=now)
     elif decision.kind == "pause_srm":
@@ -564,8 +585,8 @@ def apply_decision(
             "and start a new one."
         )
     elif decision.kind == "inconclusive":
-        control = _control_number(session, arms)
-        _end(
+        control = control_number(session, arms)
+        end_experiment(
             session,
             experiment,
             arms,
@@ -578,36 +599,63 @@ def apply_decision(
     session.flush()
 
 
-def _promote(
-    session: Session,
-    experiment: Experiment,
-    arms: Sequence[ExperimentArm],
-    decision: Decision,
-    *,
-    now: datetime,
-) -> None:
+def _winner(
+    experiment: Experiment, arms: Sequence[ExperimentArm], decision: Decision
+) -> ExperimentArm:
     winner = next((a for a in arms if a.id == decision.winner_arm_id), None)
     if winner is None or winner.is_control:
         raise PromptWorkerError(
             f"decision names arm {decision.winner_arm_id}, which is not a "
             f"variant arm of experiment {experiment.id}"
         )
+    return winner
+
+
+def _propose(
+    session: Session, experiment: Experiment, winner: ExperimentArm, decision: Decision
+) -> None:
+    """Approve mode: the winner waits for a person; every arm keeps its traffic meanwhile."""
+    number = _version_number(session, winner.version_id)
+    experiment.status = "awaiting_approval"
+    experiment.winner_version_id = winner.version_id
+    experiment.decision_reason = (
+        f"{decision.reason} Awaiting approval (promotion mode approve): version {number} "
+        "becomes active only when a person approves it (POST "
+        f"/experiments/{experiment.id}/approve or `prompt-worker experiments approve "
+        f"{experiment.id} --reason ...`); rejecting it keeps the control. Traffic keeps "
+        "its split until then."
+    )
+
+
+def promote_arm(
+    session: Session,
+    experiment: Experiment,
+    arms: Sequence[ExperimentArm],
+    winner: ExperimentArm,
+    *,
+    actor: str,
+    activation_reason: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    """`winner`'s version becomes active (recorded with `actor` and `activation_reason`) and
+    the experiment completes with `reason`; the other variants are retired."""
     prompts.set_active_version(
         session,
         experiment.prompt_id,
         winner.version_id,
-        actor=f"experiment {experiment.id}",
-        reason=decision.reason,
+        actor=actor,
+        reason=activation_reason,
         now=now,
     )
     experiment.winner_version_id = winner.version_id
-    _end(
+    end_experiment(
         session,
         experiment,
         [a for a in arms if a.id != winner.id],
         status="completed",
         now=now,
-        reason=decision.reason,
+        reason=reason,
     )
 
 
@@ -624,8 +672,8 @@ def _stop_arms(
         arm.status, arm.stopped_reason, arm.stopped_at = "stopped", decision.reason, now
     _set_version_status(session, [a.version_id for a in stopping], "rejected")
     if not any(a.status == "active" and not a.is_control for a in arms):
-        control = _control_number(session, arms)
-        _end(
+        control = control_number(session, arms)
+        end_experiment(
             session,
             experiment,
             arms,
@@ -636,7 +684,7 @@ def _stop_arms(
         )
 
 
-def _end(
+def end_experiment(
     session: Session,
     experiment: Experiment,
     arms: Sequence[ExperimentArm],
@@ -659,6 +707,7 @@ def _set_version_status(session: Session, version_ids: list[int], status: str) -
         )
 
 
-def _control_number(session: Session, arms: Sequence[ExperimentArm]) -> int | None:
+def control_number(session: Session, arms: Sequence[ExperimentArm]) -> int | None:
+    """The control arm's version number."""
     control = next((a for a in arms if a.is_control), None)
     return _version_number(session, control.version_id if control else None)

@@ -1,17 +1,19 @@
 """Admin experiment API: POST /experiments, GET /experiments, GET /experiments/{id},
-GET /experiments/{id}/analyses, POST /experiments/{id}/stop."""
+GET /experiments/{id}/analyses, POST /experiments/{id}/stop, and a person's decisions:
+POST /experiments/{id}/approve, /reject and /promote."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from optimizer.clock import utcnow
 from optimizer.db import session_factory
-from optimizer.experiments import store
+from optimizer.experiments import approvals, store
 from optimizer.experiments.defaults import settings_with_defaults
 from optimizer.experiments.validation import ExperimentSettings, NewExperiment
 from optimizer.http import responses as out
@@ -26,6 +28,8 @@ NEW_EXPERIMENT_FIELDS = tuple(NewExperiment.model_fields)
 LIST_PARAMS = tuple(ExperimentListQuery.model_fields)
 ANALYSES_PARAMS = tuple(AnalysisListQuery.model_fields)
 STOP_FIELDS = tuple(StopBody.model_fields)
+DECISION_FIELDS = tuple(approvals.DecisionBody.model_fields)
+PROMOTE_FIELDS = tuple(approvals.PromoteBody.model_fields)
 HTTP_ACTOR = "admin (HTTP)"
 
 
@@ -119,6 +123,42 @@ async def stop_experiment(request: web.Request) -> web.Response:
     return web.json_response(view.to_dict())
 
 
+async def _decision(
+    request: web.Request,
+    model: type[approvals.DecisionBody] | type[approvals.PromoteBody],
+    act: Callable[..., store.ExperimentView],
+    done: str,
+) -> web.Response:
+    """Read the body, then `act(session, id, body, actor=, now=)` in one transaction."""
+    experiment_id = path_id(request)
+    body = await read_body(request, model)
+    engine = request.app[ENGINE]
+
+    def work() -> store.ExperimentView:
+        with session_factory(engine).begin() as session:
+            return act(session, experiment_id, body, actor=HTTP_ACTOR, now=utcnow())
+
+    view = await asyncio.to_thread(work)
+    request.app[STATS].add("experimentsCompleted")
+    log.info(
+        f"experiment {done}",
+        extra={"experiment_id": view.id, "winner_version": view.winner_version, "via": "http"},
+    )
+    return web.json_response(view.to_dict())
+
+
+async def approve_experiment(request: web.Request) -> web.Response:
+    return await _decision(request, approvals.DecisionBody, approvals.approve, "approved")
+
+
+async def reject_experiment(request: web.Request) -> web.Response:
+    return await _decision(request, approvals.DecisionBody, approvals.reject, "rejected")
+
+
+async def promote_arm(request: web.Request) -> web.Response:
+    return await _decision(request, approvals.PromoteBody, approvals.promote, "arm promoted")
+
+
 _EXPERIMENT = Reply("the experiment with its latest analysis", out.Experiment)
 _NO_EXPERIMENT = Reply("no experiment with this id")
 ENDPOINTS = (
@@ -175,12 +215,63 @@ ENDPOINTS = (
         auth="admin",
         body=StopBody,
         body_required=False,
-        description="Stops a running or paused experiment; the control version stays "
-        "active. The body is optional.",
+        description="Stops a live (running, paused or awaiting_approval) experiment; the "
+        "control version stays active. The body is optional.",
         replies={
             200: _EXPERIMENT,
             404: _NO_EXPERIMENT,
-            409: Reply("the experiment is not running or paused"),
+            409: Reply("the experiment has ended already"),
+        },
+    ),
+    Endpoint(
+        "POST",
+        "/experiments/{id}/approve",
+        approve_experiment,
+        "Approve the proposed winner",
+        auth="admin",
+        body=approvals.DecisionBody,
+        description="For an experiment awaiting approval (promotion mode approve): the "
+        "winner its check proposed (`winner_version`) becomes the active version, "
+        "recorded in the prompt's activations with the actor and the reason; the "
+        "experiment completes and its other variants are retired.",
+        replies={
+            200: _EXPERIMENT,
+            404: _NO_EXPERIMENT,
+            409: Reply("the experiment is not awaiting approval"),
+        },
+    ),
+    Endpoint(
+        "POST",
+        "/experiments/{id}/reject",
+        reject_experiment,
+        "Reject the proposed winner",
+        auth="admin",
+        body=approvals.DecisionBody,
+        description="For an experiment awaiting approval: the control version stays "
+        "active; the experiment completes with the reason and its variants are retired.",
+        replies={
+            200: _EXPERIMENT,
+            404: _NO_EXPERIMENT,
+            409: Reply("the experiment is not awaiting approval"),
+        },
+    ),
+    Endpoint(
+        "POST",
+        "/experiments/{id}/promote",
+        promote_arm,
+        "Promote an arm by hand",
+        auth="admin",
+        body=approvals.PromoteBody,
+        description="For a live experiment (running, paused or awaiting approval): the "
+        "variant arm named by `arm` (its id) or `version` (its version number), exactly "
+        "one of them, becomes the active version, recorded in the prompt's activations "
+        "with the actor and the reason; the experiment completes and its other variants "
+        "are retired. An arm that is not the experiment's, or is its control, is a 400 "
+        "naming the field.",
+        replies={
+            200: _EXPERIMENT,
+            404: _NO_EXPERIMENT,
+            409: Reply("the experiment has ended, or the arm was stopped"),
         },
     ),
 )

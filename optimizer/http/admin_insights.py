@@ -1,7 +1,9 @@
 """Admin insight API: GET /insights?prompt=NAME&actionable=true|false&kind=K&limit=N.
 
 Newest last_seen_at first. A bad value answers 400 naming the parameter; an unknown prompt
-answers 404.
+answers 404. An insight groups the findings about the same conversations: its evidence's
+top level is its main facet's, and "facets" lists every finding it holds with its own
+figures (optimizer.patterns.describe).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Admin prompt API: POST /prompts, GET /prompts, GET /prompts/{name},
-POST /prompts/{name}/versions, POST /prompts/{name}/rollback.
+POST /prompts/{name}/versions, POST /prompts/{name}/rollback, POST /prompts/{name}/settings.
 
 Each request runs in one transaction: a refused request writes nothing."""
 
@@ -13,13 +13,14 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from optimizer import prompt_text, prompts
+from optimizer import prompt_settings, prompt_text, prompts
 from optimizer.clock import utcnow
+from optimizer.config import PromotionMode
 from optimizer.db import session_factory
 from optimizer.http import responses as out
 from optimizer.http.body import read_body, read_query
 from optimizer.http.endpoints import Endpoint, Reply, register
-from optimizer.http.keys import ENGINE
+from optimizer.http.keys import ENGINE, SETTINGS
 from optimizer.http.requests import NewPromptBody, NewVersionBody, NoQuery, RollbackBody
 
 log = logging.getLogger("prompt_worker.http.prompts")
@@ -28,6 +29,7 @@ HTTP_ACTOR = "admin-api"
 NEW_PROMPT_FIELDS = tuple(NewPromptBody.model_fields)
 NEW_VERSION_FIELDS = tuple(NewVersionBody.model_fields)
 ROLLBACK_FIELDS = tuple(RollbackBody.model_fields)
+SETTINGS_FIELDS = tuple(prompt_settings.PromptSettingsBody.model_fields)
 
 
 def _in_transaction(engine: Engine, work: Any) -> Any:
@@ -39,9 +41,15 @@ def _name(request: web.Request) -> str:
     return prompt_text.validate_name(request.match_info["name"])
 
 
+def _mode(request: web.Request) -> PromotionMode:
+    """The PROMOTION_MODE setting: what a prompt without its own mode follows."""
+    return request.app[SETTINGS].promotion_mode
+
+
 async def create_prompt(request: web.Request) -> web.Response:
     body = await read_body(request, NewPromptBody)
     name = prompt_text.validate_name(body.name)
+    mode = _mode(request)
 
     def work(session: Session) -> dict[str, Any]:
         prompts.create_prompt(
@@ -52,7 +60,7 @@ async def create_prompt(request: web.Request) -> web.Response:
             now=utcnow(),
             change_notes=body.change_notes,
         )
-        return prompts.prompt_document(session, name)
+        return prompt_settings.document_with_settings(session, name, mode)
 
     document = await asyncio.to_thread(_in_transaction, request.app[ENGINE], work)
     log.info("prompt created", extra={"prompt": name, "via": "http"})
@@ -68,11 +76,28 @@ async def list_prompts(request: web.Request) -> web.Response:
 
 
 async def show_prompt(request: web.Request) -> web.Response:
-    name = _name(request)
+    name, mode = _name(request), _mode(request)
     document = await asyncio.to_thread(
-        _in_transaction, request.app[ENGINE], lambda s: prompts.prompt_document(s, name)
+        _in_transaction,
+        request.app[ENGINE],
+        lambda s: prompt_settings.document_with_settings(s, name, mode),
     )
     return web.json_response(document)
+
+
+async def change_settings(request: web.Request) -> web.Response:
+    name, mode = _name(request), _mode(request)
+    body = await read_body(request, prompt_settings.PromptSettingsBody)
+
+    def work(session: Session) -> prompt_settings.PromptSettings:
+        return prompt_settings.update_settings(session, name, body, mode)
+
+    changed = await asyncio.to_thread(_in_transaction, request.app[ENGINE], work)
+    log.info(
+        "prompt settings changed",
+        extra={"prompt": name, "settings": sorted(body.model_fields_set), "via": "http"},
+    )
+    return web.json_response(changed.to_dict())
 
 
 async def add_version(request: web.Request) -> web.Response:
@@ -96,19 +121,22 @@ async def add_version(request: web.Request) -> web.Response:
 async def rollback(request: web.Request) -> web.Response:
     name = _name(request)
     body = await read_body(request, RollbackBody)
+    mode = _mode(request)
 
     def work(session: Session) -> dict[str, Any]:
         prompts.rollback(
             session, name, body.version, actor=HTTP_ACTOR, reason=body.reason, now=utcnow()
         )
-        return prompts.prompt_document(session, name)
+        return prompt_settings.document_with_settings(session, name, mode)
 
     document = await asyncio.to_thread(_in_transaction, request.app[ENGINE], work)
     log.info("prompt rolled back", extra={"prompt": name, "version": body.version, "via": "http"})
     return web.json_response(document)
 
 
-_PROMPT = Reply("the prompt with every version and the activation history", out.PromptDocument)
+_PROMPT = Reply(
+    "the prompt with every version, the activation history and its settings", out.PromptDocument
+)
 _NO_PROMPT = Reply("no prompt with this name")
 ENDPOINTS = (
     Endpoint(
@@ -167,9 +195,25 @@ ENDPOINTS = (
             200: _PROMPT,
             404: Reply("no such prompt or version"),
             409: Reply(
-                "the version is already active, or the prompt has a "
-                "running or paused experiment (stop it first)"
+                "the version is already active, or the prompt has a live experiment (stop it first)"
             ),
+        },
+    ),
+    Endpoint(
+        "POST",
+        "/prompts/{name}/settings",
+        change_settings,
+        "Change a prompt's settings",
+        auth="admin",
+        body=prompt_settings.PromptSettingsBody,
+        description="Only the keys given change: `promotion_mode` (`approve`: a winning "
+        "variant waits for a person's approval; `auto`: it becomes active at once; null "
+        "or `inherit`: follow PROMOTION_MODE) and `judge_rubric` (text the replay judge "
+        "adds to its criteria for this prompt's candidates; null removes it). An empty "
+        "body is a 400.",
+        replies={
+            200: Reply("the prompt's settings, with the mode in effect", out.PromptSettings),
+            404: _NO_PROMPT,
         },
     ),
 )

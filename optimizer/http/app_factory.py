@@ -8,6 +8,7 @@ from sqlalchemy.engine import Engine
 from optimizer.config import Settings
 from optimizer.health import HealthMonitor
 from optimizer.http import (
+    admin_evaluations,
     admin_experiments,
     admin_insights,
     admin_jobs,
@@ -57,6 +58,7 @@ def create_app(
     http_metrics.add_routes(app, metrics)
     admin_jobs.add_routes(app)
     admin_prompts.add_routes(app)
+    admin_evaluations.add_routes(app)
     admin_experiments.add_routes(app)
     admin_insights.add_routes(app)
     application_api.add_routes(app)

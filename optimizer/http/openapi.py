@@ -22,6 +22,7 @@ from optimizer.http.requests import NewJobBody
 from optimizer.http.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from optimizer.jobs.registry import SPECS
 from optimizer.prompt_text import NAME_RE, NAME_RULE
+from optimizer.prompts import MAX_VERSION
 from optimizer.text_input import MAX_ID
 
 REF = "#/components/schemas/{model}"
@@ -53,6 +54,10 @@ PATH_PARAMETERS = {
     "name": (
         {"type": "string", "pattern": f"^{NAME_RE.pattern}$"},
         f"the prompt's name: {NAME_RULE}",
+    ),
+    "version": (
+        {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
+        "the version number: a positive whole number",
     ),
 }
 SIGNATURE_PARAMETERS = {

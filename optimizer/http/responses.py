@@ -92,6 +92,9 @@ class JobList(Answer):
 class Version(Answer):
     number: int
     status: str = _enum(VERSION_STATUSES)
+    status_reason: str | None = Field(
+        None, description="why it has its status, when something decided it (a replay rejection)"
+    )
     content: str
     change_notes: str | None
     parent: int | None = Field(description="the version it was derived from")
@@ -107,6 +110,17 @@ class Activation(Answer):
     at: datetime
 
 
+class PromptSettings(Answer):
+    prompt: str
+    promotion_mode: Literal["auto", "approve"] | None = Field(
+        description="the prompt's own mode; null: it follows PROMOTION_MODE"
+    )
+    effective_promotion_mode: Literal["auto", "approve"] = Field(
+        description="the mode its winners follow now"
+    )
+    judge_rubric: str | None = Field(description="extra criteria for the replay judge")
+
+
 class PromptDocument(Answer):
     name: str
     active_version: int | None
@@ -115,6 +129,7 @@ class PromptDocument(Answer):
     activations: list[Activation] = Field(
         description="every change of the active version, oldest first"
     )
+    settings: PromptSettings
 
 
 class PromptSummary(Answer):

@@ -1,14 +1,17 @@
 """full_cycle: the whole loop for one prompt in one job, for admins.
 
 Steps, each reported as `current_step` with progress in its share of 0-100:
-analysis (0-30) -> generation (30-70) -> creation (70-85) -> monitoring (85-100).
-Nothing is chained through the queue: the job does each step itself. Generation and
-creation are skipped, with the reason in the result, while the prompt already has a running
-or paused experiment (its candidates would wait for it anyway), when there is nothing
+analysis (0-25) -> generation (25-55) -> replay (55-80) -> creation (80-90) -> monitoring
+(90-100). Nothing is chained through the queue: the job does each step itself. Generation,
+replay and creation are skipped, with the reason in the result, while the prompt already has
+a live experiment (its candidates would wait for it anyway), when there is nothing
 actionable to fix, or when no LLM is usable (no ANTHROPIC_API_KEY with the anthropic
 provider: the reason is in the result, and /health and `status` report the problem).
+Replay is skipped when REPLAY_ENABLED is false (creation then takes the first
+MAX_LIVE_CANDIDATES candidates); creation is skipped when no candidate passes replay.
 A retry after a crash repeats analysis (its writes are upserts), reuses variants an earlier
-attempt stored (no second LLM call) and finds the experiment it started still running.
+attempt stored (no second LLM call) and the evaluations it stored (no second judgement), and
+finds the experiment it started still running.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from models.prompts import Prompt
 from optimizer.errors import PermanentJobError
 from optimizer.experiments.validation import MAX_VARIANTS
 from optimizer.input_models import InputModel
-from optimizer.jobs import creation, monitoring, variant_generation
+from optimizer.jobs import candidate_replay, creation, monitoring, variant_generation
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.jobs.pattern_analysis import analyze_prompt
 from optimizer.jobs.payload_fields import PromptName, Scope
@@ -91,7 +94,7 @@ async def run_full_cycle(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any]:
     name = spec.prompt
     await asyncio.to_thread(_state, ctx, name)  # an unknown prompt fails before any work
     result: dict[str, Any] = {"prompt": name}
-    analysing = _step(job, 0, 30, "analysis")
+    analysing = _step(job, 0, 25, "analysis")
     await analysing.report_progress(0, "analysing conversations")
     analysis = await analyze_prompt(ctx, analysing, name, chain=False)
     ctx.stats.add("patternsAnalyzed")
@@ -104,18 +107,26 @@ async def run_full_cycle(ctx: ServiceContext, job: ActiveJob) -> dict[str, Any]:
         ),
     }
     live, actionable = await asyncio.to_thread(_state, ctx, name)
-    result["generation"], result["creation"] = await _generate_and_create(
-        ctx, job, spec, live, actionable
-    )
+    result.update(await _generate_and_create(ctx, job, spec, live, actionable))
     live, _ = await asyncio.to_thread(_state, ctx, name)
-    result["monitoring"] = await _monitor(ctx, _step(job, 85, 100, "monitoring"), live)
+    result["monitoring"] = await _monitor(ctx, _step(job, 90, 100, "monitoring"), live)
     result["message"] = "; ".join(
-        f"{step}: {result[step]['message']}"
-        for step in ("analysis", "generation", "creation", "monitoring")
-        if result[step].get("message")
+        f"{step}: {result[step]['message']}" for step in STEPS if result[step].get("message")
     )
     await job.report_progress(100, "done")
     return result
+
+
+STEPS = ("analysis", "generation", "replay", "creation", "monitoring")
+
+
+def _all_skipped(why: str, later: str | None = None) -> dict[str, dict[str, Any]]:
+    """Generation skipped for `why`; replay and creation for `later` (default the same)."""
+    return {
+        "generation": _skipped(why),
+        "replay": _skipped(later or why),
+        "creation": _skipped(later or why),
+    }
 
 
 async def _generate_and_create(
@@ -124,34 +135,54 @@ async def _generate_and_create(
     spec: FullCyclePayload,
     live: tuple[int, str] | None,
     actionable: int,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> dict[str, dict[str, Any]]:
     if live is not None:
-        why = (
+        return _all_skipped(
             f"skipped: prompt {spec.prompt!r} has experiment {live[0]} {live[1]}; "
             "new variants would wait for it"
         )
-        return _skipped(why), _skipped(why)
     if actionable == 0 and not spec.always_generate:
-        why = (
+        return _all_skipped(
             "skipped: no actionable insights for this prompt (set always_generate to "
-            "ask for variants anyway)"
+            "ask for variants anyway)",
+            "skipped: no new variants",
         )
-        return _skipped(why), _skipped("skipped: no new variants")
     if (problem := llm_problem(ctx.settings)) is not None:
         # Analysis and monitoring still run; only the steps that need the LLM wait.
-        return _skipped(f"skipped: {problem}"), _skipped(f"skipped: {problem}")
+        return _all_skipped(f"skipped: {problem}")
     generated = await variant_generation.run_generation(
-        ctx, _step(job, 30, 70, "generation"), spec.generation(), chain=False
+        ctx, _step(job, 25, 55, "generation"), spec.generation(), chain=False
     )
     versions = [item["version"] for item in generated["stored"]]
-    creator = _step(job, 70, 85, "creation")
+    replayed, live_versions = await _replay(ctx, _step(job, 55, 80, "replay"), spec, versions)
+    if not live_versions:
+        return {
+            "generation": generated,
+            "replay": replayed,
+            "creation": _skipped("skipped: no candidate passed replay"),
+        }
+    creator = _step(job, 80, 90, "creation")
     created = await creation.create_experiment_job(
         ctx,
-        dataclasses.replace(
-            creator, payload={"prompt": spec.prompt, "variants": versions[:MAX_VARIANTS]}
-        ),
+        dataclasses.replace(creator, payload={"prompt": spec.prompt, "variants": live_versions}),
     )
-    return generated, created
+    return {"generation": generated, "replay": replayed, "creation": created}
+
+
+async def _replay(
+    ctx: ServiceContext, job: ActiveJob, spec: FullCyclePayload, versions: list[int]
+) -> tuple[dict[str, Any], list[int]]:
+    """The replay step's result and the versions that go live, best first."""
+    if not ctx.settings.replay_enabled:
+        live = versions[: ctx.settings.max_live_candidates]
+        return _skipped(
+            "skipped: REPLAY_ENABLED is false; the first "
+            f"{len(live)} candidate(s) go live untested (MAX_LIVE_CANDIDATES)"
+        ), live
+    replayed = await candidate_replay.run_replay(
+        ctx, job, spec.prompt, versions[:MAX_VARIANTS], chain=False
+    )
+    return {"skipped": False, **replayed}, list(replayed["live"])
 
 
 async def _monitor(
@@ -179,8 +210,8 @@ def _skipped(why: str) -> dict[str, Any]:
 
 SPEC = JobSpec(
     name="full_cycle",
-    summary="analysis, variant generation, experiment creation and a first check for one "
-    "prompt, in one job",
+    summary="analysis, variant generation, replay, experiment creation and a first check "
+    "for one prompt, in one job",
     payload=FullCyclePayload,
     handler=run_full_cycle,
 )

@@ -36,12 +36,22 @@ def _running(ctx: ServiceContext) -> list[int]:
 
 def _check(ctx: ServiceContext, experiment_id: int, job_id: int) -> CheckOutcome | None:
     with ctx.sessions.begin() as session:
-        return check_experiment(session, experiment_id, now=ctx.clock(), job_id=job_id)
+        return check_experiment(
+            session,
+            experiment_id,
+            now=ctx.clock(),
+            job_id=job_id,
+            promotion_mode=ctx.settings.promotion_mode,
+        )
 
 
 async def check_one(ctx: ServiceContext, experiment_id: int, job_id: int) -> CheckOutcome | None:
     """Check one experiment in its own transaction, count a completion and log a decision.
-    None when the experiment is no longer running."""
+    None when the experiment is no longer running.
+
+    Every decision but `continue` is sent as an `experiment.decision` webhook; a winner that
+    waits for approval (promotion mode approve) is one with decision `promote` and status
+    `awaiting_approval`, `winner_version` naming the version proposed."""
     outcome = await asyncio.to_thread(_check, ctx, experiment_id, job_id)
     if outcome is not None:
         if outcome.completed:

@@ -11,9 +11,14 @@ analyses that prompt only.
 A run first brings the pattern rollup up to date (optimizer.patterns.rollup, its own short
 transaction), then reads it.
 
+Findings about the same conversations are stored as one insight (optimizer.patterns.
+grouping): a bad segment whose conversations all carry one tag is one insight with its
+segment and tag, metrics and windows as facets, not eight.
+
 Per prompt the result holds: conversations and units per window, tests, significant,
-actionable, untested_metrics (each metric no conversation reports, with the reason), new,
-updated, themes, llm_themes, tags, insight_ids, variant_generation_job_id and chain_note.
+actionable (findings), actionable_insights (the insights they make), untested_metrics
+(each metric no conversation reports, with the reason), new, updated, themes, llm_themes,
+tags, insight_ids, variant_generation_job_id and chain_note.
 No variant_generation job is queued when no LLM is usable (the default provider without
 ANTHROPIC_API_KEY): chain_note says so, and /health and `status` report the problem.
 One prompt's failure does not stop the others; only when every prompt fails does the job
@@ -29,7 +34,6 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import Field
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from optimizer.clock import iso
@@ -41,8 +45,9 @@ from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.jobs.payload_fields import PromptName, Scope
 from optimizer.jobs.spec import JobSpec, Schedule, job_payload
 from optimizer.patterns import aggregate, llm_themes, store
+from optimizer.patterns import drafts as drafts_of
 from optimizer.patterns.aggregate import Bounds
-from optimizer.patterns.describe import InsightDraft, finding_draft, theme_draft
+from optimizer.patterns.describe import InsightDraft, theme_draft
 from optimizer.patterns.rollup import roll_up_patterns
 from optimizer.patterns.segments import (
     Finding,
@@ -105,43 +110,6 @@ def _reader(ctx: ServiceContext) -> Session:
     return session_factory(engine)()
 
 
-def _finding_drafts(
-    conn: Connection,
-    target: store.Target,
-    bounds: Bounds,
-    findings: list[Finding],
-    rules: Rules,
-    *,
-    with_transcripts: bool,
-) -> list[InsightDraft]:
-    """One draft per reportable finding, with the ids of failed conversations behind it."""
-    family = sum(1 for f in findings if f.q_value is not None)
-    drafts = []
-    samples: dict[tuple[str | None, str | None, str], list[int]] = {}
-    for finding in (f for f in findings if f.reportable):
-        test = finding.test
-        start = bounds.since_24h if test.window == "24h" else bounds.since_7d
-        # A regression's failures are the recent ones; the success and rating findings of
-        # one group share their sample.
-        key = (test.dimension, test.value, "24h" if test.kind == "regression" else test.window)
-        if key not in samples:
-            samples[key] = aggregate.sample_of(
-                conn, target.version_id, bounds, *key, with_transcripts=with_transcripts
-            )
-        drafts.append(
-            finding_draft(
-                finding,
-                rules=rules,
-                family_size=family,
-                version_id=target.version_id,
-                window_start=start,
-                window_end=bounds.until,
-                sample_ids=samples[key],
-            )
-        )
-    return drafts
-
-
 def _analyse(ctx: ServiceContext, target: store.Target, now: datetime) -> Analysis:
     """Everything that reads: one read-only transaction (no write lock on SQLite)."""
     rules, bounds = _rules(ctx), Bounds(now)
@@ -150,10 +118,11 @@ def _analyse(ctx: ServiceContext, target: store.Target, now: datetime) -> Analys
         sums = aggregate.segment_sums(conn, target.version_id, bounds)
         tags = aggregate.tag_sums(conn, target.version_id, bounds)
         findings = evaluate(build_tests([*sums.segments, *tags], sums.totals), rules)
+        found = drafts_of.groups(conn, target.version_id, bounds, sums, tags, findings)
         failed = aggregate.transcripts(conn, target.version_id, bounds, success=False)
         succeeded = aggregate.transcripts(conn, target.version_id, bounds, success=True)
-        drafts = _finding_drafts(
-            conn, target, bounds, findings, rules, with_transcripts=bool(failed)
+        drafts = drafts_of.group_drafts(
+            conn, target.version_id, bounds, found, findings, rules, with_transcripts=bool(failed)
         )
         refreshed = store.llm_themes_refreshed_at(session, target)
     themes = failure_terms([t for _, t in failed], [t for _, t in succeeded])
@@ -279,10 +248,8 @@ async def _analyse_target(
             )
         )
     saved = await asyncio.to_thread(_save, ctx, target, drafts, now)
-    effect = {d.fingerprint: abs(d.effect_size or 0.0) for d in drafts}
     fresh = sorted(
-        (s for s in saved if s.newly_actionable),
-        key=lambda s: (-effect.get(s.fingerprint, 0.0), s.id),
+        (s for s in saved if s.newly_actionable), key=lambda s: (-abs(s.effect_size or 0.0), s.id)
     )
     fresh_ids = [s.id for s in fresh][:MAX_CHAINED_INSIGHTS]
     if chain:
@@ -297,6 +264,7 @@ async def _analyse_target(
             "prompt": target.name,
             "tests": len(findings),
             "actionable": sum(f.actionable for f in findings),
+            "actionable_insights": sum(s.is_actionable for s in saved),
             "new": sum(s.created for s in saved),
             "llm_themes": named.status,
             "variant_generation_job_id": chained.job_id,
@@ -313,6 +281,7 @@ async def _analyse_target(
         "tests": sum(1 for f in findings if f.q_value is not None),
         "significant": sum(f.significant for f in findings),
         "actionable": sum(f.actionable for f in findings),
+        "actionable_insights": sum(s.is_actionable for s in saved),
         "untested_metrics": analysis.untested,
         "new": sum(s.created for s in saved),
         "updated": sum(not s.created for s in saved),
@@ -371,7 +340,8 @@ def _summary(results: list[dict[str, Any]], errors: list[dict[str, Any]]) -> str
     if not results and not errors:
         return "no prompt has conversations of its active version in the last 24 h"
     parts = [
-        f"{r['prompt']}: {r['actionable']} actionable of {r['tests']} tests, {r['new']} new"
+        f"{r['prompt']}: {r['actionable']} actionable of {r['tests']} tests in "
+        f"{r['actionable_insights']} actionable insight(s), {r['new']} new"
         for r in results
     ]
     parts += [f"{e['prompt']}: failed" for e in errors]

@@ -13,6 +13,7 @@ from typing import Any
 from optimizer.config import Settings
 from optimizer.input_models import InputModel
 from optimizer.jobs import (
+    candidate_replay,
     creation,
     full_cycle,
     monitoring,
@@ -26,6 +27,7 @@ from optimizer.jobs.spec import JobSpec, checked_payload
 _SPECS = (
     pattern_analysis.SPEC,
     variant_generation.SPEC,
+    candidate_replay.SPEC,
     creation.SPEC,
     monitoring.SPEC,
     full_cycle.SPEC,

@@ -1,13 +1,15 @@
 """variant_generation: ask the LLM for improved versions of a prompt's active version, store
-the valid ones as candidates with their lineage, then queue an experiment for them.
+the valid ones as candidates with their lineage, then queue the next step for them:
+candidate_replay (REPLAY_ENABLED, the default), which starts an experiment for those that
+pass, or else experiment_creation directly, for at most MAX_LIVE_CANDIDATES of them.
 
 The payload fields are VariantGenerationPayload's (docs/jobs.md lists them).
 
 Result: {"prompt", "provider", "requested_model", "model", "fell_back",
 "variants_returned", "stored": [{"version", "change_notes"}], "dropped": [{"index",
 "reason"}] (index: 1-based position in the model's reply), "insight_ids", "parent_version",
-"experiment_creation_job_id" (null when not queued), "experiment_creation_note" (why or
-what), "resumed", "message"}.
+"candidate_replay_job_id" and "experiment_creation_job_id" (the one queued; null when not
+queued), "experiment_creation_note" (what was queued, or why not), "resumed", "message"}.
 
 Database work is synchronous SQLAlchemy run in a thread; the LLM call is awaited. LLM errors
 are not caught here: the worker knows how to treat LlmNotConfigured (permanent), LlmError
@@ -20,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
@@ -28,13 +29,12 @@ from pydantic import AfterValidator, Field
 from optimizer.errors import NotFound, PermanentJobError
 from optimizer.experiments.validation import MAX_VARIANTS
 from optimizer.input_models import InputModel
-from optimizer.jobs import creation
+from optimizer.jobs import candidate_replay, creation
+from optimizer.jobs.chain import Chained, enqueue_next
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.jobs.payload_fields import PromptName, Scope
 from optimizer.jobs.spec import JobSpec, job_payload
 from optimizer.llm.client import MODEL_ALIASES, LlmReply
-from optimizer.runtime import queue
-from optimizer.runtime.queue import NewJob
 from optimizer.variants import store
 from optimizer.variants.meta_prompt import build_request
 from optimizer.variants.parse import ParsedVariant, parse_variants
@@ -96,12 +96,6 @@ log = logging.getLogger("prompt_worker.jobs.variant_generation")
 MAX_REASONS_IN_ERROR = 600
 
 
-@dataclass(frozen=True)
-class Chained:
-    job_id: int | None
-    note: str
-
-
 NOT_CHAINED = Chained(
     None, "no experiment_creation job queued: the caller starts the experiment itself"
 )
@@ -132,6 +126,7 @@ async def run_generation(
         active_version=inputs.active_version,
         insights=inputs.insights,
         transcripts=inputs.transcripts,
+        history=inputs.history,
         n=spec.n,
         job_id=job.id,
     )
@@ -236,22 +231,25 @@ def _chain(
             f"{live[1]}; the new candidates wait until it ends",
         )
     versions = [s.version for s in stored][:MAX_VARIANTS]
-    next_step = creation.SPEC
-    queued, created = queue.enqueue(
-        ctx.engine,
-        NewJob(type=next_step.name, payload={"prompt": name, "variants": versions}),
-        max_attempts=next_step.retry.attempts(ctx.settings.max_attempts),
-        now=ctx.clock(),
-        dedupe_key=f"experiment_creation:{name}:after-generation-{job.id}",
+    if ctx.settings.replay_enabled:
+        step, payload = candidate_replay.SPEC, {"prompt": name, "versions": versions}
+        limit, why = MAX_VARIANTS, "a replay job takes"
+    else:
+        # Without the replay gate, the first MAX_LIVE_CANDIDATES go live untested.
+        versions = versions[: ctx.settings.max_live_candidates]
+        step, payload = creation.SPEC, {"prompt": name, "variants": versions}
+        limit, why = ctx.settings.max_live_candidates, "MAX_LIVE_CANDIDATES lets"
+    job_id, created = enqueue_next(
+        ctx, step, payload, dedupe_key=f"{step.name}:{name}:after-generation-{job.id}"
     )
     note = (
-        f"experiment_creation job {queued.id} queued for versions {', '.join(map(str, versions))}"
+        f"{step.name} job {job_id} queued for versions {', '.join(map(str, versions))}"
         if created
-        else f"experiment_creation job {queued.id} was already queued by this job"
+        else f"{step.name} job {job_id} was already queued by this job"
     )
-    if len(stored) > MAX_VARIANTS:
-        note += f" (an experiment takes at most {MAX_VARIANTS} variants)"
-    return Chained(queued.id, note)
+    if len(stored) > limit:
+        note += f" ({why} at most {limit})"
+    return Chained(job_id, note, step.name)
 
 
 async def _resume(
@@ -287,8 +285,7 @@ async def _resume(
         "dropped": [],
         "insight_ids": earlier.insight_ids,
         "parent_version": None,
-        "experiment_creation_job_id": chained.job_id,
-        "experiment_creation_note": chained.note,
+        **_queued(chained),
         "resumed": True,
         "message": f"{len(earlier.stored)} candidate(s) had been stored by an earlier "
         f"attempt of this job; {chained.note}",
@@ -322,13 +319,20 @@ def _result(
         "dropped": [d.to_dict() for d in dropped],
         "insight_ids": insight_ids,
         "parent_version": parent,
-        "experiment_creation_job_id": chained.job_id,
-        "experiment_creation_note": chained.note,
+        **_queued(chained),
         "resumed": False,
         "message": f"stored {len(stored)} candidate(s) of prompt {prompt!r} (versions "
         f"{versions}, from version {parent}); dropped {len(dropped)}; "
         f"{chained.note}",
     }
+
+
+def _queued(chained: Chained) -> dict[str, Any]:
+    """The ids of the job queued next, by type (null for the type not queued), and the note."""
+    return {
+        f"{step}_job_id": chained.job_id if chained.job_type == step else None
+        for step in (candidate_replay.SPEC.name, creation.SPEC.name)
+    } | {"experiment_creation_note": chained.note}
 
 
 def _log_dropped(dropped: list[DroppedVariant], job_id: int, prompt: str) -> None:
@@ -367,7 +371,7 @@ def _reasons(dropped: list[DroppedVariant]) -> str:
 SPEC = JobSpec(
     name="variant_generation",
     summary="ask the LLM for improved versions of a prompt and store the valid ones as "
-    "candidates; queue experiment_creation for them",
+    "candidates; queue candidate_replay (or, without replay, experiment_creation) for them",
     payload=VariantGenerationPayload,
     handler=generate_variants,
 )

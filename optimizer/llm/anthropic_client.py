@@ -146,9 +146,7 @@ class AnthropicClient:
 
     async def _attempt(self, attempt: _Attempt) -> LlmReply:
         request = attempt.request
-        estimate = worst_case_cost(
-            attempt.model, len(request.system) + len(request.user), request.max_tokens
-        )
+        estimate = worst_case_cost(attempt.model, _input_chars(request), request.max_tokens)
         await asyncio.to_thread(
             usage.check_limits,
             self._sessions,
@@ -184,7 +182,7 @@ class AnthropicClient:
             model=model,
             max_tokens=request.max_tokens,
             system=system,
-            messages=[{"role": "user", "content": request.user}],
+            messages=messages_of(request),
         ) as stream:
             return await stream.get_final_message()
 
@@ -265,6 +263,22 @@ class AnthropicClient:
                 "error": failure.detail[:200],
             },
         )
+
+
+def messages_of(request: LlmRequest) -> list[Any]:
+    """The request's conversation for the Messages API: its history, then `user`."""
+    return [
+        *({"role": role, "content": content} for role, content in request.history),
+        {"role": "user", "content": request.user},
+    ]
+
+
+def _input_chars(request: LlmRequest) -> int:
+    return (
+        len(request.system)
+        + len(request.user)
+        + sum(len(content) for _, content in request.history)
+    )
 
 
 def classify(exc: Exception, *, now: datetime, model: str) -> Failure:

@@ -22,15 +22,18 @@ MODEL_ALIASES = ("sonnet", "opus")
 
 @dataclass(frozen=True)
 class LlmRequest:
-    purpose: str  # what the call is for: "variant_generation", "failure_themes"
+    purpose: str  # what the call is for: "variant_generation", "failure_themes", "replay"
     model: str  # an alias ("sonnet", "opus") or a full model id
     system: str  # the large static instructions; marked for prompt caching
-    user: str  # the per-call part (data, insights, transcripts)
+    user: str  # the per-call part (data, insights, transcripts); the latest user turn
     max_tokens: int = 8000
     job_id: int | None = None
     # Structured facts behind `user`, for the offline client, which cannot read prose.
     # The real client ignores it.
     context: dict[str, Any] = field(default_factory=dict)
+    # Earlier turns of a conversation, (role, content) with role "user" or "assistant",
+    # oldest first, sent before `user` (replay answers a logged conversation's later turns).
+    history: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,10 @@ like a model: each variant is the active prompt unchanged (so every placeholder 
 plus guidance paragraphs built from the structured insights in `request.context`, and its
 change notes say "[offline generator]". It records an `llm_calls` row (provider "offline",
 cost 0) like the real client, but the hourly limit and the budget do not apply to it.
+
+Replay and judging are simulated just as plainly: a replayed answer only says which segment
+guidance its system prompt holds ("[offline replay]"), and the judge prefers the answer whose
+prompt has guidance for the conversation's segment, a tie otherwise ("[offline judge]").
 """
 
 from __future__ import annotations
@@ -111,6 +115,16 @@ def respond(request: LlmRequest) -> str:
         )
     if request.purpose == "failure_themes":
         return '{"themes": []}'
+    if request.purpose == "replay":
+        return replay_reply(str(request.context.get("system_prompt") or ""))
+    if request.purpose == "judge":
+        context = request.context
+        segment = context.get("segment")
+        return judge_reply(
+            str(context.get("prompt_a") or ""),
+            str(context.get("prompt_b") or ""),
+            segment if isinstance(segment, str) else None,
+        )
     raise LlmError(
         f"the offline generator cannot answer purpose {request.purpose!r}; "
         "set LLM_PROVIDER=anthropic and ANTHROPIC_API_KEY"
@@ -177,3 +191,44 @@ def _clean(text: str) -> str:
     text = "".join(char if char.isprintable() else " " for char in text)
     text = " ".join(_UNSAFE.sub("", text).split())
     return text if len(text) <= MAX_TITLE_CHARS else text[: MAX_TITLE_CHARS - 1] + "…"
+
+
+REPLAY_PREFIX = "[offline replay]"
+JUDGE_PREFIX = "[offline judge]"
+
+
+def guided_segments(prompt: str) -> list[str]:
+    """The demo's segments the prompt has the offline generator's guidance for."""
+    return [segment for segment in SEGMENT_STEPS if has_guidance(prompt, segment)]
+
+
+def has_guidance(prompt: str, segment: str | None) -> bool:
+    """Whether the prompt holds a guidance paragraph of the offline generator for the
+    segment: the segment's steps (the generic ones for a segment the demo does not know)
+    and its name."""
+    if segment is None or not _clean(segment):
+        return False
+    value = _clean(segment)
+    steps = SEGMENT_STEPS.get(value.lower(), GENERIC_STEPS)
+    return steps in prompt and value.lower() in prompt.lower()
+
+
+def replay_reply(system_prompt: str) -> str:
+    guided = guided_segments(system_prompt)
+    which = ", ".join(guided) if guided else "no segment"
+    return f"{REPLAY_PREFIX} An answer under a prompt with guidance for: {which}."
+
+
+def judge_reply(prompt_a: str, prompt_b: str, segment: str | None) -> str:
+    """Prefers the answer whose prompt has guidance for the segment; a tie when both or
+    neither have it (or the conversation has no segment)."""
+    a, b = has_guidance(prompt_a, segment), has_guidance(prompt_b, segment)
+    verdict = "A" if a and not b else "B" if b and not a else "tie"
+    if segment is None or not _clean(segment):
+        why = "the conversation has no segment, so neither answer is preferred"
+    elif verdict == "tie":
+        both = "both prompts have" if a else "neither prompt has"
+        why = f"{both} guidance for the segment {_clean(segment)!r}"
+    else:
+        why = f"only answer {verdict}'s prompt has guidance for the segment {_clean(segment)!r}"
+    return f"<reason>{JUDGE_PREFIX} {why}.</reason>\n<verdict>{verdict}</verdict>"

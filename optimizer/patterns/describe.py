@@ -1,19 +1,28 @@
-"""What a stored insight says: title, detail and evidence, built from a finding. Pure.
+"""What a stored insight says: title, detail and evidence, built from a group of findings
+(grouping) or from the failure themes. Pure.
 
 The evidence is the record a person (or variant generation) reads later: every number the
 decision used, the window, the group, and `sample_conversation_ids` (failed conversations
 in the group; variant generation reads exactly that key to pick transcripts). A number that
 could not be computed is null, never NaN or infinite; the reasons say why.
+
+A group's evidence is its main facet's, as a single finding's was (top-level "dimension"
+and "value" name its segment or tag: generation and replay read them), plus "facets", each
+folded finding's own figures in a few keys (strongest first, the main facet first),
+"overlaps" (why the other subjects joined) and "overlap_min"; its sample ids are those of
+its subjects, the main one's first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from optimizer.clock import iso
 from optimizer.patterns import fingerprints
+from optimizer.patterns.grouping import OVERLAP_TO_GROUP, Group, Subject
 from optimizer.patterns.sampling import TRANSCRIPT_CHARS
 from optimizer.patterns.segments import REGRESSION_WINDOW, Finding, Rules
 from optimizer.patterns.significance import CI_LEVEL
@@ -26,6 +35,8 @@ WINDOW_TEXT = {
     "7d": "last 7 days",
     REGRESSION_WINDOW: "last 24 h vs the 6 days before",
 }
+MAX_TITLE_SUBJECTS = 3  # other subjects a title names; the rest are counted
+MAX_DETAIL_FACETS = 12  # facets the detail lists, one a line; the evidence holds them all
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,9 @@ class InsightDraft:
     evidence: dict[str, Any]
     is_actionable: bool
     effect_size: float | None
+    # A group's subjects, the main one first (empty for themes): the store matches them
+    # with its stored groups to keep a problem's row (fingerprints.name_groups).
+    subjects: tuple[Subject, ...] = ()
 
 
 def _r(value: float | None, digits: int = 6) -> float | None:
@@ -117,7 +131,7 @@ def _effect_scale(name: str) -> str:
     return f"{name} difference / {high - low:g} (range of the {low:g}-{high:g} scale)"
 
 
-def finding_draft(
+def finding_evidence(
     finding: Finding,
     *,
     rules: Rules,
@@ -125,10 +139,10 @@ def finding_draft(
     version_id: int,
     window_start: datetime,
     window_end: datetime,
-    sample_ids: list[int],
-) -> InsightDraft:
+) -> dict[str, Any]:
+    """Every figure of one finding: a group's top level holds its main facet's."""
     test, result = finding.test, finding.test.result
-    evidence: dict[str, Any] = {
+    return {
         "kind": test.kind,
         "dimension": test.dimension,
         "value": test.value,
@@ -163,16 +177,133 @@ def finding_draft(
         "min_effect": rules.min_effect,
         "min_conversations": rules.min_conversations,
         "not_actionable_because": list(finding.reasons),
-        "sample_conversation_ids": sample_ids,
     }
+
+
+def _sig(value: float | None) -> float | None:
+    """Three significant digits: a facet's p- or q-value."""
+    clean = finite_only(value)
+    return None if clean is None else float(f"{clean:.3g}")
+
+
+def facet(finding: Finding) -> dict[str, Any]:
+    """One folded finding's own figures, in few keys (a group holds up to dozens).
+    inside/outside: the group and the rest (a regression: the last 24 h and the days
+    before), a rate or a mean as the metric is; n and units: the group's observations of
+    the metric and the users behind them."""
+    test, result = finding.test, finding.test.result
+    out: dict[str, Any] = {
+        "dimension": test.dimension,
+        "value": test.value,
+        "metric": test.metric,
+        "window": test.window,
+        "inside": _r(result.inside, 4),
+        "outside": _r(result.outside, 4),
+        "n": result.n_inside,
+        "units": result.units_inside,
+        "effect": _r(finding.effect, 4),
+        "ci_low": _r(result.ci_low, 4),
+        "ci_high": _r(result.ci_high, 4),
+        "q_value": _sig(finding.q_value),
+        "actionable": finding.actionable,
+    }
+    if finding.reasons:
+        out["not_actionable_because"] = list(finding.reasons)
+    return out
+
+
+def facets_of(evidence: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The facets of stored evidence: the objects of its "facets" list (rows written before
+    grouping, or edited by hand, may have none or odd ones)."""
+    found = evidence.get("facets")
+    if not isinstance(found, list):
+        return []
+    return [f for f in found if isinstance(f, Mapping)]
+
+
+def _facet_line(finding: Finding) -> str:
+    test, result = finding.test, finding.test.result
+    what = f"{test.metric} rate" if _is_rate(test.metric) else f"mean {test.metric}"
+    subject = Subject.of(test)
+    where = "" if subject.dimension is None else f"{subject.label()}, "
+    gap = _pp(result) if _is_rate(test.metric) else _shown(test.metric, result.difference)
+    verdict = "actionable" if finding.actionable else "not actionable"
+    return (
+        f"- {where}{what}, {WINDOW_TEXT.get(test.window, test.window)}: "
+        f"{_shown(test.metric, result.inside)} vs {_shown(test.metric, result.outside)} "
+        f"({gap}; n {result.n_inside}, {result.units_inside} users; q {_p(finding.q_value)}), "
+        f"{verdict}"
+    )
+
+
+def _group_title(group: Group) -> str:
+    main = group.main
+    others = [s.label() for s in group.subjects[1:]]
+    if len(others) > MAX_TITLE_SUBJECTS:
+        others = [*others[:MAX_TITLE_SUBJECTS], f"{len(others) - MAX_TITLE_SUBJECTS} more"]
+    others += [m for m in group.metrics() if m != main.test.metric]
+    title = _title(main)
+    return _cut(f"{title} (also {'; '.join(others)})" if others else title)
+
+
+def _group_detail(group: Group, rules: Rules) -> str:
+    text = _detail(group.main, rules)
+    if len(group.facets) == 1:
+        return text
+    lines = [
+        text,
+        f"One insight for {len(group.facets)} findings about the same conversations, "
+        "strongest first:",
+        *(_facet_line(f) for f in group.facets[:MAX_DETAIL_FACETS]),
+    ]
+    if len(group.facets) > MAX_DETAIL_FACETS:
+        lines.append(f"- and {len(group.facets) - MAX_DETAIL_FACETS} more (see the evidence)")
+    if group.overlaps:
+        shares = ", ".join(f"{s.label()} {100 * share:.0f}%" for s, share in group.overlaps)
+        lines.append(
+            f"Grouped with {group.subject.label()} because they share conversations "
+            f"(last 7 days, share of the smaller): {shares}."
+        )
+    return "\n".join(lines)
+
+
+def group_draft(
+    group: Group,
+    *,
+    rules: Rules,
+    family_size: int,
+    version_id: int,
+    window_starts: Mapping[str, datetime],
+    window_end: datetime,
+    sample_ids: list[int],
+) -> InsightDraft:
+    """One insight for a group of findings (see the module); named after its main subject
+    until the store matches it with a stored group."""
+    main = group.main
+    evidence = finding_evidence(
+        main,
+        rules=rules,
+        family_size=family_size,
+        version_id=version_id,
+        window_start=window_starts[main.test.window],
+        window_end=window_end,
+    )
+    evidence["facets"] = [facet(f) for f in group.facets]
+    evidence["overlaps"] = [
+        {"dimension": s.dimension, "value": s.value, "overlap": _r(share, 4)}
+        for s, share in group.overlaps
+    ]
+    evidence["overlap_min"] = OVERLAP_TO_GROUP
+    evidence["sample_conversation_ids"] = sample_ids
     return InsightDraft(
-        kind=test.kind,
-        fingerprint=fingerprints.of_test(test),
-        title=_title(finding),
-        detail=_detail(finding, rules),
+        kind=main.test.kind,
+        fingerprint=fingerprints.group(group.subject),
+        title=_group_title(group),
+        detail=_group_detail(group, rules),
         evidence=evidence,
-        is_actionable=finding.actionable,
-        effect_size=_r(finding.effect),
+        is_actionable=group.actionable,
+        effect_size=_r(main.effect),
+        subjects=group.subjects,
     )
 
 

@@ -25,6 +25,7 @@ from optimizer.config import Settings
 from optimizer.llm.client import LlmClient, LlmRequest
 from optimizer.patterns import fingerprints
 from optimizer.patterns.describe import MAX_TITLE_CHARS, InsightDraft
+from optimizer.variants.meta_prompt import escape_data  # look-alike brackets too
 
 PURPOSE = "failure_themes"
 MODEL = "sonnet"
@@ -97,10 +98,6 @@ def disabled_because(settings: Settings, llm: LlmClient | None) -> str | None:
     if not settings.anthropic_api_key:
         return "ANTHROPIC_API_KEY is not set"
     return None
-
-
-def escape_data(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def build_request(samples: Sequence[tuple[int, str]], job_id: int | None) -> LlmRequest:

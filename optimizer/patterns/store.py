@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, exists, select, update
@@ -22,7 +22,8 @@ from models.prompts import Prompt, PromptVersion
 from optimizer.db import upsert_insert
 from optimizer.errors import PermanentJobError
 from optimizer.patterns import fingerprints
-from optimizer.patterns.describe import InsightDraft
+from optimizer.patterns.describe import InsightDraft, facets_of
+from optimizer.patterns.grouping import Subject
 from optimizer.prompts import lock_prompt
 from optimizer.stats import finite_only
 
@@ -90,9 +91,11 @@ class Saved:
     fingerprint: str
     created: bool
     is_actionable: bool
-    # Actionable now and not before: a new row, a row that was not actionable, or one
-    # established for an earlier active version (for this version the finding is new).
+    # Actionable now and not before: for this version, neither the row nor any stored row
+    # about its main subject was actionable (a new problem, a fixed one come back, or one
+    # established for an earlier active version).
     newly_actionable: bool
+    effect_size: float | None = None
 
 
 def evidence_json(evidence: dict[str, Any], fingerprint: str) -> str:
@@ -133,13 +136,86 @@ def _upsert(session: Session, values: dict[str, Any]) -> int:
     return int(session.execute(stmt).scalar_one())
 
 
+@dataclass(frozen=True)
+class _Known:
+    """A stored segment or regression row of the prompt: a group, or a single finding from
+    before grouping."""
+
+    fingerprint: str
+    subjects: frozenset[Subject]
+    last_seen_at: datetime
+    actionable_on: int | None  # the version it is actionable for; None when it is not
+
+
+def _subject(dimension: Any, value: Any) -> Subject | None:
+    if dimension is None and value is None:
+        return Subject(None, None)  # the regression
+    if isinstance(dimension, str) and isinstance(value, str):
+        return Subject(dimension, value)
+    return None
+
+
+def _subjects(raw: str | None) -> frozenset[Subject]:
+    """The subjects stored evidence is about: its facets' and its top level's (a row from
+    before grouping has only the latter). Whatever is unreadable counts for nothing."""
+    try:
+        evidence = json.loads(raw or "{}")
+    except ValueError:
+        return frozenset()
+    if not isinstance(evidence, dict):
+        return frozenset()
+    found = [_subject(f.get("dimension"), f.get("value")) for f in facets_of(evidence)]
+    if evidence.get("kind") == "regression":
+        found.append(Subject(None, None))
+    elif evidence.get("kind") == "segment" and evidence.get("dimension") is not None:
+        found.append(_subject(evidence.get("dimension"), evidence.get("value")))
+    return frozenset(s for s in found if s is not None)
+
+
+def _known(session: Session, target: Target, now: datetime) -> list[_Known]:
+    """The prompt's segment and regression rows seen within CONTINUITY_DAYS, and any still
+    actionable (a row is read with its evidence: its subjects are in it)."""
+    since = now - timedelta(days=fingerprints.CONTINUITY_DAYS)
+    i = PatternInsight
+    rows = session.execute(
+        select(i.fingerprint, i.evidence, i.last_seen_at, i.is_actionable, i.version_id).where(
+            i.prompt_id == target.prompt_id,
+            i.kind.in_(("segment", "regression")),
+            (i.last_seen_at >= since) | i.is_actionable.is_(True),
+        )
+    )
+    return [
+        _Known(fp, _subjects(raw), seen, version if actionable else None)
+        for fp, raw, seen, actionable, version in rows
+    ]
+
+
+def _named(
+    drafts: Sequence[InsightDraft], known: Sequence[_Known], now: datetime
+) -> list[InsightDraft]:
+    """The group drafts under the names that keep each problem's row (fingerprints.
+    name_groups); other drafts as they are."""
+    groups = [d for d in drafts if d.subjects]
+    stored = [
+        fingerprints.StoredGroup(k.fingerprint, k.subjects, k.last_seen_at)
+        for k in known
+        if k.fingerprint.startswith(fingerprints.GROUP_PREFIX)
+        and k.last_seen_at >= now - timedelta(days=fingerprints.CONTINUITY_DAYS)
+    ]
+    names = iter(fingerprints.name_groups([d.subjects for d in groups], stored))
+    return [replace(d, fingerprint=next(names)) if d.subjects else d for d in drafts]
+
+
 def save_insights(
     session: Session, target: Target, drafts: Sequence[InsightDraft], *, now: datetime
 ) -> list[Saved]:
     """Insert each draft, or update the row with its fingerprint: last_seen_at, occurrences
-    + 1, evidence, actionability. The prompt row is locked first (PostgreSQL; SQLite holds
-    the write lock already), so two runs for one prompt cannot both see a finding as new."""
+    + 1, evidence, actionability. A group takes over the name of the stored group it
+    continues. The prompt row is locked first (PostgreSQL; SQLite holds the write lock
+    already), so two runs for one prompt cannot both see a finding as new."""
     lock_prompt(session, target.prompt_id)
+    known = _known(session, target, now)
+    drafts = _named(drafts, known, now)
     _retire_unconfirmed(session, target, [d.fingerprint for d in drafts if d.is_actionable])
     if not drafts:
         return []
@@ -175,6 +251,14 @@ def save_insights(
         )
         old = before.get(draft.fingerprint)
         was = old is not None and old.is_actionable and old.version_id == target.version_id
+        # The same problem under another row (a single finding from before grouping, or
+        # a group before a split) was already acted on for this version: its main subject
+        # was in an actionable row.
+        was = was or any(
+            k.actionable_on == target.version_id and draft.subjects[0] in k.subjects
+            for k in known
+            if draft.subjects
+        )
         saved.append(
             Saved(
                 insight_id,
@@ -182,6 +266,7 @@ def save_insights(
                 old is None,
                 draft.is_actionable,
                 draft.is_actionable and not was,
+                finite_only(draft.effect_size),
             )
         )
     session.flush()
@@ -189,9 +274,10 @@ def save_insights(
 
 
 def _retire_unconfirmed(session: Session, target: Target, confirmed: list[str]) -> None:
-    """`is_actionable` says what the latest analysis holds: a finding this run did not
-    confirm (fixed by a new version, or gone from the data) stops being actionable, so
-    variant generation and full_cycle do not act on it. Its row and history stay."""
+    """`is_actionable` says what the latest analysis holds: a row this run did not confirm
+    (fixed by a new version, gone from the data, a group that merged into another, or a
+    single finding stored before grouping, now a facet of a group) stops being actionable,
+    so variant generation and full_cycle do not act on it. Its row and history stay."""
     session.execute(
         update(PatternInsight)
         .where(

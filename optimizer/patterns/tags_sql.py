@@ -100,14 +100,17 @@ def tagged_conversations(
 
 
 def has_tag(dialect: str, server_version: tuple[int | str, ...] | None, tag: str) -> Any:
-    """The conversation lists `tag` (as a string)."""
+    """The conversation lists `tag` (as a string). The parameter is unique, so one
+    statement may test several tags."""
     if dialect == "postgresql":
-        wanted = func.jsonb_build_array(cast(bindparam("tag", tag, type_=Text()), Text))
+        wanted = func.jsonb_build_array(
+            cast(bindparam("tag", tag, type_=Text(), unique=True), Text)
+        )
         return pg_tags_array(server_version).op("@>")(wanted)
     each = func.json_each(_sqlite_tags_array()).table_valued("value", "type", name="k")
     return (
         select(literal(1))
         .select_from(each)
-        .where(each.c.type == "text", each.c.value == bindparam("tag", tag))
+        .where(each.c.type == "text", each.c.value == bindparam("tag", tag, unique=True))
         .exists()
     )

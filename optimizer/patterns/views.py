@@ -16,6 +16,7 @@ from models.insights import PatternInsight
 from models.prompts import Prompt, PromptVersion
 from optimizer.clock import iso
 from optimizer.errors import InvalidInput, NotFound
+from optimizer.patterns.describe import facets_of
 from optimizer.prompt_text import validate_name
 from optimizer.prompts import decode_insight_ids
 from optimizer.text_input import parse_whole
@@ -38,6 +39,12 @@ class InsightView:
     occurrences: int
     first_seen_at: datetime
     last_seen_at: datetime
+
+    @property
+    def facets(self) -> list[Any]:
+        """The findings a group holds (evidence "facets"); none for a theme or a row from
+        before grouping."""
+        return list(facets_of(self.evidence))
 
     def to_dict(self) -> dict[str, Any]:
         return {

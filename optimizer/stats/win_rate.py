@@ -62,9 +62,23 @@ def win_rate(scores: Sequence[float], confidence: float = 0.90) -> WinRate:
     n = len(scores)
     wins = sum(1 for s in scores if s == WIN)
     losses = sum(1 for s in scores if s == LOSS)
+    return _wilson(n, wins, losses, sum(scores) / n if n else 0.0, confidence)
+
+
+def win_rate_from_counts(wins: int, ties: int, losses: int, confidence: float = 0.90) -> WinRate:
+    """win_rate() of `wins` scores of 1, `ties` of 0.5 and `losses` of 0: the figures kept
+    as counts (a GROUP BY in SQL) need not be expanded back into scores."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1); got {confidence!r}")
+    if min(wins, ties, losses) < 0:
+        raise ValueError(f"counts must not be negative; got {wins}, {ties}, {losses}")
+    n = wins + ties + losses
+    return _wilson(n, wins, losses, (wins + TIE * ties) / n if n else 0.0, confidence)
+
+
+def _wilson(n: int, wins: int, losses: int, p: float, confidence: float) -> WinRate:
     if n == 0:
         return WinRate(0, 0, 0, 0, None, None, None, confidence, error="empty")
-    p = sum(scores) / n
     z = float(norm.ppf(0.5 + confidence / 2.0))
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)

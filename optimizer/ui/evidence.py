@@ -1,5 +1,6 @@
 """An insight's stored evidence as a few readable lines (segment, metric, window, effect,
-counts, significance), for the insights page. Pure.
+counts, significance, and for a group of findings what it groups), and a group's facets
+as rows of a table, for the insights page. Pure.
 
 The evidence is the JSON object pattern analysis wrote (`patterns.describe`), but older rows,
 other kinds and rows edited by hand carry other keys or odd values: every line here is built
@@ -10,10 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 # Lists longer than this are cut in a line ("…"); the raw JSON holds them whole.
 MAX_ITEMS = 5
+# Facets shown as rows; the raw JSON holds them all.
+MAX_FACET_ROWS = 30
+WINDOWS = {"24h": "last 24 h", "7d": "last 7 days", "24h_vs_prior_6d": "last 24 h vs 6 days before"}
 
 
 def _number(value: Any) -> float | None:
@@ -135,9 +140,96 @@ def _significance(e: Mapping[str, Any]) -> str | None:
     return ", ".join(parts) or None
 
 
+def _facets(value: Any) -> list[Mapping[str, Any]]:
+    return [f for f in value if isinstance(f, Mapping)] if isinstance(value, list) else []
+
+
+def _subject(e: Mapping[str, Any]) -> str:
+    """A facet's segment or tag ("segment = billing"); a regression's "last 24 h"."""
+    if e.get("dimension") is None and e.get("value") is None:
+        return "last 24 h (regression)"
+    return _segment(e) or "?"
+
+
+def _grouped(e: Mapping[str, Any]) -> str | None:
+    """What a group holds: how many findings, about which subjects and metrics."""
+    facets = _facets(e.get("facets"))
+    if len(facets) < 2:
+        return None
+    subjects = list(dict.fromkeys(_subject(f) for f in facets))
+    metrics = list(dict.fromkeys(m for f in facets if (m := _fmt(f.get("metric")))))
+    more = "…" if len(subjects) > MAX_ITEMS else ""
+    text = f"{len(facets)} findings about {', '.join(subjects[:MAX_ITEMS])}{more}"
+    return text + (f" ({', '.join(metrics[:MAX_ITEMS])})" if metrics else "")
+
+
+def _overlaps(e: Mapping[str, Any]) -> str | None:
+    parts = []
+    for item in _facets(e.get("overlaps")):
+        share = _number(item.get("overlap"))
+        if share is not None:
+            parts.append(f"{_subject(item)} {100 * share:.0f}%")
+    if not parts:
+        return None
+    more = "…" if len(parts) > MAX_ITEMS else ""
+    return ", ".join(parts[:MAX_ITEMS]) + more + " of the smaller group's conversations"
+
+
+@dataclass(frozen=True)
+class FacetRow:
+    """One folded finding as the page's table shows it; "" where the evidence has nothing
+    readable."""
+
+    subject: str
+    metric: str
+    window: str
+    inside: str
+    outside: str
+    effect: str
+    interval: str
+    q_value: str
+    observations: str
+    actionable: str
+    reasons: str
+
+
+def _or_blank(value: Any) -> str:
+    return _fmt(value) or ""
+
+
+def _facet_row(f: Mapping[str, Any]) -> FacetRow:
+    low, high = _fmt(f.get("ci_low")), _fmt(f.get("ci_high"))
+    n, units = _fmt(f.get("n")), _fmt(f.get("units"))
+    actionable = f.get("actionable")
+    window = _fmt(f.get("window")) or ""
+    return FacetRow(
+        subject=_subject(f),
+        metric=_or_blank(f.get("metric")),
+        window=WINDOWS.get(window, window),
+        inside=_or_blank(f.get("inside")),
+        outside=_or_blank(f.get("outside")),
+        effect=_or_blank(f.get("effect")),
+        interval=f"{low} to {high}" if low is not None and high is not None else "",
+        q_value=_or_blank(f.get("q_value")),
+        observations=(f"{n} ({units} users)" if units else n) if n else "",
+        actionable=_fmt(actionable) or "" if isinstance(actionable, bool) else "",
+        reasons=_items(f.get("not_actionable_because")) or "",
+    )
+
+
+def facet_rows(evidence: Mapping[str, Any]) -> list[FacetRow]:
+    """The facets of a group, strongest first as stored; none for a single finding."""
+    facets = _facets(evidence.get("facets"))
+    if len(facets) < 2:
+        return []
+    return [_facet_row(f) for f in facets[:MAX_FACET_ROWS]]
+
+
 def evidence_facts(evidence: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(label, text) lines for what the evidence holds, in a fixed order."""
     lines = (
+        ("groups", _grouped(evidence)),
+        ("grouped by shared conversations", _overlaps(evidence)),
         ("segment", _segment(evidence)),
         ("metric", _fmt(evidence.get("metric"))),
         ("window", _window(evidence)),

@@ -1,6 +1,6 @@
 """GET /ui/experiments (filtered, keyset-paged list), GET /ui/experiments/{id} (header, arms,
-charts drawn from every stored check, SRM, decision timeline, latest figures) and
-POST /ui/experiments/{id}/stop.
+charts drawn from every stored check, SRM, decision timeline, latest figures), and a
+person's actions: POST /ui/experiments/{id}/stop, /approve, /reject and /promote.
 
 Reads go through experiments.store; the charts and tables come from the pure readers in
 optimizer/ui/series.py and charts.py, so a hand-edited check never breaks the page.
@@ -24,7 +24,8 @@ from yarl import URL
 from models.experiments import EXPERIMENT_STATUSES, LIVE_STATUSES
 from optimizer.clock import utcnow
 from optimizer.db import session_factory
-from optimizer.experiments import store
+from optimizer.experiments import approvals, store
+from optimizer.input_models import validate
 from optimizer.patterns.views import parse_prompt
 from optimizer.stats.finite import finite_only
 from optimizer.text_input import parse_id, refuse_unstorable
@@ -215,6 +216,7 @@ def detail_page(experiment_id: int) -> Callable[[Session], Mapping[str, object]]
         return {
             "experiment": view,
             "live": view.status in LIVE_STATUSES,
+            "awaiting": view.status == "awaiting_approval",
             "checks": len(checks),
             "guardrail_settings": guardrail_settings(view.guardrails),
             "lift_chart": charts.lift_chart(lift),
@@ -234,7 +236,7 @@ async def experiment(request: aioweb.Request) -> aioweb.Response:
     return await web.page(request, "experiment.html", detail_page(experiment_id), section=SECTION)
 
 
-# --- stop --------------------------------------------------------------------------------
+# --- a person's actions -------------------------------------------------------------------
 
 
 async def stop(request: aioweb.Request) -> aioweb.Response:
@@ -252,7 +254,49 @@ async def stop(request: aioweb.Request) -> aioweb.Response:
     )
 
 
+async def _decide(
+    request: aioweb.Request,
+    act: Callable[..., store.ExperimentView],
+    body: Callable[[dict[str, str]], approvals.DecisionBody | approvals.PromoteBody],
+    notice: str,
+) -> aioweb.Response:
+    """Check the form as the API checks its body, then `act` in one transaction."""
+    experiment_id = parse_id(request.match_info["id"], "id")
+    checked = body(await web.form(request))
+
+    def work(engine: Engine) -> None:
+        with session_factory(engine).begin() as session:
+            act(session, experiment_id, checked, actor=web.ACTOR, now=utcnow())
+
+    return await web.act(request, work, done=f"/ui/experiments/{experiment_id}", notice=notice)
+
+
+def decision_body(fields: dict[str, str]) -> approvals.DecisionBody:
+    return validate(approvals.DecisionBody, {"reason": fields.get("reason", "")})
+
+
+def promote_body(fields: dict[str, str]) -> approvals.PromoteBody:
+    """The form names the arm by its id (one form per variant arm)."""
+    arm = parse_id(fields["arm"], "arm") if fields.get("arm") else None
+    return validate(approvals.PromoteBody, {"arm": arm, "reason": fields.get("reason", "")})
+
+
+async def approve(request: aioweb.Request) -> aioweb.Response:
+    return await _decide(request, approvals.approve, decision_body, "experiment-approved")
+
+
+async def reject(request: aioweb.Request) -> aioweb.Response:
+    return await _decide(request, approvals.reject, decision_body, "experiment-rejected")
+
+
+async def promote(request: aioweb.Request) -> aioweb.Response:
+    return await _decide(request, approvals.promote, promote_body, "arm-promoted")
+
+
 def add_routes(ui: aioweb.Application) -> None:
     ui.router.add_get("/experiments", experiments)
     ui.router.add_get("/experiments/{id}", experiment)
     ui.router.add_post("/experiments/{id}/stop", stop)
+    ui.router.add_post("/experiments/{id}/approve", approve)
+    ui.router.add_post("/experiments/{id}/reject", reject)
+    ui.router.add_post("/experiments/{id}/promote", promote)

@@ -1,5 +1,6 @@
 """GET /ui/insights?prompt=&actionable=&kind=: what pattern analysis found, newest first,
-each with its evidence in words (and raw) and the versions generated from it.
+each with its evidence in words (and raw), the findings it groups (its facets, as a table)
+and the versions generated from it.
 
 Filters are parsed by patterns.views' own parsers, so a bad value gets the message
 GET /insights gives; an unknown prompt is a 404 page, as there.
@@ -20,11 +21,11 @@ from yarl import URL
 from optimizer.patterns import views
 from optimizer.stats.finite import finite_only
 from optimizer.ui import web
-from optimizer.ui.evidence import evidence_facts
+from optimizer.ui.evidence import FacetRow, evidence_facts, facet_rows
 from optimizer.ui.routes_experiments import given
 
 # The newest this many are shown; the filters narrow the rest down (list_insights has no
-# keyset, and a prompt keeps one insight per finding, so the list stays short).
+# keyset, and a prompt keeps one insight per problem, so the list stays short).
 PAGE_SIZE = 50
 SECTION = "insights"
 
@@ -64,6 +65,7 @@ def parse_filters(query: MultiMapping[str]) -> InsightFilters:
 class InsightRow:
     insight: views.InsightView
     facts: list[tuple[str, str]]
+    facets: list[FacetRow]  # the findings a group holds, strongest first; none for one
     raw: str  # the evidence as indented JSON, for the <details> under the facts
     generated: list[tuple[str, int]]  # (prompt, version number) made from this insight
 
@@ -86,7 +88,13 @@ def list_page(filters: InsightFilters) -> Callable[[Session], Mapping[str, objec
         generated = views.generated_from(session, [i.id for i in shown])
         return {
             "rows": [
-                InsightRow(i, evidence_facts(i.evidence), raw_json(i.evidence), generated[i.id])
+                InsightRow(
+                    i,
+                    evidence_facts(i.evidence),
+                    facet_rows(i.evidence),
+                    raw_json(i.evidence),
+                    generated[i.id],
+                )
                 for i in shown
             ],
             "more": len(found) > PAGE_SIZE,

@@ -1,7 +1,8 @@
 """/ui/: the overview. Health and this process's run stats (HealthMonitor.report, from
 memory), the shared database's status (status.read_status: queue, recent jobs, live
 experiments with their primary interval, LLM calls and spend against the limits), the
-latest decisions of the experiment checks, and the configuration problems."""
+experiments whose winner awaits a person's approval, the latest decisions of the experiment
+checks, and the configuration problems."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def overview_context(
         "started_at": started_at,
         "run_stats": [(label(k), v) for k, v in report["stats"].items()],
         "status": status,
+        "awaiting": [e for e in status.experiments if e.status == "awaiting_approval"],
         "recent_jobs": [
             (job, now - timedelta(seconds=job.age_seconds)) for job in status.recent_jobs
         ],

@@ -1,8 +1,10 @@
-"""The dashboard's prompt pages: the list, one prompt (versions, compare form, activation
-history, rollback), one version's text, the diff of two versions, and the rollback action.
+"""The dashboard's prompt pages: the list, one prompt (versions with their replay win rates,
+compare form, activation history, rollback), one version (its text and its replay: summary,
+status reason and evaluations), the diff of two versions, and the rollback action.
 
-Every read goes through optimizer.prompts; a page loads only the texts it shows (none for
-the list and the prompt page, one for a version, two for a diff).
+Every read goes through optimizer.prompts and optimizer.evaluations; a page loads only the
+texts it shows (none for the list and the prompt page, one for a version, two for a diff),
+and the replay figures of all a prompt's versions in one query.
 """
 
 from __future__ import annotations
@@ -17,17 +19,21 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from yarl import URL
 
-from optimizer import prompts
+from optimizer import evaluations, prompts
 from optimizer.clock import utcnow
 from optimizer.db import session_factory
 from optimizer.errors import InvalidInput, NotFound
 from optimizer.prompt_text import validate_name
-from optimizer.text_input import parse_whole, shown
+from optimizer.text_input import parse_id, parse_whole, shown
 from optimizer.ui import web as ui_web
 from optimizer.ui.diff import diff_lines, side_by_side
+from optimizer.ui.win_rate_bar import interval_bar
 
 PAGE_SIZE = 50
+EVALUATIONS_PAGE = 20  # each shows two answers and two reasons: a long page already
 VIEWS = ("inline", "side")
+# Which badge colour each verdict gets: the candidate preferred reads as good news.
+VERDICT_BADGES = {"candidate": "ok", "control": "error", "tie": "cancelled"}
 VERSION_USAGE = "a version number (a positive whole number)"
 
 View = Literal["inline", "side"]
@@ -152,6 +158,7 @@ def resolve_pair(
 
 def prompt_context(session: Session, name: str) -> dict[str, object]:
     details = prompts.version_details(session, name)
+    replays = evaluations.summaries(session, [d.id for d in details])
     history = _activations(prompts.activation_history(session, name))
     activity = prompts.prompt_activity(session).get(name)
     active = next((d for d in details if d.status == "active"), None)
@@ -159,6 +166,8 @@ def prompt_context(session: Session, name: str) -> dict[str, object]:
     return {
         "name": name,
         "versions": details[::-1],  # newest first: what people look at
+        "replays": replays,
+        "rate_text": evaluations.rate_text,
         "active": active,
         "history": history,
         "activity": activity,
@@ -181,21 +190,94 @@ async def prompt_page(request: web.Request) -> web.Response:
 # --- one version ---------------------------------------------------------------------------
 
 
-def version_context(session: Session, name: str, number: int) -> dict[str, object]:
+@dataclass(frozen=True)
+class ReplayFilters:
+    """The version page's choice of evaluations: a sample (or both) and the page."""
+
+    sample: str | None = None
+    before: int | None = None
+
+    def url(self, name: str, number: int, **change: Any) -> str:
+        values = {"sample": self.sample, "before": self.before, **change}
+        query = {k: str(v) for k, v in values.items() if v is not None}
+        path = URL(f"{ui_web.PREFIX}prompts/{name}/versions/{number}").with_query(query)
+        return str(path.with_fragment("replay"))
+
+
+def parse_replay_filters(query: Mapping[str, str]) -> ReplayFilters:
+    """`sample` and `before` of the version page; empty counts as not given."""
+    sample, before = query.get("sample") or None, query.get("before") or None
+    return ReplayFilters(
+        sample=evaluations.parse_sample(sample),
+        before=None if before is None else parse_id(before, "before"),
+    )
+
+
+def replay_context(
+    session: Session, name: str, number: int, filters: ReplayFilters
+) -> dict[str, object]:
+    """The version's Replay panel: its summary (three queries whatever the number of
+    evaluations), the drawings of its win rates and a page of its evaluations."""
+    summary, page = evaluations.replay_of(
+        session,
+        name,
+        number,
+        sample=filters.sample,
+        before_id=filters.before,
+        limit=EVALUATIONS_PAGE,
+    )
+    failing, holdout = (
+        evaluations.rate_text(summary.failing),
+        evaluations.rate_text(summary.holdout),
+    )
+    return {
+        "replay": summary,
+        "failing_text": failing,
+        "holdout_text": holdout,
+        "failing_bar": interval_bar(summary.failing, f"Win rate on the failing sample: {failing}"),
+        "holdout_bar": interval_bar(summary.holdout, f"Win rate on the held-out sample: {holdout}"),
+        "evaluations": page.evaluations,
+        "verdict_badges": VERDICT_BADGES,
+        "filters": filters,
+        "sample_links": [
+            (label, filters.url(name, number, sample=value, before=None), value == filters.sample)
+            for label, value in (
+                ("both samples", None),
+                ("failing", "failing"),
+                ("holdout", "holdout"),
+            )
+        ],
+        "next_url": (
+            filters.url(name, number, before=page.next_before) if page.next_before else None
+        ),
+        "first_url": (
+            filters.url(name, number, before=None) if filters.before is not None else None
+        ),
+    }
+
+
+def version_context(
+    session: Session, name: str, number: int, filters: ReplayFilters | None = None
+) -> dict[str, object]:
     details = prompts.version_details(session, name)
     _find(details, name, number)
     detail = next(d for d in details if d.number == number)
     text = prompts.version_texts(session, name, [number]).get(number)
     if text is None:  # deleted between the two reads
         raise NotFound(f"prompt {name!r} has no version {number}")
-    return {"name": name, "version": detail, "text": text}
+    replay = replay_context(session, name, number, filters or ReplayFilters())
+    return {"name": name, "version": detail, "text": text, **replay}
 
 
 async def version_page(request: web.Request) -> web.Response:
     name = _name(request)
     number = parse_version(request.match_info["n"], "version")
+    filters = parse_replay_filters(request.query)
     return await ui_web.page(
-        request, "version.html", lambda s: version_context(s, name, number), section="prompts"
+        request,
+        "version.html",
+        lambda s: version_context(s, name, number, filters),
+        section="prompts",
     )
 
 

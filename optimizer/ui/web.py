@@ -35,6 +35,9 @@ NOTICES: dict[str, str] = {
     "logged-out": "You have been logged out.",
     "rolled-back": "Done: the version you chose is now the active one (see the history).",
     "experiment-stopped": "The experiment has been stopped.",
+    "experiment-approved": "Approved: the proposed winner is now the active version.",
+    "experiment-rejected": "Rejected: the control version stays active; the experiment is over.",
+    "arm-promoted": "Done: the arm you chose is now the active version; the experiment is over.",
     "job-cancelled": "The job has been cancelled (a running job stops at its next step).",
     "job-added": "The job has been added to the queue.",
 }

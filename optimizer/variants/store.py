@@ -9,20 +9,23 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session, aliased
 
 from models.conversations import Conversation
-from models.experiments import LIVE_STATUSES, Experiment
+from models.experiments import LIVE_STATUSES, Experiment, ExperimentArm
 from models.insights import PatternInsight
 from models.llm_calls import LlmCall
 from models.prompts import Prompt, PromptVersion
 from optimizer import prompts
 from optimizer.errors import Conflict, InvalidInput, PermanentJobError
+from optimizer.experiments.store import latest_analyses
+from optimizer.prompt_text import markup_problem
+from optimizer.variants import history as past
 from optimizer.variants.meta_prompt import (
     MAX_TRANSCRIPT_CHARS,
     MAX_TRANSCRIPTS,
@@ -47,6 +50,9 @@ class GenerationInputs:
     insights: list[InsightFacts]
     transcripts: list[TranscriptSample]
     existing_hashes: dict[str, int]  # content hash -> version number
+    # Past candidates and what became of them, most informative and newest first, at most
+    # history.MAX_ENTRIES.
+    history: list[past.PastCandidate] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,15 @@ def load_inputs(session: Session, name: str, insight_ids: list[int] | None) -> G
     content = session.scalars(
         select(PromptVersion.content).where(PromptVersion.id == active.id)
     ).one()
+    problem = markup_problem(content)
+    if problem is not None:
+        # Stored before markers were checked, or edited by hand: which text is protected is
+        # unclear, so no variant could be checked against it.
+        raise PermanentJobError(
+            f"active version {active.version} of prompt {name!r} has malformed "
+            f"protected-section markers ({problem}); add a corrected version and activate "
+            "it, then run variant_generation again"
+        )
     insights = _insights(session, prompt.id, name, insight_ids)
     return GenerationInputs(
         prompt_id=prompt.id,
@@ -104,6 +119,7 @@ def load_inputs(session: Session, name: str, insight_ids: list[int] | None) -> G
         insights=insights,
         transcripts=failing_transcripts(session, active.id, _sample_ids(insights)),
         existing_hashes={row.content_hash: row.version for row in versions},
+        history=candidate_history(session, prompt.id),
     )
 
 
@@ -189,6 +205,91 @@ def failing_transcripts(
             conversation_id=row[0], segment=row[1], text=row[2] or "", total_chars=int(row[3] or 0)
         )
         for row in rows
+    ]
+
+
+def candidate_history(session: Session, prompt_id: int) -> list[past.PastCandidate]:
+    """What became of the prompt's past candidates (optimizer.variants.history), chosen
+    among its newest history.SCAN_VERSIONS versions made from another: two queries however
+    long the history (the versions with their latest experiment as a variant arm, then the
+    last analysis of the experiments they won, for the lift)."""
+    facts = _candidate_facts(session, prompt_id)
+    winners = past.promoted_arms(facts)
+    analyses = latest_analyses(session, list(winners)) if winners else {}
+    entries = []
+    for fact in facts:
+        analysis = analyses.get(fact.experiment_id) if fact.won and fact.experiment_id else None
+        lift = (
+            past.lift_of(analysis.statistics, fact.arm_id)
+            if analysis is not None and fact.arm_id is not None
+            else None
+        )
+        entry = past.classify(fact, lift)
+        if entry is not None:
+            entries.append(entry)
+    return past.ordered(entries)
+
+
+def _candidate_facts(session: Session, prompt_id: int) -> list[past.CandidateFacts]:
+    v, parent = PromptVersion, aliased(PromptVersion)
+    arm, experiment = ExperimentArm, Experiment
+    newest = (
+        select(v.id)
+        .where(v.prompt_id == prompt_id, v.parent_version_id.is_not(None))
+        .order_by(v.version.desc())
+        .limit(past.SCAN_VERSIONS)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(
+            v.id,
+            v.version,
+            v.status,
+            v.status_reason,
+            v.change_notes,
+            v.created_at,
+            func.length(v.content).label("chars"),
+            parent.version.label("parent_version"),
+            arm.id.label("arm_id"),
+            arm.status.label("arm_status"),
+            arm.stopped_reason,
+            arm.stopped_at,
+            experiment.id.label("experiment_id"),
+            experiment.status.label("experiment_status"),
+            experiment.winner_version_id,
+            experiment.decision_reason,
+            experiment.started_at,
+            experiment.ended_at,
+        )
+        .outerjoin(parent, parent.id == v.parent_version_id)
+        .outerjoin(arm, and_(arm.version_id == v.id, arm.is_control.is_(False)))
+        .outerjoin(experiment, experiment.id == arm.experiment_id)
+        .where(v.id.in_(newest))
+        .order_by(v.version, experiment.id)
+    ).all()
+    latest = {row.id: row for row in rows}  # a version's latest experiment comes last
+    return [
+        past.CandidateFacts(
+            version=row.version,
+            status=row.status,
+            status_reason=row.status_reason,
+            change_notes=row.change_notes,
+            created_at=row.created_at,
+            content_chars=int(row.chars or 0),
+            parent_version=row.parent_version,
+            experiment_id=row.experiment_id,
+            experiment_status=row.experiment_status,
+            experiment_live=row.experiment_status in LIVE_STATUSES,
+            won=row.experiment_id is not None and row.winner_version_id == row.id,
+            decision_reason=row.decision_reason,
+            ended_at=row.ended_at,
+            started_at=row.started_at,
+            arm_id=row.arm_id,
+            arm_stopped=row.arm_status == "stopped",
+            stopped_reason=row.stopped_reason,
+            stopped_at=row.stopped_at,
+        )
+        for row in latest.values()
     ]
 
 

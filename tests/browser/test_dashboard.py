@@ -204,6 +204,31 @@ def test_the_lift_chart_has_one_point_per_stored_check(
     assert console_errors(driver) == []
 
 
+# --- a version's replay -------------------------------------------------------------------
+
+
+def test_a_replayed_version_shows_its_win_rates_and_both_answers_side_by_side(
+    driver: Chrome, admin: Admin, small_ui: SeededService
+) -> None:
+    name = small_ui.seeded.multi_version_prompt
+    assert name is not None
+    admin(small_ui.base_url)
+    driver.get(f"{small_ui.base_url}/ui/prompts/{quote(name, safe='')}/versions/4")
+    assert page_problems(driver) == []
+    bars = driver.find_elements(By.CSS_SELECTOR, "#replay svg.win-rate-bar")
+    assert len(bars) == 2 and all(bar.is_displayed() and bar.size["width"] > 0 for bar in bars)
+    evaluations = driver.find_elements(By.CSS_SELECTOR, "#replay article.evaluation")
+    assert len(evaluations) == 14  # the seed's REPLAYED, one page
+    details = evaluations[0].find_element(By.TAG_NAME, "details")
+    assert not details.find_element(By.TAG_NAME, "pre").is_displayed()
+    details.find_element(By.TAG_NAME, "summary").click()
+    columns = details.find_elements(By.CSS_SELECTOR, ".grid > div")
+    assert len(columns) == 2 and all(c.is_displayed() for c in columns)
+    assert columns[0].location["y"] == columns[1].location["y"]  # side by side
+    assert columns[0].location["x"] < columns[1].location["x"]
+    assert console_errors(driver) == []
+
+
 # --- comparing versions ------------------------------------------------------------------
 
 

@@ -32,7 +32,14 @@ def test_sigkill_mid_llm_call_other_replica_finishes_the_job(pg_engine, tmp_path
     seed_prompt(pg_engine, "support-bot")
     with FakeApi() as api:
         api.script(slow_reply(10.0))  # the first call streams slowly; later ones are quick
-        env = {**api.env(), "LEASE_SECONDS": str(LEASE), "POLL_INTERVAL_SECONDS": "0.5"}
+        # No replay gate: the prompt has no conversations to replay, and the test is about
+        # the experiment being created once after the takeover.
+        env = {
+            **api.env(),
+            "LEASE_SECONDS": str(LEASE),
+            "POLL_INTERVAL_SECONDS": "0.5",
+            "REPLAY_ENABLED": "false",
+        }
         with replicas(url_of(pg_engine), tmp_path, 2, **env) as procs:
             job_id = insert_job(
                 pg_engine, "full_cycle", {"prompt": "support-bot", "always_generate": True, "n": 1}

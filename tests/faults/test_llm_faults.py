@@ -35,7 +35,14 @@ from tests.support.replicas import (
     wait_until,
 )
 
-ONE_SLOT = {"WORKER_CONCURRENCY": "1", "POLL_INTERVAL_SECONDS": "0.2", "LEASE_SECONDS": "15"}
+# Generation chains straight to experiment_creation here (no replay gate): these tests
+# count the calls of generation alone; tests/integration/test_candidate_replay.py has replay's.
+ONE_SLOT = {
+    "WORKER_CONCURRENCY": "1",
+    "POLL_INTERVAL_SECONDS": "0.2",
+    "LEASE_SECONDS": "15",
+    "REPLAY_ENABLED": "false",
+}
 
 
 def generation(engine, name: str) -> int:

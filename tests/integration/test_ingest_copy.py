@@ -5,6 +5,7 @@ whole."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -56,6 +57,7 @@ OPTIONAL = (
     "segment",
     "tags",
     "transcript",
+    "messages",
     "occurred_at",
 )
 
@@ -72,6 +74,11 @@ def awkward_batch(world: World) -> list[dict[str, Any]]:
                 segment=value,
                 tags=[value, "plain", "é"],
                 transcript=value * 3,
+                # Stored as JSON text: COPY must carry its escapes (\n, \u0001) through intact.
+                messages=[
+                    {"role": "user", "content": value},
+                    {"role": "assistant", "content": [{"type": "text", "text": value}] * 2},
+                ],
                 success=i % 2 == 0,
                 rating=1 + i % 5,
                 latency_ms=[0, 0.1, 5e-324, 1e-300, 12345.678][i % 5],
@@ -80,7 +87,7 @@ def awkward_batch(world: World) -> list[dict[str, Any]]:
                 occurred_at=["2026-01-01T00:00:00", "2026-03-04T05:06:07.891234+05:45"][i % 2],
             )
         )
-    rows.append(record(unit_id="no tags", tags=[], transcript=""))
+    rows.append(record(unit_id="no tags", tags=[], transcript="", messages=[]))
     assert world.experiment_id is not None
     for unit in world.units_of(2, 3) + world.units_of(1, 2):
         rows.append(
@@ -146,6 +153,13 @@ def test_copy_stores_exactly_what_insert_stores(
             )
         ).one()
     assert set(AWKWARD) <= segments
+    with pg_engine.connect() as conn:
+        turns = dict(conn.execute(select(Conversation.segment, Conversation.messages)).all())
+    for value in AWKWARD:
+        assert json.loads(turns[value]) == [
+            {"role": "user", "content": value},
+            {"role": "assistant", "content": f"{value}\n\n{value}"},
+        ]
     assert [getattr(minimal, name) for name in OPTIONAL[:-1]] == [None] * (len(OPTIONAL) - 1)
     assert minimal.occurred_at == NOW and minimal.ingested_at is not None
 

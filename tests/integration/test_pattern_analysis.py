@@ -157,6 +157,23 @@ def insights(engine: Engine) -> dict[str, PatternInsight]:
         return {i.fingerprint: i for i in session.scalars(select(PatternInsight))}
 
 
+def facets(insight: PatternInsight) -> list[dict[str, Any]]:
+    return json.loads(insight.evidence)["facets"]  # type: ignore[no-any-return]
+
+
+def facet(
+    insight: PatternInsight, dimension: str | None, value: str | None, metric: str, window: str
+) -> dict[str, Any]:
+    """The insight's facet for one finding (exactly one)."""
+    (found,) = [
+        f
+        for f in facets(insight)
+        if (f["dimension"], f["value"], f["metric"], f["window"])
+        == (dimension, value, metric, window)
+    ]
+    return found
+
+
 def generation_jobs(engine: Engine) -> list[OptimizationJob]:
     with session_factory(engine)() as session:
         return list(
@@ -186,31 +203,44 @@ async def test_planted_segment_is_found_with_evidence_and_chained(engine: Engine
     )
     result = (await run(engine))["prompts"][0]
     found = insights(engine)
-    billing = found["segment:segment=billing:success:7d"]
+    billing = found["group:segment=billing"]
     assert billing.is_actionable and billing.kind == "segment"
     assert billing.version_id == version_id and billing.occurrences == 1
-    assert billing.effect_size == pytest.approx(-0.34, abs=0.06)
     evidence = json.loads(billing.evidence)
-    assert evidence["q_value"] <= 0.05 and evidence["p_value"] < 1e-10
-    assert evidence["group"]["rate"] == pytest.approx(0.38, abs=0.05)
-    assert evidence["rest"]["rate"] == pytest.approx(0.72, abs=0.05)
+    # The top level is the main facet's: the strongest actionable finding.
+    main = evidence["facets"][0]
+    assert evidence["dimension"] == "segment" and evidence["value"] == "billing"
+    assert (evidence["metric"], evidence["window"]) == (main["metric"], main["window"])
+    assert billing.effect_size == pytest.approx(main["effect"], abs=1e-4)
+    assert all(abs(f["effect"]) <= abs(main["effect"]) for f in evidence["facets"])
+    week = facet(billing, "segment", "billing", "success", "7d")
+    assert week["effect"] == pytest.approx(-0.34, abs=0.06) and week["actionable"]
+    assert week["inside"] == pytest.approx(0.38, abs=0.05)
+    assert week["outside"] == pytest.approx(0.72, abs=0.05)
+    assert week["ci_low"] < week["effect"] < week["ci_high"] < 0 and week["q_value"] <= 0.05
+    assert evidence["q_value"] <= 0.05 and evidence["p_value"] < 1e-6
     assert evidence["ci_low"] < evidence["difference"] < evidence["ci_high"] < 0
     assert evidence["tests_in_family"] == result["tests"] == 4 * 2 * 2 + 2
+    assert {(f["metric"], f["window"]) for f in evidence["facets"]} == {
+        (m, w) for m in METRICS for w in WINDOWS
+    }
     ids = evidence["sample_conversation_ids"]
-    assert 1 <= len(ids) <= 10
+    assert 1 <= len(ids) <= 20 and len(set(ids)) == len(ids)
     for cid in ids:
         row = conversation(engine, cid)
         assert row.segment == "billing" and row.success is False
         assert row.version_id == version_id
     # Only billing is worse; the other segments are better than the rest, never reported.
+    # Its four findings (two metrics, two windows) are one insight.
     actionable = {fp for fp, i in found.items() if i.is_actionable}
-    assert actionable and all("billing" in fp for fp in actionable)
-    assert "segment:segment=billing:rating:7d" in actionable
+    assert actionable == {"group:segment=billing"}
+    assert "also rating" in billing.title and "last 7 days" in (billing.detail or "")
     theme = found["theme:statistical"]
     assert not theme.is_actionable
     terms = [t["term"] for t in json.loads(theme.evidence)["terms"]]
     assert {"invoice", "refund"} & set(terms)
-    assert result["actionable"] == len(actionable) and result["new"] == len(found)
+    assert result["actionable"] == 4 and result["actionable_insights"] == 1
+    assert result["new"] == len(found)
     assert result["llm_themes"]["status"] == "disabled"
     jobs = generation_jobs(engine)
     assert len(jobs) == 1 and result["variant_generation_job_id"] == jobs[0].id
@@ -261,16 +291,25 @@ async def test_tag_dimension_with_messy_rows(engine: Engine) -> None:
     )
     result = (await run(engine))["prompts"][0]
     found = insights(engine)
-    refund = found["segment:tag=refund:success:7d"]
+    refund = found["group:tag=refund"]
     assert refund.is_actionable and result["tags"] == "ok"
     evidence = json.loads(refund.evidence)
     assert evidence["dimension"] == "tag" and evidence["value"] == "refund"
     # Each refund conversation counted once despite the duplicate tag.
-    assert evidence["conversations"] == pytest.approx(750, rel=0.1)
-    for cid in evidence["sample_conversation_ids"]:
-        row = conversation(engine, cid)
-        assert row.success is False and "refund" in json.loads(row.tags or "[]")
-    assert not any(fp.startswith("segment:segment=") and i.is_actionable for fp, i in found.items())
+    assert facet(refund, "tag", "refund", "success", "7d")["n"] == pytest.approx(750, rel=0.1)
+    # Refund spreads over every segment: no segment shares most of its conversations. Its
+    # conversations all list "web" too, so web's finding (worse because refund is in it)
+    # is a facet of refund's insight, not an insight of its own.
+    assert {f["dimension"] for f in evidence["facets"]} == {"tag"}
+    assert {f["value"] for f in evidence["facets"]} <= {"refund", "web"}
+    assert all(o["value"] == "web" and o["overlap"] >= 0.8 for o in evidence["overlaps"])
+    assert not any(fp.startswith("group:tag=web") for fp in found)
+    # The main subject's failed conversations first, then those of the others.
+    sample = [conversation(engine, cid) for cid in evidence["sample_conversation_ids"]]
+    assert all(row.success is False for row in sample)
+    assert all("refund" in json.loads(row.tags or "[]") for row in sample[:10])
+    assert all({"refund", "web"} & set(json.loads(row.tags or "[]")) for row in sample)
+    assert not any(fp.startswith("group:segment=") and i.is_actionable for fp, i in found.items())
 
 
 async def test_tags_jsonb_refuses_cost_only_their_own_row(engine: Engine) -> None:
@@ -279,7 +318,7 @@ async def test_tags_jsonb_refuses_cost_only_their_own_row(engine: Engine) -> Non
     data[0]["occurred_at"] = NOW - timedelta(hours=1)
     version_id = seed(engine, data)
     result = (await run(engine))["prompts"][0]
-    assert insights(engine)["segment:segment=billing:success:7d"].is_actionable
+    assert insights(engine)["group:segment=billing"].is_actionable
     assert result["tags"] == "ok"
     with engine.connect() as conn:
         (web,) = [g for g in aggregate.tag_sums(conn, version_id, aggregate.Bounds(NOW))]
@@ -355,11 +394,16 @@ async def test_regression_of_the_last_day(engine: Engine) -> None:
     seed(engine, rows(7, 4000, lambda s, t, h: 0.40 if h < 24 else 0.75, segments=SEGMENTS))
     await run(engine)
     found = insights(engine)
-    regression = found["regression:success"]
+    regression = found["group:regression"]
     assert regression.kind == "regression" and regression.is_actionable
     evidence = json.loads(regression.evidence)
-    assert evidence["recent"]["rate"] < evidence["before"]["rate"]
+    assert evidence["dimension"] is None and evidence["value"] is None
     assert evidence["window"] == "24h_vs_prior_6d"
+    success = facet(regression, None, None, "success", "24h_vs_prior_6d")
+    assert success["inside"] < success["outside"] and success["actionable"]
+    if evidence["metric"] == "success":
+        assert evidence["recent"]["rate"] < evidence["before"]["rate"]
+    assert not any(fp.startswith("regression:") for fp in found)
 
 
 async def test_analyze_prompt_without_chaining(engine: Engine) -> None:
@@ -415,12 +459,15 @@ async def test_rows_without_optional_metrics_are_analysed(engine: Engine) -> Non
     }
     assert result["units_7d"] == 300 and result["tests"] > 0
     found = insights(engine)
-    billing = found["segment:segment=billing:success:7d"]
+    billing = found["group:segment=billing"]
     assert billing.is_actionable
     evidence = strict_json(billing.evidence)
-    assert evidence["units_inside"] == 75 and evidence["group"]["units"] == 75
+    assert facet(billing, "segment", "billing", "success", "7d")["units"] == 75
+    assert evidence["group"]["units"] == evidence["units_inside"] <= 75
     assert evidence["test"] == "unit_delta_t" and evidence["df"] > 10
-    assert not any(fp.split(":")[2] == "rating" for fp in found)
+    assert not any(
+        f["metric"] == "rating" for i in found.values() if i.kind != "theme" for f in facets(i)
+    )
     assert_all_finite(engine, result)
     ctx = make_ctx(engine, Clock(NOW))
     job, _ = make_job(engine, "full_cycle", {"prompt": NAME})
@@ -463,9 +510,16 @@ async def test_heavy_users_do_not_make_a_finding_but_a_planted_segment_is_found(
     result = (await run(engine))["prompts"][0]
     found = insights(engine)
     actionable = {fp for fp, i in found.items() if i.is_actionable}
-    assert "segment:segment=billing:success:7d" in actionable
-    assert not any("enterprise" in fp for fp in actionable), actionable
-    assert all("billing" in fp for fp in actionable), actionable
+    assert actionable == {"group:segment=billing"}
+    assert facet(found["group:segment=billing"], "segment", "billing", "success", "7d")[
+        "actionable"
+    ]
+    assert not any(
+        f["value"] == "enterprise" and f["actionable"]
+        for i in found.values()
+        if i.kind != "theme"
+        for f in facets(i)
+    )
     # Counted as independent conversations, enterprise would have been a strong finding.
     inside = [r["success"] for r in data if r["segment"] == "enterprise"]
     rest = [r["success"] for r in data if r["segment"] != "enterprise"]
@@ -699,7 +753,7 @@ async def test_llm_failures_degrade_to_statistics(
     assert result["llm_themes"]["status"] == "failed" and result["llm_themes"]["reason"]
     found = insights(engine)
     assert "theme:llm" not in found and "theme:statistical" in found
-    assert found["segment:segment=billing:success:7d"].is_actionable
+    assert found["group:segment=billing"].is_actionable
 
 
 async def test_llm_themes_are_stored_once_per_day_and_never_actionable(engine: Engine) -> None:
@@ -744,7 +798,7 @@ async def test_injected_transcript_is_data_only(engine: Engine) -> None:
     # The injected themes are stored as what they are: a non-actionable LLM summary.
     assert result["llm_themes"]["status"] == "ok" and not found["theme:llm"].is_actionable
     actionable = {fp for fp, i in found.items() if i.is_actionable}
-    assert actionable and all(fp.startswith("segment:segment=billing") for fp in actionable)
+    assert actionable == {"group:segment=billing"}
     payload = json.loads(generation_jobs(engine)[0].payload)
     assert found["theme:llm"].id not in payload["insight_ids"]
 
@@ -839,8 +893,12 @@ async def test_http_lists_and_filters(client: TestClient, analysed: Engine) -> N
     assert first["prompt"] == NAME and first["version"] == 1
     assert isinstance(first["evidence"], dict) and first["last_seen_at"].endswith("Z")
     _, body = await get(client, f"?prompt={NAME}&actionable=true&kind=segment&limit=2")
-    assert len(body["insights"]) == 2
-    assert all(i["is_actionable"] and i["kind"] == "segment" for i in body["insights"])
+    # Billing's findings are one insight, its facets in the evidence.
+    (billing,) = body["insights"]
+    assert billing["is_actionable"] and billing["kind"] == "segment"
+    assert len(billing["evidence"]["facets"]) == 4
+    _, body = await get(client, "?limit=1")
+    assert len(body["insights"]) == 1
     _, body = await get(client, "?actionable=false&kind=theme")
     assert [i["evidence"]["kind"] for i in body["insights"]] == ["theme"]
 
@@ -882,6 +940,11 @@ async def test_cli_insights_list(
     assert cli.main(["insights", "list", "--kind", "theme"]) == 0
     table = capsys.readouterr().out
     assert table.startswith("ID") and "theme" in table and "Terms that mark" in table
+    # Billing's one insight groups its four findings.
+    assert cli.main(["insights", "list", "--actionable"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[:7] == ["ID", "PROMPT", "VER", "KIND", "ACTIONABLE", "EFFECT", "FACETS"]
+    assert row.split()[6] == "4" and "segment 'billing'" in row
     assert cli.main(["insights", "list", "--kind", "nonsense"]) == 1
     assert "kind must be one of" in capsys.readouterr().err
     assert cli.main(["insights", "list", "--prompt", "nobody"]) == 1

@@ -111,7 +111,11 @@ async def test_the_list_shows_every_experiment_with_filters(
 @pytest.mark.parametrize(
     ("query", "field", "message"),
     [
-        ("status=finished", "status", "status must be one of running, paused, completed, stopped"),
+        (
+            "status=finished",
+            "status",
+            "status must be one of running, paused, awaiting_approval, completed, stopped",
+        ),
         ("before=abc", "before", "before must be a positive whole number"),
         ("before=0", "before", "before must be a positive whole number"),
         ("before=99999999999999999999999", "before", "before must be a positive whole number"),

@@ -6,6 +6,7 @@ queries on the small and the large seed (the module fixture `large_seed`, SQLite
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -212,3 +213,80 @@ async def test_the_large_seed_shows_one_page_in_constant_queries(
             small, f"/ui/insights{query}"
         )
     assert await query_count(big, "/ui/insights") <= 6
+
+
+GROUPED = {
+    "kind": "segment",
+    "dimension": "segment",
+    "value": "billing",
+    "metric": "success",
+    "window": "7d",
+    "effect": -0.41,
+    "facets": [
+        {
+            "dimension": "segment",
+            "value": "billing",
+            "metric": "success",
+            "window": "7d",
+            "inside": 0.3429,
+            "outside": 0.7548,
+            "n": 1610,
+            "units": 307,
+            "effect": -0.4119,
+            "ci_low": -0.4435,
+            "ci_high": -0.3804,
+            "q_value": 9.9e-08,
+            "actionable": True,
+        },
+        {
+            "dimension": "tag",
+            "value": "<script>alert('facet')</script>",
+            "metric": "rating",
+            "window": "24h",
+            "inside": 2.62,
+            "outside": 3.51,
+            "n": 41,
+            "units": 30,
+            "effect": -0.222,
+            "q_value": 0.003,
+            "actionable": False,
+            "not_actionable_because": ["41 observations, fewer than the minimum 50"],
+        },
+        {"dimension": None, "value": None, "metric": "success", "window": "24h_vs_prior_6d"},
+        "not a facet",
+    ],
+    "overlaps": [{"dimension": "tag", "value": "<script>alert('facet')</script>", "overlap": 0.97}],
+    "overlap_min": 0.8,
+}
+
+
+async def test_a_grouped_insight_shows_its_facets(engine: Engine, make_client: ClientMaker) -> None:
+    client, _ = await seeded_client(make_client, engine)
+    target, single = [i for i, *_ in _insights(engine)][:2]
+    with session_factory(engine).begin() as session:
+        session.execute(
+            update(PatternInsight)
+            .where(PatternInsight.id == target)
+            .values(evidence=json.dumps(GROUPED))
+        )
+    page = await html_of(client, "/ui/insights")
+    body = _articles(page)[target]
+    assert "The 3 findings this insight groups, strongest first" in body
+    rows = re.findall(r"<tr><td>(.*?)</td>", body)
+    assert rows == [
+        "segment = billing",
+        "tag = &lt;script&gt;alert(&#39;facet&#39;)&lt;/script&gt;",
+        "last 24 h (regression)",
+    ]
+    assert "<td>last 7 days</td><td>0.343</td><td>0.755</td><td>-0.412</td>" in body
+    assert "<td>-0.444 to -0.38</td><td>9.9e-08</td><td>1,610 (307 users)</td><td>yes</td>" in body
+    assert 'no <span class="muted">(41 observations, fewer than the minimum 50)</span>' in body
+    assert (
+        "<dt>groups</dt><dd>3 findings about segment = billing, "
+        "tag = &lt;script&gt;alert(&#39;facet&#39;)&lt;/script&gt;, last 24 h (regression) "
+        "(success, rating)</dd>"
+    ) in body
+    assert "97% of the smaller group&#39;s conversations" in body
+    assert "<script>alert('facet')" not in page
+    # A single finding (no facets) has no table.
+    assert '<table class="facets">' not in _articles(page)[single]

@@ -21,6 +21,7 @@ from optimizer.clock import utcnow
 from optimizer.db import session_factory
 from optimizer.errors import JobDeferred, PermanentJobError
 from optimizer.experiments import store as experiment_store
+from optimizer.jobs.candidate_replay import CandidateReplayPayload
 from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.jobs.creation import ExperimentCreationPayload
 from optimizer.jobs.spec import checked_payload
@@ -160,13 +161,19 @@ def versions(engine: Engine) -> list[PromptVersion]:
         return list(session.scalars(select(PromptVersion).order_by(PromptVersion.version)))
 
 
-def creation_jobs(engine: Engine) -> list[OptimizationJob]:
+def queued_jobs(engine: Engine, job_type: str) -> list[OptimizationJob]:
     with session_factory(engine)() as session:
         return list(
-            session.scalars(
-                select(OptimizationJob).where(OptimizationJob.type == "experiment_creation")
-            )
+            session.scalars(select(OptimizationJob).where(OptimizationJob.type == job_type))
         )
+
+
+def creation_jobs(engine: Engine) -> list[OptimizationJob]:
+    return queued_jobs(engine, "experiment_creation")
+
+
+def replay_jobs(engine: Engine) -> list[OptimizationJob]:
+    return queued_jobs(engine, "candidate_replay")
 
 
 def setup(
@@ -182,7 +189,7 @@ def setup(
 # --- storing with lineage ----------------------------------------------------------------
 
 
-async def test_stores_candidates_with_lineage_and_queues_an_experiment(engine: Engine) -> None:
+async def test_stores_candidates_with_lineage_and_queues_their_replay(engine: Engine) -> None:
     active_id = seed(engine)
     insight_id = add_insight(engine, "Billing questions fail")
     llm = ScriptedLlm(
@@ -211,12 +218,14 @@ async def test_stores_candidates_with_lineage_and_queues_an_experiment(engine: E
     assert llm.requests[0].model == "opus" and llm.requests[0].job_id == job.id
     assert ctx.stats.snapshot()["variantsGenerated"] == 2
 
-    queued = creation_jobs(engine)
+    # REPLAY_ENABLED (the default): the candidates are replayed before any experiment.
+    assert creation_jobs(engine) == []
+    queued = replay_jobs(engine)
     assert len(queued) == 1
-    assert json.loads(queued[0].payload) == {"prompt": NAME, "variants": [2, 3]}
-    assert queued[0].dedupe_key == f"experiment_creation:{NAME}:after-generation-{job.id}"
+    assert json.loads(queued[0].payload) == {"prompt": NAME, "versions": [2, 3]}
+    assert queued[0].dedupe_key == f"candidate_replay:{NAME}:after-generation-{job.id}"
     assert queued[0].max_attempts == ctx.settings.max_attempts
-    assert parse_creation_payload_ok(queued[0].payload)
+    checked_payload(CandidateReplayPayload, json.loads(queued[0].payload))
 
     assert result["prompt"] == NAME and result["provider"] == "anthropic"
     assert result["requested_model"] == "claude-sonnet-5-5"
@@ -227,15 +236,34 @@ async def test_stores_candidates_with_lineage_and_queues_an_experiment(engine: E
         {"version": 3, "change_notes": "Concise."},
     ]
     assert result["dropped"] == [] and result["insight_ids"] == [insight_id]
-    assert result["experiment_creation_job_id"] == queued[0].id
+    assert result["candidate_replay_job_id"] == queued[0].id
+    assert result["experiment_creation_job_id"] is None
+    assert f"candidate_replay job {queued[0].id} queued for versions 2, 3" in result["message"]
     assert result["parent_version"] == 1
     json.dumps(result)
     assert progress[-1][0] == 100 and [p for p, _ in progress] == sorted(p for p, _ in progress)
 
 
-def parse_creation_payload_ok(raw: str) -> bool:
-    checked_payload(ExperimentCreationPayload, json.loads(raw))
-    return True
+async def test_without_replay_the_first_max_live_candidates_go_to_an_experiment(
+    engine: Engine,
+) -> None:
+    seed(engine)
+    v3 = V2 + "\nConfirm the order number."
+    llm = ScriptedLlm(reply((V1, "a"), (V2, "b"), (v3, "c")))
+    ctx, job, _ = setup(engine, llm, {"prompt": NAME, "n": 3})
+    ctx = dataclasses.replace(
+        ctx, settings=ctx.settings.model_copy(update={"replay_enabled": False})
+    )
+    result = await generate_variants(ctx, job)
+    assert [item["version"] for item in result["stored"]] == [2, 3, 4]
+    assert replay_jobs(engine) == []
+    [queued] = creation_jobs(engine)
+    assert json.loads(queued.payload) == {"prompt": NAME, "variants": [2, 3]}
+    assert queued.dedupe_key == f"experiment_creation:{NAME}:after-generation-{job.id}"
+    checked_payload(ExperimentCreationPayload, json.loads(queued.payload))
+    assert result["experiment_creation_job_id"] == queued.id
+    assert result["candidate_replay_job_id"] is None
+    assert "MAX_LIVE_CANDIDATES lets at most 2" in result["experiment_creation_note"]
 
 
 async def test_offline_provider_is_recorded_as_offline(engine: Engine) -> None:
@@ -409,8 +437,9 @@ async def test_no_experiment_is_queued_while_one_is_running(engine: Engine) -> N
     result = await generate_variants(ctx, job)
     assert result["stored"][0]["version"] == 3
     assert result["experiment_creation_job_id"] is None
+    assert result["candidate_replay_job_id"] is None
     assert f"experiment {experiment.id} running" in result["experiment_creation_note"]
-    assert creation_jobs(engine) == []
+    assert creation_jobs(engine) == [] and replay_jobs(engine) == []
 
 
 async def test_retry_after_storing_resumes_without_a_second_call(engine: Engine) -> None:
@@ -422,8 +451,9 @@ async def test_retry_after_storing_resumes_without_a_second_call(engine: Engine)
     second = await generate_variants(ctx, dataclasses.replace(job, attempt=2))
     assert len(llm.requests) == 1
     assert second["resumed"] is True and second["stored"] == first["stored"]
-    assert second["experiment_creation_job_id"] == first["experiment_creation_job_id"]
-    assert len(creation_jobs(engine)) == 1 and len(versions(engine)) == 3
+    assert second["candidate_replay_job_id"] == first["candidate_replay_job_id"]
+    assert "was already queued by this job" in second["experiment_creation_note"]
+    assert len(replay_jobs(engine)) == 1 and len(versions(engine)) == 3
 
 
 # --- errors ------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Engine
 from yarl import URL
 
+from models.experiments import LIVE_STATUSES as LIVE_EXPERIMENT_STATUSES
 from models.experiments import Experiment
 from models.prompts import Prompt
 from optimizer import ingest, prompts
@@ -42,10 +43,15 @@ from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.experiments import store
-from optimizer.http import admin_experiments, admin_insights, admin_jobs, admin_prompts
+from optimizer.http import (
+    admin_evaluations,
+    admin_experiments,
+    admin_insights,
+    admin_jobs,
+    admin_prompts,
+)
 from optimizer.http.application_api import RESOLVE_PARAMS
 from optimizer.http.signing import sign
-from optimizer.prompts import LIVE_EXPERIMENT_STATUSES
 from optimizer.runtime import queue
 from optimizer.runtime.job_input import parse_new_job
 from tests.integration.test_ingest import seed
@@ -107,11 +113,21 @@ ROUTES = (
     Route("GET", "/prompts/{name}", ADMIN),
     Route("POST", "/prompts/{name}/versions", ADMIN, admin_prompts.NEW_VERSION_FIELDS),
     Route("POST", "/prompts/{name}/rollback", ADMIN, admin_prompts.ROLLBACK_FIELDS),
+    Route(
+        "GET",
+        "/prompts/{name}/versions/{version}/evaluations",
+        ADMIN,
+        params=admin_evaluations.LIST_PARAMS,
+    ),
+    Route("POST", "/prompts/{name}/settings", ADMIN, admin_prompts.SETTINGS_FIELDS),
     Route("POST", "/experiments", ADMIN, admin_experiments.NEW_EXPERIMENT_FIELDS),
     Route("GET", "/experiments", ADMIN, params=admin_experiments.LIST_PARAMS),
     Route("GET", "/experiments/{id}", ADMIN),
     Route("GET", "/experiments/{id}/analyses", ADMIN, params=admin_experiments.ANALYSES_PARAMS),
     Route("POST", "/experiments/{id}/stop", ADMIN, admin_experiments.STOP_FIELDS),
+    Route("POST", "/experiments/{id}/approve", ADMIN, admin_experiments.DECISION_FIELDS),
+    Route("POST", "/experiments/{id}/reject", ADMIN, admin_experiments.DECISION_FIELDS),
+    Route("POST", "/experiments/{id}/promote", ADMIN, admin_experiments.PROMOTE_FIELDS),
     Route("GET", "/insights", ADMIN, params=admin_insights.LIST_PARAMS),
     Route("GET", "/v1/prompts/{name}/resolve", INGEST, params=RESOLVE_PARAMS),
     Route("GET", "/v1/config", INGEST),
@@ -214,6 +230,7 @@ VALID: dict[str, dict[str, Any]] = {
     "/prompts": {"name": "fuzzed", "content": "Be kind.", "change_notes": "n"},
     "/prompts/{name}/versions": {"content": "Be brief.", "change_notes": "n"},
     "/prompts/{name}/rollback": {"version": 1, "reason": "r"},
+    "/prompts/{name}/settings": {"promotion_mode": "approve", "judge_rubric": "Be exact."},
     "/experiments": {
         "prompt": "support-bot",
         "variants": [3],
@@ -221,6 +238,9 @@ VALID: dict[str, dict[str, Any]] = {
         **EXPERIMENT_SETTINGS,
     },
     "/experiments/{id}/stop": {"reason": "r"},
+    "/experiments/{id}/approve": {"reason": "r"},
+    "/experiments/{id}/reject": {"reason": "r"},
+    "/experiments/{id}/promote": {"version": 3, "reason": "r"},
     "/v1/conversations": {
         "prompt": "support-bot",
         "version": 1,
@@ -363,6 +383,11 @@ VALID_QUERY = {
     "/jobs": {"status": "pending", "type": "full_cycle", "limit": "5"},
     "/experiments": {"status": "running", "prompt": "support-bot", "limit": "5"},
     "/insights": {"prompt": "support-bot", "actionable": "true", "kind": "theme", "limit": "5"},
+    "/prompts/{name}/versions/{version}/evaluations": {
+        "sample": "failing",
+        "before": "9",
+        "limit": "5",
+    },
     "/v1/prompts/{name}/resolve": {"unit_id": "u1"},
 }
 QUERY_VALUES = st.one_of(
@@ -472,7 +497,7 @@ def requests(draw: st.DrawFn, route: Route, seeded: dict[str, list[str]]) -> Req
     # validation and the transaction behind the guards; the rest are hostile throughout.
     near = not draw(st.booleans())  # near first: hypothesis starts from the simplest
     path = route.path
-    for kind in ("id", "name"):
+    for kind in ("id", "name", "version"):
         if "{" + kind + "}" in path:
             real = st.sampled_from(seeded[kind])
             segment = (
@@ -587,7 +612,11 @@ def harness(module_engine: Engine) -> Iterator[Harness]:
         now=utcnow(),
     )
     h = Harness(engine)
-    h.seeded = {"id": [str(world.experiment_id), str(job.id)], "name": ["support-bot"]}
+    h.seeded = {
+        "id": [str(world.experiment_id), str(job.id)],
+        "name": ["support-bot"],
+        "version": ["1", "2"],
+    }
     yield h
     h.close()
 

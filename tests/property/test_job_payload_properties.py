@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import Engine
 
+from models.experiments import LIVE_STATUSES as LIVE_EXPERIMENT_STATUSES
 from models.experiments import Experiment
 from models.prompts import Prompt, PromptVersion
 from optimizer import prompts
@@ -30,7 +31,6 @@ from optimizer.errors import PermanentJobError
 from optimizer.experiments import store
 from optimizer.jobs.context import ActiveJob
 from optimizer.jobs.creation import create_experiment_job
-from optimizer.prompts import LIVE_EXPERIMENT_STATUSES
 from optimizer.runtime.job_input import decode_stored_payload
 from tests.property.strategies import EXPERIMENT_SETTINGS, HOSTILE, HOSTILE_STRINGS, spoiled
 from tests.support.experiments import make_ctx, seed_prompt

@@ -23,6 +23,11 @@ would write:
   (served_and_units), which a check leaves out of every arm's metrics. Finished
   experiments keep their last check but no conversations: the large seed's ten would add
   60,000 rows and double its time, so their arms show no units;
+- with the extras, each prompt's newest version and its newest rejected one below the
+  active version have been replayed (REPLAYED evaluations each, as the replay job stores
+  them, their conversations since pruned): the newest against the active version, mostly
+  won; the rejected one against its predecessor, mostly lost, with the figures as its
+  status reason;
 - texts are realistic: Unicode, a `<script>` in change notes and titles, a long multi-line
   job error, optional columns left empty.
 
@@ -45,6 +50,7 @@ from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.engine import Connection, Engine
 
 from models.conversations import Conversation
+from models.evaluations import CandidateEvaluation
 from models.experiments import Experiment, ExperimentAnalysis, ExperimentArm
 from models.insights import PatternInsight
 from models.jobs import OptimizationJob
@@ -52,6 +58,7 @@ from models.llm_calls import LlmCall
 from models.prompts import Prompt, PromptActivation, PromptVersion
 from optimizer.assignment import pick_arm
 from optimizer.db import migrate, session_factory
+from optimizer.evaluations import rate_text
 from optimizer.experiments.monitor import _sums as monitor_sums  # the stored layout itself
 from optimizer.experiments.rollup import roll_up
 from optimizer.experiments.validation import guardrails_to_json
@@ -67,6 +74,7 @@ from optimizer.stats import (
     ExperimentAnalysis as Analysis,
 )
 from optimizer.stats.metrics import NAMES
+from optimizer.stats.win_rate import pair_score, win_rate
 
 TOPICS = (
     "support-bot",
@@ -93,6 +101,8 @@ FINISHED_WITH_CHECK = 10  # the newest finished experiments keep their last chec
 UNITS_PER_FINISHED_ARM = 2500
 UNIT_PREFIXES = ("user-", "session:", "kundin-ä")  # unit ids as applications send them
 INGEST_DELAY = timedelta(seconds=2)
+REPLAYED = 14  # evaluations per replayed version: the default failing and held-out samples
+FAILING_SHARE = 8
 
 
 def _table(model: Any) -> Table:
@@ -186,6 +196,8 @@ def seed_world(
     world = _plan(now, prompts, versions, experiments)
     with engine.begin() as conn:
         _write_prompts(conn, world, now, extras)
+        if extras:
+            _evaluations(conn, world)
         running, logged = (
             _experiments(conn, world, now, experiments, checks, rng) if experiments else (None, [])
         )
@@ -401,6 +413,94 @@ def _activations(conn: Connection, world: list[_Prompt]) -> None:
                 }
             )
     _insert(conn, PromptActivation, rows)
+
+
+# --- replay evaluations ------------------------------------------------------------------
+
+_ANSWERS = (
+    "Your refund of 12,50 € is on its way — allow 3–5 working days. ✓",
+    "Je comprends : le remboursement arrive sous 14 jours. «Merci»",
+    "ご注文の返金は5営業日以内に処理されます。",
+    "I can't promise a refund above 200 € without a colleague's approval; I've asked one.",
+    f"Please paste the order number. {SCRIPT}",
+)
+_REASONS = (
+    "Answer A gives the refund window the customer asked for; B only apologises.",
+    "B is shorter and keeps the 200 € rule; A promises too much.",
+    "Both answers are correct and equally clear.",
+    None,  # the judge's reply had no reason
+)
+_VERDICTS = {  # (candidate shown first, control shown first), by how the candidate does
+    True: (("candidate", "candidate"),) * 5 + (("tie", "tie"), ("candidate", "control")),
+    False: (("control", "control"),) * 4 + (("tie", "tie"), ("control", "candidate")),
+}
+
+
+def _replayed(p: _Prompt) -> list[tuple[int, int, bool]]:
+    """(version, control, better) of the prompt's replayed versions."""
+    found = []
+    if p.versions > p.active:
+        found.append((p.versions, p.active, True))
+    rejected = [n for n in range(2, p.active) if _status(p, n) == "rejected"]
+    if rejected:
+        found.append((rejected[-1], rejected[-1] - 1, False))
+    return found
+
+
+def _evaluation_rows(p: _Prompt, number: int, control: int, better: bool) -> list[dict[str, Any]]:
+    rng = random.Random(p.id * 1000 + number)
+    at = _version_time(p, number) + timedelta(minutes=5)
+    rows = []
+    for i in range(REPLAYED):
+        first, second = rng.choice(_VERDICTS[better])
+        turns = 1 + i % 2
+        rows.append(
+            {
+                "prompt_id": p.id,
+                "candidate_version_id": p.version_ids[number],
+                "control_version_id": p.version_ids[control],
+                "sample": "failing" if i < FAILING_SHARE else "holdout",
+                "segment": SEGMENTS[i % len(SEGMENTS)] if i < FAILING_SHARE else None,
+                "candidate_answer": json.dumps(
+                    [rng.choice(_ANSWERS) for _ in range(turns)], ensure_ascii=False
+                ),
+                "control_answer": json.dumps([rng.choice(_ANSWERS) for _ in range(turns)]),
+                "verdict_candidate_first": first,
+                "verdict_control_first": second,
+                "reason_candidate_first": rng.choice(_REASONS),
+                "reason_control_first": rng.choice(_REASONS),
+                "score": pair_score(first, second),
+                "input_tokens": 2_000 + 37 * i,
+                "output_tokens": 300 + 11 * i,
+                "cost_usd": round(0.011 + 0.0007 * i, 6),
+                "created_at": at + timedelta(seconds=20 * i),
+            }
+        )
+    return rows
+
+
+def _evaluations(conn: Connection, world: list[_Prompt]) -> None:
+    rows: list[dict[str, Any]] = []
+    reasons = []
+    for p in world:
+        for number, control, better in _replayed(p):
+            mine = _evaluation_rows(p, number, control, better)
+            rows += mine
+            if not better:
+                failing = win_rate([r["score"] for r in mine if r["sample"] == "failing"])
+                holdout = win_rate([r["score"] for r in mine if r["sample"] == "holdout"])
+                reasons.append(
+                    {
+                        "b_id": p.version_ids[number],
+                        "b_reason": f"rejected by replay against v{control}: failing "
+                        f"{rate_text(failing)} (not above one half); holdout {rate_text(holdout)}",
+                    }
+                )
+    _insert(conn, CandidateEvaluation, rows)
+    if reasons:
+        table = _table(PromptVersion)
+        stmt = update(table).where(table.c.id == bindparam("b_id"))
+        conn.execute(stmt.values(status_reason=bindparam("b_reason")), reasons)
 
 
 # --- insights ----------------------------------------------------------------------------

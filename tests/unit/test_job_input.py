@@ -22,13 +22,17 @@ from optimizer.text_input import parse_timestamp
 ANY_TYPE = "experiment_monitoring"
 
 
+# A valid value of each field some type requires.
+REQUIRED_VALUES: dict[str, object] = {"prompt": "support-bot", "versions": [2]}
+
+
 def minimal_payload(job_type: str) -> dict[str, object]:
-    """The smallest valid payload of a type: its required fields, which are all prompt names."""
+    """The smallest valid payload of a type: its required fields."""
     required = [
         name for name, info in SPECS[job_type].payload.model_fields.items() if info.is_required()
     ]
-    assert set(required) <= {"prompt"}, required
-    return {name: "support-bot" for name in required}
+    assert set(required) <= set(REQUIRED_VALUES), required
+    return {name: REQUIRED_VALUES[name] for name in required}
 
 
 def rejected(field: str, **kwargs: object) -> InvalidInput:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from optimizer.stats.win_rate import LOSS, TIE, WIN, pair_score, win_rate
+from optimizer.stats.win_rate import LOSS, TIE, WIN, pair_score, win_rate, win_rate_from_counts
 
 
 @pytest.mark.parametrize(
@@ -68,3 +68,26 @@ def test_the_interval_holds_the_rate_and_stays_finite(scores: list[float], conf:
 def test_confidence_outside_zero_one_is_refused() -> None:
     with pytest.raises(ValueError, match="confidence"):
         win_rate([WIN], confidence=1.0)
+
+
+@given(
+    st.integers(0, 3_000),
+    st.integers(0, 3_000),
+    st.integers(0, 3_000),
+    st.floats(0.5, 0.999),
+    st.randoms(use_true_random=False),
+)
+def test_counts_give_exactly_the_win_rate_of_the_scores(
+    wins: int, ties: int, losses: int, conf: float, rng
+) -> None:
+    scores = [WIN] * wins + [TIE] * ties + [LOSS] * losses
+    rng.shuffle(scores)  # the order of the judgements does not matter
+    assert win_rate_from_counts(wins, ties, losses, conf) == win_rate(scores, confidence=conf)
+
+
+def test_counts_refuse_what_no_count_can_be() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        win_rate_from_counts(3, -1, 0)
+    with pytest.raises(ValueError, match="confidence"):
+        win_rate_from_counts(3, 1, 0, confidence=0.0)
+    assert win_rate_from_counts(0, 0, 0).error == "empty"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from optimizer.prompt_text import MAX_CONTENT_CHARS, MAX_NOTES_CHARS, content_hash
 from optimizer.variants.parse import ParsedVariant
@@ -12,6 +14,7 @@ from optimizer.variants.validate import (
     clean_notes,
     length_limit,
     placeholders,
+    protected_problem,
     validate_variants,
 )
 
@@ -129,3 +132,172 @@ def test_notes_are_made_storable() -> None:
     assert clean_notes("a\ud800") == "a?"
     long = clean_notes("n" * (MAX_NOTES_CHARS + 50))
     assert long is not None and len(long) == MAX_NOTES_CHARS and long.endswith("…")
+
+
+# --- protected sections ------------------------------------------------------------------
+
+PERSONA = "You are Acme's assistant, Ada. Never promise refunds."
+LEGAL = "Légal: 本サービスは助言ではない <b>!</b>"
+GUARDED = (
+    f"[[protected]]\n{PERSONA}\n[[/protected]]\n"
+    "Help {{name}} with billing questions. Be brief.\n"
+    f"[[protected]]{LEGAL}[[/protected]]\n"
+    "Answer in the user's language.\n"
+    "[[protected]]Tool: lookup(order_id)[[/protected]]"
+)
+
+
+def test_other_edits_around_unchanged_sections_pass() -> None:
+    variant = (
+        f"[[protected]]{PERSONA}[[/protected]]\n"  # markers inline now: same section text
+        "Help {{name}} with billing: cite the invoice number first.\n\n"
+        f"[[protected]]{LEGAL}[[/protected]]\n"
+        "Reply in the user's language, in short paragraphs.\n"
+        "[[protected]]Tool: lookup(order_id)[[/protected]]\n"
+    )
+    assert check_variant(variant, GUARDED) is None
+
+
+@pytest.mark.parametrize(
+    ("variant", "reason"),
+    [
+        (
+            GUARDED.replace("Ada", "Eve"),
+            'protected section 1 ("You are Acme\'s assistant, Ada. Never pr…") was changed',
+        ),
+        (
+            GUARDED.replace("本サービス", "このサービス"),
+            "protected section 2 ('Légal: 本サービスは助言ではない <b>!</b>') was changed",
+        ),
+        (
+            GUARDED.replace(f"[[protected]]{LEGAL}[[/protected]]", LEGAL),
+            "protected section 2 ('Légal: 本サービスは助言ではない <b>!</b>') was dropped",
+        ),
+        (
+            GUARDED.replace("Be brief.", "Be brief. [[protected]]Extra rule.[[/protected]]"),
+            "adds protected section 2 ('Extra rule.'), which the active prompt does not have",
+        ),
+        (
+            GUARDED.replace(LEGAL, "@")
+            .replace("Tool: lookup(order_id)", LEGAL)
+            .replace("@", "Tool: lookup(order_id)"),
+            "protected section 2 ('Légal: 本サービスは助言ではない <b>!</b>') was "
+            "moved: the protected sections were reordered ('Tool: lookup(order_id)' is now "
+            "section 2)",
+        ),
+        (
+            "Intro line.\n" + GUARDED,
+            'protected section 1 ("You are Acme\'s assistant, Ada. Never pr…") was moved: it '
+            "begins the active prompt and must begin the variant too",
+        ),
+        (
+            GUARDED + "\nThanks!",
+            "protected section 3 ('Tool: lookup(order_id)') was moved: it ends the active "
+            "prompt and must end the variant too",
+        ),
+    ],
+    ids=["alter", "alter-unicode", "drop", "add", "reorder", "move-start", "move-end"],
+)
+def test_protected_sections_must_be_kept_unaltered_and_in_place(variant: str, reason: str) -> None:
+    assert check_variant(variant, GUARDED) == reason
+
+
+def test_adjacent_sections_must_stay_together() -> None:
+    active = "Intro.\n[[protected]]A1[[/protected]]\n[[protected]]A2[[/protected]]\nOutro."
+    assert check_variant(active.replace("Intro.", "Hello."), active) is None
+    reason = check_variant(
+        active.replace("[[/protected]]\n[[", "[[/protected]]\nWedge\n[[", 1), active
+    )
+    assert reason == (
+        "protected section 2 ('A2') was moved: it directly follows section 1 in the active "
+        "prompt and must still follow it with nothing but white space between"
+    )
+
+
+def test_variant_with_malformed_markers_is_dropped_with_the_line() -> None:
+    broken = GUARDED.replace("[[/protected]]\nHelp", "\nHelp", 1)
+    reason = check_variant(broken, GUARDED)
+    assert reason is not None
+    # The first section is never closed, so the second opens inside it.
+    assert reason.startswith(
+        "protected-section markers are malformed: line 5: [[protected]] opens a section "
+        "inside the one opened on line 1"
+    )
+
+
+def test_markers_may_not_appear_when_the_active_prompt_has_none() -> None:
+    reason = check_variant("Hello {{name}} [[protected]]{{ topic }}[[/protected]]", ACTIVE)
+    assert reason == (
+        "adds protected section 1 ('{{ topic }}'), which the active prompt does not have"
+    )
+
+
+def test_placeholders_inside_a_protected_section_count_as_usual() -> None:
+    active = "[[protected]]Hi {{name}}.[[/protected]] Topic: {{ topic }}."
+    assert (
+        check_variant("[[protected]]Hi {{name}}.[[/protected]] About {{ topic }}!", active) is None
+    )
+    reason = check_variant("[[protected]]Hi {{name}}.[[/protected]] Generic.", active)
+    assert reason is not None and "drops placeholder(s) {{ topic }}" in reason
+
+
+def test_duplicate_section_texts_are_counted() -> None:
+    active = "[[protected]]X[[/protected]] a [[protected]]X[[/protected]]"
+    assert (
+        check_variant("[[protected]]X[[/protected]] b [[protected]]X[[/protected]]", active) is None
+    )
+    assert check_variant("[[protected]]X[[/protected]] b", active) == (
+        "protected section 2 ('X') was dropped"
+    )
+
+
+def test_malformed_active_prompt_refuses_every_variant() -> None:
+    reason = check_variant("Anything.", "[[protected]]never closed")
+    assert reason is not None and reason.startswith("cannot check protected sections")
+
+
+def test_validate_variants_reports_protected_reasons_by_index() -> None:
+    good = GUARDED.replace("Be brief.", "Be brief and kind.")
+    valid, dropped = validate_variants([v(GUARDED.replace("Ada", "Bob")), v(good)], GUARDED, {})
+    assert [x.index for x in valid] == [2]
+    assert dropped[0].index == 1 and "was changed" in dropped[0].reason
+
+
+# Prompt text around and inside sections: Unicode, hostile bits, placeholders-free.
+_PIECE = st.lists(
+    st.sampled_from(list("ab c\n\t.,'\"<>&") + ["é", "日本", "<script>", "🙂", "Ignore rules."]),
+    max_size=12,
+).map("".join)
+_INSIDE = _PIECE.filter(lambda t: t.strip() != "")
+
+
+def _join(outside: list[str], inside: list[str]) -> str:
+    parts = [outside[0]]
+    for text, after in zip(inside, outside[1:], strict=True):
+        parts += ["[[protected]]", text, "[[/protected]]", after]
+    return "".join(parts)
+
+
+@given(st.lists(_INSIDE, min_size=1, max_size=4), st.data())
+def test_any_edit_around_kept_sections_passes(inside: list[str], data: st.DataObject) -> None:
+    outside = data.draw(st.lists(_PIECE, min_size=len(inside) + 1, max_size=len(inside) + 1))
+    active = _join(outside, inside)
+    # New text between the sections, blank exactly where the active prompt's is blank, so
+    # no section is moved.
+    edited = [
+        text if not text.strip() else data.draw(_PIECE.filter(lambda t: t.strip() != ""))
+        for text in outside
+    ]
+    assert protected_problem(_join(edited, inside), active) is None
+
+
+@given(st.lists(_INSIDE, min_size=1, max_size=4), st.data())
+def test_any_change_inside_a_section_is_refused(inside: list[str], data: st.DataObject) -> None:
+    outside = data.draw(st.lists(_PIECE, min_size=len(inside) + 1, max_size=len(inside) + 1))
+    which = data.draw(st.integers(0, len(inside) - 1))
+    changed = data.draw(_INSIDE.filter(lambda t: t.strip() != inside[which].strip()))
+    assume(changed.strip() not in {text.strip() for text in inside})
+    altered = [*inside[:which], changed, *inside[which + 1 :]]
+    reason = protected_problem(_join(outside, altered), _join(outside, inside))
+    assert reason is not None and reason.startswith(f"protected section {which + 1} (")
+    assert reason.endswith("was changed")

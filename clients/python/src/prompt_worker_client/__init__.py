@@ -6,7 +6,9 @@ cached configuration, and conversations logged in background batches.
     client = Client("http://prompt-worker:8081", token, fallback={"support-bot": "You are..."})
     served = client.get_prompt("support-bot", user_id)
     ...  # call the model with served.content
-    client.log({**served.log_fields(), "unit_id": user_id, "success": True})
+    client.log({**served.log_fields(), "unit_id": user_id, "success": True,
+                "messages": [{"role": "user", "content": question},
+                             {"role": "assistant", "content": answer}]})
 """
 
 from prompt_worker_client._version import __version__
@@ -18,6 +20,7 @@ from prompt_worker_client.errors import (
     PromptNotFound,
     PromptWorkerClientError,
 )
+from prompt_worker_client.messages import Message, Role, TextBlock
 from prompt_worker_client.stats import Stats
 from prompt_worker_client.sync_client import Client
 
@@ -27,9 +30,12 @@ __all__ = [
     "Client",
     "ConfigError",
     "InvalidUnitId",
+    "Message",
     "PromptNotFound",
     "PromptWorkerClientError",
+    "Role",
     "ServedPrompt",
     "Stats",
+    "TextBlock",
     "__version__",
 ]

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from prompt_worker_client.assignment import unit_id_problem
 from prompt_worker_client.backoff import parse_retry_after
+from prompt_worker_client.messages import messages_problem
 
 CONFIG_PATH = "/v1/config"
 CONVERSATIONS_PATH = "/v1/conversations"
@@ -32,6 +33,10 @@ def encode_conversation(conversation: Mapping[str, Any], now: datetime) -> bytes
     problem = unit_id_problem(conversation["unit_id"])
     if problem is not None:
         raise ValueError(f"unit_id {problem}")
+    if conversation.get("messages") is not None:
+        problem = messages_problem(conversation["messages"])
+        if problem is not None:
+            raise ValueError(problem)
     if conversation.get("occurred_at") is None:
         conversation = {**conversation, "occurred_at": now.isoformat()}
     try:

@@ -111,7 +111,8 @@ class Client:
 
     def log(self, conversation: Mapping[str, Any]) -> None:
         """Buffer one conversation (a dict of POST /v1/conversations' fields: prompt,
-        version, unit_id, experiment_id, the metrics...) to be sent in the background.
+        version, unit_id, experiment_id, the metrics, transcript, `messages` as a list of
+        Message...) to be sent in the background.
         Never blocks on the network and never raises for an outage; a record that cannot
         be sent is dropped and counted (stats.dropped_invalid)."""
         if self._core.log(conversation):
