@@ -20,7 +20,14 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from models.experiments import ARM_STATUSES, EXPERIMENT_STATUSES, Experiment, ExperimentArm
+from models.experiments import (
+    ARM_STATUSES,
+    EXPERIMENT_STATUSES,
+    LIVE_STATUSES,
+    SPLIT_STATUSES,
+    Experiment,
+    ExperimentArm,
+)
 from models.prompts import Prompt, PromptVersion
 from optimizer.assignment import pick_arm
 from optimizer.errors import Conflict, NotFound
@@ -50,12 +57,13 @@ def database_resolve(session: Session, name: str, unit_id: str) -> dict[str, Any
         raise NotFound(f"no prompt named {name!r}; create it with POST /prompts")
     experiment = session.execute(
         select(Experiment.id, Experiment.status).where(
-            Experiment.prompt_id == prompt.id, Experiment.status.in_(("running", "paused"))
+            Experiment.prompt_id == prompt.id, Experiment.status.in_(LIVE_STATUSES)
         )
     ).first()
     if experiment is not None:
+        # A winner awaiting approval keeps the split: it routes as a running experiment.
         answer = _from_experiment(
-            session, prompt.name, experiment.id, experiment.status == "running", unit_id
+            session, prompt.name, experiment.id, experiment.status in SPLIT_STATUSES, unit_id
         )
         if answer is not None:
             return answer
@@ -156,7 +164,7 @@ def worlds(draw: st.DrawFn) -> tuple[int, int | None, list[ExperimentSpec]]:
     live = False
     for _ in range(draw(st.integers(0, 2))):
         status = draw(st.sampled_from(EXPERIMENT_STATUSES))
-        if status in ("running", "paused"):
+        if status in LIVE_STATUSES:
             if live:  # one live experiment per prompt: the database refuses a second
                 status = "completed"
             live = True
