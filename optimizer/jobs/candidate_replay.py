@@ -16,8 +16,8 @@ worker retries or re-queues the job, and the retry skips the conversations alrea
 
 Result: {"prompt", "control_version", "candidates": [{"version", "passed", "live", "reason",
 "failing", "holdout" (win rates), "scope", "judged", "reused", "unusable": {"failing",
-"holdout"}}], "passed", "live", "rejected", "skipped": [{"version", "reason"}], "llm_calls",
-"input_tokens", "output_tokens", "cost_usd", "experiment_creation_job_id",
+"holdout"}}], "passed", "live", "rejected", "skipped_versions": [{"version", "reason"}],
+"llm_calls", "input_tokens", "output_tokens", "cost_usd", "experiment_creation_job_id",
 "experiment_creation_note", "message"}.
 """
 
@@ -38,7 +38,7 @@ from optimizer.jobs.context import ActiveJob, ServiceContext
 from optimizer.jobs.payload_fields import PromptName, Scope
 from optimizer.jobs.spec import JobSpec, job_payload
 from optimizer.replay import gate, store
-from optimizer.replay.evaluate import Replayer, Spend
+from optimizer.replay.evaluate import Replayer
 from optimizer.replay.plan import Plan, Progress, Run, Sizes, prepare
 from optimizer.variants.store import live_experiment
 
@@ -95,7 +95,7 @@ async def run_replay(
     chained = await asyncio.to_thread(_chain, ctx, job, inputs, live) if chain else NOT_CHAINED
     _log(job, inputs, decisions)
     await job.report_progress(100, f"{len(live)} of {len(plans)} candidate(s) pass")
-    return _result(inputs, plans, decisions, chained, run.spent)
+    return _result(inputs, plans, decisions, chained, run)
 
 
 def _reject(ctx: ServiceContext, plans: list[Plan], decisions: list[gate.GateDecision]) -> None:
@@ -156,18 +156,23 @@ def _result(
     plans: list[Plan],
     decisions: list[gate.GateDecision],
     chained: Chained,
-    spent: Spend,
+    run: Run,
 ) -> dict[str, Any]:
     by_version = {plan.candidate.version: plan for plan in plans}
+    spent = run.spent
     rejected = [d for d in decisions if not d.passed]
     return {
         "prompt": inputs.prompt,
         "control_version": inputs.control.version,
-        "candidates": [{**d.to_dict(), **by_version[d.version].to_dict()} for d in decisions],
+        "candidates": [
+            {**d.to_dict(), **by_version[d.version].to_dict(run.judged[d.version])}
+            for d in decisions
+        ],
         "passed": [d.version for d in decisions if d.passed],
         "live": [d.version for d in decisions if d.live],
         "rejected": [d.version for d in rejected],
-        "skipped": [{"version": v, "reason": why} for v, why in inputs.skipped],
+        # Not "skipped": full_cycle's steps use that key for "this step did not run".
+        "skipped_versions": [{"version": v, "reason": why} for v, why in inputs.skipped],
         "llm_calls": spent.calls,
         "input_tokens": spent.input_tokens,
         "output_tokens": spent.output_tokens,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,11 +55,13 @@ class Plan:
     def pending(self, sample: Sample) -> int:
         return sum(1 for c in sample.conversations if c.id not in self.done)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, judged: int) -> dict[str, Any]:
+        """`judged`: the conversations this run judged (Run.judged), which is fewer than
+        `todo` when the held-out sample was spared."""
         reused = sum(1 for s in self.samples for c in s.conversations if c.id in self.done)
         return {
             "scope": self.scope.describe(),
-            "judged": self.todo,
+            "judged": judged,
             "reused": reused,
             "unusable": {s.kind: s.unusable_summary() for s in self.samples},
         }
@@ -145,6 +148,7 @@ class Run:
     progress: Progress
     controls: dict[int, list[str]] = field(default_factory=dict)  # conversation id -> answers
     spent: Spend = field(default_factory=Spend)
+    judged: Counter[int] = field(default_factory=Counter)  # version -> conversations judged
 
     async def evaluate(self, plan: Plan) -> CandidateFigures:
         failing, holdout = plan.samples
@@ -170,6 +174,7 @@ class Run:
             done = plan.done.get(conversation.id)
             if done is None:
                 scores.append((await self._judge(plan, sample.kind, conversation)).score)
+                self.judged[plan.candidate.version] += 1
                 await self.progress.step(plan.candidate.version)
             else:
                 scores.append(done.score)

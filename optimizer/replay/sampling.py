@@ -2,10 +2,12 @@
 
 Only conversations of the active version (the control) are used:
 
-- the failing sample: its conversations with success false in the segments and tags the
+- the failing sample: its conversations with success false (or, without `success`, a rating
+  of at most 2) in the segments and tags the
   candidate's insights name (evidence "dimension"/"value"), the insights' own sample
   conversations first, then the most recent;
-- the held-out sample: its successful conversations outside those segments and tags, the
+- the held-out sample: its successful conversations (or, without `success`, rated 4 or 5)
+  outside those segments and tags, the
   most recent first (to catch a candidate that fixes one segment by breaking the others).
 
 When no insight names a segment or tag (a regression, a theme, no insight at all), both
@@ -121,9 +123,19 @@ def draw(
     return _scan(session, kind, query, size)
 
 
+# An application that logs only ratings has failures too: a conversation without `success`
+# counts as failed at a rating of at most this, and as a success at least SUCCESS_RATING.
+FAILED_RATING, SUCCESS_RATING = 2, 4
+
+
+def _outcome(failing: bool) -> ColumnElement[bool]:
+    rated = C.rating <= FAILED_RATING if failing else C.rating >= SUCCESS_RATING
+    return or_(C.success.is_(not failing), and_(C.success.is_(None), rated))
+
+
 def _conditions(session: Session, kind: str, scope: Scope) -> list[ColumnElement[bool]]:
     failing = kind == "failing"
-    found: list[ColumnElement[bool]] = [C.success.is_(not failing)]
+    found: list[ColumnElement[bool]] = [_outcome(failing)]
     if scope.whole_version:
         return found
     inside = _inside(session, scope)

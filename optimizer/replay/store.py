@@ -23,6 +23,7 @@ from models.prompts import Prompt, PromptVersion
 from optimizer.errors import PermanentJobError
 from optimizer.prompts import decode_insight_ids
 from optimizer.variants.meta_prompt import InsightFacts
+from optimizer.variants.store import insight_facts
 
 REPLAYABLE = "candidate"
 
@@ -101,21 +102,7 @@ def _insights(session: Session, prompt_id: int, ids: Collection[int]) -> dict[in
             PatternInsight.prompt_id == prompt_id, PatternInsight.id.in_(list(ids))
         )
     )
-    return {row.id: _insight(row) for row in rows}
-
-
-def _insight(row: PatternInsight) -> InsightFacts:
-    try:
-        evidence = json.loads(row.evidence or "{}")
-    except ValueError:  # a row edited by hand: no segment, no samples
-        evidence = {}
-    return InsightFacts(
-        id=row.id,
-        kind=row.kind,
-        title=row.title,
-        detail=row.detail,
-        evidence=evidence if isinstance(evidence, dict) else {},
-    )
+    return {row.id: insight_facts(row) for row in rows}
 
 
 @dataclass(frozen=True)

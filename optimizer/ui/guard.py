@@ -30,7 +30,7 @@ from optimizer.ui import sessions
 from optimizer.ui.access import can_write, unavailable
 from optimizer.ui.csrf import csrf_ok, origin_ok
 from optimizer.ui.render import render
-from optimizer.ui.web import SESSION_TOKEN, html, is_local, see_other, ui_context
+from optimizer.ui.web import SESSION_TOKEN, html, is_local, posted, see_other, ui_context
 
 log = logging.getLogger("prompt_worker.ui")
 
@@ -194,7 +194,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         return see_other(login_url(request))
     request[SESSION_TOKEN] = token
     if unsafe:
-        sent = (await request.post()).get("csrf")
+        sent = (await posted(request)).get("csrf")
         if not isinstance(sent, str) or not csrf_ok(token, sent):
             return error_page(request, 403, CSRF_MESSAGE)
         if not can_write(settings) and request.path != LOGOUT:

@@ -99,10 +99,21 @@ async def page(
     return html(await asyncio.to_thread(work), status)
 
 
+async def posted(request: web.Request) -> Mapping[str, object]:
+    """The POSTed form as aiohttp reads it; InvalidInput (a 400 page) when its bytes are
+    not UTF-8, which aiohttp lets out as a UnicodeDecodeError."""
+    try:
+        return await request.post()
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            "the form is not UTF-8 text; reload the page and send it again"
+        ) from None
+
+
 async def form(request: web.Request) -> dict[str, str]:
     """The POSTed form's fields, one text value each (the first when a name repeats)."""
     fields: dict[str, str] = {}
-    for name, value in (await request.post()).items():
+    for name, value in (await posted(request)).items():
         if not isinstance(value, str):
             raise InvalidInput(f"field {name} must be text, not a file upload", field=name)
         fields.setdefault(name, value)

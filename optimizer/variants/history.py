@@ -117,13 +117,15 @@ def classify(facts: CandidateFacts, lift: Lift | None = None) -> PastCandidate |
 def _outcome(facts: CandidateFacts) -> tuple[str | None, str | None, datetime]:
     made = facts.created_at
     if facts.experiment_id is not None:
-        if facts.won:
-            return "promoted", facts.decision_reason, facts.ended_at or made
         if facts.arm_stopped:
             return "harmful", facts.stopped_reason, facts.stopped_at or made
         if facts.experiment_live:
+            # Before `won`: an experiment awaiting approval already names its proposed
+            # winner, which is not promoted until a person approves it.
             state = (facts.experiment_status or "").replace("_", " ")
             return "waiting", f"in experiment {facts.experiment_id}, {state}", made
+        if facts.won:
+            return "promoted", facts.decision_reason, facts.ended_at or made
         return "inconclusive", facts.decision_reason, facts.ended_at or made
     if facts.status == "rejected":
         return "rejected_by_replay", facts.status_reason, made

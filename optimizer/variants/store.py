@@ -133,7 +133,7 @@ def _insights(
             .order_by(PatternInsight.last_seen_at.desc(), PatternInsight.id.desc())
             .limit(DEFAULT_INSIGHTS)
         )
-        return [_facts(row) for row in session.scalars(query)]
+        return [insight_facts(row) for row in session.scalars(query)]
     rows = {row.id: row for row in session.scalars(query.where(PatternInsight.id.in_(wanted)))}
     missing = [i for i in wanted if i not in rows]
     if missing:
@@ -142,13 +142,16 @@ def _insights(
             f"{name!r} (see table ai_pattern_insights); fix the list or leave insight_ids "
             "out to use the prompt's actionable insights"
         )
-    return [_facts(rows[i]) for i in wanted]
+    return [insight_facts(rows[i]) for i in wanted]
 
 
-def _facts(row: PatternInsight) -> InsightFacts:
+def insight_facts(row: PatternInsight) -> InsightFacts:
+    """The insight as generation and replay read it. Evidence that is not a JSON object (a
+    row edited by hand: not JSON, an integer past Python's digit limit, nested too deep)
+    counts as none: no segment, no samples."""
     try:
         evidence = json.loads(row.evidence or "{}")
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         evidence = {}
     return InsightFacts(
         id=row.id,

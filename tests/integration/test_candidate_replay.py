@@ -257,6 +257,10 @@ async def test_the_gate_passes_a_fix_and_rejects_a_candidate_that_fixes_nothing(
         "held-out sample: empty (not replayed: the failing sample already rejects the "
         "candidate): not checked"
     )
+    # "judged" counts the conversations judged in this run: the loser's held-out sample
+    # was never replayed, so it is not counted.
+    assert (good["judged"], good["reused"]) == (4 + 3, 0)
+    assert (bad["judged"], bad["reused"]) == (4, 0)
     assert good["unusable"]["failing"]["count"] == 1
     assert good["unusable"]["failing"]["conversation_ids"] == [unusable]
     [why] = good["unusable"]["failing"]["reasons"]
@@ -551,7 +555,9 @@ async def test_versions_that_are_not_candidates_are_skipped_and_unknown_ones_ref
     ctx = make_ctx(replay_holdout_sample=0)
     result = await replay_candidates(ctx, job_for(engine, [1, 2]))
     assert [c["version"] for c in result["candidates"]] == [2]
-    assert result["skipped"] == [{"version": 1, "reason": "version 1 is active, not a candidate"}]
+    assert result["skipped_versions"] == [
+        {"version": 1, "reason": "version 1 is active, not a candidate"}
+    ]
     with pytest.raises(PermanentJobError, match="versions: 9 are not versions"):
         await replay_candidates(ctx, job_for(engine, [2, 9]))
     with pytest.raises(PermanentJobError, match="no LLM client"):
@@ -598,3 +604,49 @@ async def test_samples_follow_the_insights_segments_and_tags(engine: Engine) -> 
     assert [c.id for c in holdout.conversations] == outside
     assert len(whole.conversations) == 5
     assert [c.id for c in first.conversations] == [inside[2], sample_id]
+
+
+async def test_an_application_that_logs_only_ratings_has_failing_and_held_out_samples(
+    engine: Engine,
+) -> None:
+    ids = seed(engine, candidates=())
+    rated = {
+        rating: add(
+            engine,
+            ids[1],
+            age_minutes=rating,
+            segment="billing",
+            rating=rating,
+            transcript="user: a",
+        )
+        for rating in (1, 2, 3, 4, 5)
+    }
+    elsewhere = {
+        rating: add(
+            engine,
+            ids[1],
+            age_minutes=10 + rating,
+            segment="shipping",
+            rating=rating,
+            transcript="user: b",
+        )
+        for rating in (2, 3, 4, 5)
+    }
+    # `success`, when logged, decides whatever the rating says.
+    success_wins = add(
+        engine,
+        ids[1],
+        age_minutes=30,
+        segment="billing",
+        success=True,
+        rating=1,
+        transcript="user: c",
+    )
+    add(engine, ids[1], age_minutes=31, segment="billing", transcript="user: unrated")
+    scope = sampling.Scope(("billing",), (), ())
+    with session_factory(engine)() as session:
+        failing = sampling.draw(session, "failing", version_id=ids[1], scope=scope, size=10)
+        holdout = sampling.draw(session, "holdout", version_id=ids[1], scope=scope, size=10)
+    assert [c.id for c in failing.conversations] == [rated[1], rated[2]]
+    assert [c.id for c in holdout.conversations] == [elsewhere[4], elsewhere[5]]
+    assert success_wins not in [c.id for c in failing.conversations]

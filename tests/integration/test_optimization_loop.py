@@ -221,6 +221,8 @@ async def test_full_cycle_runs_every_step_in_one_job(
     assert result["analysis"]["actionable"] >= 1
     assert [s["version"] for s in result["generation"]["stored"]] == [2, 3]
     assert result["replay"]["live"] == [2, 3] and result["replay"]["rejected"] == []
+    # The step's flag, as every step has it: not clobbered by the job's own result.
+    assert result["replay"]["skipped"] is False and result["replay"]["skipped_versions"] == []
     assert result["creation"]["variant_versions"] == [2, 3]
     assert result["monitoring"]["decision"]["decision"] == "continue"
     experiment, versions = running_experiment(engine)

@@ -445,6 +445,25 @@ async def test_a_csrf_token_in_a_json_body_does_not_count(
     assert DONE == []
 
 
+@pytest.mark.parametrize("path", ["/ui/test-act", "/ui/login"])
+async def test_a_form_that_is_not_utf8_is_a_400_not_a_500(
+    engine: Engine, make_client: ClientMaker, path: str
+) -> None:
+    client = await make_client(engine)
+    csrf = await logged_in(client, ADMIN_TOKEN)
+    answer = await client.post(
+        path,
+        data=b"csrf=" + csrf.encode() + b"&what=ok&reason=a\xff\xfeb",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        allow_redirects=False,
+    )
+    assert answer.status == 400
+    text = await answer.text()
+    assert_html_page(text, answer.headers)
+    assert "not UTF-8" in text
+    assert DONE == []
+
+
 @pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://127.0.0.1:1"])
 async def test_a_post_from_another_origin_is_refused(
     engine: Engine, make_client: ClientMaker, origin: str

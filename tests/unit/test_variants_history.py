@@ -71,6 +71,21 @@ IN_EXPERIMENT = {"experiment_id": 9, "arm_id": 21, "experiment_status": "complet
             MADE,
         ),
         (
+            # The winner a check proposed while it awaits approval: the experiment names it
+            # (winner_version_id), yet nothing is promoted until a person approves it.
+            {
+                **IN_EXPERIMENT,
+                "experiment_status": "awaiting_approval",
+                "experiment_live": True,
+                "status": "testing",
+                "won": True,
+                "decision_reason": "Promote v4 ... Awaiting approval",
+            },
+            "waiting",
+            "in experiment 9, awaiting approval",
+            MADE,
+        ),
+        (
             {"status": "rejected", "status_reason": "win rate 0.31 [0.2, 0.45]"},
             "rejected_by_replay",
             "win rate 0.31 [0.2, 0.45]",
