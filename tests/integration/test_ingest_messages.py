@@ -169,7 +169,7 @@ def bad_messages(at: int) -> list[tuple[Any, str]]:
             f"{MAX_MESSAGES_CHARS + 1:,} characters of content in all; at most",
         ),
         (
-            [{"role": "user", "content": [{"type": "text", "text": "x" * 60_000}] * 2}],
+            [{"role": "user", "content": [{"type": "text", "text": "x" * 50_000}] * 2}],
             "100,002 characters",  # the blank line between blocks counts
         ),
     ]
