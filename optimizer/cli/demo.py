@@ -19,8 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="simulate days of traffic on a fresh SQLite file and show the loop",
         description="Simulates an application whose prompt does badly on one segment, then "
         "runs hourly pattern analysis and 15-minute monitoring in accelerated "
-        "time. Uses Claude when ANTHROPIC_API_KEY is set (it first checks with one "
-        "tiny request that the API answers and stops with one line if not, as "
+        "time, printing each step: insights, variants, the replay of each candidate "
+        "with the judge's win rates and verdicts, experiments and promotions. "
+        "Uses Claude when ANTHROPIC_API_KEY is set (it first checks with one tiny request "
+        "that the API answers and stops with one line if not, as "
         "it does at the first failed call), otherwise, or with "
         "LLM_PROVIDER=offline, the deterministic offline generator. "
         "DATABASE_URL is not used.",
@@ -55,7 +57,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         provider = "offline"
     settings = settings.model_copy(update={"llm_provider": provider})
     database = _database(args.database)
-    from optimizer.demo.run import DemoStopped, print_summary, run_demo  # needs the LLM client
+    # Imported here: they need the LLM client.
+    from optimizer.demo.report import print_summary
+    from optimizer.demo.run import DemoStopped, run_demo
 
     if provider == "anthropic":
         # Before anything is created: a demo that cannot reach Claude stops in seconds.

@@ -1,23 +1,26 @@
 """The offline stand-in for Claude: deterministic, no network, clearly labelled.
 
 Used by `prompt-worker demo` and by tests that set LLM_PROVIDER=offline, so the whole loop
-(insights -> variants -> experiment -> promotion) runs without an API key. It does not write
-like a model: each variant is the active prompt unchanged (so every placeholder survives)
-plus guidance paragraphs built from the structured insights in `request.context`, and its
-change notes say "[offline generator]". It records an `llm_calls` row (provider "offline",
-cost 0) like the real client, but the hourly limit and the budget do not apply to it.
+(insights -> variants -> replay -> experiment -> promotion) runs without an API key. It does
+not write like a model: each variant is the active prompt (so every placeholder and
+protected section survives) plus guidance paragraphs built from the structured insights in
+`request.context`, placed before a protected section that ends the prompt; its change notes
+say "[offline generator]". It records an `llm_calls` row (provider "offline", cost 0) like
+the real client, but the hourly limit and the budget do not apply to it.
 
-Replay and judging are simulated just as plainly: a replayed answer only says which segment
-guidance its system prompt holds ("[offline replay]"), and the judge prefers the answer whose
-prompt has guidance for the conversation's segment, a tie otherwise ("[offline judge]").
+Like a real model it is not always right: about HARM_SHARE of its variants (chosen by a
+hash of the variant) also carry a plausible-looking shortcut for a segment it was not asked
+about (optimizer.llm.offline_review.SHORTCUTS), which the demo world's users pay for. A
+variant asked about a segment drops the shortcut the active prompt holds for it.
+
+Replay and judging are simulated in optimizer.llm.offline_review.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,29 +28,23 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from optimizer.llm import usage
 from optimizer.llm.client import LlmError, LlmReply, LlmRequest
+from optimizer.llm.offline_review import (
+    GENERIC_STEPS,
+    SHORTCUTS,
+    clean,
+    judge_reply,
+    replay_reply,
+    steps_for,
+    unit_hash,
+)
+from optimizer.prompt_text import markup_problem, sections
 
 PROVIDER = "offline"
 MODEL = "offline"
 NOTES_PREFIX = "[offline generator]"
 MAX_INSIGHTS = 5
-MAX_TITLE_CHARS = 120
+HARM_SHARE = 0.5
 
-# What good handling of a segment looks like, for the segments the demo knows; any other
-# segment gets the generic steps.
-SEGMENT_STEPS = {
-    "billing": "confirm the account, quote the exact amounts and dates from the invoice, "
-    "explain each charge plainly, and say what happens next",
-    "shipping": "give the carrier status and the expected delivery date, and say what the "
-    "customer can do if it is late",
-    "returns": "state the return window and conditions, then list the exact steps to "
-    "send the item back and when the refund arrives",
-    "account": "verify who you are talking to, walk through the fix step by step, and "
-    "confirm the customer can get in again",
-}
-GENERIC_STEPS = (
-    "find out exactly what the user needs, answer with specific facts rather "
-    "than general statements, and say what happens next"
-)
 # Variants differ in how the guidance is framed and how it closes, so their hashes differ.
 OPENERS = (
     "When the conversation is about {value}: {steps}.",
@@ -67,8 +64,6 @@ NO_INSIGHT_GUIDANCE = (
     "If a request is unclear, ask one short clarifying question before answering.",
     "State what you can and cannot do, and what the user should do next.",
 )
-# Untrusted text must not add placeholders or tags to a prompt.
-_UNSAFE = re.compile(r"[{}<>]")
 
 
 class OfflineClient:
@@ -106,8 +101,8 @@ class OfflineClient:
 
 def respond(request: LlmRequest) -> str:
     """The reply text for a request. Pure and deterministic."""
+    context = request.context
     if request.purpose == "variant_generation":
-        context = request.context
         return variants_reply(
             str(context.get("active_prompt") or ""),
             list(context.get("insights") or []),
@@ -116,14 +111,19 @@ def respond(request: LlmRequest) -> str:
     if request.purpose == "failure_themes":
         return '{"themes": []}'
     if request.purpose == "replay":
-        return replay_reply(str(request.context.get("system_prompt") or ""))
+        turn = context.get("turn")
+        return replay_reply(
+            str(context.get("system_prompt") or ""),
+            _text_or_none(context.get("segment")),
+            turn if isinstance(turn, int) else 0,
+        )
     if request.purpose == "judge":
-        context = request.context
-        segment = context.get("segment")
+        conversation_id = context.get("conversation_id")
         return judge_reply(
-            str(context.get("prompt_a") or ""),
-            str(context.get("prompt_b") or ""),
-            segment if isinstance(segment, str) else None,
+            _texts(context.get("answers_a")),
+            _texts(context.get("answers_b")),
+            conversation_id if isinstance(conversation_id, int) else 0,
+            _text_or_none(context.get("segment")),
         )
     raise LlmError(
         f"the offline generator cannot answer purpose {request.purpose!r}; "
@@ -131,22 +131,91 @@ def respond(request: LlmRequest) -> str:
     )
 
 
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _texts(value: Any) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
 def variants_reply(active_prompt: str, insights: list[dict[str, Any]], n: int) -> str:
     used = insights[:MAX_INSIGHTS]
-    titles = [_clean(str(insight.get("title") or "untitled finding")) for insight in used]
+    titles = [clean(str(insight.get("title") or "untitled finding")) for insight in used]
+    asked = [value.lower() for value in map(segment_value, used) if value is not None]
+    base = without_shortcuts(active_prompt, asked)
+    addressed = (
+        "; ".join(titles) if titles else "no findings were given, so generic clarity guidance"
+    )
     blocks = []
     for index in range(1, max(n, 1) + 1):
         guidance = _guidance(used, index)
-        content = active_prompt.rstrip() + "\n\n" + "\n".join(guidance)
-        addressed = (
-            "; ".join(titles) if titles else "no findings were given, so generic clarity guidance"
-        )
-        notes = f"{NOTES_PREFIX} Variant {index}: added guidance for: {addressed}."
+        harmed = shortcut_target(base, guidance, asked)
+        change = f"made {harmed} answers more concise; " if harmed is not None else ""
+        if harmed is not None:
+            guidance.append(SHORTCUTS[harmed])
+        notes = f"{NOTES_PREFIX} Variant {index}: {change}added guidance for: {addressed}."
+        content = insert_guidance(base, guidance)
         blocks.append(
             f"<improved_prompt>\n{content}\n</improved_prompt>\n"
             f"<change_notes>{notes}</change_notes>"
         )
     return "\n".join(blocks)
+
+
+def shortcut_target(base: str, guidance: Sequence[str], asked: Sequence[str]) -> str | None:
+    """The segment this variant slips a shortcut in for, if any: HARM_SHARE of variants,
+    chosen by a hash of the variant, get one for a demo segment they were not asked about
+    (and that has none yet)."""
+    text = base + "\n" + "\n".join(guidance)
+    if unit_hash("harm", text) >= HARM_SHARE:
+        return None
+    targets = [s for s in SHORTCUTS if s not in asked and SHORTCUTS[s] not in base]
+    if not targets:
+        return None
+    return targets[int(unit_hash("target", text) * len(targets))]
+
+
+def without_shortcuts(prompt: str, segments: Sequence[str]) -> str:
+    """The prompt without its shortcut lines for the segments asked about (a model asked to
+    fix a segment rewrites what holds it back); lines inside a protected section stay."""
+    drop = {SHORTCUTS[s] for s in segments if s in SHORTCUTS}
+    if not drop or not any(text in prompt for text in drop):
+        return prompt
+    spans = [] if markup_problem(prompt) else [(s.start, s.end) for s in sections(prompt)]
+    kept, offset = [], 0
+    for line in prompt.split("\n"):
+        inside = any(start <= offset < end for start, end in spans)
+        if inside or line.strip() not in drop:
+            kept.append(line)
+        offset += len(line) + 1
+    return "\n".join(kept)
+
+
+def insert_guidance(prompt: str, guidance: Sequence[str]) -> str:
+    """The prompt with the guidance paragraphs added at its end, or, when protected
+    sections end it, just before them (validation drops a variant that moves a section
+    away from the end, or between two sections with nothing between them)."""
+    paragraph = "\n".join(guidance)
+    start = _trailing_sections_start(prompt)
+    head = prompt[:start].rstrip() if start is not None else ""
+    if start is None or not head:
+        return prompt.rstrip() + "\n\n" + paragraph
+    return f"{head}\n\n{paragraph}\n\n{prompt[start:]}"
+
+
+def _trailing_sections_start(prompt: str) -> int | None:
+    """Where the run of protected sections that ends the prompt begins; None when no
+    section ends it (or the markers are malformed: appending is all that is safe)."""
+    if markup_problem(prompt) is not None:
+        return None
+    found = sections(prompt)
+    if not found or prompt[found[-1].end :].strip():
+        return None
+    index = len(found) - 1
+    while index > 0 and not prompt[found[index - 1].end : found[index].start].strip():
+        index -= 1
+    return found[index].start
 
 
 def _guidance(insights: list[dict[str, Any]], index: int) -> list[str]:
@@ -168,10 +237,9 @@ def _guidance(insights: list[dict[str, Any]], index: int) -> list[str]:
 def _paragraph(insight: dict[str, Any], opener: str) -> str:
     value = segment_value(insight)
     if value is None:
-        title = _clean(str(insight.get("title") or "a recorded finding"))
+        title = clean(str(insight.get("title") or "a recorded finding"))
         return opener.format(value=f"the finding '{title}'", steps=GENERIC_STEPS)
-    steps = SEGMENT_STEPS.get(value.lower(), GENERIC_STEPS)
-    return opener.format(value=value, steps=steps)
+    return opener.format(value=value, steps=steps_for(value))
 
 
 def segment_value(insight: dict[str, Any]) -> str | None:
@@ -182,53 +250,6 @@ def segment_value(insight: dict[str, Any]) -> str | None:
     for key in ("value", "segment", "segment_value"):
         value = evidence.get(key)
         if isinstance(value, str) and value.strip():
-            return _clean(value)
+            cleaned = clean(value)
+            return cleaned or None
     return None
-
-
-def _clean(text: str) -> str:
-    # Segment and tag names come from logged conversations: keep only what a reader sees.
-    text = "".join(char if char.isprintable() else " " for char in text)
-    text = " ".join(_UNSAFE.sub("", text).split())
-    return text if len(text) <= MAX_TITLE_CHARS else text[: MAX_TITLE_CHARS - 1] + "…"
-
-
-REPLAY_PREFIX = "[offline replay]"
-JUDGE_PREFIX = "[offline judge]"
-
-
-def guided_segments(prompt: str) -> list[str]:
-    """The demo's segments the prompt has the offline generator's guidance for."""
-    return [segment for segment in SEGMENT_STEPS if has_guidance(prompt, segment)]
-
-
-def has_guidance(prompt: str, segment: str | None) -> bool:
-    """Whether the prompt holds a guidance paragraph of the offline generator for the
-    segment: the segment's steps (the generic ones for a segment the demo does not know)
-    and its name."""
-    if segment is None or not _clean(segment):
-        return False
-    value = _clean(segment)
-    steps = SEGMENT_STEPS.get(value.lower(), GENERIC_STEPS)
-    return steps in prompt and value.lower() in prompt.lower()
-
-
-def replay_reply(system_prompt: str) -> str:
-    guided = guided_segments(system_prompt)
-    which = ", ".join(guided) if guided else "no segment"
-    return f"{REPLAY_PREFIX} An answer under a prompt with guidance for: {which}."
-
-
-def judge_reply(prompt_a: str, prompt_b: str, segment: str | None) -> str:
-    """Prefers the answer whose prompt has guidance for the segment; a tie when both or
-    neither have it (or the conversation has no segment)."""
-    a, b = has_guidance(prompt_a, segment), has_guidance(prompt_b, segment)
-    verdict = "A" if a and not b else "B" if b and not a else "tie"
-    if segment is None or not _clean(segment):
-        why = "the conversation has no segment, so neither answer is preferred"
-    elif verdict == "tie":
-        both = "both prompts have" if a else "neither prompt has"
-        why = f"{both} guidance for the segment {_clean(segment)!r}"
-    else:
-        why = f"only answer {verdict}'s prompt has guidance for the segment {_clean(segment)!r}"
-    return f"<reason>{JUDGE_PREFIX} {why}.</reason>\n<verdict>{verdict}</verdict>"

@@ -1,5 +1,6 @@
-"""`prompt-worker demo`: the planted bad segment is found, a variant is generated, tested and
-promoted, and the success rate goes up, all through the real handlers and queue."""
+"""`prompt-worker demo`: the planted bad segment is found, variants are generated, replayed and
+judged (the verdicts printed), the best tested live and promoted, and the success rate goes
+up, all through the real handlers and queue."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from models.conversations import Conversation
+from models.evaluations import CandidateEvaluation
 from models.experiments import Experiment
 from models.llm_calls import LlmCall
 from models.prompts import PromptVersion
@@ -56,6 +59,23 @@ def test_demo_finds_the_bad_segment_and_promotes_a_fix(
     assert after > before + 5
     assert "failed jobs:         0" in out
 
+    # The replay step, before the experiment: what was replayed, each candidate's verdict
+    # with its win rates and intervals, the reason of each rejection, what went live.
+    replay = re.search(r"replay: ((?:v\d+, )*v\d+) against v1 on segment 'billing'", out)
+    assert replay is not None and "judged in both orders" in out
+    replayed = set(re.findall(r"v(\d+)", replay.group(1)))
+    verdicts = dict(VERDICT.findall(out))
+    assert set(verdicts) == replayed
+    assert "passed, live" in verdicts.values()
+    for line in out.splitlines():
+        if re.search(r"\] +v\d+ rejected: ", line):
+            assert " -- " in line and ("not above one half" in line or "loses" in line)
+    live = re.search(r"-> experiment_creation job \d+ queued for versions ([\d, ]+)", out)
+    assert live is not None
+    assert winner.group(1) in {v.strip() for v in live.group(1).split(",")}
+    assert out.index("-> experiment_creation") < out.index("experiment 1 started")
+    assert re.search(r"replay verdicts:     live v\d+", out)
+
     # What it printed is what the database holds.
     engine = db.create_db_engine(f"sqlite:///{database}")
     try:
@@ -68,11 +88,36 @@ def test_demo_finds_the_bad_segment_and_promotes_a_fix(
                 session.scalars(select(PromptVersion.source).where(PromptVersion.version > 1))
             )
             providers = set(session.scalars(select(LlmCall.provider)))
+            rejected = {
+                v.version: v.status_reason
+                for v in session.scalars(
+                    select(PromptVersion).where(PromptVersion.status == "rejected")
+                )
+            }
+            replayed_forms = session.execute(
+                select(Conversation.messages.is_not(None), func.count())
+                .join(CandidateEvaluation, CandidateEvaluation.conversation_id == Conversation.id)
+                .group_by(Conversation.messages.is_not(None))
+            ).all()
+            logged_forms = session.execute(
+                select(
+                    Conversation.messages.is_not(None), Conversation.transcript.is_not(None)
+                ).distinct()
+            ).all()
     finally:
         engine.dispose()
     assert active.version == int(winner.group(1)) and "billing" in active.content.lower()
     assert experiment.status == "completed" and experiment.winner_version_id == active.id
     assert sources == {"offline"} and providers == {"offline"}
+    assert {str(v) for v in rejected} == {v for v, why in verdicts.items() if why == "rejected"}
+    assert all((why or "").startswith("rejected by replay: ") for why in rejected.values())
+    # Conversations were logged with structured messages and with text transcripts, and
+    # replay used both.
+    assert set(logged_forms) == {(True, False), (False, True)}
+    assert {bool(has_messages) for has_messages, _ in replayed_forms} == {True, False}
+
+
+VERDICT = re.compile(r"\] +v(\d+) (passed, live|passed, held back|rejected): failing ")
 
 
 def test_demo_repeats_exactly_with_the_same_seed(

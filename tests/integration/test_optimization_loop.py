@@ -374,7 +374,9 @@ async def test_instructions_planted_in_transcripts_stay_data(
     seed(engine)
     with db.session_factory(engine).begin() as session:  # every failing transcript attacks
         session.execute(
-            update(Conversation).where(Conversation.success.is_(False)).values(transcript=ATTACK)
+            update(Conversation)
+            .where(Conversation.success.is_(False))
+            .values(transcript=ATTACK, messages=None)
         )
     fake.script(Reply(text=THEMES_REPLY), Reply(text=VARIANTS_REPLY))
     enqueue(engine, "pattern_analysis", {"prompt": NAME})
