@@ -598,7 +598,7 @@ def _run_states(s: Sums, decide_all, path: bool) -> Outcome:
     """Walks every experiment's checks. `decide_all(rows, stop_at)` gives (kind, detail) at
     every check of those experiments with those arms stopped; a stop freezes the arm from
     the next check on and the rest is decided again. The experiment ends on promote, pause,
-    inconclusive, or when no variant arm is left (store.apply_decision)."""
+    inconclusive, or when no variant arm is left (transitions.apply_decision)."""
     e_count, arms, checks = s.shape
     stop_at = np.full((e_count, arms), checks + 1)
     start = np.ones(e_count, np.int64)

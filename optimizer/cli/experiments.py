@@ -22,7 +22,7 @@ from optimizer.clock import table_time, utcnow
 from optimizer.config import MAX_MIN_CONVERSATIONS_PER_ARM, Settings
 from optimizer.db import session_factory
 from optimizer.errors import InvalidInput
-from optimizer.experiments import approvals, store
+from optimizer.experiments import approvals, store, transitions
 from optimizer.experiments.defaults import settings_with_defaults
 from optimizer.experiments.validation import PRIMARY_METRICS, parse_settings
 from optimizer.input_models import validate
@@ -241,7 +241,7 @@ def cmd_experiments_show(args: argparse.Namespace, settings: Settings, engine: E
 def cmd_experiments_stop(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     experiment_id = parse_id(args.id)
     with session_factory(engine).begin() as session:
-        view = store.stop_experiment(
+        view = transitions.stop_experiment(
             session, experiment_id, actor=CLI_ACTOR, reason=args.reason, now=utcnow()
         )
     return print_json(view.to_dict())

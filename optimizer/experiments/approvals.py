@@ -1,7 +1,7 @@
 """A person's word on an experiment: approve or reject the winner a check proposed (promotion
 mode approve leaves it `awaiting_approval`), or promote one arm by hand.
 
-Each takes the experiment's lock (store.lock_experiment: its prompt's row) and checks the
+Each takes the experiment's lock (transitions.lock_experiment: its prompt's row) and checks the
 status under it, so a monitoring check, a stop or another person's action at the same
 moment either ran before (and this one sees its result) or waits. The bodies are the models
 below, shared by the HTTP API, the CLI and the dashboard. Functions take a Session and
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from models.experiments import LIVE_STATUSES, Experiment, ExperimentArm
 from models.prompts import PromptVersion
 from optimizer.errors import Conflict, InvalidInput
-from optimizer.experiments import store
+from optimizer.experiments import store, transitions
 from optimizer.input_models import InputModel
 from optimizer.prompts import MAX_VERSION
 from optimizer.text_input import MAX_ID
@@ -69,7 +69,7 @@ class PromoteBody(InputModel):
 
 
 def _awaiting(session: Session, experiment_id: int, action: str) -> Experiment:
-    experiment = store.lock_experiment(session, experiment_id)
+    experiment = transitions.lock_experiment(session, experiment_id)
     if experiment.status != "awaiting_approval":
         raise Conflict(
             f"experiment {experiment_id} is {experiment.status}, not awaiting approval; only "
@@ -102,7 +102,7 @@ def approve(
 ) -> store.ExperimentView:
     """The proposed winner becomes active; the experiment completes."""
     experiment = _awaiting(session, experiment_id, "approved")
-    arms = store.arms_of(session, experiment_id)
+    arms = transitions.arms_of(session, experiment_id)
     winner = next(
         (a for a in arms if a.version_id == experiment.winner_version_id and not a.is_control),
         None,
@@ -114,7 +114,7 @@ def approve(
             f"(POST /experiments/{experiment_id}/promote) or reject it"
         )
     number = _numbers(session, arms).get(winner.version_id)
-    store.promote_arm(
+    transitions.promote_arm(
         session,
         experiment,
         arms,
@@ -134,13 +134,13 @@ def reject(
 ) -> store.ExperimentView:
     """The control stays active; the experiment completes and its variants are retired."""
     experiment = _awaiting(session, experiment_id, "rejected")
-    arms = store.arms_of(session, experiment_id)
+    arms = transitions.arms_of(session, experiment_id)
     numbers = _numbers(session, arms)
     proposed = numbers.get(experiment.winner_version_id or 0)
     what = "The proposed winner" if proposed is None else f"Version {proposed}"
-    control = store.control_number(session, arms)
+    control = transitions.control_number(session, arms)
     experiment.winner_version_id = None
-    store.end_experiment(
+    transitions.end_experiment(
         session,
         experiment,
         arms,
@@ -200,14 +200,14 @@ def promote(
     """A variant arm of a live experiment (running, paused or awaiting approval) becomes
     active by a person's choice; the experiment completes, the other variants are retired."""
     _exactly_one(body)
-    experiment = store.lock_experiment(session, experiment_id)
+    experiment = transitions.lock_experiment(session, experiment_id)
     if experiment.status not in LIVE_STATUSES:
         raise Conflict(
             f"experiment {experiment_id} is already {experiment.status}; only a running, "
             "paused or awaiting_approval experiment can have an arm promoted (to activate a "
             "version now, roll back to it: POST /prompts/{name}/rollback)"
         )
-    arms = store.arms_of(session, experiment_id)
+    arms = transitions.arms_of(session, experiment_id)
     numbers = _numbers(session, arms)
     arm = _chosen(experiment_id, arms, numbers, body)
     number = numbers.get(arm.version_id)
@@ -217,7 +217,7 @@ def promote(
             "); a stopped arm is not promoted. To use its version anyway, stop the "
             "experiment and roll back to it"
         )
-    store.promote_arm(
+    transitions.promote_arm(
         session,
         experiment,
         arms,

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from models.experiments import Experiment, ExperimentAnalysis, ExperimentArm
 from models.prompts import Prompt, PromptVersion
 from optimizer.config import PromotionMode
-from optimizer.experiments import store
+from optimizer.experiments import transitions
 from optimizer.experiments.aggregate import arm_data
 from optimizer.experiments.caps import caps_in_force, fix_missing_caps
 from optimizer.experiments.decide import DecisionSettings, decide
@@ -92,7 +92,7 @@ def check_experiment(
 ) -> CheckOutcome | None:
     """None when the experiment is no longer running (stopped, paused, decided meanwhile).
     `promotion_mode` is the PROMOTION_MODE setting; the prompt's own mode overrides it."""
-    experiment = store.lock_experiment(session, experiment_id)
+    experiment = transitions.lock_experiment(session, experiment_id)
     prompt_name, own_mode = session.execute(
         select(Prompt.name, Prompt.promotion_mode).where(Prompt.id == experiment.prompt_id)
     ).one()
@@ -115,7 +115,7 @@ def check_experiment(
         data = arm_data(session, experiment_id, arms, numbers, settings.primary_metric, caps)
     analysis = analyze(data, settings, caps)
     decision = decide(analysis, data, decision_settings(experiment), experiment.started_at, now)
-    store.apply_decision(
+    transitions.apply_decision(
         session,
         experiment,
         arms,

@@ -267,7 +267,7 @@ def _caps_text(caps: Mapping[str, float]) -> str:
 
 def roll_up(session: Session, experiment_id: int, caps: Mapping[str, float]) -> None:
     """Bring the experiment's rollup up to date, capped at `caps`. Run under the
-    experiment's lock (experiments.store.lock_experiment): one pass at a time."""
+    experiment's lock (experiments.transitions.lock_experiment): one pass at a time."""
     experiment = session.get(Experiment, experiment_id)
     if experiment is None:
         return

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from optimizer.clock import utcnow
 from optimizer.db import session_factory
-from optimizer.experiments import approvals, store
+from optimizer.experiments import approvals, store, transitions
 from optimizer.experiments.defaults import settings_with_defaults
 from optimizer.experiments.validation import ExperimentSettings, NewExperiment
 from optimizer.http import responses as out
@@ -110,7 +110,7 @@ async def list_analyses(request: web.Request) -> web.Response:
 
 def _stop(engine: Engine, experiment_id: int, reason: str | None) -> store.ExperimentView:
     with session_factory(engine).begin() as session:
-        return store.stop_experiment(
+        return transitions.stop_experiment(
             session, experiment_id, actor=HTTP_ACTOR, reason=reason, now=utcnow()
         )
 

@@ -24,7 +24,7 @@ from yarl import URL
 from models.experiments import EXPERIMENT_STATUSES, LIVE_STATUSES
 from optimizer.clock import utcnow
 from optimizer.db import session_factory
-from optimizer.experiments import approvals, store
+from optimizer.experiments import approvals, store, transitions
 from optimizer.input_models import validate
 from optimizer.patterns.views import parse_prompt
 from optimizer.stats.finite import finite_only
@@ -245,7 +245,7 @@ async def stop(request: aioweb.Request) -> aioweb.Response:
 
     def work(engine: Engine) -> None:
         with session_factory(engine).begin() as session:
-            store.stop_experiment(
+            transitions.stop_experiment(
                 session, experiment_id, actor=web.ACTOR, reason=reason, now=utcnow()
             )
 

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from models.experiments import Experiment
 from optimizer.clock import utcnow
-from optimizer.experiments import store
+from optimizer.experiments import transitions
 from optimizer.experiments.decide import Decision
 from optimizer.routing_refresh import STALENESS_BOUND_SECONDS
 from tests.integration.test_ingest import World, seed
@@ -146,12 +146,12 @@ def test_routing_changes_reach_every_replica_within_the_bound(pg_engine, tmp_pat
         # A promotion, committed by another process as a monitoring job would.
         def promote() -> None:
             with Session(pg_engine) as session, session.begin():
-                experiment = store.lock_experiment(session, experiment_id)
+                experiment = transitions.lock_experiment(session, experiment_id)
                 decision = Decision("promote", arms[2], (), "variant 2 wins")
-                store.apply_decision(
+                transitions.apply_decision(
                     session,
                     experiment,
-                    store.arms_of(session, experiment_id),
+                    transitions.arms_of(session, experiment_id),
                     decision,
                     now=utcnow(),
                 )

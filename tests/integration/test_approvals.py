@@ -29,7 +29,7 @@ from optimizer.cli.status import format_status
 from optimizer.clock import utcnow
 from optimizer.db import session_factory
 from optimizer.errors import Conflict, PromptWorkerError
-from optimizer.experiments import approvals, store
+from optimizer.experiments import approvals, store, transitions
 from optimizer.experiments.monitor import check_experiment
 from optimizer.input_models import validate
 from optimizer.status import read_status
@@ -492,7 +492,7 @@ async def test_refusals_name_the_problem_and_write_nothing(
     seed_prompt(engine)
     experiment_id = start(engine, variants=(2, 3))
     with session_factory(engine).begin() as session:  # arm of version 3 stopped as harmful
-        arms = store.arms_of(session, experiment_id)
+        arms = transitions.arms_of(session, experiment_id)
         arms[2].status, arms[2].stopped_reason = "stopped", "harmful: worse success"
     client = await make_client(engine)
     before = counts(engine)

@@ -25,7 +25,7 @@ from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import session_factory
 from optimizer.errors import Conflict, InvalidInput
-from optimizer.experiments import store, validation
+from optimizer.experiments import store, transitions, validation
 from optimizer.experiments.aggregate import arm_data
 from optimizer.experiments.monitor import CheckOutcome, check_experiment
 from optimizer.jobs.monitoring import monitor_experiments
@@ -178,7 +178,7 @@ def test_one_live_experiment_per_prompt(engine):
     assert f"already has running experiment {first.id}" in message
     assert "stop it first" in message
     with session_factory(engine).begin() as session:
-        store.stop_experiment(session, first.id, actor="test", now=utcnow())
+        transitions.stop_experiment(session, first.id, actor="test", now=utcnow())
     second = create(engine, [3])
     assert second.status == "running"
     assert version_statuses(engine) == {1: "active", 2: "retired", 3: "testing", 4: "candidate"}

@@ -19,7 +19,7 @@ from models.experiments import Experiment, ExperimentArm
 from optimizer.clock import utcnow
 from optimizer.config import Settings
 from optimizer.db import GROUPING_WORK_MEM, prepare_rollup_transaction, session_factory
-from optimizer.experiments import store
+from optimizer.experiments import store, transitions
 from optimizer.experiments.aggregate import arm_data
 from optimizer.experiments.caps import caps_in_force, fix_missing_caps
 from optimizer.retention import prune_conversations
@@ -68,7 +68,7 @@ def _rows(
 def _check(engine: Engine, experiment: int) -> dict[int, ArmData]:
     """What a check reads, the way monitoring reads it (under the experiment's lock)."""
     with session_factory(engine).begin() as session:
-        row = store.lock_experiment(session, experiment)
+        row = transitions.lock_experiment(session, experiment)
         arms = session.scalars(
             select(ExperimentArm).where(ExperimentArm.experiment_id == experiment)
         ).all()

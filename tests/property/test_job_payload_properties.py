@@ -28,7 +28,7 @@ from optimizer import prompts
 from optimizer.clock import utcnow
 from optimizer.db import session_factory
 from optimizer.errors import PermanentJobError
-from optimizer.experiments import store
+from optimizer.experiments import transitions
 from optimizer.jobs.context import ActiveJob
 from optimizer.jobs.creation import create_experiment_job
 from optimizer.runtime.job_input import decode_stored_payload
@@ -70,7 +70,7 @@ class Harness:
                 )
             )
             if live is not None:
-                store.stop_experiment(session, live, actor="test", now=utcnow())
+                transitions.stop_experiment(session, live, actor="test", now=utcnow())
             candidates = session.scalar(
                 select(func.count())
                 .select_from(PromptVersion)

@@ -198,7 +198,7 @@ def replay(
     ev: Events, sums: Sums, e: int, stratify: bool, strata: set[int]
 ) -> list[tuple[str, int, tuple[int, ...]]]:
     """Every check of experiment e through analyze() and decide(), carrying out each
-    decision as store.apply_decision does: (kind, winner arm index, stopped arm indexes).
+    decision as transitions.apply_decision does: (kind, winner arm index, stopped arm indexes).
     Checks the benchmark's sums on the way; adds to `strata` the numbers of segment strata
     the comparisons used."""
     x = one_experiment(ev, e)
