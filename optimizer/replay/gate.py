@@ -5,8 +5,11 @@ interval is above one half) and does not lose on the held-out sample (the upper 
 least one half). An empty held-out sample (REPLAY_HOLDOUT_SAMPLE=0, or no successful
 conversation outside the segment could be replayed) is not held against it, and its reason
 says so; an empty failing sample is, since nothing then shows the candidate fixes anything.
-Passing candidates are ranked by the failing win rate, then the held-out one; the best
-`max_live` go live. Every decision carries its reason with the figures.
+Passing candidates are ranked by the held-out win rate, then the failing one; the best
+`max_live` go live. Held-out first: every passing candidate has cleared the failing bar, and
+above it the failing rates of good candidates differ by the judge's noise, while a held-out
+loss is the sign of a regression the held-out check is too small to reject outright
+(docs/benchmarks.md, "Candidates"). Every decision carries its reason with the figures.
 """
 
 from __future__ import annotations
@@ -119,4 +122,4 @@ def decide(figures: Sequence[CandidateFigures], *, max_live: int) -> list[GateDe
 def _rank(item: CandidateFigures) -> tuple[float, float, int]:
     failing = item.failing.rate if item.failing.rate is not None else 0.0
     holdout = item.holdout.rate if item.holdout.rate is not None else HALF
-    return (-failing, -holdout, item.version)
+    return (-holdout, -failing, item.version)

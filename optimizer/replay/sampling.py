@@ -7,8 +7,9 @@ Only conversations of the active version (the control) are used:
   candidate's insights name (evidence "dimension"/"value"), the insights' own sample
   conversations first, then the most recent;
 - the held-out sample: its successful conversations (or, without `success`, rated 4 or 5)
-  outside those segments and tags, the
-  most recent first (to catch a candidate that fixes one segment by breaking the others).
+  outside those segments and tags, taken in turn from each segment (the most recent of every
+  segment, then the second most recent of every segment, ...), so a candidate that fixes one
+  segment by breaking another meets that other segment even when most traffic is elsewhere.
 
 When no insight names a segment or tag (a regression, a theme, no insight at all), both
 samples are drawn from the whole version. Conversations already evaluated for the pair come
@@ -115,11 +116,12 @@ def draw(
     query = select(C.id, C.segment, C.messages, C.transcript).where(
         C.version_id == version_id, *_conditions(session, kind, scope)
     )
-    query = query.order_by(
-        _priority(first, scope.sample_ids if kind == "failing" else ()),
-        C.occurred_at.desc(),
-        C.id.desc(),
-    )
+    newest = (C.occurred_at.desc(), C.id.desc())
+    if kind == "failing":
+        query = query.order_by(_priority(first, scope.sample_ids), *newest)
+    else:
+        turn = func.row_number().over(partition_by=C.segment, order_by=newest)
+        query = query.order_by(_priority(first, ()), turn, *newest)
     return _scan(session, kind, query, size)
 
 

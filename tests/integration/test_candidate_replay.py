@@ -650,3 +650,67 @@ async def test_an_application_that_logs_only_ratings_has_failing_and_held_out_sa
     assert [c.id for c in failing.conversations] == [rated[1], rated[2]]
     assert [c.id for c in holdout.conversations] == [elsewhere[4], elsewhere[5]]
     assert success_wins not in [c.id for c in failing.conversations]
+
+
+async def test_the_held_out_sample_takes_each_other_segment_in_turn(engine: Engine) -> None:
+    """Most successful traffic is shipping, yet the held-out sample meets every other
+    segment (and conversations without one) before it takes a second shipping one, so a
+    candidate that breaks a quieter segment meets it; the failing sample stays newest first."""
+    ids = seed(engine, candidates=())
+    shipping = [
+        add(
+            engine,
+            ids[1],
+            age_minutes=1 + i,
+            success=True,
+            segment="shipping",
+            transcript="user: s",
+        )
+        for i in range(8)
+    ]
+    returns = [
+        add(
+            engine,
+            ids[1],
+            age_minutes=20 + i,
+            success=True,
+            segment="returns",
+            transcript="user: r",
+        )
+        for i in range(2)
+    ]
+    account = add(
+        engine, ids[1], age_minutes=40, success=True, segment="account", transcript="user: a"
+    )
+    no_segment = add(engine, ids[1], age_minutes=50, success=True, transcript="user: n")
+    add(engine, ids[1], age_minutes=2, success=True, segment="billing", transcript="user: b")
+    failing = [
+        add(
+            engine,
+            ids[1],
+            age_minutes=30 + i,
+            success=False,
+            segment="billing",
+            transcript="user: f",
+        )
+        for i in range(3)
+    ]
+    scope = sampling.Scope(("billing",), (), ())
+    with session_factory(engine)() as session:
+        holdout = sampling.draw(session, "holdout", version_id=ids[1], scope=scope, size=6)
+        resumed = sampling.draw(
+            session, "holdout", version_id=ids[1], scope=scope, size=3, first=[shipping[5]]
+        )
+        failed = sampling.draw(session, "failing", version_id=ids[1], scope=scope, size=10)
+    # First round: the newest of each stratum, newest first; then the second round.
+    assert [c.id for c in holdout.conversations] == [
+        shipping[0],
+        returns[0],
+        account,
+        no_segment,
+        shipping[1],
+        returns[1],
+    ]
+    # A retry keeps what was already judged, then takes segments in turn again.
+    assert [c.id for c in resumed.conversations] == [shipping[5], shipping[0], returns[0]]
+    assert [c.id for c in failed.conversations] == failing

@@ -82,6 +82,17 @@ def test_passing_candidates_are_ranked_and_capped():
     assert decisions[0].reason.startswith("passed replay: failing sample: won 8")
 
 
+def test_a_held_out_loss_ranks_below_a_judge_miss_on_the_failing_sample():
+    """Both pass; one lost two held-out conversations (a regression too small to reject),
+    the other had one tie more on the failing sample (the judge's noise): the clean one goes
+    live first (docs/benchmarks.md, "Candidates")."""
+    regressing = figures(2, [1.0] * 8, [0.0] * 2 + [0.5] * 4)
+    clean = figures(3, [1.0] * 7 + [0.5], [0.5] * 6)
+    assert regressing.holdout.high is not None and regressing.holdout.high >= 0.5
+    decisions = decide([regressing, clean], max_live=1)
+    assert [(d.version, d.live) for d in decisions] == [(3, True), (2, False)]
+
+
 def test_max_live_must_be_positive():
     with pytest.raises(ValueError, match="max_live"):
         decide([], max_live=0)
