@@ -3,9 +3,9 @@
 Only conversations of the active version (the control) are used:
 
 - the failing sample: its conversations with success false (or, without `success`, a rating
-  of at most 2) in the segments and tags the
-  candidate's insights name (evidence "dimension"/"value"), the insights' own sample
-  conversations first, then the most recent;
+  of at most 2) in the segments and tags the candidate's insights name (evidence
+  "dimension"/"value", and those of each of a grouped insight's "facets"), the insights'
+  own sample conversations first, then the most recent;
 - the held-out sample: its successful conversations (or, without `success`, rated 4 or 5)
   outside those segments and tags, taken in turn from each segment (the most recent of every
   segment, then the second most recent of every segment, ...), so a candidate that fixes one
@@ -66,11 +66,16 @@ def scope_of(insights: Sequence[InsightFacts]) -> Scope:
     ids: dict[int, None] = {}
     for insight in insights:
         evidence = insight.evidence
-        dimension, value = evidence.get("dimension"), evidence.get("value")
-        if isinstance(value, str) and dimension == "segment":
-            segments[value] = None
-        elif isinstance(value, str) and dimension == "tag":
-            tags[value] = None
+        facets = evidence.get("facets")
+        subjects = [evidence, *(facets if isinstance(facets, list) else ())]
+        for subject in subjects:
+            if not isinstance(subject, dict):
+                continue
+            dimension, value = subject.get("dimension"), subject.get("value")
+            if isinstance(value, str) and dimension == "segment":
+                segments[value] = None
+            elif isinstance(value, str) and dimension == "tag":
+                tags[value] = None
         sample = evidence.get("sample_conversation_ids")
         if isinstance(sample, list):
             ids.update((i, None) for i in sample if isinstance(i, int) and not isinstance(i, bool))
