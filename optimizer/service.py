@@ -167,7 +167,7 @@ async def _serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> int
     )
     health = HealthMonitor(engine, stats, started_at=utcnow())
     runner = GuardedAppRunner(
-        create_app(settings, engine, stats, health, metrics),
+        create_app(settings, engine, stats, health, metrics, webhooks),
         keepalive_timeout=settings.http_keepalive_timeout_seconds,
         request_timeout=settings.http_request_timeout_seconds,
     )

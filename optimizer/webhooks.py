@@ -1,9 +1,12 @@
-"""Outbound webhooks: one signed POST per finished job and per experiment decision.
+"""Outbound webhooks: one signed POST per finished job, per experiment decision and per
+person's action on an experiment.
 
 `experiment.decision` carries the check's outcome (optimizer.experiments.monitor.CheckOutcome):
 a winner that waits for a person (promotion mode approve) is decision `promote` with status
 `awaiting_approval` and `winner_version` the version proposed; with status `completed` it
-is active already. A person's approve, reject or promote sends no event.
+is active already. `experiment.action` carries a person's approve, reject, promote or stop
+(optimizer.experiments.approvals.action_event), from the HTTP API, the dashboard and the
+CLI; the CLI, which has no sender running, delivers it before it exits (`send_now`).
 
 `publish` only puts the event on a bounded in-memory queue and returns; a background task
 delivers it. A slow or dead receiver therefore never delays or fails a job: the queue fills,
@@ -41,6 +44,7 @@ log = logging.getLogger("prompt_worker.webhooks")
 
 JOB_FINISHED = "job.finished"
 EXPERIMENT_DECISION = "experiment.decision"
+EXPERIMENT_ACTION = "experiment.action"
 SIGNATURE_HEADER = "X-Prompt-Worker-Signature"
 EVENT_HEADER = "X-Prompt-Worker-Event"
 DELIVERY_HEADER = "X-Prompt-Worker-Delivery"
@@ -262,3 +266,22 @@ def job_finished_data(
         "duration_seconds": round(seconds, 3),
         "message": message if isinstance(message, str) else None,
     }
+
+
+def send_now(
+    settings: Settings, event: str, data: dict[str, Any], drain_seconds: float = 5.0
+) -> bool | None:
+    """For a process without a running sender (the CLI): deliver one event, with the usual
+    retries, waiting at most `drain_seconds`. True when it was delivered, False when not,
+    None when webhooks are not configured."""
+    sender = WebhookSender.from_settings(settings)
+    if sender is None:
+        return None
+
+    async def deliver() -> None:
+        sender.start()
+        sender.publish(event, data)
+        await sender.stop(drain_seconds)
+
+    asyncio.run(deliver())
+    return sender.delivered == 1

@@ -8,6 +8,7 @@ text into the values the API receives, then checked and stored by the same code.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from optimizer.experiments.defaults import settings_with_defaults
 from optimizer.experiments.validation import PRIMARY_METRICS, parse_settings
 from optimizer.input_models import validate
 from optimizer.text_input import MAX_ID, parse_decimal, parse_id, parse_whole
+from optimizer.webhooks import EXPERIMENT_ACTION, send_now
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 CLI_ACTOR = "admin (CLI)"
@@ -244,28 +246,46 @@ def cmd_experiments_stop(args: argparse.Namespace, settings: Settings, engine: E
         view = transitions.stop_experiment(
             session, experiment_id, actor=CLI_ACTOR, reason=args.reason, now=utcnow()
         )
+    _announce(settings, view, "stop", args.reason)
     return print_json(view.to_dict())
 
 
+def _announce(
+    settings: Settings, view: store.ExperimentView, action: str, reason: str | None
+) -> None:
+    """The `experiment.action` webhook, delivered before the command exits; a receiver that
+    does not take it gets a warning, not a failed command (the change is saved)."""
+    event = approvals.action_event(view, action, actor=CLI_ACTOR, reason=reason)
+    if send_now(settings, EXPERIMENT_ACTION, event) is False:
+        print(
+            f"warning: the {EXPERIMENT_ACTION} webhook was not delivered to WEBHOOK_URL "
+            "(the change itself is saved)",
+            file=sys.stderr,
+        )
+
+
 def _decided(
+    settings: Settings,
     engine: Engine,
     act: Callable[..., store.ExperimentView],
+    action: str,
     experiment_id: int,
     body: approvals.DecisionBody | approvals.PromoteBody,
 ) -> int:
     with session_factory(engine).begin() as session:
         view = act(session, experiment_id, body, actor=CLI_ACTOR, now=utcnow())
+    _announce(settings, view, action, body.reason)
     return print_json(view.to_dict())
 
 
 def cmd_experiments_approve(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     body = validate(approvals.DecisionBody, {"reason": args.reason})
-    return _decided(engine, approvals.approve, parse_id(args.id), body)
+    return _decided(settings, engine, approvals.approve, "approve", parse_id(args.id), body)
 
 
 def cmd_experiments_reject(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
     body = validate(approvals.DecisionBody, {"reason": args.reason})
-    return _decided(engine, approvals.reject, parse_id(args.id), body)
+    return _decided(settings, engine, approvals.reject, "reject", parse_id(args.id), body)
 
 
 def cmd_experiments_promote(args: argparse.Namespace, settings: Settings, engine: Engine) -> int:
@@ -276,7 +296,7 @@ def cmd_experiments_promote(args: argparse.Namespace, settings: Settings, engine
     if args.version is not None:
         which["version"] = parse_version(args.version, "version")
     body = validate(approvals.PromoteBody, {**which, "reason": args.reason})
-    return _decided(engine, approvals.promote, experiment_id, body)
+    return _decided(settings, engine, approvals.promote, "promote", experiment_id, body)
 
 
 def _row(view: store.ExperimentView) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ flush; callers own the transaction.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 from sqlalchemy import select
@@ -63,6 +63,26 @@ class PromoteBody(InputModel):
         None, description="or the version number of the arm to promote"
     )
     reason: Reason
+
+
+ACTIONS = ("approve", "reject", "promote", "stop")
+
+
+def action_event(
+    view: store.ExperimentView, action: str, *, actor: str, reason: str | None
+) -> dict[str, Any]:
+    """The `experiment.action` webhook's data: what a person did, and the experiment after."""
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {ACTIONS}; got {action!r}")
+    return {
+        "experiment_id": view.id,
+        "prompt": view.prompt,
+        "action": action,
+        "actor": actor,
+        "reason": reason,
+        "status": view.status,
+        "winner_version": view.winner_version,
+    }
 
 
 # --- approve and reject ------------------------------------------------------------------

@@ -19,8 +19,9 @@ from optimizer.experiments.validation import ExperimentSettings, NewExperiment
 from optimizer.http import responses as out
 from optimizer.http.body import path_id, read_body, read_optional_body, read_query
 from optimizer.http.endpoints import Endpoint, Reply, register
-from optimizer.http.keys import ENGINE, SETTINGS, STATS
+from optimizer.http.keys import ENGINE, SETTINGS, STATS, WEBHOOKS
 from optimizer.http.requests import AnalysisListQuery, ExperimentListQuery, StopBody
+from optimizer.webhooks import EXPERIMENT_ACTION
 
 log = logging.getLogger("prompt_worker.http.experiments")
 
@@ -120,14 +121,25 @@ async def stop_experiment(request: web.Request) -> web.Response:
     body = await read_optional_body(request, StopBody)
     view = await asyncio.to_thread(_stop, request.app[ENGINE], experiment_id, body.reason)
     log.info("experiment stopped", extra={"experiment_id": view.id, "via": "http"})
+    _announce(request, view, "stop", body.reason)
     return web.json_response(view.to_dict())
+
+
+def _announce(
+    request: web.Request, view: store.ExperimentView, action: str, reason: str | None
+) -> None:
+    """The `experiment.action` webhook, once the change is committed."""
+    sender = request.app[WEBHOOKS]
+    if sender is not None:
+        event = approvals.action_event(view, action, actor=HTTP_ACTOR, reason=reason)
+        sender.publish(EXPERIMENT_ACTION, event)
 
 
 async def _decision(
     request: web.Request,
     model: type[approvals.DecisionBody] | type[approvals.PromoteBody],
     act: Callable[..., store.ExperimentView],
-    done: str,
+    action: str,
 ) -> web.Response:
     """Read the body, then `act(session, id, body, actor=, now=)` in one transaction."""
     experiment_id = path_id(request)
@@ -141,22 +153,23 @@ async def _decision(
     view = await asyncio.to_thread(work)
     request.app[STATS].add("experimentsCompleted")
     log.info(
-        f"experiment {done}",
+        f"experiment: {action}",
         extra={"experiment_id": view.id, "winner_version": view.winner_version, "via": "http"},
     )
+    _announce(request, view, action, body.reason)
     return web.json_response(view.to_dict())
 
 
 async def approve_experiment(request: web.Request) -> web.Response:
-    return await _decision(request, approvals.DecisionBody, approvals.approve, "approved")
+    return await _decision(request, approvals.DecisionBody, approvals.approve, "approve")
 
 
 async def reject_experiment(request: web.Request) -> web.Response:
-    return await _decision(request, approvals.DecisionBody, approvals.reject, "rejected")
+    return await _decision(request, approvals.DecisionBody, approvals.reject, "reject")
 
 
 async def promote_arm(request: web.Request) -> web.Response:
-    return await _decision(request, approvals.PromoteBody, approvals.promote, "arm promoted")
+    return await _decision(request, approvals.PromoteBody, approvals.promote, "promote")
 
 
 _EXPERIMENT = Reply("the experiment with its latest analysis", out.Experiment)

@@ -25,10 +25,11 @@ from optimizer.http import (
 from optimizer.http import prometheus as http_metrics
 from optimizer.http.connections import client_gone_middleware
 from optimizer.http.errors import error_middleware
-from optimizer.http.keys import ENGINE, HEALTH, SETTINGS, STATS
+from optimizer.http.keys import ENGINE, HEALTH, SETTINGS, STATS, WEBHOOKS
 from optimizer.prometheus import Metrics
 from optimizer.run_stats import RunStats
 from optimizer.ui import app as ui
+from optimizer.webhooks import WebhookSender
 
 
 def create_app(
@@ -37,6 +38,7 @@ def create_app(
     stats: RunStats,
     health: HealthMonitor,
     metrics: Metrics | None = None,
+    webhooks: WebhookSender | None = None,
 ) -> web.Application:
     # client_max_size makes request.read() refuse bodies over the limit (answered as 413)
     # before they are held in memory in full.
@@ -48,6 +50,7 @@ def create_app(
     app[ENGINE] = engine
     app[STATS] = stats
     app[HEALTH] = health
+    app[WEBHOOKS] = webhooks
     signing.install(app, settings)
     rate_limit.install(app, settings)
     probes.add_routes(app)

@@ -25,11 +25,13 @@ from models.experiments import EXPERIMENT_STATUSES, LIVE_STATUSES
 from optimizer.clock import utcnow
 from optimizer.db import session_factory
 from optimizer.experiments import approvals, store, transitions
+from optimizer.http.keys import WEBHOOKS
 from optimizer.input_models import validate
 from optimizer.patterns.views import parse_prompt
 from optimizer.stats.finite import finite_only
 from optimizer.text_input import parse_id, refuse_unstorable
 from optimizer.ui import charts, series, web
+from optimizer.webhooks import EXPERIMENT_ACTION
 
 PAGE_SIZE = 50
 # Checks are read in pages of this many until none are left: every check is one point on
@@ -245,9 +247,10 @@ async def stop(request: aioweb.Request) -> aioweb.Response:
 
     def work(engine: Engine) -> None:
         with session_factory(engine).begin() as session:
-            transitions.stop_experiment(
+            view = transitions.stop_experiment(
                 session, experiment_id, actor=web.ACTOR, reason=reason, now=utcnow()
             )
+        _announce(request, view, "stop", reason)
 
     return await web.act(
         request, work, done=f"/ui/experiments/{experiment_id}", notice="experiment-stopped"
@@ -258,6 +261,7 @@ async def _decide(
     request: aioweb.Request,
     act: Callable[..., store.ExperimentView],
     body: Callable[[dict[str, str]], approvals.DecisionBody | approvals.PromoteBody],
+    action: str,
     notice: str,
 ) -> aioweb.Response:
     """Check the form as the API checks its body, then `act` in one transaction."""
@@ -266,9 +270,21 @@ async def _decide(
 
     def work(engine: Engine) -> None:
         with session_factory(engine).begin() as session:
-            act(session, experiment_id, checked, actor=web.ACTOR, now=utcnow())
+            view = act(session, experiment_id, checked, actor=web.ACTOR, now=utcnow())
+        _announce(request, view, action, checked.reason)
 
     return await web.act(request, work, done=f"/ui/experiments/{experiment_id}", notice=notice)
+
+
+def _announce(
+    request: aioweb.Request, view: store.ExperimentView, action: str, reason: str | None
+) -> None:
+    """The `experiment.action` webhook, once the change is committed (from the worker
+    thread: publish hands the event to the event loop)."""
+    sender = request.config_dict[WEBHOOKS]
+    if sender is not None:
+        event = approvals.action_event(view, action, actor=web.ACTOR, reason=reason)
+        sender.publish(EXPERIMENT_ACTION, event)
 
 
 def decision_body(fields: dict[str, str]) -> approvals.DecisionBody:
@@ -282,15 +298,17 @@ def promote_body(fields: dict[str, str]) -> approvals.PromoteBody:
 
 
 async def approve(request: aioweb.Request) -> aioweb.Response:
-    return await _decide(request, approvals.approve, decision_body, "experiment-approved")
+    return await _decide(
+        request, approvals.approve, decision_body, "approve", "experiment-approved"
+    )
 
 
 async def reject(request: aioweb.Request) -> aioweb.Response:
-    return await _decide(request, approvals.reject, decision_body, "experiment-rejected")
+    return await _decide(request, approvals.reject, decision_body, "reject", "experiment-rejected")
 
 
 async def promote(request: aioweb.Request) -> aioweb.Response:
-    return await _decide(request, approvals.promote, promote_body, "arm-promoted")
+    return await _decide(request, approvals.promote, promote_body, "promote", "arm-promoted")
 
 
 def add_routes(ui: aioweb.Application) -> None:

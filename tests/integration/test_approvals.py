@@ -6,17 +6,15 @@ acting on one experiment at the same moment."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
@@ -33,15 +31,18 @@ from optimizer.experiments import approvals, store, transitions
 from optimizer.experiments.monitor import check_experiment
 from optimizer.input_models import validate
 from optimizer.status import read_status
-from optimizer.webhooks import WebhookSender
 from tests.integration.test_openapi import check_answer, request_schema
 from tests.support.approvals import (
     APPROVE,
     AUTO,
+    Receiver,
     activations,
     counts,
+    delivered,
     experiment_row,
     monitor,
+    receiving,
+    sending,
     set_own_mode,
     start,
     winning,
@@ -55,7 +56,6 @@ from tests.support.http_client import ADMIN_TOKEN, INGEST_TOKEN, ClientMaker
 
 A = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 I = {"Authorization": f"Bearer {INGEST_TOKEN}"}  # noqa: E741 - the ingest token's header
-SECRET = "webhook-secret-for-approvals"
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -94,34 +94,10 @@ async def error_of(resp: ClientResponse, status: int, field: str | None = None) 
 # --- a webhook receiver --------------------------------------------------------------------
 
 
-@dataclass
-class Receiver:
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.bodies.append(json.loads(await request.read()))
-        return web.Response(status=204)
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", rec.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    rec.url = str(server.make_url("/hook"))
-    yield rec
-    await server.close()
-
-
-async def delivered(sender: WebhookSender, n: int) -> None:
-    for _ in range(500):
-        if sender.delivered >= n:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{sender.delivered} of {n} webhooks delivered")
+    async with receiving() as found:
+        yield found
 
 
 # --- approve mode end to end ---------------------------------------------------------------
@@ -132,13 +108,9 @@ async def test_a_winner_waits_for_approval_with_its_split_then_is_approved(
 ) -> None:
     experiment_id = winning(engine)
     control_arm, variant_arm = arm_ids(engine, experiment_id)
-    sender = WebhookSender(receiver.url, SECRET, base_delay=0.01, timeout=2.0)
-    sender.start()
-    try:
+    async with sending(receiver) as sender:
         result = await monitor(engine, APPROVE, sender)
         await delivered(sender, 1)
-    finally:
-        await sender.stop(1)
 
     [decision] = result["decisions"]
     assert decision["decision"] == "promote" and decision["status"] == "awaiting_approval"
@@ -525,6 +497,53 @@ async def test_stopping_an_awaiting_experiment_keeps_the_control(
     stopped = await ok(await post(client, f"/experiments/{experiment_id}/stop", {"reason": "no"}))
     assert stopped["status"] == "stopped" and stopped["winner_version"] is None
     assert version_statuses(engine) == {1: "active", 2: "retired", 3: "candidate"}
+
+
+async def test_every_persons_action_sends_an_experiment_action_webhook(
+    engine: Engine, make_client: ClientMaker, receiver: Receiver
+) -> None:
+    approved, rejected = winning(engine, "a-bot"), winning(engine, "r-bot")
+    await monitor(engine, APPROVE)
+    seed_prompt(engine, "p-bot")
+    promoted = start(engine, "p-bot")
+    seed_prompt(engine, "s-bot")
+    stopped = start(engine, "s-bot")
+    async with sending(receiver) as sender:
+        client = await make_client(engine, webhooks=sender)
+        await ok(await post(client, f"/experiments/{approved}/approve", {"reason": "yes ✓"}))
+        await ok(await post(client, f"/experiments/{rejected}/reject", {"reason": "tone"}))
+        refused = await post(client, f"/experiments/{promoted}/approve", {"reason": "x"})
+        await error_of(refused, 409)  # running, not awaiting: nothing happened, nothing sent
+        await ok(
+            await post(client, f"/experiments/{promoted}/promote", {"version": 2, "reason": "v2"})
+        )
+        await ok(await post(client, f"/experiments/{stopped}/stop", {}))
+        await delivered(sender, 4)
+    by_experiment = {e["data"]["experiment_id"]: e for e in receiver.bodies}
+    assert len(receiver.bodies) == 4 and set(by_experiment) == {
+        approved,
+        rejected,
+        promoted,
+        stopped,
+    }
+    assert {e["event"] for e in receiver.bodies} == {"experiment.action"}
+    expected = {
+        approved: ("a-bot", "approve", "yes ✓", 2),
+        rejected: ("r-bot", "reject", "tone", None),
+        promoted: ("p-bot", "promote", "v2", 2),
+        stopped: ("s-bot", "stop", None, None),
+    }
+    for experiment_id, (prompt, action, reason, winner) in expected.items():
+        data = by_experiment[experiment_id]["data"]
+        assert data == {
+            "experiment_id": experiment_id,
+            "prompt": prompt,
+            "action": action,
+            "actor": "admin (HTTP)",
+            "reason": reason,
+            "status": "stopped" if action == "stop" else "completed",
+            "winner_version": winner,
+        }
 
 
 def test_a_hand_edited_winner_is_a_conflict_not_a_crash(engine: Engine) -> None:

@@ -5,16 +5,23 @@ argparse's (exit status 2)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
 
 from optimizer import cli, prompts
 from optimizer.db import session_factory
+from optimizer.webhooks import sign
 from tests.support.approvals import (
     APPROVE,
+    WEBHOOK_SECRET,
     counts,
     experiment_row,
     monitor,
@@ -96,6 +103,91 @@ def test_promote_from_the_shell(run: Run, engine: Engine, by: str) -> None:
     assert promoted.json()["winner_version"] == 3
     assert version_statuses(engine) == {1: "retired", 2: "retired", 3: "active"}
     assert last_activation(engine)["actor"] == "admin (CLI)"
+
+
+class HookServer(ThreadingHTTPServer):
+    """A webhook receiver on a thread (the CLI runs its own event loop), keeping each body
+    whose signature checks out."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        super().__init__(("127.0.0.1", 0), _Hook)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+class _Hook(BaseHTTPRequestHandler):
+    server: HookServer
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers["X-Prompt-Worker-Signature"] == sign(WEBHOOK_SECRET, body):
+            self.server.bodies.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hook(monkeypatch) -> Iterator[HookServer]:
+    server = HookServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("WEBHOOK_URL", server.url)
+    monkeypatch.setenv("WEBHOOK_SECRET", WEBHOOK_SECRET)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_shells_actions_send_the_webhook_before_it_exits(
+    run: Run, engine: Engine, hook: HookServer
+) -> None:
+    seed_prompt(engine)
+    promoted = start(engine, variants=(2, 3))
+    assert run("experiments", "promote", str(promoted), "--version", "3", "--reason", "é").code == 0
+    seed_prompt(engine, "other-bot")
+    stopped = start(engine, "other-bot")
+    assert run("experiments", "stop", str(stopped)).code == 0
+    refused = run("experiments", "approve", str(stopped), "--reason", "late")
+    assert refused.code == 1  # nothing happened, nothing sent
+    assert "warning" not in refused.err
+    assert [(b["event"], b["data"]["action"]) for b in hook.bodies] == [
+        ("experiment.action", "promote"),
+        ("experiment.action", "stop"),
+    ]
+    assert hook.bodies[0]["data"] == {
+        "experiment_id": promoted,
+        "prompt": "support-bot",
+        "action": "promote",
+        "actor": "admin (CLI)",
+        "reason": "é",
+        "status": "completed",
+        "winner_version": 3,
+    }
+
+
+def test_an_unreachable_receiver_does_not_fail_the_command(
+    run: Run, engine: Engine, monkeypatch
+) -> None:
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("WEBHOOK_URL", f"http://127.0.0.1:{port}/hook")
+    monkeypatch.setenv("WEBHOOK_SECRET", WEBHOOK_SECRET)
+    seed_prompt(engine)
+    experiment_id = start(engine)
+    stopped = run("experiments", "stop", str(experiment_id), "--reason", "r")
+    assert stopped.code == 0 and stopped.json()["status"] == "stopped"
+    assert stopped.err == (
+        "warning: the experiment.action webhook was not delivered to WEBHOOK_URL (the change "
+        "itself is saved)\n"
+    )
+    assert experiment_row(engine, experiment_id).status == "stopped"
 
 
 @pytest.mark.parametrize(

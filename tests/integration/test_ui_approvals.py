@@ -16,7 +16,17 @@ from models.experiments import Experiment
 from optimizer.db import session_factory
 from optimizer.experiments import store
 from optimizer.ui.web import ACTOR, NOTICES
-from tests.support.approvals import APPROVE, activations, counts, experiment_row, monitor, winning
+from tests.support.approvals import (
+    APPROVE,
+    activations,
+    counts,
+    delivered,
+    experiment_row,
+    monitor,
+    receiving,
+    sending,
+    winning,
+)
 from tests.support.http_client import ClientMaker
 from tests.support.ui_client import csrf_of, html_of, seeded_client, signed_in
 
@@ -134,6 +144,32 @@ async def test_a_variant_arm_is_promoted_from_the_page(
     assert experiment_row(engine, experiment_id).winner_version_id == chosen.version_id
     last = activations(engine, seeded.prompt_names[0])[-1]
     assert (last["to_version"], last["actor"]) == (chosen.version, ACTOR)
+
+
+async def test_the_pages_actions_send_the_experiment_action_webhook(
+    engine: Engine, make_client: ClientMaker
+) -> None:
+    async with receiving() as receiver, sending(receiver) as sender:
+        client, seeded = await seeded_client(make_client, engine, webhooks=sender)
+        experiment_id = seeded.running_experiment_id
+        assert experiment_id is not None
+        arm = _awaiting(engine, experiment_id)
+        answer = await _post(client, f"/ui/experiments/{experiment_id}/approve", reason="go «ok»")
+        assert answer.status == 303, await answer.text()
+        refused = await _post(client, f"/ui/experiments/{experiment_id}/stop", reason="late")
+        assert refused.status == 409  # already completed: nothing sent for it
+        await delivered(sender, 1)
+    [event] = receiver.bodies
+    assert event["event"] == "experiment.action"
+    assert event["data"] == {
+        "experiment_id": experiment_id,
+        "prompt": seeded.prompt_names[0],
+        "action": "approve",
+        "actor": ACTOR,
+        "reason": "go «ok»",
+        "status": "completed",
+        "winner_version": arm.version,
+    }
 
 
 async def test_an_awaiting_state_reached_by_a_real_check_shows_on_both_pages(

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from sqlalchemy import text, update
 from sqlalchemy.engine import Engine
 
@@ -27,6 +34,7 @@ from tests.support.experiments import (
     seed_prompt,
 )
 
+WEBHOOK_SECRET = "webhook-secret-for-approvals"
 APPROVE = Settings(promotion_mode="approve")
 AUTO = Settings(promotion_mode="auto")
 TABLES = (
@@ -89,3 +97,51 @@ def counts(engine: Engine) -> dict[str, int]:
 def set_own_mode(engine: Engine, name: str, mode: str | None) -> None:
     with session_factory(engine).begin() as session:
         session.execute(update(Prompt).where(Prompt.name == name).values(promotion_mode=mode))
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    """A local webhook endpoint that answers 204 and keeps every body."""
+
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.bodies.append(json.loads(await request.read()))
+        return web.Response(status=204)
+
+
+@contextlib.asynccontextmanager
+async def receiving() -> AsyncIterator[Receiver]:
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    receiver.url = str(server.make_url("/hook"))
+    try:
+        yield receiver
+    finally:
+        await server.close()
+
+
+@contextlib.asynccontextmanager
+async def sending(receiver: Receiver) -> AsyncIterator[WebhookSender]:
+    """A started sender to `receiver`, stopped at the end."""
+    sender = WebhookSender(receiver.url, WEBHOOK_SECRET, base_delay=0.01, timeout=2.0)
+    sender.start()
+    try:
+        yield sender
+    finally:
+        await sender.stop(1)
+
+
+async def delivered(sender: WebhookSender, n: int) -> None:
+    for _ in range(500):
+        if sender.delivered >= n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{sender.delivered} of {n} webhooks delivered")

@@ -19,6 +19,7 @@ from optimizer.health import HealthMonitor
 from optimizer.http.app_factory import create_app
 from optimizer.prometheus import Metrics
 from optimizer.run_stats import RunStats
+from optimizer.webhooks import WebhookSender
 
 ADMIN_TOKEN = "test-admin-token"
 INGEST_TOKEN = "test-ingest-token"
@@ -34,6 +35,7 @@ def build_app(
     stats: RunStats | None = None,
     health: HealthMonitor | None = None,
     metrics: Metrics | None = None,
+    webhooks: WebhookSender | None = None,
     **overrides: Any,
 ) -> web.Application:
     """The service's app on `engine`; `overrides` replace fields of `settings`."""
@@ -46,7 +48,7 @@ def build_app(
         stats = RunStats()
     if health is None:
         health = HealthMonitor(engine, stats, utcnow())
-    return create_app(settings, engine, stats, health, metrics)
+    return create_app(settings, engine, stats, health, metrics, webhooks)
 
 
 async def start_client(app: web.Application) -> TestClient:
