@@ -19,10 +19,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from yarl import URL
 
-from optimizer import evaluations, prompts
+from optimizer import evaluations, prompt_settings, prompts
 from optimizer.clock import utcnow
+from optimizer.config import PromotionMode
 from optimizer.db import session_factory
 from optimizer.errors import InvalidInput, NotFound
+from optimizer.http.keys import SETTINGS
 from optimizer.prompt_text import validate_name
 from optimizer.text_input import parse_id, parse_whole, shown
 from optimizer.ui import web as ui_web
@@ -156,7 +158,8 @@ def resolve_pair(
     return old, new
 
 
-def prompt_context(session: Session, name: str) -> dict[str, object]:
+def prompt_context(session: Session, name: str, default_mode: PromotionMode) -> dict[str, object]:
+    """`default_mode`: the PROMOTION_MODE setting, which a prompt without its own follows."""
     details = prompts.version_details(session, name)
     replays = evaluations.summaries(session, [d.id for d in details])
     history = _activations(prompts.activation_history(session, name))
@@ -177,13 +180,20 @@ def prompt_context(session: Session, name: str) -> dict[str, object]:
         "rollback_default": next(
             (d.number for d in details[::-1] if active and d.number < active.number), None
         ),
+        "settings": prompt_settings.get_settings(session, name, default_mode),
+        "default_mode": default_mode,
+        "rubric_max": prompt_settings.MAX_RUBRIC_CHARS,
     }
 
 
 async def prompt_page(request: web.Request) -> web.Response:
     name = _name(request)
+    default_mode = request.config_dict[SETTINGS].promotion_mode
     return await ui_web.page(
-        request, "prompt.html", lambda s: prompt_context(s, name), section="prompts"
+        request,
+        "prompt.html",
+        lambda s: prompt_context(s, name, default_mode),
+        section="prompts",
     )
 
 
@@ -342,9 +352,37 @@ async def rollback_action(request: web.Request) -> web.Response:
     return await ui_web.act(request, work, done=prompt_path(name), notice="rolled-back")
 
 
+# --- settings ------------------------------------------------------------------------------
+
+
+def settings_body(fields: Mapping[str, str]) -> prompt_settings.PromptSettingsBody:
+    """The settings form as the body of POST /prompts/{name}/settings: both keys, always;
+    an empty rubric box removes the rubric."""
+    rubric = fields.get("judge_rubric", "")
+    return prompt_settings.parse_body(
+        {
+            "promotion_mode": fields.get("promotion_mode", ""),
+            "judge_rubric": rubric if rubric.strip() else None,
+        }
+    )
+
+
+async def settings_action(request: web.Request) -> web.Response:
+    name = _name(request)
+    body = settings_body(await ui_web.form(request))
+    default_mode = request.config_dict[SETTINGS].promotion_mode
+
+    def work(engine: Engine) -> None:
+        with session_factory(engine).begin() as session:
+            prompt_settings.update_settings(session, name, body, default_mode)
+
+    return await ui_web.act(request, work, done=prompt_path(name), notice="settings-saved")
+
+
 def add_routes(ui: web.Application) -> None:
     ui.router.add_get("/prompts", prompts_page)
     ui.router.add_get("/prompts/{name}", prompt_page)
     ui.router.add_get("/prompts/{name}/versions/{n}", version_page)
     ui.router.add_get("/prompts/{name}/diff", diff_page)
     ui.router.add_post("/prompts/{name}/rollback", rollback_action)
+    ui.router.add_post("/prompts/{name}/settings", settings_action)

@@ -22,6 +22,7 @@ from optimizer import db
 from optimizer.clock import utcnow
 from optimizer.errors import InvalidInput
 from optimizer.http.keys import ENGINE, SETTINGS
+from optimizer.text_input import refuse_unstorable_in
 from optimizer.ui.access import can_write
 from optimizer.ui.csrf import csrf_for
 from optimizer.ui.render import render
@@ -40,6 +41,7 @@ NOTICES: dict[str, str] = {
     "arm-promoted": "Done: the arm you chose is now the active version; the experiment is over.",
     "job-cancelled": "The job has been cancelled (a running job stops at its next step).",
     "job-added": "The job has been added to the queue.",
+    "settings-saved": "Saved: the settings of this prompt.",
 }
 SECTIONS = ("overview", "prompts", "experiments", "insights", "jobs")
 # The session's cookie token, set by the guard once the session is checked.
@@ -111,12 +113,14 @@ async def posted(request: web.Request) -> Mapping[str, object]:
 
 
 async def form(request: web.Request) -> dict[str, str]:
-    """The POSTed form's fields, one text value each (the first when a name repeats)."""
+    """The POSTed form's fields, one text value each (the first when a name repeats); a
+    NUL or a lone surrogate anywhere is a 400 naming the field, as in a JSON body."""
     fields: dict[str, str] = {}
     for name, value in (await posted(request)).items():
         if not isinstance(value, str):
             raise InvalidInput(f"field {name} must be text, not a file upload", field=name)
         fields.setdefault(name, value)
+    refuse_unstorable_in(fields)
     return fields
 
 

@@ -5,14 +5,18 @@ mode, bad forms and wrong states refused with an HTML page and nothing written."
 
 from __future__ import annotations
 
+import asyncio
 import html
 
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
-from sqlalchemy import update
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from models.experiments import Experiment
+from models.prompts import Prompt
 from optimizer.db import session_factory
 from optimizer.experiments import store
 from optimizer.ui.web import ACTOR, NOTICES
@@ -27,8 +31,9 @@ from tests.support.approvals import (
     sending,
     winning,
 )
-from tests.support.http_client import ClientMaker
-from tests.support.ui_client import csrf_of, html_of, seeded_client, signed_in
+from tests.support.experiments import seed_prompt
+from tests.support.http_client import ADMIN_TOKEN, ClientMaker, build_app, start_client
+from tests.support.ui_client import csrf_of, html_of, logged_in, seeded_client, signed_in
 
 
 async def _post(client: TestClient, path: str, **fields: str) -> ClientResponse:
@@ -251,3 +256,126 @@ async def test_read_only_mode_hides_the_forms_and_refuses_the_actions(
         answer = await _post(client, f"/ui/experiments/{experiment_id}/{action}", **fields)
         assert answer.status == 403, action
     assert experiment_row(engine, experiment_id).status == "awaiting_approval"
+
+
+# --- a prompt's own settings ----------------------------------------------------------------
+
+
+def own_settings(engine: Engine, name: str) -> tuple[str | None, str | None]:
+    with session_factory(engine)() as session:
+        row = session.scalars(select(Prompt).where(Prompt.name == name)).one()
+        return row.promotion_mode, row.judge_rubric
+
+
+RUBRICS = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    min_size=1,
+    max_size=300,
+).filter(lambda text: bool(text.strip()))
+
+
+async def test_the_prompt_page_shows_and_saves_its_settings(
+    engine: Engine, make_client: ClientMaker
+) -> None:
+    client, seeded = await seeded_client(make_client, engine, promotion_mode="approve")
+    name = seeded.prompt_names[0]
+    path = f"/ui/prompts/{name}"
+    page = await html_of(client, path)
+    assert "<dt>Promotion mode</dt><dd>approve" in page and "(follows PROMOTION_MODE)" in page
+    assert f'action="{path}/settings"' in page
+    assert '<option value="inherit" selected>follow PROMOTION_MODE (now approve)' in page
+
+    rubric = "Cite the <b>invoice</b> & keep «the tone» — always."
+    answer = await _post(client, f"{path}/settings", promotion_mode="auto", judge_rubric=rubric)
+    assert answer.status == 303, await answer.text()
+    assert answer.headers["Location"] == f"{path}?notice=settings-saved"
+    assert own_settings(engine, name) == ("auto", rubric)
+    page = await html_of(client, answer.headers["Location"])
+    assert html.escape(NOTICES["settings-saved"], quote=False) in page
+    assert "<dt>Promotion mode</dt><dd>auto <span" in page and "(this prompt's own)" in page
+    assert "<b>invoice</b>" not in page and "&lt;b&gt;invoice&lt;/b&gt; &amp; keep" in page
+    assert '<option value="auto" selected>' in page
+
+    # Back to the service's mode, and an empty (or blank) box removes the rubric.
+    again = await _post(client, f"{path}/settings", promotion_mode="inherit", judge_rubric=" \n")
+    assert again.status == 303, await again.text()
+    assert own_settings(engine, name) == (None, None)
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(rubric=RUBRICS, mode=st.sampled_from(["auto", "approve", "inherit"]))
+def test_any_rubric_a_person_types_is_stored_as_typed(
+    sqlite_engine: Engine, rubric: str, mode: str
+) -> None:
+    """Unicode, markup, line breaks (as a browser sends them, CRLF): stored exactly as the
+    form sent them, and shown escaped."""
+
+    async def go() -> tuple[int, str, str]:
+        client = await start_client(build_app(sqlite_engine))
+        try:
+            await logged_in(client, ADMIN_TOKEN)
+            answer = await _post(
+                client,
+                "/ui/prompts/settings-bot/settings",
+                promotion_mode=mode,
+                judge_rubric=rubric,
+            )
+            page = await html_of(client, "/ui/prompts/settings-bot")
+            return answer.status, await answer.text(), page
+        finally:
+            await client.close()
+
+    with session_factory(sqlite_engine)() as session:  # one prompt for every example
+        seeded = session.scalar(select(Prompt.id).where(Prompt.name == "settings-bot"))
+    if seeded is None:
+        seed_prompt(sqlite_engine, "settings-bot")
+    status, text, page = asyncio.run(go())
+    assert status == 303, text
+    assert own_settings(sqlite_engine, "settings-bot") == (
+        None if mode == "inherit" else mode,
+        rubric,
+    )
+    assert html.escape(rubric) in page or html.escape(rubric, quote=False) in page
+
+
+async def test_bad_settings_forms_are_refused_with_nothing_written(
+    engine: Engine, make_client: ClientMaker
+) -> None:
+    client, seeded = await seeded_client(make_client, engine)
+    name = seeded.prompt_names[0]
+    before = own_settings(engine, name)
+    cases = [
+        ({"promotion_mode": "sometimes", "judge_rubric": ""}, 400, "promotion_mode"),
+        ({"judge_rubric": "x"}, 400, "promotion_mode"),
+        ({"promotion_mode": "auto", "judge_rubric": "x" * 10_001}, 400, "judge_rubric"),
+        ({"promotion_mode": "auto", "judge_rubric": "a\x00b"}, 400, "judge_rubric contains a NUL"),
+    ]
+    for fields, status, needle in cases:
+        answer = await _post(client, f"/ui/prompts/{name}/settings", **fields)
+        text = await answer.text()
+        assert answer.status == status, (fields, text)
+        assert answer.content_type == "text/html" and needle in text, (fields, text)
+        assert "Traceback" not in text
+    missing = await _post(client, "/ui/prompts/no-such-prompt/settings", promotion_mode="auto")
+    assert missing.status == 404 and "no prompt named" in await missing.text()
+    forged = await _post(
+        client, f"/ui/prompts/{name}/settings", csrf="forged", promotion_mode="auto"
+    )
+    assert forged.status == 403
+    assert own_settings(engine, name) == before
+
+
+async def test_read_only_mode_shows_the_settings_without_the_form(
+    engine: Engine, make_client: ClientMaker
+) -> None:
+    client, seeded = await seeded_client(make_client, engine, ui_access="read-only")
+    name = seeded.prompt_names[0]
+    page = await html_of(client, f"/ui/prompts/{name}")
+    assert "<dt>Promotion mode</dt>" in page and "/settings" not in page
+    answer = await _post(client, f"/ui/prompts/{name}/settings", promotion_mode="approve")
+    assert answer.status == 403
+    assert own_settings(engine, name) == (None, None)
