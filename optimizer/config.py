@@ -181,7 +181,9 @@ class Settings(BaseSettings):
     )
     log_format: AnyCaseFormat = Field("kv", description="kv (key=value) or json lines.")
     webhook_url: HttpUrl = Field(
-        None, description="Where a signed event is POSTed per finished job and decision."
+        None,
+        description="Where a signed event is POSTed per finished job, experiment "
+        "decision and person's action on an experiment.",
     )
     webhook_secret: str | None = Field(
         None, repr=False, description="Key of the webhooks' HMAC signature."

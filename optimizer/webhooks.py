@@ -91,6 +91,7 @@ class WebhookSender:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self._inflight: Delivery | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.delivered = 0
@@ -114,6 +115,15 @@ class WebhookSender:
             default=str,
         ).encode()
         delivery = Delivery(delivery_id, event, body)
+        if self._stopped:
+            # Shutdown has drained the queue; nothing would send this (an action the HTTP
+            # server answered in the last moments).
+            self.dropped += 1
+            log.warning(
+                "webhook event after shutdown not sent",
+                extra={"event": event, "delivery": delivery_id},
+            )
+            return delivery_id
         loop = self._loop
         # The queue belongs to the event loop; a thread hands the event over.
         if loop is not None and not loop.is_closed() and not _on_loop(loop):
@@ -153,6 +163,7 @@ class WebhookSender:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
+        self._stopped = True
         undelivered = len(self._queue) + (self._inflight is not None)
         if undelivered:
             log.warning(

@@ -74,6 +74,8 @@ def action_event(
     """The `experiment.action` webhook's data: what a person did, and the experiment after."""
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {ACTIONS}; got {action!r}")
+    if action == "stop":  # optional there: sent as recorded
+        reason = transitions.stop_note(reason)
     return {
         "experiment_id": view.id,
         "prompt": view.prompt,

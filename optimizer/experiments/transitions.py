@@ -61,7 +61,8 @@ def stop_experiment(
         )
     arms = arms_of(session, experiment_id)
     control = control_number(session, arms)
-    why = f": {reason.strip()[:500]}" if reason and reason.strip() else ""
+    note = stop_note(reason)
+    why = f": {note}" if note else ""
     experiment.winner_version_id = None  # a winner awaiting approval is not one any more
     end_experiment(
         session,
@@ -73,6 +74,11 @@ def stop_experiment(
     )
     session.flush()
     return get_experiment(session, experiment_id)
+
+
+def stop_note(reason: str | None) -> str | None:
+    """A stop's reason as recorded (trimmed, at most 500 characters), None when blank."""
+    return reason.strip()[:500] or None if reason else None
 
 
 def apply_decision(

@@ -8,8 +8,9 @@ Only conversations of the active version (the control) are used:
   own sample conversations first, then the most recent;
 - the held-out sample: its successful conversations (or, without `success`, rated 4 or 5)
   outside those segments and tags, taken in turn from each segment (the most recent of every
-  segment, then the second most recent of every segment, ...), so a candidate that fixes one
-  segment by breaking another meets that other segment even when most traffic is elsewhere.
+  segment, then the second most recent of every segment, ...; among the newest
+  HOLDOUT_POOL), so a candidate that fixes one segment by breaking another meets that other
+  segment even when most traffic is elsewhere.
 
 When no insight names a segment or tag (a regression, a theme, no insight at all), both
 samples are drawn from the whole version. Conversations already evaluated for the pair come
@@ -39,6 +40,9 @@ SAMPLES = ("failing", "holdout")
 MAX_SAMPLE_IDS = 50
 MAX_SCAN_FACTOR, MIN_SCAN = 10, 100
 MAX_UNUSABLE_IDS_SHOWN = 10
+# The held-out sample takes segments in turn among this many newest successful conversations
+# outside the scope (and the ids already evaluated, wherever they are).
+HOLDOUT_POOL = 5_000
 
 
 @dataclass(frozen=True)
@@ -118,15 +122,32 @@ def draw(
         raise ValueError(f"kind must be one of {SAMPLES}; got {kind!r}")
     if size <= 0:
         return Sample(kind, ())
-    query = select(C.id, C.segment, C.messages, C.transcript).where(
-        C.version_id == version_id, *_conditions(session, kind, scope)
-    )
+    conditions = [C.version_id == version_id, *_conditions(session, kind, scope)]
+    query = select(C.id, C.segment, C.messages, C.transcript).where(*conditions)
     newest = (C.occurred_at.desc(), C.id.desc())
     if kind == "failing":
-        query = query.order_by(_priority(first, scope.sample_ids), *newest)
-    else:
-        turn = func.row_number().over(partition_by=C.segment, order_by=newest)
-        query = query.order_by(_priority(first, ()), turn, *newest)
+        return _scan(
+            session, kind, query.order_by(_priority(first, scope.sample_ids), *newest), size
+        )
+    # Segments in turn, among the newest HOLDOUT_POOL: the window sorts that many narrow rows
+    # (id, segment, time), never every conversation of the version with its transcript.
+    pool = select(C.id, C.segment, C.occurred_at).where(*conditions)
+    pool_rows = pool.order_by(*newest).limit(HOLDOUT_POOL).subquery()
+    turns = select(
+        pool_rows.c.id,
+        func.row_number()
+        .over(
+            partition_by=pool_rows.c.segment,
+            order_by=(pool_rows.c.occurred_at.desc(), pool_rows.c.id.desc()),
+        )
+        .label("turn"),
+    ).subquery()
+    in_pool = turns.c.id.is_not(None)
+    query = (
+        query.outerjoin(turns, turns.c.id == C.id)
+        .where(or_(in_pool, C.id.in_(list(first))) if first else in_pool)
+        .order_by(_priority(first, ()), func.coalesce(turns.c.turn, 0), *newest)
+    )
     return _scan(session, kind, query, size)
 
 

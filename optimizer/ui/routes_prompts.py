@@ -357,8 +357,9 @@ async def rollback_action(request: web.Request) -> web.Response:
 
 def settings_body(fields: Mapping[str, str]) -> prompt_settings.PromptSettingsBody:
     """The settings form as the body of POST /prompts/{name}/settings: both keys, always;
-    an empty rubric box removes the rubric."""
-    rubric = fields.get("judge_rubric", "")
+    an empty rubric box removes the rubric. Browsers send a textarea's line breaks as CRLF:
+    stored as LF, as the API and the CLI store them."""
+    rubric = fields.get("judge_rubric", "").replace("\r\n", "\n")
     return prompt_settings.parse_body(
         {
             "promotion_mode": fields.get("promotion_mode", ""),

@@ -517,7 +517,7 @@ async def test_every_persons_action_sends_an_experiment_action_webhook(
         await ok(
             await post(client, f"/experiments/{promoted}/promote", {"version": 2, "reason": "v2"})
         )
-        await ok(await post(client, f"/experiments/{stopped}/stop", {}))
+        await ok(await post(client, f"/experiments/{stopped}/stop", {"reason": " \t "}))
         await delivered(sender, 4)
     by_experiment = {e["data"]["experiment_id"]: e for e in receiver.bodies}
     assert len(receiver.bodies) == 4 and set(by_experiment) == {

@@ -714,3 +714,46 @@ async def test_the_held_out_sample_takes_each_other_segment_in_turn(engine: Engi
     # A retry keeps what was already judged, then takes segments in turn again.
     assert [c.id for c in resumed.conversations] == [shipping[5], shipping[0], returns[0]]
     assert [c.id for c in failed.conversations] == failing
+
+
+async def test_the_held_out_sample_comes_from_the_newest_pool_and_what_was_judged(
+    engine: Engine, monkeypatch
+) -> None:
+    """Segments take turns among the newest HOLDOUT_POOL conversations only (a bounded
+    sort), while a conversation judged before keeps its place wherever it is."""
+    ids = seed(engine, candidates=())
+    newest = [
+        add(
+            engine,
+            ids[1],
+            age_minutes=1 + i,
+            success=True,
+            segment="shipping",
+            transcript="user: s",
+        )
+        for i in range(3)
+    ]
+    returns_in_pool = add(
+        engine, ids[1], age_minutes=5, success=True, segment="returns", transcript="user: r"
+    )
+    old_account = add(
+        engine, ids[1], age_minutes=90, success=True, segment="account", transcript="user: a"
+    )
+    judged_long_ago = add(
+        engine, ids[1], age_minutes=95, success=True, segment="account", transcript="user: j"
+    )
+    monkeypatch.setattr(sampling, "HOLDOUT_POOL", 4)
+    scope = sampling.Scope(("billing",), (), ())
+    with session_factory(engine)() as session:
+        pooled = sampling.draw(session, "holdout", version_id=ids[1], scope=scope, size=10)
+        resumed = sampling.draw(
+            session, "holdout", version_id=ids[1], scope=scope, size=10, first=[judged_long_ago]
+        )
+    assert [c.id for c in pooled.conversations] == [newest[0], returns_in_pool, *newest[1:]]
+    assert old_account not in [c.id for c in resumed.conversations]
+    assert [c.id for c in resumed.conversations] == [
+        judged_long_ago,
+        newest[0],
+        returns_in_pool,
+        *newest[1:],
+    ]

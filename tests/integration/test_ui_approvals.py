@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import html
 
+import markupsafe
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
@@ -296,6 +297,14 @@ async def test_the_prompt_page_shows_and_saves_its_settings(
     assert "<b>invoice</b>" not in page and "&lt;b&gt;invoice&lt;/b&gt; &amp; keep" in page
     assert '<option value="auto" selected>' in page
 
+    # A browser sends the box's line breaks as CRLF; a leading one survives the next save.
+    crlf = await _post(
+        client, f"{path}/settings", promotion_mode="auto", judge_rubric="\r\nFirst\r\nSecond"
+    )
+    assert crlf.status == 303, await crlf.text()
+    assert own_settings(engine, name) == ("auto", "\nFirst\nSecond")
+    assert ">\n\nFirst\nSecond</textarea>" in await html_of(client, path)
+
     # Back to the service's mode, and an empty (or blank) box removes the rubric.
     again = await _post(client, f"{path}/settings", promotion_mode="inherit", judge_rubric=" \n")
     assert again.status == 303, await again.text()
@@ -308,6 +317,7 @@ async def test_the_prompt_page_shows_and_saves_its_settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(rubric=RUBRICS, mode=st.sampled_from(["auto", "approve", "inherit"]))
+@example(rubric='Say "hi" & it\'s <fine>\r\n\r\n  — ok', mode="auto")
 def test_any_rubric_a_person_types_is_stored_as_typed(
     sqlite_engine: Engine, rubric: str, mode: str
 ) -> None:
@@ -335,11 +345,13 @@ def test_any_rubric_a_person_types_is_stored_as_typed(
         seed_prompt(sqlite_engine, "settings-bot")
     status, text, page = asyncio.run(go())
     assert status == 303, text
+    stored = rubric.replace("\r\n", "\n")  # a browser's line breaks, stored as the API's
     assert own_settings(sqlite_engine, "settings-bot") == (
         None if mode == "inherit" else mode,
-        rubric,
+        stored,
     )
-    assert html.escape(rubric) in page or html.escape(rubric, quote=False) in page
+    # In the box, after the newline that keeps a leading line break of the rubric itself.
+    assert f">\n{markupsafe.escape(stored)}</textarea>" in page
 
 
 async def test_bad_settings_forms_are_refused_with_nothing_written(

@@ -189,6 +189,25 @@ async def test_stop_drains_what_is_queued(receiver, senders):
     assert sender.delivered == 5 and len(receiver.requests) == 5
 
 
+async def test_an_event_published_after_stop_is_counted_and_logged_not_lost_silently(
+    receiver, senders, caplog
+):
+    """The HTTP server answers its last requests after the sender has drained: an action
+    then is dropped with a warning, never queued where nothing would send it."""
+    sender = sender_for(senders, receiver.url)
+    sender.start()
+    await sender.stop(1)
+    with caplog.at_level(logging.WARNING, logger="prompt_worker.webhooks"):
+        delivery_id = sender.publish("experiment.action", {"n": 1})
+    assert sender.dropped == 1 and sender.delivered == 0
+    assert any(
+        r.getMessage() == "webhook event after shutdown not sent" and r.delivery == delivery_id
+        for r in caplog.records
+    )
+    await asyncio.sleep(0.05)
+    assert receiver.requests == []
+
+
 async def test_stop_gives_up_on_a_hung_receiver_after_the_drain(silent_port, senders, caplog):
     sender = sender_for(senders, f"http://127.0.0.1:{silent_port}/hook", timeout=30)
     sender.start()
