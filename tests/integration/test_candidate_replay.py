@@ -111,6 +111,14 @@ def add(engine: Engine, version_id: int, *, age_minutes: int = 60, **values: Any
         return row.id
 
 
+def several(
+    engine: Engine, version_id: int, count: int, *, from_minute: int, **values: Any
+) -> list[int]:
+    """`count` conversations like add() makes, a minute apart from `from_minute` ago, newest
+    first."""
+    return [add(engine, version_id, age_minutes=from_minute + i, **values) for i in range(count)]
+
+
 def traffic(engine: Engine, ids: dict[int, int], failing: int = 4, holdout: int = 3) -> list[int]:
     """Failed billing conversations (two user turns each) and successful shipping ones
     (one), all of the active version; returns the failing ids, newest first."""
@@ -657,44 +665,20 @@ async def test_the_held_out_sample_takes_each_other_segment_in_turn(engine: Engi
     segment (and conversations without one) before it takes a second shipping one, so a
     candidate that breaks a quieter segment meets it; the failing sample stays newest first."""
     ids = seed(engine, candidates=())
-    shipping = [
-        add(
-            engine,
-            ids[1],
-            age_minutes=1 + i,
-            success=True,
-            segment="shipping",
-            transcript="user: s",
-        )
-        for i in range(8)
-    ]
-    returns = [
-        add(
-            engine,
-            ids[1],
-            age_minutes=20 + i,
-            success=True,
-            segment="returns",
-            transcript="user: r",
-        )
-        for i in range(2)
-    ]
+    shipping = several(
+        engine, ids[1], 8, from_minute=1, success=True, segment="shipping", transcript="user: s"
+    )
+    returns = several(
+        engine, ids[1], 2, from_minute=20, success=True, segment="returns", transcript="user: r"
+    )
     account = add(
         engine, ids[1], age_minutes=40, success=True, segment="account", transcript="user: a"
     )
     no_segment = add(engine, ids[1], age_minutes=50, success=True, transcript="user: n")
     add(engine, ids[1], age_minutes=2, success=True, segment="billing", transcript="user: b")
-    failing = [
-        add(
-            engine,
-            ids[1],
-            age_minutes=30 + i,
-            success=False,
-            segment="billing",
-            transcript="user: f",
-        )
-        for i in range(3)
-    ]
+    failing = several(
+        engine, ids[1], 3, from_minute=30, success=False, segment="billing", transcript="user: f"
+    )
     scope = sampling.Scope(("billing",), (), ())
     with session_factory(engine)() as session:
         holdout = sampling.draw(session, "holdout", version_id=ids[1], scope=scope, size=6)
@@ -722,17 +706,9 @@ async def test_the_held_out_sample_comes_from_the_newest_pool_and_what_was_judge
     """Segments take turns among the newest HOLDOUT_POOL conversations only (a bounded
     sort), while a conversation judged before keeps its place wherever it is."""
     ids = seed(engine, candidates=())
-    newest = [
-        add(
-            engine,
-            ids[1],
-            age_minutes=1 + i,
-            success=True,
-            segment="shipping",
-            transcript="user: s",
-        )
-        for i in range(3)
-    ]
+    newest = several(
+        engine, ids[1], 3, from_minute=1, success=True, segment="shipping", transcript="user: s"
+    )
     returns_in_pool = add(
         engine, ids[1], age_minutes=5, success=True, segment="returns", transcript="user: r"
     )
