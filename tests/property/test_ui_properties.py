@@ -46,6 +46,7 @@ ROUTES: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/ui/prompts/{name}/versions/{n}"): ("sample", "before"),
     ("GET", "/ui/prompts/{name}/diff"): ("from", "to", "view"),
     ("POST", "/ui/prompts/{name}/rollback"): ("version", "reason"),
+    ("POST", "/ui/prompts/{name}/settings"): ("promotion_mode", "judge_rubric"),
     ("GET", "/ui/experiments"): ("status", "prompt", "before"),
     ("GET", "/ui/experiments/{id}"): (),
     ("POST", "/ui/experiments/{id}/stop"): ("reason",),
