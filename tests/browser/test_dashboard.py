@@ -19,7 +19,6 @@ import pytest
 from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from optimizer.ui.web import ACTOR, NOTICES
@@ -31,6 +30,7 @@ from tests.support.browser import (
     console_errors,
     page_problems,
     run_sql,
+    to_next_page,
 )
 from tests.support.ui_seed import Seeded
 
@@ -90,9 +90,7 @@ def texts(driver: Chrome, css: str) -> list[str]:
 
 def submit(driver: Chrome, button: WebElement) -> None:
     """Click a form's button and wait for the page it leads to."""
-    body = driver.find_element(By.TAG_NAME, "body")
-    button.click()
-    WebDriverWait(driver, WAIT).until(expected_conditions.staleness_of(body))
+    to_next_page(driver, button.click)
 
 
 def notice(driver: Chrome) -> str:
@@ -340,9 +338,9 @@ def test_stop_an_experiment_but_not_with_a_forged_form(
     driver.get(page)
 
     # A form the page never had (same origin, session cookie, no csrf field): refused.
-    body = driver.find_element(By.TAG_NAME, "body")
-    driver.execute_script(FORGE_STOP, f"/ui/experiments/{experiment_id}/stop")
-    WebDriverWait(driver, WAIT).until(expected_conditions.staleness_of(body))
+    to_next_page(
+        driver, lambda: driver.execute_script(FORGE_STOP, f"/ui/experiments/{experiment_id}/stop")
+    )
     assert driver.title.startswith("403")
     assert "missing or invalid CSRF token" in driver.find_element(By.TAG_NAME, "body").text
     console_errors(driver)  # the 403 itself is logged as a failed load: expected here
@@ -530,15 +528,14 @@ def test_a_job_that_finishes_while_shown_gets_its_page_loaded_again(
     admin(acting_ui.base_url)
     driver.get(f"{acting_ui.base_url}/ui/jobs/{job_id}")
     assert driver.find_elements(By.CSS_SELECTOR, f"form[action='/ui/jobs/{job_id}/cancel']")
-    driver.execute_script("window.__marker = 1;")
-    run_sql(
-        acting_ui.database_url,
-        "UPDATE optimization_jobs SET status = 'completed', progress = 100, "
-        'result = \'{"answer": "done ✓"}\' WHERE id = :id',
-        {"id": job_id},
-    )
-    WebDriverWait(driver, WAIT).until(
-        lambda d: d.execute_script("return window.__marker === undefined;")
+    to_next_page(
+        driver,
+        lambda: run_sql(
+            acting_ui.database_url,
+            "UPDATE optimization_jobs SET status = 'completed', progress = 100, "
+            'result = \'{"answer": "done ✓"}\' WHERE id = :id',
+            {"id": job_id},
+        ),
     )
     assert not driver.find_elements(By.CSS_SELECTOR, f"form[action='/ui/jobs/{job_id}/cancel']")
     assert "done ✓" in driver.find_element(By.TAG_NAME, "body").text

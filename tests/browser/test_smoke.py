@@ -9,7 +9,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from optimizer.ui.routes_auth import INGEST_REFUSED
@@ -20,6 +19,7 @@ from tests.support.browser import (
     SeededService,
     console_errors,
     login,
+    to_next_page,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -103,9 +103,7 @@ def test_a_forged_post_without_the_csrf_token_gets_the_403_page(
     login(driver, empty_ui.base_url, ADMIN_TOKEN)
     assert path_of(driver) == "/ui/"
     # A form the page never had: same origin and the session cookie, but not its csrf token.
-    old_body = driver.find_element(By.TAG_NAME, "body")
-    driver.execute_script(FORGE, csrf)
-    WebDriverWait(driver, WAIT).until(expected_conditions.staleness_of(old_body))
+    to_next_page(driver, lambda: driver.execute_script(FORGE, csrf))
     assert path_of(driver) == "/ui/logout"
     assert "missing or invalid CSRF token" in page_text(driver)
     # The forged logout did nothing: the session still opens pages.

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver import Chrome
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import text
 
@@ -123,12 +123,29 @@ def reset(driver: Chrome) -> None:
     console_log(driver)
 
 
+NEXT_PAGE_LOADED = "return window.pwLeaving === undefined && document.readyState === 'complete';"
+
+
+def to_next_page(driver: Chrome, act: Callable[[], object]) -> None:
+    """Do `act` (a click, a key press, a script that submits a form) and wait until the page
+    it leads to has loaded.
+
+    The old page is marked with a property of its window, which a new document does not
+    have. (Waiting for an old element to go stale races with the navigation: while it
+    happens, ChromeDriver can answer a question about the old element with an "unknown
+    error" instead of "stale".) Errors while the page changes are waited through."""
+    driver.execute_script("window.pwLeaving = true;")
+    act()
+    WebDriverWait(driver, WAIT, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(NEXT_PAGE_LOADED) is True
+    )
+
+
 def submit_and_wait(driver: Chrome, field_name: str, value: str) -> None:
     """Type `value` into the form field `field_name`, press Enter, and wait for the next page."""
     field = driver.find_element(By.NAME, field_name)
     field.clear()
-    field.send_keys(value, Keys.ENTER)
-    WebDriverWait(driver, WAIT).until(expected_conditions.staleness_of(field))
+    to_next_page(driver, lambda: field.send_keys(value, Keys.ENTER))
 
 
 def login(driver: Chrome, base_url: str, token: str) -> None:
