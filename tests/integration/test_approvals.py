@@ -35,13 +35,12 @@ from tests.integration.test_openapi import check_answer, request_schema
 from tests.support.approvals import (
     APPROVE,
     AUTO,
-    Receiver,
+    WEBHOOK_SECRET,
     activations,
     counts,
     delivered,
     experiment_row,
     monitor,
-    receiving,
     sending,
     set_own_mode,
     start,
@@ -53,6 +52,7 @@ from tests.support.experiments import (
     version_statuses,
 )
 from tests.support.http_client import ADMIN_TOKEN, INGEST_TOKEN, ClientMaker
+from tests.support.webhook_receiver import Receiver, receiving
 
 A = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 I = {"Authorization": f"Bearer {INGEST_TOKEN}"}  # noqa: E741 - the ingest token's header
@@ -96,7 +96,7 @@ async def error_of(resp: ClientResponse, status: int, field: str | None = None) 
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as found:
+    async with receiving(WEBHOOK_SECRET) as found:
         yield found
 
 

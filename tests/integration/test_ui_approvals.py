@@ -23,18 +23,19 @@ from optimizer.experiments import store
 from optimizer.ui.web import ACTOR, NOTICES
 from tests.support.approvals import (
     APPROVE,
+    WEBHOOK_SECRET,
     activations,
     counts,
     delivered,
     experiment_row,
     monitor,
-    receiving,
     sending,
     winning,
 )
 from tests.support.experiments import seed_prompt
 from tests.support.http_client import ADMIN_TOKEN, ClientMaker, build_app, start_client
 from tests.support.ui_client import csrf_of, html_of, logged_in, seeded_client, signed_in
+from tests.support.webhook_receiver import receiving
 
 
 async def _post(client: TestClient, path: str, **fields: str) -> ClientResponse:
@@ -155,7 +156,7 @@ async def test_a_variant_arm_is_promoted_from_the_page(
 async def test_the_pages_actions_send_the_experiment_action_webhook(
     engine: Engine, make_client: ClientMaker
 ) -> None:
-    async with receiving() as receiver, sending(receiver) as sender:
+    async with receiving(WEBHOOK_SECRET) as receiver, sending(receiver) as sender:
         client, seeded = await seeded_client(make_client, engine, webhooks=sender)
         experiment_id = seeded.running_experiment_id
         assert experiment_id is not None

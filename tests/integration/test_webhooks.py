@@ -4,21 +4,16 @@ bodies, retries, giving up, and a dead receiver that never slows a job down."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import random
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from sqlalchemy.engine import Engine
 
 from optimizer.clock import utcnow
@@ -34,6 +29,7 @@ from optimizer.runtime.queue import NewJob
 from optimizer.runtime.worker import Worker
 from optimizer.webhooks import WebhookSender
 from tests.support.experiments import add_conversations, arm_ids, seed_prompt
+from tests.support.webhook_receiver import Receiver, receiving
 
 SECRET = "a-long-random-webhook-secret"
 FAST = Settings(
@@ -45,38 +41,10 @@ FAST = Settings(
 )
 
 
-@dataclass
-class Receiver:
-    """Answers with the queued statuses, then 200; records every request."""
-
-    statuses: list[int] = field(default_factory=list)
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    url: str = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append((dict(request.headers), await request.read()))
-        return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
-
-    def events(self) -> list[dict[str, Any]]:
-        """Bodies of the requests that were answered 2xx, signature checked."""
-        out = []
-        for headers, body in self.requests:
-            expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-            assert hmac.compare_digest(headers["X-Prompt-Worker-Signature"], expected)
-            out.append(json.loads(body))
-        return out
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", rec.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    rec.url = str(server.make_url("/hook"))
-    yield rec
-    await server.close()
+    async with receiving(SECRET) as rec:
+        yield rec
 
 
 @pytest.fixture
@@ -129,7 +97,7 @@ async def test_signed_delivery_with_headers_and_body(receiver, senders):
     assert headers["Content-Type"] == "application/json"
     assert headers["X-Prompt-Worker-Event"] == "job.finished"
     assert headers["X-Prompt-Worker-Delivery"] == delivery_id
-    [event] = receiver.events()  # checks the signature
+    [event] = receiver.bodies  # checks the signature
     assert set(event) == {"event", "id", "sent_at", "data"}
     assert (event["event"], event["id"]) == ("job.finished", delivery_id)
     assert event["data"] == {"job_id": 7, "status": "completed"}
@@ -177,7 +145,7 @@ async def test_full_queue_drops_the_oldest(receiver, senders, caplog):
     assert sender.dropped == 1 and "oldest event dropped" in caplog.text
     sender.start()
     await until(lambda: sender.delivered == 2)
-    assert [e["data"]["n"] for e in receiver.events()] == [1, 2]
+    assert [e["data"]["n"] for e in receiver.bodies] == [1, 2]
 
 
 async def test_stop_drains_what_is_queued(receiver, senders):
@@ -228,7 +196,7 @@ async def test_publish_from_a_thread(receiver, senders):
     sender.start()
     await asyncio.to_thread(sender.publish, "job.finished", {"from": "thread"})
     await until(lambda: sender.delivered == 1)
-    assert receiver.events()[0]["data"] == {"from": "thread"}
+    assert receiver.bodies[0]["data"] == {"from": "thread"}
 
 
 # --- wired into the worker and the monitoring job -------------------------------------------
@@ -298,7 +266,7 @@ async def test_one_event_per_final_outcome(engine, receiver, senders):
     finally:
         release.set()
         await worker.stop(1)
-    events = {e["data"]["job_id"]: e for e in receiver.events()}
+    events = {e["data"]["job_id"]: e for e in receiver.bodies}
     assert len(receiver.requests) == 4  # the retried attempt sent nothing
     assert all(e["event"] == "job.finished" for e in events.values())
     assert {k: e["data"]["status"] for k, e in events.items()} == {
@@ -335,7 +303,7 @@ async def test_experiment_decisions_other_than_continue(engine, receiver, sender
         await until(lambda: sender.delivered == 2)
     finally:
         await worker.stop(1)
-    decisions = [e for e in receiver.events() if e["event"] == "experiment.decision"]
+    decisions = [e for e in receiver.bodies if e["event"] == "experiment.decision"]
     [decision] = decisions  # the undecided experiment's "continue" is not sent
     data = decision["data"]
     assert (data["experiment_id"], data["prompt"], data["decision"]) == (

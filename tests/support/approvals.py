@@ -5,14 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from sqlalchemy import text, update
 from sqlalchemy.engine import Engine
 
@@ -33,6 +29,7 @@ from tests.support.experiments import (
     make_job,
     seed_prompt,
 )
+from tests.support.webhook_receiver import Receiver
 
 WEBHOOK_SECRET = "webhook-secret-for-approvals"
 APPROVE = Settings(promotion_mode="approve")
@@ -100,32 +97,6 @@ def set_own_mode(engine: Engine, name: str, mode: str | None) -> None:
 
 
 # --- webhooks ------------------------------------------------------------------------------
-
-
-@dataclass
-class Receiver:
-    """A local webhook endpoint that answers 204 and keeps every body."""
-
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.bodies.append(json.loads(await request.read()))
-        return web.Response(status=204)
-
-
-@contextlib.asynccontextmanager
-async def receiving() -> AsyncIterator[Receiver]:
-    receiver = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", receiver.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    receiver.url = str(server.make_url("/hook"))
-    try:
-        yield receiver
-    finally:
-        await server.close()
 
 
 @contextlib.asynccontextmanager
