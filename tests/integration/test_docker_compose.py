@@ -1,7 +1,8 @@
 """docker-compose.yml: the service with PostgreSQL.
 
 With Docker Compose installed (the docker CLI's compose plugin, or docker-compose), the file
-is validated by `docker compose config` itself; otherwise that test is skipped, saying so.
+is validated by `docker compose config` itself; otherwise that test is skipped, saying so
+(and fails with REQUIRE_COMPOSE=1, which .ci/run sets after installing docker-compose).
 The structural checks below need no docker: PyYAML reads the file."""
 
 from __future__ import annotations
@@ -97,11 +98,14 @@ def _compose_command() -> list[str] | None:
 def compose_command() -> list[str]:
     command = _compose_command()
     if command is None:
-        pytest.skip(
+        reason = (
             "docker compose is not installed (neither the docker CLI with its "
             "compose plugin nor docker-compose): docker-compose.yml was not validated "
             "by Docker Compose"
         )
+        if os.environ.get("REQUIRE_COMPOSE") == "1":
+            pytest.fail(f"REQUIRE_COMPOSE=1 but {reason}")
+        pytest.skip(reason)
     return command
 
 
