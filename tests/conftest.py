@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine, make_url
 from optimizer.db import create_db_engine, migrate
 from tests.support.http_client import ClientMaker
 from tests.support.pg import PgCluster, PostgresUnavailable, start_cluster
+from tests.support.required import missing_tool
 
 # No test reaches the network: a key in the developer's shell must not send anything to the
 # real API (services started by the tests inherit this environment), and a client built
@@ -39,9 +40,7 @@ def pg_server_url() -> Iterator[str]:
     try:
         cluster = start_cluster()
     except PostgresUnavailable as exc:
-        if os.environ.get("REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"REQUIRE_POSTGRES=1 but PostgreSQL could not start: {exc}")
-        pytest.skip(f"PostgreSQL tests skipped: no PostgreSQL could be started ({exc})")
+        missing_tool("REQUIRE_POSTGRES", f"no PostgreSQL could be started ({exc})")
     try:
         yield cluster.url
     finally:

@@ -9,7 +9,6 @@ the service logs are written to the test's tmp_path and named in its report.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Generator, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +32,7 @@ from tests.support.browser import (
     sign_in,
 )
 from tests.support.procs import ServiceProcess, start_service
+from tests.support.required import missing_tool
 from tests.support.ui_seed import Seeded
 
 HERE = Path(__file__).parent
@@ -54,9 +54,7 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chrome]:
     missing = chromium_paths().missing()
     if missing:
         reason = f"not found: {', '.join(missing)} (apt-get install chromium chromium-driver)"
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(f"REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(f"browser tests skipped: {reason}")
+        missing_tool("REQUIRE_BROWSER", f"browser tests cannot run: {reason}")
     driver = new_driver(tmp_path_factory.mktemp("chromium"))
     try:
         yield driver

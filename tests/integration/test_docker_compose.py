@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.support.docs import ROOT, settings_read_by_code
+from tests.support.required import missing_tool
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile.prompt-worker"
@@ -103,9 +104,7 @@ def compose_command() -> list[str]:
             "compose plugin nor docker-compose): docker-compose.yml was not validated "
             "by Docker Compose"
         )
-        if os.environ.get("REQUIRE_COMPOSE") == "1":
-            pytest.fail(f"REQUIRE_COMPOSE=1 but {reason}")
-        pytest.skip(reason)
+        missing_tool("REQUIRE_COMPOSE", reason)
     return command
 
 
